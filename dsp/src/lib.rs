@@ -1,0 +1,1 @@
+//! Room audio DSP (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! huis firmware library: the pieces of huisd and huisctl.

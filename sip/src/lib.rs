@@ -1,0 +1,1 @@
+//! Sans-IO SIP core (see ARCHITECTURE.md).
