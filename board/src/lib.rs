@@ -87,10 +87,14 @@
 //! height = 1080
 //! ```
 
+mod builtin;
+mod detect;
 mod error;
 mod model;
 mod parse;
 
+pub use builtin::{DEFAULT_BOARD, builtin, builtin_names, load_file, resolve};
+pub use detect::{detect, detect_from};
 pub use error::BoardError;
 pub use model::*;
 pub use parse::parse;
