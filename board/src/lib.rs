@@ -98,3 +98,6 @@ pub use detect::{detect, detect_from};
 pub use error::BoardError;
 pub use model::*;
 pub use parse::parse;
+
+#[cfg(test)]
+mod tests;
