@@ -451,7 +451,7 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
         let c = c as u16;
         if let Some(other) = channels.iter().position(|&x| x == c) {
             return Err(item.err(format!(
-                "channel {c} is already used by mic {other}; each mic needs its own channel (mic {m})"
+                "mic {m} is on channel {c}, which mic {other} already uses; each mic needs its own channel"
             )));
         }
         channels.push(c);

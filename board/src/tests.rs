@@ -411,7 +411,7 @@ fn channel_used_twice() {
         &text,
         "mic_array.channels[2]",
         Some(line_of(&text, "[1, 2, 2, 4]")),
-        "channel 2 is already used by mic 1",
+        "mic 2 is on channel 2, which mic 1 already uses",
     );
 }
 
