@@ -1,142 +1,103 @@
 //! Board descriptors: what hardware a room box has and how to reach it.
 //!
 //! A descriptor is a TOML file (`board/boards/NAME.toml`, compiled into the
-//! binary; extra ones may be loaded from a directory at run time). This crate
-//! parses and validates them and detects which board we run on. It is data
-//! only: no device is opened here.
+//! binary; others may be loaded from a file at run time). This crate parses
+//! and validates them and detects which board we run on. It is data only: no
+//! device is opened here.
+//!
+//! # API
+//!
+//! - [`builtin_names`], [`builtin`]: the compiled-in descriptors.
+//! - [`parse`], [`load_file`]: a descriptor from text or from a file.
+//! - [`detect`], [`detect_from`]: the builtin board matching this system.
+//! - [`resolve`]: `--board`, then the configuration, then detection, then
+//!   `sim`.
+//!
+//! Every error is a [`BoardError`] whose message names the file, the dotted
+//! key (`mic_array.positions[2]`), the line when known, and the reason:
+//!
+//! ```text
+//! board/boards/rpi4.toml: line 12: key 'mic_array.sample_rate': 44100 is not supported (use 16000 or 48000)
+//! ```
+//!
+//! # Schema
+//!
+//! Unknown keys are errors. Lengths are in metres, angles in degrees
+//! (0 = +x, counter-clockwise, seen from above), rates in Hz.
+//!
+//! | key | type | rule |
+//! | --- | --- | --- |
+//! | `description` | string | required, one line for people |
+//! | `encoders` | array of strings | required, H.264 GStreamer element names, most preferred first |
+//! | `[detect]` | table | optional; `compatible` (exact device-tree compatible strings), `dmi` (substrings of DMI product/board name or vendor; `"*"` = any machine with DMI data), `hat` (substrings of the HAT EEPROM product), `alsa_cards` (ALSA card ids) |
+//! | `[mic_array]` | table | `backend` (`"linux"` or `"sim"`), `device` (ALSA PCM, linux only), `capture_channels` (1..=32), `sample_rate` (16000 or 48000), `positions` (`[x, y]` or `[x, y, z]` per mic, at least 2, each within 0.5 m of the centre, at least 5 mm apart), `channels` (capture channel of each mic, same order, distinct, below `capture_channels`), `front_azimuth_deg` (in [0, 360); required when all mics lie on one line) |
+//! | `[audio_out]` | table | `backend`, `device` (linux only), `sample_rate` (16000, 44100 or 48000), `channels` (1..=8) |
+//! | `[camera]` | table | `backend`, `device` (a `/dev/...` V4L2 path, linux only), `width` (160..=7680), `height` (120..=4320), `framerate` (1..=120), `ptz` (optional, default false) |
+//! | `[buttons]` | table | `backend`; for linux at least one of `call`, `mute`: `{ chip = "gpiochipN", line = N, active_low = bool }`; none for sim |
+//! | `[leds]` | table | `driver` = `"sim"`, `"none"`, `"gpio"` (with `red`/`green`/`blue` GPIO lines, at least one) or `"apa102"` (with `spidev = "/dev/spidevB.C"`, `count`, optional `power` GPIO line) |
+//! | `[display]` | table | `kind` = `"kms"` (with `connector`, e.g. `"HDMI-A-1"`), `"wayland"` or `"sim"`; `width`, `height` |
+//!
+//! A GPIO line (chip and offset) may serve only one function. A linux
+//! backend must name its device; a sim backend must not.
+//!
+//! # Example
+//!
+//! ```toml
+//! # Raspberry Pi 4 with a two-mic line on a USB sound card.
+//! description = "Pi 4, two-mic USB line, USB camera"
+//! encoders = ["v4l2h264enc", "x264enc"]
+//!
+//! [detect]
+//! compatible = ["raspberrypi,4-model-b"]
+//!
+//! [mic_array]
+//! backend = "linux"
+//! device = "hw:CARD=Device,DEV=0"
+//! capture_channels = 2
+//! sample_rate = 48000
+//! positions = [[-0.05, 0.0], [0.05, 0.0]]
+//! channels = [0, 1]
+//! front_azimuth_deg = 90.0
+//!
+//! [audio_out]
+//! backend = "linux"
+//! device = "hw:CARD=Headphones,DEV=0"
+//! sample_rate = 48000
+//! channels = 2
+//!
+//! [camera]
+//! backend = "linux"
+//! device = "/dev/video0"
+//! width = 1280
+//! height = 720
+//! framerate = 30
+//!
+//! [buttons]
+//! backend = "linux"
+//! call = { chip = "gpiochip0", line = 17, active_low = true }
+//!
+//! [leds]
+//! driver = "gpio"
+//! green = { chip = "gpiochip0", line = 27 }
+//!
+//! [display]
+//! kind = "kms"
+//! connector = "HDMI-A-1"
+//! width = 1920
+//! height = 1080
+//! ```
 
-/// A validated board descriptor.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Board {
-    /// Short name, equal to the file stem (`sim`, `rpi4-respeaker4`, ...).
-    pub name: String,
-    /// One line for people.
-    pub description: String,
-    /// How to recognise this board at run time.
-    pub detect: Detect,
-    pub mic_array: MicArray,
-    pub audio_out: AudioOut,
-    pub camera: Camera,
-    /// H.264 encoder GStreamer element names, most preferred first.
-    pub encoders: Vec<String>,
-    pub buttons: Buttons,
-    pub leds: Leds,
-    pub display: Display,
-}
+mod builtin;
+mod detect;
+mod error;
+mod model;
+mod parse;
 
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Detect {
-    /// Strings matched against entries of /proc/device-tree/compatible.
-    pub compatible: Vec<String>,
-    /// Substrings matched against /sys/class/dmi/id/product_name or board_name.
-    pub dmi: Vec<String>,
-}
+pub use builtin::{DEFAULT_BOARD, builtin, builtin_names, load_file, resolve};
+pub use detect::{detect, detect_from};
+pub use error::BoardError;
+pub use model::*;
+pub use parse::parse;
 
-/// Which backend drives a piece of hardware.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Real Linux device (ALSA, V4L2, GPIO character device, KMS, ...).
-    Linux,
-    /// Simulated device (room recording, test pattern, WAV writer, D-Bus buttons).
-    Sim,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct MicArray {
-    pub backend: Backend,
-    /// ALSA PCM name (e.g. `hw:CARD=ArrayUAC10,DEV=0`); empty for sim.
-    pub device: String,
-    /// Channels the device delivers per frame (may exceed the mic count).
-    pub capture_channels: u16,
-    pub sample_rate: u32,
-    /// Mic positions in metres from the array centre `[x, y, z]`, in the
-    /// order of `channels`.
-    pub positions: Vec<[f64; 3]>,
-    /// For each mic (same order as `positions`), its capture channel index.
-    pub channels: Vec<u16>,
-    /// For linear arrays: the azimuth (degrees, 0 = +x, counter-clockwise)
-    /// of the half-plane the talkers are in.
-    pub front_azimuth_deg: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct AudioOut {
-    pub backend: Backend,
-    /// ALSA PCM name; empty for sim.
-    pub device: String,
-    pub sample_rate: u32,
-    pub channels: u16,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Camera {
-    pub backend: Backend,
-    /// V4L2 device path (`/dev/video0`, or a /dev/v4l/by-id path); empty for sim.
-    pub device: String,
-    pub width: u32,
-    pub height: u32,
-    pub framerate: u32,
-    /// Whether the camera has pan/tilt/zoom controls.
-    pub ptz: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct GpioLine {
-    /// GPIO chip (`gpiochip0`) as seen under /dev.
-    pub chip: String,
-    /// Line offset on that chip.
-    pub line: u32,
-    /// True when the line is low while pressed / lit.
-    pub active_low: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Buttons {
-    pub backend: Backend,
-    pub call: Option<GpioLine>,
-    pub mute: Option<GpioLine>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum LedDriver {
-    /// Simulated LEDs, read over D-Bus.
-    Sim,
-    /// Plain GPIO lines, one per colour/state.
-    Gpio { red: Option<GpioLine>, green: Option<GpioLine>, blue: Option<GpioLine> },
-    /// An APA102 ring on SPI (ReSpeaker HATs), with the GPIO that powers it.
-    Apa102 { spidev: String, count: u16, power: Option<GpioLine> },
-    /// No LEDs.
-    None,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Leds {
-    pub driver: LedDriver,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DisplayKind {
-    /// GStreamer kmssink on a DRM connector.
-    Kms,
-    /// waylandsink under a compositor.
-    Wayland,
-    /// Simulated: frames are kept in memory and can be saved as a screenshot.
-    Sim,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Display {
-    pub kind: DisplayKind,
-    /// DRM connector name (`HDMI-A-1`) for kms; empty otherwise.
-    pub connector: String,
-    pub width: u32,
-    pub height: u32,
-}
-
-// The functions below are the crate's API; see the module docs of each.
-// pub fn builtin_names() -> Vec<&'static str>
-// pub fn builtin(name: &str) -> Result<Board, BoardError>
-// pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError>
-// pub fn load_file(path: &std::path::Path) -> Result<Board, BoardError>
-// pub fn detect_from(root: &std::path::Path) -> Option<String>
-// pub fn resolve(cli: Option<&str>, config: Option<&str>, root: &std::path::Path) -> Result<Board, BoardError>
+#[cfg(test)]
+mod tests;
