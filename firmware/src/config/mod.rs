@@ -430,7 +430,11 @@ pub fn apply_set(
     table.insert(name, toml_edit::Item::Value(parsed));
     let text = doc.to_string();
     let cfg = Config::parse("D-Bus", &text).map_err(|e| {
-        err(format!("{} refused: {}; nothing was changed", value.trim(), e.reason.trim_start_matches(&format!("{} ", value.trim()))))
+        err(format!(
+            "{} refused: {}; nothing was changed",
+            value.trim(),
+            e.reason.trim_start_matches(&format!("{} ", value.trim()))
+        ))
     })?;
     Ok((text, cfg))
 }
