@@ -9,3 +9,4 @@ pub mod dtmf;
 pub mod framing;
 pub mod msg;
 pub mod sdp;
+pub mod transaction;
