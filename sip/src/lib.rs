@@ -10,3 +10,8 @@ pub mod framing;
 pub mod msg;
 pub mod sdp;
 pub mod transaction;
+pub mod types;
+pub mod ua;
+
+pub use types::*;
+pub use ua::UserAgent;
