@@ -246,13 +246,6 @@ fn cseq_of(headers: &Headers) -> Option<(u32, String)> {
     header_value(headers, "cseq").and_then(|v| msg::parse_cseq(&v))
 }
 
-fn status_of(r: &Response) -> (u16, String) {
-    let code = r.status_code.code();
-    let text = r.status_code.to_string();
-    let reason = text.split_once(' ').map(|(_, r)| r.to_string()).unwrap_or_default();
-    (code, reason)
-}
-
 impl UserAgent {
     /// A user agent with this configuration.
     pub fn new(cfg: Config) -> UserAgent {
@@ -492,7 +485,8 @@ impl UserAgent {
             None => Vec::new(),
         };
         Response {
-            status_code: rsip::StatusCode::from(code),
+            // rsip's own Display would print "486 BusyHere"; keep the RFC reason phrases.
+            status_code: rsip::StatusCode::Other(code, reason_phrase(code).into()),
             version: rsip::Version::V2,
             headers: h.into(),
             body,
@@ -563,7 +557,10 @@ impl UserAgent {
     fn handle_bytes(&mut self, now: Instant, bytes: &[u8], src: Destination, datagram: bool) {
         match framing::parse_message(bytes, &self.cfg.limits, datagram) {
             Ok((_, SipMessage::Request(r))) => self.on_request(now, r, src),
-            Ok((_, SipMessage::Response(r))) => self.on_response(now, r),
+            Ok((raw, SipMessage::Response(r))) => {
+                let reason = raw.start_line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                self.on_response(now, r, reason)
+            }
             Err((Some(raw), _)) => self.reply_raw(&raw, src),
             Err((None, _)) => {}
         }
@@ -1097,10 +1094,10 @@ impl UserAgent {
         }
     }
 
-    fn on_response(&mut self, now: Instant, resp: Response) {
+    fn on_response(&mut self, now: Instant, resp: Response, reason: String) {
         let Some((branch, _)) = via_key(&resp.headers) else { return };
         let Some((cseq, method)) = cseq_of(&resp.headers) else { return };
-        let (code, reason) = status_of(&resp);
+        let code = resp.status_code.code();
         let key = format!("{branch}:{method}");
         let Some(entry) = self.clients.get_mut(&key) else {
             // A 2xx retransmission after the INVITE transaction ended: re-send our ACK.
