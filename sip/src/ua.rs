@@ -2096,7 +2096,10 @@ impl UserAgent {
                 self.end_call(now, id, EndReason::SessionExpired);
                 return;
             }
-            if t.refresh_at.is_some_and(|r| r <= now) && c.invite_key.is_none() {
+            if t.refresh_at.is_some_and(|r| r <= now) && c.invite_key.is_some() {
+                // An INVITE is in progress: try the refresh a second later (no busy loop).
+                c.timer = Some(SessionTimer { refresh_at: Some(now + Duration::from_secs(1)), ..t });
+            } else if t.refresh_at.is_some_and(|r| r <= now) {
                 c.timer = Some(SessionTimer { refresh_at: None, ..t });
                 let extra = vec![
                     ("Session-Expires".to_string(), format!("{};refresher=uac", t.interval)),

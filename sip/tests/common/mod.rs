@@ -216,5 +216,5 @@ Contact: <sip:peer@192.0.2.2:5060>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body
 }
 
 pub fn options(branch: &str) -> String {
-    peer_request("OPTIONS", branch, "opt-1@192.0.2.2", 1, "o1", None, "", "")
+    peer_request("OPTIONS", branch, &format!("opt-{branch}@192.0.2.2"), 1, "o1", None, "", "")
 }
