@@ -24,7 +24,10 @@ pub struct RawMessage {
 impl RawMessage {
     /// The first value of the header `name` (long or compact form, any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| name_matches(n, name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| name_matches(n, name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// True if the start line is a request line.
@@ -34,7 +37,11 @@ impl RawMessage {
 
     /// The method of a request line.
     pub fn method(&self) -> Option<&str> {
-        if self.is_request() { self.start_line.split(' ').next() } else { None }
+        if self.is_request() {
+            self.start_line.split(' ').next()
+        } else {
+            None
+        }
     }
 }
 
@@ -57,7 +64,9 @@ pub fn name_matches(have: &str, want: &str) -> bool {
     if have.eq_ignore_ascii_case(want) {
         return true;
     }
-    COMPACT.iter().any(|(long, short)| *long == want && have.eq_ignore_ascii_case(short))
+    COMPACT
+        .iter()
+        .any(|(long, short)| *long == want && have.eq_ignore_ascii_case(short))
 }
 
 /// Name and value of a header as text.
@@ -82,7 +91,11 @@ pub fn header_values(headers: &Headers, name: &str) -> Vec<String> {
 
 /// The first value of header `name`.
 pub fn header_value(headers: &Headers, name: &str) -> Option<String> {
-    headers.iter().map(header_parts).find(|(n, _)| name_matches(n, name)).map(|(_, v)| v)
+    headers
+        .iter()
+        .map(header_parts)
+        .find(|(n, _)| name_matches(n, name))
+        .map(|(_, v)| v)
 }
 
 /// Splits a comma-separated header value, respecting quotes and `<...>`.
@@ -157,12 +170,16 @@ pub fn parse_cseq(value: &str) -> Option<(u32, String)> {
 /// from it (any `Content-Length` header present is replaced).
 pub fn encode(msg: &rsip::SipMessage) -> Vec<u8> {
     let (start, headers, body) = match msg {
-        rsip::SipMessage::Request(r) => {
-            (format!("{} {} {}", r.method, r.uri, r.version), &r.headers, &r.body)
-        }
-        rsip::SipMessage::Response(r) => {
-            (format!("{} {}", r.version, r.status_code), &r.headers, &r.body)
-        }
+        rsip::SipMessage::Request(r) => (
+            format!("{} {} {}", r.method, r.uri, r.version),
+            &r.headers,
+            &r.body,
+        ),
+        rsip::SipMessage::Response(r) => (
+            format!("{} {}", r.version, r.status_code),
+            &r.headers,
+            &r.body,
+        ),
     };
     let mut out = String::with_capacity(512 + body.len());
     out.push_str(&start);
@@ -213,8 +230,14 @@ mod tests {
         assert_eq!(header_param(v, "transport"), None);
         assert_eq!(addr_uri(v), "sip:a@b;transport=tcp");
         assert_eq!(addr_uri("sip:a@b;tag=1"), "sip:a@b");
-        assert_eq!(header_param("SIP/2.0/UDP h;branch=z9hG4bKx;rport", "branch").as_deref(), Some("z9hG4bKx"));
-        assert_eq!(split_list("<sip:a,b>, \"x,y\" <sip:c>"), vec!["<sip:a,b>", "\"x,y\" <sip:c>"]);
+        assert_eq!(
+            header_param("SIP/2.0/UDP h;branch=z9hG4bKx;rport", "branch").as_deref(),
+            Some("z9hG4bKx")
+        );
+        assert_eq!(
+            split_list("<sip:a,b>, \"x,y\" <sip:c>"),
+            vec!["<sip:a,b>", "\"x,y\" <sip:c>"]
+        );
         assert_eq!(parse_cseq("12 INVITE"), Some((12, "INVITE".into())));
         assert_eq!(parse_cseq("x INVITE"), None);
     }

@@ -252,7 +252,9 @@ impl fmt::Display for EndReason {
             EndReason::Busy => write!(f, "busy"),
             EndReason::Declined => write!(f, "declined"),
             EndReason::NotFound => write!(f, "not found"),
-            EndReason::AuthFailed => write!(f, "authentication failed: check user name and password"),
+            EndReason::AuthFailed => {
+                write!(f, "authentication failed: check user name and password")
+            }
             EndReason::Timeout => write!(f, "no answer (timeout)"),
             EndReason::NoCommonCodec => write!(f, "no common audio codec"),
             EndReason::RemoteHangup => write!(f, "remote hung up"),

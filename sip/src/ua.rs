@@ -4,7 +4,9 @@
 use crate::digest::{self, Challenge};
 use crate::dtmf::{self, DtmfItem};
 use crate::framing::{self, StreamFramer};
-use crate::msg::{self, RawMessage, addr_uri, hdr, header_param, header_value, header_values, tag_of};
+use crate::msg::{
+    self, RawMessage, addr_uri, hdr, header_param, header_value, header_values, tag_of,
+};
 use crate::sdp::{Direction, LocalMedia, SessionDescription};
 use crate::transaction::{ClientTransaction, ResponseAction, ServerTransaction, TxOutput};
 use crate::types::*;
@@ -152,7 +154,13 @@ pub struct UserAgent {
 }
 
 fn is_sdp(ct: Option<&str>) -> bool {
-    ct.is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp"))
+    ct.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .eq_ignore_ascii_case("application/sdp")
+    })
 }
 
 /// `host:port` of a SIP URI when the host is an IP literal.
@@ -180,7 +188,10 @@ fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
     let addr = if let Some(v6) = hostport.strip_prefix('[') {
         let (ip, port) = v6.split_once(']')?;
         let ip: IpAddr = ip.parse().ok()?;
-        let port = port.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(5060))?;
+        let port = port
+            .strip_prefix(':')
+            .map(|p| p.parse().ok())
+            .unwrap_or(Some(5060))?;
         SocketAddr::new(ip, port)
     } else {
         let (h, p) = match hostport.split_once(':') {
@@ -237,7 +248,12 @@ fn reason_phrase(code: u16) -> &'static str {
 fn via_key(headers: &Headers) -> Option<(String, String)> {
     let via = header_value(headers, "via")?;
     let top = msg::split_list(&via).into_iter().next()?;
-    let sent_by = top.split_whitespace().nth(1)?.split(';').next()?.to_string();
+    let sent_by = top
+        .split_whitespace()
+        .nth(1)?
+        .split(';')
+        .next()?
+        .to_string();
     let branch = header_param(&top, "branch").unwrap_or_default();
     Some((branch, sent_by))
 }
@@ -311,7 +327,10 @@ impl UserAgent {
             t.push(c.cancel_deadline);
             t.push(c.timer.and_then(|s| s.refresh_at));
             t.push(c.timer.map(|s| s.expire_at));
-            t.push(c.dtmf_next_at.filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()));
+            t.push(
+                c.dtmf_next_at
+                    .filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()),
+            );
             t.push(c.reinvite_retry_at);
             t.push(c.remove_at);
         }
@@ -329,7 +348,10 @@ impl UserAgent {
 
     /// Number of calls not yet ended.
     pub fn active_calls(&self) -> usize {
-        self.calls.values().filter(|c| c.state != CallState::Ended).count()
+        self.calls
+            .values()
+            .filter(|c| c.state != CallState::Ended)
+            .count()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -353,7 +375,11 @@ impl UserAgent {
     }
 
     fn contact(&self, transport: TransportKind) -> String {
-        let t = if transport == TransportKind::Tcp { ";transport=tcp" } else { "" };
+        let t = if transport == TransportKind::Tcp {
+            ";transport=tcp"
+        } else {
+            ""
+        };
         let a = self.cfg.local_addr;
         match a {
             SocketAddr::V4(_) => format!("<sip:{}@{}{t}>", self.cfg.user, a),
@@ -373,13 +399,23 @@ impl UserAgent {
     }
 
     fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
-        self.transmits.push_back(Transmit { dest: dest.addr, transport: dest.transport, bytes });
+        self.transmits.push_back(Transmit {
+            dest: dest.addr,
+            transport: dest.transport,
+            bytes,
+        });
     }
 
     fn via(&mut self, transport: TransportKind) -> (String, String) {
         let branch = self.branch();
         let a = self.cfg.local_addr;
-        (format!("SIP/2.0/{} {a};branch={branch};rport", transport.via_token()), branch)
+        (
+            format!(
+                "SIP/2.0/{} {a};branch={branch};rport",
+                transport.via_token()
+            ),
+            branch,
+        )
     }
 
     /// A request with the standard headers. `extra` headers are added before Content-Type.
@@ -427,16 +463,46 @@ impl UserAgent {
             }
             None => Vec::new(),
         };
-        Ok((Request { method, uri, version: rsip::Version::V2, headers: h.into(), body }, branch))
+        Ok((
+            Request {
+                method,
+                uri,
+                version: rsip::Version::V2,
+                headers: h.into(),
+                body,
+            },
+            branch,
+        ))
     }
 
-    fn start_client(&mut self, now: Instant, req: Request, branch: &str, dest: Destination, owner: Owner) -> String {
+    fn start_client(
+        &mut self,
+        now: Instant,
+        req: Request,
+        branch: &str,
+        dest: Destination,
+        owner: Owner,
+    ) -> String {
         let key = format!("{branch}:{}", req.method);
         let bytes = msg::encode(&SipMessage::Request(req.clone()));
         let invite = req.method == Method::Invite;
-        let tx = ClientTransaction::new(now, invite, dest.transport.is_reliable(), bytes.clone(), self.cfg.timers);
+        let tx = ClientTransaction::new(
+            now,
+            invite,
+            dest.transport.is_reliable(),
+            bytes.clone(),
+            self.cfg.timers,
+        );
         self.send(dest, bytes);
-        self.clients.insert(key.clone(), ClientEntry { tx, owner, dest, request: req });
+        self.clients.insert(
+            key.clone(),
+            ClientEntry {
+                tx,
+                owner,
+                dest,
+                request: req,
+            },
+        );
         key
     }
 
@@ -494,7 +560,18 @@ impl UserAgent {
     }
 
     /// Sends a response through the server transaction `key` (if any), else directly.
-    fn reply(&mut self, now: Instant, key: &str, req: &Request, dest: Destination, code: u16, to_tag: Option<&str>, extra: Vec<(String, String)>, body: Option<(&str, Vec<u8>)>) {
+    #[allow(clippy::too_many_arguments)]
+    fn reply(
+        &mut self,
+        now: Instant,
+        key: &str,
+        req: &Request,
+        dest: Destination,
+        code: u16,
+        to_tag: Option<&str>,
+        extra: Vec<(String, String)>,
+        body: Option<(&str, Vec<u8>)>,
+    ) {
         let resp = self.build_response(req, code, to_tag, extra, body);
         let bytes = msg::encode(&SipMessage::Response(resp));
         if let Some(s) = self.servers.get_mut(key)
@@ -520,14 +597,23 @@ impl UserAgent {
                 if bytes.iter().all(|b| *b == b'\r' || *b == b'\n') {
                     return; // keep-alive
                 }
-                let dest = Destination { addr: from, transport: TransportKind::Udp };
+                let dest = Destination {
+                    addr: from,
+                    transport: TransportKind::Udp,
+                };
                 self.handle_bytes(now, bytes, dest, true);
             }
             Input::Stream { from, bytes, .. } => {
                 let limits = self.cfg.limits;
-                let framer = self.framers.entry(from).or_insert_with(|| StreamFramer::new(limits));
+                let framer = self
+                    .framers
+                    .entry(from)
+                    .or_insert_with(|| StreamFramer::new(limits));
                 let results = framer.push(bytes);
-                let dest = Destination { addr: from, transport: TransportKind::Tcp };
+                let dest = Destination {
+                    addr: from,
+                    transport: TransportKind::Tcp,
+                };
                 for r in results {
                     match r {
                         Ok(raw) => {
@@ -558,7 +644,12 @@ impl UserAgent {
         match framing::parse_message(bytes, &self.cfg.limits, datagram) {
             Ok((_, SipMessage::Request(r))) => self.on_request(now, r, src),
             Ok((raw, SipMessage::Response(r))) => {
-                let reason = raw.start_line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
+                let reason = raw
+                    .start_line
+                    .splitn(3, ' ')
+                    .nth(2)
+                    .unwrap_or("")
+                    .to_string();
                 self.on_response(now, r, reason)
             }
             Err((Some(raw), _)) => self.reply_raw(&raw, src),
@@ -574,7 +665,11 @@ impl UserAgent {
             return;
         }
         let known = Method::all().iter().any(|m| m.to_string() == method);
-        let (code, reason) = if known { (400, "Bad Request") } else { (501, "Not Implemented") };
+        let (code, reason) = if known {
+            (400, "Bad Request")
+        } else {
+            (501, "Not Implemented")
+        };
         let mut out = format!("SIP/2.0 {code} {reason}\r\n");
         let mut vias = 0;
         for (n, v) in &raw.headers {
@@ -583,30 +678,46 @@ impl UserAgent {
                 vias += 1;
             }
         }
-        let (Some(f), Some(t), Some(c), Some(s)) =
-            (raw.header("from"), raw.header("to"), raw.header("call-id"), raw.header("cseq"))
-        else {
+        let (Some(f), Some(t), Some(c), Some(s)) = (
+            raw.header("from"),
+            raw.header("to"),
+            raw.header("call-id"),
+            raw.header("cseq"),
+        ) else {
             return;
         };
         if vias == 0 || msg::parse_cseq(s).is_none() {
             return;
         }
-        let t = if tag_of(t).is_some() { t.to_string() } else { format!("{t};tag={}", self.token()) };
-        out.push_str(&format!("From: {f}\r\nTo: {t}\r\nCall-ID: {c}\r\nCSeq: {s}\r\n"));
+        let t = if tag_of(t).is_some() {
+            t.to_string()
+        } else {
+            format!("{t};tag={}", self.token())
+        };
+        out.push_str(&format!(
+            "From: {f}\r\nTo: {t}\r\nCall-ID: {c}\r\nCSeq: {s}\r\n"
+        ));
         if code == 501 {
             out.push_str(&format!("Allow: {ALLOW}\r\n"));
         }
-        out.push_str(&format!("Server: {}\r\nContent-Length: 0\r\n\r\n", self.cfg.user_agent));
+        out.push_str(&format!(
+            "Server: {}\r\nContent-Length: 0\r\n\r\n",
+            self.cfg.user_agent
+        ));
         self.send(src, out.into_bytes());
     }
 
     fn on_request(&mut self, now: Instant, req: Request, src: Destination) {
-        let Some((branch, sent_by)) = via_key(&req.headers) else { return };
+        let Some((branch, sent_by)) = via_key(&req.headers) else {
+            return;
+        };
         let cseq = cseq_of(&req.headers);
         let from = header_value(&req.headers, "from");
         let to = header_value(&req.headers, "to");
         let call_id = header_value(&req.headers, "call-id");
-        let (Some((cseq_n, cseq_m)), Some(from), Some(to), Some(call_id)) = (cseq, from, to, call_id) else {
+        let (Some((cseq_n, cseq_m)), Some(from), Some(to), Some(call_id)) =
+            (cseq, from, to, call_id)
+        else {
             if req.method != Method::Ack {
                 self.reply(now, "", &req, src, 400, Some("x"), vec![], None);
             }
@@ -618,12 +729,19 @@ impl UserAgent {
             }
             return;
         }
-        let key_method = if req.method == Method::Ack { Method::Invite } else { req.method };
+        let key_method = if req.method == Method::Ack {
+            Method::Invite
+        } else {
+            req.method
+        };
         let key = if branch.starts_with("z9hG4bK") {
             format!("{branch}:{sent_by}:{key_method}")
         } else {
             // RFC 2543 peers: match on the request's identifying fields instead.
-            format!("{call_id}:{cseq_n}:{}:{sent_by}:{key_method}", tag_of(&from).unwrap_or_default())
+            format!(
+                "{call_id}:{cseq_n}:{}:{sent_by}:{key_method}",
+                tag_of(&from).unwrap_or_default()
+            )
         };
 
         if req.method == Method::Ack {
@@ -653,7 +771,8 @@ impl UserAgent {
             let merged = self.servers.values().any(|s| {
                 header_value(&s.request.headers, "call-id").as_deref() == Some(call_id.as_str())
                     && cseq_of(&s.request.headers).map(|c| c.0) == Some(cseq_n)
-                    && header_value(&s.request.headers, "from").and_then(|f| tag_of(&f)) == tag_of(&from)
+                    && header_value(&s.request.headers, "from").and_then(|f| tag_of(&f))
+                        == tag_of(&from)
             });
             if merged {
                 let tag = self.token();
@@ -679,12 +798,23 @@ impl UserAgent {
                 .collect();
             if !unsupported.is_empty() && req.method != Method::Cancel {
                 let tag = self.token();
-                self.reply(now, &key, &req, src, 420, Some(&tag), vec![("Unsupported".into(), unsupported.join(", "))], None);
+                self.reply(
+                    now,
+                    &key,
+                    &req,
+                    src,
+                    420,
+                    Some(&tag),
+                    vec![("Unsupported".into(), unsupported.join(", "))],
+                    None,
+                );
                 return;
             }
         }
         match tag_of(&to) {
-            Some(local_tag) => self.on_in_dialog(now, req, key, src, &call_id, &local_tag, &from, cseq_n),
+            Some(local_tag) => {
+                self.on_in_dialog(now, req, key, src, &call_id, &local_tag, &from, cseq_n)
+            }
             None => self.on_out_of_dialog(now, req, key, src, &from, &to, &call_id, cseq_n),
         }
     }
@@ -698,7 +828,17 @@ impl UserAgent {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_out_of_dialog(&mut self, now: Instant, req: Request, key: String, src: Destination, from: &str, to: &str, call_id: &str, cseq: u32) {
+    fn on_out_of_dialog(
+        &mut self,
+        now: Instant,
+        req: Request,
+        key: String,
+        src: Destination,
+        from: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+    ) {
         let tag = self.token();
         match req.method {
             Method::Options => {
@@ -709,21 +849,51 @@ impl UserAgent {
             Method::Bye | Method::Info | Method::Update | Method::PRack => {
                 self.reply(now, &key, &req, src, 481, Some(&tag), vec![], None)
             }
-            _ => self.reply(now, &key, &req, src, 405, Some(&tag), vec![("Allow".into(), ALLOW.into())], None),
+            _ => self.reply(
+                now,
+                &key,
+                &req,
+                src,
+                405,
+                Some(&tag),
+                vec![("Allow".into(), ALLOW.into())],
+                None,
+            ),
         }
     }
 
     /// Session-Expires of a request: (interval, refresher-is-uac?), or 422 needed.
     fn session_expires(&self, headers: &Headers) -> Result<Option<(u32, Option<bool>)>, ()> {
-        let Some(v) = header_value(headers, "session-expires") else { return Ok(None) };
-        let n: u32 = v.split(';').next().unwrap_or("").trim().parse().map_err(|_| ())?;
-        let refresher = header_param(&format!("x{}", &v[v.find(';').unwrap_or(v.len())..]), "refresher")
-            .map(|r| r.eq_ignore_ascii_case("uac"));
+        let Some(v) = header_value(headers, "session-expires") else {
+            return Ok(None);
+        };
+        let n: u32 = v
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .parse()
+            .map_err(|_| ())?;
+        let refresher = header_param(
+            &format!("x{}", &v[v.find(';').unwrap_or(v.len())..]),
+            "refresher",
+        )
+        .map(|r| r.eq_ignore_ascii_case("uac"));
         Ok(Some((n, refresher)))
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_new_invite(&mut self, now: Instant, req: Request, key: String, src: Destination, from: &str, to: &str, call_id: &str, cseq: u32) {
+    fn on_new_invite(
+        &mut self,
+        now: Instant,
+        req: Request,
+        key: String,
+        src: Destination,
+        from: &str,
+        to: &str,
+        call_id: &str,
+        cseq: u32,
+    ) {
         let tag = self.token();
         // 100 Trying at once: the call manager may take a while.
         self.reply(now, &key, &req, src, 100, None, vec![], None);
@@ -731,14 +901,32 @@ impl UserAgent {
         let remote_sdp = if req.body.is_empty() {
             None
         } else if !is_sdp(ct.as_deref()) {
-            self.reply(now, &key, &req, src, 415, Some(&tag), vec![("Accept".into(), "application/sdp".into())], None);
+            self.reply(
+                now,
+                &key,
+                &req,
+                src,
+                415,
+                Some(&tag),
+                vec![("Accept".into(), "application/sdp".into())],
+                None,
+            );
             return;
         } else {
             let text = String::from_utf8_lossy(&req.body).into_owned();
             let ok = SessionDescription::parse(&text)
                 .and_then(|offer| self.probe_media().answer(&offer).map(|_| ()));
             if ok.is_err() {
-                self.reply(now, &key, &req, src, 488, Some(&tag), vec![("Warning".into(), "304 huis \"no common media\"".into())], None);
+                self.reply(
+                    now,
+                    &key,
+                    &req,
+                    src,
+                    488,
+                    Some(&tag),
+                    vec![("Warning".into(), "304 huis \"no common media\"".into())],
+                    None,
+                );
                 return;
             }
             Some(text)
@@ -753,9 +941,11 @@ impl UserAgent {
             return;
         }
         // Session timer (RFC 4028 §9): honour the peer's request, refuse too small intervals.
-        let supports_timer = header_values(&req.headers, "supported")
-            .iter()
-            .any(|v| msg::split_list(v).iter().any(|t| t.eq_ignore_ascii_case("timer")));
+        let supports_timer = header_values(&req.headers, "supported").iter().any(|v| {
+            msg::split_list(v)
+                .iter()
+                .any(|t| t.eq_ignore_ascii_case("timer"))
+        });
         let pending_timer = match self.session_expires(&req.headers) {
             Err(()) => {
                 self.reply(now, &key, &req, src, 400, Some(&tag), vec![], None);
@@ -764,7 +954,16 @@ impl UserAgent {
             Ok(None) => None,
             Ok(Some((n, _))) if n < self.cfg.min_se => {
                 let min = self.cfg.min_se.max(90);
-                self.reply(now, &key, &req, src, 422, Some(&tag), vec![("Min-SE".into(), min.to_string())], None);
+                self.reply(
+                    now,
+                    &key,
+                    &req,
+                    src,
+                    422,
+                    Some(&tag),
+                    vec![("Min-SE".into(), min.to_string())],
+                    None,
+                );
                 return;
             }
             Ok(Some((n, refresher_uac))) => {
@@ -775,7 +974,9 @@ impl UserAgent {
         };
         let id = CallId(self.next_call);
         self.next_call += 1;
-        let allows_update = header_values(&req.headers, "allow").iter().any(|v| v.to_ascii_uppercase().contains("UPDATE"));
+        let allows_update = header_values(&req.headers, "allow")
+            .iter()
+            .any(|v| v.to_ascii_uppercase().contains("UPDATE"));
         let call = Call {
             id,
             outgoing: false,
@@ -788,9 +989,16 @@ impl UserAgent {
             local_cseq: 1 + (self.rand() % 10_000) as u32,
             remote_cseq: cseq,
             remote_target,
-            route_set: header_values(&req.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect(),
+            route_set: header_values(&req.headers, "record-route")
+                .iter()
+                .flat_map(|v| msg::split_list(v))
+                .collect(),
             dest: src,
-            account: if self.cfg.accounts.is_empty() { None } else { Some(0) },
+            account: if self.cfg.accounts.is_empty() {
+                None
+            } else {
+                Some(0)
+            },
             local_sdp: String::new(),
             remote_sdp: remote_sdp.clone(),
             peer_allows_update: allows_update,
@@ -821,8 +1029,22 @@ impl UserAgent {
             s.call = Some(id);
         }
         let contact = self.contact(src.transport);
-        self.reply(now, &key, &req, src, 180, Some(&tag), vec![("Contact".into(), contact)], None);
-        self.event(Event::IncomingCall { call: id, from: strip_tag(from), remote_sdp, auto_answer: self.cfg.auto_answer });
+        self.reply(
+            now,
+            &key,
+            &req,
+            src,
+            180,
+            Some(&tag),
+            vec![("Contact".into(), contact)],
+            None,
+        );
+        self.event(Event::IncomingCall {
+            call: id,
+            from: strip_tag(from),
+            remote_sdp,
+            auto_answer: self.cfg.auto_answer,
+        });
     }
 
     /// LocalMedia used only to check offers against our codec list.
@@ -845,14 +1067,28 @@ impl UserAgent {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_in_dialog(&mut self, now: Instant, req: Request, key: String, src: Destination, call_id: &str, local_tag: &str, from: &str, cseq: u32) {
+    fn on_in_dialog(
+        &mut self,
+        now: Instant,
+        req: Request,
+        key: String,
+        src: Destination,
+        call_id: &str,
+        local_tag: &str,
+        from: &str,
+        cseq: u32,
+    ) {
         let Some(id) = self.find_dialog(call_id, local_tag) else {
             self.reply(now, &key, &req, src, 481, None, vec![], None);
             return;
         };
         let (ended, remote_cseq, remote_tag) = {
             let c = &self.calls[&id];
-            (c.state == CallState::Ended, c.remote_cseq, c.remote_tag.clone())
+            (
+                c.state == CallState::Ended,
+                c.remote_cseq,
+                c.remote_tag.clone(),
+            )
         };
         if remote_tag.is_some() && tag_of(from) != remote_tag {
             self.reply(now, &key, &req, src, 481, None, vec![], None);
@@ -896,22 +1132,51 @@ impl UserAgent {
                     match dtmf::parse_info_body(&String::from_utf8_lossy(&req.body)) {
                         Some((digit, duration_ms)) => {
                             self.reply(now, &key, &req, src, 200, None, vec![], None);
-                            self.event(Event::DtmfInfo { call: id, digit, duration_ms });
+                            self.event(Event::DtmfInfo {
+                                call: id,
+                                digit,
+                                duration_ms,
+                            });
                         }
                         None => self.reply(now, &key, &req, src, 400, None, vec![], None),
                     }
                 } else if req.body.is_empty() {
                     self.reply(now, &key, &req, src, 200, None, vec![], None);
                 } else {
-                    self.reply(now, &key, &req, src, 415, None, vec![("Accept".into(), dtmf::DTMF_RELAY.into())], None);
+                    self.reply(
+                        now,
+                        &key,
+                        &req,
+                        src,
+                        415,
+                        None,
+                        vec![("Accept".into(), dtmf::DTMF_RELAY.into())],
+                        None,
+                    );
                 }
             }
             Method::Invite | Method::Update => self.on_reinvite(now, id, req, key, src),
-            _ => self.reply(now, &key, &req, src, 405, None, vec![("Allow".into(), ALLOW.into())], None),
+            _ => self.reply(
+                now,
+                &key,
+                &req,
+                src,
+                405,
+                None,
+                vec![("Allow".into(), ALLOW.into())],
+                None,
+            ),
         }
     }
 
-    fn on_reinvite(&mut self, now: Instant, id: CallId, req: Request, key: String, src: Destination) {
+    fn on_reinvite(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        req: Request,
+        key: String,
+        src: Destination,
+    ) {
         let is_invite = req.method == Method::Invite;
         let (state, our_pending, their_pending) = {
             let c = &self.calls[&id];
@@ -919,8 +1184,21 @@ impl UserAgent {
         };
         if state != CallState::Established {
             // Not up yet (early UPDATE is not supported) or still answering.
-            let code = if state == CallState::Answered { 491 } else { 500 };
-            self.reply(now, &key, &req, src, code, None, vec![("Retry-After".into(), "1".into())], None);
+            let code = if state == CallState::Answered {
+                491
+            } else {
+                500
+            };
+            self.reply(
+                now,
+                &key,
+                &req,
+                src,
+                code,
+                None,
+                vec![("Retry-After".into(), "1".into())],
+                None,
+            );
             return;
         }
         if our_pending && is_invite {
@@ -928,7 +1206,16 @@ impl UserAgent {
             return;
         }
         if their_pending && is_invite {
-            self.reply(now, &key, &req, src, 500, None, vec![("Retry-After".into(), "1".into())], None);
+            self.reply(
+                now,
+                &key,
+                &req,
+                src,
+                500,
+                None,
+                vec![("Retry-After".into(), "1".into())],
+                None,
+            );
             return;
         }
         // Remote target refresh.
@@ -944,7 +1231,16 @@ impl UserAgent {
         let se = match self.session_expires(&req.headers) {
             Ok(Some((n, _))) if n < self.cfg.min_se => {
                 let min = self.cfg.min_se.max(90);
-                self.reply(now, &key, &req, src, 422, None, vec![("Min-SE".into(), min.to_string())], None);
+                self.reply(
+                    now,
+                    &key,
+                    &req,
+                    src,
+                    422,
+                    None,
+                    vec![("Min-SE".into(), min.to_string())],
+                    None,
+                );
                 return;
             }
             Ok(v) => v,
@@ -980,7 +1276,10 @@ impl UserAgent {
                 self.reply(now, &key, &req, src, 488, None, vec![], None);
                 return;
             }
-            let dir = offer.audio().map(|m| offer.media_direction(m)).unwrap_or(Direction::SendRecv);
+            let dir = offer
+                .audio()
+                .map(|m| offer.media_direction(m))
+                .unwrap_or(Direction::SendRecv);
             let local = self.calls[&id].local_sdp.clone();
             let answer = match SessionDescription::parse(&local) {
                 Ok(mut l) => {
@@ -999,7 +1298,10 @@ impl UserAgent {
                 c.remote_sdp = Some(text.clone());
                 (was, c.held_by_peer)
             };
-            self.event(Event::CallUpdated { call: id, remote_sdp: text });
+            self.event(Event::CallUpdated {
+                call: id,
+                remote_sdp: text,
+            });
             if c && !was_held {
                 self.event(Event::CallHeld { call: id });
             } else if !c && was_held {
@@ -1036,7 +1338,9 @@ impl UserAgent {
 
     fn on_ack_2xx(&mut self, now: Instant, req: &Request, call_id: &str, to: &str, cseq: u32) {
         let Some(tag) = tag_of(to) else { return };
-        let Some(id) = self.find_dialog(call_id, &tag) else { return };
+        let Some(id) = self.find_dialog(call_id, &tag) else {
+            return;
+        };
         let (establish, bye) = {
             let c = self.calls.get_mut(&id).expect("call exists");
             if c.uas_2xx.is_none() || c.remote_cseq != cseq {
@@ -1050,7 +1354,12 @@ impl UserAgent {
             if establish {
                 c.state = CallState::Established;
                 if let Some((n, we, _)) = c.pending_timer.take() {
-                    c.timer = Some(SessionTimer { interval: n, we_refresh: we, refresh_at: None, expire_at: now });
+                    c.timer = Some(SessionTimer {
+                        interval: n,
+                        we_refresh: we,
+                        refresh_at: None,
+                        expire_at: now,
+                    });
                 }
             }
             (establish, c.bye_after_ack)
@@ -1064,12 +1373,25 @@ impl UserAgent {
         }
         if establish {
             let remote_sdp = self.calls[&id].remote_sdp.clone();
-            self.event(Event::CallEstablished { call: id, remote_sdp });
+            self.event(Event::CallEstablished {
+                call: id,
+                remote_sdp,
+            });
         }
     }
 
-    fn on_cancel(&mut self, now: Instant, req: Request, invite_key: &str, key: &str, src: Destination) {
-        let matched = self.servers.get(invite_key).map(|s| (s.tx.is_proceeding(), s.request.clone(), s.reply_to, s.call));
+    fn on_cancel(
+        &mut self,
+        now: Instant,
+        req: Request,
+        invite_key: &str,
+        key: &str,
+        src: Destination,
+    ) {
+        let matched = self
+            .servers
+            .get(invite_key)
+            .map(|s| (s.tx.is_proceeding(), s.request.clone(), s.reply_to, s.call));
         self.servers.insert(
             key.to_string(),
             ServerEntry {
@@ -1082,10 +1404,21 @@ impl UserAgent {
         match matched {
             None => self.reply(now, key, &req, src, 481, None, vec![], None),
             Some((proceeding, invite, dest, call)) => {
-                let tag = call.and_then(|c| self.calls.get(&c)).map(|c| c.local_tag.clone());
+                let tag = call
+                    .and_then(|c| self.calls.get(&c))
+                    .map(|c| c.local_tag.clone());
                 self.reply(now, key, &req, src, 200, tag.as_deref(), vec![], None);
                 if proceeding {
-                    self.reply(now, invite_key, &invite, dest, 487, tag.as_deref(), vec![], None);
+                    self.reply(
+                        now,
+                        invite_key,
+                        &invite,
+                        dest,
+                        487,
+                        tag.as_deref(),
+                        vec![],
+                        None,
+                    );
                     if let Some(id) = call {
                         self.end_call(now, id, EndReason::Cancelled);
                     }
@@ -1095,8 +1428,12 @@ impl UserAgent {
     }
 
     fn on_response(&mut self, now: Instant, resp: Response, reason: String) {
-        let Some((branch, _)) = via_key(&resp.headers) else { return };
-        let Some((cseq, method)) = cseq_of(&resp.headers) else { return };
+        let Some((branch, _)) = via_key(&resp.headers) else {
+            return;
+        };
+        let Some((cseq, method)) = cseq_of(&resp.headers) else {
+            return;
+        };
         let code = resp.status_code.code();
         let key = format!("{branch}:{method}");
         let Some(entry) = self.clients.get_mut(&key) else {
@@ -1131,13 +1468,17 @@ impl UserAgent {
             Owner::Register(a) => self.on_register_response(now, a, &key, &resp, code, &reason),
             Owner::Invite(id) => self.on_invite_response(now, id, &key, &resp, code, &reason, cseq),
             Owner::Cancel(_) => {}
-            Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, &key, &resp, code, cseq),
+            Owner::InDialog(id, m) => {
+                self.on_in_dialog_response(now, id, m, &key, &resp, code, cseq)
+            }
         }
     }
 
     fn resend_ack(&mut self, resp: &Response, cseq: u32) {
         let call_id = header_value(&resp.headers, "call-id").unwrap_or_default();
-        let from_tag = header_value(&resp.headers, "from").and_then(|f| tag_of(&f)).unwrap_or_default();
+        let from_tag = header_value(&resp.headers, "from")
+            .and_then(|f| tag_of(&f))
+            .unwrap_or_default();
         let ack = self
             .calls
             .values()
@@ -1170,7 +1511,13 @@ impl UserAgent {
         for r in header_values(&req.headers, "route") {
             h.push(hdr("Route", r));
         }
-        let ack = Request { method: Method::Ack, uri: req.uri.clone(), version: rsip::Version::V2, headers: h.into(), body: vec![] };
+        let ack = Request {
+            method: Method::Ack,
+            uri: req.uri.clone(),
+            version: rsip::Version::V2,
+            headers: h.into(),
+            body: vec![],
+        };
         msg::encode(&SipMessage::Request(ack))
     }
 
@@ -1180,7 +1527,10 @@ impl UserAgent {
     /// Starts (or restarts) registration of `account`. Also clears an `AuthFailed` state, so
     /// call it again only after the account's credentials changed or a person asked.
     pub fn register(&mut self, now: Instant, account: AccountId) -> Result<(), UaError> {
-        let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
+        let r = self
+            .regs
+            .get_mut(account)
+            .ok_or(UaError::UnknownAccount(account))?;
         r.auth_retry = false;
         r.challenge = None;
         r.backoff = Duration::from_secs(30);
@@ -1191,7 +1541,10 @@ impl UserAgent {
 
     /// Removes the registration of `account` (REGISTER with expires 0).
     pub fn unregister(&mut self, now: Instant, account: AccountId) -> Result<(), UaError> {
-        let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
+        let r = self
+            .regs
+            .get_mut(account)
+            .ok_or(UaError::UnknownAccount(account))?;
         r.expires = 0;
         r.refresh_at = None;
         r.retry_at = None;
@@ -1216,25 +1569,62 @@ impl UserAgent {
         r.cseq += 1;
         r.refresh_at = None;
         r.retry_at = None;
-        let (cseq, call_id, tag, expires) = (r.cseq, r.call_id.clone(), r.local_tag.clone(), r.expires);
+        let (cseq, call_id, tag, expires) =
+            (r.cseq, r.call_id.clone(), r.local_tag.clone(), r.expires);
         let mut extra = vec![("Expires".to_string(), expires.to_string())];
         if let Some((ch, proxy)) = self.regs[a].challenge.clone() {
             self.regs[a].nc += 1;
             let nc = self.regs[a].nc;
             let cnonce = self.token();
-            let v = digest::authorization_value(&ch, &acc.username, &acc.password, "REGISTER", &acc.registrar, nc, &cnonce);
-            extra.push((if proxy { "Proxy-Authorization" } else { "Authorization" }.into(), v));
+            let v = digest::authorization_value(
+                &ch,
+                &acc.username,
+                &acc.password,
+                "REGISTER",
+                &acc.registrar,
+                nc,
+                &cnonce,
+            );
+            extra.push((
+                if proxy {
+                    "Proxy-Authorization"
+                } else {
+                    "Authorization"
+                }
+                .into(),
+                v,
+            ));
         }
         let from = format!("<{}>;tag={tag}", acc.aor);
         let to = format!("<{}>", acc.aor);
-        match self.build_request(Method::Register, &acc.registrar, &from, &to, &call_id, cseq, &[], acc.proxy.transport, extra, None) {
+        match self.build_request(
+            Method::Register,
+            &acc.registrar,
+            &from,
+            &to,
+            &call_id,
+            cseq,
+            &[],
+            acc.proxy.transport,
+            extra,
+            None,
+        ) {
             Ok((req, branch)) => {
                 let key = self.start_client(now, req, &branch, acc.proxy, Owner::Register(a));
                 self.regs[a].tx_key = Some(key);
                 self.set_reg_state(a, RegistrationState::Registering);
             }
             Err(UaError::InvalidTarget(_, e)) => {
-                self.set_reg_state(a, RegistrationState::Failed { reason: RegistrationFailure::Rejected(0, format!("invalid registrar URI: {e}")), retry_at: None });
+                self.set_reg_state(
+                    a,
+                    RegistrationState::Failed {
+                        reason: RegistrationFailure::Rejected(
+                            0,
+                            format!("invalid registrar URI: {e}"),
+                        ),
+                        retry_at: None,
+                    },
+                );
             }
             Err(_) => {}
         }
@@ -1263,7 +1653,15 @@ impl UserAgent {
         self.set_reg_state(a, RegistrationState::Failed { reason, retry_at });
     }
 
-    fn on_register_response(&mut self, now: Instant, a: AccountId, key: &str, resp: &Response, code: u16, reason: &str) {
+    fn on_register_response(
+        &mut self,
+        now: Instant,
+        a: AccountId,
+        key: &str,
+        resp: &Response,
+        code: u16,
+        reason: &str,
+    ) {
         if code < 200 {
             return;
         }
@@ -1288,23 +1686,36 @@ impl UserAgent {
                     .and_then(|c| header_param(&c, "expires"))
                     .and_then(|e| e.parse::<u32>().ok());
                 let granted = from_contact
-                    .or_else(|| header_value(&resp.headers, "expires").and_then(|e| e.trim().parse().ok()))
+                    .or_else(|| {
+                        header_value(&resp.headers, "expires").and_then(|e| e.trim().parse().ok())
+                    })
                     .unwrap_or(self.regs[a].expires);
                 if granted == 0 {
-                    self.reg_failed(now, a, RegistrationFailure::Rejected(code, "registrar granted 0 s".into()));
+                    self.reg_failed(
+                        now,
+                        a,
+                        RegistrationFailure::Rejected(code, "registrar granted 0 s".into()),
+                    );
                     return;
                 }
                 // Refresh at 70 % of the granted time (at least 5 s from now).
-                let refresh = Duration::from_millis(u64::from(granted) * 700).max(Duration::from_secs(5));
+                let refresh =
+                    Duration::from_millis(u64::from(granted) * 700).max(Duration::from_secs(5));
                 self.regs[a].refresh_at = Some(now + refresh);
                 self.set_reg_state(a, RegistrationState::Registered { expires: granted });
             }
             401 | 407 => {
                 let proxy = code == 407;
-                let name = if proxy { "proxy-authenticate" } else { "www-authenticate" };
+                let name = if proxy {
+                    "proxy-authenticate"
+                } else {
+                    "www-authenticate"
+                };
                 let values = header_values(&resp.headers, name);
                 match digest::pick_challenge(values.iter().map(|s| s.as_str())) {
-                    Err(e) => self.reg_failed(now, a, RegistrationFailure::BadChallenge(e.to_string())),
+                    Err(e) => {
+                        self.reg_failed(now, a, RegistrationFailure::BadChallenge(e.to_string()))
+                    }
                     Ok(ch) => {
                         if self.regs[a].auth_retry && !ch.stale {
                             // Our freshly computed credentials were refused: wrong password.
@@ -1325,13 +1736,16 @@ impl UserAgent {
                 self.reg_failed(now, a, RegistrationFailure::AuthFailed);
             }
             423 => {
-                let min = header_value(&resp.headers, "min-expires").and_then(|v| v.trim().parse::<u32>().ok());
+                let min = header_value(&resp.headers, "min-expires")
+                    .and_then(|v| v.trim().parse::<u32>().ok());
                 match min {
                     Some(m) if m > self.regs[a].expires && m <= 86_400 => {
                         self.regs[a].expires = m;
                         self.send_register(now, a);
                     }
-                    _ => self.reg_failed(now, a, RegistrationFailure::Rejected(code, reason.into())),
+                    _ => {
+                        self.reg_failed(now, a, RegistrationFailure::Rejected(code, reason.into()))
+                    }
                 }
             }
             _ => {
@@ -1347,13 +1761,26 @@ impl UserAgent {
     /// Places a call. `target` is a dial string (`sip:` URI, optionally with `;dtmf=` digits to
     /// send once connected); `next_hop` is where the INVITE goes (the account's proxy or the
     /// resolved target host); `local_sdp` is our offer.
-    pub fn invite(&mut self, now: Instant, target: &str, next_hop: Destination, local_sdp: &str) -> Result<CallId, UaError> {
+    pub fn invite(
+        &mut self,
+        now: Instant,
+        target: &str,
+        next_hop: Destination,
+        local_sdp: &str,
+    ) -> Result<CallId, UaError> {
         let (uri, digits) = dtmf::parse_dial_string(target)?;
         if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-            return Err(UaError::InvalidTarget(target.into(), "not a sip: URI".into()));
+            return Err(UaError::InvalidTarget(
+                target.into(),
+                "not a sip: URI".into(),
+            ));
         }
         SessionDescription::parse(local_sdp)?;
-        let account = if self.cfg.accounts.is_empty() { None } else { Some(0) };
+        let account = if self.cfg.accounts.is_empty() {
+            None
+        } else {
+            Some(0)
+        };
         let id = CallId(self.next_call);
         self.next_call += 1;
         let local_tag = self.token();
@@ -1408,7 +1835,12 @@ impl UserAgent {
         Ok(id)
     }
 
-    fn send_initial_invite(&mut self, now: Instant, id: CallId, extra: Vec<(String, String)>) -> Result<(), UaError> {
+    fn send_initial_invite(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        extra: Vec<(String, String)>,
+    ) -> Result<(), UaError> {
         let c = &self.calls[&id];
         let (uri, from, to, cid, cseq, dest, sdp) = (
             c.remote_target.clone(),
@@ -1419,7 +1851,18 @@ impl UserAgent {
             c.dest,
             c.local_sdp.clone(),
         );
-        let (req, branch) = self.build_request(Method::Invite, &uri, &from, &to, &cid, cseq, &[], dest.transport, extra, Some(("application/sdp", sdp.into_bytes())))?;
+        let (req, branch) = self.build_request(
+            Method::Invite,
+            &uri,
+            &from,
+            &to,
+            &cid,
+            cseq,
+            &[],
+            dest.transport,
+            extra,
+            Some(("application/sdp", sdp.into_bytes())),
+        )?;
         let key = self.start_client(now, req, &branch, dest, Owner::Invite(id));
         let c = self.calls.get_mut(&id).expect("call exists");
         c.invite_key = Some(key);
@@ -1433,12 +1876,20 @@ impl UserAgent {
         SessionDescription::parse(local_sdp)?;
         let c = self.calls.get(&call).ok_or(UaError::UnknownCall(call))?;
         if c.outgoing || c.state != CallState::Ringing {
-            return Err(UaError::InvalidState("only a ringing incoming call can be answered"));
+            return Err(UaError::InvalidState(
+                "only a ringing incoming call can be answered",
+            ));
         }
-        let key = c.server_key.clone().ok_or(UaError::InvalidState("no pending INVITE"))?;
+        let key = c
+            .server_key
+            .clone()
+            .ok_or(UaError::InvalidState("no pending INVITE"))?;
         let tag = c.local_tag.clone();
         let pending = c.pending_timer;
-        let s = self.servers.get(&key).ok_or(UaError::InvalidState("INVITE transaction gone"))?;
+        let s = self
+            .servers
+            .get(&key)
+            .ok_or(UaError::InvalidState("INVITE transaction gone"))?;
         let (req, reply_to) = (s.request.clone(), s.reply_to);
         let mut extra = vec![("Contact".to_string(), self.contact(reply_to.transport))];
         extra.push(("Allow".into(), ALLOW.into()));
@@ -1450,7 +1901,13 @@ impl UserAgent {
                 extra.push(("Require".into(), "timer".into()));
             }
         }
-        let resp = self.build_response(&req, 200, Some(&tag), extra, Some(("application/sdp", local_sdp.as_bytes().to_vec())));
+        let resp = self.build_response(
+            &req,
+            200,
+            Some(&tag),
+            extra,
+            Some(("application/sdp", local_sdp.as_bytes().to_vec())),
+        );
         let bytes = msg::encode(&SipMessage::Response(resp));
         if let Some(s) = self.servers.get_mut(&key) {
             s.tx.respond(now, 200, bytes.clone());
@@ -1475,10 +1932,19 @@ impl UserAgent {
     pub fn reject(&mut self, now: Instant, call: CallId, code: u16) -> Result<(), UaError> {
         let c = self.calls.get(&call).ok_or(UaError::UnknownCall(call))?;
         if c.outgoing || c.state != CallState::Ringing {
-            return Err(UaError::InvalidState("only a ringing incoming call can be rejected"));
+            return Err(UaError::InvalidState(
+                "only a ringing incoming call can be rejected",
+            ));
         }
-        let code = if (300..700).contains(&code) { code } else { 603 };
-        let (key, tag) = (c.server_key.clone().unwrap_or_default(), c.local_tag.clone());
+        let code = if (300..700).contains(&code) {
+            code
+        } else {
+            603
+        };
+        let (key, tag) = (
+            c.server_key.clone().unwrap_or_default(),
+            c.local_tag.clone(),
+        );
         if let Some(s) = self.servers.get(&key) {
             let (req, d) = (s.request.clone(), s.reply_to);
             self.reply(now, &key, &req, d, code, Some(&tag), vec![], None);
@@ -1506,7 +1972,10 @@ impl UserAgent {
                 Ok(())
             }
             (CallState::Answered, _) => {
-                self.calls.get_mut(&call).expect("call exists").bye_after_ack = true;
+                self.calls
+                    .get_mut(&call)
+                    .expect("call exists")
+                    .bye_after_ack = true;
                 Ok(())
             }
             (CallState::Established, _) => {
@@ -1518,8 +1987,12 @@ impl UserAgent {
     }
 
     fn send_cancel(&mut self, now: Instant, id: CallId) {
-        let Some(key) = self.calls[&id].invite_key.clone() else { return };
-        let Some(e) = self.clients.get(&key) else { return };
+        let Some(key) = self.calls[&id].invite_key.clone() else {
+            return;
+        };
+        let Some(e) = self.clients.get(&key) else {
+            return;
+        };
         let (inv, dest) = (e.request.clone(), e.dest);
         let mut h: Vec<rsip::Header> = Vec::new();
         if let Some(v) = header_values(&inv.headers, "via").into_iter().next() {
@@ -1537,7 +2010,13 @@ impl UserAgent {
             h.push(hdr("Route", r));
         }
         let branch = via_key(&inv.headers).map(|v| v.0).unwrap_or_default();
-        let req = Request { method: Method::Cancel, uri: inv.uri.clone(), version: rsip::Version::V2, headers: h.into(), body: vec![] };
+        let req = Request {
+            method: Method::Cancel,
+            uri: inv.uri.clone(),
+            version: rsip::Version::V2,
+            headers: h.into(),
+            body: vec![],
+        };
         self.start_client(now, req, &branch, dest, Owner::Cancel(id));
     }
 
@@ -1560,13 +2039,21 @@ impl UserAgent {
             return Err(UaError::InvalidState("call is not established"));
         }
         if c.invite_key.is_some() || c.uas_2xx.is_some() {
-            return Err(UaError::InvalidState("an INVITE transaction is already in progress"));
+            return Err(UaError::InvalidState(
+                "an INVITE transaction is already in progress",
+            ));
         }
         self.send_reinvite(now, call, local_sdp.to_string(), vec![]);
         Ok(())
     }
 
-    fn send_reinvite(&mut self, now: Instant, id: CallId, sdp: String, extra: Vec<(String, String)>) {
+    fn send_reinvite(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        sdp: String,
+        extra: Vec<(String, String)>,
+    ) {
         let body = Some(("application/sdp", sdp.clone().into_bytes()));
         if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra, body) {
             let c = self.calls.get_mut(&id).expect("call exists");
@@ -1577,9 +2064,17 @@ impl UserAgent {
 
     /// Sends DTMF digits by SIP INFO (`application/dtmf-relay`), one transaction at a time;
     /// `,` waits one second.
-    pub fn send_info_dtmf(&mut self, now: Instant, call: CallId, digits: &str) -> Result<(), UaError> {
+    pub fn send_info_dtmf(
+        &mut self,
+        now: Instant,
+        call: CallId,
+        digits: &str,
+    ) -> Result<(), UaError> {
         let items = dtmf::parse_digits(digits)?;
-        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall(call))?;
+        let c = self
+            .calls
+            .get_mut(&call)
+            .ok_or(UaError::UnknownCall(call))?;
         if c.state != CallState::Established {
             return Err(UaError::InvalidState("call is not established"));
         }
@@ -1592,55 +2087,113 @@ impl UserAgent {
     }
 
     fn pump_dtmf(&mut self, now: Instant, id: CallId) {
-        loop {
-            let Some(c) = self.calls.get_mut(&id) else { return };
-            if c.dtmf_busy || c.state != CallState::Established || c.dtmf_next_at.is_some_and(|t| t > now) {
-                return;
-            }
-            match c.dtmf.pop_front() {
-                None => {
-                    c.dtmf_next_at = None;
-                    return;
-                }
-                Some(DtmfItem::Pause) => {
-                    c.dtmf_next_at = Some(now + Duration::from_secs(1));
-                    return;
-                }
-                Some(DtmfItem::Digit(d)) => {
-                    c.dtmf_busy = true;
-                    c.dtmf_next_at = None;
-                    let body = dtmf::info_body(d, 160).into_bytes();
-                    self.send_in_dialog(now, id, Method::Info, vec![], Some((dtmf::DTMF_RELAY, body)));
-                    return;
-                }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.dtmf_busy
+            || c.state != CallState::Established
+            || c.dtmf_next_at.is_some_and(|t| t > now)
+        {
+            return;
+        }
+        match c.dtmf.pop_front() {
+            None => c.dtmf_next_at = None,
+            Some(DtmfItem::Pause) => c.dtmf_next_at = Some(now + Duration::from_secs(1)),
+            Some(DtmfItem::Digit(d)) => {
+                c.dtmf_busy = true;
+                c.dtmf_next_at = None;
+                let body = dtmf::info_body(d, 160).into_bytes();
+                self.send_in_dialog(
+                    now,
+                    id,
+                    Method::Info,
+                    vec![],
+                    Some((dtmf::DTMF_RELAY, body)),
+                );
             }
         }
     }
 
     /// Sends a request inside the call's dialog; returns its client transaction key.
-    fn send_in_dialog(&mut self, now: Instant, id: CallId, method: Method, extra: Vec<(String, String)>, body: Option<(&str, Vec<u8>)>) -> Option<String> {
+    fn send_in_dialog(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        method: Method,
+        extra: Vec<(String, String)>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Option<String> {
         let (req, branch, dest) = self.dialog_request(id, method, extra, body)?;
         Some(self.start_client(now, req, &branch, dest, Owner::InDialog(id, method)))
     }
 
     /// Builds an in-dialog request (RFC 3261 §12.2.1.1, loose routing) and picks its next hop.
-    fn dialog_request(&mut self, id: CallId, method: Method, extra: Vec<(String, String)>, body: Option<(&str, Vec<u8>)>) -> Option<(Request, String, Destination)> {
+    fn dialog_request(
+        &mut self,
+        id: CallId,
+        method: Method,
+        extra: Vec<(String, String)>,
+        body: Option<(&str, Vec<u8>)>,
+    ) -> Option<(Request, String, Destination)> {
         let c = self.calls.get_mut(&id)?;
         if method != Method::Ack {
             c.local_cseq += 1;
         }
         let (from, to) = if c.outgoing {
-            (format!("{};tag={}", c.local_uri, c.local_tag), format!("{};tag={}", c.remote_uri, c.remote_tag.clone().unwrap_or_default()))
+            (
+                format!("{};tag={}", c.local_uri, c.local_tag),
+                format!(
+                    "{};tag={}",
+                    c.remote_uri,
+                    c.remote_tag.clone().unwrap_or_default()
+                ),
+            )
         } else {
-            (format!("{};tag={}", c.local_uri.split(";tag=").next().unwrap_or(""), c.local_tag), format!("{};tag={}", c.remote_uri, c.remote_tag.clone().unwrap_or_default()))
+            (
+                format!(
+                    "{};tag={}",
+                    c.local_uri.split(";tag=").next().unwrap_or(""),
+                    c.local_tag
+                ),
+                format!(
+                    "{};tag={}",
+                    c.remote_uri,
+                    c.remote_tag.clone().unwrap_or_default()
+                ),
+            )
         };
-        let (cid, cseq, routes, target, fallback) = (c.call_id.clone(), c.local_cseq, c.route_set.clone(), c.remote_target.clone(), c.dest);
-        let hop = routes.first().map(|r| addr_uri(r).to_string()).unwrap_or_else(|| target.clone());
+        let (cid, cseq, routes, target, fallback) = (
+            c.call_id.clone(),
+            c.local_cseq,
+            c.route_set.clone(),
+            c.remote_target.clone(),
+            c.dest,
+        );
+        let hop = routes
+            .first()
+            .map(|r| addr_uri(r).to_string())
+            .unwrap_or_else(|| target.clone());
         let dest = match uri_socket(&hop) {
-            Some((addr, t)) => Destination { addr, transport: t.unwrap_or(fallback.transport) },
+            Some((addr, t)) => Destination {
+                addr,
+                transport: t.unwrap_or(fallback.transport),
+            },
             None => fallback,
         };
-        let (req, branch) = self.build_request(method, &target, &from, &to, &cid, cseq, &routes, dest.transport, extra, body).ok()?;
+        let (req, branch) = self
+            .build_request(
+                method,
+                &target,
+                &from,
+                &to,
+                &cid,
+                cseq,
+                &routes,
+                dest.transport,
+                extra,
+                body,
+            )
+            .ok()?;
         Some((req, branch, dest))
     }
 
@@ -1651,7 +2204,9 @@ impl UserAgent {
 
     fn end_call(&mut self, now: Instant, id: CallId, reason: EndReason) {
         let t64 = self.cfg.timers.t64();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.state == CallState::Ended {
             return;
         }
@@ -1670,7 +2225,16 @@ impl UserAgent {
     // Calls: responses
 
     #[allow(clippy::too_many_arguments)]
-    fn on_invite_response(&mut self, now: Instant, id: CallId, key: &str, resp: &Response, code: u16, reason: &str, cseq: u32) {
+    fn on_invite_response(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        key: &str,
+        resp: &Response,
+        code: u16,
+        reason: &str,
+        cseq: u32,
+    ) {
         let Some(c) = self.calls.get(&id) else { return };
         let (state, cancel_requested) = (c.state, c.cancel_requested);
         if code == 100 {
@@ -1688,8 +2252,13 @@ impl UserAgent {
                 self.send_cancel(now, id);
                 return;
             }
-            let early_sdp = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
-            self.event(Event::CallRinging { call: id, code, early_sdp });
+            let early_sdp =
+                (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+            self.event(Event::CallRinging {
+                call: id,
+                code,
+                early_sdp,
+            });
             return;
         }
         if (200..300).contains(&code) {
@@ -1712,16 +2281,21 @@ impl UserAgent {
                 self.end_call(now, id, EndReason::LocalHangup);
                 return;
             }
-            let remote_sdp = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+            let remote_sdp =
+                (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
             let usable = remote_sdp.as_deref().map(|s| {
-                SessionDescription::parse(s).map_err(|_| ()).and_then(|a| self.probe_media().accept_answer(&a).map_err(|_| ()))
+                SessionDescription::parse(s)
+                    .map_err(|_| ())
+                    .and_then(|a| self.probe_media().accept_answer(&a).map_err(|_| ()))
             });
             if let Some(Err(())) = usable {
                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
                 self.end_call(now, id, EndReason::NoCommonCodec);
                 return;
             }
-            let allows_update = header_values(&resp.headers, "allow").iter().any(|v| v.to_ascii_uppercase().contains("UPDATE"));
+            let allows_update = header_values(&resp.headers, "allow")
+                .iter()
+                .any(|v| v.to_ascii_uppercase().contains("UPDATE"));
             {
                 let c = self.calls.get_mut(&id).expect("call exists");
                 c.state = CallState::Established;
@@ -1729,7 +2303,10 @@ impl UserAgent {
                 c.peer_allows_update = allows_update;
             }
             self.timer_from_2xx(now, id, resp, true);
-            self.event(Event::CallEstablished { call: id, remote_sdp: remote_sdp.clone() });
+            self.event(Event::CallEstablished {
+                call: id,
+                remote_sdp: remote_sdp.clone(),
+            });
             self.start_auto_dtmf(now, id, remote_sdp.as_deref());
             return;
         }
@@ -1748,7 +2325,11 @@ impl UserAgent {
         match code {
             401 | 407 => {
                 let proxy = code == 407;
-                let name = if proxy { "proxy-authenticate" } else { "www-authenticate" };
+                let name = if proxy {
+                    "proxy-authenticate"
+                } else {
+                    "www-authenticate"
+                };
                 let values = header_values(&resp.headers, name);
                 let ch = digest::pick_challenge(values.iter().map(|s| s.as_str()));
                 let c = &self.calls[&id];
@@ -1764,8 +2345,20 @@ impl UserAgent {
                         c.nc = 1;
                         c.local_cseq += 1;
                         let uri = c.remote_target.clone();
-                        let v = digest::authorization_value(&ch, &acc.username, &acc.password, "INVITE", &uri, 1, &cnonce);
-                        let h = if proxy { "Proxy-Authorization" } else { "Authorization" };
+                        let v = digest::authorization_value(
+                            &ch,
+                            &acc.username,
+                            &acc.password,
+                            "INVITE",
+                            &uri,
+                            1,
+                            &cnonce,
+                        );
+                        let h = if proxy {
+                            "Proxy-Authorization"
+                        } else {
+                            "Authorization"
+                        };
                         let mut extra = vec![(h.to_string(), v)];
                         extra.extend(self.se_extra(id));
                         if self.send_initial_invite(now, id, extra).is_err() {
@@ -1778,7 +2371,11 @@ impl UserAgent {
             403 if self.calls[&id].auth_retry => self.end_call(now, id, EndReason::AuthFailed),
             422 if !self.calls[&id].se_retry => {
                 let min = header_value(&resp.headers, "min-se")
-                    .and_then(|v| v.split(';').next().and_then(|n| n.trim().parse::<u32>().ok()))
+                    .and_then(|v| {
+                        v.split(';')
+                            .next()
+                            .and_then(|n| n.trim().parse::<u32>().ok())
+                    })
                     .unwrap_or(self.cfg.session_expires)
                     .max(90);
                 let c = self.calls.get_mut(&id).expect("call exists");
@@ -1798,7 +2395,10 @@ impl UserAgent {
     fn se_extra(&self, id: CallId) -> Vec<(String, String)> {
         match self.calls[&id].pending_timer {
             Some((n, _, _)) if self.calls[&id].outgoing => {
-                vec![("Session-Expires".into(), n.to_string()), ("Min-SE".into(), n.to_string())]
+                vec![
+                    ("Session-Expires".into(), n.to_string()),
+                    ("Min-SE".into(), n.to_string()),
+                ]
             }
             _ => vec![],
         }
@@ -1808,9 +2408,14 @@ impl UserAgent {
     fn update_dialog_from_response(&mut self, id: CallId, resp: &Response) {
         let to_tag = header_value(&resp.headers, "to").and_then(|t| tag_of(&t));
         let contact = header_value(&resp.headers, "contact").map(|v| addr_uri(&v).to_string());
-        let mut rr: Vec<String> = header_values(&resp.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect();
+        let mut rr: Vec<String> = header_values(&resp.headers, "record-route")
+            .iter()
+            .flat_map(|v| msg::split_list(v))
+            .collect();
         rr.reverse();
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if to_tag.is_none() {
             return;
         }
@@ -1839,7 +2444,9 @@ impl UserAgent {
         if let Some(c) = self.calls.get_mut(&id) {
             c.local_cseq = saved.max(cseq);
         }
-        let Some((req, _, dest)) = built else { return false };
+        let Some((req, _, dest)) = built else {
+            return false;
+        };
         let bytes = msg::encode(&SipMessage::Request(req));
         self.send(dest, bytes.clone());
         self.calls.get_mut(&id).expect("call exists").ack = Some((bytes, dest, cseq));
@@ -1868,7 +2475,9 @@ impl UserAgent {
     /// (Re)starts the session timer: refresh at half the interval when we refresh, BYE at
     /// interval − min(32, interval/3) when the peer should (RFC 4028 §10).
     fn set_timer(&mut self, now: Instant, id: CallId, interval: u32, we_refresh: bool) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         let iv = interval.max(1);
         let margin = (iv / 3).min(32);
         c.timer = Some(SessionTimer {
@@ -1894,12 +2503,25 @@ impl UserAgent {
             c.dtmf.extend(digits.iter().copied());
             c.dtmf_next_at = Some(now);
         }
-        self.event(Event::AutoDtmf { call: id, digits, rfc4733 });
+        self.event(Event::AutoDtmf {
+            call: id,
+            digits,
+            rfc4733,
+        });
         self.pump_dtmf(now, id);
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn on_in_dialog_response(&mut self, now: Instant, id: CallId, m: Method, key: &str, resp: &Response, code: u16, cseq: u32) {
+    fn on_in_dialog_response(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        m: Method,
+        key: &str,
+        resp: &Response,
+        code: u16,
+        cseq: u32,
+    ) {
         if code < 200 {
             return;
         }
@@ -1925,11 +2547,15 @@ impl UserAgent {
                     if let Some(s) = c.reinvite_sdp.take() {
                         c.local_sdp = s;
                     }
-                    let body = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+                    let body = (!resp.body.is_empty())
+                        .then(|| String::from_utf8_lossy(&resp.body).into_owned());
                     self.timer_from_2xx(now, id, resp, false);
                     if let Some(b) = body {
                         self.calls.get_mut(&id).expect("call exists").remote_sdp = Some(b.clone());
-                        self.event(Event::CallUpdated { call: id, remote_sdp: b });
+                        self.event(Event::CallUpdated {
+                            call: id,
+                            remote_sdp: b,
+                        });
                     }
                 } else {
                     let c = self.calls.get_mut(&id).expect("call exists");
@@ -1938,13 +2564,20 @@ impl UserAgent {
                         491 => {
                             // Glare (RFC 3261 §14.1): try again after 2.1–4 s.
                             let wait = Duration::from_millis(2100 + self.rand() % 1900);
-                            self.calls.get_mut(&id).expect("call exists").reinvite_retry_at = Some(now + wait);
+                            self.calls
+                                .get_mut(&id)
+                                .expect("call exists")
+                                .reinvite_retry_at = Some(now + wait);
                         }
                         408 | 481 => {
                             if code == 408 {
                                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
                             }
-                            self.end_call(now, id, EndReason::from_status(code, "re-INVITE failed"));
+                            self.end_call(
+                                now,
+                                id,
+                                EndReason::from_status(code, "re-INVITE failed"),
+                            );
                         }
                         _ => {
                             self.calls.get_mut(&id).expect("call exists").reinvite_sdp = None;
@@ -1957,7 +2590,11 @@ impl UserAgent {
                 if (200..300).contains(&code) {
                     self.timer_from_2xx(now, id, resp, false);
                 } else if code == 408 || code == 481 {
-                    self.end_call(now, id, EndReason::from_status(code, "session refresh failed"));
+                    self.end_call(
+                        now,
+                        id,
+                        EndReason::from_status(code, "session refresh failed"),
+                    );
                 }
             }
             Method::Info => {
@@ -1982,9 +2619,16 @@ impl UserAgent {
     /// refresh and retry, 2xx retransmission, session timers, DTMF pauses.
     pub fn handle_timeout(&mut self, now: Instant) {
         // Client transactions.
-        let due: Vec<String> = self.clients.iter().filter(|(_, e)| e.tx.deadline().is_some_and(|d| d <= now)).map(|(k, _)| k.clone()).collect();
+        let due: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.tx.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in due {
-            let Some(e) = self.clients.get_mut(&k) else { continue };
+            let Some(e) = self.clients.get_mut(&k) else {
+                continue;
+            };
             let outs = e.tx.on_timer(now);
             let (owner, dest, terminated) = (e.owner, e.dest, e.tx.is_terminated());
             for o in outs {
@@ -1998,9 +2642,16 @@ impl UserAgent {
             }
         }
         // Server transactions.
-        let due: Vec<String> = self.servers.iter().filter(|(_, e)| e.tx.deadline().is_some_and(|d| d <= now)).map(|(k, _)| k.clone()).collect();
+        let due: Vec<String> = self
+            .servers
+            .iter()
+            .filter(|(_, e)| e.tx.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in due {
-            let Some(e) = self.servers.get_mut(&k) else { continue };
+            let Some(e) = self.servers.get_mut(&k) else {
+                continue;
+            };
             let outs = e.tx.on_timer(now);
             let (dest, terminated) = (e.reply_to, e.tx.is_terminated());
             for o in outs {
@@ -2035,11 +2686,21 @@ impl UserAgent {
             }
             Owner::Invite(id) => {
                 let cancel = self.calls.get(&id).is_some_and(|c| c.cancel_requested);
-                self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Timeout });
+                self.end_call(
+                    now,
+                    id,
+                    if cancel {
+                        EndReason::LocalHangup
+                    } else {
+                        EndReason::Timeout
+                    },
+                );
             }
             Owner::Cancel(_) => {}
             Owner::InDialog(id, m) => {
-                let Some(c) = self.calls.get_mut(&id) else { return };
+                let Some(c) = self.calls.get_mut(&id) else {
+                    return;
+                };
                 match m {
                     Method::Info => {
                         c.dtmf_busy = false;
@@ -2058,7 +2719,9 @@ impl UserAgent {
     }
 
     fn call_timers(&mut self, now: Instant, id: CallId) {
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.remove_at.is_some_and(|t| t <= now) {
             self.calls.remove(&id);
             return;
@@ -2067,9 +2730,9 @@ impl UserAgent {
         if let Some(r) = &mut c.uas_2xx {
             if r.give_up_at <= now {
                 c.uas_2xx = None;
-                let answered = c.state == CallState::Answered;
+                // No ACK: RFC 3261 §13.3.1.4 says end the dialog with BYE.
                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
-                self.end_call(now, id, if answered { EndReason::Timeout } else { EndReason::Timeout });
+                self.end_call(now, id, EndReason::Timeout);
                 return;
             }
             if let Some(t) = r.next_at
@@ -2081,7 +2744,9 @@ impl UserAgent {
                 self.send(d, b);
             }
         }
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.cancel_deadline.is_some_and(|t| t <= now) {
             c.cancel_deadline = None;
             if let Some(k) = c.invite_key.take() {
@@ -2098,11 +2763,20 @@ impl UserAgent {
             }
             if t.refresh_at.is_some_and(|r| r <= now) && c.invite_key.is_some() {
                 // An INVITE is in progress: try the refresh a second later (no busy loop).
-                c.timer = Some(SessionTimer { refresh_at: Some(now + Duration::from_secs(1)), ..t });
+                c.timer = Some(SessionTimer {
+                    refresh_at: Some(now + Duration::from_secs(1)),
+                    ..t
+                });
             } else if t.refresh_at.is_some_and(|r| r <= now) {
-                c.timer = Some(SessionTimer { refresh_at: None, ..t });
+                c.timer = Some(SessionTimer {
+                    refresh_at: None,
+                    ..t
+                });
                 let extra = vec![
-                    ("Session-Expires".to_string(), format!("{};refresher=uac", t.interval)),
+                    (
+                        "Session-Expires".to_string(),
+                        format!("{};refresher=uac", t.interval),
+                    ),
                     ("Require".to_string(), "timer".to_string()),
                 ];
                 if c.peer_allows_update {
@@ -2113,7 +2787,9 @@ impl UserAgent {
                 }
             }
         }
-        let Some(c) = self.calls.get_mut(&id) else { return };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.reinvite_retry_at.is_some_and(|t| t <= now) {
             c.reinvite_retry_at = None;
             if let Some(sdp) = c.reinvite_sdp.clone()
