@@ -144,6 +144,13 @@ pub struct Config {
     pub min_se: u32,
     /// Seed for tags, branches, Call-IDs and cnonces. The shell passes random bits.
     pub rng_seed: u64,
+    /// An incoming call not answered or rejected within this time gets 480 and ends with
+    /// [`EndReason::Timeout`], so a forgotten call never lingers.
+    pub ring_timeout: std::time::Duration,
+    /// Most calls at once (ringing, up or being set up); further INVITEs get 486.
+    pub max_calls: usize,
+    /// Most server transactions at once; requests beyond are dropped (flood guard).
+    pub max_server_transactions: usize,
 }
 
 impl Config {
@@ -164,6 +171,9 @@ impl Config {
             session_expires: 1800,
             min_se: 90,
             rng_seed: 0x5eed,
+            ring_timeout: std::time::Duration::from_secs(120),
+            max_calls: 4,
+            max_server_transactions: 512,
         }
     }
 }

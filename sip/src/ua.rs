@@ -116,6 +116,7 @@ struct Call {
     dtmf_next_at: Option<Instant>,
     dtmf_busy: bool,
     auto_dtmf: Vec<DtmfItem>,
+    ring_until: Option<Instant>,
     remove_at: Option<Instant>,
 }
 
@@ -165,7 +166,12 @@ fn is_sdp(ct: Option<&str>) -> bool {
 
 /// `host:port` of a SIP URI when the host is an IP literal.
 fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
-    let u = addr_uri(uri);
+    // Bare URIs keep their parameters (`;transport=`); name-addrs are unwrapped.
+    let u = if uri.contains('<') {
+        addr_uri(uri)
+    } else {
+        uri.trim()
+    };
     let rest = u.strip_prefix("sip:").or_else(|| u.strip_prefix("sips:"))?;
     let (hostpart, params) = match rest.find([';', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -333,6 +339,7 @@ impl UserAgent {
             );
             t.push(c.reinvite_retry_at);
             t.push(c.remove_at);
+            t.push(c.ring_until.filter(|_| c.state == CallState::Ringing));
         }
         for r in &self.regs {
             t.push(r.refresh_at);
@@ -780,6 +787,9 @@ impl UserAgent {
                 return;
             }
         }
+        if self.servers.len() >= self.cfg.max_server_transactions {
+            return; // Flooded: drop; a real peer retransmits.
+        }
         let invite = req.method == Method::Invite;
         self.servers.insert(
             key.clone(),
@@ -897,6 +907,10 @@ impl UserAgent {
         let tag = self.token();
         // 100 Trying at once: the call manager may take a while.
         self.reply(now, &key, &req, src, 100, None, vec![], None);
+        if self.active_calls() >= self.cfg.max_calls {
+            self.reply(now, &key, &req, src, 486, Some(&tag), vec![], None);
+            return;
+        }
         let ct = header_value(&req.headers, "content-type");
         let remote_sdp = if req.body.is_empty() {
             None
@@ -1022,6 +1036,7 @@ impl UserAgent {
             dtmf_next_at: None,
             dtmf_busy: false,
             auto_dtmf: Vec::new(),
+            ring_until: Some(now + self.cfg.ring_timeout),
             remove_at: None,
         };
         self.calls.insert(id, call);
@@ -1825,6 +1840,7 @@ impl UserAgent {
             dtmf_next_at: None,
             dtmf_busy: false,
             auto_dtmf: digits,
+            ring_until: None,
             remove_at: None,
         };
         self.calls.insert(id, call);
@@ -1868,6 +1884,81 @@ impl UserAgent {
         c.invite_key = Some(key);
         c.got_provisional = false;
         Ok(())
+    }
+
+    /// Where a call to `target` should be sent when the caller has no better idea: the first
+    /// account's proxy if there is an account, else the target's host if it is an IP address
+    /// (port 5060 unless given, UDP unless `;transport=tcp`). `None` means the shell must
+    /// resolve the host name (RFC 3263).
+    pub fn route_for(&self, target: &str) -> Option<Destination> {
+        if let Some(a) = self.cfg.accounts.first() {
+            return Some(a.proxy);
+        }
+        let (uri, _) = dtmf::parse_dial_string(target).ok()?;
+        let (addr, t) = uri_socket(&uri)?;
+        Some(Destination {
+            addr,
+            transport: t.unwrap_or(TransportKind::Udp),
+        })
+    }
+
+    /// ACK and BYE for a 2xx from a fork other than the one we kept (RFC 3261 §13.2.2.4).
+    fn end_stray_dialog(&mut self, now: Instant, id: CallId, resp: &Response, cseq: u32) {
+        let c = &self.calls[&id];
+        let from = format!("{};tag={}", c.local_uri, c.local_tag);
+        let (call_id, fallback, target0) = (c.call_id.clone(), c.dest, c.remote_target.clone());
+        let Some(to) = header_value(&resp.headers, "to") else {
+            return;
+        };
+        let target = header_value(&resp.headers, "contact")
+            .map(|v| addr_uri(&v).to_string())
+            .filter(|t| rsip::Uri::try_from(t.as_str()).is_ok())
+            .unwrap_or(target0);
+        let mut routes: Vec<String> = header_values(&resp.headers, "record-route")
+            .iter()
+            .flat_map(|v| msg::split_list(v))
+            .collect();
+        routes.reverse();
+        let hop = routes
+            .first()
+            .map(|r| addr_uri(r).to_string())
+            .unwrap_or_else(|| target.clone());
+        let dest = match uri_socket(&hop) {
+            Some((addr, t)) => Destination {
+                addr,
+                transport: t.unwrap_or(fallback.transport),
+            },
+            None => fallback,
+        };
+        let t = dest.transport;
+        if let Ok((ack, _)) = self.build_request(
+            Method::Ack,
+            &target,
+            &from,
+            &to,
+            &call_id,
+            cseq,
+            &routes,
+            t,
+            vec![],
+            None,
+        ) {
+            self.send(dest, msg::encode(&SipMessage::Request(ack)));
+        }
+        if let Ok((bye, branch)) = self.build_request(
+            Method::Bye,
+            &target,
+            &from,
+            &to,
+            &call_id,
+            cseq + 1,
+            &routes,
+            t,
+            vec![],
+            None,
+        ) {
+            self.start_client(now, bye, &branch, dest, Owner::Cancel(id));
+        }
     }
 
     /// Answers an incoming call with our SDP (answer to the offer, or offer if the INVITE had
@@ -2262,7 +2353,14 @@ impl UserAgent {
             return;
         }
         if (200..300).contains(&code) {
-            if self.calls[&id].ack.as_ref().is_some_and(|a| a.2 == cseq) {
+            let to_tag = header_value(&resp.headers, "to").and_then(|t| tag_of(&t));
+            let c = &self.calls[&id];
+            if c.ack.is_some() && c.remote_tag.is_some() && to_tag != c.remote_tag {
+                // A second fork answered too: confirm and end that dialog at once.
+                self.end_stray_dialog(now, id, resp, cseq);
+                return;
+            }
+            if c.ack.as_ref().is_some_and(|a| a.2 == cseq) {
                 self.resend_ack(resp, cseq);
                 return;
             }
@@ -2743,6 +2841,18 @@ impl UserAgent {
                 r.next_at = Some(t + r.interval);
                 self.send(d, b);
             }
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if c.state == CallState::Ringing && c.ring_until.is_some_and(|t| t <= now) {
+            c.ring_until = None;
+            let _ = self.reject(now, id, 480);
+            // reject() reported the end; make the reason say what happened.
+            if let Some(Event::CallEnded { reason, .. }) = self.events.back_mut() {
+                *reason = EndReason::Timeout;
+            }
+            return;
         }
         let Some(c) = self.calls.get_mut(&id) else {
             return;

@@ -1072,3 +1072,122 @@ fn merged_request_gets_482() {
     assert_eq!(h.sent_one().code(), 482);
     assert_eq!(h.events().len(), 1);
 }
+
+#[test]
+fn unanswered_incoming_call_times_out_with_480() {
+    let mut h = Harness::new(config());
+    h.recv(&peer_request(
+        "INVITE",
+        "z9hG4bKrt",
+        "rt@x",
+        1,
+        "pt",
+        None,
+        "",
+        &peer_sdp("sendrecv", false),
+    ));
+    h.sent();
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
+        panic!()
+    };
+    let out = h.advance_collect(Duration::from_secs(121));
+    assert!(out.iter().any(|(t, s)| s.code() == 480 && *t == 120_000));
+    assert_eq!(
+        h.events(),
+        vec![Event::CallEnded {
+            call,
+            reason: EndReason::Timeout
+        }]
+    );
+}
+
+#[test]
+fn too_many_calls_get_486() {
+    let mut cfg = config();
+    cfg.max_calls = 2;
+    let mut h = Harness::new(cfg);
+    for i in 0..3 {
+        h.recv(&peer_request(
+            "INVITE",
+            &format!("z9hG4bKmc{i}"),
+            &format!("mc{i}@x"),
+            1,
+            "pt",
+            None,
+            "",
+            &peer_sdp("sendrecv", false),
+        ));
+    }
+    let codes: Vec<u16> = h.sent().iter().map(|s| s.code()).collect();
+    assert_eq!(codes, vec![100, 180, 100, 180, 100, 486]);
+    assert_eq!(h.events().len(), 2);
+}
+
+/// Two forks answer: the first 2xx makes the call, the second dialog gets ACK and BYE.
+#[test]
+fn forked_second_2xx_is_acked_and_ended() {
+    let mut h = Harness::new(config());
+    let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
+    h.recv(&respond(
+        &inv,
+        200,
+        "OK",
+        Some("fork1"),
+        "Contact: <sip:bob@192.0.2.2:5071>\r\n",
+        &peer_sdp("sendrecv", false),
+    ));
+    assert_eq!(h.sent_one().method(), "ACK");
+    h.events();
+    h.recv(&respond(
+        &inv,
+        200,
+        "OK",
+        Some("fork2"),
+        "Contact: <sip:bob@192.0.2.3:5072>\r\n",
+        &peer_sdp("sendrecv", false),
+    ));
+    let sent = h.sent();
+    assert_eq!(
+        sent.iter()
+            .map(|s| s.method().to_string())
+            .collect::<Vec<_>>(),
+        vec!["ACK", "BYE"]
+    );
+    assert!(
+        sent.iter()
+            .all(|s| s.to_tag().as_deref() == Some("fork2")
+                && s.dest.to_string() == "192.0.2.3:5072")
+    );
+    assert!(h.events().is_empty(), "the kept call is untouched");
+    h.ua.hangup(h.now, call).unwrap();
+    let bye = h.sent_one();
+    assert_eq!(bye.to_tag().as_deref(), Some("fork1"));
+}
+
+#[test]
+fn route_for_targets() {
+    let h = Harness::new(config());
+    let d =
+        h.ua.route_for("sip:a@198.51.100.7:5080;transport=tcp;dtmf=1")
+            .unwrap();
+    assert_eq!(
+        (d.addr.to_string().as_str(), d.transport),
+        ("198.51.100.7:5080", TransportKind::Tcp)
+    );
+    assert_eq!(
+        h.ua.route_for("sip:a@[2001:db8::1]")
+            .unwrap()
+            .addr
+            .to_string(),
+        "[2001:db8::1]:5060"
+    );
+    assert_eq!(
+        h.ua.route_for("sip:meet@gw.example"),
+        None,
+        "names are the shell's to resolve"
+    );
+    let mut cfg = config();
+    cfg.accounts.push(account("x"));
+    let h = Harness::new(cfg);
+    assert_eq!(h.ua.route_for("sip:meet@gw.example"), Some(peer_dest()));
+}

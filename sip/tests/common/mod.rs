@@ -124,9 +124,21 @@ impl Harness {
             }
             self.now = t.max(self.now);
             self.ua.handle_timeout(self.now);
+            self.check_deadline();
         }
         self.now = end;
         self.ua.handle_timeout(self.now);
+    }
+
+    /// Invariant: after handle_timeout(now) no deadline is left at or before now.
+    fn check_deadline(&self) {
+        if let Some(t) = self.ua.poll_timeout() {
+            assert!(
+                t > self.now,
+                "deadline stuck at {:?} after handle_timeout",
+                t - self.t0
+            );
+        }
     }
 
     /// Advances time, collecting what is sent on the way with its time offset in ms.
@@ -139,6 +151,7 @@ impl Harness {
             }
             self.now = t.max(self.now);
             self.ua.handle_timeout(self.now);
+            self.check_deadline();
             for s in self.sent() {
                 out.push(((self.now - self.t0).as_millis(), s));
             }
