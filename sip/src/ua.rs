@@ -1479,6 +1479,12 @@ impl UserAgent {
             }
             self.send(dest, ack);
         }
+        if let Owner::InDialog(id, _) = owner
+            && (code == 401 || code == 407)
+            && self.retry_in_dialog_with_auth(now, id, &key, &resp, code)
+        {
+            return;
+        }
         match owner {
             Owner::Register(a) => self.on_register_response(now, a, &key, &resp, code, &reason),
             Owner::Invite(id) => self.on_invite_response(now, id, &key, &resp, code, &reason, cseq),
@@ -1487,6 +1493,100 @@ impl UserAgent {
                 self.on_in_dialog_response(now, id, m, &key, &resp, code, cseq)
             }
         }
+    }
+
+    /// A proxy challenged a request inside a dialog (BYE, re-INVITE, UPDATE, INFO): send it
+    /// again once with credentials, a new CSeq and a new branch. Returns false when it cannot
+    /// or must not (no account, or the request already carried credentials).
+    fn retry_in_dialog_with_auth(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        key: &str,
+        resp: &Response,
+        code: u16,
+    ) -> bool {
+        let Some(entry) = self.clients.get(key) else {
+            return false;
+        };
+        let (orig, dest, owner) = (entry.request.clone(), entry.dest, entry.owner);
+        let had_auth = orig.headers.iter().any(|h| {
+            let (n, _) = msg::header_parts(h);
+            n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("proxy-authorization")
+        });
+        let Some(acc) = self
+            .calls
+            .get(&id)
+            .and_then(|c| c.account)
+            .and_then(|a| self.cfg.accounts.get(a))
+            .cloned()
+        else {
+            return false;
+        };
+        if had_auth {
+            return false;
+        }
+        let proxy = code == 407;
+        let values = header_values(
+            &resp.headers,
+            if proxy {
+                "proxy-authenticate"
+            } else {
+                "www-authenticate"
+            },
+        );
+        let Ok(ch) = digest::pick_challenge(values.iter().map(|s| s.as_str())) else {
+            return false;
+        };
+        let Some(c) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        c.local_cseq += 1;
+        let cseq = c.local_cseq;
+        let cnonce = self.token();
+        let method = orig.method.to_string();
+        let uri = orig.uri.to_string();
+        let auth = digest::authorization_value(
+            &ch,
+            &acc.username,
+            &acc.password,
+            &method,
+            &uri,
+            1,
+            &cnonce,
+        );
+        let (via, branch) = self.via(dest.transport);
+        let mut headers: Vec<rsip::Header> = vec![hdr("Via", via)];
+        for h in orig.headers.iter() {
+            let (n, _) = msg::header_parts(h);
+            if msg::name_matches(&n, "via") {
+                continue;
+            }
+            if msg::name_matches(&n, "cseq") {
+                headers.push(hdr("CSeq", format!("{cseq} {method}")));
+                continue;
+            }
+            headers.push(h.clone());
+        }
+        headers.push(hdr(
+            if proxy {
+                "Proxy-Authorization"
+            } else {
+                "Authorization"
+            },
+            auth,
+        ));
+        let req = Request {
+            headers: headers.into(),
+            ..orig
+        };
+        let new_key = self.start_client(now, req, &branch, dest, owner);
+        if let Some(c) = self.calls.get_mut(&id)
+            && c.invite_key.as_deref() == Some(key)
+        {
+            c.invite_key = Some(new_key);
+        }
+        true
     }
 
     fn resend_ack(&mut self, resp: &Response, cseq: u32) {

@@ -1191,3 +1191,81 @@ fn route_for_targets() {
     let h = Harness::new(cfg);
     assert_eq!(h.ua.route_for("sip:meet@gw.example"), Some(peer_dest()));
 }
+
+/// A proxy challenges requests inside the dialog: each is sent again once with credentials.
+#[test]
+fn in_dialog_challenges() {
+    let mut cfg = config();
+    cfg.accounts.push(account("secret"));
+    let mut h = Harness::new(cfg);
+    let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
+    h.recv(&respond(
+        &inv,
+        200,
+        "OK",
+        Some("bt"),
+        "Contact: <sip:bob@192.0.2.2>\r\n",
+        &peer_sdp("sendrecv", false),
+    ));
+    h.sent();
+    h.events();
+    let ch = "Proxy-Authenticate: Digest realm=\"example.org\", nonce=\"dn\", qop=\"auth\"\r\n";
+    // re-INVITE: 407 → ACK, then the re-INVITE again with credentials.
+    h.ua.hold(h.now, call, &our_offer()).unwrap();
+    let re = h.sent_one();
+    h.recv(&respond(
+        &re,
+        407,
+        "Proxy Authentication Required",
+        None,
+        ch,
+        "",
+    ));
+    let sent = h.sent();
+    assert_eq!(
+        sent.iter()
+            .map(|s| s.method().to_string())
+            .collect::<Vec<_>>(),
+        vec!["ACK", "INVITE"]
+    );
+    assert!(
+        sent[1]
+            .h("proxy-authorization")
+            .contains("uri=\"sip:bob@192.0.2.2\"")
+    );
+    assert_eq!(sent[1].cseq(), re.cseq() + 1);
+    assert!(sent[1].body().contains("m=audio"));
+    h.recv(&respond(
+        &sent[1],
+        200,
+        "OK",
+        None,
+        "",
+        &peer_sdp("sendrecv", false),
+    ));
+    assert_eq!(h.sent_one().method(), "ACK");
+    assert!(matches!(h.events()[..], [Event::CallUpdated { .. }]));
+    // BYE: 407 → BYE with credentials; a second 407 is not answered again.
+    h.ua.hangup(h.now, call).unwrap();
+    let bye = h.sent_one();
+    h.recv(&respond(
+        &bye,
+        407,
+        "Proxy Authentication Required",
+        None,
+        ch,
+        "",
+    ));
+    let bye2 = h.sent_one();
+    assert_eq!((bye2.method(), bye2.cseq()), ("BYE", bye.cseq() + 1));
+    assert!(bye2.raw.header("proxy-authorization").is_some());
+    h.recv(&respond(
+        &bye2,
+        407,
+        "Proxy Authentication Required",
+        None,
+        ch,
+        "",
+    ));
+    assert!(h.sent().is_empty());
+}
