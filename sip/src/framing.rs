@@ -35,13 +35,24 @@ impl Default for Limits {
 pub enum FrameError {
     /// The message is larger than [`Limits::max_message`].
     #[error("message of {size} bytes exceeds the limit of {limit} bytes")]
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// Size seen (or announced), in bytes.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// More header lines than [`Limits::max_headers`].
     #[error("more than {limit} header lines")]
-    TooManyHeaders { limit: usize },
+    TooManyHeaders {
+        /// The limit.
+        limit: usize,
+    },
     /// A line of the head is longer than [`Limits::max_line`].
     #[error("a header line is longer than {limit} bytes")]
-    LineTooLong { limit: usize },
+    LineTooLong {
+        /// The limit.
+        limit: usize,
+    },
     /// No blank line ends the head (a datagram must hold a whole message).
     #[error("message head is not terminated by an empty line")]
     UnterminatedHead,
@@ -50,7 +61,10 @@ pub enum FrameError {
     InvalidBytes,
     /// A header line has no `name:` part.
     #[error("malformed header line {line}")]
-    MalformedHeader { line: usize },
+    MalformedHeader {
+        /// Line number, the start line being 1.
+        line: usize,
+    },
     /// The start line is neither `METHOD uri SIP/2.0` nor `SIP/2.0 code reason`.
     #[error("malformed start line")]
     MalformedStartLine,
@@ -59,7 +73,12 @@ pub enum FrameError {
     BadContentLength,
     /// The datagram holds fewer body bytes than `Content-Length` announces.
     #[error("body truncated: Content-Length {declared}, {actual} bytes present")]
-    Truncated { declared: usize, actual: usize },
+    Truncated {
+        /// `Content-Length`.
+        declared: usize,
+        /// Body bytes present.
+        actual: usize,
+    },
     /// `rsip` refused the message even though it passed the bounds.
     #[error("SIP syntax error: {0}")]
     Syntax(String),

@@ -4,6 +4,8 @@
 //! received bytes and the current time in, and takes bytes to send, the next deadline and
 //! events out.
 
+#![warn(missing_docs)]
+
 pub mod digest;
 pub mod dtmf;
 pub mod framing;

@@ -28,7 +28,12 @@ pub enum SdpError {
     TooLarge,
     /// A line is not valid SDP; `line` counts from 1.
     #[error("malformed SDP at line {line}: {reason}")]
-    Malformed { line: usize, reason: &'static str },
+    Malformed {
+        /// Line number from 1 (0 when not tied to a line).
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// No audio stream in the offer that we can use (or none at all).
     #[error("no usable audio stream")]
     NoAudio,
