@@ -725,14 +725,14 @@ impl UserAgent {
         let (Some((cseq_n, cseq_m)), Some(from), Some(to), Some(call_id)) =
             (cseq, from, to, call_id)
         else {
-            if req.method != Method::Ack {
-                self.reply(now, "", &req, src, 400, Some("x"), vec![], None);
-            }
+            // Without these a valid response cannot even be formed: drop (RFC 3261 §8.1.1
+            // makes them mandatory; Max-Forwards is not required of peers here).
             return;
         };
         if cseq_m != req.method.to_string() && !(req.method == Method::Ack && cseq_m == "ACK") {
             if req.method != Method::Ack {
-                self.reply(now, "", &req, src, 400, Some("x"), vec![], None);
+                let tag = self.token();
+                self.reply(now, "", &req, src, 400, Some(&tag), vec![], None);
             }
             return;
         }

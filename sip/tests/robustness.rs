@@ -170,11 +170,20 @@ fn oversized_and_truncated_are_dropped() {
 #[test]
 fn missing_headers_and_unknown_methods() {
     let mut h = Harness::new(config());
-    // No Call-ID: 400.
-    let no_callid = options("z9hG4bKnc").replace("Call-ID: opt-z9hG4bKnc@192.0.2.2\r\n", "");
-    h.recv(&no_callid);
-    let r = h.sent_one();
-    assert_eq!(r.code(), 400);
+    // No Call-ID (or From, To, CSeq): no valid response can be formed, dropped.
+    for h_name in [
+        "Call-ID: opt-z9hG4bKnc@192.0.2.2\r\n",
+        "From: \"Peer\" <sip:peer@192.0.2.2>;tag=o1\r\n",
+        "CSeq: 1 OPTIONS\r\n",
+    ] {
+        let msg = options("z9hG4bKnc").replace(h_name, "");
+        assert_ne!(msg, options("z9hG4bKnc"), "{h_name}");
+        h.recv(&msg);
+        assert!(h.sent().is_empty(), "answered without {h_name}");
+    }
+    // No Max-Forwards: answered anyway.
+    h.recv(&options("z9hG4bKmf").replace("Max-Forwards: 70\r\n", ""));
+    assert_eq!(h.sent_one().code(), 200);
     // No Via: cannot answer, dropped.
     let no_via =
         options("z9hG4bKnv").replace("Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKnv\r\n", "");
