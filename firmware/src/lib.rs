@@ -1,1 +1,2 @@
 //! huis firmware library: the pieces of huisd and huisctl.
+pub mod media;
