@@ -477,30 +477,32 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
     let rtcp_caps = gst::Caps::new_empty_simple("application/x-rtcp");
     if p.rtcp_mux {
-        // One socket carries both: split by packet type (RFC 5761) after a tee.
-        let tee = make("tee", "RTP/RTCP splitter")?;
-        tee.set_property("allow-not-linked", true);
-        let rtcp_caps_setter = make("capssetter", "RTCP caps setter")?;
-        rtcp_caps_setter.set_property("caps", &rtcp_caps);
-        rtcp_caps_setter.set_property("replace", true);
-        add(&[&tee, &rtcp_caps_setter])?;
-        link(&rtp_src, &tee)?;
-        let to_rtp = request_pad(&tee, "src_%u")?;
-        let to_rtcp = request_pad(&tee, "src_%u")?;
+        // One socket carries both (RFC 5761): a probe on the receiving socket takes the RTCP
+        // packets (packet types 192-223) out of the RTP stream and hands them to an appsrc whose
+        // caps say RTCP.
+        let rtcp_in = gst_app::AppSrc::builder()
+            .caps(&rtcp_caps)
+            .format(gst::Format::Time)
+            .is_live(true)
+            .do_timestamp(true)
+            .max_buffers(64)
+            .leaky_type(gst_app::AppLeakyType::Downstream)
+            .build();
+        add(&[rtcp_in.upcast_ref()])?;
+        link(&rtp_src, &recv_valve)?;
+        link_pads(&static_pad(rtcp_in.upcast_ref(), "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
-        to_rtp.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
-            let kind = if rtcp { &sh.last_rtcp_ms } else { &sh.last_rtp_ms };
-            kind.store(sh.now_ms(), Ordering::Relaxed);
-            if rtcp { gst::PadProbeReturn::Drop } else { gst::PadProbeReturn::Ok }
+        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buf) = info.buffer() else { return gst::PadProbeReturn::Ok };
+            let rtcp = buf.map_readable().is_ok_and(|m| is_rtcp(&m));
+            if !rtcp {
+                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
+                return gst::PadProbeReturn::Ok;
+            }
+            sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            let _ = rtcp_in.push_buffer(buf.clone());
+            gst::PadProbeReturn::Drop
         });
-        to_rtcp.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
-            if rtcp { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
-        });
-        link_pads(&to_rtp, &static_pad(&recv_valve, "sink")?)?;
-        link_pads(&to_rtcp, &static_pad(&rtcp_caps_setter, "sink")?)?;
-        link_pads(&static_pad(&rtcp_caps_setter, "src")?, &rtcp_sink_pad)?;
     } else {
         let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
         add(&[&rtcp_src])?;
@@ -802,12 +804,15 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
 
 /// Plays queued digits one after another through rtpdtmfsrc.
 fn dtmf_sequencer(shared: Arc<Shared>, src: gst::Element, digits: std::sync::mpsc::Receiver<DtmfDigit>) {
+    // Custom upstream events must enter through the source pad: rtpdtmfsrc handles them in its
+    // pad's event function, and GstBaseSrc's element-level send_event does not forward them.
+    let Some(pad) = src.static_pad("src") else { return };
     let event = |number: Option<u8>| {
         let mut s = gst::Structure::builder("dtmf-event").field("type", 1i32).field("start", number.is_some());
         if let Some(n) = number {
             s = s.field("number", i32::from(n)).field("volume", DTMF_VOLUME_DBM0);
         }
-        src.send_event(gst::event::CustomUpstream::new(s.build()))
+        pad.send_event(gst::event::CustomUpstream::new(s.build()))
     };
     let nap = |d: Duration| {
         let until = Instant::now() + d;
