@@ -232,7 +232,7 @@ impl AudioSessionParams {
                 return bad("telephone-event clock rate is 0".into());
             }
         }
-        if !(10..=120).contains(&self.ptime_ms) || self.ptime_ms % 10 != 0 {
+        if !(10..=120).contains(&self.ptime_ms) || !self.ptime_ms.is_multiple_of(10) {
             return bad(format!("ptime {} ms is not a multiple of 10 between 10 and 120", self.ptime_ms));
         }
         if self.codec.codec == AudioCodec::Opus && ![10, 20, 40, 60].contains(&self.ptime_ms) {

@@ -73,6 +73,8 @@ struct Shared {
     /// ms since `epoch` of the last RTP / RTCP packet received, 0 = never.
     last_rtp_ms: AtomicU64,
     last_rtcp_ms: AtomicU64,
+    /// RTCP packets received (compound packets, as they arrive on the socket).
+    rtcp_received: AtomicU64,
     /// Set when the last send-path buffer (EOS) reached the RTP udpsink, and when our BYE left.
     send_eos: AtomicBool,
     bye_sent: AtomicBool,
@@ -151,7 +153,9 @@ impl AudioSession {
     /// Current RTP/RTCP statistics.
     pub fn stats(&self) -> CallStats {
         let stats = self.rtp_session.property::<gst::Structure>("stats");
-        CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate())
+        let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
+        out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
+        out
     }
 
     /// The next event, if any. Never blocks.
@@ -389,6 +393,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         receiving: AtomicBool::new(p.direction.receives()),
         last_rtp_ms: AtomicU64::new(0),
         last_rtcp_ms: AtomicU64::new(0),
+        rtcp_received: AtomicU64::new(0),
         send_eos: AtomicBool::new(false),
         bye_sent: AtomicBool::new(false),
         events: ev_tx,
@@ -500,6 +505,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
                 return gst::PadProbeReturn::Ok;
             }
             sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
             let _ = rtcp_in.push_buffer(buf.clone());
             gst::PadProbeReturn::Drop
         });
@@ -516,6 +522,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         let sh = shared.clone();
         static_pad(&rtcp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });
     }
@@ -611,17 +618,17 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     {
         let (shared, appsrc, pipeline) = (shared.clone(), appsrc.clone(), pipeline.clone());
         let ptime = Duration::from_millis(u64::from(p.ptime_ms));
-        threads.push(spawn("huis-media-pace", Box::new(move || pace(shared, tx_reader, appsrc, pipeline, ptime)))?);
+        threads.push(spawn(&format!("mpace-{}", local_rtp.port()), Box::new(move || pace(shared, tx_reader, appsrc, pipeline, ptime)))?);
     }
     {
         let shared = shared.clone();
         let timeout = p.rtp_timeout;
-        threads.push(spawn("huis-media-bus", Box::new(move || monitor(shared, bus, timeout)))?);
+        threads.push(spawn(&format!("mbus-{}", local_rtp.port()), Box::new(move || monitor(shared, bus, timeout)))?);
     }
     let (dtmf_tx, dtmf_rx) = std::sync::mpsc::channel();
     if let Some(src) = dtmf_src.clone() {
         let shared = shared.clone();
-        threads.push(spawn("huis-media-dtmf", Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)))?);
+        threads.push(spawn(&format!("mdtmf-{}", local_rtp.port()), Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)))?);
     }
 
     let mut sockets = vec![rtp_sock];

@@ -26,6 +26,8 @@ pub struct CallStats {
     pub remote_packets_lost: Option<u64>,
     /// What the remote's last receiver report says is the jitter of our stream, in ms.
     pub remote_jitter_ms: Option<f64>,
+    /// RTCP packets received: they keep arriving on hold, and their absence means the peer is gone.
+    pub rtcp_received: u64,
 }
 
 impl CallStats {
@@ -42,6 +44,7 @@ impl CallStats {
             bitrate_kbps: 0.0,
             remote_packets_lost: None,
             remote_jitter_ms: None,
+            rtcp_received: 0,
         }
     }
 

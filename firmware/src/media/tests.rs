@@ -205,10 +205,12 @@ fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
     a.set_direction(Direction::Inactive);
     assert_eq!(a.direction(), Direction::Inactive);
     std::thread::sleep(Duration::from_millis(300));
-    let held = b.stats().packets_received;
+    let held = b.stats();
     run(&a, &b, Duration::from_millis(1500), 440.0, |_| {});
-    let still = b.stats().packets_received;
-    assert!(still <= held + 2, "RTP kept arriving on hold: {held} → {still}");
+    let still = b.stats();
+    assert!(still.packets_received <= held.packets_received + 2, "RTP kept arriving on hold: {held:?} → {still:?}");
+    assert!(still.rtcp_received > held.rtcp_received, "RTCP keeps flowing on hold: {held:?} → {still:?}");
+    let still = still.packets_received;
     a.set_direction(Direction::SendRecv);
     run(&a, &b, Duration::from_millis(800), 440.0, |_| {});
     assert!(b.stats().packets_received > still + 20, "RTP resumes");
@@ -223,10 +225,13 @@ fn stop_is_quick_and_says_bye() {
     let (a, b) = Setup::new(CodecParams::pcmu()).start();
     run(&a, &b, Duration::from_millis(700), 440.0, |_| {});
     let tx = a.sender();
+    let port = a.local_rtp().port();
+    assert!(!our_threads(port).is_empty(), "the session's threads carry its port in their names");
     let t = Instant::now();
     a.stop();
     assert!(t.elapsed() < Duration::from_millis(1500), "stop took {:?}", t.elapsed());
     assert!(!tx.is_open());
+    assert_eq!(our_threads(port), Vec::<String>::new(), "stop joins every thread of the session");
     let until = Instant::now() + Duration::from_secs(2);
     let mut bye = false;
     while !bye && Instant::now() < until {
@@ -267,4 +272,127 @@ fn dtmf_needs_a_negotiated_telephone_event() {
     let (a, _b) = Setup::new(CodecParams::pcmu()).start();
     assert!(matches!(a.send_dtmf("1"), Err(MediaError::NoTelephoneEvent)));
     assert!(matches!(a.send_dtmf("1x"), Err(MediaError::InvalidDtmf('x'))));
+}
+
+/// Names of this process's threads that belong to the session on `port`.
+fn our_threads(port: u16) -> Vec<String> {
+    let suffix = format!("-{port}");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.ends_with(&suffix))
+        .collect()
+}
+
+struct Rtp {
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    payload: Vec<u8>,
+}
+
+fn parse_rtp(d: &[u8]) -> Option<Rtp> {
+    if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
+        return None;
+    }
+    let cc = usize::from(d[0] & 0x0f);
+    Some(Rtp {
+        pt: d[1] & 0x7f,
+        marker: d[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([d[2], d[3]]),
+        ts: u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+        ssrc: u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+        payload: d.get(12 + 4 * cc..)?.to_vec(),
+    })
+}
+
+fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A hand-written peer on a plain UDP socket checks what goes on the wire, both ways, the way a
+/// gateway would see it: PCMU every 20 ms with one SSRC and consecutive sequence numbers, and
+/// RFC 4733 events with the marker on the first packet, one timestamp per event and three end
+/// packets; and a gateway's events (which never went through GStreamer) are reported.
+#[test]
+fn wire_level_pcmu_and_rfc4733_both_ways() {
+    let peer = RtpSockets::bind(local()).unwrap();
+    let ours = RtpSockets::bind(local()).unwrap();
+    let our_addr = ours.local_rtp();
+    let mut p = AudioSessionParams::new(ours, peer.local_rtp(), CodecParams::pcmu());
+    p.telephone_event = Some(TelephoneEvent::new(101, 8000));
+    let a = AudioSession::start(p).unwrap();
+    let sock = &peer.rtp;
+    sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+
+    // The gateway talks: 10 PCMU packets, event '7' (4 updates, 3 end packets), 10 more PCMU.
+    let (ssrc, mut seq) = (0x1234_5678u32, 1000u16);
+    let event_ts = 8000 + 10 * 160;
+    for i in 0..27u32 {
+        let ts = 8000 + i * 160;
+        let pkt = if (10..17).contains(&i) {
+            let k = (i - 10) as u16;
+            let end = k >= 4;
+            let [d0, d1] = (160 * (k.min(4) + 1)).to_be_bytes();
+            rtp_packet(101, k == 0, seq, event_ts, ssrc, &[7, if end { 0x80 | 10 } else { 10 }, d0, d1])
+        } else {
+            rtp_packet(0, false, seq, ts, ssrc, &[0xff; 160])
+        };
+        sock.send_to(&pkt, our_addr).unwrap();
+        seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Meanwhile our session sent; now it sends '5' while we listen.
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut dtmf_sent = false;
+    while start.elapsed() < Duration::from_millis(1600) {
+        if !dtmf_sent && start.elapsed() > Duration::from_millis(300) {
+            a.send_dtmf("5").unwrap();
+            dtmf_sent = true;
+        }
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && let Some(rtp) = parse_rtp(&buf[..n])
+        {
+            got.push(rtp);
+        }
+    }
+
+    let dtmf: Vec<MediaEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(
+        matches!(dtmf.as_slice(), [MediaEvent::Dtmf { digit: '7' }]),
+        "the gateway's '7' is reported once: {dtmf:?}"
+    );
+
+    assert!(got.len() >= 60, "about 50 packets a second: {} in 1.6 s", got.len());
+    assert!(got.iter().all(|r| r.ssrc == got[0].ssrc), "one SSRC for audio and events");
+    for w in got.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "consecutive sequence numbers");
+    }
+    let audio: Vec<&Rtp> = got.iter().filter(|r| r.pt == 0).collect();
+    assert!(audio.iter().all(|r| r.payload.len() == 160), "20 ms of PCMU per packet");
+    let steady = audio.windows(2).filter(|w| w[1].ts.wrapping_sub(w[0].ts) == 160).count();
+    assert!(steady * 10 >= (audio.len() - 1) * 8, "timestamps advance 160 per packet");
+
+    let events: Vec<&Rtp> = got.iter().filter(|r| r.pt == 101).collect();
+    assert!(events.len() >= 5, "an event spans several packets: {}", events.len());
+    assert!(events[0].marker, "the first packet of an event has the marker bit");
+    assert!(events.iter().all(|r| r.ts == events[0].ts), "one timestamp per event");
+    let parsed: Vec<_> = events.iter().map(|r| super::dtmf::parse_event(&r.payload).unwrap()).collect();
+    assert!(parsed.iter().all(|e| e.event == 5));
+    let ends: Vec<_> = parsed.iter().filter(|e| e.end).collect();
+    assert_eq!(ends.len(), 3, "the end packet goes out three times");
+    assert!(ends.iter().all(|e| e.duration == ends[0].duration));
+    assert!(u32::from(ends[0].duration) >= 8 * 100, "the tone lasts at least 100 ms");
+    assert!(parsed.windows(2).all(|w| w[1].duration >= w[0].duration), "durations grow");
 }
