@@ -51,7 +51,8 @@ pub struct AudioSession {
     tx: AudioTx,
     rx: AudioRx,
     codec: CodecParams,
-    rtp_session: glib::Object,
+    /// rtpbin; its internal RTP session object is fetched when needed (a plain GObject is not Send).
+    rtpbin: gst::Element,
     send_valve: gst::Element,
     recv_valve: gst::Element,
     dtmf_src: Option<gst::Element>,
@@ -60,8 +61,6 @@ pub struct AudioSession {
     threads: Vec<JoinHandle<()>>,
     direction: Mutex<Direction>,
     local_rtp: std::net::SocketAddr,
-    /// Kept alive until the pipeline is down (the elements do not close them).
-    _sockets: Vec<gio::Socket>,
     stopped: bool,
 }
 
@@ -152,7 +151,8 @@ impl AudioSession {
 
     /// Current RTP/RTCP statistics.
     pub fn stats(&self) -> CallStats {
-        let stats = self.rtp_session.property::<gst::Structure>("stats");
+        let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+        let stats = session.property::<gst::Structure>("stats");
         let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
         out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
         out
@@ -631,17 +631,16 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         threads.push(spawn(&format!("mdtmf-{}", local_rtp.port()), Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)))?);
     }
 
-    let mut sockets = vec![rtp_sock];
-    if !p.rtcp_mux {
-        sockets.push(rtcp_sock);
-    }
+    // The udpsrc/udpsink elements hold the only references to the sockets from here on; the
+    // last one to go (when the pipeline is freed) closes them.
+    drop((rtp_sock, rtcp_sock));
     Ok(AudioSession {
         pipeline,
         shared,
         tx,
         rx,
         codec,
-        rtp_session,
+        rtpbin,
         send_valve,
         recv_valve,
         dtmf_src,
@@ -650,7 +649,6 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         threads,
         direction: Mutex::new(p.direction),
         local_rtp,
-        _sockets: sockets,
         stopped: false,
     })
 }

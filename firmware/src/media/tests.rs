@@ -141,27 +141,46 @@ fn g722_carries_a_tone() {
     assert_tone(&heard, 1000.0, "G.722");
 }
 
-#[test]
-fn pcmu_carries_a_tone_and_dtmf_arrives_in_order() {
-    let mut setup = Setup::new(CodecParams::pcmu());
-    setup.te = Some(TelephoneEvent::new(101, 8000));
+/// Tone, then DTMF digits sent at A come out at B in order.
+fn tone_then_dtmf(codec: CodecParams, te: TelephoneEvent, hz: f32, what: &str) {
+    let mut setup = Setup::new(codec);
+    setup.te = Some(te);
     let (a, b) = setup.start();
     let mut sent = false;
-    let heard = run(&a, &b, Duration::from_millis(3800), 440.0, |t| {
+    let heard = run(&a, &b, Duration::from_millis(3800), hz, |t| {
         if !sent && t > Duration::from_millis(1800) {
             a.send_dtmf("1#9").unwrap();
             sent = true;
         }
     });
     // While a digit plays, rtpdtmfmux holds the audio back: check the tone before the digits.
-    assert_tone(&heard[..DSP_FRAME * 180], 440.0, "PCMU");
+    assert_tone(&heard[..DSP_FRAME * 180], hz, what);
     let digits: String = std::iter::from_fn(|| b.poll_event())
         .filter_map(|e| match e {
             MediaEvent::Dtmf { digit } => Some(digit),
             _ => None,
         })
         .collect();
-    assert_eq!(digits, "1#9");
+    assert_eq!(digits, "1#9", "{what}");
+}
+
+#[test]
+fn pcmu_carries_a_tone_and_dtmf_arrives_in_order() {
+    tone_then_dtmf(CodecParams::pcmu(), TelephoneEvent::new(101, 8000), 440.0, "PCMU");
+}
+
+#[test]
+fn opus_dtmf_at_48khz_arrives_in_order() {
+    tone_then_dtmf(CodecParams::opus(111), TelephoneEvent::new(110, 48_000), 1000.0, "opus");
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<AudioSession>();
+    send_sync::<AudioTx>();
+    send_sync::<AudioRx>();
+    send_sync::<MediaEvent>();
 }
 
 #[test]
@@ -232,6 +251,8 @@ fn stop_is_quick_and_says_bye() {
     assert!(t.elapsed() < Duration::from_millis(1500), "stop took {:?}", t.elapsed());
     assert!(!tx.is_open());
     assert_eq!(our_threads(port), Vec::<String>::new(), "stop joins every thread of the session");
+    let again = RtpSockets::bind(SocketAddr::new([127, 0, 0, 1].into(), port));
+    assert!(again.is_ok(), "stop closes the RTP and RTCP sockets: {:?}", again.err());
     let until = Instant::now() + Duration::from_secs(2);
     let mut bye = false;
     while !bye && Instant::now() < until {
