@@ -9,12 +9,16 @@
 //! ```text
 //!  send:    DSP thread ─AudioTx (lock-free ring)─▶ pacer thread ─▶ appsrc ─▶ audioconvert ─▶ audioresample
 //!           ─▶ encoder ─▶ payloader ─▶ valve (direction) ─▶ rtpdtmfmux ◀─ rtpdtmfsrc (RFC 4733)
-//!           ─▶ rtpbin (RTP session 0, RTCP) ─▶ udpsink ─▶ network      (same socket as udpsrc)
-//!  receive: network ─▶ udpsrc ─▶ valve (direction) ─▶ rtpbin (jitter buffer, RTCP) ─▶ per payload type:
-//!           codec ─▶ depayloader ─▶ decoder ─▶ audioconvert ─▶ audioresample ─▶ appsink
-//!                 ─AudioRx (lock-free ring)─▶ DSP thread
+//!           ─▶ rtpbin (RTP session 0, RTCP; srtpenc when SRTP) ─▶ udpsink ─▶ network
+//!  receive: network ─▶ udpsrc (same socket as udpsink) ─▶ rtpbin (srtpdec when SRTP, jitter buffer,
+//!           RTCP) ─▶ per payload type:
+//!           codec ─▶ depayloader ─▶ decoder ─▶ audioconvert ─▶ audioresample ─▶ funnel ─▶ appsink
+//!                 ─AudioRx (lock-free ring)─▶ DSP thread      (discarded while not receiving)
 //!           telephone-event ─▶ parsed RFC 4733 events ─▶ MediaEvent::Dtmf
 //! ```
+//!
+//! With rtcp-mux, RTCP shares the RTP socket: a probe moves it to rtpbin's RTCP input (plain RTP),
+//! or srtpdec separates it (SRTP). SRTP keys come from SDES (`a=crypto`), see [`SrtpParams`].
 //!
 //! 3. During the call: [`AudioSession::set_muted`], [`AudioSession::set_direction`] (hold),
 //!    [`AudioSession::send_dtmf`], [`AudioSession::stats`], [`AudioSession::poll_event`].
@@ -41,7 +45,8 @@ mod tests;
 pub use dtmf::{DtmfDigit, parse_dtmf_digits};
 pub use error::MediaError;
 pub use params::{
-    AudioCodec, AudioSessionParams, CodecParams, Direction, OpusOptions, TelephoneEvent,
+    AudioCodec, AudioSessionParams, CodecParams, Direction, OpusOptions, SrtpParams, SrtpProfile,
+    TelephoneEvent,
 };
 pub use ring::{AudioRx, AudioTx};
 pub use session::{AudioSession, MediaEvent};

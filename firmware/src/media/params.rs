@@ -139,6 +139,43 @@ impl TelephoneEvent {
     }
 }
 
+/// SDES-SRTP crypto suites (RFC 4568 `a=crypto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SrtpProfile {
+    /// `AES_CM_128_HMAC_SHA1_80`, the one every SDES peer supports.
+    AesCm128HmacSha1_80,
+    /// `AES_CM_128_HMAC_SHA1_32` (32-bit tag on SRTP, 80-bit on SRTCP).
+    AesCm128HmacSha1_32,
+}
+
+impl SrtpProfile {
+    /// Master key plus master salt, in bytes.
+    pub fn key_len(self) -> usize {
+        30
+    }
+    pub(crate) fn rtp_auth(self) -> &'static str {
+        match self {
+            SrtpProfile::AesCm128HmacSha1_80 => "hmac-sha1-80",
+            SrtpProfile::AesCm128HmacSha1_32 => "hmac-sha1-32",
+        }
+    }
+}
+
+/// SRTP keys from the SDES exchange: the inline key of our `a=crypto` protects what we send, the
+/// remote's protects what we receive. Both are the decoded master key and salt.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SrtpParams {
+    pub profile: SrtpProfile,
+    pub send_key: Vec<u8>,
+    pub recv_key: Vec<u8>,
+}
+
+impl std::fmt::Debug for SrtpParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SrtpParams").field("profile", &self.profile).field("keys", &"<redacted>").finish()
+    }
+}
+
 /// Media direction from *our* side, as negotiated in SDP (`a=sendrecv` etc. in our description).
 ///
 /// Sending stops for `RecvOnly` and `Inactive`; receiving stops for `SendOnly` and `Inactive`.
@@ -192,6 +229,8 @@ pub struct AudioSessionParams {
     pub rtp_timeout: Option<Duration>,
     /// Initial direction.
     pub direction: Direction,
+    /// SRTP (SDES) keys; `None` sends plain RTP, which only a configuration that allows it should do.
+    pub srtp: Option<SrtpParams>,
 }
 
 impl AudioSessionParams {
@@ -213,6 +252,7 @@ impl AudioSessionParams {
             rtcp_interval: Duration::from_secs(5),
             rtp_timeout: Some(Duration::from_secs(30)),
             direction: Direction::SendRecv,
+            srtp: None,
         }
     }
 
@@ -252,6 +292,18 @@ impl AudioSessionParams {
                 self.remote_rtp,
                 self.sockets.local_rtp()
             ));
+        }
+        if let Some(srtp) = &self.srtp {
+            for (which, key) in [("send", &srtp.send_key), ("receive", &srtp.recv_key)] {
+                if key.len() != srtp.profile.key_len() {
+                    return bad(format!(
+                        "SRTP {which} key is {} bytes; {:?} needs {} (master key and salt)",
+                        key.len(),
+                        srtp.profile,
+                        srtp.profile.key_len()
+                    ));
+                }
+            }
         }
         if self.rtcp_interval < Duration::from_millis(100) {
             return bad("RTCP interval below 100 ms".into());

@@ -54,7 +54,6 @@ pub struct AudioSession {
     /// rtpbin; its internal RTP session object is fetched when needed (a plain GObject is not Send).
     rtpbin: gst::Element,
     send_valve: gst::Element,
-    recv_valve: gst::Element,
     dtmf_src: Option<gst::Element>,
     dtmf_cmds: Option<std::sync::mpsc::Sender<DtmfDigit>>,
     events: Mutex<Option<tokio::sync::mpsc::Receiver<MediaEvent>>>,
@@ -127,7 +126,6 @@ impl AudioSession {
     pub fn set_direction(&self, direction: Direction) {
         *self.direction.lock().unwrap_or_else(|e| e.into_inner()) = direction;
         self.send_valve.set_property("drop", !direction.sends());
-        self.recv_valve.set_property("drop", !direction.receives());
         self.shared.receiving.store(direction.receives(), Ordering::Relaxed);
     }
 
@@ -229,14 +227,19 @@ fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, Me
             "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
                 "gstreamer1.0-plugins-base"
             }
-            "valve" | "tee" | "funnel" | "fakesink" => "libgstreamer1.0-0",
+            "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
+            "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
             _ => "gstreamer1.0-plugins-good",
         },
     })
 }
 
 fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
-    gst::Caps::builder("application/x-rtp")
+    rtp_caps_named("application/x-rtp", encoding, clock_rate, pt)
+}
+
+fn rtp_caps_named(name: &str, encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
+    gst::Caps::builder(name)
         .field("media", "audio")
         .field("clock-rate", clock_rate as i32)
         .field("encoding-name", encoding)
@@ -412,6 +415,9 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
     );
     add(&[&rtpbin])?;
+    if let Some(srtp) = &p.srtp {
+        use_srtp(&rtpbin, srtp)?;
+    }
 
     // ---- send path ----
     let (tx, tx_reader) = ring::tx_ring();
@@ -473,15 +479,31 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
 
     // ---- receive path ----
     let recv_caps = rtp_caps(codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
-    let rtp_src = udp_src(&rtp_sock, &recv_caps)?;
-    let recv_valve = make("valve", "receive switch (hold)")?;
-    recv_valve.set_property_from_str("drop-mode", "forward-sticky-events");
-    recv_valve.set_property("drop", !p.direction.receives());
-    add(&[&rtp_src, &recv_valve])?;
-    link_pads(&static_pad(&recv_valve, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
+    let (rtp_name, rtcp_name) = match p.srtp {
+        Some(_) => ("application/x-srtp", "application/x-srtcp"),
+        None => ("application/x-rtp", "application/x-rtcp"),
+    };
+    let wire_caps = rtp_caps_named(rtp_name, codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
+    let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
+    add(&[&rtp_src])?;
+    // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
+    link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
     let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
-    let rtcp_caps = gst::Caps::new_empty_simple("application/x-rtcp");
-    if p.rtcp_mux {
+    let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
+    if p.rtcp_mux && p.srtp.is_some() {
+        // srtpdec splits SRTCP from SRTP itself (as in WebRTC) and hands RTCP to the session.
+        let sh = shared.clone();
+        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
+            if rtcp {
+                sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+                sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
+            } else {
+                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    } else if p.rtcp_mux {
         // One socket carries both (RFC 5761): a probe on the receiving socket takes the RTCP
         // packets (packet types 192-223) out of the RTP stream and hands them to an appsrc whose
         // caps say RTCP.
@@ -494,7 +516,6 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
             .leaky_type(gst_app::AppLeakyType::Downstream)
             .build();
         add(&[rtcp_in.upcast_ref()])?;
-        link(&rtp_src, &recv_valve)?;
         link_pads(&static_pad(rtcp_in.upcast_ref(), "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
         static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
@@ -512,7 +533,6 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     } else {
         let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
         add(&[&rtcp_src])?;
-        link(&rtp_src, &recv_valve)?;
         link_pads(&static_pad(&rtcp_src, "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
         static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
@@ -529,6 +549,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
 
     // Decoded audio of every remote SSRC meets in a funnel before the appsink.
     let (rx, mut rx_writer) = ring::rx_ring();
+    let sh = shared.clone();
     let funnel = make("funnel", "decoded stream merger")?;
     let appsink = gst_app::AppSink::builder()
         .caps(&dsp_caps())
@@ -539,7 +560,8 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
                     let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
-                    if let Some(buf) = sample.buffer()
+                    if sh.receiving.load(Ordering::Relaxed)
+                        && let Some(buf) = sample.buffer()
                         && let Ok(map) = buf.map_readable()
                     {
                         rx_writer.write_le_bytes(&map);
@@ -642,7 +664,6 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         codec,
         rtpbin,
         send_valve,
-        recv_valve,
         dtmf_src,
         dtmf_cmds: Some(dtmf_tx),
         events: Mutex::new(Some(ev_rx)),
@@ -651,6 +672,48 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         local_rtp,
         stopped: false,
     })
+}
+
+/// SRTP through rtpbin's encoder/decoder hooks: one srtpenc and one srtpdec serve RTP and RTCP.
+fn use_srtp(rtpbin: &gst::Element, srtp: &super::SrtpParams) -> Result<(), MediaError> {
+    let enc = make("srtpenc", "SRTP encryption")?;
+    enc.set_property("key", gst::Buffer::from_slice(srtp.send_key.clone()));
+    enc.set_property_from_str("rtp-cipher", "aes-128-icm");
+    enc.set_property_from_str("rtp-auth", srtp.profile.rtp_auth());
+    enc.set_property_from_str("rtcp-cipher", "aes-128-icm");
+    enc.set_property_from_str("rtcp-auth", "hmac-sha1-80");
+    let dec = make("srtpdec", "SRTP decryption")?;
+    let key_caps = gst::Caps::builder("application/x-srtp")
+        .field("srtp-key", gst::Buffer::from_slice(srtp.recv_key.clone()))
+        .field("srtp-cipher", "aes-128-icm")
+        .field("srtp-auth", srtp.profile.rtp_auth())
+        .field("srtcp-cipher", "aes-128-icm")
+        .field("srtcp-auth", "hmac-sha1-80")
+        .build();
+    dec.connect("request-key", false, move |_| Some(key_caps.to_value()));
+    // rtpbin looks for the encoder's `rtp_src_N` before it requests `rtp_sink_N`, but srtpenc
+    // only makes the source pad with the sink pad: request the sink pad here first.
+    for (signal, el, sink) in [
+        ("request-rtp-encoder", &enc, Some("rtp_sink_0")),
+        ("request-rtcp-encoder", &enc, Some("rtcp_sink_0")),
+        ("request-rtp-decoder", &dec, None),
+        ("request-rtcp-decoder", &dec, None),
+    ] {
+        let el = el.clone();
+        rtpbin.connect(signal, false, move |args| {
+            let session = args.get(1).and_then(|v| v.get::<u32>().ok());
+            if session != Some(0) {
+                return Some(None::<gst::Element>.to_value());
+            }
+            if let Some(sink) = sink
+                && el.static_pad(sink).is_none()
+            {
+                el.request_pad_simple(sink);
+            }
+            Some(el.to_value())
+        });
+    }
+    Ok(())
 }
 
 fn dtmf_source(pipeline: &gst::Pipeline, mux: &gst::Element, te: &TelephoneEvent, ssrc: u32) -> Result<gst::Element, MediaError> {

@@ -18,19 +18,22 @@ struct Setup {
     te: Option<TelephoneEvent>,
     rtcp_mux: bool,
     rtp_timeout: Option<Duration>,
+    /// A's SRTP keys (B gets them swapped), and B's receive key if it should differ.
+    srtp: Option<(SrtpParams, Option<Vec<u8>>)>,
 }
 
 impl Setup {
     fn new(codec: CodecParams) -> Self {
-        Setup { codec, te: None, rtcp_mux: false, rtp_timeout: None }
+        Setup { codec, te: None, rtcp_mux: false, rtp_timeout: None, srtp: None }
     }
 
     fn start(self) -> (AudioSession, AudioSession) {
         let sa = RtpSockets::bind(local()).unwrap();
         let sb = RtpSockets::bind(local()).unwrap();
         let (addr_a, addr_b) = (sa.local_rtp(), sb.local_rtp());
-        let params = |s, remote| {
+        let params = |s, remote, srtp| {
             let mut p = AudioSessionParams::new(s, remote, self.codec.clone());
+            p.srtp = srtp;
             p.telephone_event = self.te;
             p.rtcp_mux = self.rtcp_mux;
             p.rtcp_interval = Duration::from_millis(500);
@@ -38,8 +41,14 @@ impl Setup {
             p.cname = "test@huis".into();
             p
         };
-        let a = AudioSession::start(params(sa, addr_b)).expect("session A starts");
-        let b = AudioSession::start(params(sb, addr_a)).expect("session B starts");
+        let srtp_a = self.srtp.as_ref().map(|(s, _)| s.clone());
+        let srtp_b = self.srtp.as_ref().map(|(s, b_recv)| SrtpParams {
+            profile: s.profile,
+            send_key: s.recv_key.clone(),
+            recv_key: b_recv.clone().unwrap_or_else(|| s.send_key.clone()),
+        });
+        let a = AudioSession::start(params(sa, addr_b, srtp_a)).expect("session A starts");
+        let b = AudioSession::start(params(sb, addr_a, srtp_b)).expect("session B starts");
         (a, b)
     }
 }
@@ -215,6 +224,38 @@ fn rtcp_mux_carries_audio_and_rtcp_on_one_port() {
     assert!(sa.rtt_ms.is_some(), "RTCP over the RTP port gives an RTT: {sa:?}");
 }
 
+fn srtp_keys() -> SrtpParams {
+    SrtpParams {
+        profile: SrtpProfile::AesCm128HmacSha1_80,
+        send_key: (0..30).collect(),
+        recv_key: (100..130).collect(),
+    }
+}
+
+#[test]
+fn srtp_carries_a_tone_and_rtcp() {
+    let mut setup = Setup::new(CodecParams::opus(111));
+    setup.srtp = Some((srtp_keys(), None));
+    setup.rtcp_mux = true;
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
+    assert_tone(&heard, 1000.0, "opus over SRTP");
+    let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
+    assert!(sa.rtt_ms.is_some(), "SRTCP carries the receiver reports: {sa:?}");
+    assert!(format!("{:?}", srtp_keys()).contains("redacted"), "keys never reach a log");
+}
+
+#[test]
+fn srtp_with_a_wrong_key_lets_nothing_through() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.srtp = Some((srtp_keys(), Some(vec![7; 30])));
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(1200), 440.0, |_| {});
+    assert!(heard.iter().all(|&v| v == 0.0), "B decrypted nothing");
+    assert_eq!(b.stats().packets_received, 0, "forged packets never reach the RTP session");
+    assert!(a.stats().packets_received > 20, "the other direction's keys are right");
+}
+
 #[test]
 fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
     let mut setup = Setup::new(CodecParams::pcmu());
@@ -237,6 +278,13 @@ fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
     let timeout = events.iter().position(|e| matches!(e, MediaEvent::RtpTimeout { .. }));
     let resumed = events.iter().position(|e| matches!(e, MediaEvent::RtpResumed));
     assert!(timeout.is_some() && resumed > timeout, "events: {events:?}");
+
+    // B holds A with sendonly: A's packets still arrive (and are counted) but are not played.
+    b.set_direction(Direction::SendOnly);
+    let before = b.stats().packets_received;
+    let heard = run(&a, &b, Duration::from_millis(600), 440.0, |_| {});
+    assert!(heard[DSP_FRAME * 20..].iter().all(|&v| v == 0.0), "a held call plays nothing");
+    assert!(b.stats().packets_received > before + 10);
 }
 
 #[test]
