@@ -42,7 +42,9 @@ pub fn parse_dtmf_digits(s: &str) -> Result<Vec<DtmfDigit>, MediaError> {
         .filter(|c| !c.is_whitespace())
         .map(|c| match c {
             ',' => Ok(DtmfDigit::Pause),
-            c => event_of_char(c).map(DtmfDigit::Tone).ok_or(MediaError::InvalidDtmf(c)),
+            c => event_of_char(c)
+                .map(DtmfDigit::Tone)
+                .ok_or(MediaError::InvalidDtmf(c)),
         })
         .collect()
 }
@@ -59,7 +61,9 @@ pub(crate) struct EventPayload {
 /// Parse the first event of a telephone-event payload; `None` if it is too short.
 /// (Redundant events that may follow repeat earlier ones and carry nothing new for us.)
 pub(crate) fn parse_event(payload: &[u8]) -> Option<EventPayload> {
-    let [event, flags, d0, d1, ..] = *payload else { return None };
+    let [event, flags, d0, d1, ..] = *payload else {
+        return None;
+    };
     Some(EventPayload {
         event,
         end: flags & 0x80 != 0,
@@ -87,14 +91,22 @@ mod tests {
             parse_dtmf_digits("1, #").unwrap(),
             vec![DtmfDigit::Tone(1), DtmfDigit::Pause, DtmfDigit::Tone(11)]
         );
-        assert!(matches!(parse_dtmf_digits("12x"), Err(MediaError::InvalidDtmf('x'))));
+        assert!(matches!(
+            parse_dtmf_digits("12x"),
+            Err(MediaError::InvalidDtmf('x'))
+        ));
     }
 
     #[test]
     fn event_payloads() {
         assert_eq!(
             parse_event(&[11, 0x80 | 10, 0x03, 0x20]),
-            Some(EventPayload { event: 11, end: true, volume: 10, duration: 800 })
+            Some(EventPayload {
+                event: 11,
+                end: true,
+                volume: 10,
+                duration: 800
+            })
         );
         assert_eq!(parse_event(&[1, 0, 0]), None);
     }

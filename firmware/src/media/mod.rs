@@ -24,6 +24,39 @@
 //!    [`AudioSession::send_dtmf`], [`AudioSession::stats`], [`AudioSession::poll_event`].
 //! 4. [`AudioSession::stop`] ends it: the last packets and an RTCP BYE leave, then the pipeline stops.
 //!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use huis_firmware::media::*;
+//!
+//! # fn main() -> Result<(), MediaError> {
+//! // Before writing the SDP offer: reserve the ports ("m=audio <port> RTP/AVP ...").
+//! let sockets = RtpSockets::bind("0.0.0.0:0".parse().unwrap())?;
+//! let our_port = sockets.local_rtp().port();
+//! # let _ = our_port;
+//! // After the answer: remote address, codec and payload types from the negotiated SDP.
+//! let remote: SocketAddr = "192.0.2.10:30000".parse().unwrap();
+//! let mut params = AudioSessionParams::new(sockets, remote, CodecParams::opus(111));
+//! params.telephone_event = Some(TelephoneEvent::new(110, 48_000));
+//! params.cname = "huis@room-42".into();
+//! let call = AudioSession::start(params)?;
+//!
+//! // Hand these to the DSP thread (each call swaps them in):
+//! let (to_network, from_network) = (call.sender(), call.receiver());
+//! let mut frame = [0.0f32; DSP_FRAME];
+//! to_network.push(&frame); // every 10 ms, near-end audio
+//! from_network.pull(&mut frame); // every 10 ms, far-end audio (silence if none)
+//!
+//! call.send_dtmf("123456#")?; // a conference PIN
+//! call.set_muted(true);
+//! let stats = call.stats(); // for org.huis.Call1.Stats
+//! # let _ = stats;
+//! while let Some(event) = call.poll_event() {
+//!     if let MediaEvent::RtpTimeout { .. } = event { /* hang up */ }
+//! }
+//! call.stop(); // blocks up to ~1 s: from async code use spawn_blocking
+//! # Ok(()) }
+//! ```
+//!
 //! Audio crosses the module boundary as mono `f32` at 16 kHz in 10 ms frames (160 samples), the
 //! DSP thread's format. Neither [`AudioTx::push`] nor [`AudioRx::pull`] blocks or allocates.
 //!

@@ -81,7 +81,11 @@ pub struct OpusOptions {
 
 impl Default for OpusOptions {
     fn default() -> Self {
-        OpusOptions { inband_fec: true, bitrate: 32_000, packet_loss_percent: 5 }
+        OpusOptions {
+            inband_fec: true,
+            bitrate: 32_000,
+            packet_loss_percent: 5,
+        }
     }
 }
 
@@ -99,7 +103,12 @@ pub struct CodecParams {
 
 impl CodecParams {
     pub fn new(codec: AudioCodec, payload_type: u8) -> Self {
-        CodecParams { codec, payload_type, recv_payload_type: None, opus: OpusOptions::default() }
+        CodecParams {
+            codec,
+            payload_type,
+            recv_payload_type: None,
+            opus: OpusOptions::default(),
+        }
     }
     /// Opus with a dynamic payload type.
     pub fn opus(payload_type: u8) -> Self {
@@ -132,7 +141,11 @@ pub struct TelephoneEvent {
 
 impl TelephoneEvent {
     pub fn new(payload_type: u8, clock_rate: u32) -> Self {
-        TelephoneEvent { payload_type, recv_payload_type: None, clock_rate }
+        TelephoneEvent {
+            payload_type,
+            recv_payload_type: None,
+            clock_rate,
+        }
     }
     pub fn recv_pt(&self) -> u8 {
         self.recv_payload_type.unwrap_or(self.payload_type)
@@ -172,7 +185,10 @@ pub struct SrtpParams {
 
 impl std::fmt::Debug for SrtpParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SrtpParams").field("profile", &self.profile).field("keys", &"<redacted>").finish()
+        f.debug_struct("SrtpParams")
+            .field("profile", &self.profile)
+            .field("keys", &"<redacted>")
+            .finish()
     }
 }
 
@@ -259,11 +275,17 @@ impl AudioSessionParams {
     pub(crate) fn validate(&self) -> Result<(), MediaError> {
         let bad = |m: String| Err(MediaError::InvalidParams(m));
         if self.codec.payload_type > 127 || self.codec.recv_pt() > 127 {
-            return bad(format!("codec payload type {} is above 127", self.codec.payload_type));
+            return bad(format!(
+                "codec payload type {} is above 127",
+                self.codec.payload_type
+            ));
         }
         if let Some(te) = &self.telephone_event {
             if te.payload_type > 127 || te.recv_pt() > 127 {
-                return bad(format!("telephone-event payload type {} is above 127", te.payload_type));
+                return bad(format!(
+                    "telephone-event payload type {} is above 127",
+                    te.payload_type
+                ));
             }
             if te.payload_type == self.codec.payload_type || te.recv_pt() == self.codec.recv_pt() {
                 return bad("telephone-event and the codec share a payload type".into());
@@ -273,10 +295,16 @@ impl AudioSessionParams {
             }
         }
         if !(10..=120).contains(&self.ptime_ms) || !self.ptime_ms.is_multiple_of(10) {
-            return bad(format!("ptime {} ms is not a multiple of 10 between 10 and 120", self.ptime_ms));
+            return bad(format!(
+                "ptime {} ms is not a multiple of 10 between 10 and 120",
+                self.ptime_ms
+            ));
         }
         if self.codec.codec == AudioCodec::Opus && ![10, 20, 40, 60].contains(&self.ptime_ms) {
-            return bad(format!("ptime {} ms is not an Opus frame size (10, 20, 40, 60)", self.ptime_ms));
+            return bad(format!(
+                "ptime {} ms is not an Opus frame size (10, 20, 40, 60)",
+                self.ptime_ms
+            ));
         }
         if let Some(d) = self.dscp
             && d > 63

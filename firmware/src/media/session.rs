@@ -126,7 +126,9 @@ impl AudioSession {
     pub fn set_direction(&self, direction: Direction) {
         *self.direction.lock().unwrap_or_else(|e| e.into_inner()) = direction;
         self.send_valve.set_property("drop", !direction.sends());
-        self.shared.receiving.store(direction.receives(), Ordering::Relaxed);
+        self.shared
+            .receiving
+            .store(direction.receives(), Ordering::Relaxed);
     }
 
     pub fn direction(&self) -> Direction {
@@ -151,7 +153,8 @@ impl AudioSession {
     pub fn stats(&self) -> CallStats {
         let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
         let stats = session.property::<gst::Structure>("stats");
-        let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
+        let mut out =
+            CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
         out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
         out
     }
@@ -219,19 +222,21 @@ fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
 
 /// Create an element, or say which package provides it.
 fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElement {
-        element: factory,
-        purpose,
-        package: match factory {
-            "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
-            "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
-                "gstreamer1.0-plugins-base"
-            }
-            "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
-            "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
-            _ => "gstreamer1.0-plugins-good",
-        },
-    })
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError::MissingElement {
+            element: factory,
+            purpose,
+            package: match factory {
+                "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
+                "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
+                    "gstreamer1.0-plugins-base"
+                }
+                "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
+                "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
+                _ => "gstreamer1.0-plugins-good",
+            },
+        })
 }
 
 fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
@@ -256,7 +261,10 @@ fn dsp_caps() -> gst::Caps {
 }
 
 /// Encoder side of a codec: raw caps it wants, encoder, payloader.
-fn encoder_chain(p: &AudioSessionParams, ssrc: u32) -> Result<(gst::Caps, Vec<gst::Element>), MediaError> {
+fn encoder_chain(
+    p: &AudioSessionParams,
+    ssrc: u32,
+) -> Result<(gst::Caps, Vec<gst::Element>), MediaError> {
     let c = &p.codec;
     let ptime_ns = i64::from(p.ptime_ms) * 1_000_000;
     let s16 = |rate: i32| {
@@ -273,14 +281,32 @@ fn encoder_chain(p: &AudioSessionParams, ssrc: u32) -> Result<(gst::Caps, Vec<gs
             enc.set_property_from_str("frame-size", &p.ptime_ms.to_string());
             enc.set_property("bitrate", c.opus.bitrate.clamp(6000, 510_000) as i32);
             enc.set_property("inband-fec", c.opus.inband_fec);
-            enc.set_property("packet-loss-percentage", c.opus.packet_loss_percent.min(100) as i32);
+            enc.set_property(
+                "packet-loss-percentage",
+                c.opus.packet_loss_percent.min(100) as i32,
+            );
             enc.set_property("dtx", false);
-            let caps = gst_audio::AudioCapsBuilder::new_interleaved().rate(DSP_RATE as i32).channels(1).build();
+            let caps = gst_audio::AudioCapsBuilder::new_interleaved()
+                .rate(DSP_RATE as i32)
+                .channels(1)
+                .build();
             (caps, enc, make("rtpopuspay", "Opus RTP payloader")?)
         }
-        AudioCodec::G722 => (s16(16_000), make("avenc_g722", "G.722 encoder")?, make("rtpg722pay", "G.722 RTP payloader")?),
-        AudioCodec::Pcmu => (s16(8_000), make("mulawenc", "G.711 µ-law encoder")?, make("rtppcmupay", "PCMU RTP payloader")?),
-        AudioCodec::Pcma => (s16(8_000), make("alawenc", "G.711 A-law encoder")?, make("rtppcmapay", "PCMA RTP payloader")?),
+        AudioCodec::G722 => (
+            s16(16_000),
+            make("avenc_g722", "G.722 encoder")?,
+            make("rtpg722pay", "G.722 RTP payloader")?,
+        ),
+        AudioCodec::Pcmu => (
+            s16(8_000),
+            make("mulawenc", "G.711 µ-law encoder")?,
+            make("rtppcmupay", "PCMU RTP payloader")?,
+        ),
+        AudioCodec::Pcma => (
+            s16(8_000),
+            make("alawenc", "G.711 A-law encoder")?,
+            make("rtppcmapay", "PCMA RTP payloader")?,
+        ),
     };
     pay.set_property("pt", u32::from(c.payload_type));
     pay.set_property("ssrc", ssrc);
@@ -300,16 +326,30 @@ fn decoder_chain(codec: AudioCodec) -> Result<Vec<gst::Element>, MediaError> {
             dec.set_property("plc", true);
             vec![make("rtpopusdepay", "Opus RTP depayloader")?, dec]
         }
-        AudioCodec::G722 => vec![make("rtpg722depay", "G.722 RTP depayloader")?, make("avdec_g722", "G.722 decoder")?],
-        AudioCodec::Pcmu => vec![make("rtppcmudepay", "PCMU RTP depayloader")?, make("mulawdec", "G.711 µ-law decoder")?],
-        AudioCodec::Pcma => vec![make("rtppcmadepay", "PCMA RTP depayloader")?, make("alawdec", "G.711 A-law decoder")?],
+        AudioCodec::G722 => vec![
+            make("rtpg722depay", "G.722 RTP depayloader")?,
+            make("avdec_g722", "G.722 decoder")?,
+        ],
+        AudioCodec::Pcmu => vec![
+            make("rtppcmudepay", "PCMU RTP depayloader")?,
+            make("mulawdec", "G.711 µ-law decoder")?,
+        ],
+        AudioCodec::Pcma => vec![
+            make("rtppcmadepay", "PCMA RTP depayloader")?,
+            make("alawdec", "G.711 A-law decoder")?,
+        ],
     })
 }
 
 fn random_ssrc() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
     h.finish() as u32
 }
 
@@ -352,11 +392,15 @@ fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, Media
 
 fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
     let addr = s.local_addr().map_err(MediaError::pipeline)?;
-    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
+    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind {
+        addr,
+        reason: e.to_string(),
+    })
 }
 
 fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
-    a.link(b).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
+    a.link(b)
+        .map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
 }
 
 fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
@@ -364,17 +408,23 @@ fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), MediaError> {
-    src.link(sink)
-        .map(|_| ())
-        .map_err(|e| MediaError::Pipeline(format!("cannot link pad {} to {}: {e:?}", src.name(), sink.name())))
+    src.link(sink).map(|_| ()).map_err(|e| {
+        MediaError::Pipeline(format!(
+            "cannot link pad {} to {}: {e:?}",
+            src.name(),
+            sink.name()
+        ))
+    })
 }
 
 fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.request_pad_simple(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+    el.request_pad_simple(name)
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
 fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.static_pad(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+    el.static_pad(name)
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
 fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
@@ -386,7 +436,11 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         p.sockets.set_dscp(d);
     }
     let rtp_sock = gio_socket(p.sockets.rtp.try_clone().map_err(MediaError::pipeline)?)?;
-    let rtcp_sock = if p.rtcp_mux { rtp_sock.clone() } else { gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)? };
+    let rtcp_sock = if p.rtcp_mux {
+        rtp_sock.clone()
+    } else {
+        gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)?
+    };
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(64);
     let shared = Arc::new(Shared {
@@ -403,16 +457,26 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     });
 
     let pipeline = gst::Pipeline::with_name(&format!("huis-audio-{}", local_rtp.port()));
-    let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
+    let add = |els: &[&gst::Element]| {
+        pipeline
+            .add_many(els.iter().copied())
+            .map_err(MediaError::pipeline)
+    };
 
     // ---- rtpbin: one RTP session (0) with RTCP ----
     let rtpbin = make("rtpbin", "RTP session manager")?;
-    rtpbin.set_property("latency", p.jitter_buffer.as_millis().clamp(1, 10_000) as u32);
+    rtpbin.set_property(
+        "latency",
+        p.jitter_buffer.as_millis().clamp(1, 10_000) as u32,
+    );
     rtpbin.set_property("do-lost", true);
     rtpbin.set_property("autoremove", true);
     rtpbin.set_property(
         "sdes",
-        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
+        gst::Structure::builder("application/x-rtp-source-sdes")
+            .field("cname", &p.cname)
+            .field("tool", "huis")
+            .build(),
     );
     add(&[&rtpbin])?;
     if let Some(srtp) = &p.srtp {
@@ -440,31 +504,63 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let mux = make("rtpdtmfmux", "RTP muxer for telephone-events")?;
     mux.set_property("ssrc", ssrc);
     let appsrc_el: &gst::Element = appsrc.upcast_ref();
-    add(&[appsrc_el, &conv, &resample, &enc_filter, &enc_pay[0], &enc_pay[1], &send_valve, &mux])?;
-    link_chain(&[appsrc_el, &conv, &resample, &enc_filter, &enc_pay[0], &enc_pay[1], &send_valve])?;
-    link_pads(&static_pad(&send_valve, "src")?, &request_pad(&mux, "sink_%u")?)?;
+    add(&[
+        appsrc_el,
+        &conv,
+        &resample,
+        &enc_filter,
+        &enc_pay[0],
+        &enc_pay[1],
+        &send_valve,
+        &mux,
+    ])?;
+    link_chain(&[
+        appsrc_el,
+        &conv,
+        &resample,
+        &enc_filter,
+        &enc_pay[0],
+        &enc_pay[1],
+        &send_valve,
+    ])?;
+    link_pads(
+        &static_pad(&send_valve, "src")?,
+        &request_pad(&mux, "sink_%u")?,
+    )?;
 
     let dtmf_src = match &p.telephone_event {
         Some(te) => Some(dtmf_source(&pipeline, &mux, te, ssrc)?),
         None => None,
     };
-    link_pads(&static_pad(&mux, "src")?, &request_pad(&rtpbin, "send_rtp_sink_0")?)?;
+    link_pads(
+        &static_pad(&mux, "src")?,
+        &request_pad(&rtpbin, "send_rtp_sink_0")?,
+    )?;
 
     let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
     let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
     add(&[&rtp_sink, &rtcp_sink])?;
-    link_pads(&static_pad(&rtpbin, "send_rtp_src_0")?, &static_pad(&rtp_sink, "sink")?)?;
-    link_pads(&request_pad(&rtpbin, "send_rtcp_src_0")?, &static_pad(&rtcp_sink, "sink")?)?;
+    link_pads(
+        &static_pad(&rtpbin, "send_rtp_src_0")?,
+        &static_pad(&rtp_sink, "sink")?,
+    )?;
+    link_pads(
+        &request_pad(&rtpbin, "send_rtcp_src_0")?,
+        &static_pad(&rtcp_sink, "sink")?,
+    )?;
     {
         let sh = shared.clone();
-        static_pad(&rtp_sink, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                && ev.type_() == gst::EventType::Eos
-            {
-                sh.send_eos.store(true, Ordering::Relaxed);
-            }
-            gst::PadProbeReturn::Ok
-        });
+        static_pad(&rtp_sink, "sink")?.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && ev.type_() == gst::EventType::Eos
+                {
+                    sh.send_eos.store(true, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
         let shared = shared.clone();
         static_pad(&rtcp_sink, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(buf) = info.buffer()
@@ -478,23 +574,38 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     }
 
     // ---- receive path ----
-    let recv_caps = rtp_caps(codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
+    let recv_caps = rtp_caps(
+        codec.codec.encoding_name(),
+        codec.codec.clock_rate(),
+        codec.recv_pt(),
+    );
     let (rtp_name, rtcp_name) = match p.srtp {
         Some(_) => ("application/x-srtp", "application/x-srtcp"),
         None => ("application/x-rtp", "application/x-rtcp"),
     };
-    let wire_caps = rtp_caps_named(rtp_name, codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
+    let wire_caps = rtp_caps_named(
+        rtp_name,
+        codec.codec.encoding_name(),
+        codec.codec.clock_rate(),
+        codec.recv_pt(),
+    );
     let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
     add(&[&rtp_src])?;
     // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
-    link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
+    link_pads(
+        &static_pad(&rtp_src, "src")?,
+        &request_pad(&rtpbin, "recv_rtp_sink_0")?,
+    )?;
     let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
     let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
     if p.rtcp_mux && p.srtp.is_some() {
         // srtpdec splits SRTCP from SRTP itself (as in WebRTC) and hands RTCP to the session.
         let sh = shared.clone();
         static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
+            let rtcp = info
+                .buffer()
+                .and_then(|b| b.map_readable().ok())
+                .is_some_and(|m| is_rtcp(&m));
             if rtcp {
                 sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
                 sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
@@ -519,7 +630,9 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         link_pads(&static_pad(rtcp_in.upcast_ref(), "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
         static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buf) = info.buffer() else { return gst::PadProbeReturn::Ok };
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
             let rtcp = buf.map_readable().is_ok_and(|m| is_rtcp(&m));
             if !rtcp {
                 sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
@@ -579,7 +692,10 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let te_caps = te.map(|t| rtp_caps("TELEPHONE-EVENT", t.clock_rate, t.recv_pt()));
     {
         let (recv_caps, te_caps) = (recv_caps.clone(), te_caps.clone());
-        let (codec_pt, te_pt) = (u32::from(codec.recv_pt()), te.map(|t| u32::from(t.recv_pt())));
+        let (codec_pt, te_pt) = (
+            u32::from(codec.recv_pt()),
+            te.map(|t| u32::from(t.recv_pt())),
+        );
         rtpbin.connect("request-pt-map", false, move |args| {
             let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
             let caps = match pt {
@@ -597,13 +713,21 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         let (codec_kind, codec_pt, te_pt) = (codec.codec, codec.recv_pt(), te.map(|t| t.recv_pt()));
         rtpbin.connect_pad_added(move |_, pad| {
             let name = pad.name();
-            let Some(rest) = name.strip_prefix("recv_rtp_src_0_") else { return };
+            let Some(rest) = name.strip_prefix("recv_rtp_src_0_") else {
+                return;
+            };
             let pt = rest.rsplit('_').next().and_then(|s| s.parse::<u8>().ok());
-            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
             let r = if pt == Some(codec_pt) {
                 add_decoder(&pipeline, pad, codec_kind, &funnel)
             } else {
-                add_event_sink(&pipeline, pad, (pt.is_some() && pt == te_pt).then(|| shared.clone()))
+                add_event_sink(
+                    &pipeline,
+                    pad,
+                    (pt.is_some() && pt == te_pt).then(|| shared.clone()),
+                )
             };
             if let Err(e) = r {
                 shared.emit(MediaEvent::Error(e));
@@ -623,7 +747,9 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     rtp_session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
 
     // ---- go ----
-    let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
     if pipeline.set_state(gst::State::Playing).is_err() {
         let err = bus
             .pop_filtered(&[gst::MessageType::Error])
@@ -635,22 +761,34 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
 
     let mut threads = Vec::new();
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new().name(name.into()).spawn(f).map_err(MediaError::pipeline)
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(MediaError::pipeline)
     };
     {
         let (shared, appsrc, pipeline) = (shared.clone(), appsrc.clone(), pipeline.clone());
         let ptime = Duration::from_millis(u64::from(p.ptime_ms));
-        threads.push(spawn(&format!("mpace-{}", local_rtp.port()), Box::new(move || pace(shared, tx_reader, appsrc, pipeline, ptime)))?);
+        threads.push(spawn(
+            &format!("mpace-{}", local_rtp.port()),
+            Box::new(move || pace(shared, tx_reader, appsrc, pipeline, ptime)),
+        )?);
     }
     {
         let shared = shared.clone();
         let timeout = p.rtp_timeout;
-        threads.push(spawn(&format!("mbus-{}", local_rtp.port()), Box::new(move || monitor(shared, bus, timeout)))?);
+        threads.push(spawn(
+            &format!("mbus-{}", local_rtp.port()),
+            Box::new(move || monitor(shared, bus, timeout)),
+        )?);
     }
     let (dtmf_tx, dtmf_rx) = std::sync::mpsc::channel();
     if let Some(src) = dtmf_src.clone() {
         let shared = shared.clone();
-        threads.push(spawn(&format!("mdtmf-{}", local_rtp.port()), Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)))?);
+        threads.push(spawn(
+            &format!("mdtmf-{}", local_rtp.port()),
+            Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)),
+        )?);
     }
 
     // The udpsrc/udpsink elements hold the only references to the sockets from here on; the
@@ -716,24 +854,39 @@ fn use_srtp(rtpbin: &gst::Element, srtp: &super::SrtpParams) -> Result<(), Media
     Ok(())
 }
 
-fn dtmf_source(pipeline: &gst::Pipeline, mux: &gst::Element, te: &TelephoneEvent, ssrc: u32) -> Result<gst::Element, MediaError> {
+fn dtmf_source(
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    te: &TelephoneEvent,
+    ssrc: u32,
+) -> Result<gst::Element, MediaError> {
     let src = make("rtpdtmfsrc", "RFC 4733 event source")?;
     src.set_property("pt", u32::from(te.payload_type));
     src.set_property("clock-rate", te.clock_rate);
     src.set_property("ssrc", ssrc);
     src.set_property("packet-redundancy", DTMF_END_REPEATS);
     pipeline.add(&src).map_err(MediaError::pipeline)?;
-    link_pads(&static_pad(&src, "src")?, &request_pad(mux, "priority_sink_%u")?)?;
+    link_pads(
+        &static_pad(&src, "src")?,
+        &request_pad(mux, "priority_sink_%u")?,
+    )?;
     Ok(src)
 }
 
 /// A new remote stream of the codec's payload type: depayload, decode, convert to 16 kHz mono f32.
-fn add_decoder(pipeline: &gst::Pipeline, pad: &gst::Pad, codec: AudioCodec, funnel: &gst::Element) -> Result<(), MediaError> {
+fn add_decoder(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    codec: AudioCodec,
+    funnel: &gst::Element,
+) -> Result<(), MediaError> {
     let mut els = decoder_chain(codec)?;
     els.push(make("audioconvert", "audio format converter")?);
     els.push(make("audioresample", "audio resampler")?);
     let refs: Vec<&gst::Element> = els.iter().collect();
-    pipeline.add_many(refs.iter().copied()).map_err(MediaError::pipeline)?;
+    pipeline
+        .add_many(refs.iter().copied())
+        .map_err(MediaError::pipeline)?;
     link_chain(&refs)?;
     link(refs[refs.len() - 1], funnel)?;
     for e in &els {
@@ -743,18 +896,27 @@ fn add_decoder(pipeline: &gst::Pipeline, pad: &gst::Pad, codec: AudioCodec, funn
 }
 
 /// Any other payload type: telephone-events are reported, everything else is dropped.
-fn add_event_sink(pipeline: &gst::Pipeline, pad: &gst::Pad, dtmf_to: Option<Arc<Shared>>) -> Result<(), MediaError> {
+fn add_event_sink(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    dtmf_to: Option<Arc<Shared>>,
+) -> Result<(), MediaError> {
     let sink = make("fakesink", "sink for unused payload types")?;
     sink.set_property("sync", false);
     sink.set_property("async", false);
     pipeline.add(&sink).map_err(MediaError::pipeline)?;
-    sink.sync_state_with_parent().map_err(MediaError::pipeline)?;
+    sink.sync_state_with_parent()
+        .map_err(MediaError::pipeline)?;
     if let Some(shared) = dtmf_to {
         // Every packet of one event carries the event's start timestamp: report each timestamp once.
         let last_ts = AtomicU64::new(u64::MAX);
         pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buf) = info.buffer() else { return gst::PadProbeReturn::Ok };
-            let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buf) else { return gst::PadProbeReturn::Ok };
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buf) else {
+                return gst::PadProbeReturn::Ok;
+            };
             let ts = u64::from(rtp.timestamp());
             if let Some(ev) = rtp.payload().ok().and_then(dtmf::parse_event)
                 && let Some(digit) = dtmf::char_of_event(ev.event)
@@ -771,7 +933,10 @@ fn add_event_sink(pipeline: &gst::Pipeline, pad: &gst::Pad, dtmf_to: Option<Arc<
 fn stream_error(msg: &gst::Message) -> MediaError {
     match msg.view() {
         gst::MessageView::Error(e) => MediaError::Stream {
-            element: msg.src().map(|s| s.path_string().to_string()).unwrap_or_else(|| "pipeline".into()),
+            element: msg
+                .src()
+                .map(|s| s.path_string().to_string())
+                .unwrap_or_else(|| "pipeline".into()),
             message: e.error().to_string(),
             debug: e.debug().map(|d| d.to_string()),
         },
@@ -781,7 +946,13 @@ fn stream_error(msg: &gst::Message) -> MediaError {
 
 /// The pacer: every ptime, take what the DSP thread queued (silence where it is late or muted)
 /// and push it with exact timestamps. This is what keeps RTP flowing no matter what.
-fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipeline: gst::Pipeline, ptime: Duration) {
+fn pace(
+    shared: Arc<Shared>,
+    mut reader: TxReader,
+    appsrc: gst_app::AppSrc,
+    pipeline: gst::Pipeline,
+    ptime: Duration,
+) {
     let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
     let mut frame = vec![0f32; samples];
     let start = Instant::now();
@@ -812,7 +983,9 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
         if shared.muted.load(Ordering::Relaxed) {
             frame.fill(0.0);
         }
-        let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else { break };
+        let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
+            break;
+        };
         {
             let b = buffer.get_mut().expect("a new buffer is writable");
             let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
@@ -857,7 +1030,10 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
         let last = if shared.receiving.load(Ordering::Relaxed) {
             shared.last_rtp_ms.load(Ordering::Relaxed)
         } else {
-            shared.last_rtp_ms.load(Ordering::Relaxed).max(shared.last_rtcp_ms.load(Ordering::Relaxed))
+            shared
+                .last_rtp_ms
+                .load(Ordering::Relaxed)
+                .max(shared.last_rtcp_ms.load(Ordering::Relaxed))
         };
         let silent_for = Duration::from_millis(shared.now_ms().saturating_sub(last.max(1)));
         if !timed_out && silent_for > limit {
@@ -871,21 +1047,33 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
 }
 
 /// Plays queued digits one after another through rtpdtmfsrc.
-fn dtmf_sequencer(shared: Arc<Shared>, src: gst::Element, digits: std::sync::mpsc::Receiver<DtmfDigit>) {
+fn dtmf_sequencer(
+    shared: Arc<Shared>,
+    src: gst::Element,
+    digits: std::sync::mpsc::Receiver<DtmfDigit>,
+) {
     // Custom upstream events must enter through the source pad: rtpdtmfsrc handles them in its
     // pad's event function, and GstBaseSrc's element-level send_event does not forward them.
-    let Some(pad) = src.static_pad("src") else { return };
+    let Some(pad) = src.static_pad("src") else {
+        return;
+    };
     let event = |number: Option<u8>| {
-        let mut s = gst::Structure::builder("dtmf-event").field("type", 1i32).field("start", number.is_some());
+        let mut s = gst::Structure::builder("dtmf-event")
+            .field("type", 1i32)
+            .field("start", number.is_some());
         if let Some(n) = number {
-            s = s.field("number", i32::from(n)).field("volume", DTMF_VOLUME_DBM0);
+            s = s
+                .field("number", i32::from(n))
+                .field("volume", DTMF_VOLUME_DBM0);
         }
         pad.send_event(gst::event::CustomUpstream::new(s.build()))
     };
     let nap = |d: Duration| {
         let until = Instant::now() + d;
         while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
+            std::thread::sleep(
+                Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+            );
         }
     };
     while let Ok(d) = digits.recv() {

@@ -50,13 +50,19 @@ impl CallStats {
 
     /// Fold the `stats` structure of an `RTPSession` into call statistics.
     /// `send_clock_rate` converts the remote's report of our jitter (in our RTP clock units).
-    pub(crate) fn from_session_stats(codec: AudioCodec, stats: &gst::StructureRef, send_clock_rate: u32) -> Self {
+    pub(crate) fn from_session_stats(
+        codec: AudioCodec,
+        stats: &gst::StructureRef,
+        send_clock_rate: u32,
+    ) -> Self {
         let mut out = CallStats::empty(codec);
         let Ok(sources) = stats.get::<gst::glib::ValueArray>("source-stats") else {
             return out;
         };
         for v in sources.as_slice() {
-            let Ok(s) = v.get::<gst::Structure>() else { continue };
+            let Ok(s) = v.get::<gst::Structure>() else {
+                continue;
+            };
             if flag(&s, "internal") {
                 out.packets_sent += num(&s, "packets-sent").unwrap_or(0.0) as u64;
                 out.octets_sent += num(&s, "octets-sent").unwrap_or(0.0) as u64;
