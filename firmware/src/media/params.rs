@@ -47,6 +47,20 @@ impl AudioCodec {
         }
     }
 
+    /// The codec of an SDP `a=rtpmap` entry (`opus/48000/2`, `G722/8000`, `PCMU/8000`, ...):
+    /// encoding names are case-insensitive; the clock rate must be the registered one.
+    pub fn from_rtpmap(encoding: &str, clock_rate: u32) -> Option<AudioCodec> {
+        let codec = [
+            AudioCodec::Opus,
+            AudioCodec::G722,
+            AudioCodec::Pcmu,
+            AudioCodec::Pcma,
+        ]
+        .into_iter()
+        .find(|c| c.encoding_name().eq_ignore_ascii_case(encoding))?;
+        (codec.clock_rate() == clock_rate).then_some(codec)
+    }
+
     /// Sample rate of the audio the codec carries.
     pub fn audio_rate(self) -> u32 {
         match self {
@@ -77,6 +91,29 @@ pub struct OpusOptions {
     pub bitrate: u32,
     /// Expected packet loss in percent, tunes the FEC.
     pub packet_loss_percent: u32,
+}
+
+impl OpusOptions {
+    /// Apply the remote's Opus `a=fmtp` parameters (RFC 7587): `useinbandfec` (whether it wants
+    /// FEC) and `maxaveragebitrate` (a cap on our bitrate). Unknown or malformed parameters are
+    /// ignored; nothing here can fail on hostile input.
+    pub fn with_remote_fmtp(mut self, fmtp: &str) -> Self {
+        for param in fmtp.split(';').take(32) {
+            let Some((key, value)) = param.split_once('=') else {
+                continue;
+            };
+            let (key, value) = (key.trim(), value.trim());
+            if key.eq_ignore_ascii_case("useinbandfec") {
+                self.inband_fec = value == "1";
+            } else if key.eq_ignore_ascii_case("maxaveragebitrate")
+                && let Ok(max) = value.parse::<u32>()
+                && (6000..=510_000).contains(&max)
+            {
+                self.bitrate = self.bitrate.min(max);
+            }
+        }
+        self
+    }
 }
 
 impl Default for OpusOptions {
@@ -346,5 +383,66 @@ impl AudioSessionParams {
             None if self.rtcp_mux => self.remote_rtp,
             None => SocketAddr::new(self.remote_rtp.ip(), self.remote_rtp.port().wrapping_add(1)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtpmap_names() {
+        assert_eq!(
+            AudioCodec::from_rtpmap("opus", 48_000),
+            Some(AudioCodec::Opus)
+        );
+        assert_eq!(
+            AudioCodec::from_rtpmap("G722", 8000),
+            Some(AudioCodec::G722)
+        );
+        assert_eq!(
+            AudioCodec::from_rtpmap("pcmu", 8000),
+            Some(AudioCodec::Pcmu)
+        );
+        assert_eq!(
+            AudioCodec::from_rtpmap("PCMA", 8000),
+            Some(AudioCodec::Pcma)
+        );
+        assert_eq!(
+            AudioCodec::from_rtpmap("G722", 16_000),
+            None,
+            "G.722 is 8000 in SDP"
+        );
+        assert_eq!(AudioCodec::from_rtpmap("speex", 8000), None);
+        for c in [
+            AudioCodec::Opus,
+            AudioCodec::G722,
+            AudioCodec::Pcmu,
+            AudioCodec::Pcma,
+        ] {
+            let s = c.to_string();
+            let mut parts = s.split('/');
+            let (name, rate) = (
+                parts.next().unwrap(),
+                parts.next().unwrap().parse().unwrap(),
+            );
+            assert_eq!(AudioCodec::from_rtpmap(name, rate), Some(c));
+        }
+    }
+
+    #[test]
+    fn opus_fmtp() {
+        let o = OpusOptions::default()
+            .with_remote_fmtp("minptime=10; useinbandfec=0;maxaveragebitrate=20000");
+        assert!(!o.inband_fec);
+        assert_eq!(o.bitrate, 20_000);
+        let o = OpusOptions::default()
+            .with_remote_fmtp("maxaveragebitrate=99999999;useinbandfec=1;=;;x");
+        assert!(o.inband_fec);
+        assert_eq!(
+            o.bitrate,
+            OpusOptions::default().bitrate,
+            "out-of-range caps are ignored"
+        );
     }
 }

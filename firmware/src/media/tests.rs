@@ -629,3 +629,45 @@ fn sessions_come_and_go_without_leaking_threads_or_ports() {
         }
     }
 }
+
+/// Another program as the far end: gst-launch-1.0 sends stereo 48 kHz Opus, as a desktop
+/// softphone would with `stereo=1`; we must play it as mono 16 kHz.
+#[test]
+fn stereo_opus_from_an_external_sender_plays_as_mono() {
+    let far = RtpSockets::bind(local()).unwrap();
+    let ours = RtpSockets::bind(local()).unwrap();
+    let port = ours.local_rtp().port();
+    let session = AudioSession::start(AudioSessionParams::new(
+        ours,
+        far.local_rtp(),
+        CodecParams::opus(111),
+    ))
+    .unwrap();
+    let pipeline = format!(
+        "audiotestsrc is-live=true freq=1000 volume=0.5 samplesperbuffer=960 num-buffers=150 \
+         ! audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 \
+         ! udpsink host=127.0.0.1 port={port}"
+    );
+    let mut child = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 (Debian package gstreamer1.0-tools) runs");
+    let rx = session.receiver();
+    let mut heard = vec![0f32; DSP_FRAME * 280];
+    let start = Instant::now();
+    for (k, frame) in heard.chunks_exact_mut(DSP_FRAME).enumerate() {
+        rx.pull(frame);
+        if let Some(wait) = (start + Duration::from_millis(10 * (k as u64 + 1)))
+            .checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "gst-launch-1.0 failed: {status}");
+    assert_tone(&heard, 1000.0, "stereo opus from gst-launch");
+    let lost = session.stats().packets_lost;
+    assert!(lost < 5, "{lost} packets lost on loopback");
+}
