@@ -14,6 +14,8 @@ fn local() -> SocketAddr {
 }
 
 struct Setup {
+    /// Where both sessions bind: 127.0.0.1 unless a test says otherwise.
+    bind: SocketAddr,
     codec: CodecParams,
     te: Option<TelephoneEvent>,
     rtcp_mux: bool,
@@ -25,6 +27,7 @@ struct Setup {
 impl Setup {
     fn new(codec: CodecParams) -> Self {
         Setup {
+            bind: local(),
             codec,
             te: None,
             rtcp_mux: false,
@@ -34,8 +37,8 @@ impl Setup {
     }
 
     fn start(self) -> (AudioSession, AudioSession) {
-        let sa = RtpSockets::bind(local()).unwrap();
-        let sb = RtpSockets::bind(local()).unwrap();
+        let sa = RtpSockets::bind(self.bind).unwrap();
+        let sb = RtpSockets::bind(self.bind).unwrap();
         let (addr_a, addr_b) = (sa.local_rtp(), sb.local_rtp());
         let params = |s, remote, srtp| {
             let mut p = AudioSessionParams::new(s, remote, self.codec.clone());
@@ -171,6 +174,17 @@ fn opus_carries_a_tone_and_reports_stats_with_rtt() {
     );
     a.stop();
     b.stop();
+}
+
+#[test]
+fn ipv6_loopback_carries_a_tone() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.bind = "[::1]:0".parse().unwrap();
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2000), 440.0, |_| {});
+    assert_tone(&heard, 440.0, "PCMU over IPv6");
+    let sb = wait_stats(&b, Duration::from_secs(2), |s| s.rtcp_received > 0);
+    assert!(sb.rtcp_received > 0, "RTCP over IPv6 too: {sb:?}");
 }
 
 #[test]
