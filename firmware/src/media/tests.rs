@@ -194,20 +194,19 @@ fn g722_carries_a_tone() {
     assert_tone(&heard, 1000.0, "G.722");
 }
 
-/// Tone, then DTMF digits sent at A come out at B in order.
-fn tone_then_dtmf(codec: CodecParams, te: TelephoneEvent, hz: f32, what: &str) {
+/// DTMF digits sent at A come out at B in order (the tones themselves are checked elsewhere).
+fn dtmf_in_order(codec: CodecParams, te: TelephoneEvent, what: &str) {
     let mut setup = Setup::new(codec);
     setup.te = Some(te);
     let (a, b) = setup.start();
     let mut sent = false;
-    let heard = run(&a, &b, Duration::from_millis(3800), hz, |t| {
-        if !sent && t > Duration::from_millis(1800) {
+    // rtpdtmfsrc makes each digit 250 ms plus a 100 ms gap: three digits take about 1.1 s.
+    run(&a, &b, Duration::from_millis(2200), 440.0, |t| {
+        if !sent && t > Duration::from_millis(500) {
             a.send_dtmf("1#9").unwrap();
             sent = true;
         }
     });
-    // While a digit plays, rtpdtmfmux holds the audio back: check the tone before the digits.
-    assert_tone(&heard[..DSP_FRAME * 180], hz, what);
     let digits: String = std::iter::from_fn(|| b.poll_event())
         .filter_map(|e| match e {
             MediaEvent::Dtmf { digit } => Some(digit),
@@ -218,21 +217,15 @@ fn tone_then_dtmf(codec: CodecParams, te: TelephoneEvent, hz: f32, what: &str) {
 }
 
 #[test]
-fn pcmu_carries_a_tone_and_dtmf_arrives_in_order() {
-    tone_then_dtmf(
-        CodecParams::pcmu(),
-        TelephoneEvent::new(101, 8000),
-        440.0,
-        "PCMU",
-    );
+fn pcmu_dtmf_arrives_in_order() {
+    dtmf_in_order(CodecParams::pcmu(), TelephoneEvent::new(101, 8000), "PCMU");
 }
 
 #[test]
 fn opus_dtmf_at_48khz_arrives_in_order() {
-    tone_then_dtmf(
+    dtmf_in_order(
         CodecParams::opus(111),
         TelephoneEvent::new(110, 48_000),
-        1000.0,
         "opus",
     );
 }
