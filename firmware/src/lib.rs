@@ -6,4 +6,5 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod hardware;
+pub mod media;
 pub mod room;

@@ -1,0 +1,92 @@
+//! Media: the audio path of a call, through GStreamer.
+//!
+//! The call manager drives one [`AudioSession`] per call once the SIP core has negotiated SDP:
+//!
+//! 1. Before the offer (or answer) is written, [`RtpSockets::bind`] reserves the local RTP port
+//!    (and RTCP on port + 1) so the port can go into the SDP.
+//! 2. When the remote address and codec are known, [`AudioSession::start`] builds the pipeline:
+//!
+//! ```text
+//!  send:    DSP thread ─AudioTx (lock-free ring)─▶ pacer thread ─▶ appsrc ─▶ audioconvert ─▶ audioresample
+//!           ─▶ encoder ─▶ payloader ─▶ valve (direction) ─▶ rtpdtmfmux ◀─ rtpdtmfsrc (RFC 4733)
+//!           ─▶ rtpbin (RTP session 0, RTCP; srtpenc when SRTP) ─▶ udpsink ─▶ network
+//!  receive: network ─▶ udpsrc (same socket as udpsink) ─▶ rtpbin (srtpdec when SRTP, jitter buffer,
+//!           RTCP) ─▶ per payload type:
+//!           codec ─▶ depayloader ─▶ decoder ─▶ audioconvert ─▶ audioresample ─▶ funnel ─▶ appsink
+//!                 ─AudioRx (lock-free ring)─▶ DSP thread      (discarded while not receiving)
+//!           telephone-event ─▶ parsed RFC 4733 events ─▶ MediaEvent::Dtmf
+//! ```
+//!
+//! With rtcp-mux, RTCP shares the RTP socket: a probe moves it to rtpbin's RTCP input (plain RTP),
+//! or srtpdec separates it (SRTP). SRTP keys come from SDES (`a=crypto`), see [`SrtpParams`].
+//!
+//! 3. During the call: [`AudioSession::set_muted`], [`AudioSession::set_direction`] (hold),
+//!    [`AudioSession::send_dtmf`], [`AudioSession::stats`], [`AudioSession::poll_event`].
+//! 4. [`AudioSession::stop`] ends it: the last packets and an RTCP BYE leave, then the pipeline stops.
+//!
+//! ```no_run
+//! use std::net::SocketAddr;
+//! use huis_firmware::media::*;
+//!
+//! # fn main() -> Result<(), MediaError> {
+//! // Before writing the SDP offer: reserve the ports ("m=audio <port> RTP/AVP ...").
+//! let sockets = RtpSockets::bind("0.0.0.0:0".parse().unwrap())?;
+//! let our_port = sockets.local_rtp().port();
+//! # let _ = our_port;
+//! // After the answer: remote address, codec and payload types from the negotiated SDP.
+//! let remote: SocketAddr = "192.0.2.10:30000".parse().unwrap();
+//! let mut params = AudioSessionParams::new(sockets, remote, CodecParams::opus(111));
+//! params.telephone_event = Some(TelephoneEvent::new(110, 48_000));
+//! params.cname = "huis@room-42".into();
+//! let call = AudioSession::start(params)?;
+//!
+//! // Hand these to the DSP thread (each call swaps them in):
+//! let (to_network, from_network) = (call.sender(), call.receiver());
+//! let mut frame = [0.0f32; DSP_FRAME];
+//! to_network.push(&frame); // every 10 ms, near-end audio
+//! from_network.pull(&mut frame); // every 10 ms, far-end audio (silence if none)
+//!
+//! call.send_dtmf("123456#")?; // a conference PIN
+//! call.set_muted(true);
+//! let stats = call.stats(); // for org.huis.Call1.Stats
+//! # let _ = stats;
+//! while let Some(event) = call.poll_event() {
+//!     if let MediaEvent::RtpTimeout { .. } = event { /* hang up */ }
+//! }
+//! call.stop(); // blocks up to ~1 s: from async code use spawn_blocking
+//! # Ok(()) }
+//! ```
+//!
+//! Audio crosses the module boundary as mono `f32` at 16 kHz in 10 ms frames (160 samples), the
+//! DSP thread's format. Neither [`AudioTx::push`] nor [`AudioRx::pull`] blocks or allocates.
+//!
+//! Invariant: while the session sends (direction sendrecv or sendonly) an RTP packet leaves every
+//! ptime, whether the room is muted or the DSP thread is late: the pacer thread fills the gap
+//! with digital silence, because some gateways drop calls that send nothing.
+
+mod dtmf;
+mod error;
+mod params;
+mod ring;
+mod session;
+mod sockets;
+mod stats;
+
+#[cfg(test)]
+mod tests;
+
+pub use dtmf::{DtmfDigit, parse_dtmf_digits};
+pub use error::MediaError;
+pub use params::{
+    AudioCodec, AudioSessionParams, CodecParams, Direction, OpusOptions, SrtpParams, SrtpProfile,
+    TelephoneEvent,
+};
+pub use ring::{AudioRx, AudioTx};
+pub use session::{AudioSession, MediaEvent};
+pub use sockets::RtpSockets;
+pub use stats::CallStats;
+
+/// Sample rate of the audio exchanged with the DSP thread.
+pub const DSP_RATE: u32 = 16_000;
+/// Samples in one 10 ms DSP frame.
+pub const DSP_FRAME: usize = (DSP_RATE / 100) as usize;

@@ -1,0 +1,1113 @@
+//! One call's audio: the GStreamer pipeline and the three small threads around it
+//! (pacer, bus/timeout monitor, DTMF sequencer).
+
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer_app as gst_app;
+use gstreamer_audio as gst_audio;
+use gstreamer_rtp as gst_rtp;
+
+use gst::glib;
+use gst::prelude::*;
+
+use super::dtmf::{self, DtmfDigit};
+use super::ring::{self, AudioRx, AudioTx, TxReader};
+use super::{
+    AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError,
+    TelephoneEvent,
+};
+
+/// Something the call manager should know about, from [`AudioSession::poll_event`].
+#[derive(Debug, Clone)]
+pub enum MediaEvent {
+    /// The remote sent an RFC 4733 DTMF event (reported once, when it starts).
+    Dtmf { digit: char },
+    /// No RTP (or, while we do not receive, no RTCP either) for this long.
+    RtpTimeout { silent_for: Duration },
+    /// Packets arrive again after an [`MediaEvent::RtpTimeout`].
+    RtpResumed,
+    /// The remote sent an RTCP BYE.
+    RemoteBye { ssrc: u32 },
+    /// The pipeline failed; the call's audio is probably gone.
+    Error(MediaError),
+}
+
+/// How long one DTMF tone lasts and the gap after it (rtpdtmfsrc lengthens tones to 250 ms).
+const DTMF_TONE: Duration = Duration::from_millis(160);
+const DTMF_GAP: Duration = Duration::from_millis(100);
+/// RFC 4733 recommends sending the final packet of an event three times.
+const DTMF_END_REPEATS: u32 = 3;
+const DTMF_VOLUME_DBM0: i32 = 10;
+
+/// The audio of one call. See the module documentation for the picture.
+pub struct AudioSession {
+    pipeline: gst::Pipeline,
+    shared: Arc<Shared>,
+    tx: AudioTx,
+    rx: AudioRx,
+    codec: CodecParams,
+    /// rtpbin; its internal RTP session object is fetched when needed (a plain GObject is not Send).
+    rtpbin: gst::Element,
+    send_valve: gst::Element,
+    dtmf_src: Option<gst::Element>,
+    dtmf_cmds: Option<std::sync::mpsc::Sender<DtmfDigit>>,
+    events: Mutex<Option<tokio::sync::mpsc::Receiver<MediaEvent>>>,
+    threads: Vec<JoinHandle<()>>,
+    direction: Mutex<Direction>,
+    local_rtp: std::net::SocketAddr,
+    stopped: bool,
+}
+
+struct Shared {
+    epoch: Instant,
+    muted: AtomicBool,
+    stop: AtomicBool,
+    receiving: AtomicBool,
+    /// ms since `epoch` of the last RTP / RTCP packet received, 0 = never.
+    last_rtp_ms: AtomicU64,
+    last_rtcp_ms: AtomicU64,
+    /// RTCP packets received (compound packets, as they arrive on the socket).
+    rtcp_received: AtomicU64,
+    /// Set when the last send-path buffer (EOS) reached the RTP udpsink, and when our BYE left.
+    send_eos: AtomicBool,
+    bye_sent: AtomicBool,
+    events: tokio::sync::mpsc::Sender<MediaEvent>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+    fn emit(&self, ev: MediaEvent) {
+        if let Err(e) = self.events.try_send(ev) {
+            tracing::warn!("media event dropped, the call manager is not reading them: {e}");
+        }
+    }
+}
+
+impl AudioSession {
+    /// Build and start the pipeline for a negotiated call.
+    pub fn start(params: AudioSessionParams) -> Result<AudioSession, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        params.validate()?;
+        build(params)
+    }
+
+    /// The handle the DSP thread pushes near-end audio into (mono f32, 16 kHz, 10 ms frames).
+    pub fn sender(&self) -> AudioTx {
+        self.tx.clone()
+    }
+
+    /// The handle the DSP thread pulls far-end audio from (mono f32, 16 kHz).
+    pub fn receiver(&self) -> AudioRx {
+        self.rx.clone()
+    }
+
+    /// Where RTP is received (the port in our SDP).
+    pub fn local_rtp(&self) -> std::net::SocketAddr {
+        self.local_rtp
+    }
+
+    /// Mute: the stream keeps flowing, carrying digital silence.
+    pub fn set_muted(&self, muted: bool) {
+        self.shared.muted.store(muted, Ordering::Relaxed);
+    }
+
+    pub fn is_muted(&self) -> bool {
+        self.shared.muted.load(Ordering::Relaxed)
+    }
+
+    /// Change direction (hold/resume after a re-INVITE). RTCP continues in every direction.
+    pub fn set_direction(&self, direction: Direction) {
+        *self.direction.lock().unwrap_or_else(|e| e.into_inner()) = direction;
+        self.send_valve.set_property("drop", !direction.sends());
+        self.shared
+            .receiving
+            .store(direction.receives(), Ordering::Relaxed);
+    }
+
+    pub fn direction(&self) -> Direction {
+        *self.direction.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue DTMF digits (`0-9 * # A-D`, `,` = 1 s pause) as RFC 4733 events. Returns at once;
+    /// the digits go out one after another (about 350 ms each).
+    pub fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
+        let parsed = dtmf::parse_dtmf_digits(digits)?;
+        if self.dtmf_src.is_none() {
+            return Err(MediaError::NoTelephoneEvent);
+        }
+        let tx = self.dtmf_cmds.as_ref().ok_or(MediaError::Stopped)?;
+        for d in parsed {
+            tx.send(d).map_err(|_| MediaError::Stopped)?;
+        }
+        Ok(())
+    }
+
+    /// Current RTP/RTCP statistics.
+    pub fn stats(&self) -> CallStats {
+        let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+        let stats = session.property::<gst::Structure>("stats");
+        let mut out =
+            CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
+        out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
+        out
+    }
+
+    /// The next event, if any. Never blocks.
+    pub fn poll_event(&self) -> Option<MediaEvent> {
+        self.events.lock().ok()?.as_mut()?.try_recv().ok()
+    }
+
+    /// Take the event channel to await it (e.g. in the call manager's `select!`). After this,
+    /// [`AudioSession::poll_event`] returns nothing.
+    pub fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<MediaEvent>> {
+        self.events.lock().ok()?.take()
+    }
+
+    /// End the call's media: the encoder drains, the last packets and an RTCP BYE leave, the
+    /// pipeline stops and every thread is joined.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        self.dtmf_cmds = None;
+        self.shared.stop.store(true, Ordering::Relaxed);
+        // The pacer pushes EOS into appsrc as it leaves; the payloader flushes, and rtpbin answers
+        // EOS on its send path with an RTCP BYE.
+        let pacer = self.threads.remove(0);
+        let _ = pacer.join();
+        if let Some(d) = &self.dtmf_src {
+            d.send_event(gst::event::Eos::new());
+        }
+        wait_for(&self.shared.send_eos, Duration::from_millis(500));
+        if self.direction().sends() {
+            wait_for(&self.shared.bye_sent, Duration::from_millis(300));
+        }
+        if let Err(e) = self.pipeline.set_state(gst::State::Null) {
+            tracing::warn!("media pipeline did not stop cleanly: {e}");
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for AudioSession {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    while !flag.load(Ordering::Relaxed) {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    true
+}
+
+/// Create an element, or say which package provides it.
+fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|_| MediaError::MissingElement {
+            element: factory,
+            purpose,
+            package: match factory {
+                "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
+                "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
+                    "gstreamer1.0-plugins-base"
+                }
+                "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
+                "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
+                _ => "gstreamer1.0-plugins-good",
+            },
+        })
+}
+
+fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
+    rtp_caps_named("application/x-rtp", encoding, clock_rate, pt)
+}
+
+fn rtp_caps_named(name: &str, encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
+    gst::Caps::builder(name)
+        .field("media", "audio")
+        .field("clock-rate", clock_rate as i32)
+        .field("encoding-name", encoding)
+        .field("payload", i32::from(pt))
+        .build()
+}
+
+fn dsp_caps() -> gst::Caps {
+    gst_audio::AudioCapsBuilder::new_interleaved()
+        .format(gst_audio::AudioFormat::F32le)
+        .rate(DSP_RATE as i32)
+        .channels(1)
+        .build()
+}
+
+/// Encoder side of a codec: raw caps it wants, encoder, payloader.
+fn encoder_chain(
+    p: &AudioSessionParams,
+    ssrc: u32,
+) -> Result<(gst::Caps, Vec<gst::Element>), MediaError> {
+    let c = &p.codec;
+    let ptime_ns = i64::from(p.ptime_ms) * 1_000_000;
+    let s16 = |rate: i32| {
+        gst_audio::AudioCapsBuilder::new_interleaved()
+            .format(gst_audio::AudioFormat::S16le)
+            .rate(rate)
+            .channels(1)
+            .build()
+    };
+    let (caps, enc, pay) = match c.codec {
+        AudioCodec::Opus => {
+            let enc = make("opusenc", "Opus encoder")?;
+            enc.set_property_from_str("audio-type", "voice");
+            enc.set_property_from_str("frame-size", &p.ptime_ms.to_string());
+            enc.set_property("bitrate", c.opus.bitrate.clamp(6000, 510_000) as i32);
+            enc.set_property("inband-fec", c.opus.inband_fec);
+            enc.set_property(
+                "packet-loss-percentage",
+                c.opus.packet_loss_percent.min(100) as i32,
+            );
+            enc.set_property("dtx", false);
+            let caps = gst_audio::AudioCapsBuilder::new_interleaved()
+                .rate(DSP_RATE as i32)
+                .channels(1)
+                .build();
+            (caps, enc, make("rtpopuspay", "Opus RTP payloader")?)
+        }
+        AudioCodec::G722 => (
+            s16(16_000),
+            make("avenc_g722", "G.722 encoder")?,
+            make("rtpg722pay", "G.722 RTP payloader")?,
+        ),
+        AudioCodec::Pcmu => (
+            s16(8_000),
+            make("mulawenc", "G.711 µ-law encoder")?,
+            make("rtppcmupay", "PCMU RTP payloader")?,
+        ),
+        AudioCodec::Pcma => (
+            s16(8_000),
+            make("alawenc", "G.711 A-law encoder")?,
+            make("rtppcmapay", "PCMA RTP payloader")?,
+        ),
+    };
+    pay.set_property("pt", u32::from(c.payload_type));
+    pay.set_property("ssrc", ssrc);
+    if c.codec != AudioCodec::Opus {
+        pay.set_property("min-ptime", ptime_ns);
+        pay.set_property("max-ptime", ptime_ns);
+    }
+    Ok((caps, vec![enc, pay]))
+}
+
+/// Depayloader and decoder of a codec.
+fn decoder_chain(codec: AudioCodec) -> Result<Vec<gst::Element>, MediaError> {
+    Ok(match codec {
+        AudioCodec::Opus => {
+            let dec = make("opusdec", "Opus decoder")?;
+            dec.set_property("use-inband-fec", true);
+            dec.set_property("plc", true);
+            vec![make("rtpopusdepay", "Opus RTP depayloader")?, dec]
+        }
+        AudioCodec::G722 => vec![
+            make("rtpg722depay", "G.722 RTP depayloader")?,
+            make("avdec_g722", "G.722 decoder")?,
+        ],
+        AudioCodec::Pcmu => vec![
+            make("rtppcmudepay", "PCMU RTP depayloader")?,
+            make("mulawdec", "G.711 µ-law decoder")?,
+        ],
+        AudioCodec::Pcma => vec![
+            make("rtppcmadepay", "PCMA RTP depayloader")?,
+            make("alawdec", "G.711 A-law decoder")?,
+        ],
+    })
+}
+
+fn random_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    h.finish() as u32
+}
+
+/// RFC 5761: RTCP packet types 192-223 never collide with RTP payload types 0-95 (with marker).
+fn is_rtcp(data: &[u8]) -> bool {
+    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
+}
+
+/// Whether a compound RTCP packet holds a BYE.
+fn rtcp_has_bye(data: &[u8]) -> bool {
+    let mut off = 0usize;
+    while off + 4 <= data.len() {
+        if data[off + 1] == 203 {
+            return true;
+        }
+        off += (usize::from(u16::from_be_bytes([data[off + 2], data[off + 3]])) + 1) * 4;
+    }
+    false
+}
+
+fn udp_sink(socket: &gio::Socket, to: std::net::SocketAddr) -> Result<gst::Element, MediaError> {
+    let sink = make("udpsink", "UDP sender")?;
+    sink.set_property(if to.is_ipv4() { "socket" } else { "socket-v6" }, socket);
+    sink.set_property("close-socket", false);
+    sink.set_property("host", to.ip().to_string());
+    sink.set_property("port", i32::from(to.port()));
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    sink.set_property("auto-multicast", false);
+    Ok(sink)
+}
+
+fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
+    let src = make("udpsrc", "UDP receiver")?;
+    src.set_property("socket", socket);
+    src.set_property("close-socket", false);
+    src.set_property("caps", caps);
+    Ok(src)
+}
+
+fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
+    let addr = s.local_addr().map_err(MediaError::pipeline)?;
+    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
+    a.link(b)
+        .map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
+}
+
+fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
+    els.windows(2).try_for_each(|w| link(w[0], w[1]))
+}
+
+fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), MediaError> {
+    src.link(sink).map(|_| ()).map_err(|e| {
+        MediaError::Pipeline(format!(
+            "cannot link pad {} to {}: {e:?}",
+            src.name(),
+            sink.name()
+        ))
+    })
+}
+
+fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    el.request_pad_simple(name)
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+}
+
+fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    el.static_pad(name)
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+}
+
+fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
+    let ssrc = p.ssrc.unwrap_or_else(random_ssrc);
+    let codec = p.codec.clone();
+    let remote_rtcp = p.remote_rtcp_addr();
+    let local_rtp = p.sockets.local_rtp();
+    if let Some(d) = p.dscp {
+        p.sockets.set_dscp(d);
+    }
+    let rtp_sock = gio_socket(p.sockets.rtp.try_clone().map_err(MediaError::pipeline)?)?;
+    let rtcp_sock = if p.rtcp_mux {
+        rtp_sock.clone()
+    } else {
+        gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)?
+    };
+
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(64);
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        muted: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        receiving: AtomicBool::new(p.direction.receives()),
+        last_rtp_ms: AtomicU64::new(0),
+        last_rtcp_ms: AtomicU64::new(0),
+        rtcp_received: AtomicU64::new(0),
+        send_eos: AtomicBool::new(false),
+        bye_sent: AtomicBool::new(false),
+        events: ev_tx,
+    });
+
+    let pipeline = gst::Pipeline::with_name(&format!("huis-audio-{}", local_rtp.port()));
+    let add = |els: &[&gst::Element]| {
+        pipeline
+            .add_many(els.iter().copied())
+            .map_err(MediaError::pipeline)
+    };
+
+    // ---- rtpbin: one RTP session (0) with RTCP ----
+    let rtpbin = make("rtpbin", "RTP session manager")?;
+    rtpbin.set_property(
+        "latency",
+        p.jitter_buffer.as_millis().clamp(1, 10_000) as u32,
+    );
+    rtpbin.set_property("do-lost", true);
+    rtpbin.set_property("autoremove", true);
+    rtpbin.set_property(
+        "sdes",
+        gst::Structure::builder("application/x-rtp-source-sdes")
+            .field("cname", &p.cname)
+            .field("tool", "huis")
+            .build(),
+    );
+    add(&[&rtpbin])?;
+    if let Some(srtp) = &p.srtp {
+        use_srtp(&rtpbin, srtp)?;
+    }
+
+    // ---- send path ----
+    let (tx, tx_reader) = ring::tx_ring();
+    let appsrc = gst_app::AppSrc::builder()
+        .caps(&dsp_caps())
+        .format(gst::Format::Time)
+        .is_live(true)
+        .do_timestamp(false)
+        .max_bytes(u64::from(DSP_RATE) * 4 / 5) // 200 ms
+        .leaky_type(gst_app::AppLeakyType::Downstream)
+        .build();
+    let conv = make("audioconvert", "audio format converter")?;
+    let resample = make("audioresample", "audio resampler")?;
+    let (enc_caps, enc_pay) = encoder_chain(&p, ssrc)?;
+    let enc_filter = make("capsfilter", "caps filter")?;
+    enc_filter.set_property("caps", &enc_caps);
+    let send_valve = make("valve", "send switch (hold)")?;
+    send_valve.set_property_from_str("drop-mode", "forward-sticky-events");
+    send_valve.set_property("drop", !p.direction.sends());
+    let mux = make("rtpdtmfmux", "RTP muxer for telephone-events")?;
+    mux.set_property("ssrc", ssrc);
+    let appsrc_el: &gst::Element = appsrc.upcast_ref();
+    add(&[
+        appsrc_el,
+        &conv,
+        &resample,
+        &enc_filter,
+        &enc_pay[0],
+        &enc_pay[1],
+        &send_valve,
+        &mux,
+    ])?;
+    link_chain(&[
+        appsrc_el,
+        &conv,
+        &resample,
+        &enc_filter,
+        &enc_pay[0],
+        &enc_pay[1],
+        &send_valve,
+    ])?;
+    link_pads(
+        &static_pad(&send_valve, "src")?,
+        &request_pad(&mux, "sink_%u")?,
+    )?;
+
+    let dtmf_src = match &p.telephone_event {
+        Some(te) => Some(dtmf_source(&pipeline, &mux, te, ssrc)?),
+        None => None,
+    };
+    link_pads(
+        &static_pad(&mux, "src")?,
+        &request_pad(&rtpbin, "send_rtp_sink_0")?,
+    )?;
+
+    let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
+    let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
+    add(&[&rtp_sink, &rtcp_sink])?;
+    link_pads(
+        &static_pad(&rtpbin, "send_rtp_src_0")?,
+        &static_pad(&rtp_sink, "sink")?,
+    )?;
+    link_pads(
+        &request_pad(&rtpbin, "send_rtcp_src_0")?,
+        &static_pad(&rtcp_sink, "sink")?,
+    )?;
+    {
+        let sh = shared.clone();
+        static_pad(&rtp_sink, "sink")?.add_probe(
+            gst::PadProbeType::EVENT_DOWNSTREAM,
+            move |_, info| {
+                if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                    && ev.type_() == gst::EventType::Eos
+                {
+                    sh.send_eos.store(true, Ordering::Relaxed);
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+        let shared = shared.clone();
+        static_pad(&rtcp_sink, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            if let Some(buf) = info.buffer()
+                && let Ok(map) = buf.map_readable()
+                && rtcp_has_bye(&map)
+            {
+                shared.bye_sent.store(true, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    // ---- receive path ----
+    let recv_caps = rtp_caps(
+        codec.codec.encoding_name(),
+        codec.codec.clock_rate(),
+        codec.recv_pt(),
+    );
+    let (rtp_name, rtcp_name) = match p.srtp {
+        Some(_) => ("application/x-srtp", "application/x-srtcp"),
+        None => ("application/x-rtp", "application/x-rtcp"),
+    };
+    let wire_caps = rtp_caps_named(
+        rtp_name,
+        codec.codec.encoding_name(),
+        codec.codec.clock_rate(),
+        codec.recv_pt(),
+    );
+    let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
+    add(&[&rtp_src])?;
+    // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
+    link_pads(
+        &static_pad(&rtp_src, "src")?,
+        &request_pad(&rtpbin, "recv_rtp_sink_0")?,
+    )?;
+    let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
+    let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
+    if p.rtcp_mux && p.srtp.is_some() {
+        // srtpdec splits SRTCP from SRTP itself (as in WebRTC) and hands RTCP to the session.
+        let sh = shared.clone();
+        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let rtcp = info
+                .buffer()
+                .and_then(|b| b.map_readable().ok())
+                .is_some_and(|m| is_rtcp(&m));
+            if rtcp {
+                sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+                sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
+            } else {
+                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    } else if p.rtcp_mux {
+        // One socket carries both (RFC 5761): a probe on the receiving socket takes the RTCP
+        // packets (packet types 192-223) out of the RTP stream and hands them to an appsrc whose
+        // caps say RTCP.
+        let rtcp_in = gst_app::AppSrc::builder()
+            .caps(&rtcp_caps)
+            .format(gst::Format::Time)
+            .is_live(true)
+            .do_timestamp(true)
+            .max_buffers(64)
+            .leaky_type(gst_app::AppLeakyType::Downstream)
+            .build();
+        add(&[rtcp_in.upcast_ref()])?;
+        link_pads(&static_pad(rtcp_in.upcast_ref(), "src")?, &rtcp_sink_pad)?;
+        let sh = shared.clone();
+        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let rtcp = buf.map_readable().is_ok_and(|m| is_rtcp(&m));
+            if !rtcp {
+                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
+                return gst::PadProbeReturn::Ok;
+            }
+            sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
+            let _ = rtcp_in.push_buffer(buf.clone());
+            gst::PadProbeReturn::Drop
+        });
+    } else {
+        let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
+        add(&[&rtcp_src])?;
+        link_pads(&static_pad(&rtcp_src, "src")?, &rtcp_sink_pad)?;
+        let sh = shared.clone();
+        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+        let sh = shared.clone();
+        static_pad(&rtcp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
+            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    // Decoded audio of every remote SSRC meets in a funnel before the appsink.
+    let (rx, mut rx_writer) = ring::rx_ring();
+    let sh = shared.clone();
+    let funnel = make("funnel", "decoded stream merger")?;
+    let appsink = gst_app::AppSink::builder()
+        .caps(&dsp_caps())
+        .sync(false)
+        .max_buffers(16)
+        .drop(true)
+        .callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Flushing)?;
+                    if sh.receiving.load(Ordering::Relaxed)
+                        && let Some(buf) = sample.buffer()
+                        && let Ok(map) = buf.map_readable()
+                    {
+                        rx_writer.write_le_bytes(&map);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        )
+        .build();
+    appsink.set_property("async", false);
+    add(&[&funnel, appsink.upcast_ref()])?;
+    link(&funnel, appsink.upcast_ref())?;
+
+    let te = p.telephone_event;
+    let te_caps = te.map(|t| rtp_caps("TELEPHONE-EVENT", t.clock_rate, t.recv_pt()));
+    {
+        let (recv_caps, te_caps) = (recv_caps.clone(), te_caps.clone());
+        let (codec_pt, te_pt) = (
+            u32::from(codec.recv_pt()),
+            te.map(|t| u32::from(t.recv_pt())),
+        );
+        rtpbin.connect("request-pt-map", false, move |args| {
+            let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
+            let caps = match pt {
+                Some(pt) if pt == codec_pt => Some(recv_caps.clone()),
+                Some(pt) if Some(pt) == te_pt => te_caps.clone(),
+                _ => None,
+            };
+            Some(caps.to_value())
+        });
+    }
+    {
+        let pipeline_weak = pipeline.downgrade();
+        let funnel = funnel.clone();
+        let shared = shared.clone();
+        let (codec_kind, codec_pt, te_pt) = (codec.codec, codec.recv_pt(), te.map(|t| t.recv_pt()));
+        rtpbin.connect_pad_added(move |_, pad| {
+            let name = pad.name();
+            let Some(rest) = name.strip_prefix("recv_rtp_src_0_") else {
+                return;
+            };
+            let pt = rest.rsplit('_').next().and_then(|s| s.parse::<u8>().ok());
+            let Some(pipeline) = pipeline_weak.upgrade() else {
+                return;
+            };
+            let r = if pt == Some(codec_pt) {
+                add_decoder(&pipeline, pad, codec_kind, &funnel)
+            } else {
+                add_event_sink(
+                    &pipeline,
+                    pad,
+                    (pt.is_some() && pt == te_pt).then(|| shared.clone()),
+                )
+            };
+            if let Err(e) = r {
+                shared.emit(MediaEvent::Error(e));
+            }
+        });
+    }
+    {
+        let shared = shared.clone();
+        rtpbin.connect("on-bye-ssrc", false, move |args| {
+            let ssrc = args.get(2).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            shared.emit(MediaEvent::RemoteBye { ssrc });
+            None
+        });
+    }
+
+    let rtp_session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+    rtp_session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
+
+    // ---- go ----
+    let bus = pipeline
+        .bus()
+        .ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let err = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .map(|m| stream_error(&m))
+            .unwrap_or_else(|| MediaError::pipeline("the pipeline refused to start"));
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(err);
+    }
+
+    let mut threads = Vec::new();
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(MediaError::pipeline)
+    };
+    {
+        let (shared, appsrc, pipeline) = (shared.clone(), appsrc.clone(), pipeline.clone());
+        let ptime = Duration::from_millis(u64::from(p.ptime_ms));
+        threads.push(spawn(
+            &format!("mpace-{}", local_rtp.port()),
+            Box::new(move || pace(shared, tx_reader, appsrc, pipeline, ptime)),
+        )?);
+    }
+    {
+        let shared = shared.clone();
+        let timeout = p.rtp_timeout;
+        threads.push(spawn(
+            &format!("mbus-{}", local_rtp.port()),
+            Box::new(move || monitor(shared, bus, timeout)),
+        )?);
+    }
+    let (dtmf_tx, dtmf_rx) = std::sync::mpsc::channel();
+    if let Some(src) = dtmf_src.clone() {
+        let shared = shared.clone();
+        threads.push(spawn(
+            &format!("mdtmf-{}", local_rtp.port()),
+            Box::new(move || dtmf_sequencer(shared, src, dtmf_rx)),
+        )?);
+    }
+
+    // The udpsrc/udpsink elements hold the only references to the sockets from here on; the
+    // last one to go (when the pipeline is freed) closes them.
+    drop((rtp_sock, rtcp_sock));
+    Ok(AudioSession {
+        pipeline,
+        shared,
+        tx,
+        rx,
+        codec,
+        rtpbin,
+        send_valve,
+        dtmf_src,
+        dtmf_cmds: Some(dtmf_tx),
+        events: Mutex::new(Some(ev_rx)),
+        threads,
+        direction: Mutex::new(p.direction),
+        local_rtp,
+        stopped: false,
+    })
+}
+
+/// SRTP through rtpbin's encoder/decoder hooks: one srtpenc and one srtpdec serve RTP and RTCP.
+fn use_srtp(rtpbin: &gst::Element, srtp: &super::SrtpParams) -> Result<(), MediaError> {
+    let enc = make("srtpenc", "SRTP encryption")?;
+    enc.set_property("key", gst::Buffer::from_slice(srtp.send_key.clone()));
+    enc.set_property_from_str("rtp-cipher", "aes-128-icm");
+    enc.set_property_from_str("rtp-auth", srtp.profile.rtp_auth());
+    enc.set_property_from_str("rtcp-cipher", "aes-128-icm");
+    enc.set_property_from_str("rtcp-auth", "hmac-sha1-80");
+    let dec = make("srtpdec", "SRTP decryption")?;
+    let key_caps = gst::Caps::builder("application/x-srtp")
+        .field("srtp-key", gst::Buffer::from_slice(srtp.recv_key.clone()))
+        .field("srtp-cipher", "aes-128-icm")
+        .field("srtp-auth", srtp.profile.rtp_auth())
+        .field("srtcp-cipher", "aes-128-icm")
+        .field("srtcp-auth", "hmac-sha1-80")
+        .build();
+    dec.connect("request-key", false, move |_| Some(key_caps.to_value()));
+    // rtpbin looks for the encoder's `rtp_src_N` before it requests `rtp_sink_N`, but srtpenc
+    // only makes the source pad with the sink pad: request the sink pad here first.
+    for (signal, el, sink) in [
+        ("request-rtp-encoder", &enc, Some("rtp_sink_0")),
+        ("request-rtcp-encoder", &enc, Some("rtcp_sink_0")),
+        ("request-rtp-decoder", &dec, None),
+        ("request-rtcp-decoder", &dec, None),
+    ] {
+        let el = el.clone();
+        rtpbin.connect(signal, false, move |args| {
+            let session = args.get(1).and_then(|v| v.get::<u32>().ok());
+            if session != Some(0) {
+                return Some(None::<gst::Element>.to_value());
+            }
+            if let Some(sink) = sink
+                && el.static_pad(sink).is_none()
+            {
+                el.request_pad_simple(sink);
+            }
+            Some(el.to_value())
+        });
+    }
+    Ok(())
+}
+
+fn dtmf_source(
+    pipeline: &gst::Pipeline,
+    mux: &gst::Element,
+    te: &TelephoneEvent,
+    ssrc: u32,
+) -> Result<gst::Element, MediaError> {
+    let src = make("rtpdtmfsrc", "RFC 4733 event source")?;
+    src.set_property("pt", u32::from(te.payload_type));
+    src.set_property("clock-rate", te.clock_rate);
+    src.set_property("ssrc", ssrc);
+    src.set_property("packet-redundancy", DTMF_END_REPEATS);
+    pipeline.add(&src).map_err(MediaError::pipeline)?;
+    link_pads(
+        &static_pad(&src, "src")?,
+        &request_pad(mux, "priority_sink_%u")?,
+    )?;
+    Ok(src)
+}
+
+/// A new remote stream of the codec's payload type: depayload, decode, convert to 16 kHz mono f32.
+fn add_decoder(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    codec: AudioCodec,
+    funnel: &gst::Element,
+) -> Result<(), MediaError> {
+    let mut els = decoder_chain(codec)?;
+    els.push(make("audioconvert", "audio format converter")?);
+    els.push(make("audioresample", "audio resampler")?);
+    let refs: Vec<&gst::Element> = els.iter().collect();
+    pipeline
+        .add_many(refs.iter().copied())
+        .map_err(MediaError::pipeline)?;
+    link_chain(&refs)?;
+    link(refs[refs.len() - 1], funnel)?;
+    for e in &els {
+        e.sync_state_with_parent().map_err(MediaError::pipeline)?;
+    }
+    link_pads(pad, &static_pad(&els[0], "sink")?)
+}
+
+/// Any other payload type: telephone-events are reported, everything else is dropped.
+fn add_event_sink(
+    pipeline: &gst::Pipeline,
+    pad: &gst::Pad,
+    dtmf_to: Option<Arc<Shared>>,
+) -> Result<(), MediaError> {
+    let sink = make("fakesink", "sink for unused payload types")?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    pipeline.add(&sink).map_err(MediaError::pipeline)?;
+    sink.sync_state_with_parent()
+        .map_err(MediaError::pipeline)?;
+    if let Some(shared) = dtmf_to {
+        // Every packet of one event carries the event's start timestamp: report each timestamp once.
+        let last_ts = AtomicU64::new(u64::MAX);
+        pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            let Some(buf) = info.buffer() else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buf) else {
+                return gst::PadProbeReturn::Ok;
+            };
+            let ts = u64::from(rtp.timestamp());
+            if let Some(ev) = rtp.payload().ok().and_then(dtmf::parse_event)
+                && let Some(digit) = dtmf::char_of_event(ev.event)
+                && last_ts.swap(ts, Ordering::Relaxed) != ts
+            {
+                shared.emit(MediaEvent::Dtmf { digit });
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    link_pads(pad, &static_pad(&sink, "sink")?)
+}
+
+fn stream_error(msg: &gst::Message) -> MediaError {
+    match msg.view() {
+        gst::MessageView::Error(e) => MediaError::Stream {
+            element: msg
+                .src()
+                .map(|s| s.path_string().to_string())
+                .unwrap_or_else(|| "pipeline".into()),
+            message: e.error().to_string(),
+            debug: e.debug().map(|d| d.to_string()),
+        },
+        _ => MediaError::pipeline("unexpected message"),
+    }
+}
+
+/// The pacer: every ptime, take what the DSP thread queued (silence where it is late or muted)
+/// and push it with exact timestamps. This is what keeps RTP flowing no matter what.
+fn pace(
+    shared: Arc<Shared>,
+    mut reader: TxReader,
+    appsrc: gst_app::AppSrc,
+    pipeline: gst::Pipeline,
+    ptime: Duration,
+) {
+    let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
+    let mut frame = vec![0f32; samples];
+    let start = Instant::now();
+    let base = loop {
+        if let Some(t) = pipeline.current_running_time() {
+            break t;
+        }
+        if shared.stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(2) {
+            break gst::ClockTime::ZERO;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let start = Instant::now();
+    let mut k: u32 = 0;
+    let mut discont = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let due = start + ptime * k;
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > ptime * 10 {
+            // Stalled (a suspended VM, a starved core): jump to now instead of bursting.
+            k = ((now - start).as_nanos() / ptime.as_nanos()) as u32;
+            discont = true;
+            continue;
+        }
+        reader.read(&mut frame, samples * 2);
+        if shared.muted.load(Ordering::Relaxed) {
+            frame.fill(0.0);
+        }
+        let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
+            break;
+        };
+        {
+            let b = buffer.get_mut().expect("a new buffer is writable");
+            let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
+            b.set_pts(pts);
+            b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
+            if discont {
+                b.set_flags(gst::BufferFlags::DISCONT);
+                discont = false;
+            }
+            let Ok(mut map) = b.map_writable() else { break };
+            for (dst, s) in map.chunks_exact_mut(4).zip(&frame) {
+                dst.copy_from_slice(&s.to_le_bytes());
+            }
+        }
+        if appsrc.push_buffer(buffer).is_err() {
+            break;
+        }
+        k += 1;
+    }
+    reader.close();
+    let _ = appsrc.end_of_stream();
+}
+
+/// Bus messages become events; RTP silence becomes a timeout event.
+fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
+    let mut timed_out = false;
+    while !shared.stop.load(Ordering::Relaxed) {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            match msg.view() {
+                gst::MessageView::Error(_) => {
+                    let err = stream_error(&msg);
+                    tracing::error!("{err}");
+                    shared.emit(MediaEvent::Error(err));
+                }
+                gst::MessageView::Warning(w) => {
+                    tracing::warn!("media pipeline warning: {} ({:?})", w.error(), w.debug());
+                }
+                _ => {}
+            }
+        }
+        let Some(limit) = timeout else { continue };
+        let last = if shared.receiving.load(Ordering::Relaxed) {
+            shared.last_rtp_ms.load(Ordering::Relaxed)
+        } else {
+            shared
+                .last_rtp_ms
+                .load(Ordering::Relaxed)
+                .max(shared.last_rtcp_ms.load(Ordering::Relaxed))
+        };
+        let silent_for = Duration::from_millis(shared.now_ms().saturating_sub(last.max(1)));
+        if !timed_out && silent_for > limit {
+            timed_out = true;
+            shared.emit(MediaEvent::RtpTimeout { silent_for });
+        } else if timed_out && silent_for < limit {
+            timed_out = false;
+            shared.emit(MediaEvent::RtpResumed);
+        }
+    }
+}
+
+/// Plays queued digits one after another through rtpdtmfsrc.
+fn dtmf_sequencer(
+    shared: Arc<Shared>,
+    src: gst::Element,
+    digits: std::sync::mpsc::Receiver<DtmfDigit>,
+) {
+    // Custom upstream events must enter through the source pad: rtpdtmfsrc handles them in its
+    // pad's event function, and GstBaseSrc's element-level send_event does not forward them.
+    let Some(pad) = src.static_pad("src") else {
+        return;
+    };
+    let event = |number: Option<u8>| {
+        let mut s = gst::Structure::builder("dtmf-event")
+            .field("type", 1i32)
+            .field("start", number.is_some());
+        if let Some(n) = number {
+            s = s
+                .field("number", i32::from(n))
+                .field("volume", DTMF_VOLUME_DBM0);
+        }
+        pad.send_event(gst::event::CustomUpstream::new(s.build()))
+    };
+    let nap = |d: Duration| {
+        let until = Instant::now() + d;
+        while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
+            std::thread::sleep(
+                Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
+            );
+        }
+    };
+    while let Ok(d) = digits.recv() {
+        if shared.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        match d {
+            DtmfDigit::Pause => nap(Duration::from_millis(dtmf::PAUSE_MS)),
+            DtmfDigit::Tone(n) => {
+                if !event(Some(n)) {
+                    tracing::warn!("rtpdtmfsrc refused DTMF event {n}");
+                }
+                nap(DTMF_TONE);
+                event(None);
+                nap(DTMF_GAP);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rtcp_classification() {
+        // RTP PCMU, marker set: byte 1 = 0x80 → 128, not RTCP.
+        assert!(!is_rtcp(&[0x80, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]));
+        // SR (200).
+        assert!(is_rtcp(&[0x80, 200, 0, 6, 0, 0, 0, 0]));
+        // RR then BYE in one compound packet.
+        let compound = [0x80, 201, 0, 1, 1, 2, 3, 4, 0x81, 203, 0, 1, 1, 2, 3, 4];
+        assert!(rtcp_has_bye(&compound));
+        assert!(!rtcp_has_bye(&compound[..8]));
+        assert!(!rtcp_has_bye(&[0x80, 201, 0xff, 0xff]));
+    }
+}

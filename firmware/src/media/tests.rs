@@ -1,0 +1,680 @@
+//! Two real sessions on 127.0.0.1 talking to each other, one pair per test; ports come from the OS.
+
+use std::f32::consts::TAU;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const RATE: f32 = DSP_RATE as f32;
+const WINDOW: usize = DSP_RATE as usize / 10; // 100 ms
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+struct Setup {
+    /// Where both sessions bind: 127.0.0.1 unless a test says otherwise.
+    bind: SocketAddr,
+    codec: CodecParams,
+    te: Option<TelephoneEvent>,
+    rtcp_mux: bool,
+    rtp_timeout: Option<Duration>,
+    /// A's SRTP keys (B gets them swapped), and B's receive key if it should differ.
+    srtp: Option<(SrtpParams, Option<Vec<u8>>)>,
+}
+
+impl Setup {
+    fn new(codec: CodecParams) -> Self {
+        Setup {
+            bind: local(),
+            codec,
+            te: None,
+            rtcp_mux: false,
+            rtp_timeout: None,
+            srtp: None,
+        }
+    }
+
+    fn start(self) -> (AudioSession, AudioSession) {
+        let sa = RtpSockets::bind(self.bind).unwrap();
+        let sb = RtpSockets::bind(self.bind).unwrap();
+        let (addr_a, addr_b) = (sa.local_rtp(), sb.local_rtp());
+        let params = |s, remote, srtp| {
+            let mut p = AudioSessionParams::new(s, remote, self.codec.clone());
+            p.srtp = srtp;
+            p.telephone_event = self.te;
+            p.rtcp_mux = self.rtcp_mux;
+            p.rtcp_interval = Duration::from_millis(500);
+            p.rtp_timeout = self.rtp_timeout;
+            p.cname = "test@huis".into();
+            p
+        };
+        let srtp_a = self.srtp.as_ref().map(|(s, _)| s.clone());
+        let srtp_b = self.srtp.as_ref().map(|(s, b_recv)| SrtpParams {
+            profile: s.profile,
+            send_key: s.recv_key.clone(),
+            recv_key: b_recv.clone().unwrap_or_else(|| s.send_key.clone()),
+        });
+        let a = AudioSession::start(params(sa, addr_b, srtp_a)).expect("session A starts");
+        let b = AudioSession::start(params(sb, addr_a, srtp_b)).expect("session B starts");
+        (a, b)
+    }
+}
+
+/// Play the DSP thread's part for `dur`: push 10 ms of `tone_hz` at A (if any) and pull 10 ms at B.
+/// `each_frame` runs after every frame with the time since the start. Returns what B heard.
+fn run(
+    a: &AudioSession,
+    b: &AudioSession,
+    dur: Duration,
+    tone_hz: f32,
+    mut each_frame: impl FnMut(Duration),
+) -> Vec<f32> {
+    let (tx, rx) = (a.sender(), b.receiver());
+    let frames = (dur.as_millis() / 10) as usize;
+    let mut heard = vec![0f32; frames * DSP_FRAME];
+    let mut frame = [0f32; DSP_FRAME];
+    let start = Instant::now();
+    for k in 0..frames {
+        for (i, s) in frame.iter_mut().enumerate() {
+            let n = (k * DSP_FRAME + i) as f32;
+            *s = 0.5 * (TAU * tone_hz * n / RATE).sin();
+        }
+        tx.push(&frame);
+        rx.pull(&mut heard[k * DSP_FRAME..(k + 1) * DSP_FRAME]);
+        each_frame(start.elapsed());
+        let due = start + Duration::from_millis(10 * (k as u64 + 1));
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    heard
+}
+
+fn goertzel_power(x: &[f32], hz: f32) -> f32 {
+    let coeff = 2.0 * (TAU * hz / RATE).cos();
+    let (mut s1, mut s2) = (0f32, 0f32);
+    for &v in x {
+        let s0 = v + coeff * s1 - s2;
+        s2 = s1;
+        s1 = s0;
+    }
+    s1 * s1 + s2 * s2 - coeff * s1 * s2
+}
+
+fn dominant_hz(x: &[f32]) -> f32 {
+    (5..=390)
+        .map(|i| i as f32 * 10.0)
+        .max_by(|&f, &g| goertzel_power(x, f).total_cmp(&goertzel_power(x, g)))
+        .unwrap()
+}
+
+fn rms(x: &[f32]) -> f32 {
+    (x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32).sqrt()
+}
+
+/// 100 ms windows from 300 ms after the first sound to the end.
+fn windows_after_onset(heard: &[f32]) -> Vec<&[f32]> {
+    let onset = heard
+        .iter()
+        .position(|v| v.abs() > 0.01)
+        .expect("B heard something");
+    heard[onset + 3 * WINDOW..].chunks_exact(WINDOW).collect()
+}
+
+fn assert_tone(heard: &[f32], hz: f32, what: &str) {
+    let windows = windows_after_onset(heard);
+    assert!(
+        windows.len() >= 10,
+        "{what}: only {} windows of audio",
+        windows.len()
+    );
+    let good = windows
+        .iter()
+        .filter(|w| rms(w) > 0.1 && (dominant_hz(w) - hz).abs() <= 30.0)
+        .count();
+    assert!(
+        good * 10 >= windows.len() * 8,
+        "{what}: {good} of {} windows carry {hz} Hz (dominant: {:?})",
+        windows.len(),
+        windows.iter().map(|w| dominant_hz(w)).collect::<Vec<_>>()
+    );
+}
+
+fn wait_stats(s: &AudioSession, limit: Duration, ok: impl Fn(&CallStats) -> bool) -> CallStats {
+    let until = Instant::now() + limit;
+    loop {
+        let st = s.stats();
+        if ok(&st) || Instant::now() > until {
+            return st;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn opus_carries_a_tone_and_reports_stats_with_rtt() {
+    let (a, b) = Setup::new(CodecParams::opus(111)).start();
+    let heard = run(&a, &b, Duration::from_millis(3000), 1000.0, |_| {});
+    assert_tone(&heard, 1000.0, "opus");
+    let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
+    let sb = b.stats();
+    assert_eq!(sa.codec, AudioCodec::Opus);
+    assert!(sa.packets_sent >= 100, "A sent {sa:?}");
+    assert!(sb.packets_received >= 100, "B received {sb:?}");
+    assert!(sa.bitrate_kbps > 5.0, "A's bitrate {sa:?}");
+    let rtt = sa
+        .rtt_ms
+        .expect("A learns the round-trip time from B's receiver reports");
+    assert!((0.0..200.0).contains(&rtt), "loopback RTT {rtt} ms");
+    assert!(
+        sb.jitter_ms < 100.0 && sb.packets_lost < 10,
+        "B's view {sb:?}"
+    );
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn ipv6_loopback_carries_a_tone() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.bind = "[::1]:0".parse().unwrap();
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2000), 440.0, |_| {});
+    assert_tone(&heard, 440.0, "PCMU over IPv6");
+    let sb = wait_stats(&b, Duration::from_secs(2), |s| s.rtcp_received > 0);
+    assert!(sb.rtcp_received > 0, "RTCP over IPv6 too: {sb:?}");
+}
+
+#[test]
+fn g722_carries_a_tone() {
+    let (a, b) = Setup::new(CodecParams::g722()).start();
+    let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
+    assert_tone(&heard, 1000.0, "G.722");
+}
+
+/// DTMF digits sent at A come out at B in order (the tones themselves are checked elsewhere).
+fn dtmf_in_order(codec: CodecParams, te: TelephoneEvent, what: &str) {
+    let mut setup = Setup::new(codec);
+    setup.te = Some(te);
+    let (a, b) = setup.start();
+    let mut sent = false;
+    // rtpdtmfsrc makes each digit 250 ms plus a 100 ms gap: three digits take about 1.1 s.
+    run(&a, &b, Duration::from_millis(2200), 440.0, |t| {
+        if !sent && t > Duration::from_millis(500) {
+            a.send_dtmf("1#9").unwrap();
+            sent = true;
+        }
+    });
+    let digits: String = std::iter::from_fn(|| b.poll_event())
+        .filter_map(|e| match e {
+            MediaEvent::Dtmf { digit } => Some(digit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(digits, "1#9", "{what}");
+}
+
+#[test]
+fn pcmu_dtmf_arrives_in_order() {
+    dtmf_in_order(CodecParams::pcmu(), TelephoneEvent::new(101, 8000), "PCMU");
+}
+
+#[test]
+fn opus_dtmf_at_48khz_arrives_in_order() {
+    dtmf_in_order(
+        CodecParams::opus(111),
+        TelephoneEvent::new(110, 48_000),
+        "opus",
+    );
+}
+
+#[test]
+fn handles_cross_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<AudioSession>();
+    send_sync::<AudioTx>();
+    send_sync::<AudioRx>();
+    send_sync::<MediaEvent>();
+}
+
+#[test]
+fn pcma_mute_keeps_rtp_flowing_with_silence() {
+    let (a, b) = Setup::new(CodecParams::pcma()).start();
+    let mut at_mute = None;
+    let heard = run(&a, &b, Duration::from_millis(3000), 440.0, |t| {
+        if at_mute.is_none() && t >= Duration::from_millis(1500) {
+            a.set_muted(true);
+            at_mute = Some(b.stats().packets_received);
+        }
+    });
+    assert!(a.is_muted());
+    let before = at_mute.unwrap();
+    let after = b.stats().packets_received;
+    // 1.5 s at 20 ms ptime is 75 packets; allow for scheduling on a loaded machine.
+    assert!(
+        after >= before + 50,
+        "B received {before} packets before the mute and {after} after 1.5 s"
+    );
+    let (loud, muted) = heard.split_at(DSP_FRAME * 150);
+    assert_tone(loud, 440.0, "PCMA before mute");
+    let tail = &muted[DSP_FRAME * 40..]; // 400 ms for the pipeline to drain
+    assert!(rms(tail) < 0.005, "muted audio has rms {}", rms(tail));
+}
+
+#[test]
+fn rtcp_mux_carries_audio_and_rtcp_on_one_port() {
+    let mut setup = Setup::new(CodecParams::opus(96));
+    setup.rtcp_mux = true;
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
+    assert_tone(&heard, 1000.0, "opus with rtcp-mux");
+    let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
+    assert!(
+        sa.rtt_ms.is_some(),
+        "RTCP over the RTP port gives an RTT: {sa:?}"
+    );
+}
+
+fn srtp_keys() -> SrtpParams {
+    SrtpParams {
+        profile: SrtpProfile::AesCm128HmacSha1_80,
+        send_key: (0..30).collect(),
+        recv_key: (100..130).collect(),
+    }
+}
+
+#[test]
+fn srtp_carries_a_tone_and_rtcp() {
+    let mut setup = Setup::new(CodecParams::opus(111));
+    setup.srtp = Some((srtp_keys(), None));
+    setup.rtcp_mux = true;
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
+    assert_tone(&heard, 1000.0, "opus over SRTP");
+    let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
+    assert!(
+        sa.rtt_ms.is_some(),
+        "SRTCP carries the receiver reports: {sa:?}"
+    );
+    assert!(
+        format!("{:?}", srtp_keys()).contains("redacted"),
+        "keys never reach a log"
+    );
+}
+
+#[test]
+fn srtp_with_a_wrong_key_lets_nothing_through() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.srtp = Some((srtp_keys(), Some(vec![7; 30])));
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(1200), 440.0, |_| {});
+    assert!(heard.iter().all(|&v| v == 0.0), "B decrypted nothing");
+    assert_eq!(
+        b.stats().packets_received,
+        0,
+        "forged packets never reach the RTP session"
+    );
+    assert!(
+        a.stats().packets_received > 20,
+        "the other direction's keys are right"
+    );
+}
+
+#[test]
+fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.rtp_timeout = Some(Duration::from_millis(800));
+    let (a, b) = setup.start();
+    run(&a, &b, Duration::from_millis(800), 440.0, |_| {});
+    a.set_direction(Direction::Inactive);
+    assert_eq!(a.direction(), Direction::Inactive);
+    std::thread::sleep(Duration::from_millis(300));
+    let held = b.stats();
+    run(&a, &b, Duration::from_millis(1500), 440.0, |_| {});
+    let still = b.stats();
+    assert!(
+        still.packets_received <= held.packets_received + 2,
+        "RTP kept arriving on hold: {held:?} → {still:?}"
+    );
+    assert!(
+        still.rtcp_received > held.rtcp_received,
+        "RTCP keeps flowing on hold: {held:?} → {still:?}"
+    );
+    let still = still.packets_received;
+    a.set_direction(Direction::SendRecv);
+    run(&a, &b, Duration::from_millis(800), 440.0, |_| {});
+    assert!(b.stats().packets_received > still + 20, "RTP resumes");
+    let events: Vec<MediaEvent> = std::iter::from_fn(|| b.poll_event()).collect();
+    let timeout = events
+        .iter()
+        .position(|e| matches!(e, MediaEvent::RtpTimeout { .. }));
+    let resumed = events
+        .iter()
+        .position(|e| matches!(e, MediaEvent::RtpResumed));
+    assert!(timeout.is_some() && resumed > timeout, "events: {events:?}");
+
+    // B holds A with sendonly: A's packets still arrive (and are counted) but are not played.
+    b.set_direction(Direction::SendOnly);
+    let before = b.stats().packets_received;
+    let heard = run(&a, &b, Duration::from_millis(600), 440.0, |_| {});
+    assert!(
+        heard[DSP_FRAME * 20..].iter().all(|&v| v == 0.0),
+        "a held call plays nothing"
+    );
+    assert!(b.stats().packets_received > before + 10);
+}
+
+#[test]
+fn stop_is_quick_and_says_bye() {
+    let (a, b) = Setup::new(CodecParams::pcmu()).start();
+    run(&a, &b, Duration::from_millis(700), 440.0, |_| {});
+    let tx = a.sender();
+    let port = a.local_rtp().port();
+    assert!(
+        !our_threads(port).is_empty(),
+        "the session's threads carry its port in their names"
+    );
+    let t = Instant::now();
+    a.stop();
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert!(!tx.is_open());
+    assert_eq!(
+        our_threads(port),
+        Vec::<String>::new(),
+        "stop joins every thread of the session"
+    );
+    let again = RtpSockets::bind(SocketAddr::new([127, 0, 0, 1].into(), port));
+    assert!(
+        again.is_ok(),
+        "stop closes the RTP and RTCP sockets: {:?}",
+        again.err()
+    );
+    let until = Instant::now() + Duration::from_secs(2);
+    let mut bye = false;
+    while !bye && Instant::now() < until {
+        bye = std::iter::from_fn(|| b.poll_event())
+            .any(|e| matches!(e, MediaEvent::RemoteBye { .. }));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(bye, "B saw A's RTCP BYE");
+}
+
+#[test]
+fn sockets_pair_up_and_carry_dscp() {
+    let s = RtpSockets::bind(local()).unwrap();
+    assert_eq!(s.local_rtp().port() % 2, 0);
+    assert_eq!(s.local_rtcp().port(), s.local_rtp().port() + 1);
+    s.set_dscp(46);
+    assert_eq!(socket2::SockRef::from(&s.rtp).tos_v4().unwrap(), 46 << 2);
+    let busy = s.local_rtp();
+    assert!(matches!(
+        RtpSockets::bind(busy),
+        Err(MediaError::Bind { .. })
+    ));
+}
+
+#[test]
+fn bad_parameters_are_refused_with_reasons() {
+    let s = RtpSockets::bind(local()).unwrap();
+    let remote = "127.0.0.1:40000".parse().unwrap();
+    let mut p = AudioSessionParams::new(s, remote, CodecParams::opus(96));
+    p.ptime_ms = 30;
+    let err = AudioSession::start(p)
+        .err()
+        .expect("opus has no 30 ms frames");
+    assert!(err.to_string().contains("Opus frame size"), "{err}");
+
+    let s = RtpSockets::bind(local()).unwrap();
+    let mut p = AudioSessionParams::new(s, remote, CodecParams::pcmu());
+    p.telephone_event = Some(TelephoneEvent::new(0, 8000));
+    assert!(matches!(
+        AudioSession::start(p),
+        Err(MediaError::InvalidParams(_))
+    ));
+}
+
+#[test]
+fn dtmf_needs_a_negotiated_telephone_event() {
+    let (a, _b) = Setup::new(CodecParams::pcmu()).start();
+    assert!(matches!(
+        a.send_dtmf("1"),
+        Err(MediaError::NoTelephoneEvent)
+    ));
+    assert!(matches!(
+        a.send_dtmf("1x"),
+        Err(MediaError::InvalidDtmf('x'))
+    ));
+}
+
+/// Names of this process's threads that belong to the session on `port`.
+fn our_threads(port: u16) -> Vec<String> {
+    let suffix = format!("-{port}");
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|c| c.trim().to_owned())
+        .filter(|c| c.ends_with(&suffix))
+        .collect()
+}
+
+struct Rtp {
+    pt: u8,
+    marker: bool,
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    payload: Vec<u8>,
+}
+
+fn parse_rtp(d: &[u8]) -> Option<Rtp> {
+    if d.len() < 12 || d[0] >> 6 != 2 || (192..=223).contains(&d[1]) {
+        return None;
+    }
+    let cc = usize::from(d[0] & 0x0f);
+    Some(Rtp {
+        pt: d[1] & 0x7f,
+        marker: d[1] & 0x80 != 0,
+        seq: u16::from_be_bytes([d[2], d[3]]),
+        ts: u32::from_be_bytes([d[4], d[5], d[6], d[7]]),
+        ssrc: u32::from_be_bytes([d[8], d[9], d[10], d[11]]),
+        payload: d.get(12 + 4 * cc..)?.to_vec(),
+    })
+}
+
+fn rtp_packet(pt: u8, marker: bool, seq: u16, ts: u32, ssrc: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = vec![0x80, pt | if marker { 0x80 } else { 0 }];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&ts.to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}
+
+/// A hand-written peer on a plain UDP socket checks what goes on the wire, both ways, the way a
+/// gateway would see it: PCMU every 20 ms with one SSRC and consecutive sequence numbers, and
+/// RFC 4733 events with the marker on the first packet, one timestamp per event and three end
+/// packets; and a gateway's events (which never went through GStreamer) are reported.
+#[test]
+fn wire_level_pcmu_and_rfc4733_both_ways() {
+    let peer = RtpSockets::bind(local()).unwrap();
+    let ours = RtpSockets::bind(local()).unwrap();
+    let our_addr = ours.local_rtp();
+    let mut p = AudioSessionParams::new(ours, peer.local_rtp(), CodecParams::pcmu());
+    p.telephone_event = Some(TelephoneEvent::new(101, 8000));
+    let a = AudioSession::start(p).unwrap();
+    let sock = &peer.rtp;
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+
+    // The gateway talks: 10 PCMU packets, event '7' (4 updates, 3 end packets), 10 more PCMU.
+    let (ssrc, mut seq) = (0x1234_5678u32, 1000u16);
+    let event_ts = 8000 + 10 * 160;
+    for i in 0..27u32 {
+        let ts = 8000 + i * 160;
+        let pkt = if (10..17).contains(&i) {
+            let k = (i - 10) as u16;
+            let end = k >= 4;
+            let [d0, d1] = (160 * (k.min(4) + 1)).to_be_bytes();
+            rtp_packet(
+                101,
+                k == 0,
+                seq,
+                event_ts,
+                ssrc,
+                &[7, if end { 0x80 | 10 } else { 10 }, d0, d1],
+            )
+        } else {
+            rtp_packet(0, false, seq, ts, ssrc, &[0xff; 160])
+        };
+        sock.send_to(&pkt, our_addr).unwrap();
+        seq = seq.wrapping_add(1);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // Meanwhile our session sent; now it sends '5' while we listen.
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut dtmf_sent = false;
+    while start.elapsed() < Duration::from_millis(1600) {
+        if !dtmf_sent && start.elapsed() > Duration::from_millis(300) {
+            a.send_dtmf("5").unwrap();
+            dtmf_sent = true;
+        }
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && let Some(rtp) = parse_rtp(&buf[..n])
+        {
+            got.push(rtp);
+        }
+    }
+
+    let dtmf: Vec<MediaEvent> = std::iter::from_fn(|| a.poll_event()).collect();
+    assert!(
+        matches!(dtmf.as_slice(), [MediaEvent::Dtmf { digit: '7' }]),
+        "the gateway's '7' is reported once: {dtmf:?}"
+    );
+
+    assert!(
+        got.len() >= 60,
+        "about 50 packets a second: {} in 1.6 s",
+        got.len()
+    );
+    assert!(
+        got.iter().all(|r| r.ssrc == got[0].ssrc),
+        "one SSRC for audio and events"
+    );
+    for w in got.windows(2) {
+        assert_eq!(
+            w[1].seq,
+            w[0].seq.wrapping_add(1),
+            "consecutive sequence numbers"
+        );
+    }
+    let audio: Vec<&Rtp> = got.iter().filter(|r| r.pt == 0).collect();
+    assert!(
+        audio.iter().all(|r| r.payload.len() == 160),
+        "20 ms of PCMU per packet"
+    );
+    let steady = audio
+        .windows(2)
+        .filter(|w| w[1].ts.wrapping_sub(w[0].ts) == 160)
+        .count();
+    assert!(
+        steady * 10 >= (audio.len() - 1) * 8,
+        "timestamps advance 160 per packet"
+    );
+
+    let events: Vec<&Rtp> = got.iter().filter(|r| r.pt == 101).collect();
+    assert!(
+        events.len() >= 5,
+        "an event spans several packets: {}",
+        events.len()
+    );
+    assert!(
+        events[0].marker,
+        "the first packet of an event has the marker bit"
+    );
+    assert!(
+        events.iter().all(|r| r.ts == events[0].ts),
+        "one timestamp per event"
+    );
+    let parsed: Vec<_> = events
+        .iter()
+        .map(|r| super::dtmf::parse_event(&r.payload).unwrap())
+        .collect();
+    assert!(parsed.iter().all(|e| e.event == 5));
+    let ends: Vec<_> = parsed.iter().filter(|e| e.end).collect();
+    assert_eq!(ends.len(), 3, "the end packet goes out three times");
+    assert!(ends.iter().all(|e| e.duration == ends[0].duration));
+    assert!(
+        u32::from(ends[0].duration) >= 8 * 100,
+        "the tone lasts at least 100 ms"
+    );
+    assert!(
+        parsed.windows(2).all(|w| w[1].duration >= w[0].duration),
+        "durations grow"
+    );
+}
+
+#[test]
+fn sessions_come_and_go_without_leaking_threads_or_ports() {
+    for _ in 0..4 {
+        let (a, b) = Setup::new(CodecParams::g722()).start();
+        let ports = [a.local_rtp().port(), b.local_rtp().port()];
+        run(&a, &b, Duration::from_millis(200), 1000.0, |_| {});
+        a.stop();
+        drop(b);
+        for port in ports {
+            assert_eq!(our_threads(port), Vec::<String>::new());
+            assert!(RtpSockets::bind(SocketAddr::new([127, 0, 0, 1].into(), port)).is_ok());
+        }
+    }
+}
+
+/// Another program as the far end: gst-launch-1.0 sends stereo 48 kHz Opus, as a desktop
+/// softphone would with `stereo=1`; we must play it as mono 16 kHz.
+#[test]
+fn stereo_opus_from_an_external_sender_plays_as_mono() {
+    let far = RtpSockets::bind(local()).unwrap();
+    let ours = RtpSockets::bind(local()).unwrap();
+    let port = ours.local_rtp().port();
+    let session = AudioSession::start(AudioSessionParams::new(
+        ours,
+        far.local_rtp(),
+        CodecParams::opus(111),
+    ))
+    .unwrap();
+    let pipeline = format!(
+        "audiotestsrc is-live=true freq=1000 volume=0.5 samplesperbuffer=960 num-buffers=150 \
+         ! audio/x-raw,rate=48000,channels=2 ! opusenc ! rtpopuspay pt=111 \
+         ! udpsink host=127.0.0.1 port={port}"
+    );
+    let mut child = std::process::Command::new("gst-launch-1.0")
+        .arg("-q")
+        .args(pipeline.split_whitespace())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("gst-launch-1.0 (Debian package gstreamer1.0-tools) runs");
+    let rx = session.receiver();
+    let mut heard = vec![0f32; DSP_FRAME * 280];
+    let start = Instant::now();
+    for (k, frame) in heard.chunks_exact_mut(DSP_FRAME).enumerate() {
+        rx.pull(frame);
+        if let Some(wait) = (start + Duration::from_millis(10 * (k as u64 + 1)))
+            .checked_duration_since(Instant::now())
+        {
+            std::thread::sleep(wait);
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "gst-launch-1.0 failed: {status}");
+    assert_tone(&heard, 1000.0, "stereo opus from gst-launch");
+    let lost = session.stats().packets_lost;
+    assert!(lost < 5, "{lost} packets lost on loopback");
+}
