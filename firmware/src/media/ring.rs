@@ -30,16 +30,12 @@ impl AudioTx {
             return 0;
         }
         let Ok(mut p) = self.shared.producer.try_lock() else {
-            self.shared
-                .dropped
-                .fetch_add(samples.len() as u64, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(samples.len() as u64, Ordering::Relaxed);
             return 0;
         };
         let (pushed, rest) = p.push_partial_slice(samples);
         if !rest.is_empty() {
-            self.shared
-                .dropped
-                .fetch_add(rest.len() as u64, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
         pushed.len()
     }
@@ -69,12 +65,7 @@ pub(crate) fn tx_ring() -> (AudioTx, TxReader) {
         dropped: AtomicU64::new(0),
         closed: AtomicBool::new(false),
     });
-    (
-        AudioTx {
-            shared: shared.clone(),
-        },
-        TxReader { consumer, shared },
-    )
+    (AudioTx { shared: shared.clone() }, TxReader { consumer, shared })
 }
 
 impl TxReader {
@@ -154,15 +145,7 @@ pub(crate) struct RxWriter {
 
 pub(crate) fn rx_ring() -> (AudioRx, RxWriter) {
     let (producer, consumer) = rtrb::RingBuffer::new(DSP_RATE as usize / 2);
-    (
-        AudioRx {
-            shared: Arc::new(Mutex::new(RxState {
-                consumer,
-                primed: false,
-            })),
-        },
-        RxWriter { producer },
-    )
+    (AudioRx { shared: Arc::new(Mutex::new(RxState { consumer, primed: false })) }, RxWriter { producer })
 }
 
 impl RxWriter {
@@ -170,11 +153,7 @@ impl RxWriter {
     pub(crate) fn write_le_bytes(&mut self, bytes: &[u8]) {
         let n = (bytes.len() / 4).min(self.producer.slots());
         if let Ok(chunk) = self.producer.write_chunk_uninit(n) {
-            chunk.fill_from_iter(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            chunk.fill_from_iter(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         }
     }
 }
@@ -212,9 +191,7 @@ mod tests {
     #[test]
     fn rx_prefills_then_plays_and_reprimes_after_underrun() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..DSP_FRAME * 2)
-            .flat_map(|i| (i as f32).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = (0..DSP_FRAME * 2).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.write_le_bytes(&bytes);
         let mut out = [1.0f32; DSP_FRAME];
         assert_eq!(rx.pull(&mut out), 0, "below prefill nothing plays");
@@ -233,16 +210,10 @@ mod tests {
     #[test]
     fn rx_skips_down_when_too_far_behind() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..RX_MAX_LEVEL + 800)
-            .flat_map(|i| (i as f32).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = (0..RX_MAX_LEVEL + 800).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.write_le_bytes(&bytes);
         let mut out = [0.0f32; DSP_FRAME];
         assert_eq!(rx.pull(&mut out), DSP_FRAME);
-        assert_eq!(
-            out[0],
-            (RX_MAX_LEVEL + 800 - RX_PREFILL) as f32,
-            "kept only the newest prefill"
-        );
+        assert_eq!(out[0], (RX_MAX_LEVEL + 800 - RX_PREFILL) as f32, "kept only the newest prefill");
     }
 }
