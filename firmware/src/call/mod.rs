@@ -619,7 +619,10 @@ impl CallManager {
     async fn ended(&mut self, call: CallId, reason: EndReason, notices: &mut Vec<Notice>) {
         let Some(mut c) = self.calls.remove(&call) else { return };
         *self.audio.lock().unwrap() = None;
-        c.media.take();
+        if let Some(m) = c.media.take() {
+            // Stopping flushes the last packets and an RTCP BYE (up to a second): not on this task.
+            tokio::task::spawn_blocking(move || m.stop());
+        }
         dbus::remove(&self.conn, c.n).await;
         let failure = !matches!(reason, EndReason::LocalHangup | EndReason::RemoteHangup | EndReason::Cancelled);
         let text = if failure { format!("call to {} failed: {reason}", c.remote_uri) } else { reason.to_string() };
