@@ -32,7 +32,7 @@ pub struct Case {
 /// What happened when sending the cases.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
-    /// `(case, transport, first status line code received within 150 ms, if any)`.
+    /// `(case, transport, first status line code received within 40 ms, if any)`.
     pub sent: Vec<(&'static str, Transport, Option<u16>)>,
 }
 
@@ -301,13 +301,13 @@ impl ReplaceFirst for Vec<u8> {
 
 /// Sends every case to `target` over `transports` (TCP: one connection per
 /// case, closed after a short read), then returns what came back. It never
-/// waits long: 150 ms per case for a response.
+/// waits long: 40 ms per case for a response.
 pub fn send_cases(ns: &NetNs, target: SocketAddr, cases: Vec<Case>, transports: &[Transport]) -> Result<Report> {
     let transports = transports.to_vec();
     ns.enter(move || -> Result<Report> {
         let mut report = Report::default();
         let udp = UdpSocket::bind("127.0.0.1:0").context("bind UDP")?;
-        udp.set_read_timeout(Some(Duration::from_millis(150)))?;
+        udp.set_read_timeout(Some(Duration::from_millis(40)))?;
         let mut buf = vec![0u8; 65536];
         for c in &cases {
             for &t in &transports {
@@ -327,7 +327,7 @@ pub fn send_cases(ns: &NetNs, target: SocketAddr, cases: Vec<Case>, transports: 
                             bail!("TCP connect to {target} failed while sending `{}`", c.name);
                         };
                         s.set_write_timeout(Some(Duration::from_secs(2)))?;
-                        s.set_read_timeout(Some(Duration::from_millis(150)))?;
+                        s.set_read_timeout(Some(Duration::from_millis(40)))?;
                         let _ = s.write_all(&c.bytes);
                         let n = s.read(&mut buf).unwrap_or(0);
                         let s2 = String::from_utf8_lossy(&buf[..n]);

@@ -70,6 +70,9 @@ impl NetNs {
             });
         }
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            remove_stale();
+        }
         let name = format!("huis-{}-{n}", std::process::id());
         let st = Command::new("ip")
             .args(["netns", "add", &name])
@@ -165,6 +168,37 @@ impl NetNs {
             }
         }
         panic!("no free port pair on 127.0.0.1");
+    }
+}
+
+/// Removes `huis-<pid>-*` namespaces left by test processes that no longer
+/// exist (e.g. aborted by a watchdog), killing what still runs inside.
+fn remove_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = name
+            .strip_prefix("huis-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(p) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for pid in String::from_utf8_lossy(&p.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
     }
 }
 
