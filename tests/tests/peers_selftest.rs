@@ -273,3 +273,57 @@ fn malformed_sip_leaves_kamailio_and_baresip_alive_and_answering() {
     assert!(k.is_running(), "kamailio died:\n{}", k.log_text());
     assert!(b.is_running(), "baresip died:\n{}", b.log_text());
 }
+
+/// The call set-up benchmark behind `bench/sip-setup.sh` (ignored in normal
+/// runs). Environment: `HUIS_BENCH_CALLS` (default 20); a second dialer row
+/// from `HUIS_BENCH_DIALER_CMD` (`sh -c` inside the namespace, `{uri}` is
+/// the callee), with optional `HUIS_BENCH_DIALER_LABEL`,
+/// `HUIS_BENCH_DIALER_SETUP` (started in the background first),
+/// `HUIS_BENCH_DIALER_READY` (polled until it succeeds) and
+/// `HUIS_BENCH_DIALER_PROCESS` (process name for RSS, e.g. `huisd`).
+#[test]
+#[ignore = "benchmark; run bench/sip-setup.sh"]
+fn bench_sip_setup() {
+    use huis_tests::peers::bench::{CommandDialer, markdown, measure};
+    let calls: usize = std::env::var("HUIS_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let _w = watchdog("bench", 60 + calls as u64 * 10);
+    let ns = NetNs::new();
+    let codecs = ["opus/48000/2", "PCMU/8000/1"];
+    let callee = Baresip::start(
+        &ns,
+        BaresipOpts::new("callee").codecs(&codecs).source(AudioSource::Sine(440.0)),
+    )
+    .unwrap();
+    let hold = Duration::from_millis(300);
+    let mut rows = Vec::new();
+    {
+        let mut dialer = Baresip::start(
+            &ns,
+            BaresipOpts::new("dialer").codecs(&codecs).source(AudioSource::Sine(1000.0)),
+        )
+        .unwrap();
+        rows.push(measure(&mut dialer, &callee, calls, hold).unwrap());
+    }
+    // HOOK for the huisd → baresip row: bench/sip-setup.sh sets these.
+    if let Ok(cmd) = std::env::var("HUIS_BENCH_DIALER_CMD") {
+        let var = |k: &str| std::env::var(k).ok();
+        let label = var("HUIS_BENCH_DIALER_LABEL").unwrap_or_else(|| "command → baresip".into());
+        let mut d = CommandDialer::new(
+            &ns,
+            &label,
+            &cmd,
+            var("HUIS_BENCH_DIALER_PROCESS").as_deref(),
+            var("HUIS_BENCH_DIALER_SETUP").as_deref(),
+            var("HUIS_BENCH_DIALER_READY").as_deref(),
+        )
+        .unwrap();
+        rows.push(measure(&mut d, &callee, calls, hold).unwrap());
+    }
+    println!("<<<TABLE\n{}TABLE>>>", markdown(&rows));
+    for r in &rows {
+        assert_eq!(r.failures, 0, "{}: {} of {} calls failed", r.label, r.failures, r.calls);
+    }
+}

@@ -4,6 +4,7 @@
 //! and the quirks found on the way.
 
 pub mod baresip;
+pub mod bench;
 pub mod kamailio;
 pub mod malformed;
 pub mod netns;
