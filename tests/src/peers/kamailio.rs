@@ -45,8 +45,8 @@ pub enum Algorithm {
 pub struct KamailioOpts {
     /// `None`: one from [`NetNs::port`].
     pub port: Option<u16>,
-    /// `(user, password)`; the realm is the proxy's `127.0.0.1:PORT`... well,
-    /// the From domain, which for our UAs is `127.0.0.1`.
+    /// `(user, password)`. The realm in challenges is the request's From
+    /// domain (`$fd`), i.e. `127.0.0.1` for AORs `sip:USER@127.0.0.1:PORT`.
     pub users: Vec<(String, String)>,
     pub algorithm: Algorithm,
     /// Authenticate out-of-dialog non-REGISTER requests from our users (407).
