@@ -5,6 +5,7 @@
 
 pub mod baresip;
 pub mod bench;
+pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
 pub mod netns;
