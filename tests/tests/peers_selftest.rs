@@ -211,6 +211,14 @@ fn sipp_calls_baresip_and_answers_baresip() {
     let established = b.events().iter().filter(|e| e.kind == "CALL_ESTABLISHED").count();
     assert_eq!(established, 3, "baresip saw {established} calls");
 
+    // DTMF by SIP INFO (huis's fallback) is reported like RFC 4733 digits.
+    let mut o = SippOpts::uac(&format!("127.0.0.1:{}", b.sip_port), 1);
+    o.scenario = Scenario::Xml(sipp::info_dtmf_scenario("5*0"));
+    o.service = Some("b".into());
+    let r = Sipp::run(&ns, o).unwrap();
+    assert!(r.success(), "{r}");
+    assert_eq!(b.received_dtmf(), "5*0");
+
     // SIPp answers; baresip calls it and hangs up.
     let port = ns.port();
     let uas = Sipp::spawn(&ns, SippOpts::uas(port, 1)).unwrap();

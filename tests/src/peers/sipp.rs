@@ -358,3 +358,46 @@ pub fn malformed_scenario() -> String {
     xml += "  <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"200\" timeout=\"5000\"/>\n</scenario>\n";
     xml
 }
+
+/// A SIPp caller scenario: INVITE (PCMU offer), ACK, then one SIP INFO per
+/// digit with `application/dtmf-relay` (`Signal=`/`Duration=160`), each
+/// answered 200, then BYE. Run with `calls: 1` and `service: Some(user)`.
+/// baresip reports INFO digits as `CALL_DTMF_START`, like RFC 4733 ones.
+pub fn info_dtmf_scenario(digits: &str) -> String {
+    let dialog = |method: &str, cseq: u32, to_tag: bool| -> String {
+        format!(
+            "{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+             From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]huis[call_number]\n\
+             To: <sip:[service]@[remote_ip]:[remote_port]>{}\n\
+             Call-ID: [call_id]\n\
+             CSeq: {cseq} {method}\n\
+             Contact: <sip:sipp@[local_ip]:[local_port]>\n\
+             Max-Forwards: 70\n",
+            if to_tag { "[peer_tag_param]" } else { "" }
+        )
+    };
+    let mut xml = String::from(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis INFO DTMF\">\n",
+    );
+    xml += &format!(
+        "  <send retrans=\"500\"><![CDATA[\n{}Content-Type: application/sdp\nContent-Length: [len]\n\n\
+         v=0\no=- 1 1 IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\n\
+         m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\n]]></send>\n\
+         \x20 <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"180\" optional=\"true\"/>\n\
+         \x20 <recv response=\"200\"/>\n  <send><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <pause milliseconds=\"300\"/>\n",
+        dialog("INVITE", 1, false),
+        dialog("ACK", 1, true)
+    );
+    for (i, d) in digits.chars().enumerate() {
+        xml += &format!(
+            "  <send retrans=\"500\"><![CDATA[\n{}Content-Type: application/dtmf-relay\nContent-Length: [len]\n\nSignal={d}\nDuration=160\n]]></send>\n  <recv response=\"200\"/>\n  <pause milliseconds=\"200\"/>\n",
+            dialog("INFO", 2 + i as u32, true)
+        );
+    }
+    xml += &format!(
+        "  <send retrans=\"500\"><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <recv response=\"200\"/>\n</scenario>\n",
+        dialog("BYE", 2 + digits.chars().count() as u32, true)
+    );
+    xml
+}
