@@ -156,6 +156,7 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
         &ns,
         BaresipOpts::new("bob")
             .registrar(&k.host_port(), "bobpw")
+            .tcp()
             .codecs(&["PCMU/8000/1"])
             .source(AudioSource::Sine(440.0)),
     )
@@ -163,9 +164,17 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
     a.wait_registered(5 * SEC).unwrap();
     b.wait_registered(5 * SEC).unwrap();
     assert!(k.has_registered("alice") && k.has_registered("bob"));
+    let proto = |u: &str| {
+        k.requests()
+            .iter()
+            .find(|r| r.method == "REGISTER" && r.user == u)
+            .map(|r| r.proto.clone())
+    };
+    assert_eq!(proto("bob").as_deref(), Some("tcp"));
+    assert_eq!(proto("alice").as_deref(), Some("udp"));
 
-    // alice calls bob by his AOR: the proxy authenticates her (407) and
-    // finds bob's contact in its location table.
+    // alice (UDP) calls bob (registered over TCP) by his AOR: the proxy
+    // authenticates her (407) and finds bob's contact in its location table.
     a.dial(&k.aor("bob")).unwrap();
     b.wait_event("CALL_ESTABLISHED", 5 * SEC).unwrap();
     a.wait_event("CALL_ESTABLISHED", 5 * SEC).unwrap();

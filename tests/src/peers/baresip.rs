@@ -82,6 +82,8 @@ pub struct BaresipOpts {
     pub source: AudioSource,
     /// Extra `;key=value` account parameters, e.g. `";mediaenc=srtp-mand"`.
     pub extra_account: String,
+    /// URI parameters inside the AOR's `<>`, e.g. `";transport=tcp"`.
+    pub uri_params: String,
     /// Extra config lines.
     pub extra_config: Vec<String>,
 }
@@ -97,8 +99,14 @@ impl BaresipOpts {
             audio_codecs: vec![],
             source: AudioSource::Sine(1000.0),
             extra_account: String::new(),
+            uri_params: String::new(),
             extra_config: vec![],
         }
+    }
+    /// Use TCP for SIP (`;transport=tcp` on the AOR): registrations and calls.
+    pub fn tcp(mut self) -> Self {
+        self.uri_params = ";transport=tcp".into();
+        self
     }
     pub fn answer(mut self, m: AnswerMode) -> Self {
         self.answer = m;
@@ -256,12 +264,12 @@ impl Baresip {
         };
         let account = match &opts.registrar {
             None => format!(
-                "<sip:{}@127.0.0.1:{sip_port}>;regint=0;answermode={answer}{codecs}{}\n",
-                opts.user, opts.extra_account
+                "<sip:{}@127.0.0.1:{sip_port}{}>;regint=0;answermode={answer}{codecs}{}\n",
+                opts.user, opts.uri_params, opts.extra_account
             ),
             Some(r) => format!(
-                "<sip:{}@{}>;auth_pass={};regint={};answermode={answer}{codecs}{}\n",
-                opts.user, r.host_port, r.password, r.regint, opts.extra_account
+                "<sip:{}@{}{}>;auth_pass={};regint={};answermode={answer}{codecs}{}\n",
+                opts.user, r.host_port, opts.uri_params, r.password, r.regint, opts.extra_account
             ),
         };
         std::fs::write(dir.path().join("accounts"), account)?;

@@ -19,7 +19,7 @@
 //!
 //! Every request is logged as one line to stderr (the log file in the
 //! test's temp dir): `HUIS-REQ t=<unix.usec> m=<method> user=<From user>
-//! src=<ip:port> ruri=<R-URI>`; also `HUIS-AUTH-FAIL`, `HUIS-REGISTERED`,
+//! proto=<udp|tcp> src=<ip:port> ruri=<R-URI>`; also `HUIS-AUTH-FAIL`, `HUIS-REGISTERED`,
 //! `HUIS-NOT-FOUND`, `HUIS-MALFORMED`. [`Kamailio::requests`] parses them.
 
 use std::path::{Path, PathBuf};
@@ -75,6 +75,8 @@ pub struct Request {
     pub method: String,
     /// User part of From.
     pub user: String,
+    /// `udp` or `tcp`.
+    pub proto: String,
     /// `ip:port` it came from.
     pub src: String,
     pub ruri: String,
@@ -197,6 +199,7 @@ impl Kamailio {
                     t: 0.0,
                     method: String::new(),
                     user: String::new(),
+                    proto: String::new(),
                     src: String::new(),
                     ruri: String::new(),
                 };
@@ -206,6 +209,7 @@ impl Kamailio {
                         "t" => r.t = v.parse().ok()?,
                         "m" => r.method = v.into(),
                         "user" => r.user = v.into(),
+                        "proto" => r.proto = v.into(),
                         "src" => r.src = v.into(),
                         "ruri" => r.ruri = v.into(),
                         _ => {}
@@ -340,7 +344,7 @@ event_route[htable:mod-init] {{
 {users}}}
 
 request_route {{
-    xlog("L_NOTICE", "HUIS-REQ t=$TV(Sn) m=$rm user=$fU src=$si:$sp ruri=$ru\n");
+    xlog("L_NOTICE", "HUIS-REQ t=$TV(Sn) m=$rm user=$fU proto=$pr src=$si:$sp ruri=$ru\n");
     if (!mf_process_maxfwd_header("10")) {{
         sl_send_reply("483", "Too Many Hops");
         exit;
