@@ -87,7 +87,10 @@ fn baresip_calls_baresip_directly_with_tones_dtmf_hold_and_hangup() {
     assert_tone("a hears b", a.received_wav_path(), 440.0, 20);
     assert_tone("b hears a", b.received_wav_path(), 1000.0, 20);
     let wrong = tone_fraction(&a.received_wav_path().unwrap(), 1000.0, 25.0, 100, 300).unwrap();
-    assert!(wrong.fraction < 0.2, "a's recording also passes for 1000 Hz: {wrong:?}");
+    assert!(
+        wrong.fraction < 0.2,
+        "a's recording also passes for 1000 Hz: {wrong:?}"
+    );
 
     // DTMF, RFC 4733, both ways.
     a.send_dtmf("12#").unwrap();
@@ -111,7 +114,10 @@ fn baresip_calls_baresip_directly_with_tones_dtmf_hold_and_hangup() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(dir == "recvonly" || dir == "inactive", "b's direction while held: {dir}");
+    assert!(
+        dir == "recvonly" || dir == "inactive",
+        "b's direction while held: {dir}"
+    );
     a.resume().unwrap();
     let deadline = Instant::now() + 3 * SEC;
     while b.audio_debug().unwrap().dir != "sendrecv" && Instant::now() < deadline {
@@ -178,7 +184,10 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
     a.dial(&k.aor("bob")).unwrap();
     b.wait_event("CALL_ESTABLISHED", 5 * SEC).unwrap();
     a.wait_event("CALL_ESTABLISHED", 5 * SEC).unwrap();
-    assert!(k.count("INVITE", Some("alice")) >= 2, "the INVITE was not challenged");
+    assert!(
+        k.count("INVITE", Some("alice")) >= 2,
+        "the INVITE was not challenged"
+    );
     std::thread::sleep(2500 * Duration::from_millis(1));
     assert_tone("bob hears alice", b.received_wav_path(), 1000.0, 15);
     assert_tone("alice hears bob", a.received_wav_path(), 440.0, 15);
@@ -190,7 +199,10 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
     // The wrong password: never registered, and no storm of REGISTERs.
     let rest = Duration::from_secs(10).saturating_sub(bad_start.elapsed());
     std::thread::sleep(rest);
-    assert!(!bad.is_registered().unwrap(), "registered with a wrong password");
+    assert!(
+        !bad.is_registered().unwrap(),
+        "registered with a wrong password"
+    );
     let src = format!("127.0.0.1:{}", bad.sip_port);
     let regs: Vec<f64> = k
         .requests()
@@ -203,7 +215,11 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
     let last5 = regs.iter().filter(|&&t| t > regs[0] + 5.0).count();
     // baresip 1.0 (libre) answers each new challenge once more, then gives up
     // for a while: a short burst (16 seen), nothing in the second half.
-    assert!(regs.len() <= 20 && last5 <= 2, "retry storm: {} REGISTERs ({last5} in the last 5 s)", regs.len());
+    assert!(
+        regs.len() <= 20 && last5 <= 2,
+        "retry storm: {} REGISTERs ({last5} in the last 5 s)",
+        regs.len()
+    );
 }
 
 #[test]
@@ -217,7 +233,11 @@ fn sipp_calls_baresip_and_answers_baresip() {
     let r = Sipp::run(&ns, o).unwrap();
     assert!(r.success(), "{r}");
     assert_eq!((r.successful, r.failed), (3, 0), "{r}");
-    let established = b.events().iter().filter(|e| e.kind == "CALL_ESTABLISHED").count();
+    let established = b
+        .events()
+        .iter()
+        .filter(|e| e.kind == "CALL_ESTABLISHED")
+        .count();
     assert_eq!(established, 3, "baresip saw {established} calls");
 
     // DTMF by SIP INFO (huis's fallback) is reported like RFC 4733 digits.
@@ -266,7 +286,11 @@ fn malformed_sip_leaves_kamailio_and_baresip_alive_and_answering() {
         .lines()
         .filter(|l| l.contains("---------->") && l.split_whitespace().nth(2) == Some("1"))
         .count();
-    assert!(sent >= 13, "SIPp sent only {sent} of 13 messages:\n{}", r.stdout);
+    assert!(
+        sent >= 13,
+        "SIPp sent only {sent} of 13 messages:\n{}",
+        r.stdout
+    );
 
     // Raw bytes, both transports, at both programs.
     for (name, addr, ruri) in [
@@ -311,7 +335,9 @@ fn bench_sip_setup() {
     let codecs = ["opus/48000/2", "PCMU/8000/1"];
     let callee = Baresip::start(
         &ns,
-        BaresipOpts::new("callee").codecs(&codecs).source(AudioSource::Sine(440.0)),
+        BaresipOpts::new("callee")
+            .codecs(&codecs)
+            .source(AudioSource::Sine(440.0)),
     )
     .unwrap();
     let hold = Duration::from_millis(300);
@@ -319,7 +345,9 @@ fn bench_sip_setup() {
     {
         let mut dialer = Baresip::start(
             &ns,
-            BaresipOpts::new("dialer").codecs(&codecs).source(AudioSource::Sine(1000.0)),
+            BaresipOpts::new("dialer")
+                .codecs(&codecs)
+                .source(AudioSource::Sine(1000.0)),
         )
         .unwrap();
         rows.push(measure(&mut dialer, &callee, calls, hold).unwrap());
@@ -341,6 +369,10 @@ fn bench_sip_setup() {
     }
     println!("<<<TABLE\n{}TABLE>>>", markdown(&rows));
     for r in &rows {
-        assert_eq!(r.failures, 0, "{}: {} of {} calls failed", r.label, r.failures, r.calls);
+        assert_eq!(
+            r.failures, 0,
+            "{}: {} of {} calls failed",
+            r.label, r.failures, r.calls
+        );
     }
 }

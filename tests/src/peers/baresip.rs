@@ -297,7 +297,9 @@ impl Baresip {
                     let mut child = child;
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!("baresip's ctrl_tcp on port {ctrl_port} not reachable in 10 s: {e}\n{text}");
+                    bail!(
+                        "baresip's ctrl_tcp on port {ctrl_port} not reachable in 10 s: {e}\n{text}"
+                    );
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -371,8 +373,8 @@ impl Baresip {
     /// A reply with `"ok":false` is an error carrying baresip's text.
     pub fn command(&self, command: &str, params: &str) -> Result<Reply> {
         let token = self.token.fetch_add(1, Ordering::SeqCst).to_string();
-        let body = serde_json::json!({"command": command, "params": params, "token": token})
-            .to_string();
+        let body =
+            serde_json::json!({"command": command, "params": params, "token": token}).to_string();
         let frame = format!("{}:{},", body.len(), body);
         self.stream
             .lock()
@@ -465,7 +467,8 @@ impl Baresip {
     /// True when `reginfo` shows the account registered (status `OK`).
     pub fn is_registered(&self) -> Result<bool> {
         let r = self.reginfo()?;
-        Ok(r.lines().any(|l| l.contains(&self.aor()) && l.contains("OK ")))
+        Ok(r.lines()
+            .any(|l| l.contains(&self.aor()) && l.contains("OK ")))
     }
 
     /// Polls `reginfo` until registered (registration may complete before the
@@ -604,7 +607,8 @@ impl Baresip {
     }
 
     fn send_only(&self, command: &str) -> std::io::Result<()> {
-        let body = serde_json::json!({"command": command, "params": "", "token": "bye"}).to_string();
+        let body =
+            serde_json::json!({"command": command, "params": "", "token": "bye"}).to_string();
         let frame = format!("{}:{},", body.len(), body);
         self.stream.lock().unwrap().write_all(frame.as_bytes())
     }

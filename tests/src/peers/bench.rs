@@ -45,7 +45,8 @@ impl Dialer for Baresip {
         Some(Baresip::pid(self))
     }
     fn after_call(&mut self) -> Result<()> {
-        self.wait_event("CALL_CLOSED", Duration::from_secs(5)).map(drop)
+        self.wait_event("CALL_CLOSED", Duration::from_secs(5))
+            .map(drop)
     }
 }
 
@@ -146,9 +147,12 @@ impl Dialer for CommandDialer {
             )
             .ok()?,
         };
-        procs.split_whitespace().filter_map(|p| p.parse::<u32>().ok()).find(|p| {
-            std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
-        })
+        procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
+            })
     }
 }
 
@@ -191,7 +195,12 @@ impl Row {
 /// Places `calls` calls from `dialer` to `callee` (auto-answer), one at a
 /// time. Each call is held for `hold` (the last one at least 2 s, when RSS
 /// is sampled), then the callee hangs up.
-pub fn measure(dialer: &mut dyn Dialer, callee: &Baresip, calls: usize, hold: Duration) -> Result<Row> {
+pub fn measure(
+    dialer: &mut dyn Dialer,
+    callee: &Baresip,
+    calls: usize,
+    hold: Duration,
+) -> Result<Row> {
     let mut row = Row {
         label: dialer.label(),
         calls,
@@ -239,7 +248,10 @@ pub fn markdown(rows: &[Row]) -> String {
          | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
-    let mib = |v: Option<u64>| v.map(|v| format!("{:.1}", v as f64 / 1024.0)).unwrap_or_else(|| "–".into());
+    let mib = |v: Option<u64>| {
+        v.map(|v| format!("{:.1}", v as f64 / 1024.0))
+            .unwrap_or_else(|| "–".into())
+    };
     for r in rows {
         s += &format!(
             "| {} | {}/{} | {} | {} | {} | {} | {} |\n",

@@ -31,7 +31,10 @@ pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]
         .arg(&state_dir)
         .args(extra)
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
@@ -61,7 +64,10 @@ pub async fn start_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>) -> Huisd
             return d;
         }
         if let Ok(Some(st)) = d.child.try_wait() {
-            panic!("huisd exited with {st} before it was ready:\n{}", d.log_text());
+            panic!(
+                "huisd exited with {st} before it was ready:\n{}",
+                d.log_text()
+            );
         }
         assert!(
             Instant::now() < deadline,

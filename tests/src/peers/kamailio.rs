@@ -162,7 +162,10 @@ impl Kamailio {
                 bail!("kamailio exited with {st}:\n{}", k.log_text());
             }
             if Instant::now() > deadline {
-                bail!("kamailio not answering OPTIONS within 10 s:\n{}", k.log_text());
+                bail!(
+                    "kamailio not answering OPTIONS within 10 s:\n{}",
+                    k.log_text()
+                );
             }
         }
     }
@@ -281,7 +284,8 @@ fn config(port: u16, o: &KamailioOpts) -> String {
     for (u, p) in &o.users {
         // htable keys and values are config strings: keep them simple.
         assert!(
-            u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            u.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 && !p.contains('"')
                 && !p.contains('\\'),
             "user names [A-Za-z0-9._-], passwords without quotes or backslashes"

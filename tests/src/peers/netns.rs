@@ -124,8 +124,8 @@ impl NetNs {
         };
         std::thread::spawn(move || -> Result<T> {
             let path = PathBuf::from("/run/netns").join(&name);
-            let file = std::fs::File::open(&path)
-                .with_context(|| format!("open {}", path.display()))?;
+            let file =
+                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
             use std::os::fd::AsRawFd;
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {

@@ -151,7 +151,14 @@ impl Sipp {
             .args(["-m", &opts.calls.to_string()])
             .args(["-t", if opts.tcp { "t1" } else { "u1" }])
             .args(["-timeout", &format!("{}s", opts.timeout.as_secs().max(1))])
-            .args(["-timeout_error", "-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])
+            .args([
+                "-timeout_error",
+                "-nostdin",
+                "-trace_err",
+                "-trace_stat",
+                "-fd",
+                "1",
+            ])
             .arg("-error_file")
             .arg(dir.path().join("errors.log"))
             .arg("-stf")
@@ -172,7 +179,9 @@ impl Sipp {
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout.log"))?)
             .stderr(std::fs::File::create(dir.path().join("stderr.log"))?);
-        let child = cmd.spawn().context("start sipp (Debian package sip-tester)")?;
+        let child = cmd
+            .spawn()
+            .context("start sipp (Debian package sip-tester)")?;
         Ok(Sipp {
             child: Some(child),
             dir,
@@ -306,7 +315,8 @@ pub fn malformed_scenario() -> String {
         h += "Contact: <sip:sipp@[local_ip]:[local_port]>\n";
         h
     };
-    let sdp = "v=0\no=- 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [local_ip]\nt=0 0\nm=audio 4000 RTP/AVP 0\n";
+    let sdp =
+        "v=0\no=- 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [local_ip]\nt=0 0\nm=audio 4000 RTP/AVP 0\n";
     let mut msgs: Vec<String> = Vec::new();
     msgs.push(format!(
         "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}Content-Type: application/sdp\nContent-Length: 900\n\n{}",
@@ -349,7 +359,9 @@ pub fn malformed_scenario() -> String {
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis malformed then OPTIONS\">\n",
     );
     for m in msgs {
-        xml += &format!("  <send>\n    <![CDATA[\n{m}\n    ]]>\n  </send>\n  <pause milliseconds=\"50\"/>\n");
+        xml += &format!(
+            "  <send>\n    <![CDATA[\n{m}\n    ]]>\n  </send>\n  <pause milliseconds=\"50\"/>\n"
+        );
     }
     xml += &format!(
         "  <pause milliseconds=\"300\"/>\n  <send retrans=\"200\">\n    <![CDATA[\nOPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}Accept: application/sdp\nContent-Length: 0\n\n    ]]>\n  </send>\n",

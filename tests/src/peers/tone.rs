@@ -145,7 +145,11 @@ pub fn rms_dbfs(samples: &[f32]) -> f64 {
     if samples.is_empty() {
         return -120.0;
     }
-    let ms = samples.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / samples.len() as f64;
+    let ms = samples
+        .iter()
+        .map(|&s| (s as f64) * (s as f64))
+        .sum::<f64>()
+        / samples.len() as f64;
     if ms <= 1e-12 {
         -120.0
     } else {
