@@ -25,7 +25,12 @@ export HUIS_BENCH_CALLS=${1:-20}
 #   HUIS_BENCH_DIALER_CMD      places one call; {uri} is the callee's URI
 #   HUIS_BENCH_DIALER_PROCESS  process name whose VmRSS is reported
 # The callee hangs up every call, so no hang-up command is needed; the
-# dialer must accept the next dial ~0.1 s after the BYE.
+# dialer must accept the next dial ~0.1 s after the BYE. The time includes
+# the dial command's own start-up (checked with a python3 one-shot ctrl_tcp
+# client driving a third baresip: ~0.5 s of the ~0.6 s median was python
+# starting on a loaded machine), so prefer a quick client (huisctl, busctl).
+# The process name must be unique in the namespace (the callee is
+# `baresip`).
 huisd_row() {
   export HUIS_BENCH_DIALER_LABEL="huisd → baresip"
   export HUIS_BENCH_DIALER_SETUP="$1"    # e.g. 'exec target/release/huisd --session --board sim --config ...'
