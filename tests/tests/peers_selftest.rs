@@ -28,31 +28,12 @@ fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
     tx
 }
 
-/// Checks that the newest WAV from `wav` carries `hz` in at least 80% of
-/// voiced 100 ms windows, once it holds `min_voiced` voiced windows. The
-/// recording can lag the call by a second or more on a loaded machine, so
-/// it is polled for up to 10 s before judging.
-fn assert_tone(
-    who: &str,
-    wav: impl Fn() -> Option<std::path::PathBuf>,
-    hz: f32,
-    min_voiced: usize,
-) {
-    let deadline = Instant::now() + 10 * SEC;
-    let r = loop {
-        let r = wav().map(|p| tone_fraction(&p, hz, 25.0, 100, 300).unwrap());
-        match r {
-            Some(r) if r.voiced >= min_voiced => break r,
-            r if Instant::now() > deadline => {
-                let r = r.unwrap_or_else(|| panic!("{who}: no received-audio WAV"));
-                panic!(
-                    "{who}: only {} voiced windows of {} ({:.1} dBFS) after 10 s: too little audio arrived",
-                    r.voiced, r.windows, r.level_dbfs
-                );
-            }
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
+/// Checks that `b` received `hz` in at least 80% of voiced 100 ms windows,
+/// once its recording holds `min_voiced` of them (polled up to 10 s).
+fn assert_tone(who: &str, b: &Baresip, hz: f32, min_voiced: usize) {
+    let r = b
+        .wait_received_tone(hz, min_voiced, 10 * SEC)
+        .unwrap_or_else(|e| panic!("{who}: {e}"));
     eprintln!("{who}: {r:?}");
     assert!(
         r.fraction >= 0.8,
@@ -96,8 +77,8 @@ fn baresip_calls_baresip_directly_with_tones_dtmf_hold_and_hangup() {
     eprintln!("dial to established: {:?}", t0.elapsed());
 
     // Each side hears the other's tone, not its own.
-    assert_tone("a hears b", || a.received_wav_path(), 440.0, 20);
-    assert_tone("b hears a", || b.received_wav_path(), 1000.0, 20);
+    assert_tone("a hears b", &a, 440.0, 20);
+    assert_tone("b hears a", &b, 1000.0, 20);
     let wrong = tone_fraction(&a.received_wav_path().unwrap(), 1000.0, 25.0, 100, 300).unwrap();
     assert!(
         wrong.fraction < 0.2,
@@ -200,8 +181,8 @@ fn baresips_register_and_call_through_kamailio_and_a_wrong_password_fails_quietl
         k.count("INVITE", Some("alice")) >= 2,
         "the INVITE was not challenged"
     );
-    assert_tone("bob hears alice", || b.received_wav_path(), 1000.0, 15);
-    assert_tone("alice hears bob", || a.received_wav_path(), 440.0, 15);
+    assert_tone("bob hears alice", &b, 1000.0, 15);
+    assert_tone("alice hears bob", &a, 440.0, 15);
     // Hang up from the caller's side; the BYE passes the proxy (record-route).
     a.hangup().unwrap();
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();

@@ -552,6 +552,37 @@ impl Baresip {
         self.newest_wav("-dec.wav")
     }
 
+    /// Polls the received-audio WAV (every 200 ms, up to `timeout`) until it
+    /// holds `min_voiced` voiced 100 ms windows after its first 300 ms, and
+    /// returns the [`tone::ToneReport`] for `hz` ± 25 Hz. Judge `fraction`
+    /// yourself (e.g. ≥ 0.8). Errors if too little audio arrives in time.
+    /// The recording lags the call by up to seconds on a loaded machine, so
+    /// poll like this rather than sleeping a fixed time.
+    pub fn wait_received_tone(
+        &self,
+        hz: f32,
+        min_voiced: usize,
+        timeout: Duration,
+    ) -> Result<tone::ToneReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let r = match self.received_wav_path() {
+                Some(p) => Some(tone::tone_fraction(&p, hz, 25.0, 100, 300)?),
+                None => None,
+            };
+            match r {
+                Some(r) if r.voiced >= min_voiced => return Ok(r),
+                r if Instant::now() > deadline => bail!(
+                    "baresip {}: only {} voiced windows of received audio after {timeout:?} ({:?})",
+                    self.user,
+                    r.as_ref().map_or(0, |r| r.voiced),
+                    r
+                ),
+                _ => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+    }
+
     /// Newest WAV of what baresip sent (`dump-<time>-enc.wav`).
     pub fn sent_wav_path(&self) -> Option<PathBuf> {
         self.newest_wav("-enc.wav")
