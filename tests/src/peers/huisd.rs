@@ -18,9 +18,16 @@ pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]
         .unwrap()
         .keep();
     let config = root.join("huis.toml");
-    if let Some(t) = config_text {
-        std::fs::write(&config, t).unwrap();
-    }
+    // As on main's Huisd::spawn: unless the test chose, SIP takes a free port.
+    // Peer tests should choose (`[sip] listen = "127.0.0.1:<ns.port()>"`), so
+    // the peers know where to call.
+    let text = config_text.unwrap_or("");
+    let text = if text.contains("[sip]") {
+        text.to_owned()
+    } else {
+        format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n")
+    };
+    std::fs::write(&config, text).unwrap();
     let state_dir = root.join("state");
     let log = root.join("huisd.log");
     let child = ns
