@@ -121,11 +121,7 @@ impl BaresipOpts {
         self
     }
     pub fn registrar(mut self, host_port: &str, password: &str) -> Self {
-        self.registrar = Some(Registrar {
-            host_port: host_port.into(),
-            password: password.into(),
-            regint: 600,
-        });
+        self.registrar = Some(Registrar { host_port: host_port.into(), password: password.into(), regint: 600 });
         self
     }
     pub fn port(mut self, p: u16) -> Self {
@@ -202,9 +198,7 @@ impl Baresip {
     /// Writes the config, starts baresip in `ns` and connects the control
     /// client (waits up to 10 s for it).
     pub fn start(ns: &NetNs, opts: BaresipOpts) -> Result<Baresip> {
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("baresip-{}-", opts.user))
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix(&format!("baresip-{}-", opts.user)).tempdir()?;
         let sip_port = opts.sip_port.unwrap_or_else(|| ns.port());
         let ctrl_port = ns.port();
         let rec = dir.path().join("rec");
@@ -292,14 +286,11 @@ impl Baresip {
             match got {
                 Ok(s) => break s,
                 Err(e) if Instant::now() > deadline => {
-                    let text =
-                        std::fs::read_to_string(dir.path().join("baresip.log")).unwrap_or_default();
+                    let text = std::fs::read_to_string(dir.path().join("baresip.log")).unwrap_or_default();
                     let mut child = child;
                     let _ = child.kill();
                     let _ = child.wait();
-                    bail!(
-                        "baresip's ctrl_tcp on port {ctrl_port} not reachable in 10 s: {e}\n{text}"
-                    );
+                    bail!("baresip's ctrl_tcp on port {ctrl_port} not reachable in 10 s: {e}\n{text}");
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
@@ -373,8 +364,7 @@ impl Baresip {
     /// A reply with `"ok":false` is an error carrying baresip's text.
     pub fn command(&self, command: &str, params: &str) -> Result<Reply> {
         let token = self.token.fetch_add(1, Ordering::SeqCst).to_string();
-        let body =
-            serde_json::json!({"command": command, "params": params, "token": token}).to_string();
+        let body = serde_json::json!({"command": command, "params": params, "token": token}).to_string();
         let frame = format!("{}:{},", body.len(), body);
         self.stream
             .lock()
@@ -395,11 +385,7 @@ impl Baresip {
                 return Ok(Reply { ok, data });
             }
             if g.closed {
-                bail!(
-                    "baresip {}: control connection closed during `{command}`\n{}",
-                    self.user,
-                    self.log_text()
-                );
+                bail!("baresip {}: control connection closed during `{command}`\n{}", self.user, self.log_text());
             }
             let now = Instant::now();
             if now >= deadline {
@@ -449,12 +435,8 @@ impl Baresip {
     pub fn audio_debug(&self) -> Result<AudioDebug> {
         let raw = self.command("audio_debug", "")?.data;
         let grab = |key: &str| -> Option<String> {
-            raw.rfind(key).map(|i| {
-                raw[i + key.len()..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace() && *c != ',')
-                    .collect()
-            })
+            raw.rfind(key)
+                .map(|i| raw[i + key.len()..].chars().take_while(|c| !c.is_whitespace() && *c != ',').collect())
         };
         Ok(AudioDebug {
             dir: grab("audio dir=").unwrap_or_default(),
@@ -467,8 +449,7 @@ impl Baresip {
     /// True when `reginfo` shows the account registered (status `OK`).
     pub fn is_registered(&self) -> Result<bool> {
         let r = self.reginfo()?;
-        Ok(r.lines()
-            .any(|l| l.contains(&self.aor()) && l.contains("OK ")))
+        Ok(r.lines().any(|l| l.contains(&self.aor()) && l.contains("OK ")))
     }
 
     /// Polls `reginfo` until registered (registration may complete before the
@@ -500,11 +481,7 @@ impl Baresip {
     }
 
     /// Like [`Baresip::wait_event`] with any predicate.
-    pub fn wait_event_where(
-        &self,
-        pred: impl Fn(&Event) -> bool,
-        timeout: Duration,
-    ) -> Result<Event> {
+    pub fn wait_event_where(&self, pred: impl Fn(&Event) -> bool, timeout: Duration) -> Result<Event> {
         let (lock, cv) = &*self.shared;
         let deadline = Instant::now() + timeout;
         let mut g = lock.lock().unwrap();
@@ -538,11 +515,7 @@ impl Baresip {
 
     /// Digits received so far, from CALL_DTMF_START events, in order.
     pub fn received_dtmf(&self) -> String {
-        self.events()
-            .iter()
-            .filter(|e| e.kind == "CALL_DTMF_START")
-            .map(|e| e.param.as_str())
-            .collect()
+        self.events().iter().filter(|e| e.kind == "CALL_DTMF_START").map(|e| e.param.as_str()).collect()
     }
 
     /// Newest WAV of received (decoded) audio written by `sndfile`
@@ -558,12 +531,7 @@ impl Baresip {
     /// yourself (e.g. ≥ 0.8). Errors if too little audio arrives in time.
     /// The recording lags the call by up to seconds on a loaded machine, so
     /// poll like this rather than sleeping a fixed time.
-    pub fn wait_received_tone(
-        &self,
-        hz: f32,
-        min_voiced: usize,
-        timeout: Duration,
-    ) -> Result<tone::ToneReport> {
+    pub fn wait_received_tone(&self, hz: f32, min_voiced: usize, timeout: Duration) -> Result<tone::ToneReport> {
         let deadline = Instant::now() + timeout;
         loop {
             let r = match self.received_wav_path() {
@@ -594,11 +562,7 @@ impl Baresip {
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.to_string_lossy().ends_with(suffix))
             .collect();
-        v.sort_by_key(|p| {
-            std::fs::metadata(p)
-                .and_then(|m| m.modified())
-                .unwrap_or(std::time::SystemTime::UNIX_EPOCH)
-        });
+        v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).unwrap_or(std::time::SystemTime::UNIX_EPOCH));
         v.pop()
     }
 
@@ -638,8 +602,7 @@ impl Baresip {
     }
 
     fn send_only(&self, command: &str) -> std::io::Result<()> {
-        let body =
-            serde_json::json!({"command": command, "params": "", "token": "bye"}).to_string();
+        let body = serde_json::json!({"command": command, "params": "", "token": "bye"}).to_string();
         let frame = format!("{}:{},", body.len(), body);
         self.stream.lock().unwrap().write_all(frame.as_bytes())
     }
@@ -682,12 +645,7 @@ pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> Option<std::proc
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Reads netstrings (`LEN:JSON,`) and files them as replies or events.
@@ -704,10 +662,7 @@ fn read_loop(mut s: TcpStream, shared: Arc<(Mutex<Shared>, Condvar)>) {
             let Some(colon) = buf.iter().position(|&b| b == b':') else {
                 break;
             };
-            let Some(len) = std::str::from_utf8(&buf[..colon])
-                .ok()
-                .and_then(|l| l.parse::<usize>().ok())
-            else {
+            let Some(len) = std::str::from_utf8(&buf[..colon]).ok().and_then(|l| l.parse::<usize>().ok()) else {
                 // Not a netstring: drop the connection's state honestly.
                 buf.clear();
                 break;

@@ -45,8 +45,7 @@ impl Dialer for Baresip {
         Some(Baresip::pid(self))
     }
     fn after_call(&mut self) -> Result<()> {
-        self.wait_event("CALL_CLOSED", Duration::from_secs(5))
-            .map(drop)
+        self.wait_event("CALL_CLOSED", Duration::from_secs(5)).map(drop)
     }
 }
 
@@ -74,11 +73,7 @@ impl CommandDialer {
     ) -> Result<CommandDialer> {
         let setup = match setup {
             Some(s) => Some(
-                ns.cmd("sh")
-                    .args(["-c", s])
-                    .stdin(Stdio::null())
-                    .spawn()
-                    .with_context(|| format!("start `{s}`"))?,
+                ns.cmd("sh").args(["-c", s]).stdin(Stdio::null()).spawn().with_context(|| format!("start `{s}`"))?,
             ),
             None => None,
         };
@@ -119,40 +114,25 @@ impl Dialer for CommandDialer {
         let cmd = self.dial_cmd.replace("{uri}", uri);
         let out = self.ns.cmd("sh").args(["-c", &cmd]).output()?;
         if !out.status.success() {
-            bail!(
-                "`{cmd}` failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         }
         Ok(())
     }
     fn pid(&self) -> Option<u32> {
         let name = self.process.as_deref()?;
         let procs = match self.ns.name() {
-            Some(n) => String::from_utf8(
-                std::process::Command::new("ip")
-                    .args(["netns", "pids", n])
-                    .output()
+            Some(n) => {
+                String::from_utf8(std::process::Command::new("ip").args(["netns", "pids", n]).output().ok()?.stdout)
                     .ok()?
-                    .stdout,
-            )
-            .ok()?,
-            None => String::from_utf8(
-                std::process::Command::new("pgrep")
-                    .args(["-x", name])
-                    .output()
-                    .ok()?
-                    .stdout,
-            )
-            .ok()?,
+            }
+            None => {
+                String::from_utf8(std::process::Command::new("pgrep").args(["-x", name]).output().ok()?.stdout).ok()?
+            }
         };
         procs
             .split_whitespace()
             .filter_map(|p| p.parse::<u32>().ok())
-            .find(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name)
-            })
+            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name))
     }
 }
 
@@ -195,28 +175,15 @@ impl Row {
 /// Places `calls` calls from `dialer` to `callee` (auto-answer), one at a
 /// time. Each call is held for `hold` (the last one at least 2 s, when RSS
 /// is sampled), then the callee hangs up.
-pub fn measure(
-    dialer: &mut dyn Dialer,
-    callee: &Baresip,
-    calls: usize,
-    hold: Duration,
-) -> Result<Row> {
-    let mut row = Row {
-        label: dialer.label(),
-        calls,
-        failures: 0,
-        times_ms: vec![],
-        dialer_rss_kib: None,
-        callee_rss_kib: None,
-    };
+pub fn measure(dialer: &mut dyn Dialer, callee: &Baresip, calls: usize, hold: Duration) -> Result<Row> {
+    let mut row =
+        Row { label: dialer.label(), calls, failures: 0, times_ms: vec![], dialer_rss_kib: None, callee_rss_kib: None };
     let uri = callee.contact_uri();
     for i in 0..calls {
         let t0 = Instant::now();
         dialer.dial(&uri)?;
         match callee.wait_event("CALL_ESTABLISHED", Duration::from_secs(10)) {
-            Ok(ev) => row
-                .times_ms
-                .push(ev.at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
+            Ok(ev) => row.times_ms.push(ev.at.saturating_duration_since(t0).as_secs_f64() * 1000.0),
             Err(e) => {
                 eprintln!("{}: call {i} failed: {e}", row.label);
                 row.failures += 1;
@@ -248,10 +215,7 @@ pub fn markdown(rows: &[Row]) -> String {
          | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let ms = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "–".into());
-    let mib = |v: Option<u64>| {
-        v.map(|v| format!("{:.1}", v as f64 / 1024.0))
-            .unwrap_or_else(|| "–".into())
-    };
+    let mib = |v: Option<u64>| v.map(|v| format!("{:.1}", v as f64 / 1024.0)).unwrap_or_else(|| "–".into());
     for r in rows {
         s += &format!(
             "| {} | {}/{} | {} | {} | {} | {} | {} |\n",

@@ -12,21 +12,14 @@ use crate::{Bus, Huisd, bin_dir};
 
 /// Starts `huisd --session --board sim` inside `ns` (does not wait).
 pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
-    let root = tempfile::Builder::new()
-        .prefix("huisd")
-        .tempdir_in(bus.dir.path())
-        .unwrap()
-        .keep();
+    let root = tempfile::Builder::new().prefix("huisd").tempdir_in(bus.dir.path()).unwrap().keep();
     let config = root.join("huis.toml");
     // As on main's Huisd::spawn: unless the test chose, SIP takes a free port.
     // Peer tests should choose (`[sip] listen = "127.0.0.1:<ns.port()>"`), so
     // the peers know where to call.
     let text = config_text.unwrap_or("");
-    let text = if text.contains("[sip]") {
-        text.to_owned()
-    } else {
-        format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n")
-    };
+    let text =
+        if text.contains("[sip]") { text.to_owned() } else { format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n") };
     std::fs::write(&config, text).unwrap();
     let state_dir = root.join("state");
     let log = root.join("huisd.log");
@@ -38,22 +31,14 @@ pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]
         .arg(&state_dir)
         .args(extra)
         .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
         .env_remove("JOURNAL_STREAM")
         .env_remove("NOTIFY_SOCKET")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("start huisd in the test namespace");
-    Huisd {
-        child,
-        config,
-        state_dir,
-        log,
-    }
+    Huisd { child, config, state_dir, log }
 }
 
 /// Starts huisd inside `ns` and waits (up to 60 s) until it owns its bus name.
@@ -63,24 +48,13 @@ pub async fn start_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>) -> Huisd
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if dbus
-            .name_has_owner("org.huis.Room1".try_into().unwrap())
-            .await
-            .unwrap_or(false)
-        {
+        if dbus.name_has_owner("org.huis.Room1".try_into().unwrap()).await.unwrap_or(false) {
             return d;
         }
         if let Ok(Some(st)) = d.child.try_wait() {
-            panic!(
-                "huisd exited with {st} before it was ready:\n{}",
-                d.log_text()
-            );
+            panic!("huisd exited with {st} before it was ready:\n{}", d.log_text());
         }
-        assert!(
-            Instant::now() < deadline,
-            "huisd not ready within 60 s:\n{}",
-            d.log_text()
-        );
+        assert!(Instant::now() < deadline, "huisd not ready within 60 s:\n{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -57,10 +57,7 @@ impl KamailioOpts {
     pub fn new(users: &[(&str, &str)]) -> KamailioOpts {
         KamailioOpts {
             port: None,
-            users: users
-                .iter()
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-                .collect(),
+            users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
             algorithm: Algorithm::Md5,
             auth_requests: true,
         }
@@ -93,12 +90,7 @@ pub struct Kamailio {
 impl Kamailio {
     /// Shorthand for [`Kamailio::start_with`]: `port` (None: allocate), users
     /// and algorithm, authenticating requests too.
-    pub fn start(
-        ns: &NetNs,
-        port: Option<u16>,
-        users: &[(&str, &str)],
-        algorithm: Algorithm,
-    ) -> Result<Kamailio> {
+    pub fn start(ns: &NetNs, port: Option<u16>, users: &[(&str, &str)], algorithm: Algorithm) -> Result<Kamailio> {
         let mut o = KamailioOpts::new(users);
         o.port = port;
         o.algorithm = algorithm;
@@ -121,10 +113,7 @@ impl Kamailio {
             .output()
             .context("run kamailio (Debian package kamailio)")?;
         if !out.status.success() {
-            bail!(
-                "kamailio rejects the generated config:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            bail!("kamailio rejects the generated config:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         let log = std::fs::File::create(dir.path().join("kamailio.log"))?;
         let child = ns
@@ -142,30 +131,17 @@ impl Kamailio {
             .stderr(log)
             .spawn()
             .context("start kamailio")?;
-        let mut k = Kamailio {
-            child: Some(child),
-            dir: Some(dir),
-            ns: ns.clone(),
-            port,
-        };
+        let mut k = Kamailio { child: Some(child), dir: Some(dir), ns: ns.clone(), port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Ok(200) = options_ping(
-                ns,
-                Transport::Udp,
-                ("127.0.0.1", port),
-                Duration::from_millis(300),
-            ) {
+            if let Ok(200) = options_ping(ns, Transport::Udp, ("127.0.0.1", port), Duration::from_millis(300)) {
                 return Ok(k);
             }
             if let Some(Ok(Some(st))) = k.child.as_mut().map(|c| c.try_wait()) {
                 bail!("kamailio exited with {st}:\n{}", k.log_text());
             }
             if Instant::now() > deadline {
-                bail!(
-                    "kamailio not answering OPTIONS within 10 s:\n{}",
-                    k.log_text()
-                );
+                bail!("kamailio not answering OPTIONS within 10 s:\n{}", k.log_text());
             }
         }
     }
@@ -225,17 +201,12 @@ impl Kamailio {
 
     /// How many `method` requests from `user` (`None`: anyone) arrived.
     pub fn count(&self, method: &str, user: Option<&str>) -> usize {
-        self.requests()
-            .iter()
-            .filter(|r| r.method == method && user.is_none_or(|u| r.user == u))
-            .count()
+        self.requests().iter().filter(|r| r.method == method && user.is_none_or(|u| r.user == u)).count()
     }
 
     /// True once a REGISTER from `user` was accepted (HUIS-REGISTERED logged).
     pub fn has_registered(&self, user: &str) -> bool {
-        self.log_text()
-            .lines()
-            .any(|l| l.contains(&format!("HUIS-REGISTERED user={user} ")))
+        self.log_text().lines().any(|l| l.contains(&format!("HUIS-REGISTERED user={user} ")))
     }
 
     pub fn pid(&self) -> u32 {
@@ -284,10 +255,7 @@ fn config(port: u16, o: &KamailioOpts) -> String {
     for (u, p) in &o.users {
         // htable keys and values are config strings: keep them simple.
         assert!(
-            u.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-                && !p.contains('"')
-                && !p.contains('\\'),
+            u.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !p.contains('"') && !p.contains('\\'),
             "user names [A-Za-z0-9._-], passwords without quotes or backslashes"
         );
         users.push_str(&format!("    $sht(users=>{u}) = \"{p}\";\n"));

@@ -39,10 +39,7 @@ pub struct Report {
 fn unique() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
     format!("{:x}{:x}", t, N.fetch_add(1, Ordering::SeqCst))
 }
 
@@ -80,16 +77,8 @@ fn status_of(resp: &[u8], call_id: &str) -> Option<u16> {
 
 /// Sends one OPTIONS (`sip:IP:PORT` as R-URI) and returns the final status
 /// code. UDP retransmits every 200 ms; provisional responses are skipped.
-pub fn options_ping(
-    ns: &NetNs,
-    transport: Transport,
-    target: impl ToSocketAddrs,
-    timeout: Duration,
-) -> Result<u16> {
-    let addr = target
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| anyhow!("no address"))?;
+pub fn options_ping(ns: &NetNs, transport: Transport, target: impl ToSocketAddrs, timeout: Duration) -> Result<u16> {
+    let addr = target.to_socket_addrs()?.next().ok_or_else(|| anyhow!("no address"))?;
     options_ping_uri(ns, transport, addr, &format!("sip:{addr}"), timeout)
 }
 
@@ -141,9 +130,7 @@ pub fn options_ping_uri(
                 let mut buf = [0u8; 8192];
                 while Instant::now() < deadline {
                     s.set_read_timeout(Some(
-                        deadline
-                            .saturating_duration_since(Instant::now())
-                            .max(Duration::from_millis(1)),
+                        deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1)),
                     ))?;
                     let n = s.read(&mut buf).unwrap_or(0);
                     if n == 0 {
@@ -183,13 +170,7 @@ fn garbage(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn request(
-    method: &str,
-    ruri: &str,
-    headers: &[String],
-    body: &[u8],
-    content_length: Option<&str>,
-) -> Vec<u8> {
+fn request(method: &str, ruri: &str, headers: &[String], body: &[u8], content_length: Option<&str>) -> Vec<u8> {
     let mut m = format!("{method} {ruri} SIP/2.0\r\n").into_bytes();
     for h in headers {
         m.extend_from_slice(h.as_bytes());
@@ -207,10 +188,7 @@ fn request(
 /// The standard headers of a request to `ruri`, each removable by name.
 fn std_headers(ruri: &str, id: &str, method: &str, without: &str) -> Vec<String> {
     [
-        (
-            "Via",
-            format!("Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{id}"),
-        ),
+        ("Via", format!("Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bK{id}")),
         ("Max-Forwards", "Max-Forwards: 70".to_string()),
         ("From", format!("From: <sip:evil@127.0.0.1>;tag={id}")),
         ("To", format!("To: <{ruri}>")),
@@ -229,13 +207,7 @@ const SDP: &str = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\
 /// The hostile messages, aimed at `ruri` (e.g. `sip:huis@127.0.0.1:5060`).
 pub fn cases(ruri: &str) -> Vec<Case> {
     let mut v = Vec::new();
-    let mut add = |name, bytes, tcp_only| {
-        v.push(Case {
-            name,
-            bytes,
-            tcp_only,
-        })
-    };
+    let mut add = |name, bytes, tcp_only| v.push(Case { name, bytes, tcp_only });
     let id = unique();
     let h = |without: &str, m: &str| std_headers(ruri, &format!("{id}{without}{m}"), m, without);
     let ct = "Content-Type: application/sdp".to_string();
@@ -247,21 +219,9 @@ pub fn cases(ruri: &str) -> Vec<Case> {
         request("INVITE", ruri, &hh, &SDP.as_bytes()[..60], Some("500")),
         false,
     );
-    add(
-        "huge Content-Length",
-        request("INVITE", ruri, &hh, SDP.as_bytes(), Some("4294967296000")),
-        false,
-    );
-    add(
-        "negative Content-Length",
-        request("INVITE", ruri, &hh, SDP.as_bytes(), Some("-1")),
-        false,
-    );
-    add(
-        "non-numeric Content-Length",
-        request("INVITE", ruri, &hh, SDP.as_bytes(), Some("lots")),
-        false,
-    );
+    add("huge Content-Length", request("INVITE", ruri, &hh, SDP.as_bytes(), Some("4294967296000")), false);
+    add("negative Content-Length", request("INVITE", ruri, &hh, SDP.as_bytes(), Some("-1")), false);
+    add("non-numeric Content-Length", request("INVITE", ruri, &hh, SDP.as_bytes(), Some("lots")), false);
     for missing in ["Via", "From", "To", "Call-ID", "CSeq"] {
         let name: &'static str = match missing {
             "Via" => "INVITE without Via",
@@ -272,60 +232,26 @@ pub fn cases(ruri: &str) -> Vec<Case> {
         };
         let mut hh = h(missing, "INVITE");
         hh.push(ct.clone());
-        add(
-            name,
-            request(
-                "INVITE",
-                ruri,
-                &hh,
-                SDP.as_bytes(),
-                Some(&SDP.len().to_string()),
-            ),
-            false,
-        );
+        add(name, request("INVITE", ruri, &hh, SDP.as_bytes(), Some(&SDP.len().to_string())), false);
     }
-    add(
-        "OPTIONS without Via",
-        request("OPTIONS", ruri, &h("Via", "OPTIONS"), b"", Some("0")),
-        false,
-    );
-    add(
-        "OPTIONS without Call-ID",
-        request("OPTIONS", ruri, &h("Call-ID", "OPTIONS"), b"", Some("0")),
-        false,
-    );
+    add("OPTIONS without Via", request("OPTIONS", ruri, &h("Via", "OPTIONS"), b"", Some("0")), false);
+    add("OPTIONS without Call-ID", request("OPTIONS", ruri, &h("Call-ID", "OPTIONS"), b"", Some("0")), false);
     let mut hh = h("", "OPTIONS");
     hh.push(format!("X-Long: {}", "a".repeat(60_000)));
-    add(
-        "60 KB header line (UDP)",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        false,
-    );
+    add("60 KB header line (UDP)", request("OPTIONS", ruri, &hh, b"", Some("0")), false);
     let mut hh = h("", "OPTIONS");
     hh.push(format!("X-Long: {}", "b".repeat(70_000)));
-    add(
-        "70 KB header line (TCP)",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        true,
-    );
+    add("70 KB header line (TCP)", request("OPTIONS", ruri, &hh, b"", Some("0")), true);
     let mut hh = h("", "OPTIONS");
     for i in 0..500 {
         hh.push(format!("X-Many-{i}: {i}"));
     }
-    add(
-        "500 headers",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        false,
-    );
+    add("500 headers", request("OPTIONS", ruri, &hh, b"", Some("0")), false);
     let mut hh = h("", "OPTIONS");
     for _ in 0..200 {
         hh.push("Via: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKvia".into());
     }
-    add(
-        "200 Via headers",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        false,
-    );
+    add("200 Via headers", request("OPTIONS", ruri, &hh, b"", Some("0")), false);
     let mut m = request("OPTIONS", ruri, &h("", "OPTIONS"), b"", Some("0"));
     let bad = b"From: \"\xff\xfe\xc3\x28\xe2\x82\" <sip:\xf0\x28\x8c\x28@127.0.0.1>;tag=x\r\n";
     let pos = m.windows(6).position(|w| w == b"From: ").unwrap();
@@ -339,39 +265,22 @@ pub fn cases(ruri: &str) -> Vec<Case> {
     add("garbage bytes (60000)", garbage(60_000, 0xbad), false);
     add("empty datagram", Vec::new(), false);
     add("only CRLFs", b"\r\n\r\n\r\n\r\n".to_vec(), false);
-    add(
-        "request line only",
-        format!("INVITE {ruri} SIP/2.0\r\n").into_bytes(),
-        false,
-    );
+    add("request line only", format!("INVITE {ruri} SIP/2.0\r\n").into_bytes(), false);
     add(
         "SIP/9.0",
-        request("OPTIONS", ruri, &h("", "OPTIONS"), b"", Some("0"))
-            .replace_first(b"SIP/2.0\r\n", b"SIP/9.0\r\n"),
+        request("OPTIONS", ruri, &h("", "OPTIONS"), b"", Some("0")).replace_first(b"SIP/2.0\r\n", b"SIP/9.0\r\n"),
         false,
     );
     let mut hh = h("CSeq", "OPTIONS");
     hh.push("CSeq: 99999999999999999999 OPTIONS".into());
-    add(
-        "CSeq number overflow",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        false,
-    );
+    add("CSeq number overflow", request("OPTIONS", ruri, &hh, b"", Some("0")), false);
     let mut hh = h("CSeq", "OPTIONS");
     hh.push("CSeq: 1 INVITE".into());
-    add(
-        "CSeq method mismatch",
-        request("OPTIONS", ruri, &hh, b"", Some("0")),
-        false,
-    );
+    add("CSeq method mismatch", request("OPTIONS", ruri, &hh, b"", Some("0")), false);
     add("a response to nothing", format!("SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKnothing\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <{ruri}>;tag=2\r\nCall-ID: nothing-{id}\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n").into_bytes(), false);
     let mut hh = h("", "INVITE");
     hh.push(ct);
-    add(
-        "SDP garbage body",
-        request("INVITE", ruri, &hh, &garbage(300, 7), Some("300")),
-        false,
-    );
+    add("SDP garbage body", request("INVITE", ruri, &hh, &garbage(300, 7), Some("300")), false);
     v
 }
 
@@ -390,12 +299,7 @@ impl ReplaceFirst for Vec<u8> {
 /// Sends every case to `target` over `transports` (TCP: one connection per
 /// case, closed after a short read), then returns what came back. It never
 /// waits long: 40 ms per case for a response.
-pub fn send_cases(
-    ns: &NetNs,
-    target: SocketAddr,
-    cases: Vec<Case>,
-    transports: &[Transport],
-) -> Result<Report> {
+pub fn send_cases(ns: &NetNs, target: SocketAddr, cases: Vec<Case>, transports: &[Transport]) -> Result<Report> {
     let transports = transports.to_vec();
     ns.enter(move || -> Result<Report> {
         let mut report = Report::default();
@@ -410,18 +314,13 @@ pub fn send_cases(
                         let _ = udp.send_to(&c.bytes, target);
                         let code = udp.recv(&mut buf).ok().and_then(|n| {
                             let s = String::from_utf8_lossy(&buf[..n]);
-                            s.strip_prefix("SIP/2.0 ")?
-                                .split_whitespace()
-                                .next()?
-                                .parse()
-                                .ok()
+                            s.strip_prefix("SIP/2.0 ")?.split_whitespace().next()?.parse().ok()
                         });
                         report.sent.push((c.name, t, code));
                     }
                     Transport::Udp => {}
                     Transport::Tcp => {
-                        let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                        else {
+                        let Ok(mut s) = TcpStream::connect_timeout(&target, Duration::from_secs(2)) else {
                             bail!("TCP connect to {target} failed while sending `{}`", c.name);
                         };
                         s.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -429,9 +328,7 @@ pub fn send_cases(
                         let _ = s.write_all(&c.bytes);
                         let n = s.read(&mut buf).unwrap_or(0);
                         let s2 = String::from_utf8_lossy(&buf[..n]);
-                        let code = s2
-                            .strip_prefix("SIP/2.0 ")
-                            .and_then(|r| r.split_whitespace().next()?.parse().ok());
+                        let code = s2.strip_prefix("SIP/2.0 ").and_then(|r| r.split_whitespace().next()?.parse().ok());
                         report.sent.push((c.name, t, code));
                     }
                 }

@@ -62,12 +62,7 @@ impl NetNs {
 
     pub fn try_new() -> Result<NetNs> {
         if !is_root() {
-            return Ok(NetNs {
-                inner: Arc::new(Inner {
-                    name: None,
-                    next_port: Mutex::new(0),
-                }),
-            });
+            return Ok(NetNs { inner: Arc::new(Inner { name: None, next_port: Mutex::new(0) }) });
         }
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         if n == 0 {
@@ -81,12 +76,7 @@ impl NetNs {
         if !st.success() {
             bail!("`ip netns add {name}` failed: {st}");
         }
-        let ns = NetNs {
-            inner: Arc::new(Inner {
-                name: Some(name.clone()),
-                next_port: Mutex::new(5060),
-            }),
-        };
+        let ns = NetNs { inner: Arc::new(Inner { name: Some(name.clone()), next_port: Mutex::new(5060) }) };
         let st = ns.cmd("ip").args(["link", "set", "lo", "up"]).status()?;
         if !st.success() {
             bail!("bringing lo up in {name} failed: {st}");
@@ -124,8 +114,7 @@ impl NetNs {
         };
         std::thread::spawn(move || -> Result<T> {
             let path = PathBuf::from("/run/netns").join(&name);
-            let file =
-                std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
+            let file = std::fs::File::open(&path).with_context(|| format!("open {}", path.display()))?;
             use std::os::fd::AsRawFd;
             let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
             if rc != 0 {
@@ -181,10 +170,8 @@ fn remove_stale() {
         let Some(name) = line.split_whitespace().next() else {
             continue;
         };
-        let Some(pid) = name
-            .strip_prefix("huis-")
-            .and_then(|r| r.split('-').next())
-            .and_then(|p| p.parse::<u32>().ok())
+        let Some(pid) =
+            name.strip_prefix("huis-").and_then(|r| r.split('-').next()).and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };

@@ -151,14 +151,7 @@ impl Sipp {
             .args(["-m", &opts.calls.to_string()])
             .args(["-t", if opts.tcp { "t1" } else { "u1" }])
             .args(["-timeout", &format!("{}s", opts.timeout.as_secs().max(1))])
-            .args([
-                "-timeout_error",
-                "-nostdin",
-                "-trace_err",
-                "-trace_stat",
-                "-fd",
-                "1",
-            ])
+            .args(["-timeout_error", "-nostdin", "-trace_err", "-trace_stat", "-fd", "1"])
             .arg("-error_file")
             .arg(dir.path().join("errors.log"))
             .arg("-stf")
@@ -170,25 +163,15 @@ impl Sipp {
             cmd.args(["-s", s]);
         }
         if opts.trace_msg {
-            cmd.arg("-trace_msg")
-                .arg("-message_file")
-                .arg(dir.path().join("messages.log"));
+            cmd.arg("-trace_msg").arg("-message_file").arg(dir.path().join("messages.log"));
         }
         cmd.args(&opts.extra)
             .current_dir(dir.path())
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.path().join("stdout.log"))?)
             .stderr(std::fs::File::create(dir.path().join("stderr.log"))?);
-        let child = cmd
-            .spawn()
-            .context("start sipp (Debian package sip-tester)")?;
-        Ok(Sipp {
-            child: Some(child),
-            dir,
-            port,
-            timeout: opts.timeout,
-            started: Instant::now(),
-        })
+        let child = cmd.spawn().context("start sipp (Debian package sip-tester)")?;
+        Ok(Sipp { child: Some(child), dir, port, timeout: opts.timeout, started: Instant::now() })
     }
 
     /// Starts SIPp and waits for it to finish.
@@ -214,9 +197,7 @@ impl Sipp {
 
     /// Stops a running SIPp (SIGUSR1 makes SIPp dump and quit; then SIGKILL).
     pub fn stop(mut self) -> Result<SippResult> {
-        let Some(mut child) = self.child.take() else {
-            bail!("already stopped")
-        };
+        let Some(mut child) = self.child.take() else { bail!("already stopped") };
         unsafe { libc::kill(child.id() as i32, libc::SIGUSR1) };
         let code = match wait_exit(&mut child, Duration::from_secs(3)) {
             Some(st) => st.code(),
@@ -276,11 +257,7 @@ fn stats_counts(path: &PathBuf) -> (u64, u64) {
     let cols: Vec<&str> = header.split(';').collect();
     let vals: Vec<&str> = last.split(';').collect();
     let get = |name: &str| {
-        cols.iter()
-            .position(|c| *c == name)
-            .and_then(|i| vals.get(i))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
+        cols.iter().position(|c| *c == name).and_then(|i| vals.get(i)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     (get("SuccessfulCall(C)"), get("FailedCall(C)"))
 }
@@ -315,8 +292,7 @@ pub fn malformed_scenario() -> String {
         h += "Contact: <sip:sipp@[local_ip]:[local_port]>\n";
         h
     };
-    let sdp =
-        "v=0\no=- 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [local_ip]\nt=0 0\nm=audio 4000 RTP/AVP 0\n";
+    let sdp = "v=0\no=- 1 1 IN IP4 [local_ip]\ns=-\nc=IN IP4 [local_ip]\nt=0 0\nm=audio 4000 RTP/AVP 0\n";
     let mut msgs: Vec<String> = Vec::new();
     msgs.push(format!(
         "INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}Content-Type: application/sdp\nContent-Length: 900\n\n{}",
@@ -359,9 +335,7 @@ pub fn malformed_scenario() -> String {
         "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis malformed then OPTIONS\">\n",
     );
     for m in msgs {
-        xml += &format!(
-            "  <send>\n    <![CDATA[\n{m}\n    ]]>\n  </send>\n  <pause milliseconds=\"50\"/>\n"
-        );
+        xml += &format!("  <send>\n    <![CDATA[\n{m}\n    ]]>\n  </send>\n  <pause milliseconds=\"50\"/>\n");
     }
     xml += &format!(
         "  <pause milliseconds=\"300\"/>\n  <send retrans=\"200\">\n    <![CDATA[\nOPTIONS sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n{}Accept: application/sdp\nContent-Length: 0\n\n    ]]>\n  </send>\n",
@@ -389,9 +363,8 @@ pub fn info_dtmf_scenario(digits: &str) -> String {
             if to_tag { "[peer_tag_param]" } else { "" }
         )
     };
-    let mut xml = String::from(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis INFO DTMF\">\n",
-    );
+    let mut xml =
+        String::from("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis INFO DTMF\">\n");
     xml += &format!(
         "  <send retrans=\"500\"><![CDATA[\n{}Content-Type: application/sdp\nContent-Length: [len]\n\n\
          v=0\no=- 1 1 IN IP[local_ip_type] [local_ip]\ns=-\nc=IN IP[media_ip_type] [media_ip]\nt=0 0\n\

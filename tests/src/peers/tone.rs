@@ -21,11 +21,7 @@ pub struct Wav {
 impl Wav {
     /// The first channel only.
     pub fn mono(&self) -> Vec<f32> {
-        self.samples
-            .iter()
-            .step_by(self.channels.max(1) as usize)
-            .copied()
-            .collect()
+        self.samples.iter().step_by(self.channels.max(1) as usize).copied().collect()
     }
 
     pub fn seconds(&self) -> f64 {
@@ -35,19 +31,11 @@ impl Wav {
 
 /// Writes a 16-bit PCM WAV holding a sine of `hz` for `seconds`, the same
 /// signal in every channel; `amplitude` is linear, 0..1 of full scale.
-pub fn write_sine_wav(
-    path: &Path,
-    hz: f32,
-    seconds: f32,
-    rate: u32,
-    channels: u16,
-    amplitude: f32,
-) -> Result<()> {
+pub fn write_sine_wav(path: &Path, hz: f32, seconds: f32, rate: u32, channels: u16, amplitude: f32) -> Result<()> {
     let frames = (seconds as f64 * rate as f64).round() as usize;
     let mut pcm = Vec::with_capacity(frames * channels as usize * 2);
     for i in 0..frames {
-        let v = (amplitude as f64 * (2.0 * PI * hz as f64 * i as f64 / rate as f64).sin())
-            .clamp(-1.0, 1.0);
+        let v = (amplitude as f64 * (2.0 * PI * hz as f64 * i as f64 / rate as f64).sin()).clamp(-1.0, 1.0);
         let s = (v * 32767.0).round() as i16;
         for _ in 0..channels {
             pcm.extend_from_slice(&s.to_le_bytes());
@@ -94,21 +82,12 @@ pub fn read_wav(path: &Path) -> Result<Wav> {
             let rate = u32::from_le_bytes(b[body + 4..body + 8].try_into().unwrap());
             fmt = Some((f(0), f(2), rate, f(14)));
         } else if id == b"data" {
-            let (format, channels, rate, bits) =
-                fmt.with_context(|| format!("{}: data before fmt", path.display()))?;
-            let end = if len == 0 || body + len > b.len() {
-                b.len()
-            } else {
-                body + len
-            };
+            let (format, channels, rate, bits) = fmt.with_context(|| format!("{}: data before fmt", path.display()))?;
+            let end = if len == 0 || body + len > b.len() { b.len() } else { body + len };
             let data = &b[body..end];
             let samples = decode(data, format, bits)
                 .with_context(|| format!("{}: format {format}, {bits} bits", path.display()))?;
-            return Ok(Wav {
-                rate,
-                channels,
-                samples,
-            });
+            return Ok(Wav { rate, channels, samples });
         }
         pos = body + len + (len & 1);
     }
@@ -118,10 +97,7 @@ pub fn read_wav(path: &Path) -> Result<Wav> {
 fn decode(data: &[u8], format: u16, bits: u16) -> Result<Vec<f32>> {
     // 0xFFFE (extensible) is treated by its bit depth: integer unless 32-bit float was meant.
     Ok(match (format, bits) {
-        (1 | 0xFFFE, 16) => data
-            .chunks_exact(2)
-            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0)
-            .collect(),
+        (1 | 0xFFFE, 16) => data.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]]) as f32 / 32768.0).collect(),
         (1 | 0xFFFE, 8) => data.iter().map(|&v| (v as f32 - 128.0) / 128.0).collect(),
         (1 | 0xFFFE, 24) => data
             .chunks_exact(3)
@@ -131,10 +107,7 @@ fn decode(data: &[u8], format: u16, bits: u16) -> Result<Vec<f32>> {
             .chunks_exact(4)
             .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f32 / 2_147_483_648.0)
             .collect(),
-        (3 | 0xFFFE, 32) => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
+        (3 | 0xFFFE, 32) => data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         _ => bail!("unsupported WAV sample format"),
     })
 }
@@ -145,16 +118,8 @@ pub fn rms_dbfs(samples: &[f32]) -> f64 {
     if samples.is_empty() {
         return -120.0;
     }
-    let ms = samples
-        .iter()
-        .map(|&s| (s as f64) * (s as f64))
-        .sum::<f64>()
-        / samples.len() as f64;
-    if ms <= 1e-12 {
-        -120.0
-    } else {
-        (10.0 * ms.log10()).max(-120.0)
-    }
+    let ms = samples.iter().map(|&s| (s as f64) * (s as f64)).sum::<f64>() / samples.len() as f64;
+    if ms <= 1e-12 { -120.0 } else { (10.0 * ms.log10()).max(-120.0) }
 }
 
 /// In-place iterative radix-2 FFT; `re.len()` must be a power of two.
@@ -264,14 +229,7 @@ pub fn tone_fraction(
     skip_ms: u32,
 ) -> Result<ToneReport> {
     let wav = read_wav(wav_path)?;
-    Ok(tone_fraction_of(
-        &wav.mono(),
-        wav.rate,
-        expected_hz,
-        tolerance_hz,
-        window_ms,
-        skip_ms,
-    ))
+    Ok(tone_fraction_of(&wav.mono(), wav.rate, expected_hz, tolerance_hz, window_ms, skip_ms))
 }
 
 /// [`tone_fraction`] on samples already in memory (mono).
@@ -300,20 +258,12 @@ pub fn tone_fraction_of(
             matching += 1;
         }
     }
-    let typical_hz = hist
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(f, _)| *f as f32)
-        .unwrap_or(0.0);
+    let typical_hz = hist.iter().max_by_key(|(_, n)| **n).map(|(f, _)| *f as f32).unwrap_or(0.0);
     ToneReport {
         windows,
         voiced,
         matching,
-        fraction: if voiced == 0 {
-            0.0
-        } else {
-            matching as f64 / voiced as f64
-        },
+        fraction: if voiced == 0 { 0.0 } else { matching as f64 / voiced as f64 },
         typical_hz,
         level_dbfs: rms_dbfs(body),
         seconds: mono.len() as f64 / rate as f64,
