@@ -3,6 +3,8 @@
 //! see. Nothing here is a mock: the bus, the daemon and the client are the
 //! programs that ship.
 
+pub mod peers;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Once;
