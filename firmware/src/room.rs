@@ -297,11 +297,12 @@ impl Room {
                 }
                 Notice::CallEnded { reason, failure } => {
                     self.incoming = false;
-                    if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
-                        let _ = crate::dbus::iface::Room1::call_ended(&em, &reason).await;
-                    }
+                    // LastError first, so a client reacting to the signal reads the reason.
                     if failure {
                         self.set_error(&reason).await;
+                    }
+                    if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
+                        let _ = crate::dbus::iface::Room1::call_ended(&em, &reason).await;
                     }
                 }
                 Notice::Registration(text, err) => {

@@ -27,6 +27,10 @@ pub trait Room1 {
     fn hangup(&self) -> zbus::Result<()>;
     fn set_muted(&self, muted: bool) -> zbus::Result<()>;
     fn press_button(&self, button: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn incoming_call(&self, remote_uri: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    fn call_ended(&self, reason: &str) -> zbus::Result<()>;
 }
 
 #[proxy(interface = "org.huis.Audio1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1/Audio")]
