@@ -156,6 +156,8 @@ impl AudioSession {
         let mut out =
             CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
         out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
+        out.tx_underruns = self.tx.underruns();
+        out.rx_underruns = self.rx.underruns();
         out
     }
 
@@ -944,8 +946,16 @@ fn stream_error(msg: &gst::Message) -> MediaError {
     }
 }
 
-/// The pacer: every ptime, take what the DSP thread queued (silence where it is late or muted)
-/// and push it with exact timestamps. This is what keeps RTP flowing no matter what.
+/// How late the DSP thread may be before the pacer fills in silence.
+const TX_GRACE: Duration = Duration::from_millis(30);
+/// How often the pacer looks at the send ring.
+const TX_POLL: Duration = Duration::from_millis(5);
+
+/// The pacer. A packet leaves as soon as the DSP thread has delivered a ptime of audio, stamped
+/// by sample count, so the DSP's own lateness becomes network jitter for the far end's jitter
+/// buffer rather than a hole in the audio. When a packet is more than [`TX_GRACE`] overdue on the
+/// wall clock (the DSP thread is stalled or absent), it goes out padded with silence: RTP keeps
+/// flowing no matter what, every ptime.
 fn pace(
     shared: Arc<Shared>,
     mut reader: TxReader,
@@ -955,12 +965,12 @@ fn pace(
 ) {
     let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
     let mut frame = vec![0f32; samples];
-    let start = Instant::now();
+    let waited = Instant::now();
     let base = loop {
         if let Some(t) = pipeline.current_running_time() {
             break t;
         }
-        if shared.stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(2) {
+        if shared.stop.load(Ordering::Relaxed) || waited.elapsed() > Duration::from_secs(2) {
             break gst::ClockTime::ZERO;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -968,42 +978,50 @@ fn pace(
     let start = Instant::now();
     let mut k: u32 = 0;
     let mut discont = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let due = start + ptime * k;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        } else if now - due > ptime * 10 {
-            // Stalled (a suspended VM, a starved core): jump to now instead of bursting.
-            k = ((now - start).as_nanos() / ptime.as_nanos()) as u32;
-            discont = true;
-            continue;
-        }
-        reader.read(&mut frame, samples * 2);
-        if shared.muted.load(Ordering::Relaxed) {
-            frame.fill(0.0);
-        }
-        let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
-            break;
-        };
-        {
-            let b = buffer.get_mut().expect("a new buffer is writable");
-            let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
-            b.set_pts(pts);
-            b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
-            if discont {
-                b.set_flags(gst::BufferFlags::DISCONT);
-                discont = false;
+    'run: while !shared.stop.load(Ordering::Relaxed) {
+        loop {
+            let now = Instant::now();
+            let due = start + ptime * (k + 1) + TX_GRACE;
+            if now > due + ptime * 10 {
+                // The pacer itself stalled (a suspended VM, a starved core): jump to now
+                // instead of sending a burst of catch-up packets.
+                k = ((now - start).as_nanos() / ptime.as_nanos()) as u32;
+                discont = true;
+                continue;
             }
-            let Ok(mut map) = b.map_writable() else { break };
-            for (dst, s) in map.chunks_exact_mut(4).zip(&frame) {
-                dst.copy_from_slice(&s.to_le_bytes());
+            if reader.available() < samples && now <= due {
+                break;
             }
+            reader.read(&mut frame);
+            if shared.muted.load(Ordering::Relaxed) {
+                frame.fill(0.0);
+            }
+            let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
+                break 'run;
+            };
+            {
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                let pts =
+                    base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
+                b.set_pts(pts);
+                b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
+                if discont {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                    discont = false;
+                }
+                let Ok(mut map) = b.map_writable() else {
+                    break 'run;
+                };
+                for (dst, s) in map.chunks_exact_mut(4).zip(&frame) {
+                    dst.copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            if appsrc.push_buffer(buffer).is_err() {
+                break 'run;
+            }
+            k += 1;
         }
-        if appsrc.push_buffer(buffer).is_err() {
-            break;
-        }
-        k += 1;
+        std::thread::sleep(TX_POLL);
     }
     reader.close();
     let _ = appsrc.end_of_stream();

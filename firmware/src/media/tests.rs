@@ -125,6 +125,17 @@ fn windows_after_onset(heard: &[f32]) -> Vec<&[f32]> {
 
 fn assert_tone(heard: &[f32], hz: f32, what: &str) {
     let windows = windows_after_onset(heard);
+    // Dropouts: 10 ms frames that went (nearly) silent in the middle of the tone.
+    let frames: Vec<&[f32]> = windows
+        .iter()
+        .flat_map(|w| w.chunks_exact(DSP_FRAME))
+        .collect();
+    let holes = frames.iter().filter(|f| rms(f) < 0.1).count();
+    assert!(
+        holes * 10 <= frames.len(),
+        "{what}: {holes} of {} 10 ms frames dropped out",
+        frames.len()
+    );
     assert!(
         windows.len() >= 10,
         "{what}: only {} windows of audio",
@@ -142,6 +153,11 @@ fn assert_tone(heard: &[f32], hz: f32, what: &str) {
     );
 }
 
+/// What a failed audio check prints: both ends' statistics, underruns included.
+fn diag(what: &str, a: &AudioSession, b: &AudioSession) -> String {
+    format!("{what}\n  A: {:?}\n  B: {:?}\n", a.stats(), b.stats())
+}
+
 fn wait_stats(s: &AudioSession, limit: Duration, ok: impl Fn(&CallStats) -> bool) -> CallStats {
     let until = Instant::now() + limit;
     loop {
@@ -157,7 +173,7 @@ fn wait_stats(s: &AudioSession, limit: Duration, ok: impl Fn(&CallStats) -> bool
 fn opus_carries_a_tone_and_reports_stats_with_rtt() {
     let (a, b) = Setup::new(CodecParams::opus(111)).start();
     let heard = run(&a, &b, Duration::from_millis(3000), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus");
+    assert_tone(&heard, 1000.0, &diag("opus", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     let sb = b.stats();
     assert_eq!(sa.codec, AudioCodec::Opus);
@@ -182,7 +198,7 @@ fn ipv6_loopback_carries_a_tone() {
     setup.bind = "[::1]:0".parse().unwrap();
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2000), 440.0, |_| {});
-    assert_tone(&heard, 440.0, "PCMU over IPv6");
+    assert_tone(&heard, 440.0, &diag("PCMU over IPv6", &a, &b));
     let sb = wait_stats(&b, Duration::from_secs(2), |s| s.rtcp_received > 0);
     assert!(sb.rtcp_received > 0, "RTCP over IPv6 too: {sb:?}");
 }
@@ -191,7 +207,7 @@ fn ipv6_loopback_carries_a_tone() {
 fn g722_carries_a_tone() {
     let (a, b) = Setup::new(CodecParams::g722()).start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "G.722");
+    assert_tone(&heard, 1000.0, &diag("G.722", &a, &b));
 }
 
 /// DTMF digits sent at A come out at B in order (the tones themselves are checked elsewhere).
@@ -258,7 +274,7 @@ fn pcma_mute_keeps_rtp_flowing_with_silence() {
         "B received {before} packets before the mute and {after} after 1.5 s"
     );
     let (loud, muted) = heard.split_at(DSP_FRAME * 150);
-    assert_tone(loud, 440.0, "PCMA before mute");
+    assert_tone(loud, 440.0, &diag("PCMA before mute", &a, &b));
     let tail = &muted[DSP_FRAME * 40..]; // 400 ms for the pipeline to drain
     assert!(rms(tail) < 0.005, "muted audio has rms {}", rms(tail));
 }
@@ -269,7 +285,7 @@ fn rtcp_mux_carries_audio_and_rtcp_on_one_port() {
     setup.rtcp_mux = true;
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus with rtcp-mux");
+    assert_tone(&heard, 1000.0, &diag("opus with rtcp-mux", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     assert!(
         sa.rtt_ms.is_some(),
@@ -292,7 +308,7 @@ fn srtp_carries_a_tone_and_rtcp() {
     setup.rtcp_mux = true;
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus over SRTP");
+    assert_tone(&heard, 1000.0, &diag("opus over SRTP", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     assert!(
         sa.rtt_ms.is_some(),
