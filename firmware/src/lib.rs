@@ -1,2 +1,10 @@
-//! huis firmware library: the pieces of huisd and huisctl.
+//! huis firmware: the pieces of `huisd` (the room daemon) and `huisctl` (its
+//! command-line client). See ARCHITECTURE.md for the map.
+
+pub mod audio;
+pub mod config;
+pub mod daemon;
+pub mod dbus;
+pub mod hardware;
 pub mod media;
+pub mod room;

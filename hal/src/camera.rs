@@ -85,10 +85,16 @@ pub trait Camera: Send + Sync {
 /// Lists the V4L2 video capture devices present (`/dev/video*` that can capture).
 pub fn enumerate_v4l2() -> Vec<CameraInfo> {
     let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/dev") else { return out };
+    let Ok(dir) = std::fs::read_dir("/dev") else {
+        return out;
+    };
     let mut paths: Vec<PathBuf> = dir
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("video")))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("video"))
+        })
         .collect();
     paths.sort();
     for p in paths {
@@ -110,7 +116,9 @@ pub struct V4l2Camera {
 
 impl V4l2Camera {
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_owned() }
+        Self {
+            path: path.to_owned(),
+        }
     }
 
     fn open(&self) -> Result<v4l::Device> {
@@ -122,20 +130,34 @@ impl V4l2Camera {
     }
 
     fn io_err(&self, what: &'static str) -> impl Fn(std::io::Error) -> HalError + '_ {
-        move |source| HalError::Io { device: self.path.display().to_string(), what, source }
+        move |source| HalError::Io {
+            device: self.path.display().to_string(),
+            what,
+            source,
+        }
     }
 
     fn can_capture(&self) -> bool {
         self.open()
             .and_then(|d| d.query_caps().map_err(self.io_err("querying capabilities")))
-            .is_ok_and(|c| c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE))
+            .is_ok_and(|c| {
+                c.capabilities
+                    .contains(v4l::capability::Flags::VIDEO_CAPTURE)
+            })
     }
 }
 
 impl Camera for V4l2Camera {
     fn info(&self) -> Result<CameraInfo> {
-        let caps = self.open()?.query_caps().map_err(self.io_err("querying capabilities"))?;
-        Ok(CameraInfo { device: self.path.display().to_string(), card: caps.card, driver: caps.driver })
+        let caps = self
+            .open()?
+            .query_caps()
+            .map_err(self.io_err("querying capabilities"))?;
+        Ok(CameraInfo {
+            device: self.path.display().to_string(),
+            card: caps.card,
+            driver: caps.driver,
+        })
     }
 
     fn formats(&self) -> Result<Vec<VideoFormat>> {
@@ -144,14 +166,19 @@ impl Camera for V4l2Camera {
         let mut out = Vec::new();
         for f in dev.enum_formats().map_err(self.io_err("listing formats"))? {
             let fourcc = f.fourcc.str().unwrap_or("????").to_owned();
-            for size in dev.enum_framesizes(f.fourcc).map_err(self.io_err("listing frame sizes"))? {
+            for size in dev
+                .enum_framesizes(f.fourcc)
+                .map_err(self.io_err("listing frame sizes"))?
+            {
                 for d in size.size.to_discrete() {
                     let mut rates: Vec<u32> = dev
                         .enum_frameintervals(f.fourcc, d.width, d.height)
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|i| match &i.interval {
-                            v4l::frameinterval::FrameIntervalEnum::Discrete(fr) if fr.numerator > 0 => {
+                            v4l::frameinterval::FrameIntervalEnum::Discrete(fr)
+                                if fr.numerator > 0 =>
+                            {
                                 Some(fr.denominator / fr.numerator)
                             }
                             _ => None,
@@ -159,7 +186,12 @@ impl Camera for V4l2Camera {
                         .collect();
                     rates.sort_unstable_by(|a, b| b.cmp(a));
                     rates.dedup();
-                    out.push(VideoFormat { fourcc: fourcc.clone(), width: d.width, height: d.height, framerates: rates });
+                    out.push(VideoFormat {
+                        fourcc: fourcc.clone(),
+                        width: d.width,
+                        height: d.height,
+                        framerates: rates,
+                    });
                 }
             }
         }
@@ -169,7 +201,10 @@ impl Camera for V4l2Camera {
     fn controls(&self) -> Result<Vec<Control>> {
         let dev = self.open()?;
         let mut out = Vec::new();
-        for d in dev.query_controls().map_err(self.io_err("listing controls"))? {
+        for d in dev
+            .query_controls()
+            .map_err(self.io_err("listing controls"))?
+        {
             if d.flags.contains(v4l::control::Flags::DISABLED) {
                 continue;
             }
@@ -205,8 +240,11 @@ impl Camera for V4l2Camera {
                 reason: format!("has no control {id:?}"),
             })?;
         let v = value.clamp(ctl.min, ctl.max);
-        dev.set_control(v4l::control::Control { id: id.v4l2(), value: v4l::control::Value::Integer(v) })
-            .map_err(self.io_err("setting a control"))?;
+        dev.set_control(v4l::control::Control {
+            id: id.v4l2(),
+            value: v4l::control::Value::Integer(v),
+        })
+        .map_err(self.io_err("setting a control"))?;
         Ok(v)
     }
 
@@ -227,7 +265,9 @@ pub struct SimCamera {
 
 impl Default for SimCamera {
     fn default() -> Self {
-        Self { ptz: Mutex::new([0, 0, 100]) }
+        Self {
+            ptz: Mutex::new([0, 0, 100]),
+        }
     }
 }
 
@@ -239,13 +279,22 @@ const SIM_RANGES: [(ControlId, &str, i64, i64, i64); 3] = [
 
 impl Camera for SimCamera {
     fn info(&self) -> Result<CameraInfo> {
-        Ok(CameraInfo { device: "sim".into(), card: "huis test-pattern camera".into(), driver: "gstreamer".into() })
+        Ok(CameraInfo {
+            device: "sim".into(),
+            card: "huis test-pattern camera".into(),
+            driver: "gstreamer".into(),
+        })
     }
 
     fn formats(&self) -> Result<Vec<VideoFormat>> {
         Ok([(1920, 1080), (1280, 720), (640, 360)]
             .into_iter()
-            .map(|(w, h)| VideoFormat { fourcc: "I420".into(), width: w, height: h, framerates: vec![30, 25, 15] })
+            .map(|(w, h)| VideoFormat {
+                fourcc: "I420".into(),
+                width: w,
+                height: h,
+                framerates: vec![30, 25, 15],
+            })
             .collect())
     }
 
@@ -267,10 +316,13 @@ impl Camera for SimCamera {
     }
 
     fn set_control(&self, id: ControlId, value: i64) -> Result<i64> {
-        let i = SIM_RANGES.iter().position(|r| r.0 == id).ok_or_else(|| HalError::Device {
-            device: "sim".into(),
-            reason: format!("has no control {id:?}"),
-        })?;
+        let i = SIM_RANGES
+            .iter()
+            .position(|r| r.0 == id)
+            .ok_or_else(|| HalError::Device {
+                device: "sim".into(),
+                reason: format!("has no control {id:?}"),
+            })?;
         let v = value.clamp(SIM_RANGES[i].2, SIM_RANGES[i].3);
         self.ptz.lock().unwrap()[i] = v;
         Ok(v)
@@ -295,20 +347,34 @@ mod tests {
         assert_eq!(cam.set_control(ControlId::Zoom, 9999).unwrap(), 500);
         assert_eq!(cam.set_control(ControlId::Pan, -100).unwrap(), -100);
         let c = cam.controls().unwrap();
-        assert_eq!(c.iter().find(|c| c.id == ControlId::Zoom).unwrap().value, 500);
+        assert_eq!(
+            c.iter().find(|c| c.id == ControlId::Zoom).unwrap().value,
+            500
+        );
         assert!(cam.set_control(ControlId::Other(1), 1).is_err());
     }
 
     #[test]
     fn v4l2_ids_round_trip() {
-        for id in [ControlId::Pan, ControlId::Tilt, ControlId::Zoom, ControlId::Other(0x0098_0900)] {
+        for id in [
+            ControlId::Pan,
+            ControlId::Tilt,
+            ControlId::Zoom,
+            ControlId::Other(0x0098_0900),
+        ] {
             assert_eq!(ControlId::from_v4l2(id.v4l2()), id);
         }
     }
 
     #[test]
     fn missing_v4l2_device_is_a_clear_error() {
-        let e = V4l2Camera::new(Path::new("/nonexistent/video9")).info().unwrap_err().to_string();
-        assert!(e.contains("/nonexistent/video9") && e.contains("opening the camera"), "{e}");
+        let e = V4l2Camera::new(Path::new("/nonexistent/video9"))
+            .info()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/nonexistent/video9") && e.contains("opening the camera"),
+            "{e}"
+        );
     }
 }

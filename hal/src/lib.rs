@@ -23,15 +23,29 @@ pub mod leds;
 #[derive(Debug, thiserror::Error)]
 pub enum HalError {
     #[error("{device}: {what}: {source}")]
-    Io { device: String, what: &'static str, #[source] source: std::io::Error },
+    Io {
+        device: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{device}: ALSA {what}: {source}")]
-    Alsa { device: String, what: &'static str, #[source] source: alsa::Error },
+    Alsa {
+        device: String,
+        what: &'static str,
+        #[source]
+        source: alsa::Error,
+    },
     #[error("{device}: {reason}")]
     Device { device: String, reason: String },
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error("GPIO {chip} line {line}: {reason}")]
-    Gpio { chip: String, line: u32, reason: String },
+    Gpio {
+        chip: String,
+        line: u32,
+        reason: String,
+    },
     #[error("GStreamer: {0}")]
     Gst(String),
 }

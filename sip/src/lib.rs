@@ -1,1 +1,19 @@
-//! Sans-IO SIP core (see ARCHITECTURE.md).
+//! Sans-IO SIP core for huis (see `ARCHITECTURE.md` and `sip/ARCHITECTURE-sip.md`).
+//!
+//! Nothing here opens a socket, starts a task or reads a clock: the firmware shell feeds
+//! received bytes and the current time in, and takes bytes to send, the next deadline and
+//! events out.
+
+#![warn(missing_docs)]
+
+pub mod digest;
+pub mod dtmf;
+pub mod framing;
+pub mod msg;
+pub mod sdp;
+pub mod transaction;
+pub mod types;
+pub mod ua;
+
+pub use types::*;
+pub use ua::UserAgent;

@@ -1,1 +1,246 @@
-//! Shared harness for the integration tests.
+//! Harness for the integration tests: a private `dbus-daemon`, huisd and
+//! huisctl as real processes, and helpers to wait for what a person would
+//! see. Nothing here is a mock: the bus, the daemon and the client are the
+//! programs that ship.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+/// The workspace's target directory holding huisd and huisctl.
+pub fn bin_dir() -> PathBuf {
+    static BUILD: Once = Once::new();
+    // The test binary lives in target/<profile>/deps; the daemons one level up.
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf();
+    BUILD.call_once(|| {
+        // Make sure the binaries under test are the current ones.
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-q", "-p", "huis-firmware", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let st = cmd.status().expect("run cargo build for huisd and huisctl");
+        assert!(st.success(), "building huisd and huisctl failed");
+    });
+    dir
+}
+
+/// A private session bus, torn down on drop.
+pub struct Bus {
+    child: Child,
+    pub address: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Bus {
+    pub fn start() -> Bus {
+        Self::start_with_policy(None)
+    }
+
+    /// Starts a bus; with `policy`, a system-bus-like configuration that
+    /// denies by default and includes the given policy file.
+    pub fn start_with_policy(policy: Option<&Path>) -> Bus {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let sock = dir.path().join("bus");
+        let conf = dir.path().join("bus.conf");
+        let body = match policy {
+            None => "<policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/><allow eavesdrop=\"true\"/><allow own=\"*\"/></policy>".to_string(),
+            Some(p) => format!(
+                "<policy context=\"default\"><allow user=\"*\"/><deny send_type=\"method_call\"/><allow send_destination=\"org.freedesktop.DBus\"/><allow send_type=\"signal\"/><allow send_requested_reply=\"true\" send_type=\"method_return\"/><allow send_requested_reply=\"true\" send_type=\"error\"/><allow receive_type=\"method_call\"/><allow receive_type=\"method_return\"/><allow receive_type=\"error\"/><allow receive_type=\"signal\"/></policy><include>{}</include>",
+                p.display()
+            ),
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n<busconfig><type>session</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>{body}</busconfig>\n",
+                sock.display()
+            ),
+        )
+        .unwrap();
+        if policy.is_some() {
+            // Other users must reach the socket for policy tests.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", conf.display()))
+            .args(["--nofork", "--print-address=1", "--nopidfile"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("dbus-daemon (Debian package dbus-daemon) must be installed");
+        let mut out = child.stdout.take().unwrap();
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        use std::io::Read;
+        while out.read(&mut byte).unwrap_or(0) == 1 && byte[0] != b'\n' {
+            buf.push(byte[0]);
+        }
+        let address = String::from_utf8(buf).unwrap().trim().to_owned();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed no address"
+        );
+        Bus {
+            child,
+            address,
+            dir,
+        }
+    }
+
+    pub async fn connect(&self) -> zbus::Connection {
+        zbus::connection::Builder::address(self.address.as_str())
+            .build()
+            .await
+            .expect("connect to the test bus")
+    }
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running huisd.
+pub struct Huisd {
+    pub child: Child,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Huisd {
+    /// Starts `huisd --session --board sim` on `bus` with `config_text` as its configuration.
+    pub fn spawn(bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        let _ = n;
+        let root = tempfile::Builder::new()
+            .prefix("huisd")
+            .tempdir_in(bus.dir.path())
+            .unwrap()
+            .keep();
+        let config = root.join("huis.toml");
+        if let Some(t) = config_text {
+            std::fs::write(&config, t).unwrap();
+        }
+        let state_dir = root.join("state");
+        let log = root.join("huisd.log");
+        let child = Command::new(bin_dir().join("huisd"))
+            .args(["--session", "--board", "sim", "--config"])
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(extra)
+            .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start huisd");
+        Huisd {
+            child,
+            config,
+            state_dir,
+            log,
+        }
+    }
+
+    /// Starts huisd and waits until it owns its bus name.
+    pub async fn start(bus: &Bus, config_text: Option<&str>) -> Huisd {
+        let mut d = Self::spawn(bus, config_text, &[]);
+        let conn = bus.connect().await;
+        let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if dbus
+                .name_has_owner("org.huis.Room1".try_into().unwrap())
+                .await
+                .unwrap_or(false)
+            {
+                return d;
+            }
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!(
+                    "huisd exited with {st} before it was ready:\n{}",
+                    d.log_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "huisd not ready within 60 s:\n{}",
+                d.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        wait_exit(&mut self.child, within)
+    }
+
+    /// Waits for huisd to exit on its own.
+    pub fn wait(&mut self, within: Duration) -> Option<ExitStatus> {
+        wait_exit(&mut self.child, within)
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Drop for Huisd {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs huisctl against `bus`.
+pub fn huisctl(bus: &Bus, args: &[&str]) -> Output {
+    Command::new(bin_dir().join("huisctl"))
+        .arg("--session")
+        .args(args)
+        .env("DBUS_SESSION_BUS_ADDRESS", &bus.address)
+        .output()
+        .expect("run huisctl")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

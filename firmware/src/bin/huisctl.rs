@@ -1,1 +1,456 @@
-fn main() {}
+//! huisctl: the room's command-line client. A thin D-Bus client of huisd,
+//! never a second way into its insides.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::StreamExt;
+use huis_firmware::dbus::BUS_NAME;
+use huis_firmware::dbus::client::{Audio1Proxy, Config1Proxy, Room1Proxy, Video1Proxy};
+use serde_json::{Value as Json, json};
+
+#[derive(Parser)]
+#[command(
+    name = "huisctl",
+    version,
+    about = "Control and inspect the huis room daemon"
+)]
+struct Cli {
+    /// Talk to huisd on the session bus (development, tests) instead of the system bus.
+    #[arg(long, global = true)]
+    session: bool,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the room's state, audio and video.
+    Status,
+    /// Read or change the configuration (validated by huisd).
+    Config {
+        #[command(subcommand)]
+        op: ConfigOp,
+    },
+    /// Mute or unmute the microphones.
+    Mute { state: OnOff },
+    /// Press a room button as a person would.
+    PressButton { button: ButtonName },
+    /// Dial a destination (sip:user@host).
+    Dial { uri: String },
+    /// Answer the incoming call.
+    Answer,
+    /// End the call.
+    Hangup,
+    /// Print state changes as they happen (Ctrl-C to stop).
+    Watch,
+}
+
+#[derive(Subcommand)]
+enum ConfigOp {
+    /// Print one key (section.key), a section, or everything.
+    Get { key: Option<String> },
+    /// Set one key; the value is TOML (true, 42, "text", ["opus","pcmu"]) or a bare word.
+    Set { key: String, value: String },
+    /// List the settable keys.
+    Keys,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ButtonName {
+    Call,
+    Mute,
+}
+
+/// Exit status when huisd cannot be reached.
+const EXIT_NOT_RUNNING: u8 = 3;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bus = if cli.session { "session" } else { "system" };
+    let conn = match if cli.session {
+        zbus::Connection::session().await
+    } else {
+        zbus::Connection::system().await
+    } {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("huisctl: cannot reach the {bus} bus: {e}");
+            return ExitCode::from(EXIT_NOT_RUNNING);
+        }
+    };
+    match running(&conn).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let hint = if cli.session {
+                "start it with `huisd --session`"
+            } else {
+                "start it with `systemctl start huisd`"
+            };
+            eprintln!(
+                "huisctl: huisd is not running (nobody owns {BUS_NAME} on the {bus} bus); {hint}"
+            );
+            return ExitCode::from(EXIT_NOT_RUNNING);
+        }
+        Err(e) => {
+            eprintln!("huisctl: cannot ask the {bus} bus whether huisd runs: {e}");
+            return ExitCode::from(EXIT_NOT_RUNNING);
+        }
+    }
+    match run(&cli, &conn).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("huisctl: {}", explain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn running(conn: &zbus::Connection) -> zbus::Result<bool> {
+    let dbus = zbus::fdo::DBusProxy::new(conn).await?;
+    Ok(dbus
+        .name_has_owner(BUS_NAME.try_into().expect("valid bus name"))
+        .await?)
+}
+
+/// A D-Bus error, as a person should read it: huisd's own message, not the
+/// error plumbing around it.
+fn explain(e: &zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, msg, _) => {
+            let msg = msg.as_deref().unwrap_or("");
+            match name.as_str() {
+                "org.freedesktop.DBus.Error.AccessDenied" => {
+                    "permission denied: changing the room needs root or membership of the group huis-admin".into()
+                }
+                "org.freedesktop.DBus.Error.ServiceUnknown" | "org.freedesktop.DBus.Error.NameHasNoOwner" => {
+                    "huisd stopped while the request was on its way".into()
+                }
+                _ if !msg.is_empty() => msg.to_owned(),
+                other => other.to_owned(),
+            }
+        }
+        zbus::Error::FDO(fdo) => match &**fdo {
+            zbus::fdo::Error::InvalidArgs(m) | zbus::fdo::Error::Failed(m) => m.clone(),
+            zbus::fdo::Error::AccessDenied(_) => {
+                "permission denied: changing the room needs root or membership of the group huis-admin".into()
+            }
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
+}
+
+async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
+    let room = Room1Proxy::new(conn).await?;
+    match &cli.cmd {
+        Cmd::Status => status(cli.json, conn).await,
+        Cmd::Config { op } => {
+            let cfg = Config1Proxy::new(conn).await?;
+            match op {
+                ConfigOp::Get { key } => {
+                    let v = cfg.get(key.as_deref().unwrap_or("")).await?;
+                    if cli.json {
+                        let parsed: Result<toml::Value, _> = match key {
+                            Some(k) if !v.contains('\n') => format!("v = {v}")
+                                .parse::<toml::Table>()
+                                .map(|t| t["v"].clone())
+                                .map_err(drop)
+                                .map(|v| {
+                                    let _ = k;
+                                    v
+                                }),
+                            _ => v
+                                .parse::<toml::Table>()
+                                .map(toml::Value::Table)
+                                .map_err(drop),
+                        };
+                        let j = parsed
+                            .ok()
+                            .and_then(|t| serde_json::to_value(t).ok())
+                            .unwrap_or(Json::String(v));
+                        println!("{}", serde_json::to_string_pretty(&j).unwrap());
+                    } else {
+                        println!("{}", v.trim_end());
+                    }
+                    Ok(())
+                }
+                ConfigOp::Set { key, value } => {
+                    cfg.set(key, value).await?;
+                    let now = cfg.get(key).await?;
+                    if cli.json {
+                        println!("{}", json!({"key": key, "value": now}));
+                    } else {
+                        println!("{key} = {now}");
+                    }
+                    Ok(())
+                }
+                ConfigOp::Keys => {
+                    let keys = cfg.keys().await?;
+                    if cli.json {
+                        println!("{}", serde_json::to_string_pretty(&keys).unwrap());
+                    } else {
+                        keys.iter().for_each(|k| println!("{k}"));
+                    }
+                    Ok(())
+                }
+            }
+        }
+        Cmd::Mute { state } => {
+            let m = matches!(state, OnOff::On);
+            room.set_muted(m).await?;
+            print_done(
+                cli.json,
+                json!({"muted": room.muted().await?}),
+                if m { "muted" } else { "unmuted" },
+            );
+            Ok(())
+        }
+        Cmd::PressButton { button } => {
+            let b = match button {
+                ButtonName::Call => "call",
+                ButtonName::Mute => "mute",
+            };
+            room.press_button(b).await?;
+            print_done(cli.json, json!({"pressed": b}), &format!("pressed {b}"));
+            Ok(())
+        }
+        Cmd::Dial { uri } => {
+            room.dial(uri, Default::default()).await?;
+            print_done(cli.json, json!({"dialing": uri}), &format!("dialing {uri}"));
+            Ok(())
+        }
+        Cmd::Answer => {
+            room.answer().await?;
+            print_done(cli.json, json!({"answered": true}), "answered");
+            Ok(())
+        }
+        Cmd::Hangup => {
+            room.hangup().await?;
+            print_done(cli.json, json!({"hung_up": true}), "hung up");
+            Ok(())
+        }
+        Cmd::Watch => watch(cli.json, conn).await,
+    }
+}
+
+fn print_done(json: bool, j: Json, text: &str) {
+    if json {
+        println!("{j}");
+    } else {
+        println!("{text}");
+    }
+}
+
+async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
+    let room = Room1Proxy::new(conn).await?;
+    let audio = Audio1Proxy::new(conn).await?;
+    let video = Video1Proxy::new(conn).await?;
+    let s = json!({
+        "room": room.room_name().await?,
+        "state": room.state().await?,
+        "board": room.board().await?,
+        "version": room.version().await?,
+        "muted": room.muted().await?,
+        "leds": room.leds().await?,
+        "last_error": room.last_error().await?,
+        "audio": {
+            "input_level_dbfs": audio.input_level().await?,
+            "output_level_dbfs": audio.output_level().await?,
+            "talker_active": audio.talker_active().await?,
+            "talker_azimuth_deg": audio.talker_azimuth().await?,
+            "echo_cancellation": audio.echo_cancellation().await?,
+            "beamforming": audio.beamforming().await?,
+            "noise_suppression": audio.noise_suppression().await?,
+            "gain_control": audio.gain_control().await?,
+            "output_volume": audio.output_volume().await?,
+        },
+        "video": {
+            "camera": video.camera().await?,
+            "encoder": video.encoder().await?,
+            "encoder_hardware": video.encoder_hardware().await?,
+            "width": video.width().await?,
+            "height": video.height().await?,
+            "framerate": video.framerate().await?,
+            "self_view": video.self_view().await?,
+        },
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap());
+        return Ok(());
+    }
+    let yes = |b: &Json| {
+        if b.as_bool() == Some(true) {
+            "on"
+        } else {
+            "off"
+        }
+    };
+    let a = &s["audio"];
+    let v = &s["video"];
+    let talker = if a["talker_active"].as_bool() == Some(true) {
+        format!("{:.0}°", a["talker_azimuth_deg"].as_f64().unwrap_or(0.0))
+    } else {
+        "nobody talking".into()
+    };
+    println!("Room        {}", s["room"].as_str().unwrap_or(""));
+    println!("State       {}", s["state"].as_str().unwrap_or(""));
+    println!(
+        "Muted       {}",
+        if s["muted"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!("LEDs        {}", s["leds"].as_str().unwrap_or(""));
+    println!("Board       {}", s["board"].as_str().unwrap_or(""));
+    println!("Version     {}", s["version"].as_str().unwrap_or(""));
+    let err = s["last_error"].as_str().unwrap_or("");
+    println!("Last error  {}", if err.is_empty() { "none" } else { err });
+    println!(
+        "Audio       in {:.1} dBFS, out {:.1} dBFS, talker {talker}, volume {}%",
+        a["input_level_dbfs"].as_f64().unwrap_or(-120.0),
+        a["output_level_dbfs"].as_f64().unwrap_or(-120.0),
+        a["output_volume"]
+    );
+    println!(
+        "            echo cancellation {}, beamforming {}, noise suppression {}, gain control {}",
+        yes(&a["echo_cancellation"]),
+        yes(&a["beamforming"]),
+        yes(&a["noise_suppression"]),
+        yes(&a["gain_control"])
+    );
+    let enc = v["encoder"].as_str().unwrap_or("");
+    println!(
+        "Video       {}x{}@{} from {}, encoder {}",
+        v["width"],
+        v["height"],
+        v["framerate"],
+        v["camera"].as_str().unwrap_or(""),
+        if enc.is_empty() {
+            "none usable".to_string()
+        } else {
+            format!(
+                "{enc} ({})",
+                if v["encoder_hardware"].as_bool() == Some(true) {
+                    "hardware"
+                } else {
+                    "software"
+                }
+            )
+        }
+    );
+    Ok(())
+}
+
+/// Converts a D-Bus value to JSON for `watch --json`.
+fn to_json(v: &zbus::Variant<'_>) -> Json {
+    use zbus::Variant as V;
+    match v {
+        V::Bool(b) => json!(b),
+        V::U8(n) => json!(n),
+        V::I16(n) => json!(n),
+        V::U16(n) => json!(n),
+        V::I32(n) => json!(n),
+        V::U32(n) => json!(n),
+        V::I64(n) => json!(n),
+        V::U64(n) => json!(n),
+        V::F64(n) => json!(n),
+        V::Str(s) => json!(s.as_str()),
+        V::ObjectPath(p) => json!(p.as_str()),
+        V::Variant(inner) => to_json(inner),
+        V::Array(a) => Json::Array(a.iter().map(to_json).collect()),
+        V::Structure(s) => Json::Array(s.fields().iter().map(to_json).collect()),
+        V::Dict(d) => {
+            let mut m = serde_json::Map::new();
+            for (k, v) in d.iter() {
+                let key = match k {
+                    V::Str(s) => s.as_str().to_owned(),
+                    other => format!("{other}"),
+                };
+                m.insert(key, to_json(v));
+            }
+            Json::Object(m)
+        }
+        other => json!(format!("{other}")),
+    }
+}
+
+async fn watch(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
+    let rule = zbus::MatchRule::builder()
+        .msg_type(zbus::message::Type::Signal)
+        .sender(BUS_NAME)
+        .path_namespace("/org/huis")
+        .build()?;
+    let mut stream =
+        zbus::MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(64)).await?;
+    if !json {
+        eprintln!("watching {BUS_NAME}; Ctrl-C to stop");
+    }
+    while let Some(msg) = stream.next().await {
+        let msg = msg?;
+        let h = msg.header();
+        let path = h.path().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let member = h
+            .member()
+            .map(|m| m.as_str().to_owned())
+            .unwrap_or_default();
+        let object = path.rsplit('/').next().unwrap_or("").to_owned();
+        if member == "PropertiesChanged" {
+            let body = msg.body();
+            let Ok((iface, changed, _inv)) = body.deserialize::<(
+                String,
+                std::collections::HashMap<String, zbus::Variant<'_>>,
+                Vec<String>,
+            )>() else {
+                continue;
+            };
+            let short = iface.trim_start_matches("org.huis.").to_owned();
+            let mut keys: Vec<_> = changed.keys().cloned().collect();
+            keys.sort();
+            for k in keys {
+                let v = to_json(&changed[&k]);
+                if json {
+                    println!(
+                        "{}",
+                        json!({"path": path, "interface": iface, "property": k, "value": v})
+                    );
+                } else {
+                    println!("{short}.{k} = {v}");
+                }
+            }
+        } else {
+            let iface = h
+                .interface()
+                .map(|i| i.as_str().to_owned())
+                .unwrap_or_default();
+            let body = msg.body();
+            let args: Json = body
+                .deserialize::<zbus::Structure<'_>>()
+                .map(|s| Json::Array(s.fields().iter().map(to_json).collect()))
+                .unwrap_or(Json::Array(vec![]));
+            if json {
+                println!(
+                    "{}",
+                    json!({"path": path, "interface": iface, "signal": member, "args": args})
+                );
+            } else {
+                println!("{object}: {member} {args}");
+            }
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
+}

@@ -1,0 +1,682 @@
+//! huisd's configuration: `/etc/huis/huis.toml`, typed and validated.
+//!
+//! Every problem is reported with the file, the key (dotted path), the line
+//! when it is known, and the reason. Unknown keys are errors: a typo must not
+//! silently fall back to a default. Changes made over D-Bus go through the
+//! same parser and validation before anything is written, and the file is
+//! replaced atomically (temp file, fsync, rename) with its comments kept.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_PATH: &str = "/etc/huis/huis.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/huis";
+
+/// The whole configuration. Every section and key is optional in the file;
+/// what is missing takes the default shown in `rootfs-overlay/etc/huis/huis.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub room: Room,
+    pub audio: Audio,
+    pub video: Video,
+    pub call: Call,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Room {
+    /// Shown on the screen and in the status bar.
+    pub name: String,
+    /// Board descriptor name or path; empty means detect.
+    pub board: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Audio {
+    /// Sim board: the room recording the simulated mic array plays (a
+    /// multichannel WAV matching the board's array, or mono). Empty: a room
+    /// scene generated at first start into the state directory.
+    pub sim_recording: String,
+    /// Sim board: where the simulated loudspeaker writes what it plays.
+    /// Empty: `speaker.wav` in the state directory.
+    pub sim_output: String,
+    pub echo_cancellation: bool,
+    pub beamforming: bool,
+    pub noise_suppression: bool,
+    pub gain_control: bool,
+    /// Loudspeaker volume, percent.
+    pub output_volume: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Video {
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub self_view: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Call {
+    /// What the call button dials when the room is idle (`sip:…`, `sips:…`).
+    pub default_destination: String,
+    /// Answer incoming calls without a button press.
+    pub auto_answer: bool,
+    /// Audio codecs in order of preference.
+    pub audio_codecs: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// error, warn, info, debug or trace (RUST_LOG overrides it).
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            room: Room::default(),
+            audio: Audio::default(),
+            video: Video::default(),
+            call: Call::default(),
+            log: Log::default(),
+        }
+    }
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self {
+            name: "Meeting room".into(),
+            board: String::new(),
+        }
+    }
+}
+
+impl Default for Audio {
+    fn default() -> Self {
+        Self {
+            sim_recording: String::new(),
+            sim_output: String::new(),
+            echo_cancellation: true,
+            beamforming: true,
+            noise_suppression: true,
+            gain_control: true,
+            output_volume: 80,
+        }
+    }
+}
+
+impl Default for Video {
+    fn default() -> Self {
+        Self {
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            self_view: true,
+        }
+    }
+}
+
+impl Default for Call {
+    fn default() -> Self {
+        Self {
+            default_destination: String::new(),
+            auto_answer: false,
+            audio_codecs: ["opus", "g722", "pcmu", "pcma"].map(String::from).into(),
+        }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+        }
+    }
+}
+
+pub const AUDIO_CODECS: &[&str] = &["opus", "g722", "pcmu", "pcma"];
+const VIDEO_SIZES: &[(u32, u32)] = &[(640, 360), (960, 540), (1280, 720), (1920, 1080)];
+
+/// A configuration problem, for people.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `D-Bus` for a change requested over the bus.
+    pub origin: String,
+    pub key: Option<String>,
+    pub line: Option<usize>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A change requested over D-Bus has no file to name.
+        let mut sep = "";
+        if self.origin != "D-Bus" {
+            write!(f, "{}", self.origin)?;
+            sep = ": ";
+        }
+        if let Some(l) = self.line {
+            write!(f, "{sep}line {l}")?;
+            sep = ": ";
+        }
+        if let Some(k) = &self.key {
+            write!(f, "{sep}key '{k}'")?;
+            sep = ": ";
+        }
+        write!(f, "{sep}{}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Parses and validates configuration text. `origin` names the file in messages.
+    pub fn parse(origin: &str, text: &str) -> Result<Config, ConfigError> {
+        let err = |key: Option<String>, line: Option<usize>, reason: String| ConfigError {
+            origin: origin.to_owned(),
+            key,
+            line,
+            reason,
+        };
+        let doc = toml_edit::Document::parse(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            err(
+                None,
+                line,
+                format!("not valid TOML: {}", first_line(e.message())),
+            )
+        })?;
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let (key, line) = match e.span() {
+                Some(s) => {
+                    let key = key_at(doc.as_table(), s.start, "");
+                    (key, Some(line_of(text, s.start)))
+                }
+                None => (None, None),
+            };
+            err(
+                key,
+                line,
+                first_line(e.message()).replace("unknown field", "unknown key"),
+            )
+        })?;
+        if let Err((key, reason)) = cfg.validate() {
+            let line = span_of_key(doc.as_table(), &key).map(|s| line_of(text, s));
+            return Err(err(Some(key), line, reason));
+        }
+        Ok(cfg)
+    }
+
+    /// Loads the file at `path`; a missing file means all defaults.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&path.display().to_string(), &text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+            Err(e) => Err(ConfigError {
+                origin: path.display().to_string(),
+                key: None,
+                line: None,
+                reason: format!("cannot be read: {e}"),
+            }),
+        }
+    }
+
+    /// Checks values beyond their types. Returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |k: &str, r: String| Err((k.to_owned(), r));
+        let n = self.room.name.trim();
+        if n.is_empty()
+            || self.room.name.chars().count() > 64
+            || self.room.name.chars().any(char::is_control)
+        {
+            return bad("room.name", "must be 1 to 64 printable characters".into());
+        }
+        for (k, v) in [
+            ("audio.sim_recording", &self.audio.sim_recording),
+            ("audio.sim_output", &self.audio.sim_output),
+        ] {
+            if !v.is_empty() && !Path::new(v).is_absolute() {
+                return bad(
+                    k,
+                    format!("'{v}' must be an absolute path (or empty for the default)"),
+                );
+            }
+        }
+        if self.audio.output_volume > 100 {
+            return bad(
+                "audio.output_volume",
+                format!(
+                    "{} is out of range (0 to 100 percent)",
+                    self.audio.output_volume
+                ),
+            );
+        }
+        if !VIDEO_SIZES.contains(&(self.video.width, self.video.height)) {
+            let sizes: Vec<String> = VIDEO_SIZES
+                .iter()
+                .map(|(w, h)| format!("{w}x{h}"))
+                .collect();
+            return bad(
+                "video.width",
+                format!(
+                    "{}x{} is not a supported size (use one of {})",
+                    self.video.width,
+                    self.video.height,
+                    sizes.join(", ")
+                ),
+            );
+        }
+        if !(1..=60).contains(&self.video.framerate) {
+            return bad(
+                "video.framerate",
+                format!(
+                    "{} is out of range (1 to 60 frames per second)",
+                    self.video.framerate
+                ),
+            );
+        }
+        let d = &self.call.default_destination;
+        if !d.is_empty() && !is_destination(d) {
+            return bad(
+                "call.default_destination",
+                format!(
+                    "'{d}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"
+                ),
+            );
+        }
+        if self.call.audio_codecs.is_empty() {
+            return bad("call.audio_codecs", "must name at least one codec".into());
+        }
+        for (i, c) in self.call.audio_codecs.iter().enumerate() {
+            if !AUDIO_CODECS.contains(&c.as_str()) {
+                return bad(
+                    "call.audio_codecs",
+                    format!(
+                        "'{c}' is not a supported codec (use {})",
+                        AUDIO_CODECS.join(", ")
+                    ),
+                );
+            }
+            if self.call.audio_codecs[..i].contains(c) {
+                return bad("call.audio_codecs", format!("'{c}' is listed twice"));
+            }
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return bad(
+                "log.level",
+                format!(
+                    "'{}' is not a level (use error, warn, info, debug or trace)",
+                    self.log.level
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads one key (dotted path) as TOML text, or the whole configuration for "".
+    pub fn get(&self, key: &str) -> Result<String, ConfigError> {
+        let value = toml::Value::try_from(self).expect("the configuration serialises");
+        if key.is_empty() {
+            return Ok(toml::to_string(&value).expect("a table serialises"));
+        }
+        let mut v = &value;
+        for part in key.split('.') {
+            v = v.get(part).ok_or_else(|| ConfigError {
+                origin: "D-Bus".into(),
+                key: Some(key.to_owned()),
+                line: None,
+                reason: format!("no such key (known keys: {})", known_keys().join(", ")),
+            })?;
+        }
+        Ok(match v {
+            toml::Value::Table(_) => toml::to_string(v).expect("a table serialises"),
+            other => other.to_string(),
+        })
+    }
+}
+
+/// Every settable key, dotted.
+pub fn known_keys() -> Vec<String> {
+    let value = toml::Value::try_from(Config::default()).expect("the configuration serialises");
+    let mut out = Vec::new();
+    if let toml::Value::Table(t) = value {
+        for (section, v) in t {
+            if let toml::Value::Table(inner) = v {
+                out.extend(inner.keys().map(|k| format!("{section}.{k}")));
+            }
+        }
+    }
+    out
+}
+
+pub fn is_destination(s: &str) -> bool {
+    let sip = |rest: &str| {
+        let host = rest
+            .split(['@', ';', '?'])
+            .nth(if rest.contains('@') { 1 } else { 0 })
+            .unwrap_or("");
+        !host.is_empty() && !rest.contains(char::is_whitespace)
+    };
+    if let Some(rest) = s.strip_prefix("sip:").or_else(|| s.strip_prefix("sips:")) {
+        return sip(rest);
+    }
+    if let Some(rest) = s.strip_prefix("https://") {
+        return !rest.is_empty() && !rest.contains(char::is_whitespace);
+    }
+    false
+}
+
+/// A request to change one key, as it arrives over D-Bus.
+///
+/// `value` is TOML (`true`, `42`, `["opus", "pcmu"]`, `"text"`); a bare word
+/// that is not valid TOML is taken as a string, so `room.name` can be set to
+/// `Board room` without quotes.
+pub fn apply_set(
+    current_text: &str,
+    key: &str,
+    value: &str,
+) -> Result<(String, Config), ConfigError> {
+    let err = |reason: String| ConfigError {
+        origin: "D-Bus".into(),
+        key: Some(key.to_owned()),
+        line: None,
+        reason,
+    };
+    let parts: Vec<&str> = key.split('.').collect();
+    let [section, name] = parts[..] else {
+        return Err(err(format!(
+            "must be written section.key (known keys: {})",
+            known_keys().join(", ")
+        )));
+    };
+    if !known_keys().iter().any(|k| k == key) {
+        return Err(err(format!(
+            "no such key (known keys: {})",
+            known_keys().join(", ")
+        )));
+    }
+    let parsed: toml_edit::Value = match value.trim().parse::<toml_edit::Value>() {
+        Ok(v) => v,
+        Err(_) => toml_edit::Value::from(value),
+    };
+    let mut doc: toml_edit::DocumentMut =
+        current_text.parse().map_err(|e: toml_edit::TomlError| {
+            err(format!(
+                "the current file is not valid TOML: {}",
+                first_line(e.message())
+            ))
+        })?;
+    if !doc.contains_key(section) {
+        doc[section] = toml_edit::table();
+    }
+    let table = doc[section]
+        .as_table_like_mut()
+        .ok_or_else(|| err(format!("'{section}' in the current file is not a table")))?;
+    let mut parsed = parsed;
+    // Keep the comment after the old value (`key = 1 # why`).
+    if let Some(old) = table.get(name).and_then(|i| i.as_value()) {
+        *parsed.decor_mut() = old.decor().clone();
+    }
+    table.insert(name, toml_edit::Item::Value(parsed));
+    let text = doc.to_string();
+    let cfg = Config::parse("D-Bus", &text).map_err(|e| {
+        err(format!(
+            "{} refused: {}; nothing was changed",
+            value.trim(),
+            e.reason.trim_start_matches(&format!("{} ", value.trim()))
+        ))
+    })?;
+    Ok((text, cfg))
+}
+
+/// Writes `text` to `path` atomically: a temp file beside it, fsync, rename,
+/// fsync of the directory. Readers see the old file or the new one, never half.
+pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("huis"),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_owned()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted path of the deepest key whose key or value span covers `offset`.
+fn key_at(table: &dyn toml_edit::TableLike, offset: usize, prefix: &str) -> Option<String> {
+    for (k, item) in table.iter() {
+        let path = if prefix.is_empty() {
+            k.to_owned()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let key_span = table.key(k).and_then(|key| key.span());
+        if let Some(inner) = item.as_table_like() {
+            if let Some(found) = key_at(inner, offset, &path) {
+                return Some(found);
+            }
+        }
+        let covers = |s: Option<std::ops::Range<usize>>| s.is_some_and(|s| s.contains(&offset));
+        if covers(key_span) || (item.as_table_like().is_none() && covers(item.span())) {
+            return Some(path);
+        }
+    }
+    None
+}
+
+/// Start offset of the key (dotted path) in the document, or of its table.
+fn span_of_key(table: &dyn toml_edit::TableLike, key: &str) -> Option<usize> {
+    let mut t = table;
+    let mut last = None;
+    for part in key.split('.') {
+        let k = t.key(part)?;
+        last = k.span().map(|s| s.start).or(last);
+        match t.get(part)?.as_table_like() {
+            Some(inner) => t = inner,
+            None => return last,
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        assert_eq!(Config::parse("x.toml", "").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn shipped_default_file_parses_to_the_defaults() {
+        let text = include_str!("../../../rootfs-overlay/etc/huis/huis.toml");
+        let cfg = Config::parse("huis.toml", text).unwrap();
+        assert_eq!(cfg, Config::default());
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let e = Config::parse(
+            "/etc/huis/huis.toml",
+            "[room]\nname = \"A\"\n\n[audio]\necho_cancelation = true\n",
+        )
+        .unwrap_err();
+        let s = e.to_string();
+        assert_eq!(e.line, Some(5), "{s}");
+        assert_eq!(e.key.as_deref(), Some("audio.echo_cancelation"), "{s}");
+        assert!(
+            s.starts_with("/etc/huis/huis.toml: line 5: key 'audio.echo_cancelation': unknown key"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn unknown_section_is_refused() {
+        let e = Config::parse("f", "[rooom]\nname = \"A\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("rooom"), "{e}");
+        assert_eq!(e.line, Some(1));
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_line() {
+        let e = Config::parse("f", "[audio]\n\noutput_volume = \"loud\"\n").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("audio.output_volume"), Some(3)),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_names_key_and_line() {
+        let e = Config::parse("f", "[audio]\noutput_volume = 150\n").unwrap_err();
+        assert_eq!(
+            (e.key.as_deref(), e.line),
+            (Some("audio.output_volume"), Some(2)),
+            "{e}"
+        );
+        assert!(e.reason.contains("0 to 100"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_names_line() {
+        let e = Config::parse("f", "[room]\nname = \"unterminated\n").unwrap_err();
+        assert_eq!(e.line, Some(2), "{e}");
+        assert!(e.reason.contains("not valid TOML"));
+    }
+
+    #[test]
+    fn each_value_check() {
+        let cases = [
+            ("[room]\nname = \"\"", "room.name"),
+            (
+                "[audio]\nsim_recording = \"relative.wav\"",
+                "audio.sim_recording",
+            ),
+            ("[video]\nwidth = 1000", "video.width"),
+            ("[video]\nframerate = 0", "video.framerate"),
+            (
+                "[call]\ndefault_destination = \"bob\"",
+                "call.default_destination",
+            ),
+            ("[call]\naudio_codecs = []", "call.audio_codecs"),
+            (
+                "[call]\naudio_codecs = [\"opus\", \"gsm\"]",
+                "call.audio_codecs",
+            ),
+            (
+                "[call]\naudio_codecs = [\"opus\", \"opus\"]",
+                "call.audio_codecs",
+            ),
+            ("[log]\nlevel = \"loud\"", "log.level"),
+        ];
+        for (text, key) in cases {
+            let e = Config::parse("f", text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert_eq!(e.line, Some(2), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn destinations() {
+        for ok in [
+            "sip:room@example.org",
+            "sips:meet@gw.example;dtmf=1234%23",
+            "sip:10.0.0.1:5062",
+            "https://meet.example/whip/x",
+        ] {
+            assert!(is_destination(ok), "{ok}");
+        }
+        for bad in ["", "bob", "sip:", "sip:@", "http://x", "sip:a b@c"] {
+            assert!(!is_destination(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_keeps_comments_and_validates() {
+        let text = "# Room 4.12\n[room]\nname = \"Old\" # shown on screen\n";
+        let (new, cfg) = apply_set(text, "room.name", "Board room").unwrap();
+        assert_eq!(cfg.room.name, "Board room");
+        assert!(
+            new.contains("# Room 4.12") && new.contains("# shown on screen"),
+            "{new}"
+        );
+        let (_, cfg) = apply_set(&new, "audio.output_volume", "35").unwrap();
+        assert_eq!(cfg.audio.output_volume, 35);
+        let (_, cfg) = apply_set("", "call.audio_codecs", "[\"pcmu\"]").unwrap();
+        assert_eq!(cfg.call.audio_codecs, vec!["pcmu"]);
+    }
+
+    #[test]
+    fn set_refuses_bad_values_and_unknown_keys() {
+        let e = apply_set("", "audio.output_volume", "150").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("audio.output_volume"));
+        assert!(e.to_string().contains("0 to 100"), "{e}");
+        let e = apply_set("", "audio.echo", "true").unwrap_err();
+        assert!(e.to_string().contains("no such key"), "{e}");
+        let e = apply_set("", "room", "x").unwrap_err();
+        assert!(e.to_string().contains("section.key"), "{e}");
+        let e = apply_set("", "audio.beamforming", "maybe").unwrap_err();
+        assert!(e.to_string().contains("audio.beamforming"), "{e}");
+    }
+
+    #[test]
+    fn get_reads_values_and_sections() {
+        let c = Config::default();
+        assert_eq!(c.get("audio.output_volume").unwrap(), "80");
+        assert_eq!(c.get("room.name").unwrap(), "\"Meeting room\"");
+        assert!(c.get("call").unwrap().contains("audio_codecs"));
+        assert!(c.get("nope.x").is_err());
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huis.toml");
+        write_atomic(&p, "a = 1\n").unwrap();
+        write_atomic(&p, "b = 2\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "b = 2\n");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left behind"
+        );
+    }
+}

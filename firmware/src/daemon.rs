@@ -1,0 +1,313 @@
+//! huisd's start-up and shutdown.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Parser;
+use tokio::sync::mpsc;
+
+use crate::audio::{Controls, Engine};
+use crate::config::{self, Config};
+use crate::dbus::iface::{
+    Audio1, AudioProps, Config1, Props, Room1, RoomProps, Video1, VideoProps,
+};
+use crate::dbus::{AUDIO_PATH, BUS_NAME, CONFIG_PATH, ROOM_PATH, VIDEO_PATH};
+use crate::room::{Command, Room, RoomState};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// huisd: the meeting-room appliance daemon.
+#[derive(Parser, Debug)]
+#[command(name = "huisd", version = VERSION)]
+pub struct Args {
+    /// Configuration file.
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    pub config: PathBuf,
+    /// Directory for state (recordings on the sim board, call history).
+    #[arg(long, default_value = config::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// Board descriptor name or path; overrides the configuration and detection.
+    #[arg(long)]
+    pub board: Option<String>,
+    /// Use the session bus instead of the system bus (development and tests).
+    #[arg(long)]
+    pub session: bool,
+}
+
+/// Exit status for a configuration that cannot be used (sysexits EX_CONFIG);
+/// the systemd unit does not restart on it.
+pub const EXIT_CONFIG: i32 = 78;
+
+fn init_logging(level: &str) {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{level},zbus=warn")));
+    // Under systemd, stderr is already the journal (JOURNAL_STREAM is set);
+    // logging natively keeps levels and fields as journal metadata.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(j) = tracing_journald::layer() {
+            tracing_subscriber::registry().with(filter).with(j).init();
+            return;
+        }
+    }
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        .init();
+}
+
+/// Runs huisd to completion; returns the process exit status.
+pub fn main() -> i32 {
+    let args = Args::parse();
+    let cfg = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("huisd: configuration refused: {e}");
+            return EXIT_CONFIG;
+        }
+    };
+    init_logging(&cfg.log.level);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("huisd: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(run(args, cfg)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("huisd: {e:#}");
+            1
+        }
+    }
+}
+
+async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
+    let board_from_cfg = (!cfg.room.board.is_empty()).then_some(cfg.room.board.as_str());
+    let board = match huis_board::resolve(
+        args.board.as_deref(),
+        board_from_cfg,
+        std::path::Path::new("/"),
+    ) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("huisd: {e}");
+            std::process::exit(EXIT_CONFIG);
+        }
+    };
+    tracing::info!(version = VERSION, board = %board.name, config = %args.config.display(), "huisd starting");
+    std::fs::create_dir_all(&args.state_dir)
+        .map_err(|e| anyhow::anyhow!("state directory {}: {e}", args.state_dir.display()))?;
+
+    let mut hw = crate::hardware::open(&board, &cfg, &args.state_dir);
+    let (tx, rx) = mpsc::channel::<Command>(64);
+
+    let btx = tx.clone();
+    hw.start_buttons(Arc::new(move |p| {
+        // Called from a backend thread or from the room task itself; never block.
+        let _ = btx.try_send(Command::Button(p));
+    }));
+
+    let controls = Arc::new(Controls::new(&cfg.audio));
+    let mut engine = match (hw.mic.take(), hw.out.take()) {
+        (Some(mic), Some(out)) => {
+            match Engine::start(mic, out, board.mic_array.channels.clone(), controls.clone()) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    hw.problems
+                        .push(format!("cannot start the audio thread: {e}"));
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+    for p in &hw.problems {
+        tracing::warn!("{p}");
+    }
+
+    let probes = huis_hal::encoder::probe(&board.encoders).unwrap_or_else(|e| {
+        hw.problems.push(format!("encoder probing: {e}"));
+        Vec::new()
+    });
+    let picked = huis_hal::encoder::pick(&probes).cloned();
+    if let Some(p) = &picked {
+        tracing::info!(encoder = %p.element, hardware = p.hardware, "H.264 encoder");
+    } else {
+        hw.problems
+            .push("no usable H.264 encoder (install gstreamer1.0-plugins-ugly for x264enc)".into());
+    }
+    let camera = match hw.camera.info() {
+        Ok(i) => format!("{} ({})", i.card, i.device),
+        Err(e) => format!("unavailable: {e}"),
+    };
+
+    let props = Arc::new(Props::default());
+    *props.room.lock().unwrap() = RoomProps {
+        state: RoomState::Idle.name().into(),
+        room_name: cfg.room.name.clone(),
+        board: board.name.clone(),
+        version: VERSION.into(),
+        muted: false,
+        last_error: hw.problems.first().cloned().unwrap_or_default(),
+        leds: "off".into(),
+    };
+    *props.audio.lock().unwrap() = AudioProps {
+        talker_azimuth: 0.0,
+        talker_active: false,
+        input_level: -120.0,
+        output_level: -120.0,
+        echo_cancellation: cfg.audio.echo_cancellation,
+        beamforming: cfg.audio.beamforming,
+        noise_suppression: cfg.audio.noise_suppression,
+        gain_control: cfg.audio.gain_control,
+        output_volume: cfg.audio.output_volume,
+    };
+    *props.video.lock().unwrap() = VideoProps {
+        camera,
+        encoder: picked
+            .as_ref()
+            .map(|p| p.element.clone())
+            .unwrap_or_default(),
+        encoder_hardware: picked.as_ref().is_some_and(|p| p.hardware),
+        encoders: probes
+            .iter()
+            .map(|p| {
+                (
+                    p.element.clone(),
+                    p.hardware,
+                    p.usable,
+                    p.reason.clone().unwrap_or_default(),
+                )
+            })
+            .collect(),
+        width: cfg.video.width,
+        height: cfg.video.height,
+        framerate: cfg.video.framerate,
+        self_view: cfg.video.self_view,
+    };
+    let room_iface = Room1 {
+        tx: tx.clone(),
+        props: props.clone(),
+    };
+    let audio_iface = Audio1 {
+        tx: tx.clone(),
+        props: props.clone(),
+    };
+    let video_iface = Video1 {
+        tx: tx.clone(),
+        props: props.clone(),
+    };
+    let config_iface = Config1 {
+        tx: tx.clone(),
+        path: args.config.display().to_string(),
+    };
+
+    let builder = if args.session {
+        zbus::connection::Builder::session()
+    } else {
+        zbus::connection::Builder::system()
+    };
+    let conn = builder
+        .serve_at(ROOM_PATH, room_iface)
+        .serve_at(ROOM_PATH, zbus::fdo::ObjectManager)
+        .serve_at(AUDIO_PATH, audio_iface)
+        .serve_at(VIDEO_PATH, video_iface)
+        .serve_at(CONFIG_PATH, config_iface)
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot connect to the {} bus: {e}",
+                if args.session { "session" } else { "system" }
+            )
+        })?;
+    // Ask for the name without queueing: a second huisd must fail, not wait.
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    match conn
+        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
+        .await
+    {
+        Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => {
+            anyhow::bail!("{BUS_NAME} is already owned: is another huisd running?")
+        }
+        Err(e) => anyhow::bail!(
+            "cannot own {BUS_NAME} (check the D-Bus policy in /etc/dbus-1/system.d/org.huis.Room1.conf): {e}"
+        ),
+    }
+
+    let room = Room {
+        conn: conn.clone(),
+        props,
+        config: cfg,
+        config_path: args.config.clone(),
+        leds: hw.leds,
+        sim_buttons: hw.sim_buttons.take(),
+        controls,
+        meters: engine.as_ref().map(|e| e.meters.clone()),
+        state: RoomState::Idle,
+        muted: false,
+        last_error: hw.problems.first().cloned().unwrap_or_default(),
+    };
+
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status(&format!("ready on board {}", board.name)),
+    ]);
+    tracing::info!(
+        bus = if args.session { "session" } else { "system" },
+        name = BUS_NAME,
+        "ready"
+    );
+
+    // The room task stops when told to; should it ever be stuck, SIGTERM
+    // still ends huisd after a grace period rather than waiting for SIGKILL.
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut room_task = tokio::spawn(room.run(rx, async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::select! {
+        _ = shutdown_signal() => {
+            let _ = stop_tx.send(());
+            if tokio::time::timeout(std::time::Duration::from_secs(5), &mut room_task).await.is_err() {
+                tracing::error!("the room task did not stop within 5 s; exiting anyway");
+            }
+        }
+        r = &mut room_task => {
+            if let Err(e) = r {
+                tracing::error!(error = %e, "the room task ended unexpectedly");
+            }
+        }
+    }
+
+    tracing::info!("stopping");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    if let Some(e) = engine.as_mut() {
+        e.stop();
+    }
+    let _ = conn.release_name(BUS_NAME).await;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

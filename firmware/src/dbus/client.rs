@@ -1,0 +1,95 @@
+//! Client side: typed proxies for huisctl and the tests.
+
+use zbus::proxy;
+
+#[proxy(
+    interface = "org.huis.Room1",
+    default_service = "org.huis.Room1",
+    default_path = "/org/huis/Room1"
+)]
+pub trait Room1 {
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn room_name(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn board(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn version(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn muted(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn leds(&self) -> zbus::Result<String>;
+    fn dial(
+        &self,
+        uri: &str,
+        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
+    ) -> zbus::Result<()>;
+    fn answer(&self) -> zbus::Result<()>;
+    fn hangup(&self) -> zbus::Result<()>;
+    fn set_muted(&self, muted: bool) -> zbus::Result<()>;
+    fn press_button(&self, button: &str) -> zbus::Result<()>;
+}
+
+#[proxy(
+    interface = "org.huis.Audio1",
+    default_service = "org.huis.Room1",
+    default_path = "/org/huis/Room1/Audio"
+)]
+pub trait Audio1 {
+    #[zbus(property)]
+    fn talker_azimuth(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn talker_active(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn input_level(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn output_level(&self) -> zbus::Result<f64>;
+    #[zbus(property)]
+    fn echo_cancellation(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn beamforming(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn noise_suppression(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn gain_control(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn output_volume(&self) -> zbus::Result<u32>;
+}
+
+#[proxy(
+    interface = "org.huis.Video1",
+    default_service = "org.huis.Room1",
+    default_path = "/org/huis/Room1/Video"
+)]
+pub trait Video1 {
+    #[zbus(property)]
+    fn camera(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn encoder(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn encoder_hardware(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn width(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn height(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn framerate(&self) -> zbus::Result<u32>;
+    #[zbus(property)]
+    fn self_view(&self) -> zbus::Result<bool>;
+}
+
+#[proxy(
+    interface = "org.huis.Config1",
+    default_service = "org.huis.Room1",
+    default_path = "/org/huis/Room1/Config"
+)]
+pub trait Config1 {
+    #[zbus(property)]
+    fn path(&self) -> zbus::Result<String>;
+    fn keys(&self) -> zbus::Result<Vec<String>>;
+    fn get(&self, key: &str) -> zbus::Result<String>;
+    fn set(&self, key: &str, value: &str) -> zbus::Result<()>;
+}

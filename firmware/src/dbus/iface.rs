@@ -1,0 +1,323 @@
+//! Server side of the org.huis.* interfaces.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use zbus::interface;
+use zbus::object_server::SignalEmitter;
+
+use super::HuisError;
+use crate::room::{Command, Reply};
+
+/// Sends a command to the room task and waits for its answer.
+async fn ask(
+    tx: &mpsc::Sender<Command>,
+    make: impl FnOnce(oneshot::Sender<Reply>) -> Command,
+) -> Result<String, HuisError> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(make(rtx))
+        .await
+        .map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
+    rrx.await
+        .map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
+}
+
+/// Property values of every object, shared between the interfaces (which
+/// read them) and the room task (which writes them and emits the changes).
+/// Kept outside zbus's per-interface locks, so a method call that waits for
+/// the room task can never deadlock against it.
+#[derive(Default)]
+pub struct Props {
+    pub room: Mutex<RoomProps>,
+    pub audio: Mutex<AudioProps>,
+    pub video: Mutex<VideoProps>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RoomProps {
+    pub state: String,
+    pub room_name: String,
+    pub board: String,
+    pub version: String,
+    pub muted: bool,
+    pub last_error: String,
+    pub leds: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AudioProps {
+    pub talker_azimuth: f64,
+    pub talker_active: bool,
+    pub input_level: f64,
+    pub output_level: f64,
+    pub echo_cancellation: bool,
+    pub beamforming: bool,
+    pub noise_suppression: bool,
+    pub gain_control: bool,
+    pub output_volume: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct VideoProps {
+    pub camera: String,
+    pub encoder: String,
+    pub encoder_hardware: bool,
+    pub encoders: Vec<(String, bool, bool, String)>,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub self_view: bool,
+}
+
+/// `org.huis.Room1` at `/org/huis/Room1`.
+pub struct Room1 {
+    pub tx: mpsc::Sender<Command>,
+    pub props: Arc<Props>,
+}
+
+impl Room1 {
+    fn p(&self) -> std::sync::MutexGuard<'_, RoomProps> {
+        self.props.room.lock().unwrap()
+    }
+}
+
+#[interface(name = "org.huis.Room1")]
+impl Room1 {
+    /// idle, dialing, ringing, in-call or error.
+    #[zbus(property)]
+    fn state(&self) -> String {
+        self.p().state.clone()
+    }
+    #[zbus(property)]
+    fn room_name(&self) -> String {
+        self.p().room_name.clone()
+    }
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn board(&self) -> String {
+        self.p().board.clone()
+    }
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn version(&self) -> String {
+        self.p().version.clone()
+    }
+    #[zbus(property)]
+    fn muted(&self) -> bool {
+        self.p().muted
+    }
+    /// The last problem worth telling a person about, or "".
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.p().last_error.clone()
+    }
+    /// What the status LEDs show: off, idle, connecting, in-call, muted, error.
+    #[zbus(property)]
+    fn leds(&self) -> String {
+        self.p().leds.clone()
+    }
+
+    /// Dials a destination (`sip:…`, `sips:…`).
+    async fn dial(
+        &self,
+        uri: String,
+        _options: std::collections::HashMap<String, zbus::OwnedVariant>,
+    ) -> Result<(), HuisError> {
+        ask(&self.tx, |r| Command::Dial(uri, r)).await.map(drop)
+    }
+    async fn answer(&self) -> Result<(), HuisError> {
+        ask(&self.tx, Command::Answer).await.map(drop)
+    }
+    async fn hangup(&self) -> Result<(), HuisError> {
+        ask(&self.tx, Command::Hangup).await.map(drop)
+    }
+    async fn set_muted(&self, muted: bool) -> Result<(), HuisError> {
+        ask(&self.tx, |r| Command::SetMuted(muted, r))
+            .await
+            .map(drop)
+    }
+    /// Presses a room button as a person would: "call" or "mute".
+    async fn press_button(&self, button: String) -> Result<(), HuisError> {
+        ask(&self.tx, |r| Command::PressButton(button, r))
+            .await
+            .map(drop)
+    }
+
+    #[zbus(signal)]
+    pub async fn incoming_call(emitter: &SignalEmitter<'_>, remote_uri: &str) -> zbus::Result<()>;
+    #[zbus(signal)]
+    pub async fn call_ended(emitter: &SignalEmitter<'_>, reason: &str) -> zbus::Result<()>;
+}
+
+/// `org.huis.Audio1` at `/org/huis/Room1/Audio`.
+pub struct Audio1 {
+    pub tx: mpsc::Sender<Command>,
+    pub props: Arc<Props>,
+}
+
+impl Audio1 {
+    fn p(&self) -> std::sync::MutexGuard<'_, AudioProps> {
+        self.props.audio.lock().unwrap()
+    }
+
+    async fn set(&self, key: &str, value: String) -> zbus::fdo::Result<()> {
+        ask(&self.tx, |r| Command::ConfigSet(key.to_owned(), value, r))
+            .await
+            .map(drop)
+            .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
+    }
+}
+
+#[interface(name = "org.huis.Audio1")]
+impl Audio1 {
+    /// Direction of the current talker, degrees (0 = the array's +x axis,
+    /// counter-clockwise); meaningful while TalkerActive.
+    #[zbus(property)]
+    fn talker_azimuth(&self) -> f64 {
+        self.p().talker_azimuth
+    }
+    #[zbus(property)]
+    fn talker_active(&self) -> bool {
+        self.p().talker_active
+    }
+    /// Microphone level, dBFS (RMS over the last 200 ms).
+    #[zbus(property)]
+    fn input_level(&self) -> f64 {
+        self.p().input_level
+    }
+    /// Loudspeaker level, dBFS.
+    #[zbus(property)]
+    fn output_level(&self) -> f64 {
+        self.p().output_level
+    }
+    #[zbus(property)]
+    fn echo_cancellation(&self) -> bool {
+        self.p().echo_cancellation
+    }
+    #[zbus(property)]
+    async fn set_echo_cancellation(&mut self, on: bool) -> zbus::fdo::Result<()> {
+        self.set("audio.echo_cancellation", on.to_string()).await
+    }
+    #[zbus(property)]
+    fn beamforming(&self) -> bool {
+        self.p().beamforming
+    }
+    #[zbus(property)]
+    async fn set_beamforming(&mut self, on: bool) -> zbus::fdo::Result<()> {
+        self.set("audio.beamforming", on.to_string()).await
+    }
+    #[zbus(property)]
+    fn noise_suppression(&self) -> bool {
+        self.p().noise_suppression
+    }
+    #[zbus(property)]
+    async fn set_noise_suppression(&mut self, on: bool) -> zbus::fdo::Result<()> {
+        self.set("audio.noise_suppression", on.to_string()).await
+    }
+    #[zbus(property)]
+    fn gain_control(&self) -> bool {
+        self.p().gain_control
+    }
+    #[zbus(property)]
+    async fn set_gain_control(&mut self, on: bool) -> zbus::fdo::Result<()> {
+        self.set("audio.gain_control", on.to_string()).await
+    }
+    /// Loudspeaker volume, percent.
+    #[zbus(property)]
+    fn output_volume(&self) -> u32 {
+        self.p().output_volume
+    }
+    #[zbus(property)]
+    async fn set_output_volume(&mut self, v: u32) -> zbus::fdo::Result<()> {
+        self.set("audio.output_volume", v.to_string()).await
+    }
+}
+
+/// `org.huis.Video1` at `/org/huis/Room1/Video`.
+pub struct Video1 {
+    pub tx: mpsc::Sender<Command>,
+    pub props: Arc<Props>,
+}
+
+impl Video1 {
+    fn p(&self) -> std::sync::MutexGuard<'_, VideoProps> {
+        self.props.video.lock().unwrap()
+    }
+}
+
+#[interface(name = "org.huis.Video1")]
+impl Video1 {
+    /// The camera in use (driver's name and device).
+    #[zbus(property)]
+    fn camera(&self) -> String {
+        self.p().camera.clone()
+    }
+    /// The H.264 encoder element in use, or "" when none is usable.
+    #[zbus(property)]
+    fn encoder(&self) -> String {
+        self.p().encoder.clone()
+    }
+    #[zbus(property)]
+    fn encoder_hardware(&self) -> bool {
+        self.p().encoder_hardware
+    }
+    /// Every encoder probed: (element, hardware, usable, why not).
+    #[zbus(property)]
+    fn encoders(&self) -> Vec<(String, bool, bool, String)> {
+        self.p().encoders.clone()
+    }
+    #[zbus(property)]
+    fn width(&self) -> u32 {
+        self.p().width
+    }
+    #[zbus(property)]
+    fn height(&self) -> u32 {
+        self.p().height
+    }
+    #[zbus(property)]
+    fn framerate(&self) -> u32 {
+        self.p().framerate
+    }
+    #[zbus(property)]
+    fn self_view(&self) -> bool {
+        self.p().self_view
+    }
+    #[zbus(property)]
+    async fn set_self_view(&mut self, on: bool) -> zbus::fdo::Result<()> {
+        ask(&self.tx, |r| {
+            Command::ConfigSet("video.self_view".into(), on.to_string(), r)
+        })
+        .await
+        .map(drop)
+        .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
+    }
+}
+
+/// `org.huis.Config1` at `/org/huis/Room1/Config`.
+pub struct Config1 {
+    pub tx: mpsc::Sender<Command>,
+    pub path: String,
+}
+
+#[interface(name = "org.huis.Config1")]
+impl Config1 {
+    /// The configuration file huisd reads and writes.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn path(&self) -> &str {
+        &self.path
+    }
+    /// Every settable key, as `section.key`.
+    fn keys(&self) -> Vec<String> {
+        crate::config::known_keys()
+    }
+    /// One key's value as TOML text; "" returns the whole effective configuration.
+    async fn get(&self, key: String) -> Result<String, HuisError> {
+        ask(&self.tx, |r| Command::ConfigGet(key, r)).await
+    }
+    /// Validates and stores one key. A refused value changes nothing, on disk or in memory.
+    async fn set(&self, key: String, value: String) -> Result<(), HuisError> {
+        ask(&self.tx, |r| Command::ConfigSet(key, value, r))
+            .await
+            .map(drop)
+    }
+    #[zbus(signal)]
+    pub async fn changed(emitter: &SignalEmitter<'_>, key: &str, value: &str) -> zbus::Result<()>;
+}

@@ -1,0 +1,401 @@
+//! The room task: the one owner of the room's state.
+//!
+//! D-Bus methods, button presses and timers arrive here as [`Command`]s and
+//! are handled one at a time, so there is no lock to get wrong and every
+//! change is published (property + `PropertiesChanged`) from one place.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use huis_hal::buttons::{Button, Press};
+use huis_hal::leds::{LedPattern, Leds};
+use tokio::sync::{mpsc, oneshot};
+use zbus::Connection;
+
+use crate::audio::Controls;
+use crate::config::{self, Config};
+use crate::dbus::iface::{Config1, Props};
+use crate::dbus::{AUDIO_PATH, CONFIG_PATH, HuisError, ROOM_PATH, VIDEO_PATH};
+use zbus::Variant;
+
+pub type Reply = Result<String, HuisError>;
+
+pub enum Command {
+    Dial(String, oneshot::Sender<Reply>),
+    Answer(oneshot::Sender<Reply>),
+    Hangup(oneshot::Sender<Reply>),
+    SetMuted(bool, oneshot::Sender<Reply>),
+    PressButton(String, oneshot::Sender<Reply>),
+    ConfigGet(String, oneshot::Sender<Reply>),
+    ConfigSet(String, String, oneshot::Sender<Reply>),
+    /// A physical (or simulated) button was pressed.
+    Button(Press),
+}
+
+/// The room's call state as shown on D-Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoomState {
+    Idle,
+    Dialing,
+    Ringing,
+    InCall,
+    Error,
+}
+
+impl RoomState {
+    pub fn name(self) -> &'static str {
+        match self {
+            RoomState::Idle => "idle",
+            RoomState::Dialing => "dialing",
+            RoomState::Ringing => "ringing",
+            RoomState::InCall => "in-call",
+            RoomState::Error => "error",
+        }
+    }
+}
+
+pub struct Room {
+    pub conn: Connection,
+    pub props: Arc<Props>,
+    pub config: Config,
+    pub config_path: PathBuf,
+    pub leds: Box<dyn Leds>,
+    pub sim_buttons: Option<huis_hal::buttons::SimButtons>,
+    pub controls: Arc<Controls>,
+    pub meters: Option<Arc<crate::audio::Meters>>,
+    pub state: RoomState,
+    pub muted: bool,
+    pub last_error: String,
+}
+
+impl Room {
+    /// Runs until `shutdown` resolves. Pings the systemd watchdog from this
+    /// loop, so a stuck room task gets huisd restarted.
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let watchdog = sd_notify::watchdog_enabled()
+            .map(|d| d / 2)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut ping = tokio::time::interval(watchdog);
+        let mut meter_tick = tokio::time::interval(Duration::from_millis(200));
+        self.update_leds().await;
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(cmd) = rx.recv() => self.handle(cmd).await,
+                _ = meter_tick.tick() => self.publish_meters().await,
+                _ = ping.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
+            }
+        }
+        let _ = self.leds.show(LedPattern::Off);
+    }
+
+    async fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Dial(uri, r) => {
+                let _ = r.send(self.dial(&uri).await);
+            }
+            Command::Answer(r) => {
+                let _ = r.send(Err(HuisError::InvalidState(
+                    "there is no incoming call to answer".into(),
+                )));
+            }
+            Command::Hangup(r) => {
+                let _ = r.send(Err(HuisError::InvalidState(
+                    "the room is not in a call".into(),
+                )));
+            }
+            Command::SetMuted(m, r) => {
+                self.set_muted(m).await;
+                let _ = r.send(Ok(String::new()));
+            }
+            Command::PressButton(name, r) => {
+                let reply = match Button::parse(&name) {
+                    None => Err(HuisError::InvalidArgument(format!(
+                        "no button '{name}' (use call or mute)"
+                    ))),
+                    Some(b) => {
+                        match &self.sim_buttons {
+                            // The simulated board delivers it through its button backend.
+                            Some(sim) => sim.press(b),
+                            None => {
+                                Box::pin(self.on_press(Press {
+                                    button: b,
+                                    held: Duration::from_millis(120),
+                                }))
+                                .await
+                            }
+                        }
+                        Ok(String::new())
+                    }
+                };
+                let _ = r.send(reply);
+            }
+            Command::Button(p) => self.on_press(p).await,
+            Command::ConfigGet(key, r) => {
+                let _ = r.send(
+                    self.config
+                        .get(&key)
+                        .map_err(|e| HuisError::InvalidArgument(e.to_string())),
+                );
+            }
+            Command::ConfigSet(key, value, r) => {
+                let _ = r.send(self.config_set(&key, &value).await);
+            }
+        }
+    }
+
+    async fn on_press(&mut self, p: Press) {
+        tracing::info!(
+            button = p.button.name(),
+            held_ms = p.held.as_millis() as u64,
+            "button pressed"
+        );
+        match p.button {
+            Button::Mute => self.set_muted(!self.muted).await,
+            Button::Call => match self.state {
+                RoomState::Idle | RoomState::Error => {
+                    let dest = self.config.call.default_destination.clone();
+                    if dest.is_empty() {
+                        self.set_error(
+                            "the call button has no destination: set call.default_destination",
+                        )
+                        .await;
+                    } else if let Err(e) = self.dial(&dest).await {
+                        self.set_error(&e.to_string()).await;
+                    }
+                }
+                _ => {}
+            },
+        }
+    }
+
+    async fn dial(&mut self, uri: &str) -> Reply {
+        if !config::is_destination(uri) {
+            return Err(HuisError::InvalidArgument(format!(
+                "'{uri}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"
+            )));
+        }
+        Err(HuisError::NotAvailable(
+            "calling is not available in this build yet".into(),
+        ))
+    }
+
+    async fn set_muted(&mut self, muted: bool) {
+        if self.muted == muted {
+            return;
+        }
+        self.muted = muted;
+        self.controls.muted.store(muted, Ordering::Relaxed);
+        tracing::info!(muted, "microphones");
+        self.props.room.lock().unwrap().muted = muted;
+        emit(
+            &self.conn,
+            ROOM_PATH,
+            "org.huis.Room1",
+            vec![("Muted", muted.into())],
+        )
+        .await;
+        self.update_leds().await;
+    }
+
+    async fn set_error(&mut self, message: &str) {
+        tracing::warn!("{message}");
+        self.last_error = message.to_owned();
+        self.props.room.lock().unwrap().last_error = message.to_owned();
+        emit(
+            &self.conn,
+            ROOM_PATH,
+            "org.huis.Room1",
+            vec![("LastError", message.to_owned().into())],
+        )
+        .await;
+        self.update_leds().await;
+    }
+
+    fn led_pattern(&self) -> LedPattern {
+        if self.muted {
+            LedPattern::Muted
+        } else if !self.last_error.is_empty() || self.state == RoomState::Error {
+            LedPattern::Error
+        } else {
+            match self.state {
+                RoomState::Idle => LedPattern::Idle,
+                RoomState::Dialing | RoomState::Ringing => LedPattern::Connecting,
+                RoomState::InCall => LedPattern::InCall,
+                RoomState::Error => LedPattern::Error,
+            }
+        }
+    }
+
+    async fn update_leds(&mut self) {
+        let p = self.led_pattern();
+        if self.leds.current() == p {
+            return;
+        }
+        if let Err(e) = self.leds.show(p) {
+            tracing::warn!(error = %e, "cannot set the LEDs");
+        }
+        let name = self.leds.current().name().to_owned();
+        self.props.room.lock().unwrap().leds = name.clone();
+        emit(
+            &self.conn,
+            ROOM_PATH,
+            "org.huis.Room1",
+            vec![("Leds", name.into())],
+        )
+        .await;
+    }
+
+    async fn config_set(&mut self, key: &str, value: &str) -> Reply {
+        let current = match std::fs::read_to_string(&self.config_path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(HuisError::Failed(format!(
+                    "{}: cannot be read: {e}",
+                    self.config_path.display()
+                )));
+            }
+        };
+        let (text, new) = config::apply_set(&current, key, value)
+            .map_err(|e| HuisError::InvalidArgument(e.to_string()))?;
+        config::write_atomic(&self.config_path, &text).map_err(|e| {
+            HuisError::Failed(format!(
+                "{}: cannot be written: {e}",
+                self.config_path.display()
+            ))
+        })?;
+        let old = std::mem::replace(&mut self.config, new);
+        let shown = self.config.get(key).unwrap_or_default();
+        tracing::info!(key, value = %shown, "configuration changed");
+        self.apply_live(&old).await;
+        if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, CONFIG_PATH) {
+            let _ = Config1::changed(&em, key, &shown).await;
+        }
+        Ok(shown)
+    }
+
+    /// Brings running parts in line with the configuration after a change.
+    async fn apply_live(&mut self, old: &Config) {
+        let c = self.config.clone();
+        if c.room.name != old.room.name {
+            self.props.room.lock().unwrap().room_name = c.room.name.clone();
+            emit(
+                &self.conn,
+                ROOM_PATH,
+                "org.huis.Room1",
+                vec![("RoomName", c.room.name.clone().into())],
+            )
+            .await;
+        }
+        if c.audio != old.audio {
+            self.controls.apply(&c.audio);
+            let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+            {
+                let mut a = self.props.audio.lock().unwrap();
+                let mut flag = |name: &'static str, slot: &mut bool, v: bool| {
+                    if *slot != v {
+                        *slot = v;
+                        changes.push((name, v.into()));
+                    }
+                };
+                flag(
+                    "EchoCancellation",
+                    &mut a.echo_cancellation,
+                    c.audio.echo_cancellation,
+                );
+                flag("Beamforming", &mut a.beamforming, c.audio.beamforming);
+                flag(
+                    "NoiseSuppression",
+                    &mut a.noise_suppression,
+                    c.audio.noise_suppression,
+                );
+                flag("GainControl", &mut a.gain_control, c.audio.gain_control);
+                if a.output_volume != c.audio.output_volume {
+                    a.output_volume = c.audio.output_volume;
+                    changes.push(("OutputVolume", c.audio.output_volume.into()));
+                }
+            }
+            emit(&self.conn, AUDIO_PATH, "org.huis.Audio1", changes).await;
+        }
+        if c.video.self_view != old.video.self_view {
+            self.props.video.lock().unwrap().self_view = c.video.self_view;
+            emit(
+                &self.conn,
+                VIDEO_PATH,
+                "org.huis.Video1",
+                vec![("SelfView", c.video.self_view.into())],
+            )
+            .await;
+        }
+    }
+
+    async fn publish_meters(&mut self) {
+        let Some(m) = &self.meters else { return };
+        let (inl, outl, az) = (
+            m.input_dbfs.load() as f64,
+            m.output_dbfs.load() as f64,
+            m.talker_azimuth.load() as f64,
+        );
+        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+        {
+            let mut a = self.props.audio.lock().unwrap();
+            // Publish level changes of half a dB or more, so watchers see
+            // movement without a signal every 200 ms for noise.
+            if (a.input_level - inl).abs() >= 0.5 {
+                a.input_level = (inl * 10.0).round() / 10.0;
+                changes.push(("InputLevel", a.input_level.into()));
+            }
+            if (a.output_level - outl).abs() >= 0.5 {
+                a.output_level = (outl * 10.0).round() / 10.0;
+                changes.push(("OutputLevel", a.output_level.into()));
+            }
+            let active = az.is_finite();
+            if active != a.talker_active {
+                a.talker_active = active;
+                changes.push(("TalkerActive", active.into()));
+            }
+            if active && (a.talker_azimuth - az).abs() >= 0.5 {
+                a.talker_azimuth = (az * 10.0).round() / 10.0;
+                changes.push(("TalkerAzimuth", a.talker_azimuth.into()));
+            }
+        }
+        emit(&self.conn, AUDIO_PATH, "org.huis.Audio1", changes).await;
+    }
+}
+
+/// Emits `PropertiesChanged` for properties already updated in `Props`.
+async fn emit(
+    conn: &Connection,
+    path: &str,
+    iface: &'static str,
+    changes: Vec<(&'static str, Variant<'static>)>,
+) {
+    if changes.is_empty() {
+        return;
+    }
+    {
+        let Ok(em) = zbus::object_server::SignalEmitter::new(conn, path) else {
+            return;
+        };
+        let map: std::collections::HashMap<&str, Variant<'_>> = changes.into_iter().collect();
+        let name = zbus::names::InterfaceName::from_static_str_unchecked(iface);
+        if let Err(e) = zbus::fdo::Properties::properties_changed(
+            &em,
+            name,
+            map,
+            std::borrow::Cow::Borrowed(&[]),
+        )
+        .await
+        {
+            tracing::debug!(error = %e, "could not emit a property change");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Registration with digest authentication, refresh and the wrong-password case.
+
+mod common;
+use common::*;
+use huis_sip::digest::{Algorithm, compute_response};
+use huis_sip::msg::header_param;
+use huis_sip::*;
+use std::time::Duration;
+
+fn harness(password: &str) -> Harness {
+    let mut cfg = config();
+    cfg.accounts.push(account(password));
+    Harness::new(cfg)
+}
+
+/// Pulls `name="value"` or `name=value` out of an Authorization value.
+fn auth_param(v: &str, name: &str) -> String {
+    let i = v
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} missing in {v}"));
+    let rest = &v[i + name.len() + 1..];
+    if let Some(r) = rest.strip_prefix('"') {
+        r[..r.find('"').unwrap()].to_string()
+    } else {
+        rest.split(',').next().unwrap().trim().to_string()
+    }
+}
+
+const CHALLENGE_SHA: &str = "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256, opaque=\"op\"\r\n";
+const CHALLENGE_MD5: &str =
+    "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"md5nonce\", qop=\"auth\"\r\n";
+
+#[test]
+fn register_with_sha256_digest_and_refresh() {
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    let reg = h.sent_one();
+    assert!(
+        reg.raw
+            .start_line
+            .starts_with("REGISTER sip:example.org SIP/2.0")
+    );
+    assert_eq!(reg.h("expires"), "3600");
+    assert_eq!(reg.h("to"), "<sip:room@example.org>");
+    assert_eq!(
+        h.events(),
+        vec![Event::Registration {
+            account: 0,
+            state: RegistrationState::Registering
+        }]
+    );
+
+    h.recv(&respond(
+        &reg,
+        401,
+        "Unauthorized",
+        Some("r"),
+        CHALLENGE_SHA,
+        "",
+    ));
+    let reg2 = h.sent_one();
+    assert_eq!(reg2.cseq(), reg.cseq() + 1);
+    assert_eq!(reg2.h("call-id"), reg.h("call-id"));
+    let auth = reg2.h("authorization");
+    assert_eq!(auth_param(&auth, "algorithm"), "SHA-256");
+    assert_eq!(auth_param(&auth, "opaque"), "op");
+    assert_eq!(auth_param(&auth, "uri"), "sip:example.org");
+    let cnonce = auth_param(&auth, "cnonce");
+    let expected = compute_response(
+        Algorithm::Sha256,
+        "room",
+        "example.org",
+        "secret",
+        "REGISTER",
+        "sip:example.org",
+        "abc123",
+        1,
+        &cnonce,
+        true,
+    );
+    assert_eq!(auth_param(&auth, "response"), expected);
+
+    let contact = format!("Contact: {};expires=600\r\n", reg2.h("contact"));
+    h.recv(&respond(&reg2, 200, "OK", Some("r"), &contact, ""));
+    assert_eq!(
+        h.events(),
+        vec![Event::Registration {
+            account: 0,
+            state: RegistrationState::Registered { expires: 600 }
+        }]
+    );
+    assert_eq!(
+        h.ua.registration_state(0),
+        Some(&RegistrationState::Registered { expires: 600 })
+    );
+
+    // Refresh at 70 % of 600 s = 420 s, with cached credentials (nc=2).
+    let out = h.advance_collect(Duration::from_secs(421));
+    let regs = firsts(&out, "REGISTER");
+    assert_eq!(regs.len(), 1);
+    assert_eq!(regs[0].0, 420_000);
+    let refresh = &regs[0].1;
+    assert_eq!(auth_param(&refresh.h("authorization"), "nc"), "00000002");
+    // The registrar wants a new nonce: one more try with it, then success.
+    h.recv(&respond(
+        refresh,
+        401,
+        "Unauthorized",
+        Some("r"),
+        &CHALLENGE_SHA.replace("abc123", "fresh"),
+        "",
+    ));
+    let again = h.sent_one();
+    assert_eq!(auth_param(&again.h("authorization"), "nonce"), "fresh");
+    h.recv(&respond(
+        &again,
+        200,
+        "OK",
+        Some("r"),
+        "Expires: 600\r\n",
+        "",
+    ));
+    let ev = h.events();
+    assert!(
+        ev.iter().all(|e| !matches!(
+            e,
+            Event::Registration {
+                state: RegistrationState::Failed { .. },
+                ..
+            }
+        )),
+        "{ev:?}"
+    );
+    assert_eq!(
+        h.ua.registration_state(0),
+        Some(&RegistrationState::Registered { expires: 600 })
+    );
+}
+
+/// Wrong password: the second challenge stops everything with AuthFailed; no retry storm.
+#[test]
+fn wrong_password_gives_auth_failed_once() {
+    let mut h = harness("wrong");
+    h.ua.register(h.now, 0).unwrap();
+    let reg = h.sent_one();
+    h.recv(&respond(
+        &reg,
+        401,
+        "Unauthorized",
+        Some("r"),
+        CHALLENGE_MD5,
+        "",
+    ));
+    let reg2 = h.sent_one();
+    assert_eq!(auth_param(&reg2.h("authorization"), "algorithm"), "MD5");
+    h.recv(&respond(
+        &reg2,
+        401,
+        "Unauthorized",
+        Some("r"),
+        &CHALLENGE_MD5.replace("md5nonce", "other"),
+        "",
+    ));
+    assert!(h.sent().is_empty());
+    let ev = h.events();
+    assert_eq!(
+        ev.last().unwrap(),
+        &Event::Registration {
+            account: 0,
+            state: RegistrationState::Failed {
+                reason: RegistrationFailure::AuthFailed,
+                retry_at: None
+            }
+        }
+    );
+    let failed = ev
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Registration {
+                    state: RegistrationState::Failed { .. },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(failed, 1);
+    // A whole day later: nothing was sent.
+    let out = h.advance_collect(Duration::from_secs(86_400));
+    assert!(
+        out.is_empty(),
+        "{} messages sent after AuthFailed",
+        out.len()
+    );
+    // The account is changed (or a person asks): register() tries again.
+    h.ua.register(h.now, 0).unwrap();
+    assert_eq!(h.sent_one().method(), "REGISTER");
+}
+
+#[test]
+fn stale_nonce_is_retried() {
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    let reg = h.sent_one();
+    h.recv(&respond(
+        &reg,
+        401,
+        "Unauthorized",
+        Some("r"),
+        CHALLENGE_MD5,
+        "",
+    ));
+    let reg2 = h.sent_one();
+    let stale = CHALLENGE_MD5
+        .replace("md5nonce", "n2")
+        .replace("qop=\"auth\"", "qop=\"auth\", stale=true");
+    h.recv(&respond(&reg2, 401, "Unauthorized", Some("r"), &stale, ""));
+    let reg3 = h.sent_one();
+    assert_eq!(auth_param(&reg3.h("authorization"), "nonce"), "n2");
+    h.recv(&respond(
+        &reg3,
+        200,
+        "OK",
+        Some("r"),
+        "Expires: 300\r\n",
+        "",
+    ));
+    assert_eq!(
+        h.ua.registration_state(0),
+        Some(&RegistrationState::Registered { expires: 300 })
+    );
+}
+
+#[test]
+fn proxy_challenge_and_403() {
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    let reg = h.sent_one();
+    h.recv(&respond(
+        &reg,
+        407,
+        "Proxy Authentication Required",
+        Some("r"),
+        &CHALLENGE_MD5.replace("WWW-Authenticate", "Proxy-Authenticate"),
+        "",
+    ));
+    let reg2 = h.sent_one();
+    assert!(reg2.raw.header("proxy-authorization").is_some());
+    h.recv(&respond(&reg2, 403, "Forbidden", Some("r"), "", ""));
+    assert_eq!(
+        h.ua.registration_state(0),
+        Some(&RegistrationState::Failed {
+            reason: RegistrationFailure::AuthFailed,
+            retry_at: None
+        })
+    );
+}
+
+/// No answer: Timeout, then retries with growing back-off (30 s, 60 s, ...), never a storm.
+#[test]
+fn registrar_timeout_backs_off() {
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    h.sent();
+    let out = h.advance_collect(Duration::from_secs(400));
+    let starts: Vec<u128> = firsts(&out, "REGISTER").iter().map(|(t, _)| *t).collect();
+    // Timer F at 32 s, retry 30 s later; then 32 + 60; then 32 + 120 ...
+    // (500: the first REGISTER's own retransmission.)
+    assert_eq!(starts, vec![500, 62_000, 154_000, 306_000]);
+    let ev = h.events();
+    assert!(ev.iter().any(|e| matches!(
+        e,
+        Event::Registration {
+            state: RegistrationState::Failed {
+                reason: RegistrationFailure::Timeout,
+                ..
+            },
+            ..
+        }
+    )));
+}
+
+#[test]
+fn interval_too_brief_and_unregister() {
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    let reg = h.sent_one();
+    h.recv(&respond(
+        &reg,
+        423,
+        "Interval Too Brief",
+        Some("r"),
+        "Min-Expires: 7200\r\n",
+        "",
+    ));
+    let reg2 = h.sent_one();
+    assert_eq!(reg2.h("expires"), "7200");
+    h.recv(&respond(
+        &reg2,
+        200,
+        "OK",
+        Some("r"),
+        "Expires: 7200\r\n",
+        "",
+    ));
+    h.ua.unregister(h.now, 0).unwrap();
+    let un = h.sent_one();
+    assert_eq!(un.h("expires"), "0");
+    h.recv(&respond(&un, 200, "OK", Some("r"), "", ""));
+    assert_eq!(
+        h.ua.registration_state(0),
+        Some(&RegistrationState::Unregistered)
+    );
+    assert_eq!(header_param(&un.h("via"), "rport").as_deref(), Some(""));
+}
