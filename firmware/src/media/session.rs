@@ -60,6 +60,9 @@ pub struct AudioSession {
     threads: Vec<JoinHandle<()>>,
     direction: Mutex<Direction>,
     local_rtp: std::net::SocketAddr,
+    rtcp_mux: bool,
+    /// The udpsinks for RTP and RTCP and where each sends now.
+    sinks: [(gst::Element, Mutex<std::net::SocketAddr>); 2],
     stopped: bool,
 }
 
@@ -111,6 +114,43 @@ impl AudioSession {
     /// Where RTP is received (the port in our SDP).
     pub fn local_rtp(&self) -> std::net::SocketAddr {
         self.local_rtp
+    }
+
+    /// Send to a new remote address (a re-INVITE moved the far end's media, e.g. a PBX handing
+    /// the call to a conference bridge). `rtcp`: `None` means RTP port + 1, or the RTP address
+    /// with rtcp-mux. The new destination is added before the old one is removed, so no packet
+    /// is lost in between.
+    pub fn set_remote(
+        &self,
+        rtp: std::net::SocketAddr,
+        rtcp: Option<std::net::SocketAddr>,
+    ) -> Result<(), MediaError> {
+        if rtp.port() == 0 || rtp.is_ipv4() != self.local_rtp.is_ipv4() {
+            return Err(MediaError::InvalidParams(format!(
+                "remote RTP address {rtp} is unusable from local address {}",
+                self.local_rtp
+            )));
+        }
+        let rtcp = rtcp.unwrap_or_else(|| {
+            if self.rtcp_mux {
+                rtp
+            } else {
+                std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+            }
+        });
+        for ((sink, current), to) in self.sinks.iter().zip([rtp, rtcp]) {
+            let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == to {
+                continue;
+            }
+            sink.emit_by_name::<()>("add", &[&to.ip().to_string(), &i32::from(to.port())]);
+            sink.emit_by_name::<()>(
+                "remove",
+                &[&current.ip().to_string(), &i32::from(current.port())],
+            );
+            *current = to;
+        }
+        Ok(())
     }
 
     /// Mute: the stream keeps flowing, carrying digital silence.
@@ -810,6 +850,11 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         threads,
         direction: Mutex::new(p.direction),
         local_rtp,
+        rtcp_mux: p.rtcp_mux,
+        sinks: [
+            (rtp_sink, Mutex::new(p.remote_rtp)),
+            (rtcp_sink, Mutex::new(remote_rtcp)),
+        ],
         stopped: false,
     })
 }

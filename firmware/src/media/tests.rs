@@ -383,6 +383,34 @@ fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
 }
 
 #[test]
+fn set_remote_moves_the_stream_to_a_new_far_end() {
+    let sa = RtpSockets::bind(local()).unwrap();
+    let (sb, sc) = (
+        RtpSockets::bind(local()).unwrap(),
+        RtpSockets::bind(local()).unwrap(),
+    );
+    let (addr_a, addr_b, addr_c) = (sa.local_rtp(), sb.local_rtp(), sc.local_rtp());
+    let start = |s, remote| {
+        AudioSession::start(AudioSessionParams::new(s, remote, CodecParams::pcmu())).unwrap()
+    };
+    let (a, b, c) = (start(sa, addr_b), start(sb, addr_a), start(sc, addr_a));
+    run(&a, &b, Duration::from_millis(600), 440.0, |_| {});
+    a.set_remote(addr_c, None).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let b_before = b.stats().packets_received;
+    let heard_at_c = run(&a, &c, Duration::from_millis(1800), 440.0, |_| {});
+    assert_tone(&heard_at_c, 440.0, &diag("after set_remote, at C", &a, &c));
+    assert!(
+        b.stats().packets_received <= b_before + 1,
+        "B no longer gets A's packets"
+    );
+    assert!(
+        a.set_remote("[::1]:4000".parse().unwrap(), None).is_err(),
+        "IPv6 from an IPv4 socket"
+    );
+}
+
+#[test]
 fn stop_is_quick_and_says_bye() {
     let (a, b) = Setup::new(CodecParams::pcmu()).start();
     run(&a, &b, Duration::from_millis(700), 440.0, |_| {});
