@@ -121,12 +121,18 @@ struct RxState {
     consumer: rtrb::Consumer<f32>,
     /// Playing out (true) or waiting for the prefill level after an underrun (false).
     primed: bool,
+    /// Current prefill: starts at [`RX_PREFILL`], grows by a frame with every underrun up to
+    /// [`RX_PREFILL_MAX`], so a call whose audio arrives unevenly trades a little latency for
+    /// fewer gaps.
+    prefill: usize,
 }
 
-/// Audio waits until this much is queued before playing out, to ride over network burstiness.
+/// Audio waits until this much is queued before playing out, to ride over burstiness between
+/// the jitter buffer's output and the DSP thread.
 const RX_PREFILL: usize = 4 * DSP_FRAME; // 40 ms
-/// Beyond this, older audio is skipped down to the prefill level to bound latency.
-const RX_MAX_LEVEL: usize = RX_PREFILL + 12 * DSP_FRAME; // 160 ms
+const RX_PREFILL_MAX: usize = 10 * DSP_FRAME; // 100 ms
+/// Beyond prefill plus this, older audio is skipped down to the prefill level to bound latency.
+const RX_HEADROOM: usize = 12 * DSP_FRAME; // 120 ms
 
 impl AudioRx {
     /// Times playout ran dry mid-stream (network or decoder late, or the call went quiet) and
@@ -143,13 +149,14 @@ impl AudioRx {
             return 0;
         };
         let level = st.consumer.slots();
-        if level > RX_MAX_LEVEL
-            && let Ok(chunk) = st.consumer.read_chunk(level - RX_PREFILL)
+        let prefill = st.prefill;
+        if level > prefill + RX_HEADROOM
+            && let Ok(chunk) = st.consumer.read_chunk(level - prefill)
         {
             chunk.commit_all();
         }
         if !st.primed {
-            if st.consumer.slots() < RX_PREFILL {
+            if st.consumer.slots() < prefill {
                 out.fill(0.0);
                 return 0;
             }
@@ -160,6 +167,7 @@ impl AudioRx {
         if !rest.is_empty() {
             rest.fill(0.0);
             st.primed = false;
+            st.prefill = (st.prefill + DSP_FRAME).min(RX_PREFILL_MAX);
             self.underruns.fetch_add(1, Ordering::Relaxed);
         }
         n
@@ -179,6 +187,7 @@ pub(crate) fn rx_ring() -> (AudioRx, RxWriter) {
             shared: Arc::new(Mutex::new(RxState {
                 consumer,
                 primed: false,
+                prefill: RX_PREFILL,
             })),
         },
         RxWriter { producer },
@@ -260,7 +269,7 @@ mod tests {
     #[test]
     fn rx_skips_down_when_too_far_behind() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..RX_MAX_LEVEL + 800)
+        let bytes: Vec<u8> = (0..RX_PREFILL + RX_HEADROOM + 800)
             .flat_map(|i| (i as f32).to_le_bytes())
             .collect();
         w.write_le_bytes(&bytes);
@@ -268,7 +277,7 @@ mod tests {
         assert_eq!(rx.pull(&mut out), DSP_FRAME);
         assert_eq!(
             out[0],
-            (RX_MAX_LEVEL + 800 - RX_PREFILL) as f32,
+            (RX_HEADROOM + 800) as f32,
             "kept only the newest prefill"
         );
     }

@@ -12,6 +12,7 @@ use gstreamer_app as gst_app;
 use gstreamer_audio as gst_audio;
 use gstreamer_rtp as gst_rtp;
 
+use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
@@ -55,15 +56,18 @@ pub struct AudioSession {
     rtpbin: gst::Element,
     send_valve: gst::Element,
     dtmf_src: Option<gst::Element>,
-    dtmf_cmds: Option<std::sync::mpsc::Sender<DtmfDigit>>,
+    dtmf_cmds: Mutex<Option<std::sync::mpsc::Sender<DtmfDigit>>>,
     events: Mutex<Option<tokio::sync::mpsc::Receiver<MediaEvent>>>,
-    threads: Vec<JoinHandle<()>>,
+    /// The pacer first, then the others.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     direction: Mutex<Direction>,
     local_rtp: std::net::SocketAddr,
     rtcp_mux: bool,
+    /// The udpsrc elements, whose sockets stop() closes (udpsink shares them).
+    udp_srcs: Vec<gst::Element>,
     /// The udpsinks for RTP and RTCP and where each sends now.
     sinks: [(gst::Element, Mutex<std::net::SocketAddr>); 2],
-    stopped: bool,
+    stopped: AtomicBool,
 }
 
 struct Shared {
@@ -182,7 +186,8 @@ impl AudioSession {
         if self.dtmf_src.is_none() {
             return Err(MediaError::NoTelephoneEvent);
         }
-        let tx = self.dtmf_cmds.as_ref().ok_or(MediaError::Stopped)?;
+        let cmds = self.dtmf_cmds.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = cmds.as_ref().ok_or(MediaError::Stopped)?;
         for d in parsed {
             tx.send(d).map_err(|_| MediaError::Stopped)?;
         }
@@ -213,22 +218,24 @@ impl AudioSession {
     }
 
     /// End the call's media: the encoder drains, the last packets and an RTCP BYE leave, the
-    /// pipeline stops and every thread is joined.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if self.stopped {
+    /// pipeline stops and every thread is joined. Blocks for up to about a second (from async
+    /// code, call it in `spawn_blocking`). Idempotent; dropping the session does it too.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.stopped = true;
-        self.dtmf_cmds = None;
+        self.dtmf_cmds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         self.shared.stop.store(true, Ordering::Relaxed);
+        let mut threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         // The pacer pushes EOS into appsrc as it leaves; the payloader flushes, and rtpbin answers
         // EOS on its send path with an RTCP BYE.
-        let pacer = self.threads.remove(0);
-        let _ = pacer.join();
+        if !threads.is_empty() {
+            let _ = threads.remove(0).join();
+        }
         if let Some(d) = &self.dtmf_src {
             d.send_event(gst::event::Eos::new());
         }
@@ -239,15 +246,28 @@ impl AudioSession {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("media pipeline did not stop cleanly: {e}");
         }
-        for t in self.threads.drain(..) {
+        // Free the ports now, even if the session object lives on (e.g. in an Arc).
+        for src in &self.udp_srcs {
+            if let Some(socket) = src.property::<Option<gio::Socket>>("socket")
+                && let Err(e) = socket.close()
+            {
+                tracing::warn!("cannot close an RTP socket: {e}");
+            }
+        }
+        for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Whether [`AudioSession::stop`] has run.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for AudioSession {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
@@ -632,6 +652,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         codec.recv_pt(),
     );
     let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
+    let mut udp_srcs = vec![rtp_src.clone()];
     add(&[&rtp_src])?;
     // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
     link_pads(
@@ -687,6 +708,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         });
     } else {
         let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
+        udp_srcs.push(rtcp_src.clone());
         add(&[&rtcp_src])?;
         link_pads(&static_pad(&rtcp_src, "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
@@ -845,17 +867,18 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         rtpbin,
         send_valve,
         dtmf_src,
-        dtmf_cmds: Some(dtmf_tx),
+        dtmf_cmds: Mutex::new(Some(dtmf_tx)),
         events: Mutex::new(Some(ev_rx)),
-        threads,
+        threads: Mutex::new(threads),
         direction: Mutex::new(p.direction),
         local_rtp,
         rtcp_mux: p.rtcp_mux,
+        udp_srcs,
         sinks: [
             (rtp_sink, Mutex::new(p.remote_rtp)),
             (rtcp_sink, Mutex::new(remote_rtcp)),
         ],
-        stopped: false,
+        stopped: AtomicBool::new(false),
     })
 }
 
@@ -992,7 +1015,7 @@ fn stream_error(msg: &gst::Message) -> MediaError {
 }
 
 /// How late the DSP thread may be before the pacer fills in silence.
-const TX_GRACE: Duration = Duration::from_millis(30);
+const TX_GRACE: Duration = Duration::from_millis(50);
 /// How often the pacer looks at the send ring.
 const TX_POLL: Duration = Duration::from_millis(5);
 

@@ -132,7 +132,7 @@ fn assert_tone(heard: &[f32], hz: f32, what: &str) {
         .collect();
     let holes = frames.iter().filter(|f| rms(f) < 0.1).count();
     assert!(
-        holes * 10 <= frames.len(),
+        holes * 5 <= frames.len(),
         "{what}: {holes} of {} 10 ms frames dropped out",
         frames.len()
     );
@@ -428,6 +428,12 @@ fn stop_is_quick_and_says_bye() {
         t.elapsed()
     );
     assert!(!tx.is_open());
+    assert!(a.is_stopped());
+    a.stop(); // idempotent, and the session object may outlive its media (e.g. in an Arc)
+    assert!(matches!(
+        a.send_dtmf("1"),
+        Err(MediaError::NoTelephoneEvent)
+    ));
     assert_eq!(
         our_threads(port),
         Vec::<String>::new(),
