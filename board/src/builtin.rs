@@ -37,23 +37,14 @@ pub fn builtin_names() -> Vec<&'static str> {
 
 /// The compiled-in descriptor `name`, parsed and validated.
 pub fn builtin(name: &str) -> Result<Board, BoardError> {
-    let (name, text) = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| unknown(name))?;
+    let (name, text) = BUILTIN.iter().find(|(n, _)| *n == name).ok_or_else(|| unknown(name))?;
     parse(name, &format!("board/boards/{name}.toml"), text)
 }
 
 /// A descriptor from a file; the board's name is the file stem.
 pub fn load_file(path: &Path) -> Result<Board, BoardError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BoardError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    let name = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let text = std::fs::read_to_string(path).map_err(|source| BoardError::Io { path: path.to_owned(), source })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     parse(&name, &path.display().to_string(), &text)
 }
 
@@ -67,25 +58,14 @@ pub fn resolve(cli: Option<&str>, config: Option<&str>, root: &Path) -> Result<B
     }
     match given(cli).or(given(config)) {
         Some(value) => by_name_or_path(value),
-        None => builtin(
-            crate::detect::detect_from(root)
-                .as_deref()
-                .unwrap_or(DEFAULT_BOARD),
-        ),
+        None => builtin(crate::detect::detect_from(root).as_deref().unwrap_or(DEFAULT_BOARD)),
     }
 }
 
 fn by_name_or_path(value: &str) -> Result<Board, BoardError> {
-    if value.contains('/') || value.ends_with(".toml") {
-        load_file(Path::new(value))
-    } else {
-        builtin(value)
-    }
+    if value.contains('/') || value.ends_with(".toml") { load_file(Path::new(value)) } else { builtin(value) }
 }
 
 fn unknown(name: &str) -> BoardError {
-    BoardError::UnknownBoard {
-        name: name.to_owned(),
-        known: builtin_names().into_iter().map(str::to_owned).collect(),
-    }
+    BoardError::UnknownBoard { name: name.to_owned(), known: builtin_names().into_iter().map(str::to_owned).collect() }
 }

@@ -73,34 +73,19 @@ impl Facts {
             Some(String::from_utf8_lossy(&bytes).into_owned())
         };
         let clean = |s: String| -> Option<String> {
-            let s = s
-                .trim_matches(|c: char| c == '\0' || c.is_whitespace())
-                .to_owned();
+            let s = s.trim_matches(|c: char| c == '\0' || c.is_whitespace()).to_owned();
             (!s.is_empty()).then_some(s)
         };
         let compatible = read("proc/device-tree/compatible")
-            .map(|s| {
-                s.split('\0')
-                    .map(str::trim)
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
+            .map(|s| s.split('\0').map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
         let hat_product = read("proc/device-tree/hat/product").and_then(clean);
         let dmi = ["product_name", "board_name", "sys_vendor"]
             .iter()
             .filter_map(|f| read(&format!("sys/class/dmi/id/{f}")).and_then(clean))
             .collect();
-        let alsa_cards = read("proc/asound/cards")
-            .map(|s| card_ids(&s))
-            .unwrap_or_default();
-        Facts {
-            compatible,
-            hat_product,
-            dmi,
-            alsa_cards,
-        }
+        let alsa_cards = read("proc/asound/cards").map(|s| card_ids(&s)).unwrap_or_default();
+        Facts { compatible, hat_product, dmi, alsa_cards }
     }
 }
 
@@ -153,14 +138,8 @@ fn score(d: &Detect, f: &Facts) -> Option<u32> {
             .max()
     };
     let platform = compatible.max(dmi)?;
-    let hat = f
-        .hat_product
-        .as_deref()
-        .is_some_and(|p| d.hat.iter().any(|h| contains_ci(p, h)));
-    let card = d
-        .alsa_cards
-        .iter()
-        .any(|c| f.alsa_cards.iter().any(|x| x == c));
+    let hat = f.hat_product.as_deref().is_some_and(|p| d.hat.iter().any(|h| contains_ci(p, h)));
+    let card = d.alsa_cards.iter().any(|c| f.alsa_cards.iter().any(|x| x == c));
     Some(platform + if hat { CONFIRMED } else { 0 } + if card { CONFIRMED } else { 0 })
 }
 

@@ -105,17 +105,9 @@ pub enum LedDriver {
     /// Simulated LEDs, read over D-Bus.
     Sim,
     /// Plain GPIO lines, one per colour/state.
-    Gpio {
-        red: Option<GpioLine>,
-        green: Option<GpioLine>,
-        blue: Option<GpioLine>,
-    },
+    Gpio { red: Option<GpioLine>, green: Option<GpioLine>, blue: Option<GpioLine> },
     /// An APA102 ring on SPI (ReSpeaker HATs), with the GPIO that powers it.
-    Apa102 {
-        spidev: String,
-        count: u16,
-        power: Option<GpioLine>,
-    },
+    Apa102 { spidev: String, count: u16, power: Option<GpioLine> },
     /// No LEDs.
     None,
 }

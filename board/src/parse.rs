@@ -37,12 +37,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError> 
         key: None,
         reason: format!("not valid TOML: {}", e.message().trim()),
     })?;
-    let root = Tbl {
-        ctx: &ctx,
-        path: String::new(),
-        t: doc.get_ref(),
-        span: None,
-    };
+    let root = Tbl { ctx: &ctx, path: String::new(), t: doc.get_ref(), span: None };
     root.deny_unknown(&[
         "description",
         "encoders",
@@ -95,11 +90,7 @@ struct Ctx<'a> {
 impl Ctx<'_> {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
-            .iter()
-            .filter(|&&b| b == b'\n')
-            .count()
-            + 1
+        self.text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() + 1
     }
 
     fn err(&self, key: &str, span: Option<&Span>, reason: impl Into<String>) -> BoardError {
@@ -113,11 +104,7 @@ impl Ctx<'_> {
 }
 
 fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{path}.{key}")
-    }
+    if path.is_empty() { key.to_owned() } else { format!("{path}.{key}") }
 }
 
 /// One TOML table, with its dotted path.
@@ -136,40 +123,28 @@ impl<'a> Tbl<'a> {
     }
 
     fn deny_unknown_because(&self, known: &[&str], why: Option<&str>) -> Res<()> {
-        let mut unknown: Vec<_> = self
-            .t
-            .iter()
-            .filter(|(k, _)| !known.contains(&k.get_ref().as_ref()))
-            .collect();
+        let mut unknown: Vec<_> = self.t.iter().filter(|(k, _)| !known.contains(&k.get_ref().as_ref())).collect();
         unknown.sort_by_key(|(k, _)| k.span().start);
         if let Some((k, _)) = unknown.first() {
             let reason = match why {
                 Some(why) => format!("unknown key ({why}; allowed here: {})", known.join(", ")),
                 None => format!("unknown key (allowed here: {})", known.join(", ")),
             };
-            return Err(self
-                .ctx
-                .err(&join(&self.path, k.get_ref()), Some(&k.span()), reason));
+            return Err(self.ctx.err(&join(&self.path, k.get_ref()), Some(&k.span()), reason));
         }
         Ok(())
     }
 
     fn get(&self, key: &str) -> Option<Val<'a>> {
-        self.t.get(key).map(|v| Val {
-            ctx: self.ctx,
-            path: join(&self.path, key),
-            v,
-        })
+        self.t.get(key).map(|v| Val { ctx: self.ctx, path: join(&self.path, key), v })
     }
 
     fn req(&self, key: &str) -> Res<Val<'a>> {
-        self.get(key)
-            .ok_or_else(|| self.missing(key, "required key is missing"))
+        self.get(key).ok_or_else(|| self.missing(key, "required key is missing"))
     }
 
     fn missing(&self, key: &str, reason: &str) -> BoardError {
-        self.ctx
-            .err(&join(&self.path, key), self.span.as_ref(), reason)
+        self.ctx.err(&join(&self.path, key), self.span.as_ref(), reason)
     }
 
     fn err(&self, key: &str, reason: impl Into<String>) -> BoardError {
@@ -193,20 +168,12 @@ impl<'a> Val<'a> {
     }
 
     fn wrong_type(&self, expected: &str) -> BoardError {
-        self.err(format!(
-            "expected {expected}, found {}",
-            describe(self.v.get_ref())
-        ))
+        self.err(format!("expected {expected}, found {}", describe(self.v.get_ref())))
     }
 
     fn table(&self) -> Res<Tbl<'a>> {
         match self.v.get_ref() {
-            DeValue::Table(t) => Ok(Tbl {
-                ctx: self.ctx,
-                path: self.path.clone(),
-                t,
-                span: Some(self.v.span()),
-            }),
+            DeValue::Table(t) => Ok(Tbl { ctx: self.ctx, path: self.path.clone(), t, span: Some(self.v.span()) }),
             _ => Err(self.wrong_type("a table")),
         }
     }
@@ -216,11 +183,7 @@ impl<'a> Val<'a> {
             DeValue::Array(items) => Ok(items
                 .iter()
                 .enumerate()
-                .map(|(i, v)| Val {
-                    ctx: self.ctx,
-                    path: format!("{}[{i}]", self.path),
-                    v,
-                })
+                .map(|(i, v)| Val { ctx: self.ctx, path: format!("{}[{i}]", self.path), v })
                 .collect()),
             _ => Err(self.wrong_type("an array")),
         }
@@ -268,10 +231,7 @@ impl<'a> Val<'a> {
     /// A finite number; integers are accepted too (`0` for `0.0`).
     fn float(&self) -> Res<f64> {
         let f = match self.v.get_ref() {
-            DeValue::Float(f) => f
-                .as_str()
-                .parse::<f64>()
-                .map_err(|_| self.err(format!("{f} is not a number")))?,
+            DeValue::Float(f) => f.as_str().parse::<f64>().map_err(|_| self.err(format!("{f} is not a number")))?,
             DeValue::Integer(_) => self.int()? as f64,
             _ => return Err(self.wrong_type("a number")),
         };
@@ -282,10 +242,7 @@ impl<'a> Val<'a> {
     }
 
     fn str_list(&self) -> Res<Vec<String>> {
-        self.array()?
-            .iter()
-            .map(|v| v.nonempty_str().map(str::to_owned))
-            .collect()
+        self.array()?.iter().map(|v| v.nonempty_str().map(str::to_owned)).collect()
     }
 }
 
@@ -306,12 +263,8 @@ fn describe(v: &DeValue<'_>) -> String {
 
 fn detect(t: &Tbl<'_>) -> Res<Detect> {
     t.deny_unknown(&["compatible", "dmi", "hat", "alsa_cards"])?;
-    let list = |key: &str| -> Res<Vec<String>> {
-        t.get(key)
-            .map(|v| v.str_list())
-            .transpose()
-            .map(Option::unwrap_or_default)
-    };
+    let list =
+        |key: &str| -> Res<Vec<String>> { t.get(key).map(|v| v.str_list()).transpose().map(Option::unwrap_or_default) };
     Ok(Detect {
         compatible: list("compatible")?,
         dmi: list("dmi")?,
@@ -325,31 +278,26 @@ fn backend(t: &Tbl<'_>) -> Res<Backend> {
     match v.str()? {
         "linux" => Ok(Backend::Linux),
         "sim" => Ok(Backend::Sim),
-        other => Err(v.err(format!(
-            "'{other}' is not a backend (use \"linux\" or \"sim\")"
-        ))),
+        other => Err(v.err(format!("'{other}' is not a backend (use \"linux\" or \"sim\")"))),
     }
 }
 
 /// The `device` key: required and non-empty for linux, absent for sim.
 fn device(t: &Tbl<'_>, backend: Backend, example: &str) -> Res<String> {
     match (backend, t.get("device")) {
-        (Backend::Linux, None) => Err(t.missing(
-            "device",
-            &format!("a linux backend must name a device (e.g. \"{example}\")"),
-        )),
+        (Backend::Linux, None) => {
+            Err(t.missing("device", &format!("a linux backend must name a device (e.g. \"{example}\")")))
+        }
         (Backend::Linux, Some(v)) => {
             let s = v.str()?;
             if s.trim().is_empty() {
-                return Err(v.err(format!(
-                    "a linux backend must name a device (e.g. \"{example}\")"
-                )));
+                return Err(v.err(format!("a linux backend must name a device (e.g. \"{example}\")")));
             }
             Ok(s.to_owned())
         }
-        (Backend::Sim, Some(v)) => Err(v.err(
-            "a sim backend must not name a device (remove the key, or use backend = \"linux\")",
-        )),
+        (Backend::Sim, Some(v)) => {
+            Err(v.err("a sim backend must not name a device (remove the key, or use backend = \"linux\")"))
+        }
         (Backend::Sim, None) => Ok(String::new()),
     }
 }
@@ -381,9 +329,7 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
     ])?;
     let backend = backend(t)?;
     let device = device(t, backend, "hw:CARD=ArrayUAC10,DEV=0")?;
-    let capture_channels = t
-        .req("capture_channels")?
-        .int_in(1, 32, "capture channels per frame")? as u16;
+    let capture_channels = t.req("capture_channels")?.int_in(1, 32, "capture channels per frame")? as u16;
     let sample_rate = rate(&t.req("sample_rate")?, MIC_RATES)?;
 
     // Positions: [x, y] or [x, y, z] in metres.
@@ -393,10 +339,7 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
     for item in &pos_items {
         let comps = item.array()?;
         if !(2..=3).contains(&comps.len()) {
-            return Err(item.err(format!(
-                "a position is [x, y] or [x, y, z] in metres, found {} numbers",
-                comps.len()
-            )));
+            return Err(item.err(format!("a position is [x, y] or [x, y, z] in metres, found {} numbers", comps.len())));
         }
         let mut p = [0.0; 3];
         for (slot, c) in p.iter_mut().zip(&comps) {
@@ -411,10 +354,7 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
         positions.push(p);
     }
     if positions.len() < 2 {
-        return Err(pos_val.err(format!(
-            "a mic array needs at least 2 mics, found {}",
-            positions.len()
-        )));
+        return Err(pos_val.err(format!("a mic array needs at least 2 mics, found {}", positions.len())));
     }
     for j in 1..positions.len() {
         for i in 0..j {
@@ -475,15 +415,7 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
         ));
     }
 
-    Ok(MicArray {
-        backend,
-        device,
-        capture_channels,
-        sample_rate,
-        positions,
-        channels,
-        front_azimuth_deg,
-    })
+    Ok(MicArray { backend, device, capture_channels, sample_rate, positions, channels, front_azimuth_deg })
 }
 
 fn audio_out(t: &Tbl<'_>) -> Res<AudioOut> {
@@ -492,12 +424,7 @@ fn audio_out(t: &Tbl<'_>) -> Res<AudioOut> {
     let device = device(t, backend, "hw:CARD=Headphones,DEV=0")?;
     let sample_rate = rate(&t.req("sample_rate")?, OUT_RATES)?;
     let channels = t.req("channels")?.int_in(1, 8, "output channels")? as u16;
-    Ok(AudioOut {
-        backend,
-        device,
-        sample_rate,
-        channels,
-    })
+    Ok(AudioOut { backend, device, sample_rate, channels })
 }
 
 fn camera(t: &Tbl<'_>) -> Res<Camera> {
@@ -514,14 +441,7 @@ fn camera(t: &Tbl<'_>) -> Res<Camera> {
     let height = t.req("height")?.int_in(120, 4320, "pixels")? as u32;
     let framerate = t.req("framerate")?.int_in(1, 120, "frames per second")? as u32;
     let ptz = t.get("ptz").map(|v| v.bool()).transpose()?.unwrap_or(false);
-    Ok(Camera {
-        backend,
-        device,
-        width,
-        height,
-        framerate,
-        ptz,
-    })
+    Ok(Camera { backend, device, width, height, framerate, ptz })
 }
 
 fn encoders(v: &Val<'_>) -> Res<Vec<String>> {
@@ -565,28 +485,18 @@ fn gpio_line(v: &Val<'_>, used: &mut GpioUse) -> Res<GpioLine> {
     let chip = chip_v.str()?;
     let digits = chip.strip_prefix("gpiochip").unwrap_or("");
     if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit()) || digits.len() > 4 {
-        return Err(chip_v.err(format!(
-            "'{chip}' is not a GPIO chip name (use gpiochipN, as under /dev)"
-        )));
+        return Err(chip_v.err(format!("'{chip}' is not a GPIO chip name (use gpiochipN, as under /dev)")));
     }
     let line_v = t.req("line")?;
     let line = line_v.int_in(0, 1023, "line offset on the chip")? as u32;
-    let active_low = t
-        .get("active_low")
-        .map(|v| v.bool())
-        .transpose()?
-        .unwrap_or(false);
+    let active_low = t.get("active_low").map(|v| v.bool()).transpose()?.unwrap_or(false);
     if let Some(other) = used.used.get(&(chip.to_owned(), line)) {
-        return Err(line_v.err(format!(
-            "{chip} line {line} is already used by '{other}'; one line cannot serve two functions"
-        )));
+        return Err(
+            line_v.err(format!("{chip} line {line} is already used by '{other}'; one line cannot serve two functions"))
+        );
     }
     used.used.insert((chip.to_owned(), line), v.path.clone());
-    Ok(GpioLine {
-        chip: chip.to_owned(),
-        line,
-        active_low,
-    })
+    Ok(GpioLine { chip: chip.to_owned(), line, active_low })
 }
 
 fn buttons(t: &Tbl<'_>, used: &mut GpioUse) -> Res<Buttons> {
@@ -596,31 +506,18 @@ fn buttons(t: &Tbl<'_>, used: &mut GpioUse) -> Res<Buttons> {
         Backend::Sim => {
             for key in ["call", "mute"] {
                 if let Some(v) = t.get(key) {
-                    return Err(v.err(
-                        "a sim backend must not name GPIO lines (remove it, or use backend = \"linux\")",
-                    ));
+                    return Err(v.err("a sim backend must not name GPIO lines (remove it, or use backend = \"linux\")"));
                 }
             }
-            Ok(Buttons {
-                backend,
-                call: None,
-                mute: None,
-            })
+            Ok(Buttons { backend, call: None, mute: None })
         }
         Backend::Linux => {
             let call = t.get("call").map(|v| gpio_line(&v, used)).transpose()?;
             let mute = t.get("mute").map(|v| gpio_line(&v, used)).transpose()?;
             if call.is_none() && mute.is_none() {
-                return Err(t.missing(
-                    "call",
-                    "a linux buttons backend needs at least a 'call' or a 'mute' GPIO line",
-                ));
+                return Err(t.missing("call", "a linux buttons backend needs at least a 'call' or a 'mute' GPIO line"));
             }
-            Ok(Buttons {
-                backend,
-                call,
-                mute,
-            })
+            Ok(Buttons { backend, call, mute })
         }
     }
 }
@@ -630,15 +527,8 @@ fn leds(t: &Tbl<'_>, used: &mut GpioUse) -> Res<Leds> {
     let kind = kind_v.str()?;
     let driver = match kind {
         "sim" | "none" => {
-            t.deny_unknown_because(
-                &["driver"],
-                Some(&format!("driver \"{kind}\" takes no settings")),
-            )?;
-            if kind == "sim" {
-                LedDriver::Sim
-            } else {
-                LedDriver::None
-            }
+            t.deny_unknown_because(&["driver"], Some(&format!("driver \"{kind}\" takes no settings")))?;
+            if kind == "sim" { LedDriver::Sim } else { LedDriver::None }
         }
         "gpio" => {
             t.deny_unknown_because(
@@ -649,10 +539,7 @@ fn leds(t: &Tbl<'_>, used: &mut GpioUse) -> Res<Leds> {
             let green = t.get("green").map(|v| gpio_line(&v, used)).transpose()?;
             let blue = t.get("blue").map(|v| gpio_line(&v, used)).transpose()?;
             if red.is_none() && green.is_none() && blue.is_none() {
-                return Err(t.missing(
-                    "red",
-                    "driver \"gpio\" needs at least one of 'red', 'green', 'blue'",
-                ));
+                return Err(t.missing("red", "driver \"gpio\" needs at least one of 'red', 'green', 'blue'"));
             }
             LedDriver::Gpio { red, green, blue }
         }
@@ -661,38 +548,26 @@ fn leds(t: &Tbl<'_>, used: &mut GpioUse) -> Res<Leds> {
                 &["driver", "spidev", "count", "power"],
                 Some("driver \"apa102\" takes spidev, count and power"),
             )?;
-            let spi_v = t.get("spidev").ok_or_else(|| {
-                t.missing(
-                    "spidev",
-                    "driver \"apa102\" needs 'spidev' (e.g. \"/dev/spidev0.1\")",
-                )
-            })?;
+            let spi_v = t
+                .get("spidev")
+                .ok_or_else(|| t.missing("spidev", "driver \"apa102\" needs 'spidev' (e.g. \"/dev/spidev0.1\")"))?;
             let spidev = spi_v.str()?;
             if !is_spidev(spidev) {
-                return Err(spi_v.err(format!(
-                    "'{spidev}' is not a spidev path (use /dev/spidevB.C, e.g. /dev/spidev0.1)"
-                )));
+                return Err(
+                    spi_v.err(format!("'{spidev}' is not a spidev path (use /dev/spidevB.C, e.g. /dev/spidev0.1)"))
+                );
             }
             let count = t
                 .get("count")
-                .ok_or_else(|| {
-                    t.missing(
-                        "count",
-                        "driver \"apa102\" needs 'count', the number of LEDs",
-                    )
-                })?
+                .ok_or_else(|| t.missing("count", "driver \"apa102\" needs 'count', the number of LEDs"))?
                 .int_in(1, 1024, "LEDs on the chain")? as u16;
             let power = t.get("power").map(|v| gpio_line(&v, used)).transpose()?;
-            LedDriver::Apa102 {
-                spidev: spidev.to_owned(),
-                count,
-                power,
-            }
+            LedDriver::Apa102 { spidev: spidev.to_owned(), count, power }
         }
         other => {
-            return Err(kind_v.err(format!(
-                "'{other}' is not an LED driver (use \"sim\", \"none\", \"gpio\" or \"apa102\")"
-            )));
+            return Err(
+                kind_v.err(format!("'{other}' is not an LED driver (use \"sim\", \"none\", \"gpio\" or \"apa102\")"))
+            );
         }
     };
     Ok(Leds { driver })
@@ -717,24 +592,17 @@ fn display(t: &Tbl<'_>) -> Res<Display> {
         "wayland" => DisplayKind::Wayland,
         "sim" => DisplayKind::Sim,
         other => {
-            return Err(kind_v.err(format!(
-                "'{other}' is not a display kind (use \"kms\", \"wayland\" or \"sim\")"
-            )));
+            return Err(kind_v.err(format!("'{other}' is not a display kind (use \"kms\", \"wayland\" or \"sim\")")));
         }
     };
     let connector = match (kind, t.get("connector")) {
         (DisplayKind::Kms, None) => {
-            return Err(t.missing(
-                "connector",
-                "a kms display needs a DRM connector (e.g. \"HDMI-A-1\")",
-            ));
+            return Err(t.missing("connector", "a kms display needs a DRM connector (e.g. \"HDMI-A-1\")"));
         }
         (DisplayKind::Kms, Some(v)) => {
             let c = v.str()?;
             if !is_connector(c) {
-                return Err(v.err(format!(
-                    "'{c}' is not a DRM connector name (e.g. HDMI-A-1, DP-1, DSI-1, eDP-1)"
-                )));
+                return Err(v.err(format!("'{c}' is not a DRM connector name (e.g. HDMI-A-1, DP-1, DSI-1, eDP-1)")));
             }
             c.to_owned()
         }
@@ -743,12 +611,7 @@ fn display(t: &Tbl<'_>) -> Res<Display> {
     };
     let width = t.req("width")?.int_in(160, 7680, "pixels")? as u32;
     let height = t.req("height")?.int_in(120, 4320, "pixels")? as u32;
-    Ok(Display {
-        kind,
-        connector,
-        width,
-        height,
-    })
+    Ok(Display { kind, connector, width, height })
 }
 
 /// DRM connector names look like `HDMI-A-1`, `DP-2`, `eDP-1`, `Virtual-1`.
@@ -759,9 +622,7 @@ fn is_connector(s: &str) -> bool {
     !index.is_empty()
         && index.chars().all(|c| c.is_ascii_digit())
         && !name.is_empty()
-        && name
-            .split('-')
-            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
+        && name.split('-').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric()))
         && name.starts_with(|c: char| c.is_ascii_alphabetic())
 }
 
@@ -786,11 +647,7 @@ pub(crate) fn collinear(points: &[[f64; 3]]) -> bool {
     let Some(&p0) = points.first() else {
         return true;
     };
-    let far = points
-        .iter()
-        .copied()
-        .max_by(|a, b| norm(sub(*a, p0)).total_cmp(&norm(sub(*b, p0))))
-        .unwrap_or(p0);
+    let far = points.iter().copied().max_by(|a, b| norm(sub(*a, p0)).total_cmp(&norm(sub(*b, p0)))).unwrap_or(p0);
     let span = norm(sub(far, p0));
     if span == 0.0 {
         return true;

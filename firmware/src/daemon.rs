@@ -8,9 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::{Controls, Engine};
 use crate::config::{self, Config};
-use crate::dbus::iface::{
-    Audio1, AudioProps, Config1, Props, Room1, RoomProps, Video1, VideoProps,
-};
+use crate::dbus::iface::{Audio1, AudioProps, Config1, Props, Room1, RoomProps, Video1, VideoProps};
 use crate::dbus::{AUDIO_PATH, BUS_NAME, CONFIG_PATH, ROOM_PATH, VIDEO_PATH};
 use crate::room::{Command, Room, RoomState};
 
@@ -72,11 +70,7 @@ pub fn main() -> i32 {
         }
     };
     init_logging(&cfg.log.level);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("huisd: cannot start the runtime: {e}");
@@ -95,11 +89,7 @@ pub fn main() -> i32 {
 
 async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let board_from_cfg = (!cfg.room.board.is_empty()).then_some(cfg.room.board.as_str());
-    let board = match huis_board::resolve(
-        args.board.as_deref(),
-        board_from_cfg,
-        std::path::Path::new("/"),
-    ) {
+    let board = match huis_board::resolve(args.board.as_deref(), board_from_cfg, std::path::Path::new("/")) {
         Ok(b) => b,
         Err(e) => {
             eprintln!("huisd: {e}");
@@ -120,13 +110,13 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     }));
 
     let controls = Arc::new(Controls::new(&cfg.audio));
+    let call_audio: crate::call::CallAudioSlot = Default::default();
     let mut engine = match (hw.mic.take(), hw.out.take()) {
         (Some(mic), Some(out)) => {
-            match Engine::start(mic, out, board.mic_array.channels.clone(), controls.clone()) {
+            match Engine::start(mic, out, board.mic_array.channels.clone(), controls.clone(), call_audio.clone()) {
                 Ok(e) => Some(e),
                 Err(e) => {
-                    hw.problems
-                        .push(format!("cannot start the audio thread: {e}"));
+                    hw.problems.push(format!("cannot start the audio thread: {e}"));
                     None
                 }
             }
@@ -145,8 +135,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     if let Some(p) = &picked {
         tracing::info!(encoder = %p.element, hardware = p.hardware, "H.264 encoder");
     } else {
-        hw.problems
-            .push("no usable H.264 encoder (install gstreamer1.0-plugins-ugly for x264enc)".into());
+        hw.problems.push("no usable H.264 encoder (install gstreamer1.0-plugins-ugly for x264enc)".into());
     }
     let camera = match hw.camera.info() {
         Ok(i) => format!("{} ({})", i.card, i.device),
@@ -162,6 +151,8 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         muted: false,
         last_error: hw.problems.first().cloned().unwrap_or_default(),
         leds: "off".into(),
+        registration: if cfg.account.registrar.is_empty() { "none".into() } else { "unregistered".into() },
+        sip_uri: String::new(),
     };
     *props.audio.lock().unwrap() = AudioProps {
         talker_azimuth: 0.0,
@@ -176,49 +167,23 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     };
     *props.video.lock().unwrap() = VideoProps {
         camera,
-        encoder: picked
-            .as_ref()
-            .map(|p| p.element.clone())
-            .unwrap_or_default(),
+        encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
         encoder_hardware: picked.as_ref().is_some_and(|p| p.hardware),
         encoders: probes
             .iter()
-            .map(|p| {
-                (
-                    p.element.clone(),
-                    p.hardware,
-                    p.usable,
-                    p.reason.clone().unwrap_or_default(),
-                )
-            })
+            .map(|p| (p.element.clone(), p.hardware, p.usable, p.reason.clone().unwrap_or_default()))
             .collect(),
         width: cfg.video.width,
         height: cfg.video.height,
         framerate: cfg.video.framerate,
         self_view: cfg.video.self_view,
     };
-    let room_iface = Room1 {
-        tx: tx.clone(),
-        props: props.clone(),
-    };
-    let audio_iface = Audio1 {
-        tx: tx.clone(),
-        props: props.clone(),
-    };
-    let video_iface = Video1 {
-        tx: tx.clone(),
-        props: props.clone(),
-    };
-    let config_iface = Config1 {
-        tx: tx.clone(),
-        path: args.config.display().to_string(),
-    };
+    let room_iface = Room1 { tx: tx.clone(), props: props.clone() };
+    let audio_iface = Audio1 { tx: tx.clone(), props: props.clone() };
+    let video_iface = Video1 { tx: tx.clone(), props: props.clone() };
+    let config_iface = Config1 { tx: tx.clone(), path: args.config.display().to_string() };
 
-    let builder = if args.session {
-        zbus::connection::Builder::session()
-    } else {
-        zbus::connection::Builder::system()
-    };
+    let builder = if args.session { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
     let conn = builder
         .serve_at(ROOM_PATH, room_iface)
         .serve_at(ROOM_PATH, zbus::fdo::ObjectManager)
@@ -228,17 +193,11 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         .build()
         .await
         .map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the {} bus: {e}",
-                if args.session { "session" } else { "system" }
-            )
+            anyhow::anyhow!("cannot connect to the {} bus: {e}", if args.session { "session" } else { "system" })
         })?;
     // Ask for the name without queueing: a second huisd must fail, not wait.
     use zbus::fdo::{RequestNameFlags, RequestNameReply};
-    match conn
-        .request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE)
-        .await
-    {
+    match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
         Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => {}
         Ok(_) | Err(zbus::Error::NameTaken) => {
             anyhow::bail!("{BUS_NAME} is already owned: is another huisd running?")
@@ -248,6 +207,19 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         ),
     }
 
+    let calls = match crate::call::CallManager::start(&cfg, conn.clone(), call_audio.clone(), tx.clone()).await {
+        Ok(c) => {
+            props.room.lock().unwrap().sip_uri = c.sip_uri();
+            Some(c)
+        }
+        Err(e) => {
+            let msg = format!("SIP cannot start: {e:#}");
+            tracing::error!("{msg}");
+            hw.problems.insert(0, msg.clone());
+            props.room.lock().unwrap().last_error = msg;
+            None
+        }
+    };
     let room = Room {
         conn: conn.clone(),
         props,
@@ -260,17 +232,15 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         state: RoomState::Idle,
         muted: false,
         last_error: hw.problems.first().cloned().unwrap_or_default(),
+        calls,
+        incoming: false,
     };
 
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
         sd_notify::NotifyState::Status(&format!("ready on board {}", board.name)),
     ]);
-    tracing::info!(
-        bus = if args.session { "session" } else { "system" },
-        name = BUS_NAME,
-        "ready"
-    );
+    tracing::info!(bus = if args.session { "session" } else { "system" }, name = BUS_NAME, "ready");
 
     // The room task stops when told to; should it ever be stuck, SIGTERM
     // still ends huisd after a grace period rather than waiting for SIGKILL.

@@ -8,9 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use huis_board::{Backend, Board, LedDriver};
-use huis_hal::audio::{
-    AlsaCapture, AlsaPlayback, AudioOutput, MicArray, SimAudioOut, SimMicArray, StreamFormat,
-};
+use huis_hal::audio::{AlsaCapture, AlsaPlayback, AudioOutput, MicArray, SimAudioOut, SimMicArray, StreamFormat};
 use huis_hal::buttons::{ButtonLine, Buttons, GpioButtons, SimButtons};
 use huis_hal::camera::{Camera, SimCamera, V4l2Camera};
 use huis_hal::leds::{Apa102Leds, GpioLeds, Leds, NoLeds, SimLeds};
@@ -42,10 +40,7 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
     let mic: Option<Box<dyn MicArray>> = match ma.backend {
         Backend::Sim => {
             let path = if cfg.audio.sim_recording.is_empty() {
-                let p = state_dir.join(format!(
-                    "room-{}ch-{}hz.wav",
-                    ma.capture_channels, ma.sample_rate
-                ));
+                let p = state_dir.join(format!("room-{}ch-{}hz.wav", ma.capture_channels, ma.sample_rate));
                 if !p.exists() {
                     // Render the array's channels in capture order.
                     let mut pos = vec![[0.0; 3]; ma.capture_channels as usize];
@@ -69,22 +64,17 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
                 }
             }
         }
-        Backend::Linux => {
-            match AlsaCapture::open(&ma.device, ma.capture_channels, ma.sample_rate) {
-                Ok(m) => Some(Box::new(m)),
-                Err(e) => {
-                    problems.push(format!("mic array: {e}"));
-                    None
-                }
+        Backend::Linux => match AlsaCapture::open(&ma.device, ma.capture_channels, ma.sample_rate) {
+            Ok(m) => Some(Box::new(m)),
+            Err(e) => {
+                problems.push(format!("mic array: {e}"));
+                None
             }
-        }
+        },
     };
 
     let ao = &board.audio_out;
-    let fmt = StreamFormat {
-        sample_rate: ao.sample_rate,
-        channels: ao.channels,
-    };
+    let fmt = StreamFormat { sample_rate: ao.sample_rate, channels: ao.channels };
     let mut speaker_file = None;
     let out: Option<Box<dyn AudioOutput>> = match ao.backend {
         Backend::Sim => {
@@ -126,11 +116,7 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
         LedDriver::Sim => Box::new(SimLeds::default()),
         LedDriver::None => Box::new(NoLeds::default()),
         LedDriver::Gpio { red, green, blue } => {
-            match GpioLeds::open(
-                red.as_ref().map(line),
-                green.as_ref().map(line),
-                blue.as_ref().map(line),
-            ) {
+            match GpioLeds::open(red.as_ref().map(line), green.as_ref().map(line), blue.as_ref().map(line)) {
                 Ok(l) => Box::new(l),
                 Err(e) => {
                     problems.push(format!("LEDs: {e}"));
@@ -138,17 +124,15 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
                 }
             }
         }
-        LedDriver::Apa102 {
-            spidev,
-            count,
-            power,
-        } => match Apa102Leds::open(spidev, *count, power.as_ref().map(line)) {
-            Ok(l) => Box::new(l),
-            Err(e) => {
-                problems.push(format!("LEDs: {e}"));
-                Box::new(NoLeds::default())
+        LedDriver::Apa102 { spidev, count, power } => {
+            match Apa102Leds::open(spidev, *count, power.as_ref().map(line)) {
+                Ok(l) => Box::new(l),
+                Err(e) => {
+                    problems.push(format!("LEDs: {e}"));
+                    Box::new(NoLeds::default())
+                }
             }
-        },
+        }
     };
 
     let (sim_buttons, gpio_buttons) = match board.buttons.backend {
@@ -160,28 +144,14 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
                 (huis_hal::buttons::Button::Mute, &board.buttons.mute),
             ] {
                 if let Some(l) = l {
-                    lines.push(ButtonLine {
-                        button: b,
-                        chip: l.chip.clone(),
-                        line: l.line,
-                        active_low: l.active_low,
-                    });
+                    lines.push(ButtonLine { button: b, chip: l.chip.clone(), line: l.line, active_low: l.active_low });
                 }
             }
             (None, Some(GpioButtons::new(lines)))
         }
     };
 
-    Hardware {
-        mic,
-        out,
-        camera,
-        leds,
-        sim_buttons,
-        gpio_buttons,
-        problems,
-        speaker_file,
-    }
+    Hardware { mic, out, camera, leds, sim_buttons, gpio_buttons, problems, speaker_file }
 }
 
 impl Hardware {

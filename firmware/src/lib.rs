@@ -2,6 +2,7 @@
 //! command-line client). See ARCHITECTURE.md for the map.
 
 pub mod audio;
+pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod dbus;

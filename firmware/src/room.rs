@@ -4,6 +4,7 @@
 //! are handled one at a time, so there is no lock to get wrong and every
 //! change is published (property + `PropertiesChanged`) from one place.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -32,6 +33,34 @@ pub enum Command {
     ConfigSet(String, String, oneshot::Sender<Reply>),
     /// A physical (or simulated) button was pressed.
     Button(Press),
+    /// An operation on the call `/org/huis/Room1/Calls/<n>` (0: the current call).
+    Call(u32, CallOp, oneshot::Sender<Reply>),
+    /// SIP bytes from the network.
+    SipDatagram {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    SipStream {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    SipStreamOpened {
+        peer: SocketAddr,
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    SipStreamClosed {
+        from: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum CallOp {
+    Dtmf(String),
+    Hold(bool),
+    Hangup,
+    Answer,
 }
 
 /// The room's call state as shown on D-Bus.
@@ -68,30 +97,52 @@ pub struct Room {
     pub state: RoomState,
     pub muted: bool,
     pub last_error: String,
+    /// SIP and calls; `None` when SIP could not start (see LastError).
+    pub calls: Option<crate::call::CallManager>,
+    /// The ringing call is an incoming one (the call button answers it).
+    pub incoming: bool,
 }
 
 impl Room {
     /// Runs until `shutdown` resolves. Pings the systemd watchdog from this
     /// loop, so a stuck room task gets huisd restarted.
-    pub async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<Command>,
-        shutdown: impl std::future::Future<Output = ()>,
-    ) {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Command>, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let watchdog = sd_notify::watchdog_enabled()
-            .map(|d| d / 2)
-            .unwrap_or(Duration::from_secs(3600));
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2).unwrap_or(Duration::from_secs(3600));
         let mut ping = tokio::time::interval(watchdog);
         let mut meter_tick = tokio::time::interval(Duration::from_millis(200));
+        let mut ticks = 0u64;
         self.update_leds().await;
         loop {
+            let sip_deadline = self.calls.as_ref().and_then(|c| c.deadline());
+            let sip_timer = async {
+                match sip_deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = &mut shutdown => break,
                 Some(cmd) = rx.recv() => self.handle(cmd).await,
-                _ = meter_tick.tick() => self.publish_meters().await,
+                _ = sip_timer => {
+                    if let Some(c) = self.calls.as_mut() {
+                        let n = c.on_timeout().await;
+                        self.notices(n).await;
+                    }
+                }
+                _ = meter_tick.tick() => {
+                    ticks += 1;
+                    self.publish_meters().await;
+                    if let Some(c) = self.calls.as_mut() {
+                        let n = c.tick(ticks % 5 == 0).await;
+                        self.notices(n).await;
+                    }
+                }
                 _ = ping.tick() => { let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]); }
             }
+        }
+        if let Some(c) = self.calls.as_mut() {
+            c.shutdown().await;
         }
         let _ = self.leds.show(LedPattern::Off);
     }
@@ -102,14 +153,37 @@ impl Room {
                 let _ = r.send(self.dial(&uri).await);
             }
             Command::Answer(r) => {
-                let _ = r.send(Err(HuisError::InvalidState(
-                    "there is no incoming call to answer".into(),
-                )));
+                let _ = r.send(self.call_op(0, CallOp::Answer).await);
             }
             Command::Hangup(r) => {
-                let _ = r.send(Err(HuisError::InvalidState(
-                    "the room is not in a call".into(),
-                )));
+                let _ = r.send(self.call_op(0, CallOp::Hangup).await);
+            }
+            Command::Call(n, op, r) => {
+                let _ = r.send(self.call_op(n, op).await);
+            }
+            Command::SipDatagram { from, to, bytes } => {
+                if let Some(c) = self.calls.as_mut() {
+                    let n = c.on_input(huis_sip::Input::Datagram { from, to, bytes: &bytes }).await;
+                    self.notices(n).await;
+                }
+            }
+            Command::SipStream { from, to, bytes } => {
+                if let Some(c) = self.calls.as_mut() {
+                    let n = c.on_input(huis_sip::Input::Stream { from, to, bytes: &bytes }).await;
+                    self.notices(n).await;
+                }
+            }
+            Command::SipStreamOpened { peer, tx } => {
+                if let Some(c) = self.calls.as_mut() {
+                    c.stream_opened(peer, tx);
+                }
+            }
+            Command::SipStreamClosed { from } => {
+                if let Some(c) = self.calls.as_mut() {
+                    c.stream_closed(from);
+                    let n = c.on_input(huis_sip::Input::StreamClosed { from }).await;
+                    self.notices(n).await;
+                }
             }
             Command::SetMuted(m, r) => {
                 self.set_muted(m).await;
@@ -117,19 +191,13 @@ impl Room {
             }
             Command::PressButton(name, r) => {
                 let reply = match Button::parse(&name) {
-                    None => Err(HuisError::InvalidArgument(format!(
-                        "no button '{name}' (use call or mute)"
-                    ))),
+                    None => Err(HuisError::InvalidArgument(format!("no button '{name}' (use call or mute)"))),
                     Some(b) => {
                         match &self.sim_buttons {
                             // The simulated board delivers it through its button backend.
                             Some(sim) => sim.press(b),
                             None => {
-                                Box::pin(self.on_press(Press {
-                                    button: b,
-                                    held: Duration::from_millis(120),
-                                }))
-                                .await
+                                Box::pin(self.on_press(Press { button: b, held: Duration::from_millis(120) })).await
                             }
                         }
                         Ok(String::new())
@@ -139,11 +207,7 @@ impl Room {
             }
             Command::Button(p) => self.on_press(p).await,
             Command::ConfigGet(key, r) => {
-                let _ = r.send(
-                    self.config
-                        .get(&key)
-                        .map_err(|e| HuisError::InvalidArgument(e.to_string())),
-                );
+                let _ = r.send(self.config.get(&key).map_err(|e| HuisError::InvalidArgument(e.to_string())));
             }
             Command::ConfigSet(key, value, r) => {
                 let _ = r.send(self.config_set(&key, &value).await);
@@ -152,39 +216,132 @@ impl Room {
     }
 
     async fn on_press(&mut self, p: Press) {
-        tracing::info!(
-            button = p.button.name(),
-            held_ms = p.held.as_millis() as u64,
-            "button pressed"
-        );
+        tracing::info!(button = p.button.name(), held_ms = p.held.as_millis() as u64, "button pressed");
         match p.button {
             Button::Mute => self.set_muted(!self.muted).await,
             Button::Call => match self.state {
                 RoomState::Idle | RoomState::Error => {
                     let dest = self.config.call.default_destination.clone();
                     if dest.is_empty() {
-                        self.set_error(
-                            "the call button has no destination: set call.default_destination",
-                        )
-                        .await;
+                        self.set_error("the call button has no destination: set call.default_destination").await;
                     } else if let Err(e) = self.dial(&dest).await {
                         self.set_error(&e.to_string()).await;
                     }
                 }
-                _ => {}
+                RoomState::Ringing if self.incoming => {
+                    if let Err(e) = self.call_op(0, CallOp::Answer).await {
+                        self.set_error(&e.to_string()).await;
+                    }
+                }
+                RoomState::Dialing | RoomState::Ringing | RoomState::InCall => {
+                    if let Err(e) = self.call_op(0, CallOp::Hangup).await {
+                        self.set_error(&e.to_string()).await;
+                    }
+                }
             },
         }
     }
 
-    async fn dial(&mut self, uri: &str) -> Reply {
-        if !config::is_destination(uri) {
+    /// Dials a URI or the name of a configured destination.
+    async fn dial(&mut self, target: &str) -> Reply {
+        let uri = match self.config.destinations.iter().find(|d| d.name == target) {
+            Some(d) if !d.dtmf.is_empty() && !d.uri.contains(";dtmf=") => {
+                format!("{};dtmf={}", d.uri, d.dtmf.replace('#', "%23"))
+            }
+            Some(d) => d.uri.clone(),
+            None => target.to_owned(),
+        };
+        if !config::is_destination(&uri) {
             return Err(HuisError::InvalidArgument(format!(
-                "'{uri}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"
+                "'{target}' is not a destination (expected sip:user@host, sips:user@host, an https:// URL, or the name of a [[destination]])"
             )));
         }
-        Err(HuisError::NotAvailable(
-            "calling is not available in this build yet".into(),
-        ))
+        if uri.starts_with("https://") {
+            return Err(HuisError::NotAvailable("WebRTC destinations are not supported yet".into()));
+        }
+        let Some(calls) = self.calls.as_mut() else {
+            return Err(HuisError::NotAvailable(format!("SIP is not running: {}", self.last_error)));
+        };
+        let notices = calls.dial(&uri).await.map_err(HuisError::InvalidState)?;
+        self.clear_error().await;
+        self.notices(notices).await;
+        Ok(uri)
+    }
+
+    async fn call_op(&mut self, n: u32, op: CallOp) -> Reply {
+        let Some(calls) = self.calls.as_mut() else {
+            return Err(HuisError::InvalidState("the room is not in a call".into()));
+        };
+        let r = match op {
+            CallOp::Answer => calls.answer(n).await,
+            CallOp::Hangup => calls.hangup(n).await,
+            CallOp::Hold(h) => calls.hold(n, h).await,
+            CallOp::Dtmf(d) => calls.send_dtmf(n, &d).await,
+        };
+        let notices = r.map_err(HuisError::InvalidState)?;
+        self.notices(notices).await;
+        Ok(String::new())
+    }
+
+    /// Applies what the call manager reports.
+    async fn notices(&mut self, notices: Vec<crate::call::Notice>) {
+        use crate::call::Notice;
+        for n in notices {
+            match n {
+                Notice::State(s) => self.set_state(s).await,
+                Notice::IncomingCall(from) => {
+                    self.incoming = true;
+                    if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
+                        let _ = crate::dbus::iface::Room1::incoming_call(&em, &from).await;
+                    }
+                }
+                Notice::CallEnded { reason, failure } => {
+                    self.incoming = false;
+                    if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
+                        let _ = crate::dbus::iface::Room1::call_ended(&em, &reason).await;
+                    }
+                    if failure {
+                        self.set_error(&reason).await;
+                    }
+                }
+                Notice::Registration(text, err) => {
+                    self.props.room.lock().unwrap().registration = text.clone();
+                    emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("Registration", text.into())]).await;
+                    match err {
+                        Some(e) => self.set_error(&e).await,
+                        None => {
+                            if self.last_error.starts_with("registration failed") {
+                                self.clear_error().await;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn set_state(&mut self, s: RoomState) {
+        if self.state == s {
+            return;
+        }
+        self.state = s;
+        if s == RoomState::Idle {
+            self.incoming = false;
+        }
+        tracing::info!(state = s.name(), "room");
+        self.props.room.lock().unwrap().state = s.name().to_owned();
+        emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("State", s.name().to_owned().into())]).await;
+        self.update_leds().await;
+    }
+
+    async fn clear_error(&mut self) {
+        if self.last_error.is_empty() {
+            return;
+        }
+        self.last_error.clear();
+        self.props.room.lock().unwrap().last_error.clear();
+        emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("LastError", String::new().into())]).await;
+        self.update_leds().await;
     }
 
     async fn set_muted(&mut self, muted: bool) {
@@ -193,15 +350,12 @@ impl Room {
         }
         self.muted = muted;
         self.controls.muted.store(muted, Ordering::Relaxed);
+        if let Some(c) = self.calls.as_mut() {
+            c.set_muted(muted);
+        }
         tracing::info!(muted, "microphones");
         self.props.room.lock().unwrap().muted = muted;
-        emit(
-            &self.conn,
-            ROOM_PATH,
-            "org.huis.Room1",
-            vec![("Muted", muted.into())],
-        )
-        .await;
+        emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("Muted", muted.into())]).await;
         self.update_leds().await;
     }
 
@@ -209,19 +363,18 @@ impl Room {
         tracing::warn!("{message}");
         self.last_error = message.to_owned();
         self.props.room.lock().unwrap().last_error = message.to_owned();
-        emit(
-            &self.conn,
-            ROOM_PATH,
-            "org.huis.Room1",
-            vec![("LastError", message.to_owned().into())],
-        )
-        .await;
+        emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("LastError", message.to_owned().into())]).await;
         self.update_leds().await;
     }
 
     fn led_pattern(&self) -> LedPattern {
         if self.muted {
             LedPattern::Muted
+        } else if self.state != RoomState::Idle && self.state != RoomState::Error {
+            match self.state {
+                RoomState::InCall => LedPattern::InCall,
+                _ => LedPattern::Connecting,
+            }
         } else if !self.last_error.is_empty() || self.state == RoomState::Error {
             LedPattern::Error
         } else {
@@ -244,13 +397,7 @@ impl Room {
         }
         let name = self.leds.current().name().to_owned();
         self.props.room.lock().unwrap().leds = name.clone();
-        emit(
-            &self.conn,
-            ROOM_PATH,
-            "org.huis.Room1",
-            vec![("Leds", name.into())],
-        )
-        .await;
+        emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("Leds", name.into())]).await;
     }
 
     async fn config_set(&mut self, key: &str, value: &str) -> Reply {
@@ -258,20 +405,13 @@ impl Room {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => {
-                return Err(HuisError::Failed(format!(
-                    "{}: cannot be read: {e}",
-                    self.config_path.display()
-                )));
+                return Err(HuisError::Failed(format!("{}: cannot be read: {e}", self.config_path.display())));
             }
         };
-        let (text, new) = config::apply_set(&current, key, value)
-            .map_err(|e| HuisError::InvalidArgument(e.to_string()))?;
-        config::write_atomic(&self.config_path, &text).map_err(|e| {
-            HuisError::Failed(format!(
-                "{}: cannot be written: {e}",
-                self.config_path.display()
-            ))
-        })?;
+        let (text, new) =
+            config::apply_set(&current, key, value).map_err(|e| HuisError::InvalidArgument(e.to_string()))?;
+        config::write_atomic(&self.config_path, &text)
+            .map_err(|e| HuisError::Failed(format!("{}: cannot be written: {e}", self.config_path.display())))?;
         let old = std::mem::replace(&mut self.config, new);
         let shown = self.config.get(key).unwrap_or_default();
         tracing::info!(key, value = %shown, "configuration changed");
@@ -287,13 +427,7 @@ impl Room {
         let c = self.config.clone();
         if c.room.name != old.room.name {
             self.props.room.lock().unwrap().room_name = c.room.name.clone();
-            emit(
-                &self.conn,
-                ROOM_PATH,
-                "org.huis.Room1",
-                vec![("RoomName", c.room.name.clone().into())],
-            )
-            .await;
+            emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("RoomName", c.room.name.clone().into())]).await;
         }
         if c.audio != old.audio {
             self.controls.apply(&c.audio);
@@ -306,17 +440,9 @@ impl Room {
                         changes.push((name, v.into()));
                     }
                 };
-                flag(
-                    "EchoCancellation",
-                    &mut a.echo_cancellation,
-                    c.audio.echo_cancellation,
-                );
+                flag("EchoCancellation", &mut a.echo_cancellation, c.audio.echo_cancellation);
                 flag("Beamforming", &mut a.beamforming, c.audio.beamforming);
-                flag(
-                    "NoiseSuppression",
-                    &mut a.noise_suppression,
-                    c.audio.noise_suppression,
-                );
+                flag("NoiseSuppression", &mut a.noise_suppression, c.audio.noise_suppression);
                 flag("GainControl", &mut a.gain_control, c.audio.gain_control);
                 if a.output_volume != c.audio.output_volume {
                     a.output_volume = c.audio.output_volume;
@@ -327,23 +453,13 @@ impl Room {
         }
         if c.video.self_view != old.video.self_view {
             self.props.video.lock().unwrap().self_view = c.video.self_view;
-            emit(
-                &self.conn,
-                VIDEO_PATH,
-                "org.huis.Video1",
-                vec![("SelfView", c.video.self_view.into())],
-            )
-            .await;
+            emit(&self.conn, VIDEO_PATH, "org.huis.Video1", vec![("SelfView", c.video.self_view.into())]).await;
         }
     }
 
     async fn publish_meters(&mut self) {
         let Some(m) = &self.meters else { return };
-        let (inl, outl, az) = (
-            m.input_dbfs.load() as f64,
-            m.output_dbfs.load() as f64,
-            m.talker_azimuth.load() as f64,
-        );
+        let (inl, outl, az) = (m.input_dbfs.load() as f64, m.output_dbfs.load() as f64, m.talker_azimuth.load() as f64);
         let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
         {
             let mut a = self.props.audio.lock().unwrap();
@@ -372,12 +488,7 @@ impl Room {
 }
 
 /// Emits `PropertiesChanged` for properties already updated in `Props`.
-async fn emit(
-    conn: &Connection,
-    path: &str,
-    iface: &'static str,
-    changes: Vec<(&'static str, Variant<'static>)>,
-) {
+async fn emit(conn: &Connection, path: &str, iface: &'static str, changes: Vec<(&'static str, Variant<'static>)>) {
     if changes.is_empty() {
         return;
     }
@@ -387,13 +498,7 @@ async fn emit(
         };
         let map: std::collections::HashMap<&str, Variant<'_>> = changes.into_iter().collect();
         let name = zbus::names::InterfaceName::from_static_str_unchecked(iface);
-        if let Err(e) = zbus::fdo::Properties::properties_changed(
-            &em,
-            name,
-            map,
-            std::borrow::Cow::Borrowed(&[]),
-        )
-        .await
+        if let Err(e) = zbus::fdo::Properties::properties_changed(&em, name, map, std::borrow::Cow::Borrowed(&[])).await
         {
             tracing::debug!(error = %e, "could not emit a property change");
         }

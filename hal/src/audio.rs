@@ -55,10 +55,7 @@ impl SimMicArray {
     /// Loads `path`, checking it against the array's channel count and rate.
     pub fn open(path: &Path, channels: u16, sample_rate: u32) -> Result<Self> {
         let (samples, spec) = read_wav(path)?;
-        let err = |reason: String| HalError::File {
-            path: path.display().to_string(),
-            reason,
-        };
+        let err = |reason: String| HalError::File { path: path.display().to_string(), reason };
         if spec.sample_rate != sample_rate {
             return Err(err(format!(
                 "sample rate is {} Hz; the board's mic array runs at {} Hz",
@@ -74,27 +71,12 @@ impl SimMicArray {
         if samples.len() < spec.channels as usize {
             return Err(err("holds no audio".into()));
         }
-        Ok(Self::from_samples(
-            samples,
-            spec.channels,
-            StreamFormat {
-                sample_rate,
-                channels,
-            },
-        ))
+        Ok(Self::from_samples(samples, spec.channels, StreamFormat { sample_rate, channels }))
     }
 
     /// Plays samples already in memory (interleaved with `file_channels`).
     pub fn from_samples(samples: Vec<f32>, file_channels: u16, format: StreamFormat) -> Self {
-        Self {
-            samples,
-            file_channels,
-            format,
-            pos: 0,
-            started: None,
-            delivered_frames: 0,
-            paced: true,
-        }
+        Self { samples, file_channels, format, pos: 0, started: None, delivered_frames: 0, paced: true }
     }
 
     /// Turns real-time pacing off (offline processing, tests).
@@ -129,10 +111,7 @@ impl MicArray for SimMicArray {
             // available N / rate seconds after the stream started.
             let started = *self.started.get_or_insert_with(Instant::now);
             self.delivered_frames += frames as u64;
-            let due = started
-                + Duration::from_secs_f64(
-                    self.delivered_frames as f64 / self.format.sample_rate as f64,
-                );
+            let due = started + Duration::from_secs_f64(self.delivered_frames as f64 / self.format.sample_rate as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
@@ -168,16 +147,9 @@ impl SimAudioOut {
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
-        let writer = hound::WavWriter::create(path, spec).map_err(|e| HalError::File {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        Ok(Self {
-            path: path.to_owned(),
-            writer: Some(writer),
-            format,
-            since_flush: 0,
-        })
+        let writer = hound::WavWriter::create(path, spec)
+            .map_err(|e| HalError::File { path: path.display().to_string(), reason: e.to_string() })?;
+        Ok(Self { path: path.to_owned(), writer: Some(writer), format, since_flush: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -191,14 +163,10 @@ impl AudioOutput for SimAudioOut {
     }
 
     fn write(&mut self, buf: &[f32]) -> Result<()> {
-        let err = |e: hound::Error, p: &Path| HalError::File {
-            path: p.display().to_string(),
-            reason: e.to_string(),
-        };
+        let err = |e: hound::Error, p: &Path| HalError::File { path: p.display().to_string(), reason: e.to_string() };
         let w = self.writer.as_mut().expect("writer lives until drop");
         for &s in buf {
-            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)
-                .map_err(|e| err(e, &self.path))?;
+            w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16).map_err(|e| err(e, &self.path))?;
         }
         self.since_flush += (buf.len() / self.format.channels as usize) as u32;
         if self.since_flush >= self.format.sample_rate / 2 {
@@ -221,21 +189,14 @@ impl Drop for SimAudioOut {
 
 /// Reads a WAV file (16/24/32-bit integer or 32-bit float) into f32 samples.
 pub fn read_wav(path: &Path) -> Result<(Vec<f32>, hound::WavSpec)> {
-    let err = |reason: String| HalError::File {
-        path: path.display().to_string(),
-        reason,
-    };
-    let mut reader =
-        hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")))?;
+    let err = |reason: String| HalError::File { path: path.display().to_string(), reason };
+    let mut reader = hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")))?;
     let spec = reader.spec();
     let samples: std::result::Result<Vec<f32>, hound::Error> = match spec.sample_format {
         hound::SampleFormat::Float => reader.samples::<f32>().collect(),
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32;
-            reader
-                .samples::<i32>()
-                .map(|s| s.map(|v| v as f32 * scale))
-                .collect()
+            reader.samples::<i32>().map(|s| s.map(|v| v as f32 * scale)).collect()
         }
     };
     let samples = samples.map_err(|e| err(format!("truncated or damaged WAV data: {e}")))?;
@@ -255,15 +216,7 @@ pub struct AlsaCapture {
 impl AlsaCapture {
     pub fn open(device: &str, channels: u16, sample_rate: u32) -> Result<Self> {
         let pcm = open_pcm(device, alsa::Direction::Capture, channels, sample_rate)?;
-        Ok(Self {
-            pcm,
-            device: device.to_owned(),
-            format: StreamFormat {
-                sample_rate,
-                channels,
-            },
-            scratch: Vec::new(),
-        })
+        Ok(Self { pcm, device: device.to_owned(), format: StreamFormat { sample_rate, channels }, scratch: Vec::new() })
     }
 }
 
@@ -274,10 +227,7 @@ impl MicArray for AlsaCapture {
 
     fn read(&mut self, buf: &mut [f32]) -> Result<()> {
         self.scratch.resize(buf.len(), 0);
-        let io = self
-            .pcm
-            .io_i32()
-            .map_err(|source| alsa_err(&self.device, "io", source))?;
+        let io = self.pcm.io_i32().map_err(|source| alsa_err(&self.device, "io", source))?;
         let ch = self.format.channels as usize;
         let mut done = 0;
         while done < buf.len() {
@@ -285,9 +235,7 @@ impl MicArray for AlsaCapture {
                 Ok(frames) => done += frames * ch,
                 Err(e) => {
                     // An overrun (EPIPE) is recovered by preparing the PCM again.
-                    self.pcm
-                        .try_recover(e, true)
-                        .map_err(|source| alsa_err(&self.device, "read", source))?;
+                    self.pcm.try_recover(e, true).map_err(|source| alsa_err(&self.device, "read", source))?;
                 }
             }
         }
@@ -310,15 +258,7 @@ pub struct AlsaPlayback {
 impl AlsaPlayback {
     pub fn open(device: &str, channels: u16, sample_rate: u32) -> Result<Self> {
         let pcm = open_pcm(device, alsa::Direction::Playback, channels, sample_rate)?;
-        Ok(Self {
-            pcm,
-            device: device.to_owned(),
-            format: StreamFormat {
-                sample_rate,
-                channels,
-            },
-            scratch: Vec::new(),
-        })
+        Ok(Self { pcm, device: device.to_owned(), format: StreamFormat { sample_rate, channels }, scratch: Vec::new() })
     }
 }
 
@@ -329,23 +269,15 @@ impl AudioOutput for AlsaPlayback {
 
     fn write(&mut self, buf: &[f32]) -> Result<()> {
         self.scratch.clear();
-        self.scratch.extend(
-            buf.iter()
-                .map(|s| (s.clamp(-1.0, 1.0) as f64 * 2_147_483_647.0) as i32),
-        );
-        let io = self
-            .pcm
-            .io_i32()
-            .map_err(|source| alsa_err(&self.device, "io", source))?;
+        self.scratch.extend(buf.iter().map(|s| (s.clamp(-1.0, 1.0) as f64 * 2_147_483_647.0) as i32));
+        let io = self.pcm.io_i32().map_err(|source| alsa_err(&self.device, "io", source))?;
         let ch = self.format.channels as usize;
         let mut done = 0;
         while done < self.scratch.len() {
             match io.writei(&self.scratch[done..]) {
                 Ok(frames) => done += frames * ch,
                 Err(e) => {
-                    self.pcm
-                        .try_recover(e, true)
-                        .map_err(|source| alsa_err(&self.device, "write", source))?;
+                    self.pcm.try_recover(e, true).map_err(|source| alsa_err(&self.device, "write", source))?;
                 }
             }
         }
@@ -354,42 +286,24 @@ impl AudioOutput for AlsaPlayback {
 }
 
 fn alsa_err(device: &str, what: &'static str, source: alsa::Error) -> HalError {
-    HalError::Alsa {
-        device: device.to_owned(),
-        what,
-        source,
-    }
+    HalError::Alsa { device: device.to_owned(), what, source }
 }
 
-fn open_pcm(
-    device: &str,
-    dir: alsa::Direction,
-    channels: u16,
-    rate: u32,
-) -> Result<alsa::pcm::PCM> {
+fn open_pcm(device: &str, dir: alsa::Direction, channels: u16, rate: u32) -> Result<alsa::pcm::PCM> {
     use alsa::pcm::{Access, Format, HwParams};
     let pcm = alsa::pcm::PCM::new(device, dir, false).map_err(|s| alsa_err(device, "open", s))?;
     {
         let hwp = HwParams::any(&pcm).map_err(|s| alsa_err(device, "hw params", s))?;
-        hwp.set_channels(channels as u32)
-            .map_err(|s| alsa_err(device, "set channels", s))?;
-        hwp.set_rate(rate, alsa::ValueOr::Nearest)
-            .map_err(|s| alsa_err(device, "set rate", s))?;
-        hwp.set_format(Format::s32())
-            .map_err(|s| alsa_err(device, "set format S32", s))?;
-        hwp.set_access(Access::RWInterleaved)
-            .map_err(|s| alsa_err(device, "set access", s))?;
+        hwp.set_channels(channels as u32).map_err(|s| alsa_err(device, "set channels", s))?;
+        hwp.set_rate(rate, alsa::ValueOr::Nearest).map_err(|s| alsa_err(device, "set rate", s))?;
+        hwp.set_format(Format::s32()).map_err(|s| alsa_err(device, "set format S32", s))?;
+        hwp.set_access(Access::RWInterleaved).map_err(|s| alsa_err(device, "set access", s))?;
         // 10 ms periods, four of them: low latency, tolerant of a late wakeup.
         let period = (rate / 100) as alsa::pcm::Frames;
-        hwp.set_period_size_near(period, alsa::ValueOr::Nearest)
-            .map_err(|s| alsa_err(device, "set period", s))?;
-        hwp.set_buffer_size_near(period * 4)
-            .map_err(|s| alsa_err(device, "set buffer", s))?;
-        pcm.hw_params(&hwp)
-            .map_err(|s| alsa_err(device, "apply hw params", s))?;
-        let got = hwp
-            .get_rate()
-            .map_err(|s| alsa_err(device, "get rate", s))?;
+        hwp.set_period_size_near(period, alsa::ValueOr::Nearest).map_err(|s| alsa_err(device, "set period", s))?;
+        hwp.set_buffer_size_near(period * 4).map_err(|s| alsa_err(device, "set buffer", s))?;
+        pcm.hw_params(&hwp).map_err(|s| alsa_err(device, "apply hw params", s))?;
+        let got = hwp.get_rate().map_err(|s| alsa_err(device, "get rate", s))?;
         if got != rate {
             return Err(HalError::Device {
                 device: device.to_owned(),
@@ -405,13 +319,7 @@ fn open_pcm(
 mod tests {
     use super::*;
 
-    fn write_wav(
-        path: &Path,
-        channels: u16,
-        rate: u32,
-        frames: usize,
-        f: impl Fn(usize, u16) -> f32,
-    ) {
+    fn write_wav(path: &Path, channels: u16, rate: u32, frames: usize, f: impl Fn(usize, u16) -> f32) {
         let spec = hound::WavSpec {
             channels,
             sample_rate: rate,
@@ -431,9 +339,7 @@ mod tests {
     fn sim_mic_loops_and_keeps_channel_order() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("room.wav");
-        write_wav(&p, 4, 16000, 100, |i, c| {
-            (i as f32 / 1000.0) + c as f32 * 0.1
-        });
+        write_wav(&p, 4, 16000, 100, |i, c| (i as f32 / 1000.0) + c as f32 * 0.1);
         let mut mic = SimMicArray::open(&p, 4, 16000).unwrap().unpaced();
         let mut buf = vec![0.0; 4 * 150];
         mic.read(&mut buf).unwrap();
@@ -485,15 +391,10 @@ mod tests {
     fn sim_out_writes_what_it_plays() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.wav");
-        let fmt = StreamFormat {
-            sample_rate: 48000,
-            channels: 2,
-        };
+        let fmt = StreamFormat { sample_rate: 48000, channels: 2 };
         {
             let mut out = SimAudioOut::create(&p, fmt).unwrap();
-            let buf: Vec<f32> = (0..960)
-                .map(|i| if i % 2 == 0 { 0.25 } else { -0.5 })
-                .collect();
+            let buf: Vec<f32> = (0..960).map(|i| if i % 2 == 0 { 0.25 } else { -0.5 }).collect();
             out.write(&buf).unwrap();
         }
         let (s, spec) = read_wav(&p).unwrap();

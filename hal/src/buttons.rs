@@ -65,10 +65,7 @@ impl SimButtons {
     /// Presses and releases `button` as a person would (a short press).
     pub fn press(&self, button: Button) {
         if let Some(sink) = &self.sink {
-            sink(Press {
-                button,
-                held: Duration::from_millis(120),
-            });
+            sink(Press { button, held: Duration::from_millis(120) });
         }
     }
 }
@@ -110,11 +107,7 @@ impl GpioButtons {
 impl Buttons for GpioButtons {
     fn start(&mut self, sink: PressSink) -> Result<()> {
         for l in &self.lines {
-            let gerr = |reason: String| HalError::Gpio {
-                chip: l.chip.clone(),
-                line: l.line,
-                reason,
-            };
+            let gerr = |reason: String| HalError::Gpio { chip: l.chip.clone(), line: l.line, reason };
             let mut builder = gpiocdev::Request::builder();
             builder
                 .on_chip(format!("/dev/{}", l.chip))
@@ -138,8 +131,7 @@ impl Buttons for GpioButtons {
                             gpiocdev::line::EdgeKind::Rising => down_at = Some(ev.timestamp_ns),
                             gpiocdev::line::EdgeKind::Falling => {
                                 if let Some(t0) = down_at.take() {
-                                    let held =
-                                        Duration::from_nanos(ev.timestamp_ns.saturating_sub(t0));
+                                    let held = Duration::from_nanos(ev.timestamp_ns.saturating_sub(t0));
                                     sink(Press { button, held });
                                 }
                             }

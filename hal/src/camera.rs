@@ -90,11 +90,7 @@ pub fn enumerate_v4l2() -> Vec<CameraInfo> {
     };
     let mut paths: Vec<PathBuf> = dir
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("video"))
-        })
+        .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("video")))
         .collect();
     paths.sort();
     for p in paths {
@@ -116,9 +112,7 @@ pub struct V4l2Camera {
 
 impl V4l2Camera {
     pub fn new(path: &Path) -> Self {
-        Self {
-            path: path.to_owned(),
-        }
+        Self { path: path.to_owned() }
     }
 
     fn open(&self) -> Result<v4l::Device> {
@@ -130,34 +124,20 @@ impl V4l2Camera {
     }
 
     fn io_err(&self, what: &'static str) -> impl Fn(std::io::Error) -> HalError + '_ {
-        move |source| HalError::Io {
-            device: self.path.display().to_string(),
-            what,
-            source,
-        }
+        move |source| HalError::Io { device: self.path.display().to_string(), what, source }
     }
 
     fn can_capture(&self) -> bool {
         self.open()
             .and_then(|d| d.query_caps().map_err(self.io_err("querying capabilities")))
-            .is_ok_and(|c| {
-                c.capabilities
-                    .contains(v4l::capability::Flags::VIDEO_CAPTURE)
-            })
+            .is_ok_and(|c| c.capabilities.contains(v4l::capability::Flags::VIDEO_CAPTURE))
     }
 }
 
 impl Camera for V4l2Camera {
     fn info(&self) -> Result<CameraInfo> {
-        let caps = self
-            .open()?
-            .query_caps()
-            .map_err(self.io_err("querying capabilities"))?;
-        Ok(CameraInfo {
-            device: self.path.display().to_string(),
-            card: caps.card,
-            driver: caps.driver,
-        })
+        let caps = self.open()?.query_caps().map_err(self.io_err("querying capabilities"))?;
+        Ok(CameraInfo { device: self.path.display().to_string(), card: caps.card, driver: caps.driver })
     }
 
     fn formats(&self) -> Result<Vec<VideoFormat>> {
@@ -166,19 +146,14 @@ impl Camera for V4l2Camera {
         let mut out = Vec::new();
         for f in dev.enum_formats().map_err(self.io_err("listing formats"))? {
             let fourcc = f.fourcc.str().unwrap_or("????").to_owned();
-            for size in dev
-                .enum_framesizes(f.fourcc)
-                .map_err(self.io_err("listing frame sizes"))?
-            {
+            for size in dev.enum_framesizes(f.fourcc).map_err(self.io_err("listing frame sizes"))? {
                 for d in size.size.to_discrete() {
                     let mut rates: Vec<u32> = dev
                         .enum_frameintervals(f.fourcc, d.width, d.height)
                         .unwrap_or_default()
                         .iter()
                         .filter_map(|i| match &i.interval {
-                            v4l::frameinterval::FrameIntervalEnum::Discrete(fr)
-                                if fr.numerator > 0 =>
-                            {
+                            v4l::frameinterval::FrameIntervalEnum::Discrete(fr) if fr.numerator > 0 => {
                                 Some(fr.denominator / fr.numerator)
                             }
                             _ => None,
@@ -201,10 +176,7 @@ impl Camera for V4l2Camera {
     fn controls(&self) -> Result<Vec<Control>> {
         let dev = self.open()?;
         let mut out = Vec::new();
-        for d in dev
-            .query_controls()
-            .map_err(self.io_err("listing controls"))?
-        {
+        for d in dev.query_controls().map_err(self.io_err("listing controls"))? {
             if d.flags.contains(v4l::control::Flags::DISABLED) {
                 continue;
             }
@@ -231,28 +203,18 @@ impl Camera for V4l2Camera {
 
     fn set_control(&self, id: ControlId, value: i64) -> Result<i64> {
         let dev = self.open()?;
-        let ctl = self
-            .controls()?
-            .into_iter()
-            .find(|c| c.id == id)
-            .ok_or_else(|| HalError::Device {
-                device: self.path.display().to_string(),
-                reason: format!("has no control {id:?}"),
-            })?;
+        let ctl = self.controls()?.into_iter().find(|c| c.id == id).ok_or_else(|| HalError::Device {
+            device: self.path.display().to_string(),
+            reason: format!("has no control {id:?}"),
+        })?;
         let v = value.clamp(ctl.min, ctl.max);
-        dev.set_control(v4l::control::Control {
-            id: id.v4l2(),
-            value: v4l::control::Value::Integer(v),
-        })
-        .map_err(self.io_err("setting a control"))?;
+        dev.set_control(v4l::control::Control { id: id.v4l2(), value: v4l::control::Value::Integer(v) })
+            .map_err(self.io_err("setting a control"))?;
         Ok(v)
     }
 
     fn gst_source(&self, width: u32, height: u32, fps: u32) -> String {
-        format!(
-            "v4l2src device={} ! video/x-raw,width={width},height={height},framerate={fps}/1",
-            self.path.display()
-        )
+        format!("v4l2src device={} ! video/x-raw,width={width},height={height},framerate={fps}/1", self.path.display())
     }
 }
 
@@ -265,9 +227,7 @@ pub struct SimCamera {
 
 impl Default for SimCamera {
     fn default() -> Self {
-        Self {
-            ptz: Mutex::new([0, 0, 100]),
-        }
+        Self { ptz: Mutex::new([0, 0, 100]) }
     }
 }
 
@@ -279,22 +239,13 @@ const SIM_RANGES: [(ControlId, &str, i64, i64, i64); 3] = [
 
 impl Camera for SimCamera {
     fn info(&self) -> Result<CameraInfo> {
-        Ok(CameraInfo {
-            device: "sim".into(),
-            card: "huis test-pattern camera".into(),
-            driver: "gstreamer".into(),
-        })
+        Ok(CameraInfo { device: "sim".into(), card: "huis test-pattern camera".into(), driver: "gstreamer".into() })
     }
 
     fn formats(&self) -> Result<Vec<VideoFormat>> {
         Ok([(1920, 1080), (1280, 720), (640, 360)]
             .into_iter()
-            .map(|(w, h)| VideoFormat {
-                fourcc: "I420".into(),
-                width: w,
-                height: h,
-                framerates: vec![30, 25, 15],
-            })
+            .map(|(w, h)| VideoFormat { fourcc: "I420".into(), width: w, height: h, framerates: vec![30, 25, 15] })
             .collect())
     }
 
@@ -319,10 +270,7 @@ impl Camera for SimCamera {
         let i = SIM_RANGES
             .iter()
             .position(|r| r.0 == id)
-            .ok_or_else(|| HalError::Device {
-                device: "sim".into(),
-                reason: format!("has no control {id:?}"),
-            })?;
+            .ok_or_else(|| HalError::Device { device: "sim".into(), reason: format!("has no control {id:?}") })?;
         let v = value.clamp(SIM_RANGES[i].2, SIM_RANGES[i].3);
         self.ptz.lock().unwrap()[i] = v;
         Ok(v)
@@ -347,34 +295,20 @@ mod tests {
         assert_eq!(cam.set_control(ControlId::Zoom, 9999).unwrap(), 500);
         assert_eq!(cam.set_control(ControlId::Pan, -100).unwrap(), -100);
         let c = cam.controls().unwrap();
-        assert_eq!(
-            c.iter().find(|c| c.id == ControlId::Zoom).unwrap().value,
-            500
-        );
+        assert_eq!(c.iter().find(|c| c.id == ControlId::Zoom).unwrap().value, 500);
         assert!(cam.set_control(ControlId::Other(1), 1).is_err());
     }
 
     #[test]
     fn v4l2_ids_round_trip() {
-        for id in [
-            ControlId::Pan,
-            ControlId::Tilt,
-            ControlId::Zoom,
-            ControlId::Other(0x0098_0900),
-        ] {
+        for id in [ControlId::Pan, ControlId::Tilt, ControlId::Zoom, ControlId::Other(0x0098_0900)] {
             assert_eq!(ControlId::from_v4l2(id.v4l2()), id);
         }
     }
 
     #[test]
     fn missing_v4l2_device_is_a_clear_error() {
-        let e = V4l2Camera::new(Path::new("/nonexistent/video9"))
-            .info()
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("/nonexistent/video9") && e.contains("opening the camera"),
-            "{e}"
-        );
+        let e = V4l2Camera::new(Path::new("/nonexistent/video9")).info().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/video9") && e.contains("opening the camera"), "{e}");
     }
 }

@@ -60,30 +60,15 @@ fn probe_one(name: &str) -> EncoderProbe {
         Ok(el) => {
             let ok = el.set_state(gst::State::Ready).is_ok();
             let _ = el.set_state(gst::State::Null);
-            if ok {
-                (true, None)
-            } else {
-                (
-                    false,
-                    Some("did not open its device (state READY failed)".into()),
-                )
-            }
+            if ok { (true, None) } else { (false, Some("did not open its device (state READY failed)".into())) }
         }
     };
-    EncoderProbe {
-        element: name.into(),
-        hardware,
-        usable,
-        reason,
-    }
+    EncoderProbe { element: name.into(), hardware, usable, reason }
 }
 
 /// The first usable encoder: hardware ones first in preference order, then software.
 pub fn pick(probes: &[EncoderProbe]) -> Option<&EncoderProbe> {
-    probes
-        .iter()
-        .filter(|p| p.usable)
-        .min_by_key(|p| !p.hardware)
+    probes.iter().filter(|p| p.usable).min_by_key(|p| !p.hardware)
 }
 
 #[cfg(test)]
@@ -92,17 +77,8 @@ mod tests {
 
     #[test]
     fn pick_prefers_hardware_then_order() {
-        let p = |e: &str, hw, ok| EncoderProbe {
-            element: e.into(),
-            hardware: hw,
-            usable: ok,
-            reason: None,
-        };
-        let list = vec![
-            p("x264enc", false, true),
-            p("vah264enc", true, false),
-            p("v4l2h264enc", true, true),
-        ];
+        let p = |e: &str, hw, ok| EncoderProbe { element: e.into(), hardware: hw, usable: ok, reason: None };
+        let list = vec![p("x264enc", false, true), p("vah264enc", true, false), p("v4l2h264enc", true, true)];
         assert_eq!(pick(&list).unwrap().element, "v4l2h264enc");
         let list = vec![p("x264enc", false, true), p("openh264enc", false, true)];
         assert_eq!(pick(&list).unwrap().element, "x264enc");

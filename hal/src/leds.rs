@@ -57,9 +57,7 @@ pub struct SimLeds {
 
 impl Default for SimLeds {
     fn default() -> Self {
-        Self {
-            current: LedPattern::Off,
-        }
+        Self { current: LedPattern::Off }
     }
 }
 
@@ -97,31 +95,17 @@ pub type OutLine = (String, u32, bool);
 
 fn request_output(chip: &str, line: u32, active_low: bool) -> Result<gpiocdev::Request> {
     let mut b = gpiocdev::Request::builder();
-    b.on_chip(format!("/dev/{chip}"))
-        .with_consumer("huisd")
-        .with_line(line)
-        .as_output(gpiocdev::line::Value::Inactive);
+    b.on_chip(format!("/dev/{chip}")).with_consumer("huisd").with_line(line).as_output(gpiocdev::line::Value::Inactive);
     if active_low {
         b.as_active_low();
     }
-    b.request().map_err(|e| HalError::Gpio {
-        chip: chip.to_owned(),
-        line,
-        reason: e.to_string(),
-    })
+    b.request().map_err(|e| HalError::Gpio { chip: chip.to_owned(), line, reason: e.to_string() })
 }
 
 impl GpioLeds {
-    pub fn open(
-        red: Option<OutLine>,
-        green: Option<OutLine>,
-        blue: Option<OutLine>,
-    ) -> Result<Self> {
+    pub fn open(red: Option<OutLine>, green: Option<OutLine>, blue: Option<OutLine>) -> Result<Self> {
         let open = |l: Option<OutLine>| l.map(|(c, n, a)| request_output(&c, n, a)).transpose();
-        Ok(Self {
-            lines: [open(red)?, open(green)?, open(blue)?],
-            current: LedPattern::Off,
-        })
+        Ok(Self { lines: [open(red)?, open(green)?, open(blue)?], current: LedPattern::Off })
     }
 }
 
@@ -131,14 +115,9 @@ impl Leds for GpioLeds {
         for (req, on) in self.lines.iter().zip([r > 0, g > 0, b > 0]) {
             if let Some(req) = req {
                 let offset = req.config().lines()[0];
-                let v = if on {
-                    gpiocdev::line::Value::Active
-                } else {
-                    gpiocdev::line::Value::Inactive
-                };
+                let v = if on { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
                 req.set_value(offset, v).map_err(|e| HalError::Gpio {
-                    chip: String::from_utf8_lossy(req.chip_path().as_os_str().as_encoded_bytes())
-                        .into_owned(),
+                    chip: String::from_utf8_lossy(req.chip_path().as_os_str().as_encoded_bytes()).into_owned(),
                     line: offset,
                     reason: e.to_string(),
                 })?;
@@ -171,31 +150,20 @@ impl Apa102Leds {
         let power = power
             .map(|(c, n, a)| {
                 let req = request_output(&c, n, a)?;
-                req.set_value(n, gpiocdev::line::Value::Active)
-                    .map_err(|e| HalError::Gpio {
-                        chip: c.clone(),
-                        line: n,
-                        reason: e.to_string(),
-                    })?;
+                req.set_value(n, gpiocdev::line::Value::Active).map_err(|e| HalError::Gpio {
+                    chip: c.clone(),
+                    line: n,
+                    reason: e.to_string(),
+                })?;
                 Ok::<_, HalError>(req)
             })
             .transpose()?;
-        let dev = std::fs::OpenOptions::new()
-            .write(true)
-            .open(spidev)
-            .map_err(|source| HalError::Io {
-                device: spidev.to_owned(),
-                what: "opening the LED ring's SPI device (is SPI enabled in config.txt?)",
-                source,
-            })?;
-        Ok(Self {
-            spidev: spidev.to_owned(),
-            dev,
-            count,
-            _power: power,
-            current: LedPattern::Off,
-            frame: Vec::new(),
-        })
+        let dev = std::fs::OpenOptions::new().write(true).open(spidev).map_err(|source| HalError::Io {
+            device: spidev.to_owned(),
+            what: "opening the LED ring's SPI device (is SPI enabled in config.txt?)",
+            source,
+        })?;
+        Ok(Self { spidev: spidev.to_owned(), dev, count, _power: power, current: LedPattern::Off, frame: Vec::new() })
     }
 }
 
@@ -206,22 +174,17 @@ pub fn apa102_frame(count: u16, rgb: (u8, u8, u8), out: &mut Vec<u8>) {
     for _ in 0..count {
         out.extend_from_slice(&[0xE0 | 8, rgb.2, rgb.1, rgb.0]);
     }
-    out.extend(std::iter::repeat_n(
-        0xFF,
-        (count as usize).div_ceil(16).max(4),
-    ));
+    out.extend(std::iter::repeat_n(0xFF, (count as usize).div_ceil(16).max(4)));
 }
 
 impl Leds for Apa102Leds {
     fn show(&mut self, pattern: LedPattern) -> Result<()> {
         apa102_frame(self.count, pattern.rgb(), &mut self.frame);
-        self.dev
-            .write_all(&self.frame)
-            .map_err(|source| HalError::Io {
-                device: self.spidev.clone(),
-                what: "writing the LED frame",
-                source,
-            })?;
+        self.dev.write_all(&self.frame).map_err(|source| HalError::Io {
+            device: self.spidev.clone(),
+            what: "writing the LED frame",
+            source,
+        })?;
         self.current = pattern;
         Ok(())
     }

@@ -41,11 +41,7 @@ pub enum HalError {
     #[error("{path}: {reason}")]
     File { path: String, reason: String },
     #[error("GPIO {chip} line {line}: {reason}")]
-    Gpio {
-        chip: String,
-        line: u32,
-        reason: String,
-    },
+    Gpio { chip: String, line: u32, reason: String },
     #[error("GStreamer: {0}")]
     Gst(String),
 }

@@ -15,9 +15,7 @@ use std::time::{Duration, Instant};
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!(
-            "usage: udp_peer LISTEN answer SECONDS | udp_peer LISTEN call TARGET NEXT_HOP SECONDS"
-        );
+        eprintln!("usage: udp_peer LISTEN answer SECONDS | udp_peer LISTEN call TARGET NEXT_HOP SECONDS");
         std::process::exit(2);
     }
     let listen: SocketAddr = args[1].parse().expect("LISTEN is ip:port");
@@ -39,17 +37,9 @@ fn main() {
         "answer" => (args[3].parse().unwrap_or(10), None),
         "call" => {
             let next: SocketAddr = args[4].parse().expect("NEXT_HOP is ip:port");
-            let dest = Destination {
-                addr: next,
-                transport: TransportKind::Udp,
-            };
-            let c = ua
-                .invite(start, &args[3], dest, &media.offer().to_text())
-                .expect("invite");
-            (
-                args.get(5).and_then(|s| s.parse().ok()).unwrap_or(10),
-                Some(c),
-            )
+            let dest = Destination { addr: next, transport: TransportKind::Udp };
+            let c = ua.invite(start, &args[3], dest, &media.offer().to_text()).expect("invite");
+            (args.get(5).and_then(|s| s.parse().ok()).unwrap_or(10), Some(c))
         }
         "register" => {
             let registrar: SocketAddr = args[3].parse().expect("REGISTRAR is ip:port");
@@ -58,10 +48,7 @@ fn main() {
             cfg.accounts.push(Account {
                 aor: format!("sip:{user}@{domain}"),
                 registrar: format!("sip:{domain}"),
-                proxy: Destination {
-                    addr: registrar,
-                    transport: TransportKind::Udp,
-                },
+                proxy: Destination { addr: registrar, transport: TransportKind::Udp },
                 username: user.clone(),
                 password: pass.clone(),
                 expires: 120,
@@ -83,11 +70,7 @@ fn main() {
         while let Some(e) = ua.poll_event() {
             println!("{:>7.3}s {e:?}", start.elapsed().as_secs_f64());
             match e {
-                Event::IncomingCall {
-                    call: c,
-                    remote_sdp,
-                    ..
-                } => {
+                Event::IncomingCall { call: c, remote_sdp, .. } => {
                     let answer = remote_sdp
                         .and_then(|s| huis_sip::sdp::SessionDescription::parse(&s).ok())
                         .and_then(|o| media.answer(&o).ok())
@@ -114,23 +97,11 @@ fn main() {
                 break;
             }
         }
-        let wake = ua
-            .poll_timeout()
-            .unwrap_or(now + Duration::from_millis(200))
-            .min(now + Duration::from_millis(200));
-        let wait = wake
-            .saturating_duration_since(now)
-            .max(Duration::from_millis(1));
+        let wake = ua.poll_timeout().unwrap_or(now + Duration::from_millis(200)).min(now + Duration::from_millis(200));
+        let wait = wake.saturating_duration_since(now).max(Duration::from_millis(1));
         sock.set_read_timeout(Some(wait)).expect("timeout");
         match sock.recv_from(&mut buf) {
-            Ok((n, from)) => ua.handle_input(
-                Instant::now(),
-                Input::Datagram {
-                    from,
-                    to: listen,
-                    bytes: &buf[..n],
-                },
-            ),
+            Ok((n, from)) => ua.handle_input(Instant::now(), Input::Datagram { from, to: listen, bytes: &buf[..n] }),
             Err(_) => ua.handle_timeout(Instant::now()),
         }
     }

@@ -104,12 +104,7 @@ impl Challenge {
             return Err(DigestError::NotDigest);
         }
         let params = parse_params(rest)?;
-        let get = |k: &str| {
-            params
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.clone())
-        };
+        let get = |k: &str| params.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.clone());
         let algorithm = match get("algorithm") {
             None => Algorithm::Md5,
             Some(a) => Algorithm::parse(&a).ok_or(DigestError::UnsupportedAlgorithm(a))?,
@@ -119,8 +114,7 @@ impl Challenge {
             nonce: get("nonce").ok_or(DigestError::Missing("nonce"))?,
             opaque: get("opaque"),
             algorithm,
-            qop_auth: get("qop")
-                .is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth"))),
+            qop_auth: get("qop").is_some_and(|q| q.split(',').any(|t| t.trim().eq_ignore_ascii_case("auth"))),
             stale: get("stale").is_some_and(|s| s.eq_ignore_ascii_case("true")),
         })
     }
@@ -229,18 +223,8 @@ pub fn authorization_value(
     nc: u32,
     cnonce: &str,
 ) -> String {
-    let response = compute_response(
-        ch.algorithm,
-        username,
-        &ch.realm,
-        password,
-        method,
-        uri,
-        &ch.nonce,
-        nc,
-        cnonce,
-        ch.qop_auth,
-    );
+    let response =
+        compute_response(ch.algorithm, username, &ch.realm, password, method, uri, &ch.nonce, nc, cnonce, ch.qop_auth);
     let mut v = format!(
         "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}",
         quote(username),
@@ -251,10 +235,7 @@ pub fn authorization_value(
         ch.algorithm.as_str()
     );
     if ch.qop_auth {
-        v.push_str(&format!(
-            ", qop=auth, nc={nc:08x}, cnonce=\"{}\"",
-            quote(cnonce)
-        ));
+        v.push_str(&format!(", qop=auth, nc={nc:08x}, cnonce=\"{}\"", quote(cnonce)));
     }
     if let Some(o) = &ch.opaque {
         v.push_str(&format!(", opaque=\"{}\"", quote(o)));
@@ -268,9 +249,7 @@ fn quote(s: &str) -> String {
 
 /// Picks the challenge to answer from several header values: the first one whose algorithm we
 /// support (RFC 8760 §2.4: servers list them in order of preference).
-pub fn pick_challenge<'a>(
-    values: impl IntoIterator<Item = &'a str>,
-) -> Result<Challenge, DigestError> {
+pub fn pick_challenge<'a>(values: impl IntoIterator<Item = &'a str>) -> Result<Challenge, DigestError> {
     let mut last = DigestError::Missing("challenge");
     for v in values {
         match Challenge::parse(v) {
@@ -322,10 +301,7 @@ mod tests {
             CNONCE,
             true,
         );
-        assert_eq!(
-            r,
-            "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1"
-        );
+        assert_eq!(r, "753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1");
     }
 
     #[test]
@@ -337,48 +313,20 @@ mod tests {
         assert_eq!(c.algorithm, Algorithm::Sha256);
         assert!(c.qop_auth && c.stale);
         assert_eq!(c.opaque.as_deref(), Some("FQ"));
-        assert_eq!(
-            Challenge::parse("Basic realm=\"x\""),
-            Err(DigestError::NotDigest)
-        );
-        assert_eq!(
-            Challenge::parse("Digest realm=\"x"),
-            Err(DigestError::Malformed)
-        );
-        assert_eq!(
-            Challenge::parse("Digest nonce=1"),
-            Err(DigestError::Missing("realm"))
-        );
-        let picked = pick_challenge([
-            "Digest realm=a, nonce=b, algorithm=SHA-512-256",
-            "Digest realm=a, nonce=c",
-        ])
-        .unwrap();
-        assert_eq!(
-            (picked.algorithm, picked.nonce.as_str()),
-            (Algorithm::Md5, "c")
-        );
+        assert_eq!(Challenge::parse("Basic realm=\"x\""), Err(DigestError::NotDigest));
+        assert_eq!(Challenge::parse("Digest realm=\"x"), Err(DigestError::Malformed));
+        assert_eq!(Challenge::parse("Digest nonce=1"), Err(DigestError::Missing("realm")));
+        let picked =
+            pick_challenge(["Digest realm=a, nonce=b, algorithm=SHA-512-256", "Digest realm=a, nonce=c"]).unwrap();
+        assert_eq!((picked.algorithm, picked.nonce.as_str()), (Algorithm::Md5, "c"));
     }
 
     #[test]
     fn authorization_header_value() {
-        let c = Challenge::parse(&format!(
-            "Digest realm=\"{REALM}\", nonce=\"{NONCE}\", qop=\"auth\", opaque=\"o\""
-        ))
-        .unwrap();
-        let v = authorization_value(
-            &c,
-            "Mufasa",
-            "Circle of Life",
-            "GET",
-            "/dir/index.html",
-            1,
-            CNONCE,
-        );
-        assert!(
-            v.contains("response=\"8ca523f5e9506fed4657c9700eebdbec\""),
-            "{v}"
-        );
+        let c = Challenge::parse(&format!("Digest realm=\"{REALM}\", nonce=\"{NONCE}\", qop=\"auth\", opaque=\"o\""))
+            .unwrap();
+        let v = authorization_value(&c, "Mufasa", "Circle of Life", "GET", "/dir/index.html", 1, CNONCE);
+        assert!(v.contains("response=\"8ca523f5e9506fed4657c9700eebdbec\""), "{v}");
         assert!(v.contains("nc=00000001") && v.contains("qop=auth") && v.contains("opaque=\"o\""));
     }
 }

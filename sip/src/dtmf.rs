@@ -133,12 +133,7 @@ impl TelephoneEvent {
     /// The 4-byte payload.
     pub fn encode(&self) -> [u8; 4] {
         let d = self.duration.to_be_bytes();
-        [
-            self.event,
-            (u8::from(self.end) << 7) | (self.volume & 0x3f),
-            d[0],
-            d[1],
-        ]
+        [self.event, (u8::from(self.end) << 7) | (self.volume & 0x3f), d[0], d[1]]
     }
 
     /// Decodes a payload (extra bytes, e.g. padding, are ignored).
@@ -161,10 +156,7 @@ pub const DTMF_RELAY: &str = "application/dtmf-relay";
 /// The `application/dtmf-relay` body for one digit (`Signal=5\r\nDuration=160\r\n`),
 /// duration in milliseconds.
 pub fn info_body(digit: char, duration_ms: u32) -> String {
-    format!(
-        "Signal={}\r\nDuration={duration_ms}\r\n",
-        digit.to_ascii_uppercase()
-    )
+    format!("Signal={}\r\nDuration={duration_ms}\r\n", digit.to_ascii_uppercase())
 }
 
 /// Parses an `application/dtmf-relay` body into digit and duration (ms, 250 if absent).
@@ -184,9 +176,7 @@ pub fn parse_info_body(body: &str) -> Option<(char, u32)> {
                     _ => {
                         let mut c = v.chars();
                         match (c.next(), c.next()) {
-                            (Some(d), None) if TelephoneEvent::code_for(d).is_some() => {
-                                Some(d.to_ascii_uppercase())
-                            }
+                            (Some(d), None) if TelephoneEvent::code_for(d).is_some() => Some(d.to_ascii_uppercase()),
                             _ => None,
                         }
                     }
@@ -222,43 +212,26 @@ mod tests {
                 DtmfItem::Digit('A')
             ]
         );
-        assert_eq!(
-            parse_dial_string("sip:a@b;dtmf=12x"),
-            Err(DtmfError::InvalidChar('X'))
-        );
-        assert_eq!(
-            parse_dial_string("sip:a@b;dtmf=%2"),
-            Err(DtmfError::BadEscape)
-        );
+        assert_eq!(parse_dial_string("sip:a@b;dtmf=12x"), Err(DtmfError::InvalidChar('X')));
+        assert_eq!(parse_dial_string("sip:a@b;dtmf=%2"), Err(DtmfError::BadEscape));
         assert_eq!(parse_dial_string("sip:a@b").unwrap().1, vec![]);
     }
 
     #[test]
     fn rfc4733_payload() {
-        let e = TelephoneEvent {
-            event: 11,
-            end: true,
-            volume: 10,
-            duration: 1280,
-        };
+        let e = TelephoneEvent { event: 11, end: true, volume: 10, duration: 1280 };
         assert_eq!(e.encode(), [11, 0x8a, 0x05, 0x00]);
         assert_eq!(TelephoneEvent::decode(&e.encode()).unwrap(), e);
         assert_eq!(TelephoneEvent::decode(&[1, 2]), Err(DtmfError::BadPayload));
         for d in "0123456789*#ABCD".chars() {
-            assert_eq!(
-                TelephoneEvent::digit_for(TelephoneEvent::code_for(d).unwrap()),
-                Some(d)
-            );
+            assert_eq!(TelephoneEvent::digit_for(TelephoneEvent::code_for(d).unwrap()), Some(d));
         }
     }
 
     #[test]
     fn info_bodies() {
         assert_eq!(parse_info_body(&info_body('#', 160)), Some(('#', 160)));
-        assert_eq!(
-            parse_info_body("Signal= 5\nDuration= 100\n"),
-            Some(('5', 100))
-        );
+        assert_eq!(parse_info_body("Signal= 5\nDuration= 100\n"), Some(('5', 100)));
         assert_eq!(parse_info_body("Signal=11\r\n"), Some(('#', 250)));
         assert_eq!(parse_info_body("Signal=xyz\r\n"), None);
     }

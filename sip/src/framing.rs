@@ -22,11 +22,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_message: 64 * 1024,
-            max_headers: 100,
-            max_line: 8 * 1024,
-        }
+        Limits { max_message: 64 * 1024, max_headers: 100, max_line: 8 * 1024 }
     }
 }
 
@@ -89,10 +85,7 @@ pub enum FrameError {
 /// (RFC 3261 §18.3) and a missing `Content-Length` means "the rest of the datagram".
 pub fn precheck(bytes: &[u8], limits: &Limits, datagram: bool) -> Result<RawMessage, FrameError> {
     if bytes.len() > limits.max_message {
-        return Err(FrameError::TooLarge {
-            size: bytes.len(),
-            limit: limits.max_message,
-        });
+        return Err(FrameError::TooLarge { size: bytes.len(), limit: limits.max_message });
     }
     let head_end = find_head_end(bytes, limits)?.ok_or(FrameError::UnterminatedHead)?;
     let head = &bytes[..head_end];
@@ -109,9 +102,7 @@ pub fn precheck(bytes: &[u8], limits: &Limits, datagram: bool) -> Result<RawMess
             continue;
         }
         if i >= limits.max_headers {
-            return Err(FrameError::TooManyHeaders {
-                limit: limits.max_headers,
-            });
+            return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
         }
         if line.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             return Err(FrameError::InvalidBytes);
@@ -127,9 +118,7 @@ pub fn precheck(bytes: &[u8], limits: &Limits, datagram: bool) -> Result<RawMess
             }
             continue;
         }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(FrameError::MalformedHeader { line: i + 2 })?;
+        let (name, value) = line.split_once(':').ok_or(FrameError::MalformedHeader { line: i + 2 })?;
         let name = name.trim();
         if name.is_empty() || !name.bytes().all(is_token_byte) {
             return Err(FrameError::MalformedHeader { line: i + 2 });
@@ -141,10 +130,7 @@ pub fn precheck(bytes: &[u8], limits: &Limits, datagram: bool) -> Result<RawMess
     let declared = content_length(&headers)?;
     let body_len = match declared {
         Some(n) if n > available => {
-            return Err(FrameError::Truncated {
-                declared: n,
-                actual: available,
-            });
+            return Err(FrameError::Truncated { declared: n, actual: available });
         }
         Some(n) => n,
         None if datagram => available,
@@ -170,15 +156,11 @@ fn find_head_end(bytes: &[u8], limits: &Limits) -> Result<Option<usize>, FrameEr
                 return Ok(Some(i - 2));
             }
             if i - line_start > limits.max_line {
-                return Err(FrameError::LineTooLong {
-                    limit: limits.max_line,
-                });
+                return Err(FrameError::LineTooLong { limit: limits.max_line });
             }
             lines += 1;
             if lines > limits.max_headers + 1 {
-                return Err(FrameError::TooManyHeaders {
-                    limit: limits.max_headers,
-                });
+                return Err(FrameError::TooManyHeaders { limit: limits.max_headers });
             }
             i += 2;
             line_start = i;
@@ -187,9 +169,7 @@ fn find_head_end(bytes: &[u8], limits: &Limits) -> Result<Option<usize>, FrameEr
         i += 1;
     }
     if bytes.len().saturating_sub(line_start) > limits.max_line {
-        return Err(FrameError::LineTooLong {
-            limit: limits.max_line,
-        });
+        return Err(FrameError::LineTooLong { limit: limits.max_line });
     }
     Ok(None)
 }
@@ -248,11 +228,7 @@ pub struct StreamFramer {
 impl StreamFramer {
     /// A framer with the given bounds.
     pub fn new(limits: Limits) -> Self {
-        StreamFramer {
-            buf: Vec::new(),
-            limits,
-            broken: false,
-        }
+        StreamFramer { buf: Vec::new(), limits, broken: false }
     }
 
     /// True after a framing error: the stream cannot be trusted any more; close it.
@@ -270,11 +246,7 @@ impl StreamFramer {
         self.buf.extend_from_slice(bytes);
         loop {
             // Skip keep-alive line ends between messages.
-            let skip = self
-                .buf
-                .iter()
-                .take_while(|b| **b == b'\r' || **b == b'\n')
-                .count();
+            let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
             if skip > 0 {
                 self.buf.drain(..skip);
             }
@@ -288,10 +260,7 @@ impl StreamFramer {
                 }
                 Ok(None) => {
                     if self.buf.len() > self.limits.max_message {
-                        let e = FrameError::TooLarge {
-                            size: self.buf.len(),
-                            limit: self.limits.max_message,
-                        };
+                        let e = FrameError::TooLarge { size: self.buf.len(), limit: self.limits.max_message };
                         self.fail(&mut out, e);
                     }
                     break;
@@ -306,20 +275,13 @@ impl StreamFramer {
                         // Wait for more bytes, unless the announced body can never fit.
                         if declared > self.limits.max_message {
                             let limit = self.limits.max_message;
-                            self.fail(
-                                &mut out,
-                                FrameError::TooLarge {
-                                    size: declared,
-                                    limit,
-                                },
-                            );
+                            self.fail(&mut out, FrameError::TooLarge { size: declared, limit });
                         }
                         break;
                     }
                     Err(FrameError::TooLarge { size, limit }) => {
                         // The buffer holds more than one message: check the first alone.
-                        match precheck(&self.buf[..limit.min(self.buf.len())], &self.limits, false)
-                        {
+                        match precheck(&self.buf[..limit.min(self.buf.len())], &self.limits, false) {
                             Ok(raw) => {
                                 let n = raw.wire_len;
                                 self.buf.drain(..n);
@@ -391,7 +353,8 @@ pub fn fuzz_parse(data: &[u8]) {
 mod tests {
     use super::*;
 
-    const OPTIONS: &str = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nContent-Length: 3\r\n\r\nabc";
+    const OPTIONS: &str =
+        "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1\r\nContent-Length: 3\r\n\r\nabc";
 
     #[test]
     fn datagram_ok_and_extra_bytes_ignored() {
@@ -399,10 +362,7 @@ mod tests {
         b.extend_from_slice(b"junk");
         let raw = precheck(&b, &Limits::default(), true).unwrap();
         assert_eq!(raw.body, b"abc");
-        assert_eq!(
-            raw.header("via"),
-            Some("SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1")
-        );
+        assert_eq!(raw.header("via"), Some("SIP/2.0/TCP 1.2.3.4;branch=z9hG4bK1"));
     }
 
     #[test]
@@ -410,35 +370,19 @@ mod tests {
         let b = &OPTIONS.as_bytes()[..OPTIONS.len() - 1];
         assert_eq!(
             precheck(b, &Limits::default(), true).unwrap_err(),
-            FrameError::Truncated {
-                declared: 3,
-                actual: 2
-            }
+            FrameError::Truncated { declared: 3, actual: 2 }
         );
     }
 
     #[test]
     fn limits_are_enforced() {
-        let l = Limits {
-            max_message: 100,
-            max_headers: 3,
-            max_line: 40,
-        };
+        let l = Limits { max_message: 100, max_headers: 3, max_line: 40 };
         let long = format!("OPTIONS sip:a@b SIP/2.0\r\nX: {}\r\n\r\n", "a".repeat(50));
-        assert_eq!(
-            precheck(long.as_bytes(), &l, true),
-            Err(FrameError::LineTooLong { limit: 40 })
-        );
+        assert_eq!(precheck(long.as_bytes(), &l, true), Err(FrameError::LineTooLong { limit: 40 }));
         let many = "OPTIONS sip:a@b SIP/2.0\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
-        assert!(matches!(
-            precheck(many.as_bytes(), &l, true),
-            Err(FrameError::TooManyHeaders { .. })
-        ));
+        assert!(matches!(precheck(many.as_bytes(), &l, true), Err(FrameError::TooManyHeaders { .. })));
         let big = vec![b'a'; 101];
-        assert!(matches!(
-            precheck(&big, &l, true),
-            Err(FrameError::TooLarge { .. })
-        ));
+        assert!(matches!(precheck(&big, &l, true), Err(FrameError::TooLarge { .. })));
     }
 
     #[test]
@@ -450,10 +394,7 @@ mod tests {
             let mut got = f.push(&bytes[..split]);
             got.extend(f.push(&bytes[split..]));
             assert_eq!(got.len(), 2, "split at {split}");
-            assert!(
-                got.iter()
-                    .all(|r| r.as_ref().map(|m| m.body == b"abc").unwrap_or(false))
-            );
+            assert!(got.iter().all(|r| r.as_ref().map(|m| m.body == b"abc").unwrap_or(false)));
         }
         // Byte by byte.
         let mut f = StreamFramer::new(Limits::default());
@@ -474,11 +415,7 @@ mod tests {
         let r = f.push(b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n");
         assert_eq!(r, vec![Err(FrameError::BadContentLength)]);
         // An oversized head without end is refused once it passes the limit.
-        let mut f = StreamFramer::new(Limits {
-            max_message: 1000,
-            max_headers: 100,
-            max_line: 8000,
-        });
+        let mut f = StreamFramer::new(Limits { max_message: 1000, max_headers: 100, max_line: 8000 });
         let r = f.push(&vec![b'a'; 2000]);
         assert!(matches!(r[..], [Err(FrameError::TooLarge { .. })]));
     }

@@ -24,10 +24,7 @@ pub struct RawMessage {
 impl RawMessage {
     /// The first value of the header `name` (long or compact form, any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| name_matches(n, name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| name_matches(n, name)).map(|(_, v)| v.as_str())
     }
 
     /// True if the start line is a request line.
@@ -37,11 +34,7 @@ impl RawMessage {
 
     /// The method of a request line.
     pub fn method(&self) -> Option<&str> {
-        if self.is_request() {
-            self.start_line.split(' ').next()
-        } else {
-            None
-        }
+        if self.is_request() { self.start_line.split(' ').next() } else { None }
     }
 }
 
@@ -64,9 +57,7 @@ pub fn name_matches(have: &str, want: &str) -> bool {
     if have.eq_ignore_ascii_case(want) {
         return true;
     }
-    COMPACT
-        .iter()
-        .any(|(long, short)| *long == want && have.eq_ignore_ascii_case(short))
+    COMPACT.iter().any(|(long, short)| *long == want && have.eq_ignore_ascii_case(short))
 }
 
 /// Name and value of a header as text.
@@ -81,21 +72,12 @@ pub fn header_parts(h: &Header) -> (String, String) {
 /// All values of header `name` (long lower-case name), in order. Comma-separated values in one
 /// header line are not split (use [`split_list`]).
 pub fn header_values(headers: &Headers, name: &str) -> Vec<String> {
-    headers
-        .iter()
-        .map(header_parts)
-        .filter(|(n, _)| name_matches(n, name))
-        .map(|(_, v)| v)
-        .collect()
+    headers.iter().map(header_parts).filter(|(n, _)| name_matches(n, name)).map(|(_, v)| v).collect()
 }
 
 /// The first value of header `name`.
 pub fn header_value(headers: &Headers, name: &str) -> Option<String> {
-    headers
-        .iter()
-        .map(header_parts)
-        .find(|(n, _)| name_matches(n, name))
-        .map(|(_, v)| v)
+    headers.iter().map(header_parts).find(|(n, _)| name_matches(n, name)).map(|(_, v)| v)
 }
 
 /// Splits a comma-separated header value, respecting quotes and `<...>`.
@@ -135,11 +117,7 @@ pub fn header_param(value: &str, name: &str) -> Option<String> {
     };
     params.split(';').skip(1).find_map(|p| {
         let (k, v) = p.split_once('=').unwrap_or((p, ""));
-        if k.trim().eq_ignore_ascii_case(name) {
-            Some(v.trim().trim_matches('"').to_string())
-        } else {
-            None
-        }
+        if k.trim().eq_ignore_ascii_case(name) { Some(v.trim().trim_matches('"').to_string()) } else { None }
     })
 }
 
@@ -170,16 +148,8 @@ pub fn parse_cseq(value: &str) -> Option<(u32, String)> {
 /// from it (any `Content-Length` header present is replaced).
 pub fn encode(msg: &rsip::SipMessage) -> Vec<u8> {
     let (start, headers, body) = match msg {
-        rsip::SipMessage::Request(r) => (
-            format!("{} {} {}", r.method, r.uri, r.version),
-            &r.headers,
-            &r.body,
-        ),
-        rsip::SipMessage::Response(r) => (
-            format!("{} {}", r.version, r.status_code),
-            &r.headers,
-            &r.body,
-        ),
+        rsip::SipMessage::Request(r) => (format!("{} {} {}", r.method, r.uri, r.version), &r.headers, &r.body),
+        rsip::SipMessage::Response(r) => (format!("{} {}", r.version, r.status_code), &r.headers, &r.body),
     };
     let mut out = String::with_capacity(512 + body.len());
     out.push_str(&start);
@@ -230,14 +200,8 @@ mod tests {
         assert_eq!(header_param(v, "transport"), None);
         assert_eq!(addr_uri(v), "sip:a@b;transport=tcp");
         assert_eq!(addr_uri("sip:a@b;tag=1"), "sip:a@b");
-        assert_eq!(
-            header_param("SIP/2.0/UDP h;branch=z9hG4bKx;rport", "branch").as_deref(),
-            Some("z9hG4bKx")
-        );
-        assert_eq!(
-            split_list("<sip:a,b>, \"x,y\" <sip:c>"),
-            vec!["<sip:a,b>", "\"x,y\" <sip:c>"]
-        );
+        assert_eq!(header_param("SIP/2.0/UDP h;branch=z9hG4bKx;rport", "branch").as_deref(), Some("z9hG4bKx"));
+        assert_eq!(split_list("<sip:a,b>, \"x,y\" <sip:c>"), vec!["<sip:a,b>", "\"x,y\" <sip:c>"]);
         assert_eq!(parse_cseq("12 INVITE"), Some((12, "INVITE".into())));
         assert_eq!(parse_cseq("x INVITE"), None);
     }

@@ -143,10 +143,7 @@ pub struct Media {
 impl Media {
     /// Values of attribute `name`.
     pub fn attrs<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.attributes
-            .iter()
-            .filter(move |(n, _)| n == name)
-            .map(|(_, v)| v.as_deref().unwrap_or(""))
+        self.attributes.iter().filter(move |(n, _)| n == name).map(|(_, v)| v.as_deref().unwrap_or(""))
     }
 
     /// `a=rtpmap` of payload type `pt`: encoding name, clock rate, channels.
@@ -174,24 +171,18 @@ impl Media {
 
     /// The media-level direction attribute, if any.
     pub fn direction_attr(&self) -> Option<Direction> {
-        self.attributes
-            .iter()
-            .find_map(|(n, _)| Direction::parse(n))
+        self.attributes.iter().find_map(|(n, _)| Direction::parse(n))
     }
 
     /// Replaces any direction attribute by `d`.
     pub fn set_direction(&mut self, d: Direction) {
-        self.attributes
-            .retain(|(n, _)| Direction::parse(n).is_none());
+        self.attributes.retain(|(n, _)| Direction::parse(n).is_none());
         self.attributes.push((d.as_str().to_string(), None));
     }
 
     /// Payload type numbers of the formats that are valid RTP payload types.
     pub fn payload_types(&self) -> impl Iterator<Item = u8> + '_ {
-        self.formats
-            .iter()
-            .filter_map(|f| f.parse::<u8>().ok())
-            .filter(|p| *p < 128)
+        self.formats.iter().filter_map(|f| f.parse::<u8>().ok()).filter(|p| *p < 128)
     }
 }
 
@@ -216,20 +207,11 @@ fn parse_connection(v: &str, line: usize) -> Result<IpAddr, SdpError> {
     let mut it = v.split_whitespace();
     let (net, kind, addr) = (it.next(), it.next(), it.next());
     if net != Some("IN") || !matches!(kind, Some("IP4") | Some("IP6")) {
-        return Err(SdpError::Malformed {
-            line,
-            reason: "c= must be IN IP4|IP6 address",
-        });
+        return Err(SdpError::Malformed { line, reason: "c= must be IN IP4|IP6 address" });
     }
     // Multicast TTL suffixes ("/127") are not for us.
-    let addr = addr.ok_or(SdpError::Malformed {
-        line,
-        reason: "c= without address",
-    })?;
-    addr.parse().map_err(|_| SdpError::Malformed {
-        line,
-        reason: "c= address is not an IP address",
-    })
+    let addr = addr.ok_or(SdpError::Malformed { line, reason: "c= without address" })?;
+    addr.parse().map_err(|_| SdpError::Malformed { line, reason: "c= address is not an IP address" })
 }
 
 fn parse_attr(v: &str) -> (String, Option<String>) {
@@ -263,18 +245,12 @@ impl SessionDescription {
             }
             let bytes = l.as_bytes();
             if bytes.len() < 2 || bytes[1] != b'=' || !bytes[0].is_ascii_lowercase() {
-                return Err(SdpError::Malformed {
-                    line,
-                    reason: "expected <type>=<value>",
-                });
+                return Err(SdpError::Malformed { line, reason: "expected <type>=<value>" });
             }
             let (t, v) = (bytes[0], &l[2..]);
             if !seen_v {
                 if t != b'v' || v != "0" {
-                    return Err(SdpError::Malformed {
-                        line,
-                        reason: "first line must be v=0",
-                    });
+                    return Err(SdpError::Malformed { line, reason: "first line must be v=0" });
                 }
                 seen_v = true;
                 continue;
@@ -283,15 +259,10 @@ impl SessionDescription {
                 (b'o', None) => {
                     let f: Vec<&str> = v.split_whitespace().collect();
                     if f.len() != 6 {
-                        return Err(SdpError::Malformed {
-                            line,
-                            reason: "o= needs 6 fields",
-                        });
+                        return Err(SdpError::Malformed { line, reason: "o= needs 6 fields" });
                     }
-                    let session_version = f[2].parse().map_err(|_| SdpError::Malformed {
-                        line,
-                        reason: "o= version is not a number",
-                    })?;
+                    let session_version =
+                        f[2].parse().map_err(|_| SdpError::Malformed { line, reason: "o= version is not a number" })?;
                     origin = Some(Origin {
                         username: f[0].to_string(),
                         session_id: f[1].to_string(),
@@ -308,19 +279,15 @@ impl SessionDescription {
                     }
                     let f: Vec<&str> = v.split_whitespace().collect();
                     if f.len() < 4 {
-                        return Err(SdpError::Malformed {
-                            line,
-                            reason: "m= needs media, port, proto and formats",
-                        });
+                        return Err(SdpError::Malformed { line, reason: "m= needs media, port, proto and formats" });
                     }
                     if f.len() - 3 > MAX_FORMATS {
                         return Err(SdpError::TooLarge);
                     }
                     let port_str = f[1].split('/').next().unwrap_or("");
-                    let port = port_str.parse::<u16>().map_err(|_| SdpError::Malformed {
-                        line,
-                        reason: "m= port is not a number",
-                    })?;
+                    let port = port_str
+                        .parse::<u16>()
+                        .map_err(|_| SdpError::Malformed { line, reason: "m= port is not a number" })?;
                     media.push(Media {
                         kind: f[0].to_string(),
                         port,
@@ -338,23 +305,10 @@ impl SessionDescription {
             }
         }
         if !seen_v {
-            return Err(SdpError::Malformed {
-                line: 1,
-                reason: "empty SDP",
-            });
+            return Err(SdpError::Malformed { line: 1, reason: "empty SDP" });
         }
-        let origin = origin.ok_or(SdpError::Malformed {
-            line: 2,
-            reason: "missing o= line",
-        })?;
-        Ok(SessionDescription {
-            origin,
-            session_name,
-            connection,
-            attributes,
-            other,
-            media,
-        })
+        let origin = origin.ok_or(SdpError::Malformed { line: 2, reason: "missing o= line" })?;
+        Ok(SessionDescription { origin, session_name, connection, attributes, other, media })
     }
 
     /// The connection address that applies to media `m` (media level, else session level).
@@ -366,11 +320,7 @@ impl SessionDescription {
     /// sendrecv).
     pub fn media_direction(&self, m: &Media) -> Direction {
         m.direction_attr()
-            .or_else(|| {
-                self.attributes
-                    .iter()
-                    .find_map(|(n, _)| Direction::parse(n))
-            })
+            .or_else(|| self.attributes.iter().find_map(|(n, _)| Direction::parse(n)))
             .unwrap_or(Direction::SendRecv)
     }
 
@@ -381,8 +331,7 @@ impl SessionDescription {
 
     /// Sets direction `d` on every media section (and drops a session-level direction).
     pub fn set_direction(&mut self, d: Direction) {
-        self.attributes
-            .retain(|(n, _)| Direction::parse(n).is_none());
+        self.attributes.retain(|(n, _)| Direction::parse(n).is_none());
         for m in &mut self.media {
             if m.port != 0 {
                 m.set_direction(d);
@@ -401,21 +350,9 @@ impl SessionDescription {
         let ip = |a: &IpAddr| if a.is_ipv4() { "IP4" } else { "IP6" };
         let _ = write!(s, "v=0\r\n");
         let o = &self.origin;
-        let oip = if o.address.contains(':') {
-            "IP6"
-        } else {
-            "IP4"
-        };
-        let _ = write!(
-            s,
-            "o={} {} {} IN {} {}\r\n",
-            o.username, o.session_id, o.session_version, oip, o.address
-        );
-        let name = if self.session_name.is_empty() {
-            "-"
-        } else {
-            &self.session_name
-        };
+        let oip = if o.address.contains(':') { "IP6" } else { "IP4" };
+        let _ = write!(s, "o={} {} {} IN {} {}\r\n", o.username, o.session_id, o.session_version, oip, o.address);
+        let name = if self.session_name.is_empty() { "-" } else { &self.session_name };
         let _ = write!(s, "s={name}\r\n");
         if let Some(c) = &self.connection {
             let _ = write!(s, "c=IN {} {}\r\n", ip(c), c);
@@ -432,14 +369,7 @@ impl SessionDescription {
             write_attr(&mut s, n, v);
         }
         for m in &self.media {
-            let _ = write!(
-                s,
-                "m={} {} {} {}\r\n",
-                m.kind,
-                m.port,
-                m.proto,
-                m.formats.join(" ")
-            );
+            let _ = write!(s, "m={} {} {} {}\r\n", m.kind, m.port, m.proto, m.formats.join(" "));
             if let Some(c) = &m.connection {
                 let _ = write!(s, "c=IN {} {}\r\n", ip(c), c);
             }
@@ -605,10 +535,7 @@ impl LocalMedia {
     /// Answers `offer` (RFC 3264 §6): the first offered audio stream with a common codec is
     /// accepted, all other streams get port 0. Fails with [`SdpError::NoCommonCodec`] or
     /// [`SdpError::NoAudio`] when no audio can flow (the UA turns that into 488).
-    pub fn answer(
-        &self,
-        offer: &SessionDescription,
-    ) -> Result<(SessionDescription, Negotiated), SdpError> {
+    pub fn answer(&self, offer: &SessionDescription) -> Result<(SessionDescription, Negotiated), SdpError> {
         let mut chosen: Option<Negotiated> = None;
         let mut saw_audio = false;
         let mut media = Vec::new();
@@ -622,10 +549,8 @@ impl LocalMedia {
                 attributes: Vec::new(),
                 other: Vec::new(),
             };
-            let usable = chosen.is_none()
-                && om.kind == "audio"
-                && om.port != 0
-                && om.proto.eq_ignore_ascii_case("RTP/AVP");
+            let usable =
+                chosen.is_none() && om.kind == "audio" && om.port != 0 && om.proto.eq_ignore_ascii_case("RTP/AVP");
             if usable {
                 saw_audio = true;
                 if let Some(n) = self.pick(offer, om) {
@@ -658,11 +583,7 @@ impl LocalMedia {
         let address = sdp.media_address(m)?;
         for c in &self.codecs {
             if let Some(pt) = m.payload_types().find(|pt| c.matches(m, *pt)) {
-                let te = if self.telephone_event {
-                    telephone_event_pt(m, c.clock_rate())
-                } else {
-                    None
-                };
+                let te = if self.telephone_event { telephone_event_pt(m, c.clock_rate()) } else { None };
                 return Some(Negotiated {
                     codec: *c,
                     payload_type: pt,
@@ -681,17 +602,10 @@ impl LocalMedia {
     /// the answerer chose is the first of its formats that we offered.
     pub fn accept_answer(&self, answer: &SessionDescription) -> Result<Negotiated, SdpError> {
         let m = answer.audio().ok_or(SdpError::NoAudio)?;
-        let address = answer.media_address(m).ok_or(SdpError::Malformed {
-            line: 0,
-            reason: "no c= for audio",
-        })?;
+        let address = answer.media_address(m).ok_or(SdpError::Malformed { line: 0, reason: "no c= for audio" })?;
         for pt in m.payload_types() {
             if let Some(c) = self.codecs.iter().find(|c| c.matches(m, pt)) {
-                let te = if self.telephone_event {
-                    telephone_event_pt(m, c.clock_rate())
-                } else {
-                    None
-                };
+                let te = if self.telephone_event { telephone_event_pt(m, c.clock_rate()) } else { None };
                 return Ok(Negotiated {
                     codec: *c,
                     payload_type: pt,
@@ -708,10 +622,8 @@ impl LocalMedia {
 }
 
 fn telephone_event_pt(m: &Media, clock: u32) -> Option<u8> {
-    m.payload_types().find(|pt| {
-        m.rtpmap(*pt)
-            .is_some_and(|(n, c, _)| n.eq_ignore_ascii_case("telephone-event") && c == clock)
-    })
+    m.payload_types()
+        .find(|pt| m.rtpmap(*pt).is_some_and(|(n, c, _)| n.eq_ignore_ascii_case("telephone-event") && c == clock))
 }
 
 fn push_codec(m: &mut Media, c: Codec, pt: u8) {
@@ -727,8 +639,7 @@ fn push_codec_with_pt(m: &mut Media, c: Codec, pt: u8) {
     };
     m.attributes.push(("rtpmap".into(), Some(map)));
     if c == Codec::Opus {
-        m.attributes
-            .push(("fmtp".into(), Some(format!("{pt} {OPUS_FMTP}"))));
+        m.attributes.push(("fmtp".into(), Some(format!("{pt} {OPUS_FMTP}"))));
     }
 }
 
@@ -736,12 +647,8 @@ fn push_te(m: &mut Media, pt: u8, clock: u32) {
     if !m.formats.contains(&pt.to_string()) {
         m.formats.push(pt.to_string());
     }
-    m.attributes.push((
-        "rtpmap".into(),
-        Some(format!("{pt} telephone-event/{clock}")),
-    ));
-    m.attributes
-        .push(("fmtp".into(), Some(format!("{pt} 0-16"))));
+    m.attributes.push(("rtpmap".into(), Some(format!("{pt} telephone-event/{clock}"))));
+    m.attributes.push(("fmtp".into(), Some(format!("{pt} 0-16"))));
 }
 
 /// The outcome of offer/answer for the audio stream: what the media pipeline needs.
@@ -805,10 +712,7 @@ m=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n";
         ];
         for (prefs, codec, pt, te) in cases {
             let (ans, n) = local(prefs).answer(&offer).unwrap();
-            assert_eq!(
-                (n.codec, n.payload_type, n.telephone_event_pt),
-                (*codec, *pt, *te)
-            );
+            assert_eq!((n.codec, n.payload_type, n.telephone_event_pt), (*codec, *pt, *te));
             assert_eq!(n.remote_port, 5004);
             let text = ans.to_text();
             let parsed = SessionDescription::parse(&text).unwrap();
@@ -816,9 +720,7 @@ m=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n";
             assert_eq!(parsed.media[1].port, 0);
             assert_eq!(parsed.media[0].port, 40000);
             // The offerer reads our answer back to the same codec.
-            let back = local(&[Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma])
-                .accept_answer(&parsed)
-                .unwrap();
+            let back = local(&[Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma]).accept_answer(&parsed).unwrap();
             assert_eq!(back.codec, *codec);
         }
         // Without telephone-event enabled it is left out.
@@ -833,18 +735,12 @@ m=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n";
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=audio 5004 RTP/AVP 18\r\n",
         )
         .unwrap();
-        assert_eq!(
-            local(&[Codec::Opus]).answer(&offer).unwrap_err(),
-            SdpError::NoCommonCodec
-        );
+        assert_eq!(local(&[Codec::Opus]).answer(&offer).unwrap_err(), SdpError::NoCommonCodec);
         let video = SessionDescription::parse(
             "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nc=IN IP4 1.2.3.4\r\nt=0 0\r\nm=video 5004 RTP/AVP 96\r\n",
         )
         .unwrap();
-        assert_eq!(
-            local(&[Codec::Opus]).answer(&video).unwrap_err(),
-            SdpError::NoAudio
-        );
+        assert_eq!(local(&[Codec::Opus]).answer(&video).unwrap_err(), SdpError::NoAudio);
         // Media-level connection only, and the static PCMU without rtpmap.
         let media_c = SessionDescription::parse(
             "v=0\no=- 1 1 IN IP4 1.2.3.4\ns=-\nt=0 0\nm=audio 5004 RTP/AVP 0\nc=IN IP4 203.0.113.5\na=sendonly\n",
@@ -852,11 +748,7 @@ m=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n";
         .unwrap();
         let (_, n) = local(&[Codec::Opus, Codec::Pcmu]).answer(&media_c).unwrap();
         assert_eq!(n.remote_address.to_string(), "203.0.113.5");
-        assert_eq!(
-            n.direction,
-            Direction::RecvOnly,
-            "a held offer is answered recvonly"
-        );
+        assert_eq!(n.direction, Direction::RecvOnly, "a held offer is answered recvonly");
     }
 
     #[test]
@@ -884,18 +776,9 @@ m=video 5006 RTP/AVP 97\r\na=rtpmap:97 H264/90000\r\n";
         offer.set_direction(Direction::SendOnly);
         offer.bump_version();
         let parsed = SessionDescription::parse(&offer.to_text()).unwrap();
-        assert_eq!(
-            parsed.media_direction(&parsed.media[0]),
-            Direction::SendOnly
-        );
+        assert_eq!(parsed.media_direction(&parsed.media[0]), Direction::SendOnly);
         assert_eq!(parsed.origin.session_version, 2);
-        assert_eq!(
-            Direction::Inactive.answer_to(Direction::SendRecv),
-            Direction::Inactive
-        );
-        assert_eq!(
-            Direction::RecvOnly.answer_to(Direction::SendRecv),
-            Direction::SendOnly
-        );
+        assert_eq!(Direction::Inactive.answer_to(Direction::SendRecv), Direction::Inactive);
+        assert_eq!(Direction::RecvOnly.answer_to(Direction::SendRecv), Direction::SendOnly);
     }
 }

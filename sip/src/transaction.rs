@@ -24,11 +24,7 @@ pub struct Timers {
 
 impl Default for Timers {
     fn default() -> Self {
-        Timers {
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            t4: Duration::from_secs(5),
-        }
+        Timers { t1: Duration::from_millis(500), t2: Duration::from_secs(4), t4: Duration::from_secs(5) }
     }
 }
 
@@ -92,13 +88,7 @@ pub struct ClientTransaction {
 impl ClientTransaction {
     /// Starts a transaction for `request`, which the caller sends now. `reliable` is true for
     /// TCP (no retransmissions, no waiting in Completed).
-    pub fn new(
-        now: Instant,
-        invite: bool,
-        reliable: bool,
-        request: Vec<u8>,
-        timers: Timers,
-    ) -> Self {
+    pub fn new(now: Instant, invite: bool, reliable: bool, request: Vec<u8>, timers: Timers) -> Self {
         ClientTransaction {
             invite,
             reliable,
@@ -174,10 +164,7 @@ impl ClientTransaction {
 
     /// The next instant at which [`ClientTransaction::on_timer`] has work.
     pub fn deadline(&self) -> Option<Instant> {
-        [self.retransmit_at, self.timeout_at, self.end_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.retransmit_at, self.timeout_at, self.end_at].into_iter().flatten().min()
     }
 
     /// True once the transaction is over.
@@ -297,13 +284,7 @@ impl ServerTransaction {
             _ => {
                 self.state = ServerState::Completed;
                 // Timer J.
-                self.end_at = Some(
-                    now + if self.reliable {
-                        Duration::ZERO
-                    } else {
-                        self.timers.t64()
-                    },
-                );
+                self.end_at = Some(now + if self.reliable { Duration::ZERO } else { self.timers.t64() });
             }
         }
         true
@@ -324,22 +305,13 @@ impl ServerTransaction {
             self.retransmit_at = None;
             self.timeout_at = None;
             // Timer I.
-            self.end_at = Some(
-                now + if self.reliable {
-                    Duration::ZERO
-                } else {
-                    self.timers.t4
-                },
-            );
+            self.end_at = Some(now + if self.reliable { Duration::ZERO } else { self.timers.t4 });
         }
     }
 
     /// The next instant at which [`ServerTransaction::on_timer`] has work.
     pub fn deadline(&self) -> Option<Instant> {
-        [self.retransmit_at, self.timeout_at, self.end_at]
-            .into_iter()
-            .flatten()
-            .min()
+        [self.retransmit_at, self.timeout_at, self.end_at].into_iter().flatten().min()
     }
 
     /// True once the transaction is over.
@@ -398,11 +370,8 @@ mod tests {
         let t0 = Instant::now();
         let tx = ClientTransaction::new(t0, true, false, b"INVITE".to_vec(), Timers::default());
         let got = run_client(tx, t0);
-        let times: Vec<u128> = got
-            .iter()
-            .filter(|(_, o)| matches!(o, TxOutput::Retransmit(_)))
-            .map(|(t, _)| *t)
-            .collect();
+        let times: Vec<u128> =
+            got.iter().filter(|(_, o)| matches!(o, TxOutput::Retransmit(_))).map(|(t, _)| *t).collect();
         // A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; B: 32 s.
         assert_eq!(times, vec![500, 1500, 3500, 7500, 15500, 31500]);
         assert_eq!(got.last().unwrap(), &(32000, TxOutput::Timeout));
@@ -413,11 +382,8 @@ mod tests {
         let t0 = Instant::now();
         let tx = ClientTransaction::new(t0, false, false, b"REGISTER".to_vec(), Timers::default());
         let got = run_client(tx, t0);
-        let times: Vec<u128> = got
-            .iter()
-            .filter(|(_, o)| matches!(o, TxOutput::Retransmit(_)))
-            .map(|(t, _)| *t)
-            .collect();
+        let times: Vec<u128> =
+            got.iter().filter(|(_, o)| matches!(o, TxOutput::Retransmit(_))).map(|(t, _)| *t).collect();
         assert_eq!(&times[..6], &[500, 1500, 3500, 7500, 11500, 15500]);
         assert!(times.windows(2).skip(3).all(|w| w[1] - w[0] == 4000));
         assert_eq!(got.last().unwrap(), &(32000, TxOutput::Timeout));
@@ -440,11 +406,7 @@ mod tests {
         assert_eq!(tx.deadline().unwrap() - d, Duration::from_secs(4));
         assert_eq!(tx.on_response(d, 200), ResponseAction::Deliver);
         assert_eq!(tx.on_response(d, 200), ResponseAction::Absorb);
-        assert_eq!(
-            tx.deadline().unwrap() - d,
-            Duration::from_secs(5),
-            "timer K = T4"
-        );
+        assert_eq!(tx.deadline().unwrap() - d, Duration::from_secs(5), "timer K = T4");
         tx.on_timer(d + Duration::from_secs(5));
         assert!(tx.is_terminated());
     }
@@ -457,15 +419,8 @@ mod tests {
         assert_eq!(tx.deadline(), None, "no timer in Proceeding");
         assert_eq!(tx.on_response(t0, 486), ResponseAction::Deliver);
         tx.set_ack(b"ACK".to_vec());
-        assert_eq!(
-            tx.on_response(t0, 486),
-            ResponseAction::Resend(b"ACK".to_vec())
-        );
-        assert_eq!(
-            tx.deadline().unwrap() - t0,
-            Duration::from_secs(32),
-            "timer D"
-        );
+        assert_eq!(tx.on_response(t0, 486), ResponseAction::Resend(b"ACK".to_vec()));
+        assert_eq!(tx.deadline().unwrap() - t0, Duration::from_secs(32), "timer D");
         tx.on_timer(t0 + Duration::from_secs(32));
         assert!(tx.is_terminated());
     }
@@ -491,22 +446,14 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(
-            &times[..5],
-            &[500, 1500, 3500, 7500, 11500],
-            "timer G capped at T2"
-        );
+        assert_eq!(&times[..5], &[500, 1500, 3500, 7500, 11500], "timer G capped at T2");
         assert_eq!(timeout, Some(32000), "timer H");
 
         let mut tx = ServerTransaction::new(true, false, Timers::default());
         tx.respond(t0, 603, b"603".to_vec());
         tx.on_ack(t0);
         assert_eq!(tx.state(), ServerState::Confirmed);
-        assert_eq!(
-            tx.deadline().unwrap() - t0,
-            Duration::from_secs(5),
-            "timer I = T4"
-        );
+        assert_eq!(tx.deadline().unwrap() - t0, Duration::from_secs(5), "timer I = T4");
     }
 
     #[test]
@@ -515,11 +462,7 @@ mod tests {
         let mut tx = ServerTransaction::new(false, false, Timers::default());
         tx.respond(t0, 200, b"200".to_vec());
         assert_eq!(tx.on_retransmission(), Some(b"200".to_vec()));
-        assert_eq!(
-            tx.deadline().unwrap() - t0,
-            Duration::from_secs(32),
-            "timer J"
-        );
+        assert_eq!(tx.deadline().unwrap() - t0, Duration::from_secs(32), "timer J");
         let mut tx = ServerTransaction::new(false, true, Timers::default());
         tx.respond(t0, 200, b"200".to_vec());
         assert_eq!(tx.deadline(), Some(t0), "J is zero on reliable transports");

@@ -4,9 +4,7 @@
 use crate::digest::{self, Challenge};
 use crate::dtmf::{self, DtmfItem};
 use crate::framing::{self, StreamFramer};
-use crate::msg::{
-    self, RawMessage, addr_uri, hdr, header_param, header_value, header_values, tag_of,
-};
+use crate::msg::{self, RawMessage, addr_uri, hdr, header_param, header_value, header_values, tag_of};
 use crate::sdp::{Direction, LocalMedia, SessionDescription};
 use crate::transaction::{ClientTransaction, ResponseAction, ServerTransaction, TxOutput};
 use crate::types::*;
@@ -155,23 +153,13 @@ pub struct UserAgent {
 }
 
 fn is_sdp(ct: Option<&str>) -> bool {
-    ct.is_some_and(|c| {
-        c.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .eq_ignore_ascii_case("application/sdp")
-    })
+    ct.is_some_and(|c| c.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/sdp"))
 }
 
 /// `host:port` of a SIP URI when the host is an IP literal.
 fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
     // Bare URIs keep their parameters (`;transport=`); name-addrs are unwrapped.
-    let u = if uri.contains('<') {
-        addr_uri(uri)
-    } else {
-        uri.trim()
-    };
+    let u = if uri.contains('<') { addr_uri(uri) } else { uri.trim() };
     let rest = u.strip_prefix("sip:").or_else(|| u.strip_prefix("sips:"))?;
     let (hostpart, params) = match rest.find([';', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -194,10 +182,7 @@ fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
     let addr = if let Some(v6) = hostport.strip_prefix('[') {
         let (ip, port) = v6.split_once(']')?;
         let ip: IpAddr = ip.parse().ok()?;
-        let port = port
-            .strip_prefix(':')
-            .map(|p| p.parse().ok())
-            .unwrap_or(Some(5060))?;
+        let port = port.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(5060))?;
         SocketAddr::new(ip, port)
     } else {
         let (h, p) = match hostport.split_once(':') {
@@ -254,12 +239,7 @@ fn reason_phrase(code: u16) -> &'static str {
 fn via_key(headers: &Headers) -> Option<(String, String)> {
     let via = header_value(headers, "via")?;
     let top = msg::split_list(&via).into_iter().next()?;
-    let sent_by = top
-        .split_whitespace()
-        .nth(1)?
-        .split(';')
-        .next()?
-        .to_string();
+    let sent_by = top.split_whitespace().nth(1)?.split(';').next()?.to_string();
     let branch = header_param(&top, "branch").unwrap_or_default();
     Some((branch, sent_by))
 }
@@ -333,10 +313,7 @@ impl UserAgent {
             t.push(c.cancel_deadline);
             t.push(c.timer.and_then(|s| s.refresh_at));
             t.push(c.timer.map(|s| s.expire_at));
-            t.push(
-                c.dtmf_next_at
-                    .filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()),
-            );
+            t.push(c.dtmf_next_at.filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()));
             t.push(c.reinvite_retry_at);
             t.push(c.remove_at);
             t.push(c.ring_until.filter(|_| c.state == CallState::Ringing));
@@ -355,10 +332,7 @@ impl UserAgent {
 
     /// Number of calls not yet ended.
     pub fn active_calls(&self) -> usize {
-        self.calls
-            .values()
-            .filter(|c| c.state != CallState::Ended)
-            .count()
+        self.calls.values().filter(|c| c.state != CallState::Ended).count()
     }
 
     // ----------------------------------------------------------------------------------------
@@ -382,11 +356,7 @@ impl UserAgent {
     }
 
     fn contact(&self, transport: TransportKind) -> String {
-        let t = if transport == TransportKind::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let t = if transport == TransportKind::Tcp { ";transport=tcp" } else { "" };
         let a = self.cfg.local_addr;
         match a {
             SocketAddr::V4(_) => format!("<sip:{}@{}{t}>", self.cfg.user, a),
@@ -406,23 +376,13 @@ impl UserAgent {
     }
 
     fn send(&mut self, dest: Destination, bytes: Vec<u8>) {
-        self.transmits.push_back(Transmit {
-            dest: dest.addr,
-            transport: dest.transport,
-            bytes,
-        });
+        self.transmits.push_back(Transmit { dest: dest.addr, transport: dest.transport, bytes });
     }
 
     fn via(&mut self, transport: TransportKind) -> (String, String) {
         let branch = self.branch();
         let a = self.cfg.local_addr;
-        (
-            format!(
-                "SIP/2.0/{} {a};branch={branch};rport",
-                transport.via_token()
-            ),
-            branch,
-        )
+        (format!("SIP/2.0/{} {a};branch={branch};rport", transport.via_token()), branch)
     }
 
     /// A request with the standard headers. `extra` headers are added before Content-Type.
@@ -440,8 +400,7 @@ impl UserAgent {
         extra: Vec<(String, String)>,
         body: Option<(&str, Vec<u8>)>,
     ) -> Result<(Request, String), UaError> {
-        let uri = rsip::Uri::try_from(uri)
-            .map_err(|e| UaError::InvalidTarget(uri.to_string(), e.to_string()))?;
+        let uri = rsip::Uri::try_from(uri).map_err(|e| UaError::InvalidTarget(uri.to_string(), e.to_string()))?;
         let (via, branch) = self.via(transport);
         let mut h: Vec<rsip::Header> = vec![
             hdr("Via", via),
@@ -470,46 +429,16 @@ impl UserAgent {
             }
             None => Vec::new(),
         };
-        Ok((
-            Request {
-                method,
-                uri,
-                version: rsip::Version::V2,
-                headers: h.into(),
-                body,
-            },
-            branch,
-        ))
+        Ok((Request { method, uri, version: rsip::Version::V2, headers: h.into(), body }, branch))
     }
 
-    fn start_client(
-        &mut self,
-        now: Instant,
-        req: Request,
-        branch: &str,
-        dest: Destination,
-        owner: Owner,
-    ) -> String {
+    fn start_client(&mut self, now: Instant, req: Request, branch: &str, dest: Destination, owner: Owner) -> String {
         let key = format!("{branch}:{}", req.method);
         let bytes = msg::encode(&SipMessage::Request(req.clone()));
         let invite = req.method == Method::Invite;
-        let tx = ClientTransaction::new(
-            now,
-            invite,
-            dest.transport.is_reliable(),
-            bytes.clone(),
-            self.cfg.timers,
-        );
+        let tx = ClientTransaction::new(now, invite, dest.transport.is_reliable(), bytes.clone(), self.cfg.timers);
         self.send(dest, bytes);
-        self.clients.insert(
-            key.clone(),
-            ClientEntry {
-                tx,
-                owner,
-                dest,
-                request: req,
-            },
-        );
+        self.clients.insert(key.clone(), ClientEntry { tx, owner, dest, request: req });
         key
     }
 
@@ -604,23 +533,14 @@ impl UserAgent {
                 if bytes.iter().all(|b| *b == b'\r' || *b == b'\n') {
                     return; // keep-alive
                 }
-                let dest = Destination {
-                    addr: from,
-                    transport: TransportKind::Udp,
-                };
+                let dest = Destination { addr: from, transport: TransportKind::Udp };
                 self.handle_bytes(now, bytes, dest, true);
             }
             Input::Stream { from, bytes, .. } => {
                 let limits = self.cfg.limits;
-                let framer = self
-                    .framers
-                    .entry(from)
-                    .or_insert_with(|| StreamFramer::new(limits));
+                let framer = self.framers.entry(from).or_insert_with(|| StreamFramer::new(limits));
                 let results = framer.push(bytes);
-                let dest = Destination {
-                    addr: from,
-                    transport: TransportKind::Tcp,
-                };
+                let dest = Destination { addr: from, transport: TransportKind::Tcp };
                 for r in results {
                     match r {
                         Ok(raw) => {
@@ -651,12 +571,7 @@ impl UserAgent {
         match framing::parse_message(bytes, &self.cfg.limits, datagram) {
             Ok((_, SipMessage::Request(r))) => self.on_request(now, r, src),
             Ok((raw, SipMessage::Response(r))) => {
-                let reason = raw
-                    .start_line
-                    .splitn(3, ' ')
-                    .nth(2)
-                    .unwrap_or("")
-                    .to_string();
+                let reason = raw.start_line.splitn(3, ' ').nth(2).unwrap_or("").to_string();
                 self.on_response(now, r, reason)
             }
             Err((Some(raw), _)) => self.reply_raw(&raw, src),
@@ -672,11 +587,7 @@ impl UserAgent {
             return;
         }
         let known = Method::all().iter().any(|m| m.to_string() == method);
-        let (code, reason) = if known {
-            (400, "Bad Request")
-        } else {
-            (501, "Not Implemented")
-        };
+        let (code, reason) = if known { (400, "Bad Request") } else { (501, "Not Implemented") };
         let mut out = format!("SIP/2.0 {code} {reason}\r\n");
         let mut vias = 0;
         for (n, v) in &raw.headers {
@@ -685,32 +596,20 @@ impl UserAgent {
                 vias += 1;
             }
         }
-        let (Some(f), Some(t), Some(c), Some(s)) = (
-            raw.header("from"),
-            raw.header("to"),
-            raw.header("call-id"),
-            raw.header("cseq"),
-        ) else {
+        let (Some(f), Some(t), Some(c), Some(s)) =
+            (raw.header("from"), raw.header("to"), raw.header("call-id"), raw.header("cseq"))
+        else {
             return;
         };
         if vias == 0 || msg::parse_cseq(s).is_none() {
             return;
         }
-        let t = if tag_of(t).is_some() {
-            t.to_string()
-        } else {
-            format!("{t};tag={}", self.token())
-        };
-        out.push_str(&format!(
-            "From: {f}\r\nTo: {t}\r\nCall-ID: {c}\r\nCSeq: {s}\r\n"
-        ));
+        let t = if tag_of(t).is_some() { t.to_string() } else { format!("{t};tag={}", self.token()) };
+        out.push_str(&format!("From: {f}\r\nTo: {t}\r\nCall-ID: {c}\r\nCSeq: {s}\r\n"));
         if code == 501 {
             out.push_str(&format!("Allow: {ALLOW}\r\n"));
         }
-        out.push_str(&format!(
-            "Server: {}\r\nContent-Length: 0\r\n\r\n",
-            self.cfg.user_agent
-        ));
+        out.push_str(&format!("Server: {}\r\nContent-Length: 0\r\n\r\n", self.cfg.user_agent));
         self.send(src, out.into_bytes());
     }
 
@@ -722,9 +621,7 @@ impl UserAgent {
         let from = header_value(&req.headers, "from");
         let to = header_value(&req.headers, "to");
         let call_id = header_value(&req.headers, "call-id");
-        let (Some((cseq_n, cseq_m)), Some(from), Some(to), Some(call_id)) =
-            (cseq, from, to, call_id)
-        else {
+        let (Some((cseq_n, cseq_m)), Some(from), Some(to), Some(call_id)) = (cseq, from, to, call_id) else {
             // Without these a valid response cannot even be formed: drop (RFC 3261 §8.1.1
             // makes them mandatory; Max-Forwards is not required of peers here).
             return;
@@ -736,19 +633,12 @@ impl UserAgent {
             }
             return;
         }
-        let key_method = if req.method == Method::Ack {
-            Method::Invite
-        } else {
-            req.method
-        };
+        let key_method = if req.method == Method::Ack { Method::Invite } else { req.method };
         let key = if branch.starts_with("z9hG4bK") {
             format!("{branch}:{sent_by}:{key_method}")
         } else {
             // RFC 2543 peers: match on the request's identifying fields instead.
-            format!(
-                "{call_id}:{cseq_n}:{}:{sent_by}:{key_method}",
-                tag_of(&from).unwrap_or_default()
-            )
+            format!("{call_id}:{cseq_n}:{}:{sent_by}:{key_method}", tag_of(&from).unwrap_or_default())
         };
 
         if req.method == Method::Ack {
@@ -778,8 +668,7 @@ impl UserAgent {
             let merged = self.servers.values().any(|s| {
                 header_value(&s.request.headers, "call-id").as_deref() == Some(call_id.as_str())
                     && cseq_of(&s.request.headers).map(|c| c.0) == Some(cseq_n)
-                    && header_value(&s.request.headers, "from").and_then(|f| tag_of(&f))
-                        == tag_of(&from)
+                    && header_value(&s.request.headers, "from").and_then(|f| tag_of(&f)) == tag_of(&from)
             });
             if merged {
                 let tag = self.token();
@@ -802,10 +691,8 @@ impl UserAgent {
         );
         // Require: we support only "timer".
         if let Some(req_ext) = header_value(&req.headers, "require") {
-            let unsupported: Vec<String> = msg::split_list(&req_ext)
-                .into_iter()
-                .filter(|t| !t.eq_ignore_ascii_case("timer"))
-                .collect();
+            let unsupported: Vec<String> =
+                msg::split_list(&req_ext).into_iter().filter(|t| !t.eq_ignore_ascii_case("timer")).collect();
             if !unsupported.is_empty() && req.method != Method::Cancel {
                 let tag = self.token();
                 self.reply(
@@ -822,19 +709,13 @@ impl UserAgent {
             }
         }
         match tag_of(&to) {
-            Some(local_tag) => {
-                self.on_in_dialog(now, req, key, src, &call_id, &local_tag, &from, cseq_n)
-            }
+            Some(local_tag) => self.on_in_dialog(now, req, key, src, &call_id, &local_tag, &from, cseq_n),
             None => self.on_out_of_dialog(now, req, key, src, &from, &to, &call_id, cseq_n),
         }
     }
 
     fn options_extra(&self) -> Vec<(String, String)> {
-        vec![
-            ("Allow".into(), ALLOW.into()),
-            ("Accept".into(), ACCEPT.into()),
-            ("Supported".into(), SUPPORTED.into()),
-        ]
+        vec![("Allow".into(), ALLOW.into()), ("Accept".into(), ACCEPT.into()), ("Supported".into(), SUPPORTED.into())]
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -859,16 +740,7 @@ impl UserAgent {
             Method::Bye | Method::Info | Method::Update | Method::PRack => {
                 self.reply(now, &key, &req, src, 481, Some(&tag), vec![], None)
             }
-            _ => self.reply(
-                now,
-                &key,
-                &req,
-                src,
-                405,
-                Some(&tag),
-                vec![("Allow".into(), ALLOW.into())],
-                None,
-            ),
+            _ => self.reply(now, &key, &req, src, 405, Some(&tag), vec![("Allow".into(), ALLOW.into())], None),
         }
     }
 
@@ -877,18 +749,9 @@ impl UserAgent {
         let Some(v) = header_value(headers, "session-expires") else {
             return Ok(None);
         };
-        let n: u32 = v
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .parse()
-            .map_err(|_| ())?;
-        let refresher = header_param(
-            &format!("x{}", &v[v.find(';').unwrap_or(v.len())..]),
-            "refresher",
-        )
-        .map(|r| r.eq_ignore_ascii_case("uac"));
+        let n: u32 = v.split(';').next().unwrap_or("").trim().parse().map_err(|_| ())?;
+        let refresher = header_param(&format!("x{}", &v[v.find(';').unwrap_or(v.len())..]), "refresher")
+            .map(|r| r.eq_ignore_ascii_case("uac"));
         Ok(Some((n, refresher)))
     }
 
@@ -915,21 +778,11 @@ impl UserAgent {
         let remote_sdp = if req.body.is_empty() {
             None
         } else if !is_sdp(ct.as_deref()) {
-            self.reply(
-                now,
-                &key,
-                &req,
-                src,
-                415,
-                Some(&tag),
-                vec![("Accept".into(), "application/sdp".into())],
-                None,
-            );
+            self.reply(now, &key, &req, src, 415, Some(&tag), vec![("Accept".into(), "application/sdp".into())], None);
             return;
         } else {
             let text = String::from_utf8_lossy(&req.body).into_owned();
-            let ok = SessionDescription::parse(&text)
-                .and_then(|offer| self.probe_media().answer(&offer).map(|_| ()));
+            let ok = SessionDescription::parse(&text).and_then(|offer| self.probe_media().answer(&offer).map(|_| ()));
             if ok.is_err() {
                 self.reply(
                     now,
@@ -955,11 +808,9 @@ impl UserAgent {
             return;
         }
         // Session timer (RFC 4028 §9): honour the peer's request, refuse too small intervals.
-        let supports_timer = header_values(&req.headers, "supported").iter().any(|v| {
-            msg::split_list(v)
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case("timer"))
-        });
+        let supports_timer = header_values(&req.headers, "supported")
+            .iter()
+            .any(|v| msg::split_list(v).iter().any(|t| t.eq_ignore_ascii_case("timer")));
         let pending_timer = match self.session_expires(&req.headers) {
             Err(()) => {
                 self.reply(now, &key, &req, src, 400, Some(&tag), vec![], None);
@@ -968,16 +819,7 @@ impl UserAgent {
             Ok(None) => None,
             Ok(Some((n, _))) if n < self.cfg.min_se => {
                 let min = self.cfg.min_se.max(90);
-                self.reply(
-                    now,
-                    &key,
-                    &req,
-                    src,
-                    422,
-                    Some(&tag),
-                    vec![("Min-SE".into(), min.to_string())],
-                    None,
-                );
+                self.reply(now, &key, &req, src, 422, Some(&tag), vec![("Min-SE".into(), min.to_string())], None);
                 return;
             }
             Ok(Some((n, refresher_uac))) => {
@@ -988,9 +830,8 @@ impl UserAgent {
         };
         let id = CallId(self.next_call);
         self.next_call += 1;
-        let allows_update = header_values(&req.headers, "allow")
-            .iter()
-            .any(|v| v.to_ascii_uppercase().contains("UPDATE"));
+        let allows_update =
+            header_values(&req.headers, "allow").iter().any(|v| v.to_ascii_uppercase().contains("UPDATE"));
         let call = Call {
             id,
             outgoing: false,
@@ -1003,16 +844,9 @@ impl UserAgent {
             local_cseq: 1 + (self.rand() % 10_000) as u32,
             remote_cseq: cseq,
             remote_target,
-            route_set: header_values(&req.headers, "record-route")
-                .iter()
-                .flat_map(|v| msg::split_list(v))
-                .collect(),
+            route_set: header_values(&req.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect(),
             dest: src,
-            account: if self.cfg.accounts.is_empty() {
-                None
-            } else {
-                Some(0)
-            },
+            account: if self.cfg.accounts.is_empty() { None } else { Some(0) },
             local_sdp: String::new(),
             remote_sdp: remote_sdp.clone(),
             peer_allows_update: allows_update,
@@ -1044,16 +878,7 @@ impl UserAgent {
             s.call = Some(id);
         }
         let contact = self.contact(src.transport);
-        self.reply(
-            now,
-            &key,
-            &req,
-            src,
-            180,
-            Some(&tag),
-            vec![("Contact".into(), contact)],
-            None,
-        );
+        self.reply(now, &key, &req, src, 180, Some(&tag), vec![("Contact".into(), contact)], None);
         self.event(Event::IncomingCall {
             call: id,
             from: strip_tag(from),
@@ -1075,10 +900,7 @@ impl UserAgent {
     }
 
     fn find_dialog(&self, call_id: &str, local_tag: &str) -> Option<CallId> {
-        self.calls
-            .values()
-            .find(|c| c.call_id == call_id && c.local_tag == local_tag)
-            .map(|c| c.id)
+        self.calls.values().find(|c| c.call_id == call_id && c.local_tag == local_tag).map(|c| c.id)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1099,11 +921,7 @@ impl UserAgent {
         };
         let (ended, remote_cseq, remote_tag) = {
             let c = &self.calls[&id];
-            (
-                c.state == CallState::Ended,
-                c.remote_cseq,
-                c.remote_tag.clone(),
-            )
+            (c.state == CallState::Ended, c.remote_cseq, c.remote_tag.clone())
         };
         if remote_tag.is_some() && tag_of(from) != remote_tag {
             self.reply(now, &key, &req, src, 481, None, vec![], None);
@@ -1147,51 +965,22 @@ impl UserAgent {
                     match dtmf::parse_info_body(&String::from_utf8_lossy(&req.body)) {
                         Some((digit, duration_ms)) => {
                             self.reply(now, &key, &req, src, 200, None, vec![], None);
-                            self.event(Event::DtmfInfo {
-                                call: id,
-                                digit,
-                                duration_ms,
-                            });
+                            self.event(Event::DtmfInfo { call: id, digit, duration_ms });
                         }
                         None => self.reply(now, &key, &req, src, 400, None, vec![], None),
                     }
                 } else if req.body.is_empty() {
                     self.reply(now, &key, &req, src, 200, None, vec![], None);
                 } else {
-                    self.reply(
-                        now,
-                        &key,
-                        &req,
-                        src,
-                        415,
-                        None,
-                        vec![("Accept".into(), dtmf::DTMF_RELAY.into())],
-                        None,
-                    );
+                    self.reply(now, &key, &req, src, 415, None, vec![("Accept".into(), dtmf::DTMF_RELAY.into())], None);
                 }
             }
             Method::Invite | Method::Update => self.on_reinvite(now, id, req, key, src),
-            _ => self.reply(
-                now,
-                &key,
-                &req,
-                src,
-                405,
-                None,
-                vec![("Allow".into(), ALLOW.into())],
-                None,
-            ),
+            _ => self.reply(now, &key, &req, src, 405, None, vec![("Allow".into(), ALLOW.into())], None),
         }
     }
 
-    fn on_reinvite(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        req: Request,
-        key: String,
-        src: Destination,
-    ) {
+    fn on_reinvite(&mut self, now: Instant, id: CallId, req: Request, key: String, src: Destination) {
         let is_invite = req.method == Method::Invite;
         let (state, our_pending, their_pending) = {
             let c = &self.calls[&id];
@@ -1199,21 +988,8 @@ impl UserAgent {
         };
         if state != CallState::Established {
             // Not up yet (early UPDATE is not supported) or still answering.
-            let code = if state == CallState::Answered {
-                491
-            } else {
-                500
-            };
-            self.reply(
-                now,
-                &key,
-                &req,
-                src,
-                code,
-                None,
-                vec![("Retry-After".into(), "1".into())],
-                None,
-            );
+            let code = if state == CallState::Answered { 491 } else { 500 };
+            self.reply(now, &key, &req, src, code, None, vec![("Retry-After".into(), "1".into())], None);
             return;
         }
         if our_pending && is_invite {
@@ -1221,16 +997,7 @@ impl UserAgent {
             return;
         }
         if their_pending && is_invite {
-            self.reply(
-                now,
-                &key,
-                &req,
-                src,
-                500,
-                None,
-                vec![("Retry-After".into(), "1".into())],
-                None,
-            );
+            self.reply(now, &key, &req, src, 500, None, vec![("Retry-After".into(), "1".into())], None);
             return;
         }
         // Remote target refresh.
@@ -1246,16 +1013,7 @@ impl UserAgent {
         let se = match self.session_expires(&req.headers) {
             Ok(Some((n, _))) if n < self.cfg.min_se => {
                 let min = self.cfg.min_se.max(90);
-                self.reply(
-                    now,
-                    &key,
-                    &req,
-                    src,
-                    422,
-                    None,
-                    vec![("Min-SE".into(), min.to_string())],
-                    None,
-                );
+                self.reply(now, &key, &req, src, 422, None, vec![("Min-SE".into(), min.to_string())], None);
                 return;
             }
             Ok(v) => v,
@@ -1291,10 +1049,7 @@ impl UserAgent {
                 self.reply(now, &key, &req, src, 488, None, vec![], None);
                 return;
             }
-            let dir = offer
-                .audio()
-                .map(|m| offer.media_direction(m))
-                .unwrap_or(Direction::SendRecv);
+            let dir = offer.audio().map(|m| offer.media_direction(m)).unwrap_or(Direction::SendRecv);
             let local = self.calls[&id].local_sdp.clone();
             let answer = match SessionDescription::parse(&local) {
                 Ok(mut l) => {
@@ -1313,10 +1068,7 @@ impl UserAgent {
                 c.remote_sdp = Some(text.clone());
                 (was, c.held_by_peer)
             };
-            self.event(Event::CallUpdated {
-                call: id,
-                remote_sdp: text,
-            });
+            self.event(Event::CallUpdated { call: id, remote_sdp: text });
             if c && !was_held {
                 self.event(Event::CallHeld { call: id });
             } else if !c && was_held {
@@ -1369,12 +1121,7 @@ impl UserAgent {
             if establish {
                 c.state = CallState::Established;
                 if let Some((n, we, _)) = c.pending_timer.take() {
-                    c.timer = Some(SessionTimer {
-                        interval: n,
-                        we_refresh: we,
-                        refresh_at: None,
-                        expire_at: now,
-                    });
+                    c.timer = Some(SessionTimer { interval: n, we_refresh: we, refresh_at: None, expire_at: now });
                 }
             }
             (establish, c.bye_after_ack)
@@ -1388,25 +1135,13 @@ impl UserAgent {
         }
         if establish {
             let remote_sdp = self.calls[&id].remote_sdp.clone();
-            self.event(Event::CallEstablished {
-                call: id,
-                remote_sdp,
-            });
+            self.event(Event::CallEstablished { call: id, remote_sdp });
         }
     }
 
-    fn on_cancel(
-        &mut self,
-        now: Instant,
-        req: Request,
-        invite_key: &str,
-        key: &str,
-        src: Destination,
-    ) {
-        let matched = self
-            .servers
-            .get(invite_key)
-            .map(|s| (s.tx.is_proceeding(), s.request.clone(), s.reply_to, s.call));
+    fn on_cancel(&mut self, now: Instant, req: Request, invite_key: &str, key: &str, src: Destination) {
+        let matched =
+            self.servers.get(invite_key).map(|s| (s.tx.is_proceeding(), s.request.clone(), s.reply_to, s.call));
         self.servers.insert(
             key.to_string(),
             ServerEntry {
@@ -1419,21 +1154,10 @@ impl UserAgent {
         match matched {
             None => self.reply(now, key, &req, src, 481, None, vec![], None),
             Some((proceeding, invite, dest, call)) => {
-                let tag = call
-                    .and_then(|c| self.calls.get(&c))
-                    .map(|c| c.local_tag.clone());
+                let tag = call.and_then(|c| self.calls.get(&c)).map(|c| c.local_tag.clone());
                 self.reply(now, key, &req, src, 200, tag.as_deref(), vec![], None);
                 if proceeding {
-                    self.reply(
-                        now,
-                        invite_key,
-                        &invite,
-                        dest,
-                        487,
-                        tag.as_deref(),
-                        vec![],
-                        None,
-                    );
+                    self.reply(now, invite_key, &invite, dest, 487, tag.as_deref(), vec![], None);
                     if let Some(id) = call {
                         self.end_call(now, id, EndReason::Cancelled);
                     }
@@ -1489,23 +1213,14 @@ impl UserAgent {
             Owner::Register(a) => self.on_register_response(now, a, &key, &resp, code, &reason),
             Owner::Invite(id) => self.on_invite_response(now, id, &key, &resp, code, &reason, cseq),
             Owner::Cancel(_) => {}
-            Owner::InDialog(id, m) => {
-                self.on_in_dialog_response(now, id, m, &key, &resp, code, cseq)
-            }
+            Owner::InDialog(id, m) => self.on_in_dialog_response(now, id, m, &key, &resp, code, cseq),
         }
     }
 
     /// A proxy challenged a request inside a dialog (BYE, re-INVITE, UPDATE, INFO): send it
     /// again once with credentials, a new CSeq and a new branch. Returns false when it cannot
     /// or must not (no account, or the request already carried credentials).
-    fn retry_in_dialog_with_auth(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        key: &str,
-        resp: &Response,
-        code: u16,
-    ) -> bool {
+    fn retry_in_dialog_with_auth(&mut self, now: Instant, id: CallId, key: &str, resp: &Response, code: u16) -> bool {
         let Some(entry) = self.clients.get(key) else {
             return false;
         };
@@ -1514,12 +1229,7 @@ impl UserAgent {
             let (n, _) = msg::header_parts(h);
             n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("proxy-authorization")
         });
-        let Some(acc) = self
-            .calls
-            .get(&id)
-            .and_then(|c| c.account)
-            .and_then(|a| self.cfg.accounts.get(a))
-            .cloned()
+        let Some(acc) = self.calls.get(&id).and_then(|c| c.account).and_then(|a| self.cfg.accounts.get(a)).cloned()
         else {
             return false;
         };
@@ -1527,14 +1237,7 @@ impl UserAgent {
             return false;
         }
         let proxy = code == 407;
-        let values = header_values(
-            &resp.headers,
-            if proxy {
-                "proxy-authenticate"
-            } else {
-                "www-authenticate"
-            },
-        );
+        let values = header_values(&resp.headers, if proxy { "proxy-authenticate" } else { "www-authenticate" });
         let Ok(ch) = digest::pick_challenge(values.iter().map(|s| s.as_str())) else {
             return false;
         };
@@ -1546,15 +1249,7 @@ impl UserAgent {
         let cnonce = self.token();
         let method = orig.method.to_string();
         let uri = orig.uri.to_string();
-        let auth = digest::authorization_value(
-            &ch,
-            &acc.username,
-            &acc.password,
-            &method,
-            &uri,
-            1,
-            &cnonce,
-        );
+        let auth = digest::authorization_value(&ch, &acc.username, &acc.password, &method, &uri, 1, &cnonce);
         let (via, branch) = self.via(dest.transport);
         let mut headers: Vec<rsip::Header> = vec![hdr("Via", via)];
         for h in orig.headers.iter() {
@@ -1568,18 +1263,8 @@ impl UserAgent {
             }
             headers.push(h.clone());
         }
-        headers.push(hdr(
-            if proxy {
-                "Proxy-Authorization"
-            } else {
-                "Authorization"
-            },
-            auth,
-        ));
-        let req = Request {
-            headers: headers.into(),
-            ..orig
-        };
+        headers.push(hdr(if proxy { "Proxy-Authorization" } else { "Authorization" }, auth));
+        let req = Request { headers: headers.into(), ..orig };
         let new_key = self.start_client(now, req, &branch, dest, owner);
         if let Some(c) = self.calls.get_mut(&id)
             && c.invite_key.as_deref() == Some(key)
@@ -1591,14 +1276,9 @@ impl UserAgent {
 
     fn resend_ack(&mut self, resp: &Response, cseq: u32) {
         let call_id = header_value(&resp.headers, "call-id").unwrap_or_default();
-        let from_tag = header_value(&resp.headers, "from")
-            .and_then(|f| tag_of(&f))
-            .unwrap_or_default();
-        let ack = self
-            .calls
-            .values()
-            .find(|c| c.call_id == call_id && c.local_tag == from_tag)
-            .and_then(|c| c.ack.clone());
+        let from_tag = header_value(&resp.headers, "from").and_then(|f| tag_of(&f)).unwrap_or_default();
+        let ack =
+            self.calls.values().find(|c| c.call_id == call_id && c.local_tag == from_tag).and_then(|c| c.ack.clone());
         if let Some((bytes, dest, n)) = ack
             && n == cseq
         {
@@ -1642,10 +1322,7 @@ impl UserAgent {
     /// Starts (or restarts) registration of `account`. Also clears an `AuthFailed` state, so
     /// call it again only after the account's credentials changed or a person asked.
     pub fn register(&mut self, now: Instant, account: AccountId) -> Result<(), UaError> {
-        let r = self
-            .regs
-            .get_mut(account)
-            .ok_or(UaError::UnknownAccount(account))?;
+        let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
         r.auth_retry = false;
         r.challenge = None;
         r.backoff = Duration::from_secs(30);
@@ -1656,10 +1333,7 @@ impl UserAgent {
 
     /// Removes the registration of `account` (REGISTER with expires 0).
     pub fn unregister(&mut self, now: Instant, account: AccountId) -> Result<(), UaError> {
-        let r = self
-            .regs
-            .get_mut(account)
-            .ok_or(UaError::UnknownAccount(account))?;
+        let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
         r.expires = 0;
         r.refresh_at = None;
         r.retry_at = None;
@@ -1684,31 +1358,15 @@ impl UserAgent {
         r.cseq += 1;
         r.refresh_at = None;
         r.retry_at = None;
-        let (cseq, call_id, tag, expires) =
-            (r.cseq, r.call_id.clone(), r.local_tag.clone(), r.expires);
+        let (cseq, call_id, tag, expires) = (r.cseq, r.call_id.clone(), r.local_tag.clone(), r.expires);
         let mut extra = vec![("Expires".to_string(), expires.to_string())];
         if let Some((ch, proxy)) = self.regs[a].challenge.clone() {
             self.regs[a].nc += 1;
             let nc = self.regs[a].nc;
             let cnonce = self.token();
-            let v = digest::authorization_value(
-                &ch,
-                &acc.username,
-                &acc.password,
-                "REGISTER",
-                &acc.registrar,
-                nc,
-                &cnonce,
-            );
-            extra.push((
-                if proxy {
-                    "Proxy-Authorization"
-                } else {
-                    "Authorization"
-                }
-                .into(),
-                v,
-            ));
+            let v =
+                digest::authorization_value(&ch, &acc.username, &acc.password, "REGISTER", &acc.registrar, nc, &cnonce);
+            extra.push((if proxy { "Proxy-Authorization" } else { "Authorization" }.into(), v));
         }
         let from = format!("<{}>;tag={tag}", acc.aor);
         let to = format!("<{}>", acc.aor);
@@ -1733,10 +1391,7 @@ impl UserAgent {
                 self.set_reg_state(
                     a,
                     RegistrationState::Failed {
-                        reason: RegistrationFailure::Rejected(
-                            0,
-                            format!("invalid registrar URI: {e}"),
-                        ),
+                        reason: RegistrationFailure::Rejected(0, format!("invalid registrar URI: {e}")),
                         retry_at: None,
                     },
                 );
@@ -1801,36 +1456,23 @@ impl UserAgent {
                     .and_then(|c| header_param(&c, "expires"))
                     .and_then(|e| e.parse::<u32>().ok());
                 let granted = from_contact
-                    .or_else(|| {
-                        header_value(&resp.headers, "expires").and_then(|e| e.trim().parse().ok())
-                    })
+                    .or_else(|| header_value(&resp.headers, "expires").and_then(|e| e.trim().parse().ok()))
                     .unwrap_or(self.regs[a].expires);
                 if granted == 0 {
-                    self.reg_failed(
-                        now,
-                        a,
-                        RegistrationFailure::Rejected(code, "registrar granted 0 s".into()),
-                    );
+                    self.reg_failed(now, a, RegistrationFailure::Rejected(code, "registrar granted 0 s".into()));
                     return;
                 }
                 // Refresh at 70 % of the granted time (at least 5 s from now).
-                let refresh =
-                    Duration::from_millis(u64::from(granted) * 700).max(Duration::from_secs(5));
+                let refresh = Duration::from_millis(u64::from(granted) * 700).max(Duration::from_secs(5));
                 self.regs[a].refresh_at = Some(now + refresh);
                 self.set_reg_state(a, RegistrationState::Registered { expires: granted });
             }
             401 | 407 => {
                 let proxy = code == 407;
-                let name = if proxy {
-                    "proxy-authenticate"
-                } else {
-                    "www-authenticate"
-                };
+                let name = if proxy { "proxy-authenticate" } else { "www-authenticate" };
                 let values = header_values(&resp.headers, name);
                 match digest::pick_challenge(values.iter().map(|s| s.as_str())) {
-                    Err(e) => {
-                        self.reg_failed(now, a, RegistrationFailure::BadChallenge(e.to_string()))
-                    }
+                    Err(e) => self.reg_failed(now, a, RegistrationFailure::BadChallenge(e.to_string())),
                     Ok(ch) => {
                         if self.regs[a].auth_retry && !ch.stale {
                             // Our freshly computed credentials were refused: wrong password.
@@ -1851,16 +1493,13 @@ impl UserAgent {
                 self.reg_failed(now, a, RegistrationFailure::AuthFailed);
             }
             423 => {
-                let min = header_value(&resp.headers, "min-expires")
-                    .and_then(|v| v.trim().parse::<u32>().ok());
+                let min = header_value(&resp.headers, "min-expires").and_then(|v| v.trim().parse::<u32>().ok());
                 match min {
                     Some(m) if m > self.regs[a].expires && m <= 86_400 => {
                         self.regs[a].expires = m;
                         self.send_register(now, a);
                     }
-                    _ => {
-                        self.reg_failed(now, a, RegistrationFailure::Rejected(code, reason.into()))
-                    }
+                    _ => self.reg_failed(now, a, RegistrationFailure::Rejected(code, reason.into())),
                 }
             }
             _ => {
@@ -1885,17 +1524,10 @@ impl UserAgent {
     ) -> Result<CallId, UaError> {
         let (uri, digits) = dtmf::parse_dial_string(target)?;
         if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
-            return Err(UaError::InvalidTarget(
-                target.into(),
-                "not a sip: URI".into(),
-            ));
+            return Err(UaError::InvalidTarget(target.into(), "not a sip: URI".into()));
         }
         SessionDescription::parse(local_sdp)?;
-        let account = if self.cfg.accounts.is_empty() {
-            None
-        } else {
-            Some(0)
-        };
+        let account = if self.cfg.accounts.is_empty() { None } else { Some(0) };
         let id = CallId(self.next_call);
         self.next_call += 1;
         let local_tag = self.token();
@@ -1951,12 +1583,7 @@ impl UserAgent {
         Ok(id)
     }
 
-    fn send_initial_invite(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        extra: Vec<(String, String)>,
-    ) -> Result<(), UaError> {
+    fn send_initial_invite(&mut self, now: Instant, id: CallId, extra: Vec<(String, String)>) -> Result<(), UaError> {
         let c = &self.calls[&id];
         let (uri, from, to, cid, cseq, dest, sdp) = (
             c.remote_target.clone(),
@@ -1996,10 +1623,7 @@ impl UserAgent {
         }
         let (uri, _) = dtmf::parse_dial_string(target).ok()?;
         let (addr, t) = uri_socket(&uri)?;
-        Some(Destination {
-            addr,
-            transport: t.unwrap_or(TransportKind::Udp),
-        })
+        Some(Destination { addr, transport: t.unwrap_or(TransportKind::Udp) })
     }
 
     /// ACK and BYE for a 2xx from a fork other than the one we kept (RFC 3261 §13.2.2.4).
@@ -2014,49 +1638,23 @@ impl UserAgent {
             .map(|v| addr_uri(&v).to_string())
             .filter(|t| rsip::Uri::try_from(t.as_str()).is_ok())
             .unwrap_or(target0);
-        let mut routes: Vec<String> = header_values(&resp.headers, "record-route")
-            .iter()
-            .flat_map(|v| msg::split_list(v))
-            .collect();
+        let mut routes: Vec<String> =
+            header_values(&resp.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect();
         routes.reverse();
-        let hop = routes
-            .first()
-            .map(|r| addr_uri(r).to_string())
-            .unwrap_or_else(|| target.clone());
+        let hop = routes.first().map(|r| addr_uri(r).to_string()).unwrap_or_else(|| target.clone());
         let dest = match uri_socket(&hop) {
-            Some((addr, t)) => Destination {
-                addr,
-                transport: t.unwrap_or(fallback.transport),
-            },
+            Some((addr, t)) => Destination { addr, transport: t.unwrap_or(fallback.transport) },
             None => fallback,
         };
         let t = dest.transport;
-        if let Ok((ack, _)) = self.build_request(
-            Method::Ack,
-            &target,
-            &from,
-            &to,
-            &call_id,
-            cseq,
-            &routes,
-            t,
-            vec![],
-            None,
-        ) {
+        if let Ok((ack, _)) =
+            self.build_request(Method::Ack, &target, &from, &to, &call_id, cseq, &routes, t, vec![], None)
+        {
             self.send(dest, msg::encode(&SipMessage::Request(ack)));
         }
-        if let Ok((bye, branch)) = self.build_request(
-            Method::Bye,
-            &target,
-            &from,
-            &to,
-            &call_id,
-            cseq + 1,
-            &routes,
-            t,
-            vec![],
-            None,
-        ) {
+        if let Ok((bye, branch)) =
+            self.build_request(Method::Bye, &target, &from, &to, &call_id, cseq + 1, &routes, t, vec![], None)
+        {
             self.start_client(now, bye, &branch, dest, Owner::Cancel(id));
         }
     }
@@ -2067,20 +1665,12 @@ impl UserAgent {
         SessionDescription::parse(local_sdp)?;
         let c = self.calls.get(&call).ok_or(UaError::UnknownCall(call))?;
         if c.outgoing || c.state != CallState::Ringing {
-            return Err(UaError::InvalidState(
-                "only a ringing incoming call can be answered",
-            ));
+            return Err(UaError::InvalidState("only a ringing incoming call can be answered"));
         }
-        let key = c
-            .server_key
-            .clone()
-            .ok_or(UaError::InvalidState("no pending INVITE"))?;
+        let key = c.server_key.clone().ok_or(UaError::InvalidState("no pending INVITE"))?;
         let tag = c.local_tag.clone();
         let pending = c.pending_timer;
-        let s = self
-            .servers
-            .get(&key)
-            .ok_or(UaError::InvalidState("INVITE transaction gone"))?;
+        let s = self.servers.get(&key).ok_or(UaError::InvalidState("INVITE transaction gone"))?;
         let (req, reply_to) = (s.request.clone(), s.reply_to);
         let mut extra = vec![("Contact".to_string(), self.contact(reply_to.transport))];
         extra.push(("Allow".into(), ALLOW.into()));
@@ -2092,13 +1682,8 @@ impl UserAgent {
                 extra.push(("Require".into(), "timer".into()));
             }
         }
-        let resp = self.build_response(
-            &req,
-            200,
-            Some(&tag),
-            extra,
-            Some(("application/sdp", local_sdp.as_bytes().to_vec())),
-        );
+        let resp =
+            self.build_response(&req, 200, Some(&tag), extra, Some(("application/sdp", local_sdp.as_bytes().to_vec())));
         let bytes = msg::encode(&SipMessage::Response(resp));
         if let Some(s) = self.servers.get_mut(&key) {
             s.tx.respond(now, 200, bytes.clone());
@@ -2123,19 +1708,10 @@ impl UserAgent {
     pub fn reject(&mut self, now: Instant, call: CallId, code: u16) -> Result<(), UaError> {
         let c = self.calls.get(&call).ok_or(UaError::UnknownCall(call))?;
         if c.outgoing || c.state != CallState::Ringing {
-            return Err(UaError::InvalidState(
-                "only a ringing incoming call can be rejected",
-            ));
+            return Err(UaError::InvalidState("only a ringing incoming call can be rejected"));
         }
-        let code = if (300..700).contains(&code) {
-            code
-        } else {
-            603
-        };
-        let (key, tag) = (
-            c.server_key.clone().unwrap_or_default(),
-            c.local_tag.clone(),
-        );
+        let code = if (300..700).contains(&code) { code } else { 603 };
+        let (key, tag) = (c.server_key.clone().unwrap_or_default(), c.local_tag.clone());
         if let Some(s) = self.servers.get(&key) {
             let (req, d) = (s.request.clone(), s.reply_to);
             self.reply(now, &key, &req, d, code, Some(&tag), vec![], None);
@@ -2163,10 +1739,7 @@ impl UserAgent {
                 Ok(())
             }
             (CallState::Answered, _) => {
-                self.calls
-                    .get_mut(&call)
-                    .expect("call exists")
-                    .bye_after_ack = true;
+                self.calls.get_mut(&call).expect("call exists").bye_after_ack = true;
                 Ok(())
             }
             (CallState::Established, _) => {
@@ -2230,21 +1803,13 @@ impl UserAgent {
             return Err(UaError::InvalidState("call is not established"));
         }
         if c.invite_key.is_some() || c.uas_2xx.is_some() {
-            return Err(UaError::InvalidState(
-                "an INVITE transaction is already in progress",
-            ));
+            return Err(UaError::InvalidState("an INVITE transaction is already in progress"));
         }
         self.send_reinvite(now, call, local_sdp.to_string(), vec![]);
         Ok(())
     }
 
-    fn send_reinvite(
-        &mut self,
-        now: Instant,
-        id: CallId,
-        sdp: String,
-        extra: Vec<(String, String)>,
-    ) {
+    fn send_reinvite(&mut self, now: Instant, id: CallId, sdp: String, extra: Vec<(String, String)>) {
         let body = Some(("application/sdp", sdp.clone().into_bytes()));
         if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra, body) {
             let c = self.calls.get_mut(&id).expect("call exists");
@@ -2255,17 +1820,9 @@ impl UserAgent {
 
     /// Sends DTMF digits by SIP INFO (`application/dtmf-relay`), one transaction at a time;
     /// `,` waits one second.
-    pub fn send_info_dtmf(
-        &mut self,
-        now: Instant,
-        call: CallId,
-        digits: &str,
-    ) -> Result<(), UaError> {
+    pub fn send_info_dtmf(&mut self, now: Instant, call: CallId, digits: &str) -> Result<(), UaError> {
         let items = dtmf::parse_digits(digits)?;
-        let c = self
-            .calls
-            .get_mut(&call)
-            .ok_or(UaError::UnknownCall(call))?;
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall(call))?;
         if c.state != CallState::Established {
             return Err(UaError::InvalidState("call is not established"));
         }
@@ -2281,10 +1838,7 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
-        if c.dtmf_busy
-            || c.state != CallState::Established
-            || c.dtmf_next_at.is_some_and(|t| t > now)
-        {
+        if c.dtmf_busy || c.state != CallState::Established || c.dtmf_next_at.is_some_and(|t| t > now) {
             return;
         }
         match c.dtmf.pop_front() {
@@ -2294,13 +1848,7 @@ impl UserAgent {
                 c.dtmf_busy = true;
                 c.dtmf_next_at = None;
                 let body = dtmf::info_body(d, 160).into_bytes();
-                self.send_in_dialog(
-                    now,
-                    id,
-                    Method::Info,
-                    vec![],
-                    Some((dtmf::DTMF_RELAY, body)),
-                );
+                self.send_in_dialog(now, id, Method::Info, vec![], Some((dtmf::DTMF_RELAY, body)));
             }
         }
     }
@@ -2333,58 +1881,23 @@ impl UserAgent {
         let (from, to) = if c.outgoing {
             (
                 format!("{};tag={}", c.local_uri, c.local_tag),
-                format!(
-                    "{};tag={}",
-                    c.remote_uri,
-                    c.remote_tag.clone().unwrap_or_default()
-                ),
+                format!("{};tag={}", c.remote_uri, c.remote_tag.clone().unwrap_or_default()),
             )
         } else {
             (
-                format!(
-                    "{};tag={}",
-                    c.local_uri.split(";tag=").next().unwrap_or(""),
-                    c.local_tag
-                ),
-                format!(
-                    "{};tag={}",
-                    c.remote_uri,
-                    c.remote_tag.clone().unwrap_or_default()
-                ),
+                format!("{};tag={}", c.local_uri.split(";tag=").next().unwrap_or(""), c.local_tag),
+                format!("{};tag={}", c.remote_uri, c.remote_tag.clone().unwrap_or_default()),
             )
         };
-        let (cid, cseq, routes, target, fallback) = (
-            c.call_id.clone(),
-            c.local_cseq,
-            c.route_set.clone(),
-            c.remote_target.clone(),
-            c.dest,
-        );
-        let hop = routes
-            .first()
-            .map(|r| addr_uri(r).to_string())
-            .unwrap_or_else(|| target.clone());
+        let (cid, cseq, routes, target, fallback) =
+            (c.call_id.clone(), c.local_cseq, c.route_set.clone(), c.remote_target.clone(), c.dest);
+        let hop = routes.first().map(|r| addr_uri(r).to_string()).unwrap_or_else(|| target.clone());
         let dest = match uri_socket(&hop) {
-            Some((addr, t)) => Destination {
-                addr,
-                transport: t.unwrap_or(fallback.transport),
-            },
+            Some((addr, t)) => Destination { addr, transport: t.unwrap_or(fallback.transport) },
             None => fallback,
         };
-        let (req, branch) = self
-            .build_request(
-                method,
-                &target,
-                &from,
-                &to,
-                &cid,
-                cseq,
-                &routes,
-                dest.transport,
-                extra,
-                body,
-            )
-            .ok()?;
+        let (req, branch) =
+            self.build_request(method, &target, &from, &to, &cid, cseq, &routes, dest.transport, extra, body).ok()?;
         Some((req, branch, dest))
     }
 
@@ -2443,13 +1956,8 @@ impl UserAgent {
                 self.send_cancel(now, id);
                 return;
             }
-            let early_sdp =
-                (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
-            self.event(Event::CallRinging {
-                call: id,
-                code,
-                early_sdp,
-            });
+            let early_sdp = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+            self.event(Event::CallRinging { call: id, code, early_sdp });
             return;
         }
         if (200..300).contains(&code) {
@@ -2479,8 +1987,7 @@ impl UserAgent {
                 self.end_call(now, id, EndReason::LocalHangup);
                 return;
             }
-            let remote_sdp =
-                (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
+            let remote_sdp = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
             let usable = remote_sdp.as_deref().map(|s| {
                 SessionDescription::parse(s)
                     .map_err(|_| ())
@@ -2491,9 +1998,8 @@ impl UserAgent {
                 self.end_call(now, id, EndReason::NoCommonCodec);
                 return;
             }
-            let allows_update = header_values(&resp.headers, "allow")
-                .iter()
-                .any(|v| v.to_ascii_uppercase().contains("UPDATE"));
+            let allows_update =
+                header_values(&resp.headers, "allow").iter().any(|v| v.to_ascii_uppercase().contains("UPDATE"));
             {
                 let c = self.calls.get_mut(&id).expect("call exists");
                 c.state = CallState::Established;
@@ -2501,10 +2007,7 @@ impl UserAgent {
                 c.peer_allows_update = allows_update;
             }
             self.timer_from_2xx(now, id, resp, true);
-            self.event(Event::CallEstablished {
-                call: id,
-                remote_sdp: remote_sdp.clone(),
-            });
+            self.event(Event::CallEstablished { call: id, remote_sdp: remote_sdp.clone() });
             self.start_auto_dtmf(now, id, remote_sdp.as_deref());
             return;
         }
@@ -2523,11 +2026,7 @@ impl UserAgent {
         match code {
             401 | 407 => {
                 let proxy = code == 407;
-                let name = if proxy {
-                    "proxy-authenticate"
-                } else {
-                    "www-authenticate"
-                };
+                let name = if proxy { "proxy-authenticate" } else { "www-authenticate" };
                 let values = header_values(&resp.headers, name);
                 let ch = digest::pick_challenge(values.iter().map(|s| s.as_str()));
                 let c = &self.calls[&id];
@@ -2543,20 +2042,9 @@ impl UserAgent {
                         c.nc = 1;
                         c.local_cseq += 1;
                         let uri = c.remote_target.clone();
-                        let v = digest::authorization_value(
-                            &ch,
-                            &acc.username,
-                            &acc.password,
-                            "INVITE",
-                            &uri,
-                            1,
-                            &cnonce,
-                        );
-                        let h = if proxy {
-                            "Proxy-Authorization"
-                        } else {
-                            "Authorization"
-                        };
+                        let v =
+                            digest::authorization_value(&ch, &acc.username, &acc.password, "INVITE", &uri, 1, &cnonce);
+                        let h = if proxy { "Proxy-Authorization" } else { "Authorization" };
                         let mut extra = vec![(h.to_string(), v)];
                         extra.extend(self.se_extra(id));
                         if self.send_initial_invite(now, id, extra).is_err() {
@@ -2569,11 +2057,7 @@ impl UserAgent {
             403 if self.calls[&id].auth_retry => self.end_call(now, id, EndReason::AuthFailed),
             422 if !self.calls[&id].se_retry => {
                 let min = header_value(&resp.headers, "min-se")
-                    .and_then(|v| {
-                        v.split(';')
-                            .next()
-                            .and_then(|n| n.trim().parse::<u32>().ok())
-                    })
+                    .and_then(|v| v.split(';').next().and_then(|n| n.trim().parse::<u32>().ok()))
                     .unwrap_or(self.cfg.session_expires)
                     .max(90);
                 let c = self.calls.get_mut(&id).expect("call exists");
@@ -2593,10 +2077,7 @@ impl UserAgent {
     fn se_extra(&self, id: CallId) -> Vec<(String, String)> {
         match self.calls[&id].pending_timer {
             Some((n, _, _)) if self.calls[&id].outgoing => {
-                vec![
-                    ("Session-Expires".into(), n.to_string()),
-                    ("Min-SE".into(), n.to_string()),
-                ]
+                vec![("Session-Expires".into(), n.to_string()), ("Min-SE".into(), n.to_string())]
             }
             _ => vec![],
         }
@@ -2606,10 +2087,8 @@ impl UserAgent {
     fn update_dialog_from_response(&mut self, id: CallId, resp: &Response) {
         let to_tag = header_value(&resp.headers, "to").and_then(|t| tag_of(&t));
         let contact = header_value(&resp.headers, "contact").map(|v| addr_uri(&v).to_string());
-        let mut rr: Vec<String> = header_values(&resp.headers, "record-route")
-            .iter()
-            .flat_map(|v| msg::split_list(v))
-            .collect();
+        let mut rr: Vec<String> =
+            header_values(&resp.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect();
         rr.reverse();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -2701,11 +2180,7 @@ impl UserAgent {
             c.dtmf.extend(digits.iter().copied());
             c.dtmf_next_at = Some(now);
         }
-        self.event(Event::AutoDtmf {
-            call: id,
-            digits,
-            rfc4733,
-        });
+        self.event(Event::AutoDtmf { call: id, digits, rfc4733 });
         self.pump_dtmf(now, id);
     }
 
@@ -2745,15 +2220,11 @@ impl UserAgent {
                     if let Some(s) = c.reinvite_sdp.take() {
                         c.local_sdp = s;
                     }
-                    let body = (!resp.body.is_empty())
-                        .then(|| String::from_utf8_lossy(&resp.body).into_owned());
+                    let body = (!resp.body.is_empty()).then(|| String::from_utf8_lossy(&resp.body).into_owned());
                     self.timer_from_2xx(now, id, resp, false);
                     if let Some(b) = body {
                         self.calls.get_mut(&id).expect("call exists").remote_sdp = Some(b.clone());
-                        self.event(Event::CallUpdated {
-                            call: id,
-                            remote_sdp: b,
-                        });
+                        self.event(Event::CallUpdated { call: id, remote_sdp: b });
                     }
                 } else {
                     let c = self.calls.get_mut(&id).expect("call exists");
@@ -2762,20 +2233,13 @@ impl UserAgent {
                         491 => {
                             // Glare (RFC 3261 §14.1): try again after 2.1–4 s.
                             let wait = Duration::from_millis(2100 + self.rand() % 1900);
-                            self.calls
-                                .get_mut(&id)
-                                .expect("call exists")
-                                .reinvite_retry_at = Some(now + wait);
+                            self.calls.get_mut(&id).expect("call exists").reinvite_retry_at = Some(now + wait);
                         }
                         408 | 481 => {
                             if code == 408 {
                                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
                             }
-                            self.end_call(
-                                now,
-                                id,
-                                EndReason::from_status(code, "re-INVITE failed"),
-                            );
+                            self.end_call(now, id, EndReason::from_status(code, "re-INVITE failed"));
                         }
                         _ => {
                             self.calls.get_mut(&id).expect("call exists").reinvite_sdp = None;
@@ -2788,11 +2252,7 @@ impl UserAgent {
                 if (200..300).contains(&code) {
                     self.timer_from_2xx(now, id, resp, false);
                 } else if code == 408 || code == 481 {
-                    self.end_call(
-                        now,
-                        id,
-                        EndReason::from_status(code, "session refresh failed"),
-                    );
+                    self.end_call(now, id, EndReason::from_status(code, "session refresh failed"));
                 }
             }
             Method::Info => {
@@ -2884,15 +2344,7 @@ impl UserAgent {
             }
             Owner::Invite(id) => {
                 let cancel = self.calls.get(&id).is_some_and(|c| c.cancel_requested);
-                self.end_call(
-                    now,
-                    id,
-                    if cancel {
-                        EndReason::LocalHangup
-                    } else {
-                        EndReason::Timeout
-                    },
-                );
+                self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Timeout });
             }
             Owner::Cancel(_) => {}
             Owner::InDialog(id, m) => {
@@ -2973,20 +2425,11 @@ impl UserAgent {
             }
             if t.refresh_at.is_some_and(|r| r <= now) && c.invite_key.is_some() {
                 // An INVITE is in progress: try the refresh a second later (no busy loop).
-                c.timer = Some(SessionTimer {
-                    refresh_at: Some(now + Duration::from_secs(1)),
-                    ..t
-                });
+                c.timer = Some(SessionTimer { refresh_at: Some(now + Duration::from_secs(1)), ..t });
             } else if t.refresh_at.is_some_and(|r| r <= now) {
-                c.timer = Some(SessionTimer {
-                    refresh_at: None,
-                    ..t
-                });
+                c.timer = Some(SessionTimer { refresh_at: None, ..t });
                 let extra = vec![
-                    (
-                        "Session-Expires".to_string(),
-                        format!("{};refresher=uac", t.interval),
-                    ),
+                    ("Session-Expires".to_string(), format!("{};refresher=uac", t.interval)),
                     ("Require".to_string(), "timer".to_string()),
                 ];
                 if c.peer_allows_update {

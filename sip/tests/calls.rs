@@ -6,9 +6,7 @@ use huis_sip::*;
 use std::time::Duration;
 
 fn start_outgoing(h: &mut Harness, target: &str) -> (CallId, Sent) {
-    let call =
-        h.ua.invite(h.now, target, peer_dest(), &our_offer())
-            .unwrap();
+    let call = h.ua.invite(h.now, target, peer_dest(), &our_offer()).unwrap();
     let inv = h.sent_one();
     assert_eq!(inv.method(), "INVITE");
     (call, inv)
@@ -19,38 +17,17 @@ fn start_outgoing(h: &mut Harness, target: &str) -> (CallId, Sent) {
 fn uac_call_flow() {
     let mut h = Harness::new(config());
     let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
-    assert!(
-        inv.raw
-            .start_line
-            .starts_with("INVITE sip:bob@192.0.2.2 SIP/2.0")
-    );
+    assert!(inv.raw.start_line.starts_with("INVITE sip:bob@192.0.2.2 SIP/2.0"));
     assert!(inv.branch().starts_with("z9hG4bK"));
     assert_eq!(inv.h("supported"), "timer");
-    assert!(
-        inv.h("from")
-            .starts_with("\"Room 1\" <sip:room@example.org>;tag=")
-    );
+    assert!(inv.h("from").starts_with("\"Room 1\" <sip:room@example.org>;tag="));
     assert!(inv.h("contact").contains("sip:room@192.0.2.1:5060"));
     assert_eq!(inv.dest, peer());
 
     h.recv(&respond(&inv, 100, "Trying", None, "", ""));
     assert!(h.sent().is_empty());
-    h.recv(&respond(
-        &inv,
-        180,
-        "Ringing",
-        Some("bt"),
-        "Contact: <sip:bob@192.0.2.2:5070>\r\n",
-        "",
-    ));
-    assert_eq!(
-        h.events(),
-        vec![Event::CallRinging {
-            call,
-            code: 180,
-            early_sdp: None
-        }]
-    );
+    h.recv(&respond(&inv, 180, "Ringing", Some("bt"), "Contact: <sip:bob@192.0.2.2:5070>\r\n", ""));
+    assert_eq!(h.events(), vec![Event::CallRinging { call, code: 180, early_sdp: None }]);
     // No retransmission of INVITE once a provisional arrived.
     h.advance(Duration::from_secs(5));
     assert!(h.sent().is_empty());
@@ -66,33 +43,13 @@ fn uac_call_flow() {
     h.recv(&ok);
     let ack = h.sent_one();
     assert_eq!(ack.method(), "ACK");
-    assert!(
-        ack.raw
-            .start_line
-            .starts_with("ACK sip:bob@192.0.2.2:5070 "),
-        "{}",
-        ack.raw.start_line
-    );
+    assert!(ack.raw.start_line.starts_with("ACK sip:bob@192.0.2.2:5070 "), "{}", ack.raw.start_line);
     assert_eq!(ack.h("route"), "<sip:192.0.2.9;lr>");
-    assert_eq!(
-        ack.dest.to_string(),
-        "192.0.2.9:5060",
-        "sent to the first route"
-    );
+    assert_eq!(ack.dest.to_string(), "192.0.2.9:5060", "sent to the first route");
     assert_eq!(ack.cseq(), inv.cseq());
-    assert_ne!(
-        ack.branch(),
-        inv.branch(),
-        "ACK for 2xx is its own transaction"
-    );
+    assert_ne!(ack.branch(), inv.branch(), "ACK for 2xx is its own transaction");
     assert_eq!(ack.to_tag().as_deref(), Some("bt"));
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEstablished {
-            call,
-            remote_sdp: Some(peer_sdp("sendrecv", true))
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEstablished { call, remote_sdp: Some(peer_sdp("sendrecv", true)) }]);
     // The 200 is retransmitted: the same ACK again, nothing else.
     h.recv(&ok);
     let again = h.sent_one();
@@ -104,13 +61,7 @@ fn uac_call_flow() {
     assert_eq!(bye.method(), "BYE");
     assert_eq!(bye.cseq(), inv.cseq() + 1);
     assert_eq!(bye.h("route"), "<sip:192.0.2.9;lr>");
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::LocalHangup
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::LocalHangup }]);
     h.recv(&respond(&bye, 200, "OK", None, "", ""));
     assert!(h.sent().is_empty());
     h.advance(Duration::from_secs(60));
@@ -122,34 +73,14 @@ fn uac_call_flow() {
 #[test]
 fn uas_call_flow() {
     let mut h = Harness::new(config());
-    let inv = peer_request(
-        "INVITE",
-        "z9hG4bKin1",
-        "c1@192.0.2.2",
-        10,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", true),
-    );
+    let inv = peer_request("INVITE", "z9hG4bKin1", "c1@192.0.2.2", 10, "pt", None, "", &peer_sdp("sendrecv", true));
     h.recv(&inv);
     let sent = h.sent();
-    assert_eq!(
-        sent.iter().map(|s| s.code()).collect::<Vec<_>>(),
-        vec![100, 180]
-    );
+    assert_eq!(sent.iter().map(|s| s.code()).collect::<Vec<_>>(), vec![100, 180]);
     let tag = sent[1].to_tag().unwrap();
     assert_eq!(sent[1].dest, peer());
     let ev = h.events();
-    let Event::IncomingCall {
-        call,
-        from,
-        remote_sdp,
-        auto_answer,
-    } = ev[0].clone()
-    else {
-        panic!("{ev:?}")
-    };
+    let Event::IncomingCall { call, from, remote_sdp, auto_answer } = ev[0].clone() else { panic!("{ev:?}") };
     assert_eq!(from, "\"Peer\" <sip:peer@192.0.2.2>");
     assert!(remote_sdp.is_some() && !auto_answer);
     // A retransmitted INVITE gets the last provisional again.
@@ -163,55 +94,18 @@ fn uas_call_flow() {
     assert!(ok.body().contains("m=audio 40000"));
     assert!(h.events().is_empty(), "established only when the ACK comes");
     let re = h.advance_collect(Duration::from_millis(1600));
-    let times: Vec<u128> = re
-        .iter()
-        .filter(|(_, s)| s.code() == 200)
-        .map(|(t, _)| *t)
-        .collect();
+    let times: Vec<u128> = re.iter().filter(|(_, s)| s.code() == 200).map(|(t, _)| *t).collect();
     assert_eq!(times, vec![500, 1500], "2xx retransmitted at T1, 2·T1");
 
-    let ack = peer_request(
-        "ACK",
-        "z9hG4bKack1",
-        "c1@192.0.2.2",
-        10,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    );
+    let ack = peer_request("ACK", "z9hG4bKack1", "c1@192.0.2.2", 10, "pt", Some(&tag), "", "");
     h.recv(&ack);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEstablished {
-            call,
-            remote_sdp: Some(peer_sdp("sendrecv", true))
-        }]
-    );
-    assert!(
-        h.advance_collect(Duration::from_secs(10)).is_empty(),
-        "no more 2xx after ACK"
-    );
+    assert_eq!(h.events(), vec![Event::CallEstablished { call, remote_sdp: Some(peer_sdp("sendrecv", true)) }]);
+    assert!(h.advance_collect(Duration::from_secs(10)).is_empty(), "no more 2xx after ACK");
 
-    let bye = peer_request(
-        "BYE",
-        "z9hG4bKbye1",
-        "c1@192.0.2.2",
-        11,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    );
+    let bye = peer_request("BYE", "z9hG4bKbye1", "c1@192.0.2.2", 11, "pt", Some(&tag), "", "");
     h.recv(&bye);
     assert_eq!(h.sent_one().code(), 200);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::RemoteHangup
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::RemoteHangup }]);
     // A retransmitted BYE is answered from the transaction.
     h.recv(&bye);
     assert_eq!(h.sent_one().code(), 200);
@@ -220,34 +114,14 @@ fn uas_call_flow() {
 #[test]
 fn uas_without_ack_gives_up_with_bye() {
     let mut h = Harness::new(config());
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKin2",
-        "c2@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKin2", "c2@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     h.sent();
-    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
-        panic!()
-    };
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else { panic!() };
     h.ua.answer(h.now, call, &our_offer()).unwrap();
     h.sent();
     let out = h.advance_collect(Duration::from_secs(40));
-    assert!(
-        out.iter().any(|(t, s)| s.method() == "BYE" && *t == 32000),
-        "BYE after 64·T1"
-    );
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::Timeout
-        }]
-    );
+    assert!(out.iter().any(|(t, s)| s.method() == "BYE" && *t == 32000), "BYE after 64·T1");
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Timeout }]);
 }
 
 /// INVITE retransmitted on timer A (doubling) until timer B: Timeout.
@@ -256,19 +130,9 @@ fn uac_invite_timeout() {
     let mut h = Harness::new(config());
     let (call, _) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
     let out = h.advance_collect(Duration::from_secs(40));
-    let times: Vec<u128> = out
-        .iter()
-        .filter(|(_, s)| s.method() == "INVITE")
-        .map(|(t, _)| *t)
-        .collect();
+    let times: Vec<u128> = out.iter().filter(|(_, s)| s.method() == "INVITE").map(|(t, _)| *t).collect();
     assert_eq!(times, vec![500, 1500, 3500, 7500, 15500, 31500]);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::Timeout
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Timeout }]);
 }
 
 #[test]
@@ -280,11 +144,7 @@ fn failure_reasons() {
         (404, "Not Found", EndReason::NotFound),
         (488, "Not Acceptable Here", EndReason::NoCommonCodec),
         (408, "Request Timeout", EndReason::Timeout),
-        (
-            480,
-            "Temporarily Unavailable",
-            EndReason::Other(480, "Temporarily Unavailable".into()),
-        ),
+        (480, "Temporarily Unavailable", EndReason::Other(480, "Temporarily Unavailable".into())),
     ] {
         let mut h = Harness::new(config());
         let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
@@ -292,24 +152,10 @@ fn failure_reasons() {
         h.recv(&resp);
         let ack = h.sent_one();
         assert_eq!(ack.method(), "ACK");
-        assert_eq!(
-            ack.branch(),
-            inv.branch(),
-            "ACK for non-2xx is in the INVITE transaction"
-        );
-        assert_eq!(
-            h.events(),
-            vec![Event::CallEnded {
-                call,
-                reason: expected
-            }]
-        );
+        assert_eq!(ack.branch(), inv.branch(), "ACK for non-2xx is in the INVITE transaction");
+        assert_eq!(h.events(), vec![Event::CallEnded { call, reason: expected }]);
         h.recv(&resp);
-        assert_eq!(
-            h.sent_one().method(),
-            "ACK",
-            "retransmitted final answered by the transaction"
-        );
+        assert_eq!(h.sent_one().method(), "ACK", "retransmitted final answered by the transaction");
         assert!(h.events().is_empty());
     }
 }
@@ -321,19 +167,8 @@ fn answer_without_common_codec_ends_call() {
     let sdp = "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\n";
     h.recv(&respond(&inv, 200, "OK", Some("t"), "", sdp));
     let sent = h.sent();
-    assert_eq!(
-        sent.iter()
-            .map(|s| s.method().to_string())
-            .collect::<Vec<_>>(),
-        vec!["ACK", "BYE"]
-    );
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::NoCommonCodec
-        }]
-    );
+    assert_eq!(sent.iter().map(|s| s.method().to_string()).collect::<Vec<_>>(), vec!["ACK", "BYE"]);
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::NoCommonCodec }]);
 }
 
 /// hangup() while ringing: CANCEL with the INVITE's branch, then 487 ends the call.
@@ -351,22 +186,9 @@ fn cancel_outgoing() {
     assert_eq!(cancel.cseq(), inv.cseq());
     assert_eq!(cancel.to_tag(), None);
     h.recv(&respond(&cancel, 200, "OK", None, "", ""));
-    h.recv(&respond(
-        &inv,
-        487,
-        "Request Terminated",
-        Some("bt"),
-        "",
-        "",
-    ));
+    h.recv(&respond(&inv, 487, "Request Terminated", Some("bt"), "", ""));
     assert_eq!(h.sent_one().method(), "ACK");
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::LocalHangup
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::LocalHangup }]);
 }
 
 /// CANCEL crosses the 200: ACK the 200, then BYE.
@@ -379,122 +201,43 @@ fn cancel_race_with_200() {
     h.ua.hangup(h.now, call).unwrap();
     let cancel = h.sent_one();
     assert_eq!(cancel.method(), "CANCEL");
-    h.recv(&respond(
-        &inv,
-        200,
-        "OK",
-        Some("bt"),
-        "Contact: <sip:bob@192.0.2.2>\r\n",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&respond(&inv, 200, "OK", Some("bt"), "Contact: <sip:bob@192.0.2.2>\r\n", &peer_sdp("sendrecv", false)));
     h.recv(&respond(&cancel, 200, "OK", None, "", ""));
     let sent: Vec<String> = h.sent().iter().map(|s| s.method().to_string()).collect();
     assert_eq!(sent, vec!["ACK", "BYE"]);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::LocalHangup
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::LocalHangup }]);
 }
 
 /// The caller cancels our ringing call: 200 to CANCEL, 487 to INVITE, Cancelled.
 #[test]
 fn incoming_cancel() {
     let mut h = Harness::new(config());
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKc3",
-        "c3@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKc3", "c3@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     h.sent();
-    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
-        panic!()
-    };
-    h.recv(&peer_request(
-        "CANCEL",
-        "z9hG4bKc3",
-        "c3@x",
-        1,
-        "pt",
-        None,
-        "",
-        "",
-    ));
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else { panic!() };
+    h.recv(&peer_request("CANCEL", "z9hG4bKc3", "c3@x", 1, "pt", None, "", ""));
     let sent = h.sent();
     assert_eq!(
-        sent.iter()
-            .map(|s| (s.code(), s.h("cseq")))
-            .collect::<Vec<_>>(),
+        sent.iter().map(|s| (s.code(), s.h("cseq"))).collect::<Vec<_>>(),
         vec![(200, "1 CANCEL".into()), (487, "1 INVITE".into())]
     );
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::Cancelled
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Cancelled }]);
     assert!(h.ua.answer(h.now, call, &our_offer()).is_err());
     // ACK for the 487 is absorbed by the transaction, and a CANCEL for nothing gets 481.
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKc3",
-        "c3@x",
-        1,
-        "pt",
-        Some(&sent[1].to_tag().unwrap()),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKc3", "c3@x", 1, "pt", Some(&sent[1].to_tag().unwrap()), "", ""));
     assert!(h.sent().is_empty());
-    h.recv(&peer_request(
-        "CANCEL",
-        "z9hG4bKnone",
-        "c9@x",
-        1,
-        "pt",
-        None,
-        "",
-        "",
-    ));
+    h.recv(&peer_request("CANCEL", "z9hG4bKnone", "c9@x", 1, "pt", None, "", ""));
     assert_eq!(h.sent_one().code(), 481);
 }
 
 fn established_incoming(h: &mut Harness, extra: &str) -> (CallId, String) {
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKe1",
-        "e1@x",
-        1,
-        "pt",
-        None,
-        extra,
-        &peer_sdp("sendrecv", true),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKe1", "e1@x", 1, "pt", None, extra, &peer_sdp("sendrecv", true)));
     h.sent();
-    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
-        panic!()
-    };
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else { panic!() };
     h.ua.answer(h.now, call, &our_offer()).unwrap();
     let ok = h.sent_one();
     let tag = ok.to_tag().unwrap();
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKe1a",
-        "e1@x",
-        1,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKe1a", "e1@x", 1, "pt", Some(&tag), "", ""));
     assert!(matches!(h.events()[..], [Event::CallEstablished { .. }]));
     (call, tag)
 }
@@ -504,91 +247,27 @@ fn established_incoming(h: &mut Harness, extra: &str) -> (CallId, String) {
 fn reinvite_hold_resume_by_peer() {
     let mut h = Harness::new(config());
     let (call, tag) = established_incoming(&mut h, "");
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKh1",
-        "e1@x",
-        2,
-        "pt",
-        Some(&tag),
-        "",
-        &peer_sdp("sendonly", true),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKh1", "e1@x", 2, "pt", Some(&tag), "", &peer_sdp("sendonly", true)));
     let ok = h.sent_one();
     assert_eq!(ok.code(), 200);
     assert!(ok.body().contains("a=recvonly"), "{}", ok.body());
-    assert!(
-        ok.body().contains(" 2 IN IP4"),
-        "o= version bumped: {}",
-        ok.body()
-    );
+    assert!(ok.body().contains(" 2 IN IP4"), "o= version bumped: {}", ok.body());
     assert_eq!(
         h.events(),
-        vec![
-            Event::CallUpdated {
-                call,
-                remote_sdp: peer_sdp("sendonly", true)
-            },
-            Event::CallHeld { call }
-        ]
+        vec![Event::CallUpdated { call, remote_sdp: peer_sdp("sendonly", true) }, Event::CallHeld { call }]
     );
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKh1a",
-        "e1@x",
-        2,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKh2",
-        "e1@x",
-        3,
-        "pt",
-        Some(&tag),
-        "",
-        &peer_sdp("sendrecv", true),
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKh1a", "e1@x", 2, "pt", Some(&tag), "", ""));
+    h.recv(&peer_request("INVITE", "z9hG4bKh2", "e1@x", 3, "pt", Some(&tag), "", &peer_sdp("sendrecv", true)));
     let ok = h.sent_one();
     assert!(ok.body().contains("a=sendrecv"));
     assert_eq!(h.events()[1], Event::CallResumed { call });
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKh2a",
-        "e1@x",
-        3,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKh2a", "e1@x", 3, "pt", Some(&tag), "", ""));
     // A malformed re-INVITE offer gets 488 and the call stays.
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKh3",
-        "e1@x",
-        4,
-        "pt",
-        Some(&tag),
-        "",
-        "v=0\r\nnonsense\r\n",
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKh3", "e1@x", 4, "pt", Some(&tag), "", "v=0\r\nnonsense\r\n"));
     assert_eq!(h.sent_one().code(), 488);
     assert_eq!(h.ua.active_calls(), 1);
     // An old CSeq is refused.
-    h.recv(&peer_request(
-        "INFO",
-        "z9hG4bKh4",
-        "e1@x",
-        2,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("INFO", "z9hG4bKh4", "e1@x", 2, "pt", Some(&tag), "", ""));
     assert_eq!(h.sent_one().code(), 500);
 }
 
@@ -597,66 +276,28 @@ fn reinvite_hold_resume_by_peer() {
 fn reinvite_hold_resume_local() {
     let mut h = Harness::new(config());
     let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
-    h.recv(&respond(
-        &inv,
-        200,
-        "OK",
-        Some("bt"),
-        "Contact: <sip:bob@192.0.2.2>\r\n",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&respond(&inv, 200, "OK", Some("bt"), "Contact: <sip:bob@192.0.2.2>\r\n", &peer_sdp("sendrecv", false)));
     h.sent();
     h.events();
-    let hold = media(
-        40000,
-        &[huis_sip::sdp::Codec::Pcmu],
-        huis_sip::sdp::Direction::SendOnly,
-    )
-    .offer()
-    .to_text();
+    let hold = media(40000, &[huis_sip::sdp::Codec::Pcmu], huis_sip::sdp::Direction::SendOnly).offer().to_text();
     h.ua.hold(h.now, call, &hold).unwrap();
     let re = h.sent_one();
     assert_eq!(re.method(), "INVITE");
     assert_eq!(re.to_tag().as_deref(), Some("bt"));
     assert_eq!(re.cseq(), inv.cseq() + 1);
     assert!(re.body().contains("a=sendonly"));
-    assert!(
-        h.ua.hold(h.now, call, &hold).is_err(),
-        "one re-INVITE at a time"
-    );
-    h.recv(&respond(
-        &re,
-        200,
-        "OK",
-        None,
-        "",
-        &peer_sdp("recvonly", false),
-    ));
+    assert!(h.ua.hold(h.now, call, &hold).is_err(), "one re-INVITE at a time");
+    h.recv(&respond(&re, 200, "OK", None, "", &peer_sdp("recvonly", false)));
     let ack = h.sent_one();
     assert_eq!((ack.method(), ack.cseq()), ("ACK", re.cseq()));
-    assert_eq!(
-        h.events(),
-        vec![Event::CallUpdated {
-            call,
-            remote_sdp: peer_sdp("recvonly", false)
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallUpdated { call, remote_sdp: peer_sdp("recvonly", false) }]);
     // Resume refused by the peer: the session stays as it was.
-    let resume = media(
-        40000,
-        &[huis_sip::sdp::Codec::Pcmu],
-        huis_sip::sdp::Direction::SendRecv,
-    )
-    .offer()
-    .to_text();
+    let resume = media(40000, &[huis_sip::sdp::Codec::Pcmu], huis_sip::sdp::Direction::SendRecv).offer().to_text();
     h.ua.resume(h.now, call, &resume).unwrap();
     let re2 = h.sent_one();
     h.recv(&respond(&re2, 488, "Not Acceptable Here", None, "", ""));
     assert_eq!(h.sent_one().method(), "ACK");
-    assert_eq!(
-        h.events(),
-        vec![Event::CallUpdateFailed { call, code: 488 }]
-    );
+    assert_eq!(h.events(), vec![Event::CallUpdateFailed { call, code: 488 }]);
     // Glare: 491 → retried after 2.1–4 s.
     h.ua.resume(h.now, call, &resume).unwrap();
     let re3 = h.sent_one();
@@ -671,63 +312,36 @@ fn reinvite_hold_resume_local() {
 fn session_timer_we_refresh() {
     let mut h = Harness::new(config());
     h.recv(&peer_request(
-        "INVITE", "z9hG4bKs1", "s1@x", 1, "pt", None,
+        "INVITE",
+        "z9hG4bKs1",
+        "s1@x",
+        1,
+        "pt",
+        None,
         "Supported: timer\r\nSession-Expires: 120;refresher=uas\r\nAllow: INVITE, ACK, BYE, CANCEL, UPDATE\r\n",
         &peer_sdp("sendrecv", false),
     ));
     h.sent();
-    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
-        panic!()
-    };
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else { panic!() };
     h.ua.answer(h.now, call, &our_offer()).unwrap();
     let ok = h.sent_one();
     assert_eq!(ok.h("session-expires"), "120;refresher=uas");
     assert_eq!(ok.h("require"), "timer");
     let tag = ok.to_tag().unwrap();
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKs1a",
-        "s1@x",
-        1,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKs1a", "s1@x", 1, "pt", Some(&tag), "", ""));
     h.events();
     let out = h.advance_collect(Duration::from_secs(61));
     let refresh = firsts(&out, "UPDATE");
-    assert_eq!(
-        refresh.len(),
-        1,
-        "{:?}",
-        out.iter()
-            .map(|(t, s)| (t, s.raw.start_line.clone()))
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(refresh.len(), 1, "{:?}", out.iter().map(|(t, s)| (t, s.raw.start_line.clone())).collect::<Vec<_>>());
     assert_eq!(refresh[0].0, 60_000);
     let upd = refresh[0].1.clone();
     assert!(upd.h("session-expires").starts_with("120"));
-    h.recv(&respond(
-        &upd,
-        200,
-        "OK",
-        None,
-        "Session-Expires: 120;refresher=uac\r\n",
-        "",
-    ));
+    h.recv(&respond(&upd, 200, "OK", None, "Session-Expires: 120;refresher=uac\r\n", ""));
     // Still up long after the first interval because refreshes keep coming.
     for _ in 0..3 {
         let out = h.advance_collect(Duration::from_secs(60));
         for (_, s) in firsts(&out, "UPDATE").iter() {
-            h.recv(&respond(
-                s,
-                200,
-                "OK",
-                None,
-                "Session-Expires: 120;refresher=uac\r\n",
-                "",
-            ));
+            h.recv(&respond(s, 200, "OK", None, "Session-Expires: 120;refresher=uac\r\n", ""));
         }
     }
     assert_eq!(h.ua.active_calls(), 1);
@@ -738,10 +352,7 @@ fn session_timer_we_refresh() {
 #[test]
 fn session_timer_expiry() {
     let mut h = Harness::new(config());
-    let (call, tag) = established_incoming(
-        &mut h,
-        "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n",
-    );
+    let (call, tag) = established_incoming(&mut h, "Supported: timer\r\nSession-Expires: 90;refresher=uac\r\n");
     // A refresh from the peer at 40 s pushes expiry out.
     h.advance(Duration::from_secs(40));
     h.recv(&peer_request(
@@ -756,28 +367,13 @@ fn session_timer_expiry() {
     ));
     let ok = h.sent_one();
     assert_eq!(ok.h("session-expires"), "90;refresher=uac");
-    h.recv(&peer_request(
-        "ACK",
-        "z9hG4bKr1a",
-        "e1@x",
-        2,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("ACK", "z9hG4bKr1a", "e1@x", 2, "pt", Some(&tag), "", ""));
     h.events();
     let out = h.advance_collect(Duration::from_secs(120));
     let byes: Vec<u128> = firsts(&out, "BYE").iter().map(|(t, _)| *t).collect();
     // 40 s + (90 − min(32, 30)) = 100 s.
     assert_eq!(byes, vec![100_000]);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::SessionExpired
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::SessionExpired }]);
 }
 
 #[test]
@@ -799,14 +395,7 @@ fn session_interval_too_small() {
     assert!(h.events().is_empty());
     // And our INVITE answered with 422 is retried with the peer's Min-SE.
     let (_, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
-    h.recv(&respond(
-        &inv,
-        422,
-        "Session Interval Too Small",
-        Some("x"),
-        "Min-SE: 300\r\n",
-        "",
-    ));
+    h.recv(&respond(&inv, 422, "Session Interval Too Small", Some("x"), "Min-SE: 300\r\n", ""));
     let sent = h.sent();
     assert_eq!(sent[0].method(), "ACK");
     assert_eq!(sent[1].method(), "INVITE");
@@ -822,54 +411,22 @@ fn invite_proxy_auth() {
     let mut h = Harness::new(cfg);
     let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
     let ch = "Proxy-Authenticate: Digest realm=\"example.org\", nonce=\"n1\", qop=\"auth\", algorithm=SHA-256\r\n";
-    h.recv(&respond(
-        &inv,
-        407,
-        "Proxy Authentication Required",
-        Some("p"),
-        ch,
-        "",
-    ));
+    h.recv(&respond(&inv, 407, "Proxy Authentication Required", Some("p"), ch, ""));
     let sent = h.sent();
-    assert_eq!(
-        sent.iter()
-            .map(|s| s.method().to_string())
-            .collect::<Vec<_>>(),
-        vec!["ACK", "INVITE"]
-    );
+    assert_eq!(sent.iter().map(|s| s.method().to_string()).collect::<Vec<_>>(), vec!["ACK", "INVITE"]);
     let inv2 = &sent[1];
     assert_eq!(inv2.cseq(), inv.cseq() + 1);
     assert_eq!(inv2.h("call-id"), inv.h("call-id"));
     assert_eq!(inv2.from_tag(), inv.from_tag());
     let auth = inv2.h("proxy-authorization");
     assert!(
-        auth.contains("algorithm=SHA-256")
-            && auth.contains("username=\"room\"")
-            && auth.contains("nc=00000001"),
+        auth.contains("algorithm=SHA-256") && auth.contains("username=\"room\"") && auth.contains("nc=00000001"),
         "{auth}"
     );
-    h.recv(&respond(
-        inv2,
-        407,
-        "Proxy Authentication Required",
-        Some("p"),
-        ch,
-        "",
-    ));
+    h.recv(&respond(inv2, 407, "Proxy Authentication Required", Some("p"), ch, ""));
     assert_eq!(h.sent_one().method(), "ACK");
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::AuthFailed
-        }]
-    );
-    assert!(
-        h.advance_collect(Duration::from_secs(120))
-            .iter()
-            .all(|(_, s)| s.method() != "INVITE"),
-        "no retry storm"
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::AuthFailed }]);
+    assert!(h.advance_collect(Duration::from_secs(120)).iter().all(|(_, s)| s.method() != "INVITE"), "no retry storm");
 }
 
 #[test]
@@ -877,18 +434,10 @@ fn incoming_sdp_problems_get_488() {
     let mut h = Harness::new(config());
     let no_common = "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP 18\r\na=rtpmap:18 G729/8000\r\n";
     let malformed = "v=0\r\no=broken\r\nm=audio x\r\n";
-    let video_only = "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\n";
+    let video_only =
+        "v=0\r\no=- 1 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=video 6000 RTP/AVP 96\r\n";
     for (i, body) in [no_common, malformed, video_only].iter().enumerate() {
-        h.recv(&peer_request(
-            "INVITE",
-            &format!("z9hG4bKsdp{i}"),
-            &format!("sdp{i}@x"),
-            1,
-            "pt",
-            None,
-            "",
-            body,
-        ));
+        h.recv(&peer_request("INVITE", &format!("z9hG4bKsdp{i}"), &format!("sdp{i}@x"), 1, "pt", None, "", body));
         let last = h.sent().pop().unwrap();
         assert_eq!(last.code(), 488, "{body}");
         assert!(h.events().is_empty());
@@ -902,27 +451,10 @@ fn incoming_sdp_problems_get_488() {
 fn auto_dtmf_by_info() {
     let mut h = Harness::new(config());
     let (call, inv) = start_outgoing(&mut h, "sip:meet@192.0.2.2;dtmf=1,%23");
-    assert!(
-        inv.raw
-            .start_line
-            .starts_with("INVITE sip:meet@192.0.2.2 SIP/2.0"),
-        "dtmf param stripped"
-    );
-    h.recv(&respond(
-        &inv,
-        200,
-        "OK",
-        Some("m"),
-        "Contact: <sip:meet@192.0.2.2>\r\n",
-        &peer_sdp("sendrecv", false),
-    ));
+    assert!(inv.raw.start_line.starts_with("INVITE sip:meet@192.0.2.2 SIP/2.0"), "dtmf param stripped");
+    h.recv(&respond(&inv, 200, "OK", Some("m"), "Contact: <sip:meet@192.0.2.2>\r\n", &peer_sdp("sendrecv", false)));
     let sent = h.sent();
-    assert_eq!(
-        sent.iter()
-            .map(|s| s.method().to_string())
-            .collect::<Vec<_>>(),
-        vec!["ACK", "INFO"]
-    );
+    assert_eq!(sent.iter().map(|s| s.method().to_string()).collect::<Vec<_>>(), vec!["ACK", "INFO"]);
     assert_eq!(sent[1].body(), "Signal=1\r\nDuration=160\r\n");
     assert_eq!(sent[1].h("content-type"), "application/dtmf-relay");
     let ev = h.events();
@@ -942,14 +474,7 @@ fn auto_dtmf_by_info() {
 fn auto_dtmf_rfc4733() {
     let mut h = Harness::new(config());
     let (call, inv) = start_outgoing(&mut h, "sip:meet@192.0.2.2;dtmf=42");
-    h.recv(&respond(
-        &inv,
-        200,
-        "OK",
-        Some("m"),
-        "",
-        &peer_sdp("sendrecv", true),
-    ));
+    h.recv(&respond(&inv, 200, "OK", Some("m"), "", &peer_sdp("sendrecv", true)));
     assert_eq!(h.sent().len(), 1, "only the ACK");
     let ev = h.events();
     assert!(matches!(&ev[1], Event::AutoDtmf { rfc4733: true, call: c, .. } if *c == call));
@@ -959,54 +484,18 @@ fn auto_dtmf_rfc4733() {
 fn incoming_info_dtmf() {
     let mut h = Harness::new(config());
     let (call, tag) = established_incoming(&mut h, "");
-    let info = peer_request("INFO", "z9hG4bKi1", "e1@x", 2, "pt", Some(&tag), "", "").replace(
-        "Content-Length: 0",
-        "Content-Type: application/dtmf-relay\r\nContent-Length: 24",
-    );
+    let info = peer_request("INFO", "z9hG4bKi1", "e1@x", 2, "pt", Some(&tag), "", "")
+        .replace("Content-Length: 0", "Content-Type: application/dtmf-relay\r\nContent-Length: 24");
     h.recv(&format!("{info}Signal=5\r\nDuration=200\r\n"));
     assert_eq!(h.sent_one().code(), 200);
-    assert_eq!(
-        h.events(),
-        vec![Event::DtmfInfo {
-            call,
-            digit: '5',
-            duration_ms: 200
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::DtmfInfo { call, digit: '5', duration_ms: 200 }]);
     // OPTIONS and unknown requests inside the dialog.
-    h.recv(&peer_request(
-        "OPTIONS",
-        "z9hG4bKi2",
-        "e1@x",
-        3,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("OPTIONS", "z9hG4bKi2", "e1@x", 3, "pt", Some(&tag), "", ""));
     assert_eq!(h.sent_one().code(), 200);
-    h.recv(&peer_request(
-        "MESSAGE",
-        "z9hG4bKi3",
-        "e1@x",
-        4,
-        "pt",
-        Some(&tag),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("MESSAGE", "z9hG4bKi3", "e1@x", 4, "pt", Some(&tag), "", ""));
     assert_eq!(h.sent_one().code(), 405);
     // A request for a dialog we don't know.
-    h.recv(&peer_request(
-        "BYE",
-        "z9hG4bKi4",
-        "other@x",
-        1,
-        "pt",
-        Some("nope"),
-        "",
-        "",
-    ));
+    h.recv(&peer_request("BYE", "z9hG4bKi4", "other@x", 1, "pt", Some("nope"), "", ""));
     assert_eq!(h.sent_one().code(), 481);
 }
 
@@ -1015,60 +504,22 @@ fn reject_and_auto_answer_flag() {
     let mut cfg = config();
     cfg.auto_answer = true;
     let mut h = Harness::new(cfg);
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKr9",
-        "r9@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKr9", "r9@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     h.sent();
-    let Event::IncomingCall {
-        call, auto_answer, ..
-    } = h.events()[0].clone()
-    else {
-        panic!()
-    };
+    let Event::IncomingCall { call, auto_answer, .. } = h.events()[0].clone() else { panic!() };
     assert!(auto_answer);
     h.ua.reject(h.now, call, 486).unwrap();
     assert_eq!(h.sent_one().code(), 486);
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::Busy
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Busy }]);
 }
 
 /// A second INVITE with the same From tag, Call-ID and CSeq on another branch is merged.
 #[test]
 fn merged_request_gets_482() {
     let mut h = Harness::new(config());
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKm1",
-        "m1@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKm1", "m1@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     h.sent();
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKm2",
-        "m1@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKm2", "m1@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     assert_eq!(h.sent_one().code(), 482);
     assert_eq!(h.events().len(), 1);
 }
@@ -1076,29 +527,12 @@ fn merged_request_gets_482() {
 #[test]
 fn unanswered_incoming_call_times_out_with_480() {
     let mut h = Harness::new(config());
-    h.recv(&peer_request(
-        "INVITE",
-        "z9hG4bKrt",
-        "rt@x",
-        1,
-        "pt",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&peer_request("INVITE", "z9hG4bKrt", "rt@x", 1, "pt", None, "", &peer_sdp("sendrecv", false)));
     h.sent();
-    let Event::IncomingCall { call, .. } = h.events()[0].clone() else {
-        panic!()
-    };
+    let Event::IncomingCall { call, .. } = h.events()[0].clone() else { panic!() };
     let out = h.advance_collect(Duration::from_secs(121));
     assert!(out.iter().any(|(t, s)| s.code() == 480 && *t == 120_000));
-    assert_eq!(
-        h.events(),
-        vec![Event::CallEnded {
-            call,
-            reason: EndReason::Timeout
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::CallEnded { call, reason: EndReason::Timeout }]);
 }
 
 #[test]
@@ -1147,17 +581,8 @@ fn forked_second_2xx_is_acked_and_ended() {
         &peer_sdp("sendrecv", false),
     ));
     let sent = h.sent();
-    assert_eq!(
-        sent.iter()
-            .map(|s| s.method().to_string())
-            .collect::<Vec<_>>(),
-        vec!["ACK", "BYE"]
-    );
-    assert!(
-        sent.iter()
-            .all(|s| s.to_tag().as_deref() == Some("fork2")
-                && s.dest.to_string() == "192.0.2.3:5072")
-    );
+    assert_eq!(sent.iter().map(|s| s.method().to_string()).collect::<Vec<_>>(), vec!["ACK", "BYE"]);
+    assert!(sent.iter().all(|s| s.to_tag().as_deref() == Some("fork2") && s.dest.to_string() == "192.0.2.3:5072"));
     assert!(h.events().is_empty(), "the kept call is untouched");
     h.ua.hangup(h.now, call).unwrap();
     let bye = h.sent_one();
@@ -1167,25 +592,10 @@ fn forked_second_2xx_is_acked_and_ended() {
 #[test]
 fn route_for_targets() {
     let h = Harness::new(config());
-    let d =
-        h.ua.route_for("sip:a@198.51.100.7:5080;transport=tcp;dtmf=1")
-            .unwrap();
-    assert_eq!(
-        (d.addr.to_string().as_str(), d.transport),
-        ("198.51.100.7:5080", TransportKind::Tcp)
-    );
-    assert_eq!(
-        h.ua.route_for("sip:a@[2001:db8::1]")
-            .unwrap()
-            .addr
-            .to_string(),
-        "[2001:db8::1]:5060"
-    );
-    assert_eq!(
-        h.ua.route_for("sip:meet@gw.example"),
-        None,
-        "names are the shell's to resolve"
-    );
+    let d = h.ua.route_for("sip:a@198.51.100.7:5080;transport=tcp;dtmf=1").unwrap();
+    assert_eq!((d.addr.to_string().as_str(), d.transport), ("198.51.100.7:5080", TransportKind::Tcp));
+    assert_eq!(h.ua.route_for("sip:a@[2001:db8::1]").unwrap().addr.to_string(), "[2001:db8::1]:5060");
+    assert_eq!(h.ua.route_for("sip:meet@gw.example"), None, "names are the shell's to resolve");
     let mut cfg = config();
     cfg.accounts.push(account("x"));
     let h = Harness::new(cfg);
@@ -1199,73 +609,29 @@ fn in_dialog_challenges() {
     cfg.accounts.push(account("secret"));
     let mut h = Harness::new(cfg);
     let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
-    h.recv(&respond(
-        &inv,
-        200,
-        "OK",
-        Some("bt"),
-        "Contact: <sip:bob@192.0.2.2>\r\n",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&respond(&inv, 200, "OK", Some("bt"), "Contact: <sip:bob@192.0.2.2>\r\n", &peer_sdp("sendrecv", false)));
     h.sent();
     h.events();
     let ch = "Proxy-Authenticate: Digest realm=\"example.org\", nonce=\"dn\", qop=\"auth\"\r\n";
     // re-INVITE: 407 → ACK, then the re-INVITE again with credentials.
     h.ua.hold(h.now, call, &our_offer()).unwrap();
     let re = h.sent_one();
-    h.recv(&respond(
-        &re,
-        407,
-        "Proxy Authentication Required",
-        None,
-        ch,
-        "",
-    ));
+    h.recv(&respond(&re, 407, "Proxy Authentication Required", None, ch, ""));
     let sent = h.sent();
-    assert_eq!(
-        sent.iter()
-            .map(|s| s.method().to_string())
-            .collect::<Vec<_>>(),
-        vec!["ACK", "INVITE"]
-    );
-    assert!(
-        sent[1]
-            .h("proxy-authorization")
-            .contains("uri=\"sip:bob@192.0.2.2\"")
-    );
+    assert_eq!(sent.iter().map(|s| s.method().to_string()).collect::<Vec<_>>(), vec!["ACK", "INVITE"]);
+    assert!(sent[1].h("proxy-authorization").contains("uri=\"sip:bob@192.0.2.2\""));
     assert_eq!(sent[1].cseq(), re.cseq() + 1);
     assert!(sent[1].body().contains("m=audio"));
-    h.recv(&respond(
-        &sent[1],
-        200,
-        "OK",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    ));
+    h.recv(&respond(&sent[1], 200, "OK", None, "", &peer_sdp("sendrecv", false)));
     assert_eq!(h.sent_one().method(), "ACK");
     assert!(matches!(h.events()[..], [Event::CallUpdated { .. }]));
     // BYE: 407 → BYE with credentials; a second 407 is not answered again.
     h.ua.hangup(h.now, call).unwrap();
     let bye = h.sent_one();
-    h.recv(&respond(
-        &bye,
-        407,
-        "Proxy Authentication Required",
-        None,
-        ch,
-        "",
-    ));
+    h.recv(&respond(&bye, 407, "Proxy Authentication Required", None, ch, ""));
     let bye2 = h.sent_one();
     assert_eq!((bye2.method(), bye2.cseq()), ("BYE", bye.cseq() + 1));
     assert!(bye2.raw.header("proxy-authorization").is_some());
-    h.recv(&respond(
-        &bye2,
-        407,
-        "Proxy Authentication Required",
-        None,
-        ch,
-        "",
-    ));
+    h.recv(&respond(&bye2, 407, "Proxy Authentication Required", None, ch, ""));
     assert!(h.sent().is_empty());
 }

@@ -15,9 +15,7 @@ fn harness(password: &str) -> Harness {
 
 /// Pulls `name="value"` or `name=value` out of an Authorization value.
 fn auth_param(v: &str, name: &str) -> String {
-    let i = v
-        .find(&format!("{name}="))
-        .unwrap_or_else(|| panic!("{name} missing in {v}"));
+    let i = v.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} missing in {v}"));
     let rest = &v[i + name.len() + 1..];
     if let Some(r) = rest.strip_prefix('"') {
         r[..r.find('"').unwrap()].to_string()
@@ -27,37 +25,19 @@ fn auth_param(v: &str, name: &str) -> String {
 }
 
 const CHALLENGE_SHA: &str = "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"abc123\", qop=\"auth\", algorithm=SHA-256, opaque=\"op\"\r\n";
-const CHALLENGE_MD5: &str =
-    "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"md5nonce\", qop=\"auth\"\r\n";
+const CHALLENGE_MD5: &str = "WWW-Authenticate: Digest realm=\"example.org\", nonce=\"md5nonce\", qop=\"auth\"\r\n";
 
 #[test]
 fn register_with_sha256_digest_and_refresh() {
     let mut h = harness("secret");
     h.ua.register(h.now, 0).unwrap();
     let reg = h.sent_one();
-    assert!(
-        reg.raw
-            .start_line
-            .starts_with("REGISTER sip:example.org SIP/2.0")
-    );
+    assert!(reg.raw.start_line.starts_with("REGISTER sip:example.org SIP/2.0"));
     assert_eq!(reg.h("expires"), "3600");
     assert_eq!(reg.h("to"), "<sip:room@example.org>");
-    assert_eq!(
-        h.events(),
-        vec![Event::Registration {
-            account: 0,
-            state: RegistrationState::Registering
-        }]
-    );
+    assert_eq!(h.events(), vec![Event::Registration { account: 0, state: RegistrationState::Registering }]);
 
-    h.recv(&respond(
-        &reg,
-        401,
-        "Unauthorized",
-        Some("r"),
-        CHALLENGE_SHA,
-        "",
-    ));
+    h.recv(&respond(&reg, 401, "Unauthorized", Some("r"), CHALLENGE_SHA, ""));
     let reg2 = h.sent_one();
     assert_eq!(reg2.cseq(), reg.cseq() + 1);
     assert_eq!(reg2.h("call-id"), reg.h("call-id"));
@@ -84,15 +64,9 @@ fn register_with_sha256_digest_and_refresh() {
     h.recv(&respond(&reg2, 200, "OK", Some("r"), &contact, ""));
     assert_eq!(
         h.events(),
-        vec![Event::Registration {
-            account: 0,
-            state: RegistrationState::Registered { expires: 600 }
-        }]
+        vec![Event::Registration { account: 0, state: RegistrationState::Registered { expires: 600 } }]
     );
-    assert_eq!(
-        h.ua.registration_state(0),
-        Some(&RegistrationState::Registered { expires: 600 })
-    );
+    assert_eq!(h.ua.registration_state(0), Some(&RegistrationState::Registered { expires: 600 }));
 
     // Refresh at 70 % of 600 s = 420 s, with cached credentials (nc=2).
     let out = h.advance_collect(Duration::from_secs(421));
@@ -102,39 +76,16 @@ fn register_with_sha256_digest_and_refresh() {
     let refresh = &regs[0].1;
     assert_eq!(auth_param(&refresh.h("authorization"), "nc"), "00000002");
     // The registrar wants a new nonce: one more try with it, then success.
-    h.recv(&respond(
-        refresh,
-        401,
-        "Unauthorized",
-        Some("r"),
-        &CHALLENGE_SHA.replace("abc123", "fresh"),
-        "",
-    ));
+    h.recv(&respond(refresh, 401, "Unauthorized", Some("r"), &CHALLENGE_SHA.replace("abc123", "fresh"), ""));
     let again = h.sent_one();
     assert_eq!(auth_param(&again.h("authorization"), "nonce"), "fresh");
-    h.recv(&respond(
-        &again,
-        200,
-        "OK",
-        Some("r"),
-        "Expires: 600\r\n",
-        "",
-    ));
+    h.recv(&respond(&again, 200, "OK", Some("r"), "Expires: 600\r\n", ""));
     let ev = h.events();
     assert!(
-        ev.iter().all(|e| !matches!(
-            e,
-            Event::Registration {
-                state: RegistrationState::Failed { .. },
-                ..
-            }
-        )),
+        ev.iter().all(|e| !matches!(e, Event::Registration { state: RegistrationState::Failed { .. }, .. })),
         "{ev:?}"
     );
-    assert_eq!(
-        h.ua.registration_state(0),
-        Some(&RegistrationState::Registered { expires: 600 })
-    );
+    assert_eq!(h.ua.registration_state(0), Some(&RegistrationState::Registered { expires: 600 }));
 }
 
 /// Wrong password: the second challenge stops everything with AuthFailed; no retry storm.
@@ -143,56 +94,25 @@ fn wrong_password_gives_auth_failed_once() {
     let mut h = harness("wrong");
     h.ua.register(h.now, 0).unwrap();
     let reg = h.sent_one();
-    h.recv(&respond(
-        &reg,
-        401,
-        "Unauthorized",
-        Some("r"),
-        CHALLENGE_MD5,
-        "",
-    ));
+    h.recv(&respond(&reg, 401, "Unauthorized", Some("r"), CHALLENGE_MD5, ""));
     let reg2 = h.sent_one();
     assert_eq!(auth_param(&reg2.h("authorization"), "algorithm"), "MD5");
-    h.recv(&respond(
-        &reg2,
-        401,
-        "Unauthorized",
-        Some("r"),
-        &CHALLENGE_MD5.replace("md5nonce", "other"),
-        "",
-    ));
+    h.recv(&respond(&reg2, 401, "Unauthorized", Some("r"), &CHALLENGE_MD5.replace("md5nonce", "other"), ""));
     assert!(h.sent().is_empty());
     let ev = h.events();
     assert_eq!(
         ev.last().unwrap(),
         &Event::Registration {
             account: 0,
-            state: RegistrationState::Failed {
-                reason: RegistrationFailure::AuthFailed,
-                retry_at: None
-            }
+            state: RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None }
         }
     );
-    let failed = ev
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::Registration {
-                    state: RegistrationState::Failed { .. },
-                    ..
-                }
-            )
-        })
-        .count();
+    let failed =
+        ev.iter().filter(|e| matches!(e, Event::Registration { state: RegistrationState::Failed { .. }, .. })).count();
     assert_eq!(failed, 1);
     // A whole day later: nothing was sent.
     let out = h.advance_collect(Duration::from_secs(86_400));
-    assert!(
-        out.is_empty(),
-        "{} messages sent after AuthFailed",
-        out.len()
-    );
+    assert!(out.is_empty(), "{} messages sent after AuthFailed", out.len());
     // The account is changed (or a person asks): register() tries again.
     h.ua.register(h.now, 0).unwrap();
     assert_eq!(h.sent_one().method(), "REGISTER");
@@ -203,33 +123,14 @@ fn stale_nonce_is_retried() {
     let mut h = harness("secret");
     h.ua.register(h.now, 0).unwrap();
     let reg = h.sent_one();
-    h.recv(&respond(
-        &reg,
-        401,
-        "Unauthorized",
-        Some("r"),
-        CHALLENGE_MD5,
-        "",
-    ));
+    h.recv(&respond(&reg, 401, "Unauthorized", Some("r"), CHALLENGE_MD5, ""));
     let reg2 = h.sent_one();
-    let stale = CHALLENGE_MD5
-        .replace("md5nonce", "n2")
-        .replace("qop=\"auth\"", "qop=\"auth\", stale=true");
+    let stale = CHALLENGE_MD5.replace("md5nonce", "n2").replace("qop=\"auth\"", "qop=\"auth\", stale=true");
     h.recv(&respond(&reg2, 401, "Unauthorized", Some("r"), &stale, ""));
     let reg3 = h.sent_one();
     assert_eq!(auth_param(&reg3.h("authorization"), "nonce"), "n2");
-    h.recv(&respond(
-        &reg3,
-        200,
-        "OK",
-        Some("r"),
-        "Expires: 300\r\n",
-        "",
-    ));
-    assert_eq!(
-        h.ua.registration_state(0),
-        Some(&RegistrationState::Registered { expires: 300 })
-    );
+    h.recv(&respond(&reg3, 200, "OK", Some("r"), "Expires: 300\r\n", ""));
+    assert_eq!(h.ua.registration_state(0), Some(&RegistrationState::Registered { expires: 300 }));
 }
 
 #[test]
@@ -250,10 +151,7 @@ fn proxy_challenge_and_403() {
     h.recv(&respond(&reg2, 403, "Forbidden", Some("r"), "", ""));
     assert_eq!(
         h.ua.registration_state(0),
-        Some(&RegistrationState::Failed {
-            reason: RegistrationFailure::AuthFailed,
-            retry_at: None
-        })
+        Some(&RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None })
     );
 }
 
@@ -271,13 +169,7 @@ fn registrar_timeout_backs_off() {
     let ev = h.events();
     assert!(ev.iter().any(|e| matches!(
         e,
-        Event::Registration {
-            state: RegistrationState::Failed {
-                reason: RegistrationFailure::Timeout,
-                ..
-            },
-            ..
-        }
+        Event::Registration { state: RegistrationState::Failed { reason: RegistrationFailure::Timeout, .. }, .. }
     )));
 }
 
@@ -286,31 +178,14 @@ fn interval_too_brief_and_unregister() {
     let mut h = harness("secret");
     h.ua.register(h.now, 0).unwrap();
     let reg = h.sent_one();
-    h.recv(&respond(
-        &reg,
-        423,
-        "Interval Too Brief",
-        Some("r"),
-        "Min-Expires: 7200\r\n",
-        "",
-    ));
+    h.recv(&respond(&reg, 423, "Interval Too Brief", Some("r"), "Min-Expires: 7200\r\n", ""));
     let reg2 = h.sent_one();
     assert_eq!(reg2.h("expires"), "7200");
-    h.recv(&respond(
-        &reg2,
-        200,
-        "OK",
-        Some("r"),
-        "Expires: 7200\r\n",
-        "",
-    ));
+    h.recv(&respond(&reg2, 200, "OK", Some("r"), "Expires: 7200\r\n", ""));
     h.ua.unregister(h.now, 0).unwrap();
     let un = h.sent_one();
     assert_eq!(un.h("expires"), "0");
     h.recv(&respond(&un, 200, "OK", Some("r"), "", ""));
-    assert_eq!(
-        h.ua.registration_state(0),
-        Some(&RegistrationState::Unregistered)
-    );
+    assert_eq!(h.ua.registration_state(0), Some(&RegistrationState::Unregistered));
     assert_eq!(header_param(&un.h("via"), "rport").as_deref(), Some(""));
 }

@@ -76,11 +76,8 @@ fn random_mutations_never_panic_and_options_still_answered() {
     let seeds = seeds();
     for i in 0..20_000 {
         let base = seeds[rng.below(seeds.len())].as_bytes();
-        let input = if i % 10 == 0 {
-            (0..rng.below(3000)).map(|_| rng.next() as u8).collect()
-        } else {
-            mutate(&mut rng, base)
-        };
+        let input =
+            if i % 10 == 0 { (0..rng.below(3000)).map(|_| rng.next() as u8).collect() } else { mutate(&mut rng, base) };
         h.recv_bytes(&input);
         h.sent();
         h.events();
@@ -88,14 +85,7 @@ fn random_mutations_never_panic_and_options_still_answered() {
         let from: std::net::SocketAddr = format!("192.0.2.{}:5060", 10 + i % 3).parse().unwrap();
         let mid = rng.below(input.len() + 1);
         for part in [&input[..mid], &input[mid..]] {
-            h.ua.handle_input(
-                h.now,
-                Input::Stream {
-                    from,
-                    to: LOCAL.parse().unwrap(),
-                    bytes: part,
-                },
-            );
+            h.ua.handle_input(h.now, Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: part });
         }
         if i % 1000 == 0 {
             h.advance(Duration::from_secs(1));
@@ -130,37 +120,22 @@ fn fuzz_entry_point_survives_random_bytes() {
 fn oversized_and_truncated_are_dropped() {
     let mut h = Harness::new(config());
     // 100 KiB datagram.
-    let big = options("z9hG4bKbig").replace(
-        "Content-Length: 0",
-        &format!("X-Pad: {}\r\nContent-Length: 0", "a".repeat(100_000)),
-    );
+    let big = options("z9hG4bKbig")
+        .replace("Content-Length: 0", &format!("X-Pad: {}\r\nContent-Length: 0", "a".repeat(100_000)));
     h.recv(&big);
     assert!(h.sent().is_empty());
     // A header line over 8 KiB.
-    let long = options("z9hG4bKlong").replace(
-        "Content-Length: 0",
-        &format!("Subject: {}\r\nContent-Length: 0", "b".repeat(9000)),
-    );
+    let long = options("z9hG4bKlong")
+        .replace("Content-Length: 0", &format!("Subject: {}\r\nContent-Length: 0", "b".repeat(9000)));
     h.recv(&long);
     assert!(h.sent().is_empty());
     // 150 headers.
-    let many = options("z9hG4bKmany").replace(
-        "Content-Length: 0",
-        &format!("{}Content-Length: 0", "X-A: 1\r\n".repeat(150)),
-    );
+    let many =
+        options("z9hG4bKmany").replace("Content-Length: 0", &format!("{}Content-Length: 0", "X-A: 1\r\n".repeat(150)));
     h.recv(&many);
     assert!(h.sent().is_empty());
     // Truncated body (Content-Length larger than what arrived).
-    let inv = peer_request(
-        "INVITE",
-        "z9hG4bKtr",
-        "tr@x",
-        1,
-        "a",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    );
+    let inv = peer_request("INVITE", "z9hG4bKtr", "tr@x", 1, "a", None, "", &peer_sdp("sendrecv", false));
     h.recv(&inv[..inv.len() - 20]);
     assert!(h.sent().is_empty());
     assert!(h.events().is_empty());
@@ -185,38 +160,19 @@ fn missing_headers_and_unknown_methods() {
     h.recv(&options("z9hG4bKmf").replace("Max-Forwards: 70\r\n", ""));
     assert_eq!(h.sent_one().code(), 200);
     // No Via: cannot answer, dropped.
-    let no_via =
-        options("z9hG4bKnv").replace("Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKnv\r\n", "");
+    let no_via = options("z9hG4bKnv").replace("Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKnv\r\n", "");
     h.recv(&no_via);
     assert!(h.sent().is_empty());
     // CSeq method mismatch: 400.
     h.recv(&options("z9hG4bKcm").replace("1 OPTIONS", "1 INVITE"));
     assert_eq!(h.sent_one().code(), 400);
     // Unknown method: 501 with Allow.
-    h.recv(&peer_request(
-        "FROBNICATE",
-        "z9hG4bKfr",
-        "fr@x",
-        1,
-        "a",
-        None,
-        "",
-        "",
-    ));
+    h.recv(&peer_request("FROBNICATE", "z9hG4bKfr", "fr@x", 1, "a", None, "", ""));
     let r = h.sent_one();
     assert_eq!(r.code(), 501);
     assert!(r.h("allow").contains("OPTIONS"));
     // Known but not ours: 405.
-    h.recv(&peer_request(
-        "SUBSCRIBE",
-        "z9hG4bKsu",
-        "su@x",
-        1,
-        "a",
-        None,
-        "",
-        "",
-    ));
+    h.recv(&peer_request("SUBSCRIBE", "z9hG4bKsu", "su@x", 1, "a", None, "", ""));
     assert_eq!(h.sent_one().code(), 405);
     // Require with an extension we lack: 420.
     h.recv(&peer_request(
@@ -233,17 +189,8 @@ fn missing_headers_and_unknown_methods() {
     assert_eq!(r.code(), 420);
     assert_eq!(r.h("unsupported"), "100rel");
     // INVITE with a body that is not SDP: 415.
-    let inv = peer_request(
-        "INVITE",
-        "z9hG4bKct",
-        "ct@x",
-        1,
-        "a",
-        None,
-        "",
-        &peer_sdp("sendrecv", false),
-    )
-    .replace("application/sdp", "text/plain");
+    let inv = peer_request("INVITE", "z9hG4bKct", "ct@x", 1, "a", None, "", &peer_sdp("sendrecv", false))
+        .replace("application/sdp", "text/plain");
     h.recv(&inv);
     assert_eq!(h.sent().last().unwrap().code(), 415);
     assert!(h.events().is_empty());
@@ -260,61 +207,32 @@ fn tcp_split_joined_and_garbage_closes() {
     let two = format!("{}{}", options("z9hG4bKt1"), options("z9hG4bKt2"));
     let bytes = two.as_bytes();
     for chunk in bytes.chunks(7) {
-        h.ua.handle_input(
-            h.now,
-            Input::Stream {
-                from,
-                to: LOCAL.parse().unwrap(),
-                bytes: chunk,
-            },
-        );
+        h.ua.handle_input(h.now, Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: chunk });
     }
     let sent = h.sent();
     assert_eq!(sent.len(), 2);
     assert!(sent.iter().all(|s| s.code() == 200), "{sent:#?}");
-    assert!(
-        sent.iter()
-            .all(|s| s.code() == 200 && s.transport == TransportKind::Tcp && s.dest == from)
-    );
+    assert!(sent.iter().all(|s| s.code() == 200 && s.transport == TransportKind::Tcp && s.dest == from));
     // Garbage: the connection must be closed by the shell.
     h.ua.handle_input(
         h.now,
-        Input::Stream {
-            from,
-            to: LOCAL.parse().unwrap(),
-            bytes: b"\x16\x03\x01 hello TLS?\r\nxx\r\n\r\n",
-        },
+        Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: b"\x16\x03\x01 hello TLS?\r\nxx\r\n\r\n" },
     );
     assert!(matches!(h.events()[..], [Event::CloseStream { peer, .. }] if peer == from));
     // A new connection from the same peer works again.
     h.ua.handle_input(h.now, Input::StreamClosed { from });
     h.ua.handle_input(
         h.now,
-        Input::Stream {
-            from,
-            to: LOCAL.parse().unwrap(),
-            bytes: options("z9hG4bKt3").as_bytes(),
-        },
+        Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: options("z9hG4bKt3").as_bytes() },
     );
     assert_eq!(h.sent_one().code(), 200);
     // Over TCP nothing is retransmitted: an outgoing INVITE over TCP waits for timer B only.
-    let dest = Destination {
-        addr: from,
-        transport: TransportKind::Tcp,
-    };
-    let _call =
-        h.ua.invite(h.now, "sip:x@192.0.2.7", dest, &our_offer())
-            .unwrap();
+    let dest = Destination { addr: from, transport: TransportKind::Tcp };
+    let _call = h.ua.invite(h.now, "sip:x@192.0.2.7", dest, &our_offer()).unwrap();
     let inv = h.sent_one();
     assert!(inv.h("via").starts_with("SIP/2.0/TCP "));
     assert!(inv.h("contact").contains("transport=tcp"));
     let out = h.advance_collect(Duration::from_secs(40));
     assert!(out.is_empty());
-    assert!(matches!(
-        h.events()[..],
-        [Event::CallEnded {
-            reason: EndReason::Timeout,
-            ..
-        }]
-    ));
+    assert!(matches!(h.events()[..], [Event::CallEnded { reason: EndReason::Timeout, .. }]));
 }

@@ -13,11 +13,7 @@ pub fn bin_dir() -> PathBuf {
     static BUILD: Once = Once::new();
     // The test binary lives in target/<profile>/deps; the daemons one level up.
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf();
+    let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
     BUILD.call_once(|| {
         // Make sure the binaries under test are the current ones.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -86,22 +82,12 @@ impl Bus {
             buf.push(byte[0]);
         }
         let address = String::from_utf8(buf).unwrap().trim().to_owned();
-        assert!(
-            address.starts_with("unix:"),
-            "dbus-daemon printed no address"
-        );
-        Bus {
-            child,
-            address,
-            dir,
-        }
+        assert!(address.starts_with("unix:"), "dbus-daemon printed no address");
+        Bus { child, address, dir }
     }
 
     pub async fn connect(&self) -> zbus::Connection {
-        zbus::connection::Builder::address(self.address.as_str())
-            .build()
-            .await
-            .expect("connect to the test bus")
+        zbus::connection::Builder::address(self.address.as_str()).build().await.expect("connect to the test bus")
     }
 }
 
@@ -125,15 +111,13 @@ impl Huisd {
     pub fn spawn(bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
         let n = std::sync::atomic::AtomicUsize::new(0);
         let _ = n;
-        let root = tempfile::Builder::new()
-            .prefix("huisd")
-            .tempdir_in(bus.dir.path())
-            .unwrap()
-            .keep();
+        let root = tempfile::Builder::new().prefix("huisd").tempdir_in(bus.dir.path()).unwrap().keep();
         let config = root.join("huis.toml");
-        if let Some(t) = config_text {
-            std::fs::write(&config, t).unwrap();
-        }
+        // Tests run side by side: unless the test chose, SIP takes a free port.
+        let text = config_text.unwrap_or("");
+        let text =
+            if text.contains("[sip]") { text.to_owned() } else { format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n") };
+        std::fs::write(&config, text).unwrap();
         let state_dir = root.join("state");
         let log = root.join("huisd.log");
         let child = Command::new(bin_dir().join("huisd"))
@@ -150,12 +134,7 @@ impl Huisd {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start huisd");
-        Huisd {
-            child,
-            config,
-            state_dir,
-            log,
-        }
+        Huisd { child, config, state_dir, log }
     }
 
     /// Starts huisd and waits until it owns its bus name.
@@ -165,24 +144,13 @@ impl Huisd {
         let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if dbus
-                .name_has_owner("org.huis.Room1".try_into().unwrap())
-                .await
-                .unwrap_or(false)
-            {
+            if dbus.name_has_owner("org.huis.Room1".try_into().unwrap()).await.unwrap_or(false) {
                 return d;
             }
             if let Ok(Some(st)) = d.child.try_wait() {
-                panic!(
-                    "huisd exited with {st} before it was ready:\n{}",
-                    d.log_text()
-                );
+                panic!("huisd exited with {st} before it was ready:\n{}", d.log_text());
             }
-            assert!(
-                Instant::now() < deadline,
-                "huisd not ready within 60 s:\n{}",
-                d.log_text()
-            );
+            assert!(Instant::now() < deadline, "huisd not ready within 60 s:\n{}", d.log_text());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

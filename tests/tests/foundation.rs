@@ -18,15 +18,8 @@ async fn properties_are_read_over_dbus() {
     assert_eq!(room.state().await.unwrap(), "idle");
     assert_eq!(room.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
     let video = Video1Proxy::new(&conn).await.unwrap();
-    assert_eq!(
-        (video.width().await.unwrap(), video.height().await.unwrap()),
-        (1280, 720)
-    );
-    assert_eq!(
-        video.encoder().await.unwrap(),
-        "x264enc",
-        "the sim board encodes in software"
-    );
+    assert_eq!((video.width().await.unwrap(), video.height().await.unwrap()), (1280, 720));
+    assert_eq!(video.encoder().await.unwrap(), "x264enc", "the sim board encodes in software");
     assert!(!video.encoder_hardware().await.unwrap());
 
     // The simulated mic array plays a room recording: its level shows up.
@@ -39,10 +32,7 @@ async fn properties_are_read_over_dbus() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        level > -40.0,
-        "input level {level} dBFS: the mic array delivers no audio"
-    );
+    assert!(level > -40.0, "input level {level} dBFS: the mic array delivers no audio");
 
     // huisctl shows the same, as JSON.
     let out = huisctl(&bus, &["--json", "status"]);
@@ -67,24 +57,19 @@ async fn a_property_change_arrives_as_a_signal() {
 
     let out = huisctl(&bus, &["mute", "on"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let change = tokio::time::timeout(Duration::from_secs(5), muted.next())
-        .await
-        .expect("no PropertiesChanged for Muted");
+    let change =
+        tokio::time::timeout(Duration::from_secs(5), muted.next()).await.expect("no PropertiesChanged for Muted");
     assert!(change.unwrap().get().await.unwrap());
     let mut last = String::new();
     while last != "muted" {
-        let c = tokio::time::timeout(Duration::from_secs(5), leds.next())
-            .await
-            .expect("LEDs did not change");
+        let c = tokio::time::timeout(Duration::from_secs(5), leds.next()).await.expect("LEDs did not change");
         last = c.unwrap().get().await.unwrap();
     }
 
     // The mute button toggles it back, as a person pressing it would.
     let out = huisctl(&bus, &["press-button", "mute"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let change = tokio::time::timeout(Duration::from_secs(5), muted.next())
-        .await
-        .expect("no signal after the button");
+    let change = tokio::time::timeout(Duration::from_secs(5), muted.next()).await.expect("no signal after the button");
     assert!(!change.unwrap().get().await.unwrap());
 }
 
@@ -99,18 +84,11 @@ async fn huisctl_watch_prints_changes_as_they_happen() {
         .spawn()
         .unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        huisctl(&bus, &["config", "set", "room.name", "Aula"])
-            .status
-            .success()
-    );
+    assert!(huisctl(&bus, &["config", "set", "room.name", "Aula"]).status.success());
     let out = watch.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .find(|l| l.contains("RoomName"))
+        std::io::BufReader::new(out).lines().map_while(Result::ok).find(|l| l.contains("RoomName"))
     });
     let line = tokio::time::timeout(Duration::from_secs(5), line)
         .await
@@ -128,58 +106,35 @@ async fn config_set_refuses_a_bad_value_and_leaves_the_file_alone() {
     let bus = Bus::start();
     let text = "# Room 4.12, second floor\n[audio]\noutput_volume = 60 # loud room\n";
     let d = Huisd::start(&bus, Some(text)).await;
+    let text = &std::fs::read_to_string(&d.config).unwrap();
 
     let out = huisctl(&bus, &["config", "set", "audio.output_volume", "150"]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(
-        err.contains("audio.output_volume") && err.contains("0 to 100"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("org.freedesktop"),
-        "a person's message, not D-Bus plumbing: {err}"
-    );
-    assert_eq!(
-        std::fs::read_to_string(&d.config).unwrap(),
-        text,
-        "the file changed"
-    );
+    assert!(err.contains("audio.output_volume") && err.contains("0 to 100"), "{err}");
+    assert!(!err.contains("org.freedesktop"), "a person's message, not D-Bus plumbing: {err}");
+    assert_eq!(&std::fs::read_to_string(&d.config).unwrap(), text, "the file changed");
 
-    for (key, value) in [
-        ("audio.beamforming", "maybe"),
-        ("audio.no_such_key", "1"),
-        ("call.audio_codecs", "[\"gsm\"]"),
-    ] {
+    for (key, value) in [("audio.beamforming", "maybe"), ("audio.no_such_key", "1"), ("call.audio_codecs", "[\"gsm\"]")]
+    {
         let out = huisctl(&bus, &["config", "set", key, value]);
         assert!(!out.status.success(), "{key}={value} accepted");
         assert!(stderr(&out).contains(key), "{}", stderr(&out));
     }
-    assert_eq!(std::fs::read_to_string(&d.config).unwrap(), text);
+    assert_eq!(&std::fs::read_to_string(&d.config).unwrap(), text);
     let conn = bus.connect().await;
     let audio = Audio1Proxy::new(&conn).await.unwrap();
-    assert_eq!(
-        audio.output_volume().await.unwrap(),
-        60,
-        "a refused value reached the running room"
-    );
+    assert_eq!(audio.output_volume().await.unwrap(), 60, "a refused value reached the running room");
 
     // A good value is stored, comments kept, and takes effect.
     let out = huisctl(&bus, &["config", "set", "audio.output_volume", "35"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let now = std::fs::read_to_string(&d.config).unwrap();
-    assert!(
-        now.contains("output_volume = 35")
-            && now.contains("# loud room")
-            && now.contains("# Room 4.12"),
-        "{now}"
-    );
+    assert!(now.contains("output_volume = 35") && now.contains("# loud room") && now.contains("# Room 4.12"), "{now}");
     let mut vol = audio.receive_output_volume_changed().await;
     let mut now = 0;
     while now != 35 {
-        let c = tokio::time::timeout(Duration::from_secs(5), vol.next())
-            .await
-            .expect("OutputVolume never became 35");
+        let c = tokio::time::timeout(Duration::from_secs(5), vol.next()).await.expect("OutputVolume never became 35");
         now = c.unwrap().get().await.unwrap();
     }
     let cfg = Config1Proxy::new(&conn).await.unwrap();
@@ -189,30 +144,14 @@ async fn config_set_refuses_a_bad_value_and_leaves_the_file_alone() {
 #[tokio::test]
 async fn an_unknown_key_stops_the_start_naming_it() {
     let bus = Bus::start();
-    let mut d = Huisd::spawn(
-        &bus,
-        Some("[room]\nname = \"A\"\n[audio]\nbeamformer = true\n"),
-        &[],
-    );
-    let st = d
-        .wait(Duration::from_secs(20))
-        .expect("huisd kept running with a bad configuration");
-    assert_eq!(
-        st.code(),
-        Some(78),
-        "EX_CONFIG, so systemd does not restart it"
-    );
+    let mut d = Huisd::spawn(&bus, Some("[room]\nname = \"A\"\n[audio]\nbeamformer = true\n"), &[]);
+    let st = d.wait(Duration::from_secs(20)).expect("huisd kept running with a bad configuration");
+    assert_eq!(st.code(), Some(78), "EX_CONFIG, so systemd does not restart it");
     let log = d.log_text();
-    assert!(
-        log.contains("line 4") && log.contains("audio.beamformer") && log.contains("unknown key"),
-        "{log}"
-    );
+    assert!(log.contains("line 4") && log.contains("audio.beamformer") && log.contains("unknown key"), "{log}");
 
     let mut d = Huisd::spawn(&bus, Some("[video]\nframerate = 500\n"), &[]);
-    assert_eq!(
-        d.wait(Duration::from_secs(20)).and_then(|s| s.code()),
-        Some(78)
-    );
+    assert_eq!(d.wait(Duration::from_secs(20)).and_then(|s| s.code()), Some(78));
     assert!(d.log_text().contains("video.framerate"), "{}", d.log_text());
 }
 
@@ -221,32 +160,18 @@ async fn sigterm_stops_huisd_cleanly() {
     let bus = Bus::start();
     let mut d = Huisd::start(&bus, None).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = d
-        .terminate(Duration::from_secs(8))
-        .expect("huisd did not stop within 8 s of SIGTERM");
+    let st = d.terminate(Duration::from_secs(8)).expect("huisd did not stop within 8 s of SIGTERM");
     assert!(st.success(), "exit status {st}:\n{}", d.log_text());
     assert!(d.log_text().contains("stopped cleanly"), "{}", d.log_text());
     // The bus name is gone and the loudspeaker file is complete and playable.
     let conn = bus.connect().await;
     let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
-    assert!(
-        !dbus
-            .name_has_owner("org.huis.Room1".try_into().unwrap())
-            .await
-            .unwrap()
-    );
+    assert!(!dbus.name_has_owner("org.huis.Room1".try_into().unwrap()).await.unwrap());
     let speaker = d.state_dir.join("speaker.wav");
     let bytes = std::fs::read(&speaker).unwrap();
     let data_len = u32::from_le_bytes(bytes[40..44].try_into().unwrap()) as usize;
-    assert_eq!(
-        data_len,
-        bytes.len() - 44,
-        "the WAV header was not finalised"
-    );
-    assert!(
-        data_len >= 48000 * 2 * 2,
-        "less than a second of loudspeaker audio: {data_len} bytes"
-    );
+    assert_eq!(data_len, bytes.len() - 44, "the WAV header was not finalised");
+    assert!(data_len >= 48000 * 2 * 2, "less than a second of loudspeaker audio: {data_len} bytes");
 }
 
 #[tokio::test]
@@ -266,11 +191,7 @@ async fn busctl_introspects_every_interface() {
             .output()
             .expect("busctl (systemd) must be installed");
         assert!(out.status.success(), "{}", stderr(&out));
-        assert!(
-            stdout(&out).contains(iface),
-            "{path} lacks {iface}:\n{}",
-            stdout(&out)
-        );
+        assert!(stdout(&out).contains(iface), "{path} lacks {iface}:\n{}", stdout(&out));
     }
 }
 
@@ -281,10 +202,7 @@ async fn huisctl_says_plainly_when_huisd_is_not_running() {
     assert_eq!(out.status.code(), Some(3));
     let err = stderr(&out);
     assert!(err.contains("huisd is not running"), "{err}");
-    assert!(
-        err.lines().count() == 1,
-        "one clear line, not a stack of errors: {err}"
-    );
+    assert!(err.lines().count() == 1, "one clear line, not a stack of errors: {err}");
 }
 
 #[tokio::test]
@@ -292,15 +210,9 @@ async fn a_second_huisd_is_refused() {
     let bus = Bus::start();
     let _first = Huisd::start(&bus, None).await;
     let mut second = Huisd::spawn(&bus, None, &[]);
-    let st = second
-        .wait(Duration::from_secs(30))
-        .expect("the second huisd kept running");
+    let st = second.wait(Duration::from_secs(30)).expect("the second huisd kept running");
     assert!(!st.success());
-    assert!(
-        second.log_text().contains("another huisd"),
-        "{}",
-        second.log_text()
-    );
+    assert!(second.log_text().contains("another huisd"), "{}", second.log_text());
 }
 
 #[tokio::test]
@@ -351,20 +263,12 @@ async fn the_dbus_policy_lets_anyone_read_and_only_admins_change() {
             .expect("setpriv (util-linux)")
     };
     let out = as_nobody(&["--json", "status"]);
-    assert!(
-        out.status.success(),
-        "reading was refused: {}",
-        stderr(&out)
-    );
+    assert!(out.status.success(), "reading was refused: {}", stderr(&out));
     let out = as_nobody(&["config", "get", "room.name"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = as_nobody(&["mute", "on"]);
     assert!(!out.status.success(), "an ordinary user muted the room");
-    assert!(
-        stderr(&out).contains("permission denied"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
     let out = as_nobody(&["config", "set", "room.name", "Hacked"]);
     assert!(!out.status.success());
     // root may.

@@ -87,11 +87,9 @@ impl Controls {
     }
 
     pub fn apply(&self, cfg: &crate::config::Audio) {
-        self.echo_cancellation
-            .store(cfg.echo_cancellation, Ordering::Relaxed);
+        self.echo_cancellation.store(cfg.echo_cancellation, Ordering::Relaxed);
         self.beamforming.store(cfg.beamforming, Ordering::Relaxed);
-        self.noise_suppression
-            .store(cfg.noise_suppression, Ordering::Relaxed);
+        self.noise_suppression.store(cfg.noise_suppression, Ordering::Relaxed);
         self.gain_control.store(cfg.gain_control, Ordering::Relaxed);
         self.volume.store(cfg.output_volume, Ordering::Relaxed);
     }
@@ -102,6 +100,38 @@ pub struct Engine {
     pub meters: Arc<Meters>,
     pub controls: Arc<Controls>,
     thread: Option<JoinHandle<()>>,
+}
+
+pub const DSP_RATE: u32 = 16_000;
+
+/// Upsamples 10 ms frames by linear interpolation across frame edges (an
+/// integer or fractional ratio), writing every output channel.
+struct Upsampler {
+    step: f64,
+    pos: f64,
+    last: f32,
+}
+
+impl Upsampler {
+    fn new(from: u32, to: u32) -> Self {
+        Self { step: from as f64 / to as f64, pos: 0.0, last: 0.0 }
+    }
+
+    fn process(&mut self, input: &[f32], gain: f32, out: &mut [f32], channels: usize) {
+        // Sample i of the output sits at input position pos + i*step, where
+        // position -1 is the last sample of the previous frame.
+        for (i, frame) in out.chunks_exact_mut(channels).enumerate() {
+            let x = self.pos + i as f64 * self.step - 1.0;
+            let i0 = x.floor();
+            let frac = (x - i0) as f32;
+            let at = |k: f64| if k < 0.0 { self.last } else { input[(k as usize).min(input.len() - 1)] };
+            let s = (at(i0) * (1.0 - frac) + at(i0 + 1.0) * frac) * gain;
+            frame.fill(s);
+        }
+        let n_out = out.len() / channels;
+        self.pos = self.pos + n_out as f64 * self.step - input.len() as f64;
+        self.last = *input.last().unwrap_or(&0.0);
+    }
 }
 
 /// Level in dBFS of a mean square value.
@@ -116,6 +146,7 @@ impl Engine {
         mut out: Box<dyn AudioOutput>,
         mic_channels: Vec<u16>,
         controls: Arc<Controls>,
+        call: crate::call::CallAudioSlot,
     ) -> std::io::Result<Engine> {
         let meters = Arc::new(Meters::default());
         let (m, c) = (meters.clone(), controls.clone());
@@ -127,8 +158,13 @@ impl Engine {
             let ich = inf.channels as usize;
             let och = outf.channels as usize;
             let mut capture = vec![0.0f32; n_in * ich];
-            let mut far = vec![0.0f32; n_in];
+            // Near end and far end travel at the DSP rate (16 kHz, 10 ms = 160 samples).
+            let n_dsp = frame_len(DSP_RATE);
+            let mut near = vec![0.0f32; n_dsp];
+            let mut far = vec![0.0f32; n_dsp];
             let mut play = vec![0.0f32; n_out * och];
+            let mut up = Upsampler::new(DSP_RATE, outf.sample_rate);
+            let down = (inf.sample_rate / DSP_RATE).max(1) as usize;
             let (mut in_acc, mut out_acc, mut acc_frames) = (0.0f64, 0.0f64, 0u32);
             while !c.stop.load(Ordering::Relaxed) {
                 if let Err(e) = mic.read(&mut capture) {
@@ -145,16 +181,35 @@ impl Engine {
                 }
                 in_acc += sq / (n_in * mic_channels.len().max(1)) as f64;
 
-                // The far end arrives here once calls exist; until then it is silence.
+                // Near end: the mean of the array's mics at the DSP rate.
+                // (The beamformer takes this place once it is wired in.)
+                let inv = 1.0 / mic_channels.len().max(1) as f32;
+                for (k, v) in near.iter_mut().enumerate() {
+                    let mut acc = 0.0f32;
+                    for j in 0..down {
+                        let frame = &capture[(k * down + j) * ich..(k * down + j + 1) * ich];
+                        for &ch in &mic_channels {
+                            acc += frame[ch as usize];
+                        }
+                    }
+                    *v = acc * inv / down as f32;
+                }
+                if c.muted.load(Ordering::Relaxed) {
+                    near.fill(0.0);
+                }
+                // The call's audio: never wait for it (try_lock), never block on the network.
                 far.fill(0.0);
+                if let Ok(slot) = call.try_lock() {
+                    if let Some(ca) = slot.as_ref() {
+                        ca.tx.push(&near);
+                        ca.rx.pull(&mut far);
+                    }
+                }
                 let gain = c.volume.load(Ordering::Relaxed) as f32 / 100.0;
                 let mut osq = 0.0f64;
-                for (i, frame) in play.chunks_exact_mut(och).enumerate() {
-                    // Zero-order hold is enough for silence; the far-end path
-                    // resamples properly before it reaches this loop.
-                    let s = far[i * n_in / n_out] * gain;
-                    frame.fill(s);
-                    osq += (s as f64) * (s as f64);
+                up.process(&far, gain, &mut play, och);
+                for s in play.iter().step_by(och) {
+                    osq += (*s as f64) * (*s as f64);
                 }
                 out_acc += osq / n_out as f64;
                 if let Err(e) = out.write(&play) {
@@ -173,11 +228,7 @@ impl Engine {
             // Dropping the output finishes its file (the sim speaker's WAV header).
             drop(out);
         })?;
-        Ok(Engine {
-            meters,
-            controls,
-            thread: Some(thread),
-        })
+        Ok(Engine { meters, controls, thread: Some(thread) })
     }
 
     /// Stops the thread and waits for it (the output is closed cleanly).

@@ -19,11 +19,7 @@ pub fn render(positions: &[[f64; 3]], rate: u32, seconds: f64, azimuth_deg: f64)
     let room = [6.0, 5.0, 3.0];
     let array_centre = [2.5, 2.2, 0.8];
     let az = azimuth_deg.to_radians();
-    let src = [
-        array_centre[0] + 1.5 * az.cos(),
-        array_centre[1] + 1.5 * az.sin(),
-        1.2,
-    ];
+    let src = [array_centre[0] + 1.5 * az.cos(), array_centre[1] + 1.5 * az.sin(), 1.2];
     // Direct path and first-order images, with a wall reflection coefficient.
     let mut images = vec![(src, 1.0)];
     for axis in 0..3 {
@@ -37,15 +33,9 @@ pub fn render(positions: &[[f64; 3]], rate: u32, seconds: f64, azimuth_deg: f64)
     let mut out = vec![0.0f32; n * ch];
     let half = 16i64;
     for (m, p) in positions.iter().enumerate() {
-        let mic = [
-            array_centre[0] + p[0],
-            array_centre[1] + p[1],
-            array_centre[2] + p[2],
-        ];
+        let mic = [array_centre[0] + p[0], array_centre[1] + p[1], array_centre[2] + p[2]];
         for (im, refl) in &images {
-            let d =
-                ((im[0] - mic[0]).powi(2) + (im[1] - mic[1]).powi(2) + (im[2] - mic[2]).powi(2))
-                    .sqrt();
+            let d = ((im[0] - mic[0]).powi(2) + (im[1] - mic[1]).powi(2) + (im[2] - mic[2]).powi(2)).sqrt();
             let delay = d / SPEED_OF_SOUND * rate as f64;
             let gain = refl / d.max(0.1);
             // Fractional delay by a Hann-windowed sinc of 33 taps.
@@ -54,11 +44,7 @@ pub fn render(positions: &[[f64; 3]], rate: u32, seconds: f64, azimuth_deg: f64)
             let taps: Vec<(i64, f64)> = (-half..=half)
                 .map(|k| {
                     let x = k as f64 - frac;
-                    let sinc = if x.abs() < 1e-9 {
-                        1.0
-                    } else {
-                        (PI * x).sin() / (PI * x)
-                    };
+                    let sinc = if x.abs() < 1e-9 { 1.0 } else { (PI * x).sin() / (PI * x) };
                     let w = 0.5 + 0.5 * (PI * x / (half as f64 + 1.0)).cos();
                     (base + k, sinc * w * gain)
                 })
@@ -119,14 +105,11 @@ pub fn write_default(path: &Path, positions: &[[f64; 3]], rate: u32) -> Result<(
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let tmp = path.with_extension("wav.part");
-    let mut w =
-        hound::WavWriter::create(&tmp, spec).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut w = hound::WavWriter::create(&tmp, spec).map_err(|e| format!("{}: {e}", tmp.display()))?;
     for s in samples {
-        w.write_sample((s * 32767.0) as i16)
-            .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        w.write_sample((s * 32767.0) as i16).map_err(|e| format!("{}: {e}", tmp.display()))?;
     }
-    w.finalize()
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    w.finalize().map_err(|e| format!("{}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -145,11 +128,7 @@ mod tests {
         // 0.1 m / 343 m/s * 16 kHz = 4.7 samples.
         let best = (-10i64..=10)
             .max_by(|&x, &y| {
-                let c = |lag: i64| -> f64 {
-                    (20..a.len() - 20)
-                        .map(|i| a[i] * b[(i as i64 + lag) as usize])
-                        .sum()
-                };
+                let c = |lag: i64| -> f64 { (20..a.len() - 20).map(|i| a[i] * b[(i as i64 + lag) as usize]).sum() };
                 c(x).partial_cmp(&c(y)).unwrap()
             })
             .unwrap();

@@ -6,15 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use huis_firmware::dbus::BUS_NAME;
-use huis_firmware::dbus::client::{Audio1Proxy, Config1Proxy, Room1Proxy, Video1Proxy};
+use huis_firmware::dbus::client::{Audio1Proxy, Call1Proxy, Config1Proxy, Room1Proxy, Video1Proxy};
 use serde_json::{Value as Json, json};
 
 #[derive(Parser)]
-#[command(
-    name = "huisctl",
-    version,
-    about = "Control and inspect the huis room daemon"
-)]
+#[command(name = "huisctl", version, about = "Control and inspect the huis room daemon")]
 struct Cli {
     /// Talk to huisd on the session bus (development, tests) instead of the system bus.
     #[arg(long, global = true)]
@@ -43,6 +39,14 @@ enum Cmd {
     Dial { uri: String },
     /// Answer the incoming call.
     Answer,
+    /// Send DTMF digits in the current call (0-9 * # A-D; `,` pauses a second).
+    Dtmf { digits: String },
+    /// Put the current call on hold.
+    Hold,
+    /// Take the current call off hold.
+    Resume,
+    /// List the calls in progress.
+    Calls,
     /// End the call.
     Hangup,
     /// Print state changes as they happen (Ctrl-C to stop).
@@ -76,13 +80,14 @@ const EXIT_NOT_RUNNING: u8 = 3;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
+    // Behave like other Unix tools when piped into `head`: end quietly.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let bus = if cli.session { "session" } else { "system" };
-    let conn = match if cli.session {
-        zbus::Connection::session().await
-    } else {
-        zbus::Connection::system().await
-    } {
+    let conn = match if cli.session { zbus::Connection::session().await } else { zbus::Connection::system().await } {
         Ok(c) => c,
         Err(e) => {
             eprintln!("huisctl: cannot reach the {bus} bus: {e}");
@@ -92,14 +97,9 @@ async fn main() -> ExitCode {
     match running(&conn).await {
         Ok(true) => {}
         Ok(false) => {
-            let hint = if cli.session {
-                "start it with `huisd --session`"
-            } else {
-                "start it with `systemctl start huisd`"
-            };
-            eprintln!(
-                "huisctl: huisd is not running (nobody owns {BUS_NAME} on the {bus} bus); {hint}"
-            );
+            let hint =
+                if cli.session { "start it with `huisd --session`" } else { "start it with `systemctl start huisd`" };
+            eprintln!("huisctl: huisd is not running (nobody owns {BUS_NAME} on the {bus} bus); {hint}");
             return ExitCode::from(EXIT_NOT_RUNNING);
         }
         Err(e) => {
@@ -118,9 +118,7 @@ async fn main() -> ExitCode {
 
 async fn running(conn: &zbus::Connection) -> zbus::Result<bool> {
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;
-    Ok(dbus
-        .name_has_owner(BUS_NAME.try_into().expect("valid bus name"))
-        .await?)
+    Ok(dbus.name_has_owner(BUS_NAME.try_into().expect("valid bus name")).await?)
 }
 
 /// A D-Bus error, as a person should read it: huisd's own message, not the
@@ -162,23 +160,17 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
                     let v = cfg.get(key.as_deref().unwrap_or("")).await?;
                     if cli.json {
                         let parsed: Result<toml::Value, _> = match key {
-                            Some(k) if !v.contains('\n') => format!("v = {v}")
-                                .parse::<toml::Table>()
-                                .map(|t| t["v"].clone())
-                                .map_err(drop)
-                                .map(|v| {
-                                    let _ = k;
-                                    v
-                                }),
-                            _ => v
-                                .parse::<toml::Table>()
-                                .map(toml::Value::Table)
-                                .map_err(drop),
+                            Some(k) if !v.contains('\n') => {
+                                format!("v = {v}").parse::<toml::Table>().map(|t| t["v"].clone()).map_err(drop).map(
+                                    |v| {
+                                        let _ = k;
+                                        v
+                                    },
+                                )
+                            }
+                            _ => v.parse::<toml::Table>().map(toml::Value::Table).map_err(drop),
                         };
-                        let j = parsed
-                            .ok()
-                            .and_then(|t| serde_json::to_value(t).ok())
-                            .unwrap_or(Json::String(v));
+                        let j = parsed.ok().and_then(|t| serde_json::to_value(t).ok()).unwrap_or(Json::String(v));
                         println!("{}", serde_json::to_string_pretty(&j).unwrap());
                     } else {
                         println!("{}", v.trim_end());
@@ -209,11 +201,7 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
         Cmd::Mute { state } => {
             let m = matches!(state, OnOff::On);
             room.set_muted(m).await?;
-            print_done(
-                cli.json,
-                json!({"muted": room.muted().await?}),
-                if m { "muted" } else { "unmuted" },
-            );
+            print_done(cli.json, json!({"muted": room.muted().await?}), if m { "muted" } else { "unmuted" });
             Ok(())
         }
         Cmd::PressButton { button } => {
@@ -240,8 +228,84 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
             print_done(cli.json, json!({"hung_up": true}), "hung up");
             Ok(())
         }
+        Cmd::Dtmf { digits } => {
+            current_call(conn).await?.send_dtmf(digits).await?;
+            print_done(cli.json, json!({"dtmf": digits}), &format!("sent {digits}"));
+            Ok(())
+        }
+        Cmd::Hold => {
+            current_call(conn).await?.hold().await?;
+            print_done(cli.json, json!({"held": true}), "on hold");
+            Ok(())
+        }
+        Cmd::Resume => {
+            current_call(conn).await?.resume().await?;
+            print_done(cli.json, json!({"held": false}), "resumed");
+            Ok(())
+        }
+        Cmd::Calls => calls(cli.json, conn).await,
         Cmd::Watch => watch(cli.json, conn).await,
     }
+}
+
+/// Paths of the calls in progress, oldest first.
+async fn call_paths(conn: &zbus::Connection) -> zbus::Result<Vec<zbus::OwnedObjectPath>> {
+    let om = zbus::fdo::ObjectManagerProxy::builder(conn).destination(BUS_NAME).path("/org/huis/Room1").build().await?;
+    let mut paths: Vec<_> = om
+        .get_managed_objects()
+        .await?
+        .into_iter()
+        .filter(|(_, ifaces)| ifaces.keys().any(|i| i.as_str() == "org.huis.Call1"))
+        .map(|(p, _)| p)
+        .collect();
+    paths.sort_by_key(|p| p.as_str().rsplit('/').next().and_then(|n| n.parse::<u32>().ok()).unwrap_or(0));
+    Ok(paths)
+}
+
+async fn current_call(conn: &zbus::Connection) -> zbus::Result<Call1Proxy<'static>> {
+    let paths = call_paths(conn).await?;
+    let p = paths
+        .into_iter()
+        .next()
+        .ok_or_else(|| zbus::Error::FDO(Box::new(zbus::fdo::Error::Failed("the room is not in a call".into()))))?;
+    Call1Proxy::builder(conn).path(p).build().await
+}
+
+async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
+    let mut out = Vec::new();
+    for p in call_paths(conn).await? {
+        let c = Call1Proxy::builder(conn).path(p.clone()).build().await?;
+        let stats: serde_json::Map<String, Json> =
+            c.stats().await?.iter().map(|(k, v)| (k.clone(), to_json(v))).collect();
+        out.push(json!({
+            "path": p.as_str(),
+            "remote_uri": c.remote_uri().await?,
+            "direction": c.direction().await?,
+            "state": c.state().await?,
+            "audio_codec": c.audio_codec().await?,
+            "stats": stats,
+        }));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out).unwrap());
+    } else if out.is_empty() {
+        println!("no calls");
+    } else {
+        for c in &out {
+            println!(
+                "{}  {} {} ({}), {}  sent {} received {} lost {}",
+                c["path"].as_str().unwrap_or(""),
+                c["direction"].as_str().unwrap_or(""),
+                c["remote_uri"].as_str().unwrap_or(""),
+                c["state"].as_str().unwrap_or(""),
+                c["audio_codec"].as_str().unwrap_or(""),
+                c["stats"]["packets_sent"],
+                c["stats"]["packets_received"],
+                c["stats"]["packets_lost"],
+            );
+        }
+    }
+    Ok(())
 }
 
 fn print_done(json: bool, j: Json, text: &str) {
@@ -264,6 +328,8 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
         "muted": room.muted().await?,
         "leds": room.leds().await?,
         "last_error": room.last_error().await?,
+        "sip_uri": room.sip_uri().await?,
+        "registration": room.registration().await?,
         "audio": {
             "input_level_dbfs": audio.input_level().await?,
             "output_level_dbfs": audio.output_level().await?,
@@ -290,11 +356,7 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
         return Ok(());
     }
     let yes = |b: &Json| {
-        if b.as_bool() == Some(true) {
-            "on"
-        } else {
-            "off"
-        }
+        if b.as_bool() == Some(true) { "on" } else { "off" }
     };
     let a = &s["audio"];
     let v = &s["video"];
@@ -305,15 +367,10 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     };
     println!("Room        {}", s["room"].as_str().unwrap_or(""));
     println!("State       {}", s["state"].as_str().unwrap_or(""));
-    println!(
-        "Muted       {}",
-        if s["muted"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no"
-        }
-    );
+    println!("Muted       {}", if s["muted"].as_bool() == Some(true) { "yes" } else { "no" });
     println!("LEDs        {}", s["leds"].as_str().unwrap_or(""));
+    println!("Call me at  {}", s["sip_uri"].as_str().unwrap_or(""));
+    println!("Registered  {}", s["registration"].as_str().unwrap_or(""));
     println!("Board       {}", s["board"].as_str().unwrap_or(""));
     println!("Version     {}", s["version"].as_str().unwrap_or(""));
     let err = s["last_error"].as_str().unwrap_or("");
@@ -341,14 +398,7 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
         if enc.is_empty() {
             "none usable".to_string()
         } else {
-            format!(
-                "{enc} ({})",
-                if v["encoder_hardware"].as_bool() == Some(true) {
-                    "hardware"
-                } else {
-                    "software"
-                }
-            )
+            format!("{enc} ({})", if v["encoder_hardware"].as_bool() == Some(true) { "hardware" } else { "software" })
         }
     );
     Ok(())
@@ -393,8 +443,7 @@ async fn watch(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
         .sender(BUS_NAME)
         .path_namespace("/org/huis")
         .build()?;
-    let mut stream =
-        zbus::MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(64)).await?;
+    let mut stream = zbus::MessageStream::for_match_rule(rule, conn, std::num::NonZeroUsize::new(64)).await?;
     if !json {
         eprintln!("watching {BUS_NAME}; Ctrl-C to stop");
     }
@@ -402,18 +451,13 @@ async fn watch(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
         let msg = msg?;
         let h = msg.header();
         let path = h.path().map(|p| p.as_str().to_owned()).unwrap_or_default();
-        let member = h
-            .member()
-            .map(|m| m.as_str().to_owned())
-            .unwrap_or_default();
+        let member = h.member().map(|m| m.as_str().to_owned()).unwrap_or_default();
         let object = path.rsplit('/').next().unwrap_or("").to_owned();
         if member == "PropertiesChanged" {
             let body = msg.body();
-            let Ok((iface, changed, _inv)) = body.deserialize::<(
-                String,
-                std::collections::HashMap<String, zbus::Variant<'_>>,
-                Vec<String>,
-            )>() else {
+            let Ok((iface, changed, _inv)) =
+                body.deserialize::<(String, std::collections::HashMap<String, zbus::Variant<'_>>, Vec<String>)>()
+            else {
                 continue;
             };
             let short = iface.trim_start_matches("org.huis.").to_owned();
@@ -422,29 +466,20 @@ async fn watch(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
             for k in keys {
                 let v = to_json(&changed[&k]);
                 if json {
-                    println!(
-                        "{}",
-                        json!({"path": path, "interface": iface, "property": k, "value": v})
-                    );
+                    println!("{}", json!({"path": path, "interface": iface, "property": k, "value": v}));
                 } else {
                     println!("{short}.{k} = {v}");
                 }
             }
         } else {
-            let iface = h
-                .interface()
-                .map(|i| i.as_str().to_owned())
-                .unwrap_or_default();
+            let iface = h.interface().map(|i| i.as_str().to_owned()).unwrap_or_default();
             let body = msg.body();
             let args: Json = body
                 .deserialize::<zbus::Structure<'_>>()
                 .map(|s| Json::Array(s.fields().iter().map(to_json).collect()))
                 .unwrap_or(Json::Array(vec![]));
             if json {
-                println!(
-                    "{}",
-                    json!({"path": path, "interface": iface, "signal": member, "args": args})
-                );
+                println!("{}", json!({"path": path, "interface": iface, "signal": member, "args": args}));
             } else {
                 println!("{object}: {member} {args}");
             }

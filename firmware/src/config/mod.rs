@@ -23,7 +23,55 @@ pub struct Config {
     pub audio: Audio,
     pub video: Video,
     pub call: Call,
+    pub sip: Sip,
+    pub account: Account,
+    /// Named destinations (`[[destination]]` tables).
+    #[serde(rename = "destination")]
+    pub destinations: Vec<Destination>,
     pub log: Log,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sip {
+    /// Address and port for SIP over UDP and TCP.
+    pub listen: String,
+    /// The address written into Via, Contact and SDP; empty: the listen
+    /// address, or the first non-loopback interface when listening on all.
+    pub public_address: String,
+    /// User part of our SIP address when no account is configured.
+    pub user: String,
+    /// Lowest and highest UDP port for RTP (an even port and the next for RTCP).
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Account {
+    /// Registrar, e.g. `sip:pbx.example.org`; empty: no registration, calls go
+    /// straight to the destination's host.
+    pub registrar: String,
+    /// Outbound proxy `host:port` (an IP address for now); empty: the registrar's host.
+    pub proxy: String,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    /// Address of record user part and digest user name.
+    pub user: String,
+    pub password: String,
+    /// Requested registration lifetime, seconds.
+    pub expires: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Destination {
+    /// What people call it (`huisctl dial weekly`).
+    pub name: String,
+    /// `sip:` URI.
+    pub uri: String,
+    /// Digits sent once the call is up (a meeting PIN: `1234567890#`; `,` waits a second).
+    pub dtmf: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,17 +135,49 @@ impl Default for Config {
             audio: Audio::default(),
             video: Video::default(),
             call: Call::default(),
+            sip: Sip::default(),
+            account: Account::default(),
+            destinations: Vec::new(),
             log: Log::default(),
         }
     }
 }
 
-impl Default for Room {
+impl Default for Sip {
     fn default() -> Self {
         Self {
-            name: "Meeting room".into(),
-            board: String::new(),
+            listen: "0.0.0.0:5060".into(),
+            public_address: String::new(),
+            user: "room".into(),
+            rtp_port_min: 16384,
+            rtp_port_max: 16482,
         }
+    }
+}
+
+impl Default for Account {
+    fn default() -> Self {
+        Self {
+            registrar: String::new(),
+            proxy: String::new(),
+            transport: "udp".into(),
+            user: String::new(),
+            password: String::new(),
+            expires: 600,
+        }
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for Destination {
+    fn default() -> Self {
+        Self { name: String::new(), uri: String::new(), dtmf: String::new() }
+    }
+}
+
+impl Default for Room {
+    fn default() -> Self {
+        Self { name: "Meeting room".into(), board: String::new() }
     }
 }
 
@@ -117,12 +197,7 @@ impl Default for Audio {
 
 impl Default for Video {
     fn default() -> Self {
-        Self {
-            width: 1280,
-            height: 720,
-            framerate: 30,
-            self_view: true,
-        }
+        Self { width: 1280, height: 720, framerate: 30, self_view: true }
     }
 }
 
@@ -138,9 +213,7 @@ impl Default for Call {
 
 impl Default for Log {
     fn default() -> Self {
-        Self {
-            level: "info".into(),
-        }
+        Self { level: "info".into() }
     }
 }
 
@@ -190,11 +263,7 @@ impl Config {
         };
         let doc = toml_edit::Document::parse(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            err(
-                None,
-                line,
-                format!("not valid TOML: {}", first_line(e.message())),
-            )
+            err(None, line, format!("not valid TOML: {}", first_line(e.message())))
         })?;
         let cfg: Config = toml::from_str(text).map_err(|e| {
             let (key, line) = match e.span() {
@@ -204,11 +273,7 @@ impl Config {
                 }
                 None => (None, None),
             };
-            err(
-                key,
-                line,
-                first_line(e.message()).replace("unknown field", "unknown key"),
-            )
+            err(key, line, first_line(e.message()).replace("unknown field", "unknown key"))
         })?;
         if let Err((key, reason)) = cfg.validate() {
             let line = span_of_key(doc.as_table(), &key).map(|s| line_of(text, s));
@@ -235,37 +300,23 @@ impl Config {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: String| Err((k.to_owned(), r));
         let n = self.room.name.trim();
-        if n.is_empty()
-            || self.room.name.chars().count() > 64
-            || self.room.name.chars().any(char::is_control)
-        {
+        if n.is_empty() || self.room.name.chars().count() > 64 || self.room.name.chars().any(char::is_control) {
             return bad("room.name", "must be 1 to 64 printable characters".into());
         }
-        for (k, v) in [
-            ("audio.sim_recording", &self.audio.sim_recording),
-            ("audio.sim_output", &self.audio.sim_output),
-        ] {
+        for (k, v) in [("audio.sim_recording", &self.audio.sim_recording), ("audio.sim_output", &self.audio.sim_output)]
+        {
             if !v.is_empty() && !Path::new(v).is_absolute() {
-                return bad(
-                    k,
-                    format!("'{v}' must be an absolute path (or empty for the default)"),
-                );
+                return bad(k, format!("'{v}' must be an absolute path (or empty for the default)"));
             }
         }
         if self.audio.output_volume > 100 {
             return bad(
                 "audio.output_volume",
-                format!(
-                    "{} is out of range (0 to 100 percent)",
-                    self.audio.output_volume
-                ),
+                format!("{} is out of range (0 to 100 percent)", self.audio.output_volume),
             );
         }
         if !VIDEO_SIZES.contains(&(self.video.width, self.video.height)) {
-            let sizes: Vec<String> = VIDEO_SIZES
-                .iter()
-                .map(|(w, h)| format!("{w}x{h}"))
-                .collect();
+            let sizes: Vec<String> = VIDEO_SIZES.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             return bad(
                 "video.width",
                 format!(
@@ -279,19 +330,14 @@ impl Config {
         if !(1..=60).contains(&self.video.framerate) {
             return bad(
                 "video.framerate",
-                format!(
-                    "{} is out of range (1 to 60 frames per second)",
-                    self.video.framerate
-                ),
+                format!("{} is out of range (1 to 60 frames per second)", self.video.framerate),
             );
         }
         let d = &self.call.default_destination;
         if !d.is_empty() && !is_destination(d) {
             return bad(
                 "call.default_destination",
-                format!(
-                    "'{d}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"
-                ),
+                format!("'{d}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"),
             );
         }
         if self.call.audio_codecs.is_empty() {
@@ -301,23 +347,69 @@ impl Config {
             if !AUDIO_CODECS.contains(&c.as_str()) {
                 return bad(
                     "call.audio_codecs",
-                    format!(
-                        "'{c}' is not a supported codec (use {})",
-                        AUDIO_CODECS.join(", ")
-                    ),
+                    format!("'{c}' is not a supported codec (use {})", AUDIO_CODECS.join(", ")),
                 );
             }
             if self.call.audio_codecs[..i].contains(c) {
                 return bad("call.audio_codecs", format!("'{c}' is listed twice"));
             }
         }
+        if self.sip.listen.parse::<std::net::SocketAddr>().is_err() {
+            return bad("sip.listen", format!("'{}' is not an address:port (e.g. 0.0.0.0:5060)", self.sip.listen));
+        }
+        if !self.sip.public_address.is_empty() && self.sip.public_address.parse::<std::net::IpAddr>().is_err() {
+            return bad("sip.public_address", format!("'{}' is not an IP address", self.sip.public_address));
+        }
+        if self.sip.user.is_empty()
+            || !self.sip.user.chars().all(|c| c.is_ascii_alphanumeric() || "-_.!~*'+".contains(c))
+        {
+            return bad("sip.user", format!("'{}' is not a SIP user name", self.sip.user));
+        }
+        if self.sip.rtp_port_min < 1024 || self.sip.rtp_port_max <= self.sip.rtp_port_min {
+            return bad(
+                "sip.rtp_port_min",
+                format!(
+                    "the range {}..{} is not usable (ports above 1023, min below max)",
+                    self.sip.rtp_port_min, self.sip.rtp_port_max
+                ),
+            );
+        }
+        let a = &self.account;
+        if !a.registrar.is_empty() {
+            if !(a.registrar.starts_with("sip:") && a.registrar.len() > 4) {
+                return bad("account.registrar", format!("'{}' is not a sip: URI", a.registrar));
+            }
+            if a.user.is_empty() {
+                return bad("account.user", "must be set when account.registrar is".into());
+            }
+            if !(60..=86400).contains(&a.expires) {
+                return bad("account.expires", format!("{} is out of range (60 to 86400 seconds)", a.expires));
+            }
+        }
+        if !a.proxy.is_empty() && a.proxy.parse::<std::net::SocketAddr>().is_err() {
+            return bad("account.proxy", format!("'{}' is not an IP address:port", a.proxy));
+        }
+        if !["udp", "tcp"].contains(&a.transport.as_str()) {
+            return bad("account.transport", format!("'{}' is not a transport (use udp or tcp)", a.transport));
+        }
+        for (i, d) in self.destinations.iter().enumerate() {
+            if d.name.is_empty() {
+                return bad(&format!("destination[{i}].name"), "must be set".into());
+            }
+            if !is_destination(&d.uri) {
+                return bad(&format!("destination[{i}].uri"), format!("'{}' is not a destination", d.uri));
+            }
+            if !d.dtmf.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
+                return bad(
+                    &format!("destination[{i}].dtmf"),
+                    format!("'{}' may hold only 0-9 * # A-D and , (a pause)", d.dtmf),
+                );
+            }
+        }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return bad(
                 "log.level",
-                format!(
-                    "'{}' is not a level (use error, warn, info, debug or trace)",
-                    self.log.level
-                ),
+                format!("'{}' is not a level (use error, warn, info, debug or trace)", self.log.level),
             );
         }
         Ok(())
@@ -361,10 +453,7 @@ pub fn known_keys() -> Vec<String> {
 
 pub fn is_destination(s: &str) -> bool {
     let sip = |rest: &str| {
-        let host = rest
-            .split(['@', ';', '?'])
-            .nth(if rest.contains('@') { 1 } else { 0 })
-            .unwrap_or("");
+        let host = rest.split(['@', ';', '?']).nth(if rest.contains('@') { 1 } else { 0 }).unwrap_or("");
         !host.is_empty() && !rest.contains(char::is_whitespace)
     };
     if let Some(rest) = s.strip_prefix("sip:").or_else(|| s.strip_prefix("sips:")) {
@@ -381,41 +470,22 @@ pub fn is_destination(s: &str) -> bool {
 /// `value` is TOML (`true`, `42`, `["opus", "pcmu"]`, `"text"`); a bare word
 /// that is not valid TOML is taken as a string, so `room.name` can be set to
 /// `Board room` without quotes.
-pub fn apply_set(
-    current_text: &str,
-    key: &str,
-    value: &str,
-) -> Result<(String, Config), ConfigError> {
-    let err = |reason: String| ConfigError {
-        origin: "D-Bus".into(),
-        key: Some(key.to_owned()),
-        line: None,
-        reason,
-    };
+pub fn apply_set(current_text: &str, key: &str, value: &str) -> Result<(String, Config), ConfigError> {
+    let err = |reason: String| ConfigError { origin: "D-Bus".into(), key: Some(key.to_owned()), line: None, reason };
     let parts: Vec<&str> = key.split('.').collect();
     let [section, name] = parts[..] else {
-        return Err(err(format!(
-            "must be written section.key (known keys: {})",
-            known_keys().join(", ")
-        )));
+        return Err(err(format!("must be written section.key (known keys: {})", known_keys().join(", "))));
     };
     if !known_keys().iter().any(|k| k == key) {
-        return Err(err(format!(
-            "no such key (known keys: {})",
-            known_keys().join(", ")
-        )));
+        return Err(err(format!("no such key (known keys: {})", known_keys().join(", "))));
     }
     let parsed: toml_edit::Value = match value.trim().parse::<toml_edit::Value>() {
         Ok(v) => v,
         Err(_) => toml_edit::Value::from(value),
     };
-    let mut doc: toml_edit::DocumentMut =
-        current_text.parse().map_err(|e: toml_edit::TomlError| {
-            err(format!(
-                "the current file is not valid TOML: {}",
-                first_line(e.message())
-            ))
-        })?;
+    let mut doc: toml_edit::DocumentMut = current_text.parse().map_err(|e: toml_edit::TomlError| {
+        err(format!("the current file is not valid TOML: {}", first_line(e.message())))
+    })?;
     if !doc.contains_key(section) {
         doc[section] = toml_edit::table();
     }
@@ -443,16 +513,10 @@ pub fn apply_set(
 /// fsync of the directory. Readers see the old file or the new one, never half.
 pub fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("huis"),
-        std::process::id()
-    ));
+    let tmp: PathBuf =
+        dir.join(format!(".{}.tmp{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("huis"), std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(text.as_bytes())?;
@@ -471,21 +535,13 @@ fn first_line(s: &str) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count()
-        + 1
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
 }
 
 /// The dotted path of the deepest key whose key or value span covers `offset`.
 fn key_at(table: &dyn toml_edit::TableLike, offset: usize, prefix: &str) -> Option<String> {
     for (k, item) in table.iter() {
-        let path = if prefix.is_empty() {
-            k.to_owned()
-        } else {
-            format!("{prefix}.{k}")
-        };
+        let path = if prefix.is_empty() { k.to_owned() } else { format!("{prefix}.{k}") };
         let key_span = table.key(k).and_then(|key| key.span());
         if let Some(inner) = item.as_table_like() {
             if let Some(found) = key_at(inner, offset, &path) {
@@ -533,18 +589,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let e = Config::parse(
-            "/etc/huis/huis.toml",
-            "[room]\nname = \"A\"\n\n[audio]\necho_cancelation = true\n",
-        )
-        .unwrap_err();
+        let e = Config::parse("/etc/huis/huis.toml", "[room]\nname = \"A\"\n\n[audio]\necho_cancelation = true\n")
+            .unwrap_err();
         let s = e.to_string();
         assert_eq!(e.line, Some(5), "{s}");
         assert_eq!(e.key.as_deref(), Some("audio.echo_cancelation"), "{s}");
-        assert!(
-            s.starts_with("/etc/huis/huis.toml: line 5: key 'audio.echo_cancelation': unknown key"),
-            "{s}"
-        );
+        assert!(s.starts_with("/etc/huis/huis.toml: line 5: key 'audio.echo_cancelation': unknown key"), "{s}");
     }
 
     #[test]
@@ -557,21 +607,13 @@ mod tests {
     #[test]
     fn wrong_type_names_key_and_line() {
         let e = Config::parse("f", "[audio]\n\noutput_volume = \"loud\"\n").unwrap_err();
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some("audio.output_volume"), Some(3)),
-            "{e}"
-        );
+        assert_eq!((e.key.as_deref(), e.line), (Some("audio.output_volume"), Some(3)), "{e}");
     }
 
     #[test]
     fn out_of_range_names_key_and_line() {
         let e = Config::parse("f", "[audio]\noutput_volume = 150\n").unwrap_err();
-        assert_eq!(
-            (e.key.as_deref(), e.line),
-            (Some("audio.output_volume"), Some(2)),
-            "{e}"
-        );
+        assert_eq!((e.key.as_deref(), e.line), (Some("audio.output_volume"), Some(2)), "{e}");
         assert!(e.reason.contains("0 to 100"), "{e}");
     }
 
@@ -586,25 +628,13 @@ mod tests {
     fn each_value_check() {
         let cases = [
             ("[room]\nname = \"\"", "room.name"),
-            (
-                "[audio]\nsim_recording = \"relative.wav\"",
-                "audio.sim_recording",
-            ),
+            ("[audio]\nsim_recording = \"relative.wav\"", "audio.sim_recording"),
             ("[video]\nwidth = 1000", "video.width"),
             ("[video]\nframerate = 0", "video.framerate"),
-            (
-                "[call]\ndefault_destination = \"bob\"",
-                "call.default_destination",
-            ),
+            ("[call]\ndefault_destination = \"bob\"", "call.default_destination"),
             ("[call]\naudio_codecs = []", "call.audio_codecs"),
-            (
-                "[call]\naudio_codecs = [\"opus\", \"gsm\"]",
-                "call.audio_codecs",
-            ),
-            (
-                "[call]\naudio_codecs = [\"opus\", \"opus\"]",
-                "call.audio_codecs",
-            ),
+            ("[call]\naudio_codecs = [\"opus\", \"gsm\"]", "call.audio_codecs"),
+            ("[call]\naudio_codecs = [\"opus\", \"opus\"]", "call.audio_codecs"),
             ("[log]\nlevel = \"loud\"", "log.level"),
         ];
         for (text, key) in cases {
@@ -634,10 +664,7 @@ mod tests {
         let text = "# Room 4.12\n[room]\nname = \"Old\" # shown on screen\n";
         let (new, cfg) = apply_set(text, "room.name", "Board room").unwrap();
         assert_eq!(cfg.room.name, "Board room");
-        assert!(
-            new.contains("# Room 4.12") && new.contains("# shown on screen"),
-            "{new}"
-        );
+        assert!(new.contains("# Room 4.12") && new.contains("# shown on screen"), "{new}");
         let (_, cfg) = apply_set(&new, "audio.output_volume", "35").unwrap();
         assert_eq!(cfg.audio.output_volume, 35);
         let (_, cfg) = apply_set("", "call.audio_codecs", "[\"pcmu\"]").unwrap();
@@ -673,10 +700,6 @@ mod tests {
         write_atomic(&p, "a = 1\n").unwrap();
         write_atomic(&p, "b = 2\n").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "b = 2\n");
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            1,
-            "no temp file left behind"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
     }
 }

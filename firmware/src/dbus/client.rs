@@ -2,11 +2,7 @@
 
 use zbus::proxy;
 
-#[proxy(
-    interface = "org.huis.Room1",
-    default_service = "org.huis.Room1",
-    default_path = "/org/huis/Room1"
-)]
+#[proxy(interface = "org.huis.Room1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1")]
 pub trait Room1 {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
@@ -22,22 +18,18 @@ pub trait Room1 {
     fn last_error(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn leds(&self) -> zbus::Result<String>;
-    fn dial(
-        &self,
-        uri: &str,
-        options: std::collections::HashMap<&str, zbus::Variant<'_>>,
-    ) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn registration(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn sip_uri(&self) -> zbus::Result<String>;
+    fn dial(&self, uri: &str, options: std::collections::HashMap<&str, zbus::Variant<'_>>) -> zbus::Result<()>;
     fn answer(&self) -> zbus::Result<()>;
     fn hangup(&self) -> zbus::Result<()>;
     fn set_muted(&self, muted: bool) -> zbus::Result<()>;
     fn press_button(&self, button: &str) -> zbus::Result<()>;
 }
 
-#[proxy(
-    interface = "org.huis.Audio1",
-    default_service = "org.huis.Room1",
-    default_path = "/org/huis/Room1/Audio"
-)]
+#[proxy(interface = "org.huis.Audio1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1/Audio")]
 pub trait Audio1 {
     #[zbus(property)]
     fn talker_azimuth(&self) -> zbus::Result<f64>;
@@ -59,11 +51,7 @@ pub trait Audio1 {
     fn output_volume(&self) -> zbus::Result<u32>;
 }
 
-#[proxy(
-    interface = "org.huis.Video1",
-    default_service = "org.huis.Room1",
-    default_path = "/org/huis/Room1/Video"
-)]
+#[proxy(interface = "org.huis.Video1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1/Video")]
 pub trait Video1 {
     #[zbus(property)]
     fn camera(&self) -> zbus::Result<String>;
@@ -81,15 +69,30 @@ pub trait Video1 {
     fn self_view(&self) -> zbus::Result<bool>;
 }
 
-#[proxy(
-    interface = "org.huis.Config1",
-    default_service = "org.huis.Room1",
-    default_path = "/org/huis/Room1/Config"
-)]
+#[proxy(interface = "org.huis.Config1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1/Config")]
 pub trait Config1 {
     #[zbus(property)]
     fn path(&self) -> zbus::Result<String>;
     fn keys(&self) -> zbus::Result<Vec<String>>;
     fn get(&self, key: &str) -> zbus::Result<String>;
     fn set(&self, key: &str, value: &str) -> zbus::Result<()>;
+}
+
+#[proxy(interface = "org.huis.Call1", default_service = "org.huis.Room1")]
+pub trait Call1 {
+    #[zbus(property)]
+    fn remote_uri(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn direction(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn state(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn audio_codec(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
+    fn send_dtmf(&self, digits: &str) -> zbus::Result<()>;
+    fn hold(&self) -> zbus::Result<()>;
+    fn resume(&self) -> zbus::Result<()>;
+    fn hangup(&self) -> zbus::Result<()>;
+    fn answer(&self) -> zbus::Result<()>;
 }

@@ -15,11 +15,8 @@ async fn ask(
     make: impl FnOnce(oneshot::Sender<Reply>) -> Command,
 ) -> Result<String, HuisError> {
     let (rtx, rrx) = oneshot::channel();
-    tx.send(make(rtx))
-        .await
-        .map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
-    rrx.await
-        .map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
+    tx.send(make(rtx)).await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
+    rrx.await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
 }
 
 /// Property values of every object, shared between the interfaces (which
@@ -42,6 +39,10 @@ pub struct RoomProps {
     pub muted: bool,
     pub last_error: String,
     pub leds: String,
+    /// SIP registration: unregistered, registering, registered (N s), failed: why.
+    pub registration: String,
+    /// How to call this room (`sip:room@192.0.2.10:5060`), "" when SIP is not running.
+    pub sip_uri: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -109,6 +110,17 @@ impl Room1 {
     fn last_error(&self) -> String {
         self.p().last_error.clone()
     }
+    /// SIP registration: "none" without an account, else unregistered,
+    /// registering, "registered (600 s)" or "failed: <why>".
+    #[zbus(property)]
+    fn registration(&self) -> String {
+        self.p().registration.clone()
+    }
+    /// The address people dial to reach this room.
+    #[zbus(property)]
+    fn sip_uri(&self) -> String {
+        self.p().sip_uri.clone()
+    }
     /// What the status LEDs show: off, idle, connecting, in-call, muted, error.
     #[zbus(property)]
     fn leds(&self) -> String {
@@ -130,15 +142,11 @@ impl Room1 {
         ask(&self.tx, Command::Hangup).await.map(drop)
     }
     async fn set_muted(&self, muted: bool) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::SetMuted(muted, r))
-            .await
-            .map(drop)
+        ask(&self.tx, |r| Command::SetMuted(muted, r)).await.map(drop)
     }
     /// Presses a room button as a person would: "call" or "mute".
     async fn press_button(&self, button: String) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::PressButton(button, r))
-            .await
-            .map(drop)
+        ask(&self.tx, |r| Command::PressButton(button, r)).await.map(drop)
     }
 
     #[zbus(signal)]
@@ -282,12 +290,10 @@ impl Video1 {
     }
     #[zbus(property)]
     async fn set_self_view(&mut self, on: bool) -> zbus::fdo::Result<()> {
-        ask(&self.tx, |r| {
-            Command::ConfigSet("video.self_view".into(), on.to_string(), r)
-        })
-        .await
-        .map(drop)
-        .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
+        ask(&self.tx, |r| Command::ConfigSet("video.self_view".into(), on.to_string(), r))
+            .await
+            .map(drop)
+            .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
     }
 }
 
@@ -314,9 +320,7 @@ impl Config1 {
     }
     /// Validates and stores one key. A refused value changes nothing, on disk or in memory.
     async fn set(&self, key: String, value: String) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::ConfigSet(key, value, r))
-            .await
-            .map(drop)
+        ask(&self.tx, |r| Command::ConfigSet(key, value, r)).await.map(drop)
     }
     #[zbus(signal)]
     pub async fn changed(emitter: &SignalEmitter<'_>, key: &str, value: &str) -> zbus::Result<()>;

@@ -42,9 +42,7 @@ pub fn parse_dtmf_digits(s: &str) -> Result<Vec<DtmfDigit>, MediaError> {
         .filter(|c| !c.is_whitespace())
         .map(|c| match c {
             ',' => Ok(DtmfDigit::Pause),
-            c => event_of_char(c)
-                .map(DtmfDigit::Tone)
-                .ok_or(MediaError::InvalidDtmf(c)),
+            c => event_of_char(c).map(DtmfDigit::Tone).ok_or(MediaError::InvalidDtmf(c)),
         })
         .collect()
 }
@@ -64,12 +62,7 @@ pub(crate) fn parse_event(payload: &[u8]) -> Option<EventPayload> {
     let [event, flags, d0, d1, ..] = *payload else {
         return None;
     };
-    Some(EventPayload {
-        event,
-        end: flags & 0x80 != 0,
-        volume: flags & 0x3f,
-        duration: u16::from_be_bytes([d0, d1]),
-    })
+    Some(EventPayload { event, end: flags & 0x80 != 0, volume: flags & 0x3f, duration: u16::from_be_bytes([d0, d1]) })
 }
 
 #[cfg(test)]
@@ -87,26 +80,15 @@ mod tests {
 
     #[test]
     fn dial_strings() {
-        assert_eq!(
-            parse_dtmf_digits("1, #").unwrap(),
-            vec![DtmfDigit::Tone(1), DtmfDigit::Pause, DtmfDigit::Tone(11)]
-        );
-        assert!(matches!(
-            parse_dtmf_digits("12x"),
-            Err(MediaError::InvalidDtmf('x'))
-        ));
+        assert_eq!(parse_dtmf_digits("1, #").unwrap(), vec![DtmfDigit::Tone(1), DtmfDigit::Pause, DtmfDigit::Tone(11)]);
+        assert!(matches!(parse_dtmf_digits("12x"), Err(MediaError::InvalidDtmf('x'))));
     }
 
     #[test]
     fn event_payloads() {
         assert_eq!(
             parse_event(&[11, 0x80 | 10, 0x03, 0x20]),
-            Some(EventPayload {
-                event: 11,
-                end: true,
-                volume: 10,
-                duration: 800
-            })
+            Some(EventPayload { event: 11, end: true, volume: 10, duration: 800 })
         );
         assert_eq!(parse_event(&[1, 0, 0]), None);
     }

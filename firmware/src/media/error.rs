@@ -6,14 +6,8 @@ pub enum MediaError {
     #[error("GStreamer could not be initialised: {0}")]
     Init(String),
 
-    #[error(
-        "GStreamer element `{element}` ({purpose}) is not installed; install the Debian package {package}"
-    )]
-    MissingElement {
-        element: &'static str,
-        purpose: &'static str,
-        package: &'static str,
-    },
+    #[error("GStreamer element `{element}` ({purpose}) is not installed; install the Debian package {package}")]
+    MissingElement { element: &'static str, purpose: &'static str, package: &'static str },
 
     #[error("cannot bind the RTP/RTCP socket on {addr}: {reason}; choose another port or address")]
     Bind { addr: SocketAddr, reason: String },
@@ -25,18 +19,12 @@ pub enum MediaError {
     Pipeline(String),
 
     #[error("media pipeline error in {element}: {message}{}", debug.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
-    Stream {
-        element: String,
-        message: String,
-        debug: Option<String>,
-    },
+    Stream { element: String, message: String, debug: Option<String> },
 
     #[error("`{0}` is not a DTMF digit; use 0-9, *, #, A-D, or ',' for a pause")]
     InvalidDtmf(char),
 
-    #[error(
-        "this call has no telephone-event payload type negotiated, so RFC 4733 DTMF cannot be sent"
-    )]
+    #[error("this call has no telephone-event payload type negotiated, so RFC 4733 DTMF cannot be sent")]
     NoTelephoneEvent,
 
     #[error("the media session has stopped")]

@@ -84,8 +84,7 @@ mod tests;
 pub use dtmf::{DtmfDigit, parse_dtmf_digits};
 pub use error::MediaError;
 pub use params::{
-    AudioCodec, AudioSessionParams, CodecParams, Direction, OpusOptions, SrtpParams, SrtpProfile,
-    TelephoneEvent,
+    AudioCodec, AudioSessionParams, CodecParams, Direction, OpusOptions, SrtpParams, SrtpProfile, TelephoneEvent,
 };
 pub use ring::{AudioRx, AudioTx};
 pub use session::{AudioSession, MediaEvent};

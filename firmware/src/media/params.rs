@@ -50,14 +50,9 @@ impl AudioCodec {
     /// The codec of an SDP `a=rtpmap` entry (`opus/48000/2`, `G722/8000`, `PCMU/8000`, ...):
     /// encoding names are case-insensitive; the clock rate must be the registered one.
     pub fn from_rtpmap(encoding: &str, clock_rate: u32) -> Option<AudioCodec> {
-        let codec = [
-            AudioCodec::Opus,
-            AudioCodec::G722,
-            AudioCodec::Pcmu,
-            AudioCodec::Pcma,
-        ]
-        .into_iter()
-        .find(|c| c.encoding_name().eq_ignore_ascii_case(encoding))?;
+        let codec = [AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu, AudioCodec::Pcma]
+            .into_iter()
+            .find(|c| c.encoding_name().eq_ignore_ascii_case(encoding))?;
         (codec.clock_rate() == clock_rate).then_some(codec)
     }
 
@@ -118,11 +113,7 @@ impl OpusOptions {
 
 impl Default for OpusOptions {
     fn default() -> Self {
-        OpusOptions {
-            inband_fec: true,
-            bitrate: 32_000,
-            packet_loss_percent: 5,
-        }
+        OpusOptions { inband_fec: true, bitrate: 32_000, packet_loss_percent: 5 }
     }
 }
 
@@ -140,12 +131,7 @@ pub struct CodecParams {
 
 impl CodecParams {
     pub fn new(codec: AudioCodec, payload_type: u8) -> Self {
-        CodecParams {
-            codec,
-            payload_type,
-            recv_payload_type: None,
-            opus: OpusOptions::default(),
-        }
+        CodecParams { codec, payload_type, recv_payload_type: None, opus: OpusOptions::default() }
     }
     /// Opus with a dynamic payload type.
     pub fn opus(payload_type: u8) -> Self {
@@ -178,11 +164,7 @@ pub struct TelephoneEvent {
 
 impl TelephoneEvent {
     pub fn new(payload_type: u8, clock_rate: u32) -> Self {
-        TelephoneEvent {
-            payload_type,
-            recv_payload_type: None,
-            clock_rate,
-        }
+        TelephoneEvent { payload_type, recv_payload_type: None, clock_rate }
     }
     pub fn recv_pt(&self) -> u8 {
         self.recv_payload_type.unwrap_or(self.payload_type)
@@ -222,10 +204,7 @@ pub struct SrtpParams {
 
 impl std::fmt::Debug for SrtpParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SrtpParams")
-            .field("profile", &self.profile)
-            .field("keys", &"<redacted>")
-            .finish()
+        f.debug_struct("SrtpParams").field("profile", &self.profile).field("keys", &"<redacted>").finish()
     }
 }
 
@@ -312,17 +291,11 @@ impl AudioSessionParams {
     pub(crate) fn validate(&self) -> Result<(), MediaError> {
         let bad = |m: String| Err(MediaError::InvalidParams(m));
         if self.codec.payload_type > 127 || self.codec.recv_pt() > 127 {
-            return bad(format!(
-                "codec payload type {} is above 127",
-                self.codec.payload_type
-            ));
+            return bad(format!("codec payload type {} is above 127", self.codec.payload_type));
         }
         if let Some(te) = &self.telephone_event {
             if te.payload_type > 127 || te.recv_pt() > 127 {
-                return bad(format!(
-                    "telephone-event payload type {} is above 127",
-                    te.payload_type
-                ));
+                return bad(format!("telephone-event payload type {} is above 127", te.payload_type));
             }
             if te.payload_type == self.codec.payload_type || te.recv_pt() == self.codec.recv_pt() {
                 return bad("telephone-event and the codec share a payload type".into());
@@ -332,16 +305,10 @@ impl AudioSessionParams {
             }
         }
         if !(10..=120).contains(&self.ptime_ms) || !self.ptime_ms.is_multiple_of(10) {
-            return bad(format!(
-                "ptime {} ms is not a multiple of 10 between 10 and 120",
-                self.ptime_ms
-            ));
+            return bad(format!("ptime {} ms is not a multiple of 10 between 10 and 120", self.ptime_ms));
         }
         if self.codec.codec == AudioCodec::Opus && ![10, 20, 40, 60].contains(&self.ptime_ms) {
-            return bad(format!(
-                "ptime {} ms is not an Opus frame size (10, 20, 40, 60)",
-                self.ptime_ms
-            ));
+            return bad(format!("ptime {} ms is not an Opus frame size (10, 20, 40, 60)", self.ptime_ms));
         }
         if let Some(d) = self.dscp
             && d > 63
@@ -395,9 +362,7 @@ impl AudioSessionParams {
         }
         let remote = SocketAddr::new(n.remote_address, n.remote_port);
         let mut p = AudioSessionParams::new(sockets, remote, codec_params);
-        p.telephone_event = n
-            .telephone_event_pt
-            .map(|pt| TelephoneEvent::new(pt, codec.clock_rate()));
+        p.telephone_event = n.telephone_event_pt.map(|pt| TelephoneEvent::new(pt, codec.clock_rate()));
         p.direction = match n.direction {
             SdpDirection::SendRecv => Direction::SendRecv,
             SdpDirection::SendOnly => Direction::SendOnly,
@@ -423,40 +388,16 @@ mod tests {
 
     #[test]
     fn rtpmap_names() {
-        assert_eq!(
-            AudioCodec::from_rtpmap("opus", 48_000),
-            Some(AudioCodec::Opus)
-        );
-        assert_eq!(
-            AudioCodec::from_rtpmap("G722", 8000),
-            Some(AudioCodec::G722)
-        );
-        assert_eq!(
-            AudioCodec::from_rtpmap("pcmu", 8000),
-            Some(AudioCodec::Pcmu)
-        );
-        assert_eq!(
-            AudioCodec::from_rtpmap("PCMA", 8000),
-            Some(AudioCodec::Pcma)
-        );
-        assert_eq!(
-            AudioCodec::from_rtpmap("G722", 16_000),
-            None,
-            "G.722 is 8000 in SDP"
-        );
+        assert_eq!(AudioCodec::from_rtpmap("opus", 48_000), Some(AudioCodec::Opus));
+        assert_eq!(AudioCodec::from_rtpmap("G722", 8000), Some(AudioCodec::G722));
+        assert_eq!(AudioCodec::from_rtpmap("pcmu", 8000), Some(AudioCodec::Pcmu));
+        assert_eq!(AudioCodec::from_rtpmap("PCMA", 8000), Some(AudioCodec::Pcma));
+        assert_eq!(AudioCodec::from_rtpmap("G722", 16_000), None, "G.722 is 8000 in SDP");
         assert_eq!(AudioCodec::from_rtpmap("speex", 8000), None);
-        for c in [
-            AudioCodec::Opus,
-            AudioCodec::G722,
-            AudioCodec::Pcmu,
-            AudioCodec::Pcma,
-        ] {
+        for c in [AudioCodec::Opus, AudioCodec::G722, AudioCodec::Pcmu, AudioCodec::Pcma] {
             let s = c.to_string();
             let mut parts = s.split('/');
-            let (name, rate) = (
-                parts.next().unwrap(),
-                parts.next().unwrap().parse().unwrap(),
-            );
+            let (name, rate) = (parts.next().unwrap(), parts.next().unwrap().parse().unwrap());
             assert_eq!(AudioCodec::from_rtpmap(name, rate), Some(c));
         }
     }
@@ -488,17 +429,11 @@ mod tests {
 
     #[test]
     fn opus_fmtp() {
-        let o = OpusOptions::default()
-            .with_remote_fmtp("minptime=10; useinbandfec=0;maxaveragebitrate=20000");
+        let o = OpusOptions::default().with_remote_fmtp("minptime=10; useinbandfec=0;maxaveragebitrate=20000");
         assert!(!o.inband_fec);
         assert_eq!(o.bitrate, 20_000);
-        let o = OpusOptions::default()
-            .with_remote_fmtp("maxaveragebitrate=99999999;useinbandfec=1;=;;x");
+        let o = OpusOptions::default().with_remote_fmtp("maxaveragebitrate=99999999;useinbandfec=1;=;;x");
         assert!(o.inband_fec);
-        assert_eq!(
-            o.bitrate,
-            OpusOptions::default().bitrate,
-            "out-of-range caps are ignored"
-        );
+        assert_eq!(o.bitrate, OpusOptions::default().bitrate, "out-of-range caps are ignored");
     }
 }

@@ -32,16 +32,12 @@ impl AudioTx {
             return 0;
         }
         let Ok(mut p) = self.shared.producer.try_lock() else {
-            self.shared
-                .dropped
-                .fetch_add(samples.len() as u64, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(samples.len() as u64, Ordering::Relaxed);
             return 0;
         };
         let (pushed, rest) = p.push_partial_slice(samples);
         if !rest.is_empty() {
-            self.shared
-                .dropped
-                .fetch_add(rest.len() as u64, Ordering::Relaxed);
+            self.shared.dropped.fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
         pushed.len()
     }
@@ -77,12 +73,7 @@ pub(crate) fn tx_ring() -> (AudioTx, TxReader) {
         underruns: AtomicU64::new(0),
         closed: AtomicBool::new(false),
     });
-    (
-        AudioTx {
-            shared: shared.clone(),
-        },
-        TxReader { consumer, shared },
-    )
+    (AudioTx { shared: shared.clone() }, TxReader { consumer, shared })
 }
 
 impl TxReader {
@@ -184,11 +175,7 @@ pub(crate) fn rx_ring() -> (AudioRx, RxWriter) {
     (
         AudioRx {
             underruns: Arc::new(AtomicU64::new(0)),
-            shared: Arc::new(Mutex::new(RxState {
-                consumer,
-                primed: false,
-                prefill: RX_PREFILL,
-            })),
+            shared: Arc::new(Mutex::new(RxState { consumer, primed: false, prefill: RX_PREFILL })),
         },
         RxWriter { producer },
     )
@@ -199,11 +186,7 @@ impl RxWriter {
     pub(crate) fn write_le_bytes(&mut self, bytes: &[u8]) {
         let n = (bytes.len() / 4).min(self.producer.slots());
         if let Ok(chunk) = self.producer.write_chunk_uninit(n) {
-            chunk.fill_from_iter(
-                bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            );
+            chunk.fill_from_iter(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         }
     }
 }
@@ -216,11 +199,7 @@ mod tests {
     fn tx_reads_pads_and_closes() {
         let (tx, mut rd) = tx_ring();
         let mut out = [9.0f32; 2 * DSP_FRAME];
-        assert_eq!(
-            rd.read(&mut out),
-            0,
-            "nothing queued: silence, not an underrun"
-        );
+        assert_eq!(rd.read(&mut out), 0, "nothing queued: silence, not an underrun");
         assert!(out.iter().all(|&s| s == 0.0));
         assert_eq!(tx.underruns(), 0);
         tx.push(&[1.0; 3 * DSP_FRAME]);
@@ -248,9 +227,7 @@ mod tests {
     #[test]
     fn rx_prefills_then_plays_and_reprimes_after_underrun() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..DSP_FRAME * 2)
-            .flat_map(|i| (i as f32).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = (0..DSP_FRAME * 2).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.write_le_bytes(&bytes);
         let mut out = [1.0f32; DSP_FRAME];
         assert_eq!(rx.pull(&mut out), 0, "below prefill nothing plays");
@@ -269,16 +246,10 @@ mod tests {
     #[test]
     fn rx_skips_down_when_too_far_behind() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..RX_PREFILL + RX_HEADROOM + 800)
-            .flat_map(|i| (i as f32).to_le_bytes())
-            .collect();
+        let bytes: Vec<u8> = (0..RX_PREFILL + RX_HEADROOM + 800).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.write_le_bytes(&bytes);
         let mut out = [0.0f32; DSP_FRAME];
         assert_eq!(rx.pull(&mut out), DSP_FRAME);
-        assert_eq!(
-            out[0],
-            (RX_HEADROOM + 800) as f32,
-            "kept only the newest prefill"
-        );
+        assert_eq!(out[0], (RX_HEADROOM + 800) as f32, "kept only the newest prefill");
     }
 }

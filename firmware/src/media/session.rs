@@ -18,10 +18,7 @@ use gst::prelude::*;
 
 use super::dtmf::{self, DtmfDigit};
 use super::ring::{self, AudioRx, AudioTx, TxReader};
-use super::{
-    AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError,
-    TelephoneEvent,
-};
+use super::{AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError, TelephoneEvent};
 
 /// Something the call manager should know about, from [`AudioSession::poll_event`].
 #[derive(Debug, Clone)]
@@ -124,11 +121,7 @@ impl AudioSession {
     /// the call to a conference bridge). `rtcp`: `None` means RTP port + 1, or the RTP address
     /// with rtcp-mux. The new destination is added before the old one is removed, so no packet
     /// is lost in between.
-    pub fn set_remote(
-        &self,
-        rtp: std::net::SocketAddr,
-        rtcp: Option<std::net::SocketAddr>,
-    ) -> Result<(), MediaError> {
+    pub fn set_remote(&self, rtp: std::net::SocketAddr, rtcp: Option<std::net::SocketAddr>) -> Result<(), MediaError> {
         if rtp.port() == 0 || rtp.is_ipv4() != self.local_rtp.is_ipv4() {
             return Err(MediaError::InvalidParams(format!(
                 "remote RTP address {rtp} is unusable from local address {}",
@@ -136,11 +129,7 @@ impl AudioSession {
             )));
         }
         let rtcp = rtcp.unwrap_or_else(|| {
-            if self.rtcp_mux {
-                rtp
-            } else {
-                std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
-            }
+            if self.rtcp_mux { rtp } else { std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)) }
         });
         for ((sink, current), to) in self.sinks.iter().zip([rtp, rtcp]) {
             let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
@@ -148,10 +137,7 @@ impl AudioSession {
                 continue;
             }
             sink.emit_by_name::<()>("add", &[&to.ip().to_string(), &i32::from(to.port())]);
-            sink.emit_by_name::<()>(
-                "remove",
-                &[&current.ip().to_string(), &i32::from(current.port())],
-            );
+            sink.emit_by_name::<()>("remove", &[&current.ip().to_string(), &i32::from(current.port())]);
             *current = to;
         }
         Ok(())
@@ -170,9 +156,7 @@ impl AudioSession {
     pub fn set_direction(&self, direction: Direction) {
         *self.direction.lock().unwrap_or_else(|e| e.into_inner()) = direction;
         self.send_valve.set_property("drop", !direction.sends());
-        self.shared
-            .receiving
-            .store(direction.receives(), Ordering::Relaxed);
+        self.shared.receiving.store(direction.receives(), Ordering::Relaxed);
     }
 
     pub fn direction(&self) -> Direction {
@@ -198,8 +182,7 @@ impl AudioSession {
     pub fn stats(&self) -> CallStats {
         let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
         let stats = session.property::<gst::Structure>("stats");
-        let mut out =
-            CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
+        let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
         out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
         out.tx_underruns = self.tx.underruns();
         out.rx_underruns = self.rx.underruns();
@@ -224,13 +207,9 @@ impl AudioSession {
         if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.dtmf_cmds
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        self.dtmf_cmds.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.shared.stop.store(true, Ordering::Relaxed);
-        let mut threads =
-            std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let mut threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         // The pacer pushes EOS into appsrc as it leaves; the payloader flushes, and rtpbin answers
         // EOS on its send path with an RTCP BYE.
         if !threads.is_empty() {
@@ -284,21 +263,19 @@ fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
 
 /// Create an element, or say which package provides it.
 fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make(factory)
-        .build()
-        .map_err(|_| MediaError::MissingElement {
-            element: factory,
-            purpose,
-            package: match factory {
-                "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
-                "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
-                    "gstreamer1.0-plugins-base"
-                }
-                "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
-                "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
-                _ => "gstreamer1.0-plugins-good",
-            },
-        })
+    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElement {
+        element: factory,
+        purpose,
+        package: match factory {
+            "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
+            "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
+                "gstreamer1.0-plugins-base"
+            }
+            "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
+            "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
+            _ => "gstreamer1.0-plugins-good",
+        },
+    })
 }
 
 fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
@@ -323,10 +300,7 @@ fn dsp_caps() -> gst::Caps {
 }
 
 /// Encoder side of a codec: raw caps it wants, encoder, payloader.
-fn encoder_chain(
-    p: &AudioSessionParams,
-    ssrc: u32,
-) -> Result<(gst::Caps, Vec<gst::Element>), MediaError> {
+fn encoder_chain(p: &AudioSessionParams, ssrc: u32) -> Result<(gst::Caps, Vec<gst::Element>), MediaError> {
     let c = &p.codec;
     let ptime_ns = i64::from(p.ptime_ms) * 1_000_000;
     let s16 = |rate: i32| {
@@ -343,32 +317,20 @@ fn encoder_chain(
             enc.set_property_from_str("frame-size", &p.ptime_ms.to_string());
             enc.set_property("bitrate", c.opus.bitrate.clamp(6000, 510_000) as i32);
             enc.set_property("inband-fec", c.opus.inband_fec);
-            enc.set_property(
-                "packet-loss-percentage",
-                c.opus.packet_loss_percent.min(100) as i32,
-            );
+            enc.set_property("packet-loss-percentage", c.opus.packet_loss_percent.min(100) as i32);
             enc.set_property("dtx", false);
-            let caps = gst_audio::AudioCapsBuilder::new_interleaved()
-                .rate(DSP_RATE as i32)
-                .channels(1)
-                .build();
+            let caps = gst_audio::AudioCapsBuilder::new_interleaved().rate(DSP_RATE as i32).channels(1).build();
             (caps, enc, make("rtpopuspay", "Opus RTP payloader")?)
         }
-        AudioCodec::G722 => (
-            s16(16_000),
-            make("avenc_g722", "G.722 encoder")?,
-            make("rtpg722pay", "G.722 RTP payloader")?,
-        ),
-        AudioCodec::Pcmu => (
-            s16(8_000),
-            make("mulawenc", "G.711 µ-law encoder")?,
-            make("rtppcmupay", "PCMU RTP payloader")?,
-        ),
-        AudioCodec::Pcma => (
-            s16(8_000),
-            make("alawenc", "G.711 A-law encoder")?,
-            make("rtppcmapay", "PCMA RTP payloader")?,
-        ),
+        AudioCodec::G722 => {
+            (s16(16_000), make("avenc_g722", "G.722 encoder")?, make("rtpg722pay", "G.722 RTP payloader")?)
+        }
+        AudioCodec::Pcmu => {
+            (s16(8_000), make("mulawenc", "G.711 µ-law encoder")?, make("rtppcmupay", "PCMU RTP payloader")?)
+        }
+        AudioCodec::Pcma => {
+            (s16(8_000), make("alawenc", "G.711 A-law encoder")?, make("rtppcmapay", "PCMA RTP payloader")?)
+        }
     };
     pay.set_property("pt", u32::from(c.payload_type));
     pay.set_property("ssrc", ssrc);
@@ -388,30 +350,20 @@ fn decoder_chain(codec: AudioCodec) -> Result<Vec<gst::Element>, MediaError> {
             dec.set_property("plc", true);
             vec![make("rtpopusdepay", "Opus RTP depayloader")?, dec]
         }
-        AudioCodec::G722 => vec![
-            make("rtpg722depay", "G.722 RTP depayloader")?,
-            make("avdec_g722", "G.722 decoder")?,
-        ],
-        AudioCodec::Pcmu => vec![
-            make("rtppcmudepay", "PCMU RTP depayloader")?,
-            make("mulawdec", "G.711 µ-law decoder")?,
-        ],
-        AudioCodec::Pcma => vec![
-            make("rtppcmadepay", "PCMA RTP depayloader")?,
-            make("alawdec", "G.711 A-law decoder")?,
-        ],
+        AudioCodec::G722 => vec![make("rtpg722depay", "G.722 RTP depayloader")?, make("avdec_g722", "G.722 decoder")?],
+        AudioCodec::Pcmu => {
+            vec![make("rtppcmudepay", "PCMU RTP depayloader")?, make("mulawdec", "G.711 µ-law decoder")?]
+        }
+        AudioCodec::Pcma => {
+            vec![make("rtppcmadepay", "PCMA RTP depayloader")?, make("alawdec", "G.711 A-law decoder")?]
+        }
     })
 }
 
 fn random_ssrc() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
     h.finish() as u32
 }
 
@@ -454,15 +406,11 @@ fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, Media
 
 fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
     let addr = s.local_addr().map_err(MediaError::pipeline)?;
-    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind {
-        addr,
-        reason: e.to_string(),
-    })
+    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
 }
 
 fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
-    a.link(b)
-        .map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
+    a.link(b).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
 }
 
 fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
@@ -470,23 +418,17 @@ fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
 }
 
 fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), MediaError> {
-    src.link(sink).map(|_| ()).map_err(|e| {
-        MediaError::Pipeline(format!(
-            "cannot link pad {} to {}: {e:?}",
-            src.name(),
-            sink.name()
-        ))
-    })
+    src.link(sink)
+        .map(|_| ())
+        .map_err(|e| MediaError::Pipeline(format!("cannot link pad {} to {}: {e:?}", src.name(), sink.name())))
 }
 
 fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.request_pad_simple(name)
-        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+    el.request_pad_simple(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
 fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.static_pad(name)
-        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+    el.static_pad(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
 fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
@@ -519,26 +461,16 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     });
 
     let pipeline = gst::Pipeline::with_name(&format!("huis-audio-{}", local_rtp.port()));
-    let add = |els: &[&gst::Element]| {
-        pipeline
-            .add_many(els.iter().copied())
-            .map_err(MediaError::pipeline)
-    };
+    let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
     // ---- rtpbin: one RTP session (0) with RTCP ----
     let rtpbin = make("rtpbin", "RTP session manager")?;
-    rtpbin.set_property(
-        "latency",
-        p.jitter_buffer.as_millis().clamp(1, 10_000) as u32,
-    );
+    rtpbin.set_property("latency", p.jitter_buffer.as_millis().clamp(1, 10_000) as u32);
     rtpbin.set_property("do-lost", true);
     rtpbin.set_property("autoremove", true);
     rtpbin.set_property(
         "sdes",
-        gst::Structure::builder("application/x-rtp-source-sdes")
-            .field("cname", &p.cname)
-            .field("tool", "huis")
-            .build(),
+        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
     );
     add(&[&rtpbin])?;
     if let Some(srtp) = &p.srtp {
@@ -566,63 +498,31 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let mux = make("rtpdtmfmux", "RTP muxer for telephone-events")?;
     mux.set_property("ssrc", ssrc);
     let appsrc_el: &gst::Element = appsrc.upcast_ref();
-    add(&[
-        appsrc_el,
-        &conv,
-        &resample,
-        &enc_filter,
-        &enc_pay[0],
-        &enc_pay[1],
-        &send_valve,
-        &mux,
-    ])?;
-    link_chain(&[
-        appsrc_el,
-        &conv,
-        &resample,
-        &enc_filter,
-        &enc_pay[0],
-        &enc_pay[1],
-        &send_valve,
-    ])?;
-    link_pads(
-        &static_pad(&send_valve, "src")?,
-        &request_pad(&mux, "sink_%u")?,
-    )?;
+    add(&[appsrc_el, &conv, &resample, &enc_filter, &enc_pay[0], &enc_pay[1], &send_valve, &mux])?;
+    link_chain(&[appsrc_el, &conv, &resample, &enc_filter, &enc_pay[0], &enc_pay[1], &send_valve])?;
+    link_pads(&static_pad(&send_valve, "src")?, &request_pad(&mux, "sink_%u")?)?;
 
     let dtmf_src = match &p.telephone_event {
         Some(te) => Some(dtmf_source(&pipeline, &mux, te, ssrc)?),
         None => None,
     };
-    link_pads(
-        &static_pad(&mux, "src")?,
-        &request_pad(&rtpbin, "send_rtp_sink_0")?,
-    )?;
+    link_pads(&static_pad(&mux, "src")?, &request_pad(&rtpbin, "send_rtp_sink_0")?)?;
 
     let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
     let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
     add(&[&rtp_sink, &rtcp_sink])?;
-    link_pads(
-        &static_pad(&rtpbin, "send_rtp_src_0")?,
-        &static_pad(&rtp_sink, "sink")?,
-    )?;
-    link_pads(
-        &request_pad(&rtpbin, "send_rtcp_src_0")?,
-        &static_pad(&rtcp_sink, "sink")?,
-    )?;
+    link_pads(&static_pad(&rtpbin, "send_rtp_src_0")?, &static_pad(&rtp_sink, "sink")?)?;
+    link_pads(&request_pad(&rtpbin, "send_rtcp_src_0")?, &static_pad(&rtcp_sink, "sink")?)?;
     {
         let sh = shared.clone();
-        static_pad(&rtp_sink, "sink")?.add_probe(
-            gst::PadProbeType::EVENT_DOWNSTREAM,
-            move |_, info| {
-                if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                    && ev.type_() == gst::EventType::Eos
-                {
-                    sh.send_eos.store(true, Ordering::Relaxed);
-                }
-                gst::PadProbeReturn::Ok
-            },
-        );
+        static_pad(&rtp_sink, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                && ev.type_() == gst::EventType::Eos
+            {
+                sh.send_eos.store(true, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
         let shared = shared.clone();
         static_pad(&rtcp_sink, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
             if let Some(buf) = info.buffer()
@@ -636,39 +536,24 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     }
 
     // ---- receive path ----
-    let recv_caps = rtp_caps(
-        codec.codec.encoding_name(),
-        codec.codec.clock_rate(),
-        codec.recv_pt(),
-    );
+    let recv_caps = rtp_caps(codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
     let (rtp_name, rtcp_name) = match p.srtp {
         Some(_) => ("application/x-srtp", "application/x-srtcp"),
         None => ("application/x-rtp", "application/x-rtcp"),
     };
-    let wire_caps = rtp_caps_named(
-        rtp_name,
-        codec.codec.encoding_name(),
-        codec.codec.clock_rate(),
-        codec.recv_pt(),
-    );
+    let wire_caps = rtp_caps_named(rtp_name, codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
     let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
     let mut udp_srcs = vec![rtp_src.clone()];
     add(&[&rtp_src])?;
     // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
-    link_pads(
-        &static_pad(&rtp_src, "src")?,
-        &request_pad(&rtpbin, "recv_rtp_sink_0")?,
-    )?;
+    link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
     let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
     let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
     if p.rtcp_mux && p.srtp.is_some() {
         // srtpdec splits SRTCP from SRTP itself (as in WebRTC) and hands RTCP to the session.
         let sh = shared.clone();
         static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let rtcp = info
-                .buffer()
-                .and_then(|b| b.map_readable().ok())
-                .is_some_and(|m| is_rtcp(&m));
+            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
             if rtcp {
                 sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
                 sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
@@ -756,10 +641,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let te_caps = te.map(|t| rtp_caps("TELEPHONE-EVENT", t.clock_rate, t.recv_pt()));
     {
         let (recv_caps, te_caps) = (recv_caps.clone(), te_caps.clone());
-        let (codec_pt, te_pt) = (
-            u32::from(codec.recv_pt()),
-            te.map(|t| u32::from(t.recv_pt())),
-        );
+        let (codec_pt, te_pt) = (u32::from(codec.recv_pt()), te.map(|t| u32::from(t.recv_pt())));
         rtpbin.connect("request-pt-map", false, move |args| {
             let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
             let caps = match pt {
@@ -787,11 +669,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
             let r = if pt == Some(codec_pt) {
                 add_decoder(&pipeline, pad, codec_kind, &funnel)
             } else {
-                add_event_sink(
-                    &pipeline,
-                    pad,
-                    (pt.is_some() && pt == te_pt).then(|| shared.clone()),
-                )
+                add_event_sink(&pipeline, pad, (pt.is_some() && pt == te_pt).then(|| shared.clone()))
             };
             if let Err(e) = r {
                 shared.emit(MediaEvent::Error(e));
@@ -811,9 +689,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     rtp_session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
 
     // ---- go ----
-    let bus = pipeline
-        .bus()
-        .ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
+    let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
     if pipeline.set_state(gst::State::Playing).is_err() {
         let err = bus
             .pop_filtered(&[gst::MessageType::Error])
@@ -825,10 +701,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
 
     let mut threads = Vec::new();
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
-        std::thread::Builder::new()
-            .name(name.into())
-            .spawn(f)
-            .map_err(MediaError::pipeline)
+        std::thread::Builder::new().name(name.into()).spawn(f).map_err(MediaError::pipeline)
     };
     {
         let (shared, appsrc, pipeline) = (shared.clone(), appsrc.clone(), pipeline.clone());
@@ -841,10 +714,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     {
         let shared = shared.clone();
         let timeout = p.rtp_timeout;
-        threads.push(spawn(
-            &format!("mbus-{}", local_rtp.port()),
-            Box::new(move || monitor(shared, bus, timeout)),
-        )?);
+        threads.push(spawn(&format!("mbus-{}", local_rtp.port()), Box::new(move || monitor(shared, bus, timeout)))?);
     }
     let (dtmf_tx, dtmf_rx) = std::sync::mpsc::channel();
     if let Some(src) = dtmf_src.clone() {
@@ -874,10 +744,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         local_rtp,
         rtcp_mux: p.rtcp_mux,
         udp_srcs,
-        sinks: [
-            (rtp_sink, Mutex::new(p.remote_rtp)),
-            (rtcp_sink, Mutex::new(remote_rtcp)),
-        ],
+        sinks: [(rtp_sink, Mutex::new(p.remote_rtp)), (rtcp_sink, Mutex::new(remote_rtcp))],
         stopped: AtomicBool::new(false),
     })
 }
@@ -936,10 +803,7 @@ fn dtmf_source(
     src.set_property("ssrc", ssrc);
     src.set_property("packet-redundancy", DTMF_END_REPEATS);
     pipeline.add(&src).map_err(MediaError::pipeline)?;
-    link_pads(
-        &static_pad(&src, "src")?,
-        &request_pad(mux, "priority_sink_%u")?,
-    )?;
+    link_pads(&static_pad(&src, "src")?, &request_pad(mux, "priority_sink_%u")?)?;
     Ok(src)
 }
 
@@ -954,9 +818,7 @@ fn add_decoder(
     els.push(make("audioconvert", "audio format converter")?);
     els.push(make("audioresample", "audio resampler")?);
     let refs: Vec<&gst::Element> = els.iter().collect();
-    pipeline
-        .add_many(refs.iter().copied())
-        .map_err(MediaError::pipeline)?;
+    pipeline.add_many(refs.iter().copied()).map_err(MediaError::pipeline)?;
     link_chain(&refs)?;
     link(refs[refs.len() - 1], funnel)?;
     for e in &els {
@@ -966,17 +828,12 @@ fn add_decoder(
 }
 
 /// Any other payload type: telephone-events are reported, everything else is dropped.
-fn add_event_sink(
-    pipeline: &gst::Pipeline,
-    pad: &gst::Pad,
-    dtmf_to: Option<Arc<Shared>>,
-) -> Result<(), MediaError> {
+fn add_event_sink(pipeline: &gst::Pipeline, pad: &gst::Pad, dtmf_to: Option<Arc<Shared>>) -> Result<(), MediaError> {
     let sink = make("fakesink", "sink for unused payload types")?;
     sink.set_property("sync", false);
     sink.set_property("async", false);
     pipeline.add(&sink).map_err(MediaError::pipeline)?;
-    sink.sync_state_with_parent()
-        .map_err(MediaError::pipeline)?;
+    sink.sync_state_with_parent().map_err(MediaError::pipeline)?;
     if let Some(shared) = dtmf_to {
         // Every packet of one event carries the event's start timestamp: report each timestamp once.
         let last_ts = AtomicU64::new(u64::MAX);
@@ -1003,10 +860,7 @@ fn add_event_sink(
 fn stream_error(msg: &gst::Message) -> MediaError {
     match msg.view() {
         gst::MessageView::Error(e) => MediaError::Stream {
-            element: msg
-                .src()
-                .map(|s| s.path_string().to_string())
-                .unwrap_or_else(|| "pipeline".into()),
+            element: msg.src().map(|s| s.path_string().to_string()).unwrap_or_else(|| "pipeline".into()),
             message: e.error().to_string(),
             debug: e.debug().map(|d| d.to_string()),
         },
@@ -1024,13 +878,7 @@ const TX_POLL: Duration = Duration::from_millis(5);
 /// buffer rather than a hole in the audio. When a packet is more than [`TX_GRACE`] overdue on the
 /// wall clock (the DSP thread is stalled or absent), it goes out padded with silence: RTP keeps
 /// flowing no matter what, every ptime.
-fn pace(
-    shared: Arc<Shared>,
-    mut reader: TxReader,
-    appsrc: gst_app::AppSrc,
-    pipeline: gst::Pipeline,
-    ptime: Duration,
-) {
+fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipeline: gst::Pipeline, ptime: Duration) {
     let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
     let mut frame = vec![0f32; samples];
     let waited = Instant::now();
@@ -1069,8 +917,7 @@ fn pace(
             };
             {
                 let b = buffer.get_mut().expect("a new buffer is writable");
-                let pts =
-                    base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
+                let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
                 b.set_pts(pts);
                 b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
                 if discont {
@@ -1116,10 +963,7 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
         let last = if shared.receiving.load(Ordering::Relaxed) {
             shared.last_rtp_ms.load(Ordering::Relaxed)
         } else {
-            shared
-                .last_rtp_ms
-                .load(Ordering::Relaxed)
-                .max(shared.last_rtcp_ms.load(Ordering::Relaxed))
+            shared.last_rtp_ms.load(Ordering::Relaxed).max(shared.last_rtcp_ms.load(Ordering::Relaxed))
         };
         let silent_for = Duration::from_millis(shared.now_ms().saturating_sub(last.max(1)));
         if !timed_out && silent_for > limit {
@@ -1133,33 +977,23 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
 }
 
 /// Plays queued digits one after another through rtpdtmfsrc.
-fn dtmf_sequencer(
-    shared: Arc<Shared>,
-    src: gst::Element,
-    digits: std::sync::mpsc::Receiver<DtmfDigit>,
-) {
+fn dtmf_sequencer(shared: Arc<Shared>, src: gst::Element, digits: std::sync::mpsc::Receiver<DtmfDigit>) {
     // Custom upstream events must enter through the source pad: rtpdtmfsrc handles them in its
     // pad's event function, and GstBaseSrc's element-level send_event does not forward them.
     let Some(pad) = src.static_pad("src") else {
         return;
     };
     let event = |number: Option<u8>| {
-        let mut s = gst::Structure::builder("dtmf-event")
-            .field("type", 1i32)
-            .field("start", number.is_some());
+        let mut s = gst::Structure::builder("dtmf-event").field("type", 1i32).field("start", number.is_some());
         if let Some(n) = number {
-            s = s
-                .field("number", i32::from(n))
-                .field("volume", DTMF_VOLUME_DBM0);
+            s = s.field("number", i32::from(n)).field("volume", DTMF_VOLUME_DBM0);
         }
         pad.send_event(gst::event::CustomUpstream::new(s.build()))
     };
     let nap = |d: Duration| {
         let until = Instant::now() + d;
         while Instant::now() < until && !shared.stop.load(Ordering::Relaxed) {
-            std::thread::sleep(
-                Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())),
-            );
+            std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
         }
     };
     while let Ok(d) = digits.recv() {

@@ -40,10 +40,7 @@ impl RtpSockets {
     }
 
     /// Bind the first free even port pair in `ports` (a configured RTP port range) on `ip`.
-    pub fn bind_in_range(
-        ip: std::net::IpAddr,
-        ports: RangeInclusive<u16>,
-    ) -> Result<Self, MediaError> {
+    pub fn bind_in_range(ip: std::net::IpAddr, ports: RangeInclusive<u16>) -> Result<Self, MediaError> {
         let start = *ports.start() + (*ports.start() % 2);
         let mut last = None;
         for port in (start..*ports.end()).step_by(2) {
@@ -62,10 +59,9 @@ impl RtpSockets {
         let rtp = UdpSocket::bind(addr).map_err(|e| bind_err(addr, e))?;
         let rtcp_addr = SocketAddr::new(
             addr.ip(),
-            addr.port().checked_add(1).ok_or_else(|| MediaError::Bind {
-                addr,
-                reason: "RTCP would need port 65536".into(),
-            })?,
+            addr.port()
+                .checked_add(1)
+                .ok_or_else(|| MediaError::Bind { addr, reason: "RTCP would need port 65536".into() })?,
         );
         let rtcp = UdpSocket::bind(rtcp_addr).map_err(|e| bind_err(rtcp_addr, e))?;
         Ok(RtpSockets { rtp, rtcp })
@@ -73,16 +69,12 @@ impl RtpSockets {
 
     /// The bound RTP address (the port for `m=audio`).
     pub fn local_rtp(&self) -> SocketAddr {
-        self.rtp
-            .local_addr()
-            .expect("a bound UDP socket has a local address")
+        self.rtp.local_addr().expect("a bound UDP socket has a local address")
     }
 
     /// The bound RTCP address (for `a=rtcp` when it is not port + 1, which it always is here).
     pub fn local_rtcp(&self) -> SocketAddr {
-        self.rtcp
-            .local_addr()
-            .expect("a bound UDP socket has a local address")
+        self.rtcp.local_addr().expect("a bound UDP socket has a local address")
     }
 
     /// Mark outgoing packets with a DSCP code point (46 = EF for voice). Best effort.
@@ -90,23 +82,14 @@ impl RtpSockets {
         for s in [&self.rtp, &self.rtcp] {
             let sock = socket2::SockRef::from(s);
             let tos = u32::from(dscp) << 2;
-            let r = if self.local_rtp().is_ipv4() {
-                sock.set_tos_v4(tos)
-            } else {
-                sock.set_tclass_v6(tos)
-            };
+            let r = if self.local_rtp().is_ipv4() { sock.set_tos_v4(tos) } else { sock.set_tclass_v6(tos) };
             if let Err(e) = r {
-                tracing::warn!(
-                    "cannot set DSCP {dscp} on the RTP socket: {e}; packets go unmarked"
-                );
+                tracing::warn!("cannot set DSCP {dscp} on the RTP socket: {e}; packets go unmarked");
             }
         }
     }
 }
 
 fn bind_err(addr: SocketAddr, e: std::io::Error) -> MediaError {
-    MediaError::Bind {
-        addr,
-        reason: e.to_string(),
-    }
+    MediaError::Bind { addr, reason: e.to_string() }
 }

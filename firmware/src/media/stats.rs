@@ -56,11 +56,7 @@ impl CallStats {
 
     /// Fold the `stats` structure of an `RTPSession` into call statistics.
     /// `send_clock_rate` converts the remote's report of our jitter (in our RTP clock units).
-    pub(crate) fn from_session_stats(
-        codec: AudioCodec,
-        stats: &gst::StructureRef,
-        send_clock_rate: u32,
-    ) -> Self {
+    pub(crate) fn from_session_stats(codec: AudioCodec, stats: &gst::StructureRef, send_clock_rate: u32) -> Self {
         let mut out = CallStats::empty(codec);
         let Ok(sources) = stats.get::<gst::glib::ValueArray>("source-stats") else {
             return out;

@@ -17,10 +17,7 @@ pub fn peer() -> SocketAddr {
 }
 
 pub fn peer_dest() -> Destination {
-    Destination {
-        addr: peer(),
-        transport: TransportKind::Udp,
-    }
+    Destination { addr: peer(), transport: TransportKind::Udp }
 }
 
 pub struct Harness {
@@ -50,11 +47,7 @@ pub fn account(password: &str) -> Account {
 impl Harness {
     pub fn new(cfg: Config) -> Harness {
         let t0 = Instant::now();
-        Harness {
-            ua: UserAgent::new(cfg),
-            now: t0,
-            t0,
-        }
+        Harness { ua: UserAgent::new(cfg), now: t0, t0 }
     }
 
     /// Peer sends a UDP datagram.
@@ -63,26 +56,15 @@ impl Harness {
     }
 
     pub fn recv_bytes(&mut self, bytes: &[u8]) {
-        self.ua.handle_input(
-            self.now,
-            Input::Datagram {
-                from: peer(),
-                to: LOCAL.parse().unwrap(),
-                bytes,
-            },
-        );
+        self.ua.handle_input(self.now, Input::Datagram { from: peer(), to: LOCAL.parse().unwrap(), bytes });
     }
 
     /// All messages the UA wants to send, parsed.
     pub fn sent(&mut self) -> Vec<Sent> {
         let mut v = Vec::new();
         while let Some(t) = self.ua.poll_transmit() {
-            let raw = precheck(&t.bytes, &Limits::default(), false).unwrap_or_else(|e| {
-                panic!(
-                    "UA sent an invalid message ({e}): {}",
-                    String::from_utf8_lossy(&t.bytes)
-                )
-            });
+            let raw = precheck(&t.bytes, &Limits::default(), false)
+                .unwrap_or_else(|e| panic!("UA sent an invalid message ({e}): {}", String::from_utf8_lossy(&t.bytes)));
             v.push(Sent {
                 raw,
                 text: String::from_utf8_lossy(&t.bytes).into_owned(),
@@ -100,9 +82,7 @@ impl Harness {
             v.len(),
             1,
             "expected one message, got {:#?}",
-            v.iter()
-                .map(|s| s.raw.start_line.clone())
-                .collect::<Vec<_>>()
+            v.iter().map(|s| s.raw.start_line.clone()).collect::<Vec<_>>()
         );
         v.remove(0)
     }
@@ -133,11 +113,7 @@ impl Harness {
     /// Invariant: after handle_timeout(now) no deadline is left at or before now.
     fn check_deadline(&self) {
         if let Some(t) = self.ua.poll_timeout() {
-            assert!(
-                t > self.now,
-                "deadline stuck at {:?} after handle_timeout",
-                t - self.t0
-            );
+            assert!(t > self.now, "deadline stuck at {:?} after handle_timeout", t - self.t0);
         }
     }
 
@@ -168,10 +144,7 @@ impl Harness {
 /// First transmissions only (retransmissions share the branch and are dropped).
 pub fn firsts(v: &[(u128, Sent)], method: &str) -> Vec<(u128, Sent)> {
     let mut seen = std::collections::HashSet::new();
-    v.iter()
-        .filter(|(_, s)| s.method() == method && seen.insert(s.branch()))
-        .cloned()
-        .collect()
+    v.iter().filter(|(_, s)| s.method() == method && seen.insert(s.branch())).cloned().collect()
 }
 
 #[derive(Debug, Clone)]
@@ -184,18 +157,10 @@ pub struct Sent {
 
 impl Sent {
     pub fn h(&self, name: &str) -> String {
-        self.raw
-            .header(name)
-            .unwrap_or_else(|| panic!("no {name} in {}", self.text))
-            .to_string()
+        self.raw.header(name).unwrap_or_else(|| panic!("no {name} in {}", self.text)).to_string()
     }
     pub fn code(&self) -> u16 {
-        self.raw
-            .start_line
-            .split(' ')
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0)
+        self.raw.start_line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
     }
     pub fn method(&self) -> &str {
         self.raw.method().unwrap_or("")
@@ -229,32 +194,19 @@ pub fn media(port: u16, codecs: &[Codec], dir: Direction) -> LocalMedia {
 }
 
 pub fn our_offer() -> String {
-    media(40000, &[Codec::Opus, Codec::Pcmu], Direction::SendRecv)
-        .offer()
-        .to_text()
+    media(40000, &[Codec::Opus, Codec::Pcmu], Direction::SendRecv).offer().to_text()
 }
 
 /// The peer's SDP at 192.0.2.2:6000 with PCMU (+ telephone-event if `te`) and direction.
 pub fn peer_sdp(dir: &str, te: bool) -> String {
-    let (fmts, extra) = if te {
-        ("0 101", "a=rtpmap:101 telephone-event/8000\r\n")
-    } else {
-        ("0", "")
-    };
+    let (fmts, extra) = if te { ("0 101", "a=rtpmap:101 telephone-event/8000\r\n") } else { ("0", "") };
     format!(
         "v=0\r\no=peer 9 1 IN IP4 192.0.2.2\r\ns=-\r\nc=IN IP4 192.0.2.2\r\nt=0 0\r\nm=audio 6000 RTP/AVP {fmts}\r\na=rtpmap:0 PCMU/8000\r\n{extra}a={dir}\r\n"
     )
 }
 
 /// A response from the peer to a request the UA sent, copying Via/From/To/Call-ID/CSeq.
-pub fn respond(
-    req: &Sent,
-    code: u16,
-    reason: &str,
-    to_tag: Option<&str>,
-    extra: &str,
-    body: &str,
-) -> String {
+pub fn respond(req: &Sent, code: u16, reason: &str, to_tag: Option<&str>, extra: &str, body: &str) -> String {
     let vias: String = req
         .raw
         .headers
@@ -266,11 +218,7 @@ pub fn respond(
         (None, Some(t)) => format!("{};tag={t}", req.h("to")),
         _ => req.h("to"),
     };
-    let ct = if body.is_empty() {
-        String::new()
-    } else {
-        "Content-Type: application/sdp\r\n".into()
-    };
+    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
     format!(
         "SIP/2.0 {code} {reason}\r\n{vias}From: {}\r\nTo: {to}\r\nCall-ID: {}\r\nCSeq: {}\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body}",
         req.h("from"),
@@ -292,11 +240,7 @@ pub fn peer_request(
     body: &str,
 ) -> String {
     let to_tag = to_tag.map(|t| format!(";tag={t}")).unwrap_or_default();
-    let ct = if body.is_empty() {
-        String::new()
-    } else {
-        "Content-Type: application/sdp\r\n".into()
-    };
+    let ct = if body.is_empty() { String::new() } else { "Content-Type: application/sdp\r\n".into() };
     format!(
         "{method} sip:room@192.0.2.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.2:5060;branch={branch}\r\nMax-Forwards: 70\r\n\
 From: \"Peer\" <sip:peer@192.0.2.2>;tag={from_tag}\r\nTo: <sip:room@192.0.2.1>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
@@ -306,14 +250,5 @@ Contact: <sip:peer@192.0.2.2:5060>\r\n{extra}{ct}Content-Length: {}\r\n\r\n{body
 }
 
 pub fn options(branch: &str) -> String {
-    peer_request(
-        "OPTIONS",
-        branch,
-        &format!("opt-{branch}@192.0.2.2"),
-        1,
-        "o1",
-        None,
-        "",
-        "",
-    )
+    peer_request("OPTIONS", branch, &format!("opt-{branch}@192.0.2.2"), 1, "o1", None, "", "")
 }
