@@ -4,8 +4,8 @@
 //!
 //! 1. Before the offer (or answer) is written, [`RtpSockets::bind`] reserves the local RTP port
 //!    (and RTCP on port + 1) so the port can go into the SDP.
-//! 2. When the remote address and codec are known ([`AudioSessionParams::from_negotiated`] takes
-//!    them from the SIP core's offer/answer), [`AudioSession::start`] builds the pipeline:
+//! 2. When the remote address and codec are known (the call manager maps huis-sip's `Negotiated`
+//!    into [`AudioSessionParams`]), [`AudioSession::start`] builds the pipeline:
 //!
 //! ```text
 //!  send:    DSP thread ─AudioTx (lock-free ring)─▶ pacer thread ─▶ appsrc ─▶ audioconvert ─▶ audioresample

@@ -343,35 +343,6 @@ impl AudioSessionParams {
         Ok(())
     }
 
-    /// Parameters from the SIP core's offer/answer outcome: codec and payload types, the
-    /// remote's Opus wishes, telephone-event at the codec's clock rate, where to send, and our
-    /// direction. RTCP goes to the RTP port + 1 (the SIP core does not negotiate rtcp-mux yet).
-    pub fn from_negotiated(sockets: RtpSockets, n: &huis_sip::sdp::Negotiated) -> Self {
-        use huis_sip::sdp::{Codec, Direction as SdpDirection};
-        let codec = match n.codec {
-            Codec::Opus => AudioCodec::Opus,
-            Codec::G722 => AudioCodec::G722,
-            Codec::Pcmu => AudioCodec::Pcmu,
-            Codec::Pcma => AudioCodec::Pcma,
-        };
-        let mut codec_params = CodecParams::new(codec, n.payload_type);
-        if let Some(fmtp) = &n.remote_fmtp
-            && codec == AudioCodec::Opus
-        {
-            codec_params.opus = OpusOptions::default().with_remote_fmtp(fmtp);
-        }
-        let remote = SocketAddr::new(n.remote_address, n.remote_port);
-        let mut p = AudioSessionParams::new(sockets, remote, codec_params);
-        p.telephone_event = n.telephone_event_pt.map(|pt| TelephoneEvent::new(pt, codec.clock_rate()));
-        p.direction = match n.direction {
-            SdpDirection::SendRecv => Direction::SendRecv,
-            SdpDirection::SendOnly => Direction::SendOnly,
-            SdpDirection::RecvOnly => Direction::RecvOnly,
-            SdpDirection::Inactive => Direction::Inactive,
-        };
-        p
-    }
-
     /// The address our RTCP goes to.
     pub(crate) fn remote_rtcp_addr(&self) -> SocketAddr {
         match self.remote_rtcp {
@@ -400,31 +371,6 @@ mod tests {
             let (name, rate) = (parts.next().unwrap(), parts.next().unwrap().parse().unwrap());
             assert_eq!(AudioCodec::from_rtpmap(name, rate), Some(c));
         }
-    }
-
-    #[test]
-    fn from_the_sip_cores_negotiation() {
-        use huis_sip::sdp::{Codec, Direction as SdpDirection, Negotiated};
-        let n = Negotiated {
-            codec: Codec::Opus,
-            payload_type: 96,
-            telephone_event_pt: Some(102),
-            remote_address: "127.0.0.1".parse().unwrap(),
-            remote_port: 5004,
-            direction: SdpDirection::SendOnly,
-            remote_fmtp: Some("useinbandfec=0; maxaveragebitrate=16000".into()),
-        };
-        let sockets = RtpSockets::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let p = AudioSessionParams::from_negotiated(sockets, &n);
-        assert_eq!(p.codec.codec, AudioCodec::Opus);
-        assert_eq!(p.codec.payload_type, 96);
-        assert!(!p.codec.opus.inband_fec);
-        assert_eq!(p.codec.opus.bitrate, 16_000);
-        assert_eq!(p.telephone_event, Some(TelephoneEvent::new(102, 48_000)));
-        assert_eq!(p.remote_rtp, "127.0.0.1:5004".parse().unwrap());
-        assert_eq!(p.remote_rtcp_addr(), "127.0.0.1:5005".parse().unwrap());
-        assert_eq!(p.direction, Direction::SendOnly);
-        p.validate().unwrap();
     }
 
     #[test]
