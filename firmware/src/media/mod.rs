@@ -4,7 +4,8 @@
 //!
 //! 1. Before the offer (or answer) is written, [`RtpSockets::bind`] reserves the local RTP port
 //!    (and RTCP on port + 1) so the port can go into the SDP.
-//! 2. When the remote address and codec are known, [`AudioSession::start`] builds the pipeline:
+//! 2. When the remote address and codec are known (the call manager maps huis-sip's `Negotiated`
+//!    into [`AudioSessionParams`]), [`AudioSession::start`] builds the pipeline:
 //!
 //! ```text
 //!  send:    DSP thread ─AudioTx (lock-free ring)─▶ pacer thread ─▶ appsrc ─▶ audioconvert ─▶ audioresample
@@ -21,8 +22,13 @@
 //! or srtpdec separates it (SRTP). SRTP keys come from SDES (`a=crypto`), see [`SrtpParams`].
 //!
 //! 3. During the call: [`AudioSession::set_muted`], [`AudioSession::set_direction`] (hold),
-//!    [`AudioSession::send_dtmf`], [`AudioSession::stats`], [`AudioSession::poll_event`].
-//! 4. [`AudioSession::stop`] ends it: the last packets and an RTCP BYE leave, then the pipeline stops.
+//!    [`AudioSession::set_remote`] (a re-INVITE moved the far end), [`AudioSession::send_dtmf`],
+//!    [`AudioSession::stats`] (RTCP figures plus send/playout underruns),
+//!    [`AudioSession::poll_event`] or [`AudioSession::take_events`] (DTMF received, RTP timeout,
+//!    remote BYE, pipeline errors).
+//! 4. [`AudioSession::stop`] ends it: the last packets and an RTCP BYE leave, the pipeline stops,
+//!    the threads are joined and the ports are free. `AudioSession` is `Send + Sync`; every method
+//!    takes `&self`, so it can live in an `Arc`.
 //!
 //! ```no_run
 //! use std::net::SocketAddr;

@@ -18,6 +18,8 @@ pub struct AudioTx {
 pub(crate) struct TxShared {
     producer: Mutex<rtrb::Producer<f32>>,
     dropped: AtomicU64,
+    /// Packets that had to be padded with silence because the DSP thread was late.
+    underruns: AtomicU64,
     closed: AtomicBool,
 }
 
@@ -45,6 +47,11 @@ impl AudioTx {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// Times the send side ran dry (the DSP thread was late) and padded a packet with silence.
+    pub fn underruns(&self) -> u64 {
+        self.shared.underruns.load(Ordering::Relaxed)
+    }
+
     /// False once the session has stopped.
     pub fn is_open(&self) -> bool {
         !self.shared.closed.load(Ordering::Relaxed)
@@ -63,24 +70,28 @@ pub(crate) fn tx_ring() -> (AudioTx, TxReader) {
     let shared = Arc::new(TxShared {
         producer: Mutex::new(producer),
         dropped: AtomicU64::new(0),
+        underruns: AtomicU64::new(0),
         closed: AtomicBool::new(false),
     });
     (AudioTx { shared: shared.clone() }, TxReader { consumer, shared })
 }
 
 impl TxReader {
-    /// Fill `out` from the ring, zero-filling what is missing. Keeps at most `max_backlog` samples
-    /// queued afterwards: older audio is skipped so latency stays bounded if the DSP clock runs
-    /// faster than ours. Returns how many real samples were read.
-    pub(crate) fn read(&mut self, out: &mut [f32], max_backlog: usize) -> usize {
+    /// Samples queued.
+    pub(crate) fn available(&self) -> usize {
+        self.consumer.slots()
+    }
+
+    /// Fill `out` from the ring, padding with silence (and counting an underrun) if it holds
+    /// less. Returns how many real samples were read.
+    pub(crate) fn read(&mut self, out: &mut [f32]) -> usize {
         let (got, rest) = self.consumer.pop_partial_slice(out);
         let n = got.len();
-        rest.fill(0.0);
-        let backlog = self.consumer.slots();
-        if backlog > max_backlog
-            && let Ok(chunk) = self.consumer.read_chunk(backlog - max_backlog)
-        {
-            chunk.commit_all();
+        if !rest.is_empty() {
+            rest.fill(0.0);
+            if n > 0 {
+                self.shared.underruns.fetch_add(1, Ordering::Relaxed);
+            }
         }
         n
     }
@@ -94,20 +105,33 @@ impl TxReader {
 #[derive(Clone)]
 pub struct AudioRx {
     shared: Arc<Mutex<RxState>>,
+    underruns: Arc<AtomicU64>,
 }
 
 struct RxState {
     consumer: rtrb::Consumer<f32>,
     /// Playing out (true) or waiting for the prefill level after an underrun (false).
     primed: bool,
+    /// Current prefill: starts at [`RX_PREFILL`], grows by a frame with every underrun up to
+    /// [`RX_PREFILL_MAX`], so a call whose audio arrives unevenly trades a little latency for
+    /// fewer gaps.
+    prefill: usize,
 }
 
-/// Audio waits until this much is queued before playing out, to ride over network burstiness.
+/// Audio waits until this much is queued before playing out, to ride over burstiness between
+/// the jitter buffer's output and the DSP thread.
 const RX_PREFILL: usize = 4 * DSP_FRAME; // 40 ms
-/// Beyond this, older audio is skipped down to the prefill level to bound latency.
-const RX_MAX_LEVEL: usize = RX_PREFILL + 12 * DSP_FRAME; // 160 ms
+const RX_PREFILL_MAX: usize = 10 * DSP_FRAME; // 100 ms
+/// Beyond prefill plus this, older audio is skipped down to the prefill level to bound latency.
+const RX_HEADROOM: usize = 12 * DSP_FRAME; // 120 ms
 
 impl AudioRx {
+    /// Times playout ran dry mid-stream (network or decoder late, or the call went quiet) and
+    /// waited for the prefill again.
+    pub fn underruns(&self) -> u64 {
+        self.underruns.load(Ordering::Relaxed)
+    }
+
     /// Fill `out` (mono f32, 16 kHz) with received audio. Never blocks or allocates: what is not
     /// there is silence. Returns how many samples were real audio (0 when nothing arrived).
     pub fn pull(&self, out: &mut [f32]) -> usize {
@@ -116,13 +140,14 @@ impl AudioRx {
             return 0;
         };
         let level = st.consumer.slots();
-        if level > RX_MAX_LEVEL
-            && let Ok(chunk) = st.consumer.read_chunk(level - RX_PREFILL)
+        let prefill = st.prefill;
+        if level > prefill + RX_HEADROOM
+            && let Ok(chunk) = st.consumer.read_chunk(level - prefill)
         {
             chunk.commit_all();
         }
         if !st.primed {
-            if st.consumer.slots() < RX_PREFILL {
+            if st.consumer.slots() < prefill {
                 out.fill(0.0);
                 return 0;
             }
@@ -133,6 +158,8 @@ impl AudioRx {
         if !rest.is_empty() {
             rest.fill(0.0);
             st.primed = false;
+            st.prefill = (st.prefill + DSP_FRAME).min(RX_PREFILL_MAX);
+            self.underruns.fetch_add(1, Ordering::Relaxed);
         }
         n
     }
@@ -145,7 +172,13 @@ pub(crate) struct RxWriter {
 
 pub(crate) fn rx_ring() -> (AudioRx, RxWriter) {
     let (producer, consumer) = rtrb::RingBuffer::new(DSP_RATE as usize / 2);
-    (AudioRx { shared: Arc::new(Mutex::new(RxState { consumer, primed: false })) }, RxWriter { producer })
+    (
+        AudioRx {
+            underruns: Arc::new(AtomicU64::new(0)),
+            shared: Arc::new(Mutex::new(RxState { consumer, primed: false, prefill: RX_PREFILL })),
+        },
+        RxWriter { producer },
+    )
 }
 
 impl RxWriter {
@@ -163,17 +196,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tx_zero_fills_and_bounds_backlog() {
+    fn tx_reads_pads_and_closes() {
         let (tx, mut rd) = tx_ring();
-        assert_eq!(tx.push(&[1.0; 100]), 100);
-        let mut out = [9.0f32; 160];
-        assert_eq!(rd.read(&mut out, 320), 100);
-        assert!(out[..100].iter().all(|&s| s == 1.0) && out[100..].iter().all(|&s| s == 0.0));
-        for _ in 0..10 {
-            tx.push(&[0.5; 160]);
-        }
-        rd.read(&mut out, 320);
-        assert_eq!(rd.consumer.slots(), 320);
+        let mut out = [9.0f32; 2 * DSP_FRAME];
+        assert_eq!(rd.read(&mut out), 0, "nothing queued: silence, not an underrun");
+        assert!(out.iter().all(|&s| s == 0.0));
+        assert_eq!(tx.underruns(), 0);
+        tx.push(&[1.0; 3 * DSP_FRAME]);
+        assert_eq!(rd.available(), 3 * DSP_FRAME);
+        assert_eq!(rd.read(&mut out), 2 * DSP_FRAME);
+        assert!(out.iter().all(|&s| s == 1.0));
+        assert_eq!(rd.read(&mut out), DSP_FRAME);
+        assert!(out[..DSP_FRAME].iter().all(|&s| s == 1.0));
+        assert!(out[DSP_FRAME..].iter().all(|&s| s == 0.0));
+        assert_eq!(tx.underruns(), 1, "a packet padded mid-stream counts");
         rd.close();
         assert_eq!(tx.push(&[1.0; 10]), 0);
         assert!(!tx.is_open());
@@ -210,10 +246,10 @@ mod tests {
     #[test]
     fn rx_skips_down_when_too_far_behind() {
         let (rx, mut w) = rx_ring();
-        let bytes: Vec<u8> = (0..RX_MAX_LEVEL + 800).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..RX_PREFILL + RX_HEADROOM + 800).flat_map(|i| (i as f32).to_le_bytes()).collect();
         w.write_le_bytes(&bytes);
         let mut out = [0.0f32; DSP_FRAME];
         assert_eq!(rx.pull(&mut out), DSP_FRAME);
-        assert_eq!(out[0], (RX_MAX_LEVEL + 800 - RX_PREFILL) as f32, "kept only the newest prefill");
+        assert_eq!(out[0], (RX_HEADROOM + 800) as f32, "kept only the newest prefill");
     }
 }

@@ -12,6 +12,7 @@ use gstreamer_app as gst_app;
 use gstreamer_audio as gst_audio;
 use gstreamer_rtp as gst_rtp;
 
+use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
@@ -52,12 +53,18 @@ pub struct AudioSession {
     rtpbin: gst::Element,
     send_valve: gst::Element,
     dtmf_src: Option<gst::Element>,
-    dtmf_cmds: Option<std::sync::mpsc::Sender<DtmfDigit>>,
+    dtmf_cmds: Mutex<Option<std::sync::mpsc::Sender<DtmfDigit>>>,
     events: Mutex<Option<tokio::sync::mpsc::Receiver<MediaEvent>>>,
-    threads: Vec<JoinHandle<()>>,
+    /// The pacer first, then the others.
+    threads: Mutex<Vec<JoinHandle<()>>>,
     direction: Mutex<Direction>,
     local_rtp: std::net::SocketAddr,
-    stopped: bool,
+    rtcp_mux: bool,
+    /// The udpsrc elements, whose sockets stop() closes (udpsink shares them).
+    udp_srcs: Vec<gst::Element>,
+    /// The udpsinks for RTP and RTCP and where each sends now.
+    sinks: [(gst::Element, Mutex<std::net::SocketAddr>); 2],
+    stopped: AtomicBool,
 }
 
 struct Shared {
@@ -110,6 +117,32 @@ impl AudioSession {
         self.local_rtp
     }
 
+    /// Send to a new remote address (a re-INVITE moved the far end's media, e.g. a PBX handing
+    /// the call to a conference bridge). `rtcp`: `None` means RTP port + 1, or the RTP address
+    /// with rtcp-mux. The new destination is added before the old one is removed, so no packet
+    /// is lost in between.
+    pub fn set_remote(&self, rtp: std::net::SocketAddr, rtcp: Option<std::net::SocketAddr>) -> Result<(), MediaError> {
+        if rtp.port() == 0 || rtp.is_ipv4() != self.local_rtp.is_ipv4() {
+            return Err(MediaError::InvalidParams(format!(
+                "remote RTP address {rtp} is unusable from local address {}",
+                self.local_rtp
+            )));
+        }
+        let rtcp = rtcp.unwrap_or_else(|| {
+            if self.rtcp_mux { rtp } else { std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)) }
+        });
+        for ((sink, current), to) in self.sinks.iter().zip([rtp, rtcp]) {
+            let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
+            if *current == to {
+                continue;
+            }
+            sink.emit_by_name::<()>("add", &[&to.ip().to_string(), &i32::from(to.port())]);
+            sink.emit_by_name::<()>("remove", &[&current.ip().to_string(), &i32::from(current.port())]);
+            *current = to;
+        }
+        Ok(())
+    }
+
     /// Mute: the stream keeps flowing, carrying digital silence.
     pub fn set_muted(&self, muted: bool) {
         self.shared.muted.store(muted, Ordering::Relaxed);
@@ -137,7 +170,8 @@ impl AudioSession {
         if self.dtmf_src.is_none() {
             return Err(MediaError::NoTelephoneEvent);
         }
-        let tx = self.dtmf_cmds.as_ref().ok_or(MediaError::Stopped)?;
+        let cmds = self.dtmf_cmds.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = cmds.as_ref().ok_or(MediaError::Stopped)?;
         for d in parsed {
             tx.send(d).map_err(|_| MediaError::Stopped)?;
         }
@@ -150,6 +184,8 @@ impl AudioSession {
         let stats = session.property::<gst::Structure>("stats");
         let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
         out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
+        out.tx_underruns = self.tx.underruns();
+        out.rx_underruns = self.rx.underruns();
         out
     }
 
@@ -165,22 +201,20 @@ impl AudioSession {
     }
 
     /// End the call's media: the encoder drains, the last packets and an RTCP BYE leave, the
-    /// pipeline stops and every thread is joined.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if self.stopped {
+    /// pipeline stops and every thread is joined. Blocks for up to about a second (from async
+    /// code, call it in `spawn_blocking`). Idempotent; dropping the session does it too.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.stopped = true;
-        self.dtmf_cmds = None;
+        self.dtmf_cmds.lock().unwrap_or_else(|e| e.into_inner()).take();
         self.shared.stop.store(true, Ordering::Relaxed);
+        let mut threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
         // The pacer pushes EOS into appsrc as it leaves; the payloader flushes, and rtpbin answers
         // EOS on its send path with an RTCP BYE.
-        let pacer = self.threads.remove(0);
-        let _ = pacer.join();
+        if !threads.is_empty() {
+            let _ = threads.remove(0).join();
+        }
         if let Some(d) = &self.dtmf_src {
             d.send_event(gst::event::Eos::new());
         }
@@ -191,15 +225,28 @@ impl AudioSession {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("media pipeline did not stop cleanly: {e}");
         }
-        for t in self.threads.drain(..) {
+        // Free the ports now, even if the session object lives on (e.g. in an Arc).
+        for src in &self.udp_srcs {
+            if let Some(socket) = src.property::<Option<gio::Socket>>("socket")
+                && let Err(e) = socket.close()
+            {
+                tracing::warn!("cannot close an RTP socket: {e}");
+            }
+        }
+        for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Whether [`AudioSession::stop`] has run.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for AudioSession {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 
@@ -496,6 +543,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     };
     let wire_caps = rtp_caps_named(rtp_name, codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
     let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
+    let mut udp_srcs = vec![rtp_src.clone()];
     add(&[&rtp_src])?;
     // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
     link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
@@ -545,6 +593,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         });
     } else {
         let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
+        udp_srcs.push(rtcp_src.clone());
         add(&[&rtcp_src])?;
         link_pads(&static_pad(&rtcp_src, "src")?, &rtcp_sink_pad)?;
         let sh = shared.clone();
@@ -688,12 +737,15 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         rtpbin,
         send_valve,
         dtmf_src,
-        dtmf_cmds: Some(dtmf_tx),
+        dtmf_cmds: Mutex::new(Some(dtmf_tx)),
         events: Mutex::new(Some(ev_rx)),
-        threads,
+        threads: Mutex::new(threads),
         direction: Mutex::new(p.direction),
         local_rtp,
-        stopped: false,
+        rtcp_mux: p.rtcp_mux,
+        udp_srcs,
+        sinks: [(rtp_sink, Mutex::new(p.remote_rtp)), (rtcp_sink, Mutex::new(remote_rtcp))],
+        stopped: AtomicBool::new(false),
     })
 }
 
@@ -816,17 +868,25 @@ fn stream_error(msg: &gst::Message) -> MediaError {
     }
 }
 
-/// The pacer: every ptime, take what the DSP thread queued (silence where it is late or muted)
-/// and push it with exact timestamps. This is what keeps RTP flowing no matter what.
+/// How late the DSP thread may be before the pacer fills in silence.
+const TX_GRACE: Duration = Duration::from_millis(50);
+/// How often the pacer looks at the send ring.
+const TX_POLL: Duration = Duration::from_millis(5);
+
+/// The pacer. A packet leaves as soon as the DSP thread has delivered a ptime of audio, stamped
+/// by sample count, so the DSP's own lateness becomes network jitter for the far end's jitter
+/// buffer rather than a hole in the audio. When a packet is more than [`TX_GRACE`] overdue on the
+/// wall clock (the DSP thread is stalled or absent), it goes out padded with silence: RTP keeps
+/// flowing no matter what, every ptime.
 fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipeline: gst::Pipeline, ptime: Duration) {
     let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
     let mut frame = vec![0f32; samples];
-    let start = Instant::now();
+    let waited = Instant::now();
     let base = loop {
         if let Some(t) = pipeline.current_running_time() {
             break t;
         }
-        if shared.stop.load(Ordering::Relaxed) || start.elapsed() > Duration::from_secs(2) {
+        if shared.stop.load(Ordering::Relaxed) || waited.elapsed() > Duration::from_secs(2) {
             break gst::ClockTime::ZERO;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -834,42 +894,49 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
     let start = Instant::now();
     let mut k: u32 = 0;
     let mut discont = false;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let due = start + ptime * k;
-        let now = Instant::now();
-        if due > now {
-            std::thread::sleep(due - now);
-        } else if now - due > ptime * 10 {
-            // Stalled (a suspended VM, a starved core): jump to now instead of bursting.
-            k = ((now - start).as_nanos() / ptime.as_nanos()) as u32;
-            discont = true;
-            continue;
-        }
-        reader.read(&mut frame, samples * 2);
-        if shared.muted.load(Ordering::Relaxed) {
-            frame.fill(0.0);
-        }
-        let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
-            break;
-        };
-        {
-            let b = buffer.get_mut().expect("a new buffer is writable");
-            let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
-            b.set_pts(pts);
-            b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
-            if discont {
-                b.set_flags(gst::BufferFlags::DISCONT);
-                discont = false;
+    'run: while !shared.stop.load(Ordering::Relaxed) {
+        loop {
+            let now = Instant::now();
+            let due = start + ptime * (k + 1) + TX_GRACE;
+            if now > due + ptime * 10 {
+                // The pacer itself stalled (a suspended VM, a starved core): jump to now
+                // instead of sending a burst of catch-up packets.
+                k = ((now - start).as_nanos() / ptime.as_nanos()) as u32;
+                discont = true;
+                continue;
             }
-            let Ok(mut map) = b.map_writable() else { break };
-            for (dst, s) in map.chunks_exact_mut(4).zip(&frame) {
-                dst.copy_from_slice(&s.to_le_bytes());
+            if reader.available() < samples && now <= due {
+                break;
             }
+            reader.read(&mut frame);
+            if shared.muted.load(Ordering::Relaxed) {
+                frame.fill(0.0);
+            }
+            let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {
+                break 'run;
+            };
+            {
+                let b = buffer.get_mut().expect("a new buffer is writable");
+                let pts = base + gst::ClockTime::from_nseconds(ptime.as_nanos() as u64 * u64::from(k));
+                b.set_pts(pts);
+                b.set_duration(gst::ClockTime::from_nseconds(ptime.as_nanos() as u64));
+                if discont {
+                    b.set_flags(gst::BufferFlags::DISCONT);
+                    discont = false;
+                }
+                let Ok(mut map) = b.map_writable() else {
+                    break 'run;
+                };
+                for (dst, s) in map.chunks_exact_mut(4).zip(&frame) {
+                    dst.copy_from_slice(&s.to_le_bytes());
+                }
+            }
+            if appsrc.push_buffer(buffer).is_err() {
+                break 'run;
+            }
+            k += 1;
         }
-        if appsrc.push_buffer(buffer).is_err() {
-            break;
-        }
-        k += 1;
+        std::thread::sleep(TX_POLL);
     }
     reader.close();
     let _ = appsrc.end_of_stream();

@@ -28,6 +28,10 @@ pub struct CallStats {
     pub remote_jitter_ms: Option<f64>,
     /// RTCP packets received: they keep arriving on hold, and their absence means the peer is gone.
     pub rtcp_received: u64,
+    /// Packets padded with silence because the DSP thread was late delivering near-end audio.
+    pub tx_underruns: u64,
+    /// Times far-end playout ran dry and re-buffered (audible as a short gap).
+    pub rx_underruns: u64,
 }
 
 impl CallStats {
@@ -45,6 +49,8 @@ impl CallStats {
             remote_packets_lost: None,
             remote_jitter_ms: None,
             rtcp_received: 0,
+            tx_underruns: 0,
+            rx_underruns: 0,
         }
     }
 

@@ -112,6 +112,10 @@ fn windows_after_onset(heard: &[f32]) -> Vec<&[f32]> {
 
 fn assert_tone(heard: &[f32], hz: f32, what: &str) {
     let windows = windows_after_onset(heard);
+    // Dropouts: 10 ms frames that went (nearly) silent in the middle of the tone.
+    let frames: Vec<&[f32]> = windows.iter().flat_map(|w| w.chunks_exact(DSP_FRAME)).collect();
+    let holes = frames.iter().filter(|f| rms(f) < 0.1).count();
+    assert!(holes * 5 <= frames.len(), "{what}: {holes} of {} 10 ms frames dropped out", frames.len());
     assert!(windows.len() >= 10, "{what}: only {} windows of audio", windows.len());
     let good = windows.iter().filter(|w| rms(w) > 0.1 && (dominant_hz(w) - hz).abs() <= 30.0).count();
     assert!(
@@ -120,6 +124,11 @@ fn assert_tone(heard: &[f32], hz: f32, what: &str) {
         windows.len(),
         windows.iter().map(|w| dominant_hz(w)).collect::<Vec<_>>()
     );
+}
+
+/// What a failed audio check prints: both ends' statistics, underruns included.
+fn diag(what: &str, a: &AudioSession, b: &AudioSession) -> String {
+    format!("{what}\n  A: {:?}\n  B: {:?}\n", a.stats(), b.stats())
 }
 
 fn wait_stats(s: &AudioSession, limit: Duration, ok: impl Fn(&CallStats) -> bool) -> CallStats {
@@ -137,7 +146,7 @@ fn wait_stats(s: &AudioSession, limit: Duration, ok: impl Fn(&CallStats) -> bool
 fn opus_carries_a_tone_and_reports_stats_with_rtt() {
     let (a, b) = Setup::new(CodecParams::opus(111)).start();
     let heard = run(&a, &b, Duration::from_millis(3000), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus");
+    assert_tone(&heard, 1000.0, &diag("opus", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     let sb = b.stats();
     assert_eq!(sa.codec, AudioCodec::Opus);
@@ -157,7 +166,7 @@ fn ipv6_loopback_carries_a_tone() {
     setup.bind = "[::1]:0".parse().unwrap();
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2000), 440.0, |_| {});
-    assert_tone(&heard, 440.0, "PCMU over IPv6");
+    assert_tone(&heard, 440.0, &diag("PCMU over IPv6", &a, &b));
     let sb = wait_stats(&b, Duration::from_secs(2), |s| s.rtcp_received > 0);
     assert!(sb.rtcp_received > 0, "RTCP over IPv6 too: {sb:?}");
 }
@@ -166,7 +175,7 @@ fn ipv6_loopback_carries_a_tone() {
 fn g722_carries_a_tone() {
     let (a, b) = Setup::new(CodecParams::g722()).start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "G.722");
+    assert_tone(&heard, 1000.0, &diag("G.722", &a, &b));
 }
 
 /// DTMF digits sent at A come out at B in order (the tones themselves are checked elsewhere).
@@ -226,7 +235,7 @@ fn pcma_mute_keeps_rtp_flowing_with_silence() {
     // 1.5 s at 20 ms ptime is 75 packets; allow for scheduling on a loaded machine.
     assert!(after >= before + 50, "B received {before} packets before the mute and {after} after 1.5 s");
     let (loud, muted) = heard.split_at(DSP_FRAME * 150);
-    assert_tone(loud, 440.0, "PCMA before mute");
+    assert_tone(loud, 440.0, &diag("PCMA before mute", &a, &b));
     let tail = &muted[DSP_FRAME * 40..]; // 400 ms for the pipeline to drain
     assert!(rms(tail) < 0.005, "muted audio has rms {}", rms(tail));
 }
@@ -237,7 +246,7 @@ fn rtcp_mux_carries_audio_and_rtcp_on_one_port() {
     setup.rtcp_mux = true;
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus with rtcp-mux");
+    assert_tone(&heard, 1000.0, &diag("opus with rtcp-mux", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     assert!(sa.rtt_ms.is_some(), "RTCP over the RTP port gives an RTT: {sa:?}");
 }
@@ -257,7 +266,7 @@ fn srtp_carries_a_tone_and_rtcp() {
     setup.rtcp_mux = true;
     let (a, b) = setup.start();
     let heard = run(&a, &b, Duration::from_millis(2500), 1000.0, |_| {});
-    assert_tone(&heard, 1000.0, "opus over SRTP");
+    assert_tone(&heard, 1000.0, &diag("opus over SRTP", &a, &b));
     let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
     assert!(sa.rtt_ms.is_some(), "SRTCP carries the receiver reports: {sa:?}");
     assert!(format!("{:?}", srtp_keys()).contains("redacted"), "keys never reach a log");
@@ -306,6 +315,23 @@ fn hold_stops_rtp_raises_timeout_and_resume_restores_it() {
 }
 
 #[test]
+fn set_remote_moves_the_stream_to_a_new_far_end() {
+    let sa = RtpSockets::bind(local()).unwrap();
+    let (sb, sc) = (RtpSockets::bind(local()).unwrap(), RtpSockets::bind(local()).unwrap());
+    let (addr_a, addr_b, addr_c) = (sa.local_rtp(), sb.local_rtp(), sc.local_rtp());
+    let start = |s, remote| AudioSession::start(AudioSessionParams::new(s, remote, CodecParams::pcmu())).unwrap();
+    let (a, b, c) = (start(sa, addr_b), start(sb, addr_a), start(sc, addr_a));
+    run(&a, &b, Duration::from_millis(600), 440.0, |_| {});
+    a.set_remote(addr_c, None).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let b_before = b.stats().packets_received;
+    let heard_at_c = run(&a, &c, Duration::from_millis(1800), 440.0, |_| {});
+    assert_tone(&heard_at_c, 440.0, &diag("after set_remote, at C", &a, &c));
+    assert!(b.stats().packets_received <= b_before + 1, "B no longer gets A's packets");
+    assert!(a.set_remote("[::1]:4000".parse().unwrap(), None).is_err(), "IPv6 from an IPv4 socket");
+}
+
+#[test]
 fn stop_is_quick_and_says_bye() {
     let (a, b) = Setup::new(CodecParams::pcmu()).start();
     run(&a, &b, Duration::from_millis(700), 440.0, |_| {});
@@ -316,6 +342,9 @@ fn stop_is_quick_and_says_bye() {
     a.stop();
     assert!(t.elapsed() < Duration::from_millis(1500), "stop took {:?}", t.elapsed());
     assert!(!tx.is_open());
+    assert!(a.is_stopped());
+    a.stop(); // idempotent, and the session object may outlive its media (e.g. in an Arc)
+    assert!(matches!(a.send_dtmf("1"), Err(MediaError::NoTelephoneEvent)));
     assert_eq!(our_threads(port), Vec::<String>::new(), "stop joins every thread of the session");
     let again = RtpSockets::bind(SocketAddr::new([127, 0, 0, 1].into(), port));
     assert!(again.is_ok(), "stop closes the RTP and RTCP sockets: {:?}", again.err());
