@@ -1,11 +1,15 @@
 //! Acoustic echo cancellation: a partitioned-block frequency-domain adaptive filter per mic
-//! (overlap-save, block = one frame, FFT of two frames, gradient-constrained NLMS), run as a
-//! two-path pair: a background filter adapts all the time with a large normalised step; the
-//! foreground filter, whose output is used, only takes the background's coefficients when they
-//! have cancelled clearly better for a few frames. Double talk makes the background worse, so
-//! the foreground is kept through it; an echo-path change makes the background better within a
-//! fraction of a second, so the foreground follows quickly. A background that has drifted far
-//! (after double talk) is reset from the foreground.
+//! (overlap-save, block = one 10 ms frame, FFT of two frames, gradient constraint), with its
+//! step size set per bin and partition by a diagonalised state-space (Kalman) model of the echo
+//! path, after Enzner & Vary (2006) and Kuech et al. (2014):
+//!
+//! - each partition's coefficients carry an uncertainty P_q(k); the step is
+//!   P_q / (Σ_r |X_r|² P_r + Ψ_s), so the filter moves fast while it is uncertain (start, after an
+//!   echo-path change) and barely at all once converged;
+//! - Ψ_s is the power of what the filter cannot explain (near-end speech, noise): in double talk
+//!   it grows and the step shrinks by itself, with no separate double-talk detector;
+//! - a small process noise (1 − A²)|W|² keeps the uncertainty from collapsing, so a changed echo
+//!   path is tracked again within a second or so.
 //!
 //! The far-end spectra are shared by all mics; only the filters are per mic.
 
@@ -16,23 +20,122 @@ pub struct AecParams {
     /// number of partitions (one frame each): the echo tail covered, including the delay
     /// between the reference and the capture
     pub partitions: usize,
-    /// normalised step of the background filter
+    /// scale of the Kalman step (1 = nominal; the zero-padded error carries half the energy)
     pub mu: f32,
+    /// state transition A² per frame of the main filter (closer to 1 = slower tracking, less
+    /// misadjustment)
+    pub a2: f32,
+    /// the same for the shadow filter
+    pub shadow_a2: f32,
+    /// regularisation of weak bins relative to the mean step denominator
+    pub reg: f32,
 }
 
 impl Default for AecParams {
     fn default() -> Self {
-        Self { partitions: 32, mu: 0.5 }
+        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.97, reg: 1.0 }
     }
 }
 
+/// One adaptive filter with its Kalman state.
+struct Kf {
+    w: Vec<Complex32>,
+    /// uncertainty per (partition, bin)
+    pu: Vec<f32>,
+    /// smoothed unexplained power per bin
+    psi: Vec<f32>,
+    a2: f32,
+}
+
+impl Kf {
+    fn new(p: usize, nb: usize, a2: f32) -> Self {
+        Self { w: vec![Complex32::new(0.0, 0.0); p * nb], pu: vec![0.2; p * nb], psi: vec![0.0; nb], a2 }
+    }
+}
+
+/// Main filter (its output is used) and shadow filter (tracks faster, copied into the main one
+/// when it has clearly cancelled better for a while: an echo-path change).
 struct MicFilter {
-    wf: Vec<Complex32>,
-    wb: Vec<Complex32>,
-    sf: f32,
-    sb: f32,
+    main: Kf,
+    shadow: Kf,
+    s_main: f32,
+    s_shadow: f32,
     better: u32,
     worse: u32,
+    se: f32,
+    sd: f32,
+}
+
+struct Work {
+    tmp_t: Vec<f32>,
+    tmp_f: Vec<Complex32>,
+    yf: Vec<Complex32>,
+    ef: Vec<Complex32>,
+    den: Vec<f32>,
+}
+
+/// Filters the current far-end history with `kf`: writes the echo estimate (time domain, L).
+fn filter(kf: &Kf, xr: &[Complex32], pos: usize, p: usize, nb: usize, fft: &mut Fft, wk: &mut Work, y: &mut [f32]) {
+    let l = nb - 1;
+    for k in 0..nb {
+        let mut s = Complex32::new(0.0, 0.0);
+        for q in 0..p {
+            s += kf.w[q * nb + k] * xr[((pos + q) % p) * nb + k];
+        }
+        wk.yf[k] = s;
+    }
+    fft.inverse(&mut wk.yf, &mut wk.tmp_t);
+    let g = 1.0 / (2 * l) as f32;
+    for i in 0..l {
+        y[i] = wk.tmp_t[l + i] * g;
+    }
+}
+
+/// One Kalman-stepped, gradient-constrained update of `kf` from its error `e` (L samples).
+fn adapt(kf: &mut Kf, xr: &[Complex32], pos: usize, p: usize, nb: usize, e: &[f32], mu: f32, reg: f32, fft: &mut Fft, wk: &mut Work) {
+    let l = nb - 1;
+    let g = 1.0 / (2 * l) as f32;
+    wk.tmp_t[..l].iter_mut().for_each(|v| *v = 0.0);
+    wk.tmp_t[l..].copy_from_slice(e);
+    fft.forward(&mut wk.tmp_t, &mut wk.ef);
+    for k in 0..nb {
+        let e2 = wk.ef[k].norm_sqr();
+        let mut xpx = 0.0f32;
+        for q in 0..p {
+            xpx += xr[((pos + q) % p) * nb + k].norm_sqr() * kf.pu[q * nb + k];
+        }
+        // the zero-padded error sees the echo through half the window: factor 1/2 in amplitude
+        let unexpl = (e2 - 0.25 * xpx).max(0.1 * e2);
+        kf.psi[k] = 0.5 * kf.psi[k] + 0.5 * unexpl;
+        wk.den[k] = 0.25 * xpx + kf.psi[k];
+    }
+    // regularise weak bins: the gradient constraint spreads each bin's update over its
+    // neighbours, so a huge step in a near-empty bin would disturb the strong ones
+    let mean_den = wk.den.iter().sum::<f32>() / nb as f32;
+    for v in wk.den.iter_mut() {
+        *v += reg * mean_den + 1e-12;
+    }
+    for q in 0..p {
+        let xo = ((pos + q) % p) * nb;
+        let pq = &mut kf.pu[q * nb..(q + 1) * nb];
+        for k in 0..nb {
+            let x = xr[xo + k];
+            let step = pq[k] / wk.den[k];
+            wk.tmp_f[k] = x.conj() * wk.ef[k] * (0.5 * mu * step);
+            pq[k] *= (1.0 - 0.25 * step * x.norm_sqr()).max(0.0);
+        }
+        fft.inverse(&mut wk.tmp_f, &mut wk.tmp_t);
+        for i in 0..l {
+            wk.tmp_t[i] *= g;
+        }
+        wk.tmp_t[l..].iter_mut().for_each(|v| *v = 0.0);
+        fft.forward(&mut wk.tmp_t, &mut wk.tmp_f);
+        let w = &mut kf.w[q * nb..(q + 1) * nb];
+        for k in 0..nb {
+            w[k] += wk.tmp_f[k];
+            pq[k] = kf.a2 * pq[k] + (1.0 - kf.a2) * w[k].norm_sqr();
+        }
+    }
 }
 
 pub struct Aec {
@@ -41,22 +144,18 @@ pub struct Aec {
     p: usize,
     m: usize,
     mu: f32,
+    a2: f32,
+    reg: f32,
     /// ring of far-end spectra, newest at `pos`
     xr: Vec<Complex32>,
     pos: usize,
     xbuf: Vec<f32>,
-    xpow: Vec<f32>,
     mics: Vec<MicFilter>,
-    tmp_t: Vec<f32>,
-    tmp_f: Vec<Complex32>,
-    yf: Vec<Complex32>,
-    yb: Vec<Complex32>,
-    eb_f: Vec<Complex32>,
-    e_b: Vec<f32>,
-    frames: u64,
+    wk: Work,
+    ys: Vec<f32>,
+    es: Vec<f32>,
     pub farend_active: bool,
     farend_level: f32,
-    /// smoothed mic / output power (for an ERLE figure)
     sd: f32,
     se: f32,
 }
@@ -73,32 +172,36 @@ impl Aec {
             p,
             m: n_mics,
             mu: params.mu,
+            a2: params.a2,
+            reg: params.reg,
             xr: vec![z; p * nb],
             pos: 0,
             xbuf: vec![0.0; 2 * l],
-            xpow: vec![0.0; nb],
             mics: (0..n_mics)
                 .map(|_| MicFilter {
-                    wf: vec![z; p * nb],
-                    wb: vec![z; p * nb],
-                    sf: 0.0,
-                    sb: 0.0,
+                    main: Kf::new(p, nb, params.a2),
+                    shadow: Kf::new(p, nb, std::env::var("HUIS_SA2").map(|v| v.parse().unwrap()).unwrap_or(params.shadow_a2)),
+                    s_main: 0.0,
+                    s_shadow: 0.0,
                     better: 0,
                     worse: 0,
+                    se: 0.0,
+                    sd: 0.0,
                 })
                 .collect(),
-            tmp_t: vec![0.0; 2 * l],
-            tmp_f: vec![z; nb],
-            yf: vec![z; nb],
-            yb: vec![z; nb],
-            eb_f: vec![z; nb],
-            e_b: vec![0.0; l],
-            frames: 0,
+            wk: Work { tmp_t: vec![0.0; 2 * l], tmp_f: vec![z; nb], yf: vec![z; nb], ef: vec![z; nb], den: vec![0.0; nb] },
+            ys: vec![0.0; l],
+            es: vec![0.0; l],
             farend_active: false,
             farend_level: 0.0,
             sd: 0.0,
             se: 0.0,
         }
+    }
+
+    /// Smoothed (mic, error) powers of mic 0 (diagnostics).
+    pub fn filter_errors(&self) -> (f32, f32) {
+        (self.mics[0].sd, self.mics[0].se)
     }
 
     /// ERLE estimate of the linear stage in dB (mic power / output power, smoothed over
@@ -111,119 +214,60 @@ impl Aec {
     /// echo-cancelled signal), `echo` (M × L, receives the echo estimate).
     pub fn process(&mut self, fft: &mut Fft, farend: &[f32], mics: &mut [f32], echo: &mut [f32]) {
         let (l, nb, p) = (self.l, self.nb, self.p);
-        self.frames += 1;
-        // far-end spectrum of the last two blocks
         self.xbuf.copy_within(l.., 0);
         self.xbuf[l..].copy_from_slice(farend);
         self.pos = (self.pos + p - 1) % p;
-        self.tmp_t.copy_from_slice(&self.xbuf);
+        self.wk.tmp_t.copy_from_slice(&self.xbuf);
         {
             let dst = &mut self.xr[self.pos * nb..(self.pos + 1) * nb];
-            fft.forward(&mut self.tmp_t, dst);
+            fft.forward(&mut self.wk.tmp_t, dst);
         }
         let fe: f32 = farend.iter().map(|v| v * v).sum::<f32>() / l as f32;
         self.farend_level = 0.9 * self.farend_level + 0.1 * fe;
         self.farend_active = fe > 1e-7 || self.farend_level > 1e-7;
-        // per-bin input energy over the whole filter span
-        for k in 0..nb {
-            let mut s = 0.0f32;
-            for q in 0..p {
-                s += self.xr[q * nb + k].norm_sqr();
-            }
-            self.xpow[k] = s;
-        }
-        let maxpow = self.xpow.iter().cloned().fold(0.0f32, f32::max);
-        let delta = 1e-4 * maxpow + 1e-10 * (2 * l * l) as f32;
         let mut sd_frame = 0.0f32;
         let mut se_frame = 0.0f32;
+        let (pos, mu, reg, active) = (self.pos, self.mu, self.reg, self.farend_active);
         for ch in 0..self.m {
             let d = &mut mics[ch * l..(ch + 1) * l];
             let mf = &mut self.mics[ch];
-            // outputs of both filters
-            for k in 0..nb {
-                let mut sf = Complex32::new(0.0, 0.0);
-                let mut sb = Complex32::new(0.0, 0.0);
-                for q in 0..p {
-                    let xi = ((self.pos + q) % p) * nb + k;
-                    let x = self.xr[xi];
-                    sf += mf.wf[q * nb + k] * x;
-                    sb += mf.wb[q * nb + k] * x;
-                }
-                self.yf[k] = sf;
-                self.yb[k] = sb;
-            }
-            let g = 1.0 / (2 * l) as f32;
-            fft.inverse(&mut self.yb, &mut self.tmp_t);
-            let mut eb_pow = 0.0f32;
-            for i in 0..l {
-                let e = d[i] - self.tmp_t[l + i] * g;
-                self.e_b[i] = e;
-                eb_pow += e * e;
-            }
-            fft.inverse(&mut self.yf, &mut self.tmp_t);
             let ech = &mut echo[ch * l..(ch + 1) * l];
-            let mut ef_pow = 0.0f32;
-            let mut d_pow = 0.0f32;
+            filter(&mf.main, &self.xr, pos, p, nb, fft, &mut self.wk, ech);
+            filter(&mf.shadow, &self.xr, pos, p, nb, fft, &mut self.wk, &mut self.ys);
+            let (mut d_pow, mut e_pow, mut es_pow) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..l {
-                let y = self.tmp_t[l + i] * g;
-                ech[i] = y;
                 d_pow += d[i] * d[i];
-                d[i] -= y;
-                ef_pow += d[i] * d[i];
+                self.es[i] = d[i] - self.ys[i];
+                es_pow += self.es[i] * self.es[i];
+                d[i] -= ech[i];
+                e_pow += d[i] * d[i];
             }
-            if ch == 0 && self.farend_active {
+            mf.sd = 0.9 * mf.sd + 0.1 * d_pow;
+            mf.se = 0.9 * mf.se + 0.1 * e_pow;
+            if ch == 0 && active {
                 sd_frame = d_pow;
-                se_frame = ef_pow;
+                se_frame = e_pow;
             }
-            // background adaptation: gradient of the (zero-padded) error, normalised per bin
-            if self.farend_active {
-                self.tmp_t[..l].iter_mut().for_each(|v| *v = 0.0);
-                self.tmp_t[l..].copy_from_slice(&self.e_b);
-                fft.forward(&mut self.tmp_t, &mut self.eb_f);
-                for k in 0..nb {
-                    let s = self.mu / (self.xpow[k] + delta);
-                    self.eb_f[k] *= s;
-                }
-                for q in 0..p {
-                    let xo = ((self.pos + q) % p) * nb;
-                    for k in 0..nb {
-                        self.tmp_f[k] = self.xr[xo + k].conj() * self.eb_f[k];
-                    }
-                    // constrain to a causal L-tap block
-                    fft.inverse(&mut self.tmp_f, &mut self.tmp_t);
-                    for i in 0..l {
-                        self.tmp_t[i] *= g;
-                    }
-                    self.tmp_t[l..].iter_mut().for_each(|v| *v = 0.0);
-                    fft.forward(&mut self.tmp_t, &mut self.tmp_f);
-                    let w = &mut mf.wb[q * nb..(q + 1) * nb];
-                    for k in 0..nb {
-                        w[k] += self.tmp_f[k];
-                    }
-                }
-                // foreground / background decision
-                mf.sf = 0.7 * mf.sf + 0.3 * ef_pow;
-                mf.sb = 0.7 * mf.sb + 0.3 * eb_pow;
-                if mf.sb < 0.5 * mf.sf && mf.sf > 1e-9 {
-                    mf.better += 1;
-                } else {
-                    mf.better = 0;
-                }
-                if mf.sb > 4.0 * mf.sf && mf.sb > 1e-9 {
-                    mf.worse += 1;
-                } else {
-                    mf.worse = 0;
-                }
-                if mf.better >= 3 {
-                    mf.wf.copy_from_slice(&mf.wb);
-                    mf.sf = mf.sb;
-                    mf.better = 0;
-                }
-                if mf.worse >= 8 {
-                    mf.wb.copy_from_slice(&mf.wf);
-                    mf.sb = mf.sf;
-                    mf.worse = 0;
-                }
+            if !active {
+                continue;
+            }
+            adapt(&mut mf.main, &self.xr, pos, p, nb, d, mu, reg, fft, &mut self.wk);
+            adapt(&mut mf.shadow, &self.xr, pos, p, nb, &self.es, mu, reg, fft, &mut self.wk);
+            mf.s_main = 0.8 * mf.s_main + 0.2 * e_pow;
+            mf.s_shadow = 0.8 * mf.s_shadow + 0.2 * es_pow;
+            mf.better = if mf.s_shadow < 0.5 * mf.s_main { mf.better + 1 } else { 0 };
+            mf.worse = if mf.s_shadow > 4.0 * mf.s_main { mf.worse + 1 } else { 0 };
+            if mf.better >= 5 {
+                mf.main.w.copy_from_slice(&mf.shadow.w);
+                mf.main.pu.copy_from_slice(&mf.shadow.pu);
+                mf.s_main = mf.s_shadow;
+                mf.better = 0;
+            }
+            if mf.worse >= 10 {
+                mf.shadow.w.copy_from_slice(&mf.main.w);
+                mf.shadow.pu.copy_from_slice(&mf.main.pu);
+                mf.s_shadow = mf.s_main;
+                mf.worse = 0;
             }
         }
         if self.farend_active {

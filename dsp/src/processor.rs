@@ -186,13 +186,19 @@ impl Processor {
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
             tracker: Tracker::new(TrackerParams::default()),
-            bf: Beamformer::new(&cfg.geometry, fs, n, BeamParams::default()),
+            bf: Beamformer::new(&cfg.geometry, fs, n, {
+                let mut b = BeamParams::default();
+                if let Ok(v) = std::env::var("HUIS_DW") { b.diffuse_weight = v.parse().unwrap(); }
+                if let Ok(v) = std::env::var("HUIS_LOAD") { b.loading = v.parse().unwrap(); }
+                if let Ok(v) = std::env::var("HUIS_EL") { b.steer_elevation_deg = v.parse().unwrap(); }
+                b
+            }),
             steer: None,
             frames_since_bf: 0,
             aec: Aec::new(
                 m,
                 hop,
-                &AecParams { partitions: (cfg.echo_tail_ms as usize).div_ceil(10), ..Default::default() },
+                &AecParams { partitions: (cfg.echo_tail_ms as usize).div_ceil(10), mu: std::env::var("HUIS_MU").map(|v| v.parse().unwrap()).unwrap_or(1.0), ..Default::default() },
             ),
             g_prev: vec![1.0; nb],
             ypow_prev: vec![0.0; nb],
@@ -208,7 +214,7 @@ impl Processor {
             leak: 1.0,
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
-            cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
+            cfg_floor: 10f32.powf(std::env::var("HUIS_FLOOR").map(|v| v.parse().unwrap()).unwrap_or(cfg.noise_floor_db) / 20.0),
             frame_out: vec![0.0; hop],
             aec_seen_farend: false,
         })
@@ -395,7 +401,7 @@ impl Processor {
                 } else {
                     0.0
                 };
-                let echo = if res_echo_known { 2.0 * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
+                let echo = if res_echo_known && std::env::var("HUIS_NORES").is_err() { 2.0 * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
                 let xi = 0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam
