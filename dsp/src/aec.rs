@@ -27,13 +27,17 @@ pub struct AecParams {
     pub a2: f32,
     /// the same for the shadow filter
     pub shadow_a2: f32,
+    /// weight of the unexplained power in the shadow filter's step (small: it re-converges at
+    /// nearly the full normalised step after an echo-path change, and is reset from the main
+    /// filter when double talk throws it off)
+    pub shadow_psi_weight: f32,
     /// regularisation of weak bins relative to the mean step denominator
     pub reg: f32,
 }
 
 impl Default for AecParams {
     fn default() -> Self {
-        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.97, reg: 1.0 }
+        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.99, shadow_psi_weight: 0.05, reg: 1.0 }
     }
 }
 
@@ -45,11 +49,14 @@ struct Kf {
     /// smoothed unexplained power per bin
     psi: Vec<f32>,
     a2: f32,
+    /// weight of the unexplained power in the step denominator (1 = Kalman; smaller = closer to
+    /// a plain normalised step, faster but not protected against double talk)
+    psi_weight: f32,
 }
 
 impl Kf {
-    fn new(p: usize, nb: usize, a2: f32) -> Self {
-        Self { w: vec![Complex32::new(0.0, 0.0); p * nb], pu: vec![0.2; p * nb], psi: vec![0.0; nb], a2 }
+    fn new(p: usize, nb: usize, a2: f32, psi_weight: f32) -> Self {
+        Self { w: vec![Complex32::new(0.0, 0.0); p * nb], pu: vec![0.2; p * nb], psi: vec![0.0; nb], a2, psi_weight }
     }
 }
 
@@ -107,7 +114,7 @@ fn adapt(kf: &mut Kf, xr: &[Complex32], pos: usize, p: usize, nb: usize, e: &[f3
         // the zero-padded error sees the echo through half the window: factor 1/2 in amplitude
         let unexpl = (e2 - 0.25 * xpx).max(0.1 * e2);
         kf.psi[k] = 0.5 * kf.psi[k] + 0.5 * unexpl;
-        wk.den[k] = 0.25 * xpx + kf.psi[k];
+        wk.den[k] = 0.25 * xpx + kf.psi_weight * kf.psi[k];
     }
     // regularise weak bins: the gradient constraint spreads each bin's update over its
     // neighbours, so a huge step in a near-empty bin would disturb the strong ones
@@ -144,7 +151,6 @@ pub struct Aec {
     p: usize,
     m: usize,
     mu: f32,
-    a2: f32,
     reg: f32,
     /// ring of far-end spectra, newest at `pos`
     xr: Vec<Complex32>,
@@ -172,15 +178,14 @@ impl Aec {
             p,
             m: n_mics,
             mu: params.mu,
-            a2: params.a2,
             reg: params.reg,
             xr: vec![z; p * nb],
             pos: 0,
             xbuf: vec![0.0; 2 * l],
             mics: (0..n_mics)
                 .map(|_| MicFilter {
-                    main: Kf::new(p, nb, params.a2),
-                    shadow: Kf::new(p, nb, std::env::var("HUIS_SA2").map(|v| v.parse().unwrap()).unwrap_or(params.shadow_a2)),
+                    main: Kf::new(p, nb, params.a2, 1.0),
+                    shadow: Kf::new(p, nb, params.shadow_a2, params.shadow_psi_weight),
                     s_main: 0.0,
                     s_shadow: 0.0,
                     better: 0,

@@ -43,6 +43,11 @@ impl Mcra {
         }
     }
 
+    /// The smoothing factor used for a certainly speech-free bin this frame.
+    pub fn base_alpha(&self) -> f32 {
+        if self.frames < 50 { 0.8 } else { ALPHA_D }
+    }
+
     pub fn frames(&self) -> usize {
         self.frames
     }

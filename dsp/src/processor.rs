@@ -127,6 +127,9 @@ pub struct Processor {
     cfg_floor: f32,
     frame_out: Vec<f32>,
     aec_seen_farend: bool,
+    echo_os: f32,
+    leak_alpha: f32,
+    phi_alpha: f32,
 }
 
 fn db(p: f32) -> f32 {
@@ -186,19 +189,13 @@ impl Processor {
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
             tracker: Tracker::new(TrackerParams::default()),
-            bf: Beamformer::new(&cfg.geometry, fs, n, {
-                let mut b = BeamParams::default();
-                if let Ok(v) = std::env::var("HUIS_DW") { b.diffuse_weight = v.parse().unwrap(); }
-                if let Ok(v) = std::env::var("HUIS_LOAD") { b.loading = v.parse().unwrap(); }
-                if let Ok(v) = std::env::var("HUIS_EL") { b.steer_elevation_deg = v.parse().unwrap(); }
-                b
-            }),
+            bf: Beamformer::new(&cfg.geometry, fs, n, BeamParams::default()),
             steer: None,
             frames_since_bf: 0,
             aec: Aec::new(
                 m,
                 hop,
-                &AecParams { partitions: (cfg.echo_tail_ms as usize).div_ceil(10), mu: std::env::var("HUIS_MU").map(|v| v.parse().unwrap()).unwrap_or(1.0), ..Default::default() },
+                &AecParams { partitions: (cfg.echo_tail_ms as usize).div_ceil(10), ..Default::default() },
             ),
             g_prev: vec![1.0; nb],
             ypow_prev: vec![0.0; nb],
@@ -214,9 +211,12 @@ impl Processor {
             leak: 1.0,
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
-            cfg_floor: 10f32.powf(std::env::var("HUIS_FLOOR").map(|v| v.parse().unwrap()).unwrap_or(cfg.noise_floor_db) / 20.0),
+            cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
             frame_out: vec![0.0; hop],
             aec_seen_farend: false,
+            echo_os: 4.0,
+            leak_alpha: 0.8,
+            phi_alpha: 0.99,
         })
     }
 
@@ -309,7 +309,9 @@ impl Processor {
         self.mcra.update(&self.pow, if res_echo_known { Some(&self.not_speech) } else { None });
         // spatial noise covariance, gated like the noise PSD
         for k in 0..nb {
-            let a = self.mcra.alpha[k];
+            // same gating as the noise PSD, slower averaging (a covariance needs more frames)
+            let presence = (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
+            let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
             if a >= 0.9999 {
                 continue;
             }
@@ -375,7 +377,7 @@ impl Processor {
             for k in 0..nb {
                 let e2 = self.y[k].norm_sqr();
                 let y2 = self.yecho[k].norm_sqr();
-                let a = 0.95;
+                let a = self.leak_alpha;
                 self.mean_e[k] = a * self.mean_e[k] + (1.0 - a) * e2;
                 self.mean_y[k] = a * self.mean_y[k] + (1.0 - a) * y2;
                 let de = e2 - self.mean_e[k];
@@ -401,7 +403,7 @@ impl Processor {
                 } else {
                     0.0
                 };
-                let echo = if res_echo_known && std::env::var("HUIS_NORES").is_err() { 2.0 * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
+                let echo = if res_echo_known { self.echo_os * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
                 let xi = 0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam

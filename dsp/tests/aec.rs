@@ -5,9 +5,7 @@ use huis_dsp::roomsim::{self, Rng, Room};
 use huis_dsp::stft::Fft;
 
 fn erle_after(far: &[f32], mic: &[f32], skip_s: f64) -> f64 {
-    let mu = std::env::var("HUIS_MU").map(|v| v.parse().unwrap()).unwrap_or(1.0);
-    let parts = std::env::var("HUIS_P").map(|v| v.parse().unwrap()).unwrap_or(32);
-    let mut aec = Aec::new(1, 160, &AecParams { mu, partitions: parts, ..Default::default() });
+    let mut aec = Aec::new(1, 160, &AecParams::default());
     let mut fft = Fft::new(320);
     let mut e = vec![0.0f32; 160];
     let mut echo = vec![0.0f32; 160];
@@ -15,10 +13,6 @@ fn erle_after(far: &[f32], mic: &[f32], skip_s: f64) -> f64 {
     for f in 0..far.len() / 160 {
         e.copy_from_slice(&mic[f * 160..(f + 1) * 160]);
         aec.process(&mut fft, &far[f * 160..(f + 1) * 160], &mut e, &mut echo);
-        if f % 25 == 0 {
-            let (sd, se) = aec.filter_errors();
-            eprintln!("t {:.2} erle {:.1}", f as f64 * 0.01, 10.0 * (sd / se).log10());
-        }
         if f as f64 * 0.01 >= skip_s {
             pm += mic[f * 160..(f + 1) * 160].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
             pe += e.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
@@ -52,7 +46,7 @@ fn white_noise_pure_delay_is_cancelled() {
     let n = 16000 * 3;
     let far: Vec<f32> = (0..n).map(|_| 0.1 * rng.normal() as f32).collect();
     let mut mic = vec![0.0f32; n];
-    let dl: usize = std::env::var("HUIS_DL").map(|v| v.parse().unwrap()).unwrap_or(700);
+    let dl = 700;
     for i in dl + 5..n {
         mic[i] = 0.5 * far[i - dl] - 0.2 * far[i - dl - 5];
     }
