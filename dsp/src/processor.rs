@@ -361,6 +361,13 @@ impl Processor {
                 None => true,
                 Some(s) => ang_diff(s, az) > 0.25,
             };
+            // while the loudspeaker plays, the blind covariance holds its residual echo: let
+            // it into the beam's noise model so the beam also turns away from the loudspeaker
+            let dw = if res_echo_known { 0.5 } else { 1.0 };
+            if dw != self.bf.params.diffuse_weight {
+                self.bf.params.diffuse_weight = dw;
+                self.frames_since_bf = 5;
+            }
             if moved || self.frames_since_bf >= 5 {
                 self.bf.update(az as f64, if self.phi_ready { Some(&self.phi) } else { None });
                 self.steer = Some(az);
