@@ -4,9 +4,9 @@
 //! - `ns_postfilter_6ch`: the same plus the post-filter (noise/reverb suppression).
 //! - `aec_6ch`: the full chain with echo cancellation on all 6 mics.
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use huis_dsp::roomsim::{self, Rng};
-use huis_dsp::{geometry, Config, Processor};
+use huis_dsp::{Config, Processor, geometry};
 use std::hint::black_box;
 
 fn fixture() -> (Vec<f32>, Vec<f32>) {
@@ -48,11 +48,17 @@ fn bench(c: &mut Criterion) {
         p
     };
     let mut p = mk(false, false);
-    c.bench_function("doa_track_beam_6ch_1s", |b| b.iter(|| run(&mut p, &mics, None)));
+    c.bench_function("doa_track_beam_6ch_1s", |b| {
+        b.iter(|| run(&mut p, &mics, None))
+    });
     let mut p = mk(false, true);
-    c.bench_function("ns_postfilter_6ch_1s", |b| b.iter(|| run(&mut p, &mics, None)));
+    c.bench_function("ns_postfilter_6ch_1s", |b| {
+        b.iter(|| run(&mut p, &mics, None))
+    });
     let mut p = mk(true, true);
-    c.bench_function("aec_full_chain_6ch_1s", |b| b.iter(|| run(&mut p, &mics, Some(&far))));
+    c.bench_function("aec_full_chain_6ch_1s", |b| {
+        b.iter(|| run(&mut p, &mics, Some(&far)))
+    });
 }
 
 criterion_group! {

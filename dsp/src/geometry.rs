@@ -24,17 +24,23 @@ impl Geometry {
     pub fn new(mics: Vec<[f64; 3]>, front_azimuth_deg: Option<f64>) -> Result<Self, DspError> {
         let n = mics.len();
         if !(2..=16).contains(&n) {
-            return Err(DspError::Geometry(format!("{n} microphones; need between 2 and 16")));
+            return Err(DspError::Geometry(format!(
+                "{n} microphones; need between 2 and 16"
+            )));
         }
         if mics.iter().flatten().any(|v| !v.is_finite()) {
-            return Err(DspError::Geometry("a mic position is not a finite number".into()));
+            return Err(DspError::Geometry(
+                "a mic position is not a finite number".into(),
+            ));
         }
         let mut aperture: f64 = 0.0;
         for i in 0..n {
             for j in i + 1..n {
                 let d = dist(mics[i], mics[j]);
                 if d < 1e-3 {
-                    return Err(DspError::Geometry(format!("mics {i} and {j} are at the same place")));
+                    return Err(DspError::Geometry(format!(
+                        "mics {i} and {j} are at the same place"
+                    )));
                 }
                 aperture = aperture.max(d);
             }
@@ -47,14 +53,19 @@ impl Geometry {
         let zmin = mics.iter().map(|m| m[2]).fold(f64::INFINITY, f64::min);
         let zmax = mics.iter().map(|m| m[2]).fold(f64::NEG_INFINITY, f64::max);
         if zmax - zmin > 0.01 {
-            return Err(DspError::Geometry("mics are not in one horizontal plane".into()));
+            return Err(DspError::Geometry(
+                "mics are not in one horizontal plane".into(),
+            ));
         }
         if let Some(f) = front_azimuth_deg {
             if !f.is_finite() {
                 return Err(DspError::Geometry("front_azimuth_deg is not finite".into()));
             }
         }
-        Ok(Self { mics, front_azimuth_deg })
+        Ok(Self {
+            mics,
+            front_azimuth_deg,
+        })
     }
 
     pub fn n_mics(&self) -> usize {
@@ -127,7 +138,9 @@ impl Geometry {
         let pos = arr
             .get("mic_positions_m")
             .and_then(|p| p.as_array())
-            .ok_or_else(|| DspError::Geometry("manifest has no array.mic_positions_m list".into()))?;
+            .ok_or_else(|| {
+                DspError::Geometry("manifest has no array.mic_positions_m list".into())
+            })?;
         let mut mics = Vec::with_capacity(pos.len());
         for (i, p) in pos.iter().enumerate() {
             let xs = p.as_array().ok_or_else(|| {
@@ -184,7 +197,11 @@ fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
 /// ReSpeaker 4-mic, r = 32 mm (order: -x, -y, +x, +y).
 pub fn respeaker4() -> Geometry {
     let r = 0.032;
-    Geometry::new(vec![[-r, 0.0, 0.0], [0.0, -r, 0.0], [r, 0.0, 0.0], [0.0, r, 0.0]], None).unwrap()
+    Geometry::new(
+        vec![[-r, 0.0, 0.0], [0.0, -r, 0.0], [r, 0.0, 0.0], [0.0, r, 0.0]],
+        None,
+    )
+    .unwrap()
 }
 
 /// ReSpeaker 6-mic circular, r = 46.3 mm, starting at 120° and going counter-clockwise.
@@ -221,6 +238,8 @@ pub fn circle(n: usize, r: f64, start_deg: f64) -> Geometry {
 /// A linear bar of `n` mics spaced `spacing` m along x, facing `front_deg`.
 pub fn linear(n: usize, spacing: f64, front_deg: f64) -> Geometry {
     let off = (n as f64 - 1.0) * spacing / 2.0;
-    let mics = (0..n).map(|i| [i as f64 * spacing - off, 0.0, 0.0]).collect();
+    let mics = (0..n)
+        .map(|i| [i as f64 * spacing - off, 0.0, 0.0])
+        .collect();
     Geometry::new(mics, Some(front_deg)).unwrap()
 }

@@ -19,7 +19,12 @@ pub struct TrackerParams {
 
 impl Default for TrackerParams {
     fn default() -> Self {
-        Self { min_coherence: 0.15, min_activity: 0.05, gate_deg: 15.0, handover_blocks: 2 }
+        Self {
+            min_coherence: 0.15,
+            min_activity: 0.05,
+            gate_deg: 15.0,
+            handover_blocks: 2,
+        }
     }
 }
 

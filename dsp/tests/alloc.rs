@@ -2,7 +2,7 @@
 //! with every stage on (echo cancellation fed a far end, beam, noise suppression, gain control).
 
 use huis_dsp::roomsim::{self, Rng};
-use huis_dsp::{geometry, Config, Processor, Stage};
+use huis_dsp::{Config, Processor, Stage, geometry};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -64,9 +64,17 @@ fn no_allocation_per_frame_after_warm_up() {
         if f == 70 {
             p.set_stage(Stage::Beamforming, true);
         }
-        let fe: &[f32] = if f % 30 < 20 { &far[f * 160..(f + 1) * 160] } else { &[] };
+        let fe: &[f32] = if f % 30 < 20 {
+            &far[f * 160..(f + 1) * 160]
+        } else {
+            &[]
+        };
         p.process(&mics[f * 960..(f + 1) * 960], fe, &mut out);
     }
     COUNT_HERE.with(|c| c.set(false));
-    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations in the frame loop");
+    assert_eq!(
+        ALLOCS.load(Ordering::SeqCst),
+        0,
+        "allocations in the frame loop"
+    );
 }

@@ -2,7 +2,7 @@
 
 use huis_dsp::doa::ang_diff;
 use huis_dsp::roomsim::{self, Rng, Room};
-use huis_dsp::{geometry, Config, Geometry, Processor};
+use huis_dsp::{Config, Geometry, Processor, geometry};
 
 fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
     let n = ch[0].len();
