@@ -44,6 +44,19 @@ pub struct Scene {
     pub switch: bool,
 }
 
+impl Scene {
+    /// The mic signals interleaved (frame-major), as a capture device delivers them.
+    pub fn interleaved(&self) -> Vec<f32> {
+        interleave(&self.mix)
+    }
+}
+
+/// A room recording for the simulated board's mic array: a random meeting room with one talker
+/// (8 s, or two taking turns over 16 s with `switch`), interleaved, 16 kHz, ±1 full scale.
+pub fn sim_board_recording(g: &Geometry, switch: bool, seed: u64) -> Vec<f32> {
+    random_scene(g, "sim", switch, seed).interleaved()
+}
+
 fn place_array(rng: &mut Rng, dims: [f64; 3]) -> [f64; 3] {
     [
         rng.range(1.3, dims[0] - 1.3),
