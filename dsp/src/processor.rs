@@ -378,7 +378,7 @@ impl Processor {
             let est = self.doa.evaluate(&self.phi, nb);
             let conf = est.and_then(|e| {
                 if self.tracker.confident(e.coherence, e.activity) {
-                    Some((e.azimuth_deg, e.coherence * e.activity))
+                    Some((e.azimuth_deg, e.coherence * e.activity, e.activity))
                 } else {
                     None
                 }

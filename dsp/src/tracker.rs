@@ -15,6 +15,9 @@ pub struct TrackerParams {
     pub gate_deg: f32,
     /// consistent blocks needed to hand over to a new talker
     pub handover_blocks: usize,
+    /// activity a block needs to count towards a new talker (higher than for refining the
+    /// current one: a hand-over must not follow a marginal block, e.g. a noise source in a pause)
+    pub handover_min_activity: f32,
 }
 
 impl Default for TrackerParams {
@@ -24,6 +27,7 @@ impl Default for TrackerParams {
             min_activity: 0.05,
             gate_deg: 15.0,
             handover_blocks: 2,
+            handover_min_activity: 0.15,
         }
     }
 }
@@ -64,8 +68,10 @@ impl Tracker {
 
     /// Feeds one DOA block (None or unconfident = nobody clearly talking). Returns true when the
     /// tracked talker changed.
-    pub fn update(&mut self, est: Option<(f32, f32)>) -> bool {
-        let Some((az, w)) = est else {
+    /// `est` is (azimuth, weight, activity).
+    pub fn update(&mut self, est: Option<(f32, f32, f32)>) -> bool {
+        let weak = matches!(est, Some((_, _, a)) if a < self.params.handover_min_activity);
+        let Some((az, w, _)) = est else {
             self.cand_age += 1;
             if self.cand_age > 3 {
                 self.n_cand = 0;
@@ -73,6 +79,7 @@ impl Tracker {
             return false;
         };
         match self.current {
+            None if weak => false,
             None => {
                 self.push_cand(az, w);
                 if self.n_cand >= self.params.handover_blocks {
@@ -87,6 +94,7 @@ impl Tracker {
                 self.n_cand = 0;
                 false
             }
+            Some(_) if weak => false,
             Some(_) => {
                 self.push_cand(az, w);
                 if self.n_cand >= self.params.handover_blocks {
