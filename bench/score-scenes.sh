@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs huis-dsp on every scene of a mic-array scene set and scores it with the set's score.py.
+#   bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- extra huis-dsp options]
+# SCENES_DIR holds index.json, score.py and one folder per scene (mix.wav, manifest.json, ...).
+set -euo pipefail
+scenes=${1:?usage: bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- huis-dsp options]}
+shift
+out=${1:-target/scene-out}
+[[ $# -gt 0 ]] && shift
+[[ ${1:-} == -- ]] && shift
+extra=("$@")
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo build --release -q -p huis-dsp
+bin="$root/target/release/huis-dsp"
+mkdir -p "$out"
+ids=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["scenes"]))' "$scenes/index.json")
+start=$(date +%s.%N)
+for id in $ids; do
+  mkdir -p "$out/$id"
+  "$bin" --in "$scenes/$id/mix.wav" --geometry "$scenes/$id/manifest.json" \
+    --doa "$out/$id/doa.csv" --out "$out/$id/enhanced.wav" "${extra[@]}"
+done
+end=$(date +%s.%N)
+echo "huis-dsp wall time for all scenes: $(echo "$end - $start" | bc) s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+python3 "$scenes/score.py" candidate --scenes "$scenes" --outputs "$out" --json "$out/score.json"

@@ -1,0 +1,509 @@
+//! The frame processor: one 10 ms frame in, one out, nothing allocated in between.
+//!
+//! Chain: per-mic echo cancellation (linear, [`crate::aec`]) → filterbank → blind noise
+//! estimation ([`crate::noise`]) → DOA ([`crate::doa`]) and tracking ([`crate::tracker`]) →
+//! MVDR beam ([`crate::beamformer`]) → post-filter (residual echo + noise + late reverberation
+//! suppression) → synthesis → gain control.
+
+use crate::DspError;
+use crate::aec::{Aec, AecParams};
+use crate::beamformer::{BeamParams, Beamformer};
+use crate::doa::{Doa, ang_diff};
+use crate::geometry::Geometry;
+use crate::noise::Mcra;
+use crate::stft::{Fft, Wola};
+use crate::tracker::{Tracker, TrackerParams};
+use realfft::num_complex::Complex32;
+
+/// Processing stages that can be switched at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    EchoCancellation,
+    Beamforming,
+    NoiseSuppression,
+    GainControl,
+}
+
+/// Processor configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub geometry: Geometry,
+    /// 16000 (48000 not yet supported)
+    pub sample_rate: u32,
+    /// echo tail covered by the canceller, reference-to-capture delay included (ms)
+    pub echo_tail_ms: u32,
+    /// reverberation time assumed by the late-reverberation suppressor (s); 0 disables it
+    pub assumed_rt60_s: f32,
+    /// frames per DOA block (10 = 100 ms)
+    pub doa_block_frames: usize,
+    pub echo_cancellation: bool,
+    pub beamforming: bool,
+    pub noise_suppression: bool,
+    pub gain_control: bool,
+    /// lowest post-filter gain for noise (dB)
+    pub noise_floor_db: f32,
+}
+
+impl Config {
+    pub fn new(geometry: Geometry) -> Self {
+        Self {
+            geometry,
+            sample_rate: 16000,
+            echo_tail_ms: 320,
+            assumed_rt60_s: 0.4,
+            doa_block_frames: 10,
+            echo_cancellation: true,
+            beamforming: true,
+            noise_suppression: true,
+            gain_control: false,
+            noise_floor_db: -15.0,
+        }
+    }
+}
+
+/// What one frame produced, for status (D-Bus) and evaluation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameReport {
+    /// tracked talker azimuth (degrees, 0 = +x, counter-clockwise), once a talker was found
+    pub talker_azimuth_deg: Option<f32>,
+    /// near-end speech present in this frame
+    pub speech: bool,
+    /// the tracker handed over to a new talker in this frame
+    pub talker_changed: bool,
+    /// a DOA block ended in this frame (talker azimuth freshly evaluated)
+    pub doa_updated: bool,
+    /// mic 0 level before processing (dBFS, full scale sine = 0 dB)
+    pub input_level_dbfs: f32,
+    /// output level (dBFS)
+    pub output_level_dbfs: f32,
+    /// far-end (loudspeaker) level (dBFS)
+    pub farend_level_dbfs: f32,
+    /// linear echo canceller's smoothed ERLE on mic 0 (dB), when the far end is active
+    pub erle_db: Option<f32>,
+}
+
+pub struct Processor {
+    m: usize,
+    hop: usize,
+    nb: usize,
+    fft: Fft,
+    wola: Vec<Wola>,
+    echo_wola: Wola,
+    out_wola: Wola,
+    mics: Vec<f32>,
+    echo: Vec<f32>,
+    echo_mean: Vec<f32>,
+    x: Vec<Complex32>,
+    yecho: Vec<Complex32>,
+    y: Vec<Complex32>,
+    pow: Vec<f32>,
+    not_speech: Vec<f32>,
+    mcra: Mcra,
+    phi: Vec<Complex32>,
+    phi_ready: bool,
+    doa: Doa,
+    doa_frames: usize,
+    doa_block: usize,
+    tracker: Tracker,
+    bf: Beamformer,
+    steer: Option<f32>,
+    frames_since_bf: usize,
+    aec: Aec,
+    // post-filter state
+    g_prev: Vec<f32>,
+    ypow_prev: Vec<f32>,
+    ysm: Vec<f32>,
+    rev_ring: Vec<f32>,
+    rev_pos: usize,
+    rev_frames: usize,
+    rev_gain: f32,
+    leak_ey: Vec<f32>,
+    leak_yy: Vec<f32>,
+    mean_e: Vec<f32>,
+    mean_y: Vec<f32>,
+    leak: f32,
+    agc_gain: f32,
+    stages: [bool; 4],
+    cfg_floor: f32,
+    frame_out: Vec<f32>,
+    aec_seen_farend: bool,
+    echo_os: f32,
+    leak_alpha: f32,
+    phi_alpha: f32,
+}
+
+fn db(p: f32) -> f32 {
+    10.0 * (p + 1e-12).log10()
+}
+
+impl Processor {
+    pub fn new(cfg: &Config) -> Result<Self, DspError> {
+        if cfg.sample_rate != 16000 {
+            return Err(DspError::Config(format!(
+                "sample rate {} Hz is not supported; use 16000 Hz",
+                cfg.sample_rate
+            )));
+        }
+        if cfg.geometry.n_mics() > crate::beamformer::MAX_MICS {
+            return Err(DspError::Config("more than 16 mics".into()));
+        }
+        if !(1..=100).contains(&cfg.doa_block_frames) {
+            return Err(DspError::Config("doa_block_frames must be 1..=100".into()));
+        }
+        if !(10..=2000).contains(&cfg.echo_tail_ms) {
+            return Err(DspError::Config("echo_tail_ms must be 10..=2000".into()));
+        }
+        let fs = cfg.sample_rate as f64;
+        let hop = (cfg.sample_rate / 100) as usize;
+        let n = 2 * hop;
+        let nb = hop + 1;
+        let m = cfg.geometry.n_mics();
+        let z = Complex32::new(0.0, 0.0);
+        let rev_frames = 5; // 50 ms: late reverberation starts here
+        let rev_gain = if cfg.assumed_rt60_s > 0.0 {
+            let delta = 3.0 * std::f32::consts::LN_10 / cfg.assumed_rt60_s;
+            (-2.0 * delta * rev_frames as f32 * hop as f32 / fs as f32).exp()
+        } else {
+            0.0
+        };
+        Ok(Self {
+            m,
+            hop,
+            nb,
+            fft: Fft::new(n),
+            wola: (0..m).map(|_| Wola::new(hop)).collect(),
+            echo_wola: Wola::new(hop),
+            out_wola: Wola::new(hop),
+            mics: vec![0.0; m * hop],
+            echo: vec![0.0; m * hop],
+            echo_mean: vec![0.0; hop],
+            x: vec![z; m * nb],
+            yecho: vec![z; nb],
+            y: vec![z; nb],
+            pow: vec![0.0; nb],
+            not_speech: vec![0.0; nb],
+            mcra: Mcra::new(nb),
+            phi: vec![z; nb * m * m],
+            phi_ready: false,
+            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0),
+            doa_frames: cfg.doa_block_frames,
+            doa_block: cfg.doa_block_frames,
+            tracker: Tracker::new(TrackerParams::default()),
+            bf: Beamformer::new(&cfg.geometry, fs, n, BeamParams::default()),
+            steer: None,
+            frames_since_bf: 0,
+            aec: Aec::new(
+                m,
+                hop,
+                &AecParams {
+                    partitions: (cfg.echo_tail_ms as usize).div_ceil(10),
+                    ..Default::default()
+                },
+            ),
+            g_prev: vec![1.0; nb],
+            ypow_prev: vec![0.0; nb],
+            ysm: vec![0.0; nb],
+            rev_ring: vec![0.0; rev_frames * nb],
+            rev_pos: 0,
+            rev_frames,
+            rev_gain,
+            leak_ey: vec![0.0; nb],
+            leak_yy: vec![0.0; nb],
+            mean_e: vec![0.0; nb],
+            mean_y: vec![0.0; nb],
+            leak: 1.0,
+            agc_gain: 1.0,
+            stages: [
+                cfg.echo_cancellation,
+                cfg.beamforming,
+                cfg.noise_suppression,
+                cfg.gain_control,
+            ],
+            cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
+            frame_out: vec![0.0; hop],
+            aec_seen_farend: false,
+            echo_os: 4.0,
+            leak_alpha: 0.8,
+            phi_alpha: 0.99,
+        })
+    }
+
+    /// Samples per channel in one frame.
+    pub fn frame_len(&self) -> usize {
+        self.hop
+    }
+
+    pub fn n_mics(&self) -> usize {
+        self.m
+    }
+
+    /// Algorithmic latency in samples (frame buffering + filterbank).
+    pub fn latency_samples(&self) -> usize {
+        2 * self.hop
+    }
+
+    pub fn set_stage(&mut self, stage: Stage, on: bool) {
+        self.stages[stage as usize] = on;
+    }
+
+    pub fn stage(&self, stage: Stage) -> bool {
+        self.stages[stage as usize]
+    }
+
+    /// Processes one frame: `mics_interleaved` holds frame_len × n_mics samples (interleaved,
+    /// channel k = mic k, full scale ±1), `farend` frame_len samples of what the loudspeaker
+    /// plays in this frame (or an empty slice: no far end), `out` receives frame_len samples.
+    /// Panics on wrong slice lengths (a programming error of the caller).
+    pub fn process(
+        &mut self,
+        mics_interleaved: &[f32],
+        farend: &[f32],
+        out: &mut [f32],
+    ) -> FrameReport {
+        let (m, hop, nb) = (self.m, self.hop, self.nb);
+        assert_eq!(mics_interleaved.len(), m * hop, "mic frame size");
+        assert_eq!(out.len(), hop, "output frame size");
+        assert!(
+            farend.is_empty() || farend.len() == hop,
+            "far-end frame size"
+        );
+        let mut rep = FrameReport::default();
+        let mut in_pow = 0.0f32;
+        for i in 0..hop {
+            for ch in 0..m {
+                self.mics[ch * hop + i] = mics_interleaved[i * m + ch];
+            }
+            in_pow += self.mics[i] * self.mics[i];
+        }
+        rep.input_level_dbfs = db(2.0 * in_pow / hop as f32);
+        let fe_pow = farend.iter().map(|v| v * v).sum::<f32>();
+        rep.farend_level_dbfs = db(2.0 * fe_pow / hop as f32);
+        if fe_pow > 0.0 {
+            self.aec_seen_farend = true;
+        }
+        let aec_on = self.stages[0] && self.aec_seen_farend;
+        if aec_on {
+            // an empty far-end slice is silence
+            if farend.is_empty() {
+                self.frame_out.iter_mut().for_each(|v| *v = 0.0);
+                self.aec.process(
+                    &mut self.fft,
+                    &self.frame_out,
+                    &mut self.mics,
+                    &mut self.echo,
+                );
+            } else {
+                self.aec
+                    .process(&mut self.fft, farend, &mut self.mics, &mut self.echo);
+            }
+            if self.aec.farend_active {
+                rep.erle_db = Some(self.aec.erle_db());
+            }
+            for i in 0..hop {
+                let mut s = 0.0;
+                for ch in 0..m {
+                    s += self.echo[ch * hop + i];
+                }
+                self.echo_mean[i] = s / m as f32;
+            }
+            self.echo_wola
+                .analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
+        }
+        // analysis
+        for ch in 0..m {
+            let (xs, ms) = (
+                &mut self.x[ch * nb..(ch + 1) * nb],
+                &self.mics[ch * hop..(ch + 1) * hop],
+            );
+            self.wola[ch].analyze(&mut self.fft, ms, xs);
+        }
+        for k in 0..nb {
+            let mut s = 0.0;
+            for ch in 0..m {
+                s += self.x[ch * nb + k].norm_sqr();
+            }
+            self.pow[k] = s / m as f32;
+        }
+        // residual echo share per bin (from the previous frame's leak estimate)
+        let res_echo_known = aec_on && self.aec.farend_active;
+        if res_echo_known {
+            for k in 0..nb {
+                let re = self.leak * self.yecho[k].norm_sqr();
+                self.not_speech[k] = (re / (self.pow[k] + 1e-20)).min(1.0);
+            }
+        }
+        self.mcra.update(
+            &self.pow,
+            if res_echo_known {
+                Some(&self.not_speech)
+            } else {
+                None
+            },
+        );
+        // spatial noise covariance, gated like the noise PSD
+        for k in 0..nb {
+            // same gating as the noise PSD, slower averaging (a covariance needs more frames)
+            let presence =
+                (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
+            let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
+            if a >= 0.9999 {
+                continue;
+            }
+            let b = 1.0 - a;
+            let base = k * m * m;
+            for i in 0..m {
+                let xi = self.x[i * nb + k];
+                for j in i..m {
+                    let v = xi * self.x[j * nb + k].conj();
+                    let e = &mut self.phi[base + i * m + j];
+                    *e = *e * a + v * b;
+                    if j != i {
+                        self.phi[base + j * m + i] = self.phi[base + i * m + j].conj();
+                    }
+                }
+            }
+        }
+        if self.mcra.frames() > 30 {
+            self.phi_ready = true;
+        }
+        let band = (nb / 16)..(nb / 2);
+        let sp: f32 = self.mcra.p[band.clone()].iter().sum::<f32>() / band.len() as f32;
+        rep.speech = sp > 0.3;
+        // DOA
+        self.doa.accumulate(&self.x, nb);
+        self.doa_frames -= 1;
+        if self.doa_frames == 0 {
+            self.doa_frames = self.doa_block_len();
+            rep.doa_updated = true;
+            let est = self.doa.evaluate(&self.phi, nb);
+            let conf = est.and_then(|e| {
+                if self.tracker.confident(e.coherence, e.activity) {
+                    Some((e.azimuth_deg, e.coherence * e.activity, e.activity))
+                } else {
+                    None
+                }
+            });
+            rep.talker_changed = self.tracker.update(conf);
+        }
+        rep.talker_azimuth_deg = self.tracker.azimuth();
+        // beam
+        let bf_on = self.stages[1];
+        if bf_on {
+            self.frames_since_bf += 1;
+            let az = self.tracker.azimuth().unwrap_or(0.0);
+            let moved = match self.steer {
+                None => true,
+                Some(s) => ang_diff(s, az) > 0.25,
+            };
+            // while the loudspeaker plays, the blind covariance holds its residual echo: let
+            // it into the beam's noise model so the beam also turns away from the loudspeaker
+            let dw = if res_echo_known { 0.5 } else { 1.0 };
+            if dw != self.bf.params.diffuse_weight {
+                self.bf.params.diffuse_weight = dw;
+                self.frames_since_bf = 5;
+            }
+            if moved || self.frames_since_bf >= 5 {
+                self.bf.update(
+                    az as f64,
+                    if self.phi_ready {
+                        Some(&self.phi)
+                    } else {
+                        None
+                    },
+                );
+                self.steer = Some(az);
+                self.frames_since_bf = 0;
+            }
+            self.bf.apply(&self.x, &mut self.y);
+        } else {
+            self.y.copy_from_slice(&self.x[..nb]);
+        }
+        // residual echo leak estimate: regression of |Y|² on |Ŷecho|² across time per bin
+        if res_echo_known {
+            let mut num = 0.0f32;
+            let mut den = 0.0f32;
+            for k in 0..nb {
+                let e2 = self.y[k].norm_sqr();
+                let y2 = self.yecho[k].norm_sqr();
+                let a = self.leak_alpha;
+                self.mean_e[k] = a * self.mean_e[k] + (1.0 - a) * e2;
+                self.mean_y[k] = a * self.mean_y[k] + (1.0 - a) * y2;
+                let de = e2 - self.mean_e[k];
+                let dy = y2 - self.mean_y[k];
+                self.leak_ey[k] = a * self.leak_ey[k] + (1.0 - a) * de * dy;
+                self.leak_yy[k] = a * self.leak_yy[k] + (1.0 - a) * dy * dy;
+                num += self.leak_ey[k];
+                den += self.leak_yy[k];
+            }
+            if den > 1e-20 {
+                self.leak = (num / den).clamp(0.005, 1.0);
+            }
+        }
+        // post-filter
+        let ns_on = self.stages[2];
+        if ns_on || aec_on {
+            let floor = if ns_on { self.cfg_floor } else { 1.0 };
+            for k in 0..nb {
+                let y2 = self.y[k].norm_sqr();
+                let noise = if ns_on {
+                    let n = if bf_on && self.phi_ready {
+                        self.bf.out_noise[k]
+                    } else {
+                        self.mcra.lambda[k]
+                    };
+                    n + self.rev_gain * self.rev_ring[self.rev_pos * nb + k]
+                } else {
+                    0.0
+                };
+                let echo = if res_echo_known {
+                    self.echo_os * self.leak * self.yecho[k].norm_sqr()
+                } else {
+                    0.0
+                };
+                let lam = (noise + echo).max(1e-20);
+                let gamma = y2 / lam;
+                let xi = 0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam
+                    + 0.02 * (gamma - 1.0).max(0.0);
+                let g = xi / (1.0 + xi);
+                // floor: the noise floor where noise dominates, deeper where echo does
+                let fl = floor * (noise / lam).sqrt();
+                let g = g.max(fl).min(1.0);
+                self.g_prev[k] = g;
+                self.ypow_prev[k] = y2;
+                self.y[k] *= g;
+            }
+        }
+        // late reverberation memory: smoothed beam PSD from rev_frames ago
+        for k in 0..nb {
+            self.ysm[k] = 0.5 * self.ysm[k] + 0.5 * self.ypow_prev[k];
+        }
+        self.rev_ring[self.rev_pos * nb..(self.rev_pos + 1) * nb].copy_from_slice(&self.ysm);
+        self.rev_pos = (self.rev_pos + 1) % self.rev_frames;
+        self.out_wola.synthesize(&mut self.fft, &mut self.y, out);
+        // gain control: slow level tracking towards -26 dBFS during speech, soft limit
+        let out_pow = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
+        if self.stages[3] {
+            if rep.speech {
+                let lvl = db(2.0 * out_pow * self.agc_gain * self.agc_gain);
+                let step = if lvl > -26.0 { -0.02 } else { 0.01 };
+                let gdb = (db(self.agc_gain * self.agc_gain) + step).clamp(-12.0, 24.0);
+                self.agc_gain = 10f32.powf(gdb / 20.0);
+            }
+            for v in out.iter_mut() {
+                let s = *v * self.agc_gain;
+                *v = if s.abs() < 0.9 {
+                    s
+                } else {
+                    s.signum() * (0.9 + 0.1 * ((s.abs() - 0.9) / 0.1).tanh())
+                };
+            }
+        }
+        let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
+        rep.output_level_dbfs = db(2.0 * op);
+        rep
+    }
+
+    fn doa_block_len(&self) -> usize {
+        self.doa_block
+    }
+}
