@@ -48,17 +48,11 @@ fn bench(c: &mut Criterion) {
         p
     };
     let mut p = mk(false, false);
-    c.bench_function("doa_track_beam_6ch_1s", |b| {
-        b.iter(|| run(&mut p, &mics, None))
-    });
+    c.bench_function("doa_track_beam_6ch_1s", |b| b.iter(|| run(&mut p, &mics, None)));
     let mut p = mk(false, true);
-    c.bench_function("ns_postfilter_6ch_1s", |b| {
-        b.iter(|| run(&mut p, &mics, None))
-    });
+    c.bench_function("ns_postfilter_6ch_1s", |b| b.iter(|| run(&mut p, &mics, None)));
     let mut p = mk(true, true);
-    c.bench_function("aec_full_chain_6ch_1s", |b| {
-        b.iter(|| run(&mut p, &mics, Some(&far)))
-    });
+    c.bench_function("aec_full_chain_6ch_1s", |b| b.iter(|| run(&mut p, &mics, Some(&far))));
 }
 
 criterion_group! {

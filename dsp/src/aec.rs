@@ -37,14 +37,7 @@ pub struct AecParams {
 
 impl Default for AecParams {
     fn default() -> Self {
-        Self {
-            partitions: 32,
-            mu: 1.0,
-            a2: 0.9995,
-            shadow_a2: 0.99,
-            shadow_psi_weight: 0.05,
-            reg: 1.0,
-        }
+        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.99, shadow_psi_weight: 0.05, reg: 1.0 }
     }
 }
 
@@ -63,13 +56,7 @@ struct Kf {
 
 impl Kf {
     fn new(p: usize, nb: usize, a2: f32, psi_weight: f32) -> Self {
-        Self {
-            w: vec![Complex32::new(0.0, 0.0); p * nb],
-            pu: vec![0.2; p * nb],
-            psi: vec![0.0; nb],
-            a2,
-            psi_weight,
-        }
+        Self { w: vec![Complex32::new(0.0, 0.0); p * nb], pu: vec![0.2; p * nb], psi: vec![0.0; nb], a2, psi_weight }
     }
 }
 
@@ -95,16 +82,7 @@ struct Work {
 }
 
 /// Filters the current far-end history with `kf`: writes the echo estimate (time domain, L).
-fn filter(
-    kf: &Kf,
-    xr: &[Complex32],
-    pos: usize,
-    p: usize,
-    nb: usize,
-    fft: &mut Fft,
-    wk: &mut Work,
-    y: &mut [f32],
-) {
+fn filter(kf: &Kf, xr: &[Complex32], pos: usize, p: usize, nb: usize, fft: &mut Fft, wk: &mut Work, y: &mut [f32]) {
     let l = nb - 1;
     for k in 0..nb {
         let mut s = Complex32::new(0.0, 0.0);
@@ -277,16 +255,7 @@ impl Aec {
             let mf = &mut self.mics[ch];
             let ech = &mut echo[ch * l..(ch + 1) * l];
             filter(&mf.main, &self.xr, pos, p, nb, fft, &mut self.wk, ech);
-            filter(
-                &mf.shadow,
-                &self.xr,
-                pos,
-                p,
-                nb,
-                fft,
-                &mut self.wk,
-                &mut self.ys,
-            );
+            filter(&mf.shadow, &self.xr, pos, p, nb, fft, &mut self.wk, &mut self.ys);
             let (mut d_pow, mut e_pow, mut es_pow) = (0.0f32, 0.0f32, 0.0f32);
             for i in 0..l {
                 d_pow += d[i] * d[i];
@@ -304,42 +273,12 @@ impl Aec {
             if !active {
                 continue;
             }
-            adapt(
-                &mut mf.main,
-                &self.xr,
-                pos,
-                p,
-                nb,
-                d,
-                mu,
-                reg,
-                fft,
-                &mut self.wk,
-            );
-            adapt(
-                &mut mf.shadow,
-                &self.xr,
-                pos,
-                p,
-                nb,
-                &self.es,
-                mu,
-                reg,
-                fft,
-                &mut self.wk,
-            );
+            adapt(&mut mf.main, &self.xr, pos, p, nb, d, mu, reg, fft, &mut self.wk);
+            adapt(&mut mf.shadow, &self.xr, pos, p, nb, &self.es, mu, reg, fft, &mut self.wk);
             mf.s_main = 0.8 * mf.s_main + 0.2 * e_pow;
             mf.s_shadow = 0.8 * mf.s_shadow + 0.2 * es_pow;
-            mf.better = if mf.s_shadow < 0.5 * mf.s_main {
-                mf.better + 1
-            } else {
-                0
-            };
-            mf.worse = if mf.s_shadow > 4.0 * mf.s_main {
-                mf.worse + 1
-            } else {
-                0
-            };
+            mf.better = if mf.s_shadow < 0.5 * mf.s_main { mf.better + 1 } else { 0 };
+            mf.worse = if mf.s_shadow > 4.0 * mf.s_main { mf.worse + 1 } else { 0 };
             if mf.better >= 5 {
                 mf.main.w.copy_from_slice(&mf.shadow.w);
                 mf.main.pu.copy_from_slice(&mf.shadow.pu);

@@ -25,11 +25,7 @@ pub struct BeamParams {
 
 impl Default for BeamParams {
     fn default() -> Self {
-        Self {
-            diffuse_weight: 1.0,
-            loading: 0.001,
-            steer_elevation_deg: 0.0,
-        }
+        Self { diffuse_weight: 1.0, loading: 0.001, steer_elevation_deg: 0.0 }
     }
 }
 
@@ -59,14 +55,9 @@ impl Beamformer {
                 for j in 0..m {
                     let a = geom.mics[i];
                     let b = geom.mics[j];
-                    let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2))
-                        .sqrt();
+                    let d = ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt();
                     let x = w * d / SPEED_OF_SOUND;
-                    gamma[k * m * m + i * m + j] = if x.abs() < 1e-9 {
-                        1.0
-                    } else {
-                        (x.sin() / x) as f32
-                    };
+                    gamma[k * m * m + i * m + j] = if x.abs() < 1e-9 { 1.0 } else { (x.sin() / x) as f32 };
                 }
             }
         }
@@ -114,11 +105,7 @@ impl Beamformer {
                     for i in 0..m {
                         tr += p[i * m + i].re as f64;
                     }
-                    if tr > 1e-20 {
-                        (Some(p), m as f64 / tr)
-                    } else {
-                        (None, 0.0)
-                    }
+                    if tr > 1e-20 { (Some(p), m as f64 / tr) } else { (None, 0.0) }
                 }
                 None => (None, 0.0),
             };
@@ -127,8 +114,7 @@ impl Beamformer {
                     let mut v = Complex64::new(g[i * m + j] as f64, 0.0);
                     if let Some(p) = blind {
                         let q = p[i * m + j];
-                        v = v * mu
-                            + Complex64::new(q.re as f64, q.im as f64) * ((1.0 - mu) * scale);
+                        v = v * mu + Complex64::new(q.re as f64, q.im as f64) * ((1.0 - mu) * scale);
                     }
                     if i == j {
                         v += load;

@@ -45,14 +45,7 @@ pub struct Doa {
 }
 
 impl Doa {
-    pub fn new(
-        geom: &Geometry,
-        fs: f64,
-        nfft: usize,
-        f_lo: f64,
-        f_hi: f64,
-        coarse_step: f64,
-    ) -> Self {
+    pub fn new(geom: &Geometry, fs: f64, nfft: usize, f_lo: f64, f_hi: f64, coarse_step: f64) -> Self {
         let m = geom.n_mics();
         let mut pairs = Vec::new();
         for i in 0..m {
@@ -71,14 +64,8 @@ impl Doa {
         } else {
             (span_deg / coarse_step).round() as usize + 1
         };
-        let coarse_step = if full_circle {
-            360.0 / n_coarse as f64
-        } else {
-            span_deg / (n_coarse - 1) as f64
-        };
-        let coarse_az: Vec<f64> = (0..n_coarse)
-            .map(|g| start_deg + g as f64 * coarse_step)
-            .collect();
+        let coarse_step = if full_circle { 360.0 / n_coarse as f64 } else { span_deg / (n_coarse - 1) as f64 };
+        let coarse_az: Vec<f64> = (0..n_coarse).map(|g| start_deg + g as f64 * coarse_step).collect();
         let dw = 2.0 * std::f64::consts::PI * df;
         let mut s = Self {
             m,
@@ -194,16 +181,10 @@ impl Doa {
                 let k = b + self.k_lo;
                 let r = self.acc[p * nbu + b] * inv_n - noise_cov[k * m * m + i * m + j];
                 let mag = r.norm();
-                self.c[p * nbu + b] = if mag > 1e-30 {
-                    r * (self.w[b] / mag)
-                } else {
-                    Complex32::new(0.0, 0.0)
-                };
+                self.c[p * nbu + b] = if mag > 1e-30 { r * (self.w[b] / mag) } else { Complex32::new(0.0, 0.0) };
             }
         }
-        self.acc
-            .iter_mut()
-            .for_each(|v| *v = Complex32::new(0.0, 0.0));
+        self.acc.iter_mut().for_each(|v| *v = Complex32::new(0.0, 0.0));
         self.acc_pow.iter_mut().for_each(|v| *v = 0.0);
         self.frames = 0;
         let activity = wsum / nbu as f32;
@@ -225,9 +206,7 @@ impl Doa {
             }
             self.map[g] = s;
         }
-        let gbest = (0..ng)
-            .max_by(|&a, &b| self.map[a].total_cmp(&self.map[b]))
-            .unwrap();
+        let gbest = (0..ng).max_by(|&a, &b| self.map[a].total_cmp(&self.map[b])).unwrap();
         // fine scan ±coarse step at 0.5°
         let centre = self.coarse_az[gbest];
         let mut delays = std::mem::take(&mut self.delays);
@@ -239,9 +218,7 @@ impl Doa {
         let nfine = (2 * steps + 1) as usize;
         for s in 0..nfine.min(64) {
             let az = centre + (s as i32 - steps) as f64 * 0.5;
-            if !self.full_circle
-                && (az < self.start_deg - 1e-9 || az > self.start_deg + self.span_deg + 1e-9)
-            {
+            if !self.full_circle && (az < self.start_deg - 1e-9 || az > self.start_deg + self.span_deg + 1e-9) {
                 fine[s] = f32::NEG_INFINITY;
                 continue;
             }
@@ -253,11 +230,7 @@ impl Doa {
             }
         }
         let mut az = best.1;
-        if best_i > 0
-            && best_i + 1 < nfine
-            && fine[best_i - 1].is_finite()
-            && fine[best_i + 1].is_finite()
-        {
+        if best_i > 0 && best_i + 1 < nfine && fine[best_i - 1].is_finite() && fine[best_i + 1].is_finite() {
             vals[0] = fine[best_i - 1];
             vals[1] = fine[best_i];
             vals[2] = fine[best_i + 1];
@@ -269,11 +242,7 @@ impl Doa {
         }
         self.delays = delays;
         let coherence = best.0 / (wsum * np as f32);
-        Some(DoaEstimate {
-            azimuth_deg: az.rem_euclid(360.0) as f32,
-            coherence,
-            activity,
-        })
+        Some(DoaEstimate { azimuth_deg: az.rem_euclid(360.0) as f32, coherence, activity })
     }
 }
 

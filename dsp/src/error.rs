@@ -12,14 +12,7 @@ pub enum DspError {
     #[error("{path}: {msg}")]
     Input { path: String, msg: String },
     #[error("frame size mismatch: {what} has {got} samples, expected {expected}")]
-    FrameSize {
-        what: &'static str,
-        got: usize,
-        expected: usize,
-    },
+    FrameSize { what: &'static str, got: usize, expected: usize },
     #[error("{path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
 }

@@ -24,23 +24,17 @@ impl Geometry {
     pub fn new(mics: Vec<[f64; 3]>, front_azimuth_deg: Option<f64>) -> Result<Self, DspError> {
         let n = mics.len();
         if !(2..=16).contains(&n) {
-            return Err(DspError::Geometry(format!(
-                "{n} microphones; need between 2 and 16"
-            )));
+            return Err(DspError::Geometry(format!("{n} microphones; need between 2 and 16")));
         }
         if mics.iter().flatten().any(|v| !v.is_finite()) {
-            return Err(DspError::Geometry(
-                "a mic position is not a finite number".into(),
-            ));
+            return Err(DspError::Geometry("a mic position is not a finite number".into()));
         }
         let mut aperture: f64 = 0.0;
         for i in 0..n {
             for j in i + 1..n {
                 let d = dist(mics[i], mics[j]);
                 if d < 1e-3 {
-                    return Err(DspError::Geometry(format!(
-                        "mics {i} and {j} are at the same place"
-                    )));
+                    return Err(DspError::Geometry(format!("mics {i} and {j} are at the same place")));
                 }
                 aperture = aperture.max(d);
             }
@@ -53,19 +47,14 @@ impl Geometry {
         let zmin = mics.iter().map(|m| m[2]).fold(f64::INFINITY, f64::min);
         let zmax = mics.iter().map(|m| m[2]).fold(f64::NEG_INFINITY, f64::max);
         if zmax - zmin > 0.01 {
-            return Err(DspError::Geometry(
-                "mics are not in one horizontal plane".into(),
-            ));
+            return Err(DspError::Geometry("mics are not in one horizontal plane".into()));
         }
         if let Some(f) = front_azimuth_deg {
             if !f.is_finite() {
                 return Err(DspError::Geometry("front_azimuth_deg is not finite".into()));
             }
         }
-        Ok(Self {
-            mics,
-            front_azimuth_deg,
-        })
+        Ok(Self { mics, front_azimuth_deg })
     }
 
     pub fn n_mics(&self) -> usize {
@@ -76,11 +65,7 @@ impl Geometry {
     pub fn is_linear(&self) -> bool {
         let a = self.mics[0];
         // farthest mic from the first sets the axis
-        let b = *self
-            .mics
-            .iter()
-            .max_by(|p, q| dist(a, **p).total_cmp(&dist(a, **q)))
-            .unwrap();
+        let b = *self.mics.iter().max_by(|p, q| dist(a, **p).total_cmp(&dist(a, **q))).unwrap();
         let (ux, uy) = (b[0] - a[0], b[1] - a[1]);
         let l = (ux * ux + uy * uy).sqrt();
         self.mics.iter().all(|p| {
@@ -130,22 +115,17 @@ impl Geometry {
 
     /// Parses a scene manifest (`array.mic_positions_m`, optional `array.front_azimuth_deg`).
     pub fn from_manifest_json(text: &str) -> Result<Self, DspError> {
-        let v: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| DspError::Geometry(format!("manifest is not JSON: {e}")))?;
-        let arr = v
-            .get("array")
-            .ok_or_else(|| DspError::Geometry("manifest has no \"array\" object".into()))?;
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| DspError::Geometry(format!("manifest is not JSON: {e}")))?;
+        let arr = v.get("array").ok_or_else(|| DspError::Geometry("manifest has no \"array\" object".into()))?;
         let pos = arr
             .get("mic_positions_m")
             .and_then(|p| p.as_array())
-            .ok_or_else(|| {
-                DspError::Geometry("manifest has no array.mic_positions_m list".into())
-            })?;
+            .ok_or_else(|| DspError::Geometry("manifest has no array.mic_positions_m list".into()))?;
         let mut mics = Vec::with_capacity(pos.len());
         for (i, p) in pos.iter().enumerate() {
-            let xs = p.as_array().ok_or_else(|| {
-                DspError::Geometry(format!("array.mic_positions_m[{i}] is not a list"))
-            })?;
+            let xs =
+                p.as_array().ok_or_else(|| DspError::Geometry(format!("array.mic_positions_m[{i}] is not a list")))?;
             if !(2..=3).contains(&xs.len()) {
                 return Err(DspError::Geometry(format!(
                     "array.mic_positions_m[{i}] has {} coordinates; expected 2 or 3",
@@ -154,9 +134,9 @@ impl Geometry {
             }
             let mut m = [0.0; 3];
             for (k, x) in xs.iter().enumerate() {
-                m[k] = x.as_f64().ok_or_else(|| {
-                    DspError::Geometry(format!("array.mic_positions_m[{i}][{k}] is not a number"))
-                })?;
+                m[k] = x
+                    .as_f64()
+                    .ok_or_else(|| DspError::Geometry(format!("array.mic_positions_m[{i}][{k}] is not a number")))?;
             }
             mics.push(m);
         }
@@ -197,23 +177,12 @@ fn dist(a: [f64; 3], b: [f64; 3]) -> f64 {
 /// ReSpeaker 4-mic, r = 32 mm (order: -x, -y, +x, +y).
 pub fn respeaker4() -> Geometry {
     let r = 0.032;
-    Geometry::new(
-        vec![[-r, 0.0, 0.0], [0.0, -r, 0.0], [r, 0.0, 0.0], [0.0, r, 0.0]],
-        None,
-    )
-    .unwrap()
+    Geometry::new(vec![[-r, 0.0, 0.0], [0.0, -r, 0.0], [r, 0.0, 0.0], [0.0, r, 0.0]], None).unwrap()
 }
 
 /// ReSpeaker 6-mic circular, r = 46.3 mm, starting at 120° and going counter-clockwise.
 pub fn respeaker6() -> Geometry {
-    let m = [
-        [-0.0232, 0.0401],
-        [-0.0463, 0.0],
-        [-0.0232, -0.0401],
-        [0.0232, -0.0401],
-        [0.0463, 0.0],
-        [0.0232, 0.0401],
-    ];
+    let m = [[-0.0232, 0.0401], [-0.0463, 0.0], [-0.0232, -0.0401], [0.0232, -0.0401], [0.0463, 0.0], [0.0232, 0.0401]];
     Geometry::new(m.iter().map(|p| [p[0], p[1], 0.0]).collect(), None).unwrap()
 }
 
@@ -238,8 +207,6 @@ pub fn circle(n: usize, r: f64, start_deg: f64) -> Geometry {
 /// A linear bar of `n` mics spaced `spacing` m along x, facing `front_deg`.
 pub fn linear(n: usize, spacing: f64, front_deg: f64) -> Geometry {
     let off = (n as f64 - 1.0) * spacing / 2.0;
-    let mics = (0..n)
-        .map(|i| [i as f64 * spacing - off, 0.0, 0.0])
-        .collect();
+    let mics = (0..n).map(|i| [i as f64 * spacing - off, 0.0, 0.0]).collect();
     Geometry::new(mics, Some(front_deg)).unwrap()
 }

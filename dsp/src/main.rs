@@ -9,11 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "huis-dsp",
-    about = "huis room-audio DSP on files",
-    args_conflicts_with_subcommands = true
-)]
+#[command(name = "huis-dsp", about = "huis room-audio DSP on files", args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
@@ -75,12 +71,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Some(Cmd::GenScene {
-            out,
-            array,
-            kind,
-            seed,
-        }) => gen_scene(&out, &array, &kind, seed),
+        Some(Cmd::GenScene { out, array, kind, seed }) => gen_scene(&out, &array, &kind, seed),
         Some(Cmd::GenEchoScene { out, array, seed }) => gen_echo(&out, &array, seed),
         None => run(&cli.run),
     };
@@ -108,9 +99,7 @@ fn gen_scene(out: &Path, array: &str, kind: &str, seed: u64) -> Result<(), DspEr
         "single" => false,
         "switch" => true,
         k => {
-            return Err(DspError::Config(format!(
-                "unknown scene kind {k:?}; use single or switch"
-            )));
+            return Err(DspError::Config(format!("unknown scene kind {k:?}; use single or switch")));
         }
     };
     scene::write_scene(out, &scene::random_scene(&g, array, switch, seed))
@@ -127,14 +116,9 @@ fn load_geometry(spec: &str) -> Result<Geometry, DspError> {
     }
     let p = Path::new(spec);
     if p.exists() {
-        let text = std::fs::read_to_string(p).map_err(|e| DspError::Io {
-            path: spec.into(),
-            source: e,
-        })?;
-        return Geometry::from_manifest_json(&text).map_err(|e| DspError::Input {
-            path: spec.into(),
-            msg: e.to_string(),
-        });
+        let text = std::fs::read_to_string(p).map_err(|e| DspError::Io { path: spec.into(), source: e })?;
+        return Geometry::from_manifest_json(&text)
+            .map_err(|e| DspError::Input { path: spec.into(), msg: e.to_string() });
     }
     Err(DspError::Geometry(format!(
         "{spec:?} is neither a board ({}) nor a manifest.json file",
@@ -143,18 +127,10 @@ fn load_geometry(spec: &str) -> Result<Geometry, DspError> {
 }
 
 fn run(a: &RunArgs) -> Result<(), DspError> {
-    let input = a
-        .input
-        .as_ref()
-        .ok_or_else(|| DspError::Config("--in is required (or a subcommand)".into()))?;
-    let geom_spec = a
-        .geometry
-        .as_ref()
-        .ok_or_else(|| DspError::Config("--geometry is required".into()))?;
+    let input = a.input.as_ref().ok_or_else(|| DspError::Config("--in is required (or a subcommand)".into()))?;
+    let geom_spec = a.geometry.as_ref().ok_or_else(|| DspError::Config("--geometry is required".into()))?;
     if a.out.is_none() && a.doa.is_none() {
-        return Err(DspError::Config(
-            "nothing to write: give --out and/or --doa".into(),
-        ));
+        return Err(DspError::Config("nothing to write: give --out and/or --doa".into()));
     }
     let geometry = load_geometry(geom_spec)?;
     let mut cfg = Config::new(geometry);
@@ -169,9 +145,7 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
             "ns" => cfg.noise_suppression = true,
             "agc" => cfg.gain_control = true,
             s => {
-                return Err(DspError::Config(format!(
-                    "unknown stage {s:?}; use aec, bf, ns, agc"
-                )));
+                return Err(DspError::Config(format!("unknown stage {s:?}; use aec, bf, ns, agc")));
             }
         }
     }
@@ -184,19 +158,13 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
     if mix.channels != m {
         return Err(DspError::Input {
             path: ip,
-            msg: format!(
-                "{} channels, but the geometry {geom_spec:?} has {m} mics",
-                mix.channels
-            ),
+            msg: format!("{} channels, but the geometry {geom_spec:?} has {m} mics", mix.channels),
         });
     }
     if mix.sample_rate != cfg.sample_rate {
         return Err(DspError::Input {
             path: ip,
-            msg: format!(
-                "sample rate {} Hz; the DSP runs at {} Hz (resample first)",
-                mix.sample_rate, cfg.sample_rate
-            ),
+            msg: format!("sample rate {} Hz; the DSP runs at {} Hz (resample first)", mix.sample_rate, cfg.sample_rate),
         });
     }
     let farend = match &a.farend {
@@ -212,10 +180,7 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
             if f.sample_rate != cfg.sample_rate {
                 return Err(DspError::Input {
                     path: fp,
-                    msg: format!(
-                        "sample rate {} Hz; expected {} Hz",
-                        f.sample_rate, cfg.sample_rate
-                    ),
+                    msg: format!("sample rate {} Hz; expected {} Hz", f.sample_rate, cfg.sample_rate),
                 });
             }
             Some(f.samples)
@@ -242,10 +207,8 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
         };
         let rep = p.process(mics, fe, &mut out[f * hop..(f + 1) * hop]);
         if (f + 1) % block_frames == 0 {
-            doa_rows.push((
-                (f + 1 - block_frames) as f64 * hop as f64 / cfg.sample_rate as f64,
-                rep.talker_azimuth_deg,
-            ));
+            doa_rows
+                .push(((f + 1 - block_frames) as f64 * hop as f64 / cfg.sample_rate as f64, rep.talker_azimuth_deg));
         }
     }
     if let Some(path) = &a.doa {
@@ -256,14 +219,9 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
                 None => s.push_str(&format!("{t:.1},nan\n")),
             }
         }
-        let mut f = std::fs::File::create(path).map_err(|e| DspError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
-        f.write_all(s.as_bytes()).map_err(|e| DspError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?;
+        let mut f =
+            std::fs::File::create(path).map_err(|e| DspError::Io { path: path.display().to_string(), source: e })?;
+        f.write_all(s.as_bytes()).map_err(|e| DspError::Io { path: path.display().to_string(), source: e })?;
     }
     if let Some(path) = &a.out {
         write_wav(path, 1, cfg.sample_rate, &out)?;

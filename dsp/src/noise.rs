@@ -93,11 +93,7 @@ impl Mcra {
             }
         }
         for k in 0..nb {
-            let ind = if self.s[k] > DELTA * self.smin[k].max(1e-12) {
-                1.0
-            } else {
-                0.0
-            };
+            let ind = if self.s[k] > DELTA * self.smin[k].max(1e-12) { 1.0 } else { 0.0 };
             let mut p = ALPHA_P * self.p[k] + (1.0 - ALPHA_P) * ind;
             if let Some(ns) = not_speech {
                 p *= 1.0 - ns[k];

@@ -139,10 +139,7 @@ fn db(p: f32) -> f32 {
 impl Processor {
     pub fn new(cfg: &Config) -> Result<Self, DspError> {
         if cfg.sample_rate != 16000 {
-            return Err(DspError::Config(format!(
-                "sample rate {} Hz is not supported; use 16000 Hz",
-                cfg.sample_rate
-            )));
+            return Err(DspError::Config(format!("sample rate {} Hz is not supported; use 16000 Hz", cfg.sample_rate)));
         }
         if cfg.geometry.n_mics() > crate::beamformer::MAX_MICS {
             return Err(DspError::Config("more than 16 mics".into()));
@@ -195,10 +192,7 @@ impl Processor {
             aec: Aec::new(
                 m,
                 hop,
-                &AecParams {
-                    partitions: (cfg.echo_tail_ms as usize).div_ceil(10),
-                    ..Default::default()
-                },
+                &AecParams { partitions: (cfg.echo_tail_ms as usize).div_ceil(10), ..Default::default() },
             ),
             g_prev: vec![1.0; nb],
             ypow_prev: vec![0.0; nb],
@@ -213,12 +207,7 @@ impl Processor {
             mean_y: vec![0.0; nb],
             leak: 1.0,
             agc_gain: 1.0,
-            stages: [
-                cfg.echo_cancellation,
-                cfg.beamforming,
-                cfg.noise_suppression,
-                cfg.gain_control,
-            ],
+            stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
             frame_out: vec![0.0; hop],
             aec_seen_farend: false,
@@ -254,19 +243,11 @@ impl Processor {
     /// channel k = mic k, full scale ±1), `farend` frame_len samples of what the loudspeaker
     /// plays in this frame (or an empty slice: no far end), `out` receives frame_len samples.
     /// Panics on wrong slice lengths (a programming error of the caller).
-    pub fn process(
-        &mut self,
-        mics_interleaved: &[f32],
-        farend: &[f32],
-        out: &mut [f32],
-    ) -> FrameReport {
+    pub fn process(&mut self, mics_interleaved: &[f32], farend: &[f32], out: &mut [f32]) -> FrameReport {
         let (m, hop, nb) = (self.m, self.hop, self.nb);
         assert_eq!(mics_interleaved.len(), m * hop, "mic frame size");
         assert_eq!(out.len(), hop, "output frame size");
-        assert!(
-            farend.is_empty() || farend.len() == hop,
-            "far-end frame size"
-        );
+        assert!(farend.is_empty() || farend.len() == hop, "far-end frame size");
         let mut rep = FrameReport::default();
         let mut in_pow = 0.0f32;
         for i in 0..hop {
@@ -286,15 +267,9 @@ impl Processor {
             // an empty far-end slice is silence
             if farend.is_empty() {
                 self.frame_out.iter_mut().for_each(|v| *v = 0.0);
-                self.aec.process(
-                    &mut self.fft,
-                    &self.frame_out,
-                    &mut self.mics,
-                    &mut self.echo,
-                );
+                self.aec.process(&mut self.fft, &self.frame_out, &mut self.mics, &mut self.echo);
             } else {
-                self.aec
-                    .process(&mut self.fft, farend, &mut self.mics, &mut self.echo);
+                self.aec.process(&mut self.fft, farend, &mut self.mics, &mut self.echo);
             }
             if self.aec.farend_active {
                 rep.erle_db = Some(self.aec.erle_db());
@@ -306,15 +281,11 @@ impl Processor {
                 }
                 self.echo_mean[i] = s / m as f32;
             }
-            self.echo_wola
-                .analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
+            self.echo_wola.analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
         }
         // analysis
         for ch in 0..m {
-            let (xs, ms) = (
-                &mut self.x[ch * nb..(ch + 1) * nb],
-                &self.mics[ch * hop..(ch + 1) * hop],
-            );
+            let (xs, ms) = (&mut self.x[ch * nb..(ch + 1) * nb], &self.mics[ch * hop..(ch + 1) * hop]);
             self.wola[ch].analyze(&mut self.fft, ms, xs);
         }
         for k in 0..nb {
@@ -332,19 +303,11 @@ impl Processor {
                 self.not_speech[k] = (re / (self.pow[k] + 1e-20)).min(1.0);
             }
         }
-        self.mcra.update(
-            &self.pow,
-            if res_echo_known {
-                Some(&self.not_speech)
-            } else {
-                None
-            },
-        );
+        self.mcra.update(&self.pow, if res_echo_known { Some(&self.not_speech) } else { None });
         // spatial noise covariance, gated like the noise PSD
         for k in 0..nb {
             // same gating as the noise PSD, slower averaging (a covariance needs more frames)
-            let presence =
-                (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
+            let presence = (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
             let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
             if a >= 0.9999 {
                 continue;
@@ -403,14 +366,7 @@ impl Processor {
                 self.frames_since_bf = 5;
             }
             if moved || self.frames_since_bf >= 5 {
-                self.bf.update(
-                    az as f64,
-                    if self.phi_ready {
-                        Some(&self.phi)
-                    } else {
-                        None
-                    },
-                );
+                self.bf.update(az as f64, if self.phi_ready { Some(&self.phi) } else { None });
                 self.steer = Some(az);
                 self.frames_since_bf = 0;
             }
@@ -446,24 +402,16 @@ impl Processor {
             for k in 0..nb {
                 let y2 = self.y[k].norm_sqr();
                 let noise = if ns_on {
-                    let n = if bf_on && self.phi_ready {
-                        self.bf.out_noise[k]
-                    } else {
-                        self.mcra.lambda[k]
-                    };
+                    let n = if bf_on && self.phi_ready { self.bf.out_noise[k] } else { self.mcra.lambda[k] };
                     n + self.rev_gain * self.rev_ring[self.rev_pos * nb + k]
                 } else {
                     0.0
                 };
-                let echo = if res_echo_known {
-                    self.echo_os * self.leak * self.yecho[k].norm_sqr()
-                } else {
-                    0.0
-                };
+                let echo = if res_echo_known { self.echo_os * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
-                let xi = 0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam
-                    + 0.02 * (gamma - 1.0).max(0.0);
+                let xi =
+                    0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam + 0.02 * (gamma - 1.0).max(0.0);
                 let g = xi / (1.0 + xi);
                 // floor: the noise floor where noise dominates, deeper where echo does
                 let fl = floor * (noise / lam).sqrt();
@@ -491,11 +439,7 @@ impl Processor {
             }
             for v in out.iter_mut() {
                 let s = *v * self.agc_gain;
-                *v = if s.abs() < 0.9 {
-                    s
-                } else {
-                    s.signum() * (0.9 + 0.1 * ((s.abs() - 0.9) / 0.1).tanh())
-                };
+                *v = if s.abs() < 0.9 { s } else { s.signum() * (0.9 + 0.1 * ((s.abs() - 0.9) / 0.1).tanh()) };
             }
         }
         let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;

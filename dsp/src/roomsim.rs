@@ -53,12 +53,7 @@ impl Room {
         let v = dims[0] * dims[1] * dims[2];
         let s = 2.0 * (dims[0] * dims[1] + dims[0] * dims[2] + dims[1] * dims[2]);
         let alpha = (0.161 * v / (s * rt60_s)).clamp(0.01, 0.99);
-        Self {
-            dims,
-            rt60_s,
-            fs,
-            beta: (1.0 - alpha).sqrt(),
-        }
+        Self { dims, rt60_s, fs, beta: (1.0 - alpha).sqrt() }
     }
 
     /// Room impulse response from `src` to `mic` (room coordinates, m), `len_s` long. The direct
@@ -81,8 +76,7 @@ impl Room {
                 }
                 for ny in -nmax[1]..=nmax[1] {
                     for py in 0..2i64 {
-                        let iy =
-                            (1 - 2 * py) as f64 * src[1] + 2.0 * ny as f64 * self.dims[1] - mic[1];
+                        let iy = (1 - 2 * py) as f64 * src[1] + 2.0 * ny as f64 * self.dims[1] - mic[1];
                         let oy = (ny - py).abs() + ny.abs();
                         let dxy = ix * ix + iy * iy;
                         if dxy > max_d * max_d {
@@ -90,17 +84,14 @@ impl Room {
                         }
                         for nz in -nmax[2]..=nmax[2] {
                             for pz in 0..2i64 {
-                                let iz = (1 - 2 * pz) as f64 * src[2]
-                                    + 2.0 * nz as f64 * self.dims[2]
-                                    - mic[2];
+                                let iz = (1 - 2 * pz) as f64 * src[2] + 2.0 * nz as f64 * self.dims[2] - mic[2];
                                 let d = (dxy + iz * iz).sqrt();
                                 if d > max_d {
                                     continue;
                                 }
                                 let oz = (nz - pz).abs() + nz.abs();
                                 let order = (ox + oy + oz) as i32;
-                                let g = self.beta.powi(order)
-                                    / (4.0 * std::f64::consts::PI * d.max(0.05));
+                                let g = self.beta.powi(order) / (4.0 * std::f64::consts::PI * d.max(0.05));
                                 let t = d / SPEED_OF_SOUND * self.fs;
                                 let t0 = t.floor() as i64;
                                 for i in (t0 - HALF + 1)..=(t0 + HALF) {
@@ -108,8 +99,7 @@ impl Room {
                                         continue;
                                     }
                                     let x = i as f64 - t;
-                                    let w =
-                                        0.5 + 0.5 * (std::f64::consts::PI * x / HALF as f64).cos();
+                                    let w = 0.5 + 0.5 * (std::f64::consts::PI * x / HALF as f64).cos();
                                     h[i as usize] += g * w * sinc(x);
                                 }
                             }
@@ -122,25 +112,13 @@ impl Room {
     }
 
     /// Signals at each mic (room coordinates) from a source playing `sig` at `src`.
-    pub fn render(
-        &self,
-        sig: &[f32],
-        src: [f64; 3],
-        mics: &[[f64; 3]],
-        len_s: f64,
-    ) -> Vec<Vec<f32>> {
-        mics.iter()
-            .map(|&m| convolve(sig, &self.rir(src, m, len_s), sig.len()))
-            .collect()
+    pub fn render(&self, sig: &[f32], src: [f64; 3], mics: &[[f64; 3]], len_s: f64) -> Vec<Vec<f32>> {
+        mics.iter().map(|&m| convolve(sig, &self.rir(src, m, len_s), sig.len())).collect()
     }
 }
 
 fn sinc(x: f64) -> f64 {
-    if x.abs() < 1e-9 {
-        1.0
-    } else {
-        (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x)
-    }
+    if x.abs() < 1e-9 { 1.0 } else { (std::f64::consts::PI * x).sin() / (std::f64::consts::PI * x) }
 }
 
 /// Linear convolution by FFT, truncated to `out_len`.
@@ -190,13 +168,7 @@ pub fn fractional_delays(sig: &[f32], delays: &[f64], fs: f64) -> Vec<Vec<f32>> 
 }
 
 /// A far-field plane wave from (`az_deg`, `el_deg`) at the array: one signal per mic.
-pub fn plane_wave(
-    sig: &[f32],
-    geom: &Geometry,
-    az_deg: f64,
-    el_deg: f64,
-    fs: f64,
-) -> Vec<Vec<f32>> {
+pub fn plane_wave(sig: &[f32], geom: &Geometry, az_deg: f64, el_deg: f64, fs: f64) -> Vec<Vec<f32>> {
     let mut d = vec![0.0; geom.n_mics()];
     geom.delays(az_deg, el_deg, &mut d);
     fractional_delays(sig, &d, fs)
@@ -231,13 +203,7 @@ pub fn normalize_rms(x: &mut [f32], target: f32) {
 
 /// Spherically diffuse noise: `n_dirs` uncorrelated pink plane waves from directions spread
 /// evenly over the sphere (Fibonacci lattice). One signal per mic, about unit RMS.
-pub fn diffuse_noise(
-    geom: &Geometry,
-    n: usize,
-    fs: f64,
-    n_dirs: usize,
-    rng: &mut Rng,
-) -> Vec<Vec<f32>> {
+pub fn diffuse_noise(geom: &Geometry, n: usize, fs: f64, n_dirs: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
     let m = geom.n_mics();
     let mut out = vec![vec![0.0f32; n]; m];
     let golden = std::f64::consts::PI * (3.0 - 5f64.sqrt());
@@ -290,9 +256,7 @@ pub fn speech_like(n: usize, fs: f64, rng: &mut Rng) -> Vec<f32> {
                         let mut h = 1.0;
                         while h * f0 < 0.45 * fs && h < 60.0 {
                             let f = h * f0;
-                            let g = formant(f, f1, 90.0)
-                                + 0.6 * formant(f, f2, 120.0)
-                                + 0.3 * formant(f, f3, 180.0);
+                            let g = formant(f, f1, 90.0) + 0.6 * formant(f, f2, 120.0) + 0.3 * formant(f, f3, 180.0);
                             s += g * (h * phase).sin() / h.sqrt();
                             h += 1.0;
                         }
@@ -331,25 +295,12 @@ pub fn soft_clip(x: &[f32], a: f32) -> Vec<f32> {
 /// Positions of `geom`'s mics in the room, the array centre at `centre`.
 pub fn mics_in_room(geom: &Geometry, centre: [f64; 3]) -> Vec<[f64; 3]> {
     let c = geom.centroid();
-    geom.mics
-        .iter()
-        .map(|m| {
-            [
-                centre[0] + m[0] - c[0],
-                centre[1] + m[1] - c[1],
-                centre[2] + m[2] - c[2],
-            ]
-        })
-        .collect()
+    geom.mics.iter().map(|m| [centre[0] + m[0] - c[0], centre[1] + m[1] - c[1], centre[2] + m[2] - c[2]]).collect()
 }
 
 /// Azimuth (deg, [0,360)) and elevation of `p` seen from `centre`.
 pub fn direction(centre: [f64; 3], p: [f64; 3]) -> (f64, f64, f64) {
     let (dx, dy, dz) = (p[0] - centre[0], p[1] - centre[1], p[2] - centre[2]);
     let r = (dx * dx + dy * dy + dz * dz).sqrt();
-    (
-        dy.atan2(dx).to_degrees().rem_euclid(360.0),
-        (dz / r).asin().to_degrees(),
-        r,
-    )
+    (dy.atan2(dx).to_degrees().rem_euclid(360.0), (dz / r).asin().to_degrees(), r)
 }

@@ -58,39 +58,21 @@ pub fn sim_board_recording(g: &Geometry, switch: bool, seed: u64) -> Vec<f32> {
 }
 
 fn place_array(rng: &mut Rng, dims: [f64; 3]) -> [f64; 3] {
-    [
-        rng.range(1.3, dims[0] - 1.3),
-        rng.range(1.3, dims[1] - 1.3),
-        0.75,
-    ]
+    [rng.range(1.3, dims[0] - 1.3), rng.range(1.3, dims[1] - 1.3), 0.75]
 }
 
 /// A source at a random azimuth (inside the array's search range), 0.9–2 m away, seated height.
-fn place_source(
-    rng: &mut Rng,
-    g: &Geometry,
-    dims: [f64; 3],
-    c: [f64; 3],
-    avoid: Option<f64>,
-) -> [f64; 3] {
+fn place_source(rng: &mut Rng, g: &Geometry, dims: [f64; 3], c: [f64; 3], avoid: Option<f64>) -> [f64; 3] {
     let (start, span) = g.search_range();
     loop {
-        let az = if span >= 359.0 {
-            rng.range(0.0, 360.0)
-        } else {
-            start + rng.range(15.0, span - 15.0)
-        };
+        let az = if span >= 359.0 { rng.range(0.0, 360.0) } else { start + rng.range(15.0, span - 15.0) };
         if let Some(a) = avoid {
             if crate::doa::ang_diff(az as f32, a as f32) < 40.0 {
                 continue;
             }
         }
         let r = rng.range(0.9, 2.0);
-        let p = [
-            c[0] + r * az.to_radians().cos(),
-            c[1] + r * az.to_radians().sin(),
-            rng.range(1.1, 1.35),
-        ];
+        let p = [c[0] + r * az.to_radians().cos(), c[1] + r * az.to_radians().sin(), rng.range(1.1, 1.35)];
         if p[0] > 0.4 && p[0] < dims[0] - 0.4 && p[1] > 0.4 && p[1] < dims[1] - 0.4 {
             return p;
         }
@@ -101,11 +83,7 @@ fn place_source(
 /// diffuse and/or point noise at 0–20 dB SNR, one talker (`switch` = false) or two taking turns.
 pub fn random_scene(g: &Geometry, array_name: &str, switch: bool, seed: u64) -> Scene {
     let mut rng = Rng::new(seed);
-    let dims = [
-        rng.range(4.5, 7.0),
-        rng.range(4.0, 6.5),
-        rng.range(2.6, 3.1),
-    ];
+    let dims = [rng.range(4.5, 7.0), rng.range(4.0, 6.5), rng.range(2.6, 3.1)];
     let rt60 = rng.range(0.2, 0.6);
     let room = Room::new(dims, rt60, FS);
     let centre = place_array(&mut rng, dims);
@@ -118,13 +96,7 @@ pub fn random_scene(g: &Geometry, array_name: &str, switch: bool, seed: u64) -> 
         let pos = place_source(&mut rng, g, dims, centre, first_az);
         let (az, el, d) = roomsim::direction(centre, pos);
         first_az.get_or_insert(az);
-        talkers.push(Talker {
-            pos,
-            azimuth_deg: az,
-            elevation_deg: el,
-            distance_m: d,
-            segments: vec![],
-        });
+        talkers.push(Talker { pos, azimuth_deg: az, elevation_deg: el, distance_m: d, segments: vec![] });
     }
     let dur = if switch { 16.0 } else { 8.0 };
     let n = (dur * FS) as usize;
@@ -224,29 +196,16 @@ pub fn random_scene(g: &Geometry, array_name: &str, switch: bool, seed: u64) -> 
         .map(|b| {
             let mut active = vec![];
             for (ti, d) in dry.iter().enumerate() {
-                let e: f64 = d[b * blk..(b + 1) * blk]
-                    .iter()
-                    .map(|v| (*v as f64).powi(2))
-                    .sum::<f64>()
-                    / blk as f64;
+                let e: f64 = d[b * blk..(b + 1) * blk].iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / blk as f64;
                 if e > levels[ti] * 0.03 {
                     active.push(ti);
                 }
             }
-            if active.len() == 1 {
-                Some((talkers[active[0]].azimuth_deg, active[0]))
-            } else {
-                None
-            }
+            if active.len() == 1 { Some((talkers[active[0]].azimuth_deg, active[0])) } else { None }
         })
         .collect();
     Scene {
-        name: format!(
-            "g{}_{}_{}",
-            if switch { "t" } else { "s" },
-            array_name,
-            seed
-        ),
+        name: format!("g{}_{}_{}", if switch { "t" } else { "s" }, array_name, seed),
         geometry: g.clone(),
         array_name: array_name.into(),
         mix,
@@ -262,10 +221,7 @@ pub fn random_scene(g: &Geometry, array_name: &str, switch: bool, seed: u64) -> 
 }
 
 fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T, DspError> {
-    r.map_err(|e| DspError::Io {
-        path: p.display().to_string(),
-        source: e,
-    })
+    r.map_err(|e| DspError::Io { path: p.display().to_string(), source: e })
 }
 
 fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
@@ -295,12 +251,7 @@ fn array_json(g: &Geometry, name: &str, centre: [f64; 3]) -> serde_json::Value {
 /// Writes a scene folder: mix.wav, ref_direct.wav, truth_doa.csv, manifest.json.
 pub fn write_scene(dir: &Path, s: &Scene) -> Result<(), DspError> {
     io(dir, std::fs::create_dir_all(dir))?;
-    write_wav(
-        &dir.join("mix.wav"),
-        s.mix.len(),
-        FS as u32,
-        &interleave(&s.mix),
-    )?;
+    write_wav(&dir.join("mix.wav"), s.mix.len(), FS as u32, &interleave(&s.mix))?;
     write_wav(&dir.join("ref_direct.wav"), 1, FS as u32, &s.ref_direct)?;
     let mut csv = String::from("block_start_s,azimuth_deg,talker\n");
     for (b, t) in s.truth.iter().enumerate() {
@@ -338,10 +289,7 @@ pub fn write_scene(dir: &Path, s: &Scene) -> Result<(), DspError> {
         "generator": "huis-dsp gen-scene",
     });
     let p = dir.join("manifest.json");
-    io(
-        &p,
-        std::fs::write(&p, serde_json::to_string_pretty(&man).unwrap()),
-    )
+    io(&p, std::fs::write(&p, serde_json::to_string_pretty(&man).unwrap()))
 }
 
 pub struct EchoScene {
@@ -371,39 +319,19 @@ pub const ECHO_CHANGE_S: f64 = 19.0;
 /// reference and the capture; loudspeaker nonlinearity tanh(a x)/a with a random drive (0 on some).
 pub fn random_echo_scene(g: &Geometry, array_name: &str, seed: u64) -> EchoScene {
     let mut rng = Rng::new(seed.wrapping_mul(7919) + 17);
-    let dims = [
-        rng.range(4.5, 7.0),
-        rng.range(5.0, 7.0),
-        rng.range(2.6, 3.0),
-    ];
+    let dims = [rng.range(4.5, 7.0), rng.range(5.0, 7.0), rng.range(2.6, 3.0)];
     let rt60 = rng.range(0.2, 0.5);
     let room = Room::new(dims, rt60, FS);
-    let centre = [
-        rng.range(dims[0] / 2.0 - 0.5, dims[0] / 2.0 + 0.5),
-        rng.range(1.3, 2.0),
-        0.75,
-    ];
+    let centre = [rng.range(dims[0] / 2.0 - 0.5, dims[0] / 2.0 + 0.5), rng.range(1.3, 2.0), 0.75];
     let mics = roomsim::mics_in_room(g, centre);
     let spk_a = [centre[0] + rng.range(-0.3, 0.3), 0.1, rng.range(0.8, 1.0)];
     let ang = rng.range(0.0, std::f64::consts::PI);
-    let spk_b = [
-        spk_a[0] + 0.2 * ang.cos(),
-        spk_a[1] + 0.2 * ang.sin().abs(),
-        spk_a[2],
-    ];
-    let ne_pos = [
-        centre[0] + rng.range(-1.0, 1.0),
-        centre[1] + rng.range(1.0, 1.6),
-        rng.range(1.1, 1.3),
-    ];
+    let spk_b = [spk_a[0] + 0.2 * ang.cos(), spk_a[1] + 0.2 * ang.sin().abs(), spk_a[2]];
+    let ne_pos = [centre[0] + rng.range(-1.0, 1.0), centre[1] + rng.range(1.0, 1.6), rng.range(1.1, 1.3)];
     let dur = 22.25;
     let n = (dur * FS) as usize;
     let delay = (rng.range(0.010, 0.060) * FS) as usize;
-    let drive = if rng.uniform() < 0.5 {
-        0.0
-    } else {
-        rng.range(1.0, 2.0) as f32
-    };
+    let drive = if rng.uniform() < 0.5 { 0.0 } else { rng.range(1.0, 2.0) as f32 };
     // far end talks in fe1, dt, fe2; near end in dt, ne
     let mut far = vec![0.0f32; n];
     let mut fe_src = roomsim::speech_like(n, FS, &mut rng);
@@ -439,9 +367,7 @@ pub fn random_echo_scene(g: &Geometry, array_name: &str, seed: u64) -> EchoScene
                     } else if i >= ch + xf {
                         1.0
                     } else {
-                        0.5 - 0.5
-                            * (std::f64::consts::PI * (i - ch) as f64 / xf as f64).cos() as f32
-                                as f64
+                        0.5 - 0.5 * (std::f64::consts::PI * (i - ch) as f64 / xf as f64).cos() as f32 as f64
                     } as f32;
                     a[i] * (1.0 - w) + b[i] * w
                 })
@@ -466,11 +392,7 @@ pub fn random_echo_scene(g: &Geometry, array_name: &str, seed: u64) -> EchoScene
     let noise = roomsim::diffuse_noise(g, n, FS, 48, &mut rng);
     let gnz = ((pn * (gn as f64).powi(2)) / 10f64.powf(snr_db / 10.0)).sqrt() as f32;
     let mut out: Vec<Vec<f32>> = (0..mics.len())
-        .map(|c| {
-            (0..n)
-                .map(|i| echo[c][i] + gn * near_img[c][i] + gnz * noise[c][i])
-                .collect()
-        })
+        .map(|c| (0..n).map(|i| echo[c][i] + gn * near_img[c][i] + gnz * noise[c][i]).collect())
         .collect();
     let peak = out.iter().flatten().fold(0.0f32, |a, v| a.max(v.abs()));
     let s = 0.8 / peak.max(1e-9);
@@ -497,12 +419,7 @@ pub fn random_echo_scene(g: &Geometry, array_name: &str, seed: u64) -> EchoScene
 pub fn write_echo_scene(dir: &Path, s: &EchoScene) -> Result<(), DspError> {
     io(dir, std::fs::create_dir_all(dir))?;
     let fsu = FS as u32;
-    write_wav(
-        &dir.join("mics.wav"),
-        s.mics.len(),
-        fsu,
-        &interleave(&s.mics),
-    )?;
+    write_wav(&dir.join("mics.wav"), s.mics.len(), fsu, &interleave(&s.mics))?;
     write_wav(&dir.join("farend_ref.wav"), 1, fsu, &s.farend)?;
     write_wav(&dir.join("nearend_ref.wav"), 1, fsu, &s.nearend_ref)?;
     write_wav(&dir.join("echo_only_mic0.wav"), 1, fsu, &s.echo_mic0)?;
@@ -520,10 +437,7 @@ pub fn write_echo_scene(dir: &Path, s: &EchoScene) -> Result<(), DspError> {
         "duration_s": s.mics[0].len() as f64 / FS,
     });
     let p = dir.join("segments.json");
-    io(
-        &p,
-        std::fs::write(&p, serde_json::to_string_pretty(&segs).unwrap()),
-    )?;
+    io(&p, std::fs::write(&p, serde_json::to_string_pretty(&segs).unwrap()))?;
     let (aza, _, da) = roomsim::direction(s.centre, s.speaker[0]);
     let (azn, _, dn) = roomsim::direction(s.centre, s.nearend_pos);
     let mut nl = json!({"enabled": s.drive > 0.0});
@@ -545,8 +459,5 @@ pub fn write_echo_scene(dir: &Path, s: &EchoScene) -> Result<(), DspError> {
         "generator": "huis-dsp gen-echo-scene",
     });
     let p = dir.join("manifest.json");
-    io(
-        &p,
-        std::fs::write(&p, serde_json::to_string_pretty(&man).unwrap()),
-    )
+    io(&p, std::fs::write(&p, serde_json::to_string_pretty(&man).unwrap()))
 }

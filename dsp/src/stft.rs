@@ -21,28 +21,18 @@ impl Fft {
         let inv = p.plan_fft_inverse(n);
         let scratch_f = fwd.make_scratch_vec();
         let scratch_i = inv.make_scratch_vec();
-        Self {
-            n,
-            fwd,
-            inv,
-            scratch_f,
-            scratch_i,
-        }
+        Self { n, fwd, inv, scratch_f, scratch_i }
     }
     /// Forward transform; `input` (length n) is used as scratch.
     pub fn forward(&mut self, input: &mut [f32], out: &mut [Complex32]) {
-        self.fwd
-            .process_with_scratch(input, out, &mut self.scratch_f)
-            .expect("fft sizes");
+        self.fwd.process_with_scratch(input, out, &mut self.scratch_f).expect("fft sizes");
     }
     /// Inverse transform, unnormalised (inverse(forward(x)) = n·x); `spec` is used as scratch.
     pub fn inverse(&mut self, spec: &mut [Complex32], out: &mut [f32]) {
         spec[0].im = 0.0;
         let last = spec.len() - 1;
         spec[last].im = 0.0;
-        self.inv
-            .process_with_scratch(spec, out, &mut self.scratch_i)
-            .expect("fft sizes");
+        self.inv.process_with_scratch(spec, out, &mut self.scratch_i).expect("fft sizes");
     }
 }
 
@@ -60,18 +50,9 @@ impl Wola {
     pub fn new(hop: usize) -> Self {
         let n = 2 * hop;
         let win = (0..n)
-            .map(|i| {
-                (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).sqrt() as f32
-            })
+            .map(|i| (0.5 - 0.5 * (2.0 * std::f64::consts::PI * i as f64 / n as f64).cos()).sqrt() as f32)
             .collect();
-        Self {
-            hop,
-            n,
-            win,
-            inbuf: vec![0.0; n],
-            ola: vec![0.0; hop],
-            tmp: vec![0.0; n],
-        }
+        Self { hop, n, win, inbuf: vec![0.0; n], ola: vec![0.0; hop], tmp: vec![0.0; n] }
     }
 
     /// Pushes one hop of input and returns the spectrum of the last 2·hop samples.

@@ -17,31 +17,19 @@ impl Audio {
     }
     /// One channel as a vector.
     pub fn channel(&self, ch: usize) -> Vec<f32> {
-        self.samples
-            .iter()
-            .skip(ch)
-            .step_by(self.channels)
-            .copied()
-            .collect()
+        self.samples.iter().skip(ch).step_by(self.channels).copied().collect()
     }
 }
 
 fn input_err(path: &Path, msg: impl Into<String>) -> DspError {
-    DspError::Input {
-        path: path.display().to_string(),
-        msg: msg.into(),
-    }
+    DspError::Input { path: path.display().to_string(), msg: msg.into() }
 }
 
 /// Reads a WAV file (PCM 16/24/32-bit or 32-bit float). A data chunk shorter than its header says
 /// is refused as truncated.
 pub fn read_wav(path: &Path) -> Result<Audio, DspError> {
-    let file_len = std::fs::metadata(path)
-        .map_err(|e| DspError::Io {
-            path: path.display().to_string(),
-            source: e,
-        })?
-        .len();
+    let file_len =
+        std::fs::metadata(path).map_err(|e| DspError::Io { path: path.display().to_string(), source: e })?.len();
     let mut r = hound::WavReader::open(path).map_err(|e| match e {
         hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             input_err(path, "truncated WAV file (the header is incomplete)")
@@ -56,9 +44,7 @@ pub fn read_wav(path: &Path) -> Result<Audio, DspError> {
         if have < declared {
             return Err(input_err(
                 path,
-                format!(
-                    "truncated WAV file: header declares {declared} data bytes, file holds about {have}"
-                ),
+                format!("truncated WAV file: header declares {declared} data bytes, file holds about {have}"),
             ));
         }
     }
@@ -66,45 +52,27 @@ pub fn read_wav(path: &Path) -> Result<Audio, DspError> {
         (hound::SampleFormat::Float, 32) => r.samples::<f32>().collect(),
         (hound::SampleFormat::Int, b @ (16 | 24 | 32)) => {
             let s = 1.0 / (1u64 << (b - 1)) as f32;
-            r.samples::<i32>()
-                .map(|v| v.map(|v| v as f32 * s))
-                .collect()
+            r.samples::<i32>().map(|v| v.map(|v| v as f32 * s)).collect()
         }
         (f, b) => {
-            return Err(input_err(
-                path,
-                format!("unsupported sample format {f:?} {b}-bit"),
-            ));
+            return Err(input_err(path, format!("unsupported sample format {f:?} {b}-bit")));
         }
     };
     let samples = samples.map_err(|e| match e {
-        hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => input_err(
-            path,
-            "truncated WAV file: the data ends before the header says",
-        ),
+        hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            input_err(path, "truncated WAV file: the data ends before the header says")
+        }
         e => input_err(path, format!("bad WAV data: {e}")),
     })?;
     let channels = spec.channels as usize;
     if channels == 0 || samples.len() % channels != 0 {
-        return Err(input_err(
-            path,
-            "truncated WAV file: the last frame is incomplete",
-        ));
+        return Err(input_err(path, "truncated WAV file: the last frame is incomplete"));
     }
-    Ok(Audio {
-        channels,
-        sample_rate: spec.sample_rate,
-        samples,
-    })
+    Ok(Audio { channels, sample_rate: spec.sample_rate, samples })
 }
 
 /// Writes interleaved ±1 samples as 16-bit PCM (clipped).
-pub fn write_wav(
-    path: &Path,
-    channels: usize,
-    sample_rate: u32,
-    samples: &[f32],
-) -> Result<(), DspError> {
+pub fn write_wav(path: &Path, channels: usize, sample_rate: u32, samples: &[f32]) -> Result<(), DspError> {
     let spec = hound::WavSpec {
         channels: channels as u16,
         sample_rate,

@@ -14,10 +14,7 @@ fn erle_after(far: &[f32], mic: &[f32], skip_s: f64) -> f64 {
         e.copy_from_slice(&mic[f * 160..(f + 1) * 160]);
         aec.process(&mut fft, &far[f * 160..(f + 1) * 160], &mut e, &mut echo);
         if f as f64 * 0.01 >= skip_s {
-            pm += mic[f * 160..(f + 1) * 160]
-                .iter()
-                .map(|v| (*v as f64).powi(2))
-                .sum::<f64>();
+            pm += mic[f * 160..(f + 1) * 160].iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
             pe += e.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
         }
     }
@@ -37,9 +34,7 @@ fn linear_echo_path_is_cancelled() {
     let delay = 480; // 30 ms between reference and capture
     let mut played = vec![0.0f32; n];
     played[delay..].copy_from_slice(&far[..n - delay]);
-    let mic = room
-        .render(&played, [2.5, 0.2, 0.9], &[[2.4, 1.6, 0.75]], 0.2)
-        .remove(0);
+    let mic = room.render(&played, [2.5, 0.2, 0.9], &[[2.4, 1.6, 0.75]], 0.2).remove(0);
     let mut mic = mic;
     for v in mic.iter_mut() {
         *v += 1e-5 * rng.normal() as f32;

@@ -64,17 +64,9 @@ fn no_allocation_per_frame_after_warm_up() {
         if f == 70 {
             p.set_stage(Stage::Beamforming, true);
         }
-        let fe: &[f32] = if f % 30 < 20 {
-            &far[f * 160..(f + 1) * 160]
-        } else {
-            &[]
-        };
+        let fe: &[f32] = if f % 30 < 20 { &far[f * 160..(f + 1) * 160] } else { &[] };
         p.process(&mics[f * 960..(f + 1) * 960], fe, &mut out);
     }
     COUNT_HERE.with(|c| c.set(false));
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst),
-        0,
-        "allocations in the frame loop"
-    );
+    assert_eq!(ALLOCS.load(Ordering::SeqCst), 0, "allocations in the frame loop");
 }

@@ -71,10 +71,9 @@ fn simulated_room_doa_within_5_degrees() {
     let s = roomsim::speech_like(n, 16000.0, &mut rng);
     let room = Room::new([5.5, 4.5, 2.8], 0.3, 16000.0);
     let centre = [2.6, 2.1, 0.75];
-    for (name, g, src) in [
-        ("resp6", geometry::respeaker6(), [1.5, 3.0, 1.2]),
-        ("uma8", geometry::uma8(), [3.9, 1.3, 1.25]),
-    ] {
+    for (name, g, src) in
+        [("resp6", geometry::respeaker6(), [1.5, 3.0, 1.2]), ("uma8", geometry::uma8(), [3.9, 1.3, 1.25])]
+    {
         let mics = roomsim::mics_in_room(&g, centre);
         let (az, _, _) = roomsim::direction(centre, src);
         let mut chans = room.render(&s, src, &mics, 0.25);

@@ -111,9 +111,16 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
 
     let controls = Arc::new(Controls::new(&cfg.audio));
     let call_audio: crate::call::CallAudioSlot = Default::default();
+    let dsp = match crate::hardware::dsp_for(&board, &cfg) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            hw.problems.push(format!("room audio processing is off: {e}"));
+            None
+        }
+    };
     let mut engine = match (hw.mic.take(), hw.out.take()) {
         (Some(mic), Some(out)) => {
-            match Engine::start(mic, out, board.mic_array.channels.clone(), controls.clone(), call_audio.clone()) {
+            match Engine::start(mic, out, board.mic_array.channels.clone(), controls.clone(), call_audio.clone(), dsp) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     hw.problems.push(format!("cannot start the audio thread: {e}"));

@@ -42,13 +42,8 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
             let path = if cfg.audio.sim_recording.is_empty() {
                 let p = state_dir.join(format!("room-{}ch-{}hz.wav", ma.capture_channels, ma.sample_rate));
                 if !p.exists() {
-                    // Render the array's channels in capture order.
-                    let mut pos = vec![[0.0; 3]; ma.capture_channels as usize];
-                    for (p, &c) in ma.positions.iter().zip(&ma.channels) {
-                        pos[c as usize] = *p;
-                    }
                     tracing::info!(path = %p.display(), "rendering the default room recording for the simulated mic array");
-                    if let Err(e) = crate::audio::scene::write_default(&p, &pos, ma.sample_rate) {
+                    if let Err(e) = write_default_recording(&p, board) {
                         problems.push(format!("cannot write the default room recording: {e}"));
                     }
                 }
@@ -166,4 +161,61 @@ impl Hardware {
             }
         }
     }
+}
+
+fn geometry(board: &Board) -> Result<huis_dsp::Geometry, String> {
+    huis_dsp::Geometry::new(board.mic_array.positions.clone(), board.mic_array.front_azimuth_deg)
+        .map_err(|e| e.to_string())
+}
+
+/// The room audio processor for the board's array (16 kHz; other rates are
+/// decimated to it by the audio thread).
+pub fn dsp_for(board: &Board, cfg: &Config) -> Result<huis_dsp::Processor, String> {
+    if board.mic_array.sample_rate % 16000 != 0 {
+        return Err(format!("the mic array runs at {} Hz, not a multiple of 16 kHz", board.mic_array.sample_rate));
+    }
+    let mut c = huis_dsp::Config::new(geometry(board)?);
+    c.echo_cancellation = cfg.audio.echo_cancellation;
+    c.beamforming = cfg.audio.beamforming;
+    c.noise_suppression = cfg.audio.noise_suppression;
+    c.gain_control = cfg.audio.gain_control;
+    huis_dsp::Processor::new(&c).map_err(|e| e.to_string())
+}
+
+/// Renders the sim board's default room recording: a talker in a simulated
+/// meeting room (image-source reflections, diffuse noise), heard by the
+/// board's array, written in capture-channel order as 16-bit WAV.
+fn write_default_recording(path: &Path, board: &Board) -> Result<(), String> {
+    let ma = &board.mic_array;
+    if ma.sample_rate != 16000 {
+        return Err(format!(
+            "the default recording is rendered at 16 kHz; the board's array runs at {} Hz",
+            ma.sample_rate
+        ));
+    }
+    let g = geometry(board)?;
+    let mics = huis_dsp::scene::sim_board_recording(&g, false, 0x5eed_0f_4015);
+    let n_mics = ma.positions.len();
+    let frames = mics.len() / n_mics;
+    let spec = hound::WavSpec {
+        channels: ma.capture_channels,
+        sample_rate: ma.sample_rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let tmp = path.with_extension("wav.part");
+    let err = |e: hound::Error| format!("{}: {e}", tmp.display());
+    let mut w = hound::WavWriter::create(&tmp, spec).map_err(err)?;
+    let mut frame = vec![0i16; ma.capture_channels as usize];
+    for f in 0..frames {
+        frame.fill(0);
+        for (m, &ch) in ma.channels.iter().enumerate() {
+            frame[ch as usize] = (mics[f * n_mics + m].clamp(-1.0, 1.0) * 32767.0) as i16;
+        }
+        for s in &frame {
+            w.write_sample(*s).map_err(err)?;
+        }
+    }
+    w.finalize().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -7,8 +7,6 @@
 //! thread is paced by the capture device; it shares only atomics with the
 //! rest of huisd, and allocates nothing once running.
 
-pub mod scene;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -141,12 +139,15 @@ fn dbfs(mean_square: f64) -> f32 {
 
 impl Engine {
     /// Starts the engine thread on `mic` and `out`.
+    /// `dsp` processes the near end (echo cancellation, beamforming, noise
+    /// suppression); without it the near end is the mean of the mics.
     pub fn start(
         mut mic: Box<dyn MicArray>,
         mut out: Box<dyn AudioOutput>,
         mic_channels: Vec<u16>,
         controls: Arc<Controls>,
         call: crate::call::CallAudioSlot,
+        mut dsp: Option<huis_dsp::Processor>,
     ) -> std::io::Result<Engine> {
         let meters = Arc::new(Meters::default());
         let (m, c) = (meters.clone(), controls.clone());
@@ -164,6 +165,9 @@ impl Engine {
             let mut far = vec![0.0f32; n_dsp];
             let mut play = vec![0.0f32; n_out * och];
             let mut up = Upsampler::new(DSP_RATE, outf.sample_rate);
+            let n_mics = mic_channels.len();
+            let mut mics = vec![0.0f32; n_dsp * n_mics];
+            let mut stages = [None::<bool>; 4];
             let down = (inf.sample_rate / DSP_RATE).max(1) as usize;
             let (mut in_acc, mut out_acc, mut acc_frames) = (0.0f64, 0.0f64, 0u32);
             while !c.stop.load(Ordering::Relaxed) {
@@ -181,30 +185,64 @@ impl Engine {
                 }
                 in_acc += sq / (n_in * mic_channels.len().max(1)) as f64;
 
-                // Near end: the mean of the array's mics at the DSP rate.
-                // (The beamformer takes this place once it is wired in.)
-                let inv = 1.0 / mic_channels.len().max(1) as f32;
-                for (k, v) in near.iter_mut().enumerate() {
-                    let mut acc = 0.0f32;
-                    for j in 0..down {
-                        let frame = &capture[(k * down + j) * ich..(k * down + j + 1) * ich];
-                        for &ch in &mic_channels {
-                            acc += frame[ch as usize];
+                // The array's mics in descriptor order, at the DSP rate.
+                for k in 0..n_dsp {
+                    for (m, &ch) in mic_channels.iter().enumerate() {
+                        let mut acc = 0.0f32;
+                        for j in 0..down {
+                            acc += capture[(k * down + j) * ich + ch as usize];
+                        }
+                        mics[k * n_mics + m] = acc / down as f32;
+                    }
+                }
+                // The call's audio: never wait for it (try_lock), never block on the network.
+                let slot = call.try_lock().ok();
+                let ca = slot.as_ref().and_then(|s| s.as_ref());
+                far.fill(0.0);
+                if let Some(ca) = ca {
+                    ca.rx.pull(&mut far);
+                }
+                // The far end goes to the loudspeaker below, in this same
+                // iteration: it is exactly the echo canceller's reference.
+                match dsp.as_mut() {
+                    Some(p) => {
+                        let wanted = [
+                            c.echo_cancellation.load(Ordering::Relaxed),
+                            c.beamforming.load(Ordering::Relaxed),
+                            c.noise_suppression.load(Ordering::Relaxed),
+                            c.gain_control.load(Ordering::Relaxed),
+                        ];
+                        for (i, stage) in [
+                            huis_dsp::Stage::EchoCancellation,
+                            huis_dsp::Stage::Beamforming,
+                            huis_dsp::Stage::NoiseSuppression,
+                            huis_dsp::Stage::GainControl,
+                        ]
+                        .into_iter()
+                        .enumerate()
+                        {
+                            if stages[i] != Some(wanted[i]) {
+                                p.set_stage(stage, wanted[i]);
+                                stages[i] = Some(wanted[i]);
+                            }
+                        }
+                        let rep = p.process(&mics, &far, &mut near);
+                        m.talker_azimuth.store(rep.talker_azimuth_deg.unwrap_or(f32::NAN));
+                    }
+                    None => {
+                        let inv = 1.0 / n_mics.max(1) as f32;
+                        for (k, v) in near.iter_mut().enumerate() {
+                            *v = mics[k * n_mics..(k + 1) * n_mics].iter().sum::<f32>() * inv;
                         }
                     }
-                    *v = acc * inv / down as f32;
                 }
                 if c.muted.load(Ordering::Relaxed) {
                     near.fill(0.0);
                 }
-                // The call's audio: never wait for it (try_lock), never block on the network.
-                far.fill(0.0);
-                if let Ok(slot) = call.try_lock() {
-                    if let Some(ca) = slot.as_ref() {
-                        ca.tx.push(&near);
-                        ca.rx.pull(&mut far);
-                    }
+                if let Some(ca) = ca {
+                    ca.tx.push(&near);
                 }
+                drop(slot);
                 let gain = c.volume.load(Ordering::Relaxed) as f32 / 100.0;
                 let mut osq = 0.0f64;
                 up.process(&far, gain, &mut play, och);

@@ -354,7 +354,8 @@ impl CallManager {
             return Err("the call is not established yet".into());
         }
         let mut local = call.local.clone();
-        local.direction = if hold { SdpDirection::SendOnly } else { SdpDirection::SendRecv };
+        // On hold the room is neither heard nor hears: a=inactive, nothing sent but RTCP.
+        local.direction = if hold { SdpDirection::Inactive } else { SdpDirection::SendRecv };
         call.sdp_version += 1;
         let mut sdp = local.offer();
         sdp.origin.session_version = call.sdp_version;
@@ -366,7 +367,7 @@ impl CallManager {
         }
         call.held_by_us = hold;
         if let Some(m) = &call.media {
-            m.set_direction(if hold { MediaDirection::SendOnly } else { MediaDirection::SendRecv });
+            m.set_direction(if hold { MediaDirection::Inactive } else { MediaDirection::SendRecv });
         }
         self.update_call_state(id);
         self.drain_ok().await
