@@ -9,4 +9,6 @@ cd "$(dirname "$0")/.."
 echo "==> building"
 cargo build --workspace --all-targets -q
 echo "==> tests"
+# The integration tests run target/debug/huisd and huisctl, built just above.
+export HUIS_TESTS_PREBUILT=1
 cargo test --workspace --no-fail-fast -- --test-threads=2

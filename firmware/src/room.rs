@@ -113,6 +113,10 @@ impl Room {
         let mut meter_tick = tokio::time::interval(Duration::from_millis(200));
         let mut ticks = 0u64;
         self.update_leds().await;
+        if let Some(c) = self.calls.as_mut() {
+            let n = c.start_registration().await;
+            self.notices(n).await;
+        }
         loop {
             let sip_deadline = self.calls.as_ref().and_then(|c| c.deadline());
             let sip_timer = async {

@@ -17,6 +17,11 @@ pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf();
     BUILD.call_once(|| {
+        // scripts/run-tests.sh builds every target first and says so; a build
+        // here would resolve features for huis-firmware alone and rebuild deps.
+        if std::env::var_os("HUIS_TESTS_PREBUILT").is_some() {
+            return;
+        }
         // Make sure the binaries under test are the current ones.
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = dir.file_name().is_some_and(|n| n == "release");
@@ -100,6 +105,33 @@ impl Drop for Bus {
     }
 }
 
+const ROOM_RECORDING: &str = "room-6ch-16000hz.wav";
+
+/// huisd renders the sim board's default room recording into a fresh state
+/// directory at first start (seconds of acoustics simulation). Tests start many
+/// huisds: the first rendering is kept beside the binaries and copied into
+/// later state directories, so each start is quick. The file is the same
+/// huisd would render (a fixed seed).
+pub fn seed_room_recording(state_dir: &Path) {
+    let cached = bin_dir().join(format!("test-{ROOM_RECORDING}"));
+    let _ = std::fs::create_dir_all(state_dir);
+    if cached.exists() {
+        let _ = std::fs::copy(&cached, state_dir.join(ROOM_RECORDING));
+    }
+}
+
+/// Keeps huisd's rendering for later tests (atomically: temp file, rename).
+fn keep_room_recording(state_dir: &Path) {
+    let cached = bin_dir().join(format!("test-{ROOM_RECORDING}"));
+    let rendered = state_dir.join(ROOM_RECORDING);
+    if !cached.exists() && rendered.exists() {
+        let tmp = cached.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::copy(&rendered, &tmp).is_ok() {
+            let _ = std::fs::rename(&tmp, &cached);
+        }
+    }
+}
+
 /// A running huisd.
 pub struct Huisd {
     pub child: Child,
@@ -121,6 +153,7 @@ impl Huisd {
             if text.contains("[sip]") { text.to_owned() } else { format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n") };
         std::fs::write(&config, text).unwrap();
         let state_dir = root.join("state");
+        seed_room_recording(&state_dir);
         let log = root.join("huisd.log");
         let child = Command::new(bin_dir().join("huisd"))
             .args(["--session", "--board", "sim", "--config"])
@@ -147,6 +180,7 @@ impl Huisd {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if dbus.name_has_owner("org.huis.Room1".try_into().unwrap()).await.unwrap_or(false) {
+                keep_room_recording(&d.state_dir);
                 return d;
             }
             if let Ok(Some(st)) = d.child.try_wait() {

@@ -153,6 +153,19 @@ fn huisd_and_baresip_call_each_other_with_tones_dtmf_hold_and_hangup() {
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
     wait_status(&bus, "idle after hang-up", 5 * SEC, |s| s["state"] == "idle");
 
+    // A destination that carries a meeting PIN: the digits go out by
+    // themselves once the call is up.
+    ok(&bus, &["dial", &format!("{};dtmf=4%2A7%23", b.contact_uri())]);
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap();
+    let deadline = Instant::now() + 8 * SEC;
+    while !b.received_dtmf().ends_with("4*7#") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.received_dtmf(), "12#4*7#", "the dial string's digits did not arrive");
+    ok(&bus, &["hangup"]);
+    b.wait_event_where(|e| e.kind == "CALL_CLOSED", 5 * SEC).unwrap();
+    wait_status(&bus, "idle after the PIN call", 5 * SEC, |s| s["state"] == "idle");
+
     // Baresip calls the room, which answers by itself; baresip hangs up.
     let room_uri = status(&bus)["sip_uri"].as_str().unwrap().to_owned();
     let before = speaker_ms(&d);
@@ -187,7 +200,7 @@ fn huisd_registers_with_kamailio_and_calls_go_through_the_proxy() {
         &bus,
         &format!(
             "[sip]\nlisten = \"127.0.0.1:{port}\"\n[call]\nauto_answer = true\naudio_codecs = [\"pcmu\"]\n\
-             [account]\nregistrar = \"sip:{}\"\nuser = \"room\"\npassword = \"roompw\"\n",
+             [account]\nregistrar = \"sip:{}\"\ntransport = \"tcp\"\nuser = \"room\"\npassword = \"roompw\"\n",
             k.host_port()
         ),
     );
@@ -196,6 +209,8 @@ fn huisd_registers_with_kamailio_and_calls_go_through_the_proxy() {
     });
     assert_eq!(s["last_error"], "");
     assert!(k.has_registered("room"), "Kamailio has no registration for the room");
+    let proto = k.requests().iter().find(|r| r.method == "REGISTER" && r.user == "room").map(|r| r.proto.clone());
+    assert_eq!(proto.as_deref(), Some("tcp"), "the room registers over TCP as configured");
 
     // bob calls the room by its address of record, through the proxy.
     b.dial(&k.aor("room")).unwrap();

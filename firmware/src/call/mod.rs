@@ -183,10 +183,18 @@ impl CallManager {
             room_tx,
         };
         tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
-        if !cfg.account.registrar.is_empty() {
-            let _ = m.ua.register(Instant::now(), 0);
-        }
         Ok(m)
+    }
+
+    /// Registers the configured account (if any) and sends the REGISTER now.
+    pub async fn start_registration(&mut self) -> Vec<Notice> {
+        if self.ua.config().accounts.is_empty() {
+            return Vec::new();
+        }
+        if let Err(e) = self.ua.register(Instant::now(), 0) {
+            tracing::warn!(error = %e, "cannot register");
+        }
+        self.drain().await
     }
 
     /// How to call this room.

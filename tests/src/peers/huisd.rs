@@ -22,6 +22,7 @@ pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]
         if text.contains("[sip]") { text.to_owned() } else { format!("{text}\n[sip]\nlisten = \"127.0.0.1:0\"\n") };
     std::fs::write(&config, text).unwrap();
     let state_dir = root.join("state");
+    crate::seed_room_recording(&state_dir);
     let log = root.join("huisd.log");
     let child = ns
         .cmd(bin_dir().join("huisd"))
