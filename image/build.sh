@@ -14,6 +14,9 @@
 #   --no-huisd          build without the huis package (e.g. arm64 without a Rust
 #                       cross toolchain); the image says so in /usr/lib/huis/NO-HUISD
 #   --no-compress       skip the .zst copy of the disk image
+#   --keep-rootfs       reuse the mmdebstrap tree of an earlier build of this target
+#                       when the package list and huis package are unchanged
+#                       (for iterating on the recipe; clean builds never use it)
 #
 # Output: image/.build/TARGET/ (disk.img, disk.img.zst, rootfs.ext4, manifest).
 # Needs root (mmdebstrap --mode=root chroots into the tree; no loop mounts, no
@@ -25,7 +28,7 @@ set -euo pipefail
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit "${1:-0}"; }
 
 target="" dev=no version="" keyring="" vendor_dir="" with_huisd=yes compress=yes
-install_deps=no
+install_deps=no keep_rootfs=no
 [ "${CI:-}" = true ] && install_deps=yes
 while [ $# -gt 0 ]; do
     case $1 in
@@ -36,6 +39,7 @@ while [ $# -gt 0 ]; do
         --vendor-dir) vendor_dir=$2; shift ;;
         --no-huisd) with_huisd=no ;;
         --no-compress) compress=no ;;
+        --keep-rootfs) keep_rootfs=yes ;;
         -h|--help) usage ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) [ -z "$target" ] || die "one target at a time"; target=$1 ;;
@@ -144,14 +148,18 @@ note "apt sources: ${mirrors[*]}"
 
 pkgs=$(cat "$IMAGE_DIR/packages/common.list" "$IMAGE_DIR/packages/$TARGET.list" \
        | sed 's/#.*//;s/[[:space:]]//g;/^$/d' | sort -u | paste -sd, -)
-rm -rf "$tree"
+stamp="$ARCH $pkgs"
+if [ "$keep_rootfs" = yes ] && [ -f "$out/rootfs.stamp" ] && [ "$(cat "$out/rootfs.stamp")" = "$stamp" ] && [ -d "$tree/usr" ]; then
+    reuse_tree=yes
+else
+    reuse_tree=no
+    rm -rf "$tree" "$out/rootfs.stamp"
+fi
 hooks=(
     # initramfs: zstd, and the modules a room PC or VM may boot from
     --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && printf "COMPRESS=zstd\n" > "$1/etc/initramfs-tools/conf.d/huis.conf"'
 )
-for d in "${debs[@]}"; do
-    hooks+=(--customize-hook="copy-in $d /tmp" --customize-hook="chroot \"\$1\" dpkg -i /tmp/$(basename "$d") && rm \"\$1/tmp/$(basename "$d")\"")
-done
+[ "$reuse_tree" = yes ] && note "reusing the tree of an earlier build (--keep-rootfs)" || \
 nice -n 10 mmdebstrap --quiet --mode=root --variant=apt --arch="$ARCH" \
     --aptopt='APT::Install-Recommends "false"' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
@@ -160,10 +168,16 @@ nice -n 10 mmdebstrap --quiet --mode=root --variant=apt --arch="$ARCH" \
     --include="$pkgs" "${hooks[@]}" \
     bookworm "$tree" "${mirrors[@]}" > "$out/mmdebstrap.log" 2>&1 \
     || { tail -30 "$out/mmdebstrap.log"; die "mmdebstrap failed (log: $out/mmdebstrap.log)"; }
+echo "$stamp" > "$out/rootfs.stamp"
 note "$(du -sh --apparent-size "$tree" | cut -f1) in $tree"
 
 # ---------------------------------------------------------------------------
-step "laying rootfs-overlay/ and the image's own files over the tree"
+step "installing the huis package, laying rootfs-overlay/ and the image's own files over the tree"
+for d in "${debs[@]}"; do
+    cp "$d" "$tree/tmp/"
+    chroot "$tree" dpkg -i "/tmp/$(basename "$d")" >/dev/null || die "dpkg -i $(basename "$d") failed in the tree"
+    rm "$tree/tmp/$(basename "$d")"
+done
 cp -a --no-preserve=ownership "$REPO_DIR/rootfs-overlay/." "$tree/"
 cp -a --no-preserve=ownership "$IMAGE_DIR/files/common/." "$tree/"
 [ "$dev" = no ] || cp -a --no-preserve=ownership "$IMAGE_DIR/files/dev/." "$tree/"
@@ -172,6 +186,7 @@ install -m 0644 "$out/keyring.pem" "$tree/etc/rauc/keyring.pem"
 [ "$with_huisd" = yes ] || echo "built with --no-huisd: this image has no huisd" > "$tree/usr/lib/huis/NO-HUISD"
 install -d "$tree/data" "$tree/boot/efi" "$tree/etc/huis" "$tree/var/lib/huis"
 # Units: enable what the appliance runs. huisd.service comes with rootfs-overlay/.
+systemctl --root="$tree" set-default multi-user.target >/dev/null 2>&1
 systemctl --root="$tree" enable systemd-networkd.service huis-boot-check.service >/dev/null 2>&1
 systemctl --root="$tree" enable rauc.service >/dev/null 2>&1 || true
 if [ -e "$tree/usr/lib/systemd/system/huisd.service" ] || [ -e "$tree/etc/systemd/system/huisd.service" ]; then

@@ -20,7 +20,7 @@ esac
 
 host_target=$(rustc -vV | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-$BUILD_ROOT/target}
-cargo_args=(build --release -p huis-firmware --bins --locked)
+cargo_args=(build --quiet --release -p huis-firmware --bins --locked)
 if [ "$rust_target" != "$host_target" ]; then
     if ! rustup target list --installed 2>/dev/null | grep -qx "$rust_target"; then
         die "cannot build huisd for $arch: the Rust standard library for $rust_target is not installed (rustup target add $rust_target; also needs a linker such as gcc-aarch64-linux-gnu). Build on an $arch machine or install the target, or pass --no-huisd to build an image without huisd."
@@ -47,6 +47,7 @@ cat > "$pkg/usr/lib/sysusers.d/huis.conf" <<'CONF'
 # (D-Bus policy for org.huis.Room1 and de.pengutronix.rauc).
 g huis-admin -
 u huis - "huis room daemon" /var/lib/huis
+m huis huis-admin
 CONF
 printf 'huis firmware %s\nLicense: GPL-3.0-or-later\n' "$version" > "$pkg/usr/share/doc/huis/copyright"
 

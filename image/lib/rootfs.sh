@@ -48,5 +48,5 @@ make_ext4() {
     rm -f "$out"
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L "$label" -U "$uuid" \
         -E "hash_seed=$hash,root_owner=0:0" -T default -I 256 \
-        -d "$tree" "$out" "${size_mb}M"
+        -d "$tree" "$out" "${size_mb}M" >/dev/null
 }
