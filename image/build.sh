@@ -175,7 +175,7 @@ note "$(du -sh --apparent-size "$tree" | cut -f1) in $tree"
 step "installing the huis package, laying rootfs-overlay/ and the image's own files over the tree"
 for d in "${debs[@]}"; do
     cp "$d" "$tree/tmp/"
-    chroot "$tree" dpkg -i "/tmp/$(basename "$d")" >/dev/null || die "dpkg -i $(basename "$d") failed in the tree"
+    chroot "$tree" dpkg -i "/tmp/$(basename "$d")" >/dev/null 2>&1 || die "dpkg -i $(basename "$d") failed in the tree"
     rm "$tree/tmp/$(basename "$d")"
 done
 cp -a --no-preserve=ownership "$REPO_DIR/rootfs-overlay/." "$tree/"

@@ -9,7 +9,8 @@
 #   --vars FILE        UEFI variable store to use (default: a fresh copy per run)
 #   --serial SPEC      QEMU -serial value (default mon:stdio; tests use unix:PATH,server=on,wait=off)
 #   --share DIR        export DIR read-only to the guest over virtio-9p, tag "huis-share"
-#                      (mount -t 9p -o trans=virtio,ro huis-share /mnt)
+#                      (mount -t 9p -o trans=virtio,ro,msize=1048576 huis-share /mnt;
+#                      without a large msize 9p reads at ~4 MB/s under TCG)
 #   --fwd HOST:GUEST   forward 127.0.0.1:HOST to the guest's TCP port GUEST
 #                      (default 10022:22; loopback only)
 #   --mem MB           guest memory (default 1024)

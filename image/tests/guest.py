@@ -50,10 +50,12 @@ class Console:
             raise SystemExit("guest.py: the console closed (QEMU exited?)")
         text = data.decode("utf-8", errors="replace").replace("\r", "")
         self.log.write(text)
-        # Terminal control sequences (colours, bracketed paste) only get in the way.
-        text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]", "", text)
         self.log.flush()
-        self.buf += text
+        # Terminal control sequences (colours, bracketed paste) only get in the
+        # way. The serial line delivers a few bytes at a time, so a sequence
+        # can be split across reads: strip on the whole buffer, where an
+        # unfinished one waits for its end.
+        self.buf = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]", "", self.buf + text)
         return True
 
     def send(self, text):
@@ -93,9 +95,14 @@ class Console:
     def run(self, cmd, timeout):
         tag = f"@@{os.getpid()}{int(time.monotonic() * 1000) % 1000000}@@"
         # The status line is printed with printf so the command text itself never matches.
-        self.send(f"{cmd}; printf '%s %d %s\\n' '{tag[:2]}' $? '{tag[2:]}'\n")
-        m = self.expect(r"(?s)(.*?)^" + re.escape(tag[:2]) + r" (\d+) " + re.escape(tag[2:]) + r"$", timeout)
-        return int(m.group(2)), m.group(1)
+        # The status goes on a line of its own even when the output does not
+        # end in a newline; the regex takes that added newline off again.
+        self.send(f"{cmd}; printf '\\n%s %d %s\\n' '{tag[:2]}' $? '{tag[2:]}'\n")
+        m = self.expect(r"(?s)(.*?)\n" + re.escape(tag[:2]) + r" (\d+) " + re.escape(tag[2:]) + r"$", timeout)
+        out = m.group(1)
+        if out.startswith("huis# "):
+            out = out[len("huis# "):]
+        return int(m.group(2)), out
 
 
 def main():
