@@ -62,7 +62,7 @@ step "checking host tools"
 host_pkgs=(mmdebstrap genimage mtools dosfstools e2fsprogs grub-common rauc squashfs-tools
            zstd xz-utils openssl dpkg-dev fakeroot)
 if [ "$ARCH" != "$(dpkg --print-architecture)" ]; then
-    host_pkgs+=(qemu-user-static binfmt-support)
+    host_pkgs+=(qemu-user-static binfmt-support arch-test)
 fi
 missing=()
 for p in "${host_pkgs[@]}"; do

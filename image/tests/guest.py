@@ -114,7 +114,9 @@ def main():
     t0 = time.monotonic()
     try:
         if verb == "wait-ready":
-            m = con.expect(r"huis-boot-check: (slot \S+ .*)$", timeout)
+            # The verdict: "marked good" or "failed its health check"; not
+            # the "marked bad; rebooting" line that follows a failure.
+            m = con.expect(r"huis-boot-check: (slot \S+ marked good .*|slot \S+ .*failed its health check.*)$", timeout)
             ready = time.monotonic() - t0
             verdict = m.group(1)
             con.shell_setup(max(30.0, timeout - ready))

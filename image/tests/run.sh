@@ -2,7 +2,7 @@
 # The image test group (issue 6): build the amd64 image, boot it in QEMU (TCG),
 # update it with signed RAUC bundles and check A/B switching and rollback.
 #
-#   image/tests/run.sh [--reuse] [--kvm]
+#   image/tests/run.sh [--reuse] [--kvm] [--install-deps]
 #
 #   --reuse   keep an already built image/.build/amd64 (default: build afresh)
 #   --kvm     boot with KVM when usable (CI: TCG)
@@ -13,10 +13,11 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/common.sh"
 
-reuse=no kvm=()
+reuse=no kvm=() install_deps=no
 for a in "$@"; do
     case $a in
         --reuse) reuse=yes ;;
+        --install-deps) install_deps=yes ;;
         --kvm) kvm=(--kvm) ;;
         *) die "unknown option $a" ;;
     esac
@@ -78,6 +79,21 @@ slot_state() { # boot status of the slot with bootname $1
 }
 grubenv() { g 30 "grub-editenv /boot/efi/EFI/BOOT/grubenv list | sort | tr '\n' ' '"; }
 
+# Host tools for booting (build.sh installs its own with --install-deps / CI=true).
+need=()
+for p in qemu-system-x86 qemu-utils ovmf python3; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "${CI:-}" = true ] || [ "$install_deps" = yes ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" >/dev/null \
+            || die "could not install ${need[*]}"
+    else
+        die "missing host packages: ${need[*]} (run with --install-deps)"
+    fi
+fi
+[ "$(id -u)" = 0 ] || die "the image tests need root (build.sh uses mmdebstrap --mode=root)"
+
 mkdir -p "$out"
 : > "$bench"
 
@@ -87,7 +103,8 @@ if [ "$reuse" = yes ] && [ -f "$out/disk.img" ] && [ -d "$out/rootfs/usr" ]; the
     ok "build amd64 image (reused)"
 else
     t0=$(date +%s)
-    if timeout 3000 "$IMAGE_DIR/build.sh" amd64 --dev > "$out/../build-amd64.log" 2>&1; then
+    deps=(); [ "$install_deps" = yes ] && deps=(--install-deps)
+    if timeout 3000 "$IMAGE_DIR/build.sh" amd64 --dev "${deps[@]}" > "$out/../build-amd64.log" 2>&1; then
         t=$(( $(date +%s) - t0 ))
         ok "build amd64 image (${t}s)"
         bench "build_seconds=$t"
@@ -118,10 +135,11 @@ if b2=$(timeout 900 "$IMAGE_DIR/bundle.sh" amd64 --version "$v2" --out "$work/sh
 else
     bad "making bundles"; finish
 fi
-if rauc info --keyring "$out/keyring.pem" "$work/share/v2.raucb" 2>&1 | grep -q "Bundle Format:.*verity"; then
+info=$(rauc info --keyring "$out/keyring.pem" "$work/share/v2.raucb" 2>&1)
+if printf '%s\n' "$info" | grep -q "Bundle Format:.*verity"; then
     ok "bundle is in verity format and verifies against the image's keyring"
 else
-    bad "bundle format/verification: $(rauc info --keyring "$out/keyring.pem" "$work/share/v2.raucb" 2>&1 | tail -3)"
+    bad "bundle format/verification: $(printf '%s\n' "$info" | tail -3)"
 fi
 
 # --- 3. first boot -------------------------------------------------------------
@@ -186,7 +204,7 @@ else
 fi
 g 30 "systemctl reboot" >/dev/null 2>&1
 if r=$(wait_ready 900); then
-    bench "boot_to_ready_seconds=${r%% *}"
+    bench "reboot_to_ready_seconds=${r%% *}  # from the reboot command: shutdown + firmware + boot + check"
     case $r in
         *"slot B marked good (version $v2)"*) ok "after the update: slot B runs $v2 and is marked good (${r%% *}s)" ;;
         *) bad "after the update: $r" ;;
@@ -196,7 +214,6 @@ else
 fi
 st=$(slot_state B)
 [ "$st" = good ] && ok "rauc: slot B boot status good" || bad "rauc: slot B boot status '$st'"
-[ "$(g 30 "cat /etc/huis/.survives 2>/dev/null; true" | tr -d '\r\n')" = "" ] || true
 
 # --- 6. a slot that fails its health check rolls back --------------------------
 g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share; echo kept > /var/lib/huis/marker" >/dev/null
