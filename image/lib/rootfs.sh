@@ -49,4 +49,18 @@ make_ext4() {
     E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH mkfs.ext4 -q -F -L "$label" -U "$uuid" \
         -E "hash_seed=$hash,root_owner=0:0" -T default -I 256 \
         -d "$tree" "$out" "${size_mb}M" >/dev/null
+    # mke2fs -d (1.47.0) copies each file's atime and ctime from the tree and
+    # stamps crtime with the clock; mtimes are already clamped. Set all three
+    # to SOURCE_DATE_EPOCH so one tree always gives the same bytes (checked:
+    # two runs, identical sha256).
+    local ts cmds
+    ts=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
+    cmds=$(mktemp)
+    {
+        printf 'sif / atime %s\nsif / ctime %s\nsif / crtime %s\n' "$ts" "$ts" "$ts"
+        (cd "$tree" && find . -mindepth 1 -printf '%P\n') | awk -v ts="$ts" '{
+            printf "sif \"/%s\" atime %s\nsif \"/%s\" ctime %s\nsif \"/%s\" crtime %s\n", $0, ts, $0, ts, $0, ts }'
+    } > "$cmds"
+    E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH debugfs -w -f "$cmds" "$out" >/dev/null 2>&1 || true
+    rm -f "$cmds"
 }
