@@ -116,7 +116,9 @@ def main():
         if verb == "wait-ready":
             # The verdict: "marked good" or "failed its health check"; not
             # the "marked bad; rebooting" line that follows a failure.
-            m = con.expect(r"huis-boot-check: (slot \S+ marked good .*|slot \S+ .*failed its health check.*)$", timeout)
+            # Up to the end of the line: "$" alone also matches the end of a
+            # half-received line.
+            m = con.expect(r"huis-boot-check: (slot \S+ marked good [^\n]*|slot \S+ [^\n]*failed its health check[^\n]*)\n", timeout)
             ready = time.monotonic() - t0
             verdict = m.group(1)
             con.shell_setup(max(30.0, timeout - ready))
