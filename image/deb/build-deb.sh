@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Build the `huis` Debian package from the workspace: /usr/bin/huisd and
+# /usr/bin/huisctl from `cargo build --release -p huis-firmware`.
+# Hand-rolled dpkg-deb tree (no cargo-deb download needed), reproducible:
+# file times clamped to SOURCE_DATE_EPOCH, root:root ownership, sorted tar.
+#
+# usage: build-deb.sh ARCH VERSION OUTDIR
+set -euo pipefail
+. "$(dirname "$0")/../lib/common.sh"
+
+arch=$1 version=$2 out=$3
+: "${SOURCE_DATE_EPOCH:=$(default_epoch)}"
+export SOURCE_DATE_EPOCH
+
+case $arch in
+    amd64) rust_target=x86_64-unknown-linux-gnu ;;
+    arm64) rust_target=aarch64-unknown-linux-gnu ;;
+    *) die "no Rust target known for Debian architecture $arch" ;;
+esac
+
+host_target=$(rustc -vV | sed -n 's/^host: //p')
+target_dir=${CARGO_TARGET_DIR:-$BUILD_ROOT/target}
+cargo_args=(build --quiet --release -p huis-firmware --bins --locked)
+if [ "$rust_target" != "$host_target" ]; then
+    if ! rustup target list --installed 2>/dev/null | grep -qx "$rust_target"; then
+        die "cannot build huisd for $arch: the Rust standard library for $rust_target is not installed (rustup target add $rust_target; also needs a linker such as gcc-aarch64-linux-gnu). Build on an $arch machine or install the target, or pass --no-huisd to build an image without huisd."
+    fi
+    cargo_args+=(--target "$rust_target")
+    bin_dir=$target_dir/$rust_target/release
+else
+    bin_dir=$target_dir/release
+fi
+
+# Deterministic Rust output: no absolute paths of this machine in the binaries.
+export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+(cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+
+# Debian versions may not contain '+g<hash>-dirty' oddities at the start; ours start with a digit.
+deb_version=${version//_/.}
+pkg=$out/huis-pkg
+rm -rf "$pkg"
+install -d "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/usr/share/doc/huis" "$pkg/usr/lib/sysusers.d"
+install -m 0755 "$bin_dir/huisd" "$bin_dir/huisctl" "$pkg/usr/bin/"
+strip --strip-debug "$pkg/usr/bin/huisd" "$pkg/usr/bin/huisctl" 2>/dev/null || true
+cat > "$pkg/usr/lib/sysusers.d/huis.conf" <<'CONF'
+# huis: the daemon's user, and the group allowed to change the room
+# (D-Bus policy for org.huis.Room1 and de.pengutronix.rauc).
+g huis-admin -
+u huis - "huis room daemon" /var/lib/huis
+m huis huis-admin
+CONF
+printf 'huis firmware %s\nLicense: GPL-3.0-or-later\n' "$version" > "$pkg/usr/share/doc/huis/copyright"
+
+installed_kb=$(du -sk "$pkg/usr" | cut -f1)
+cat > "$pkg/DEBIAN/control" <<CONTROL
+Package: huis
+Version: $deb_version
+Architecture: $arch
+Maintainer: huis developers <huis@example.invalid>
+Installed-Size: $installed_kb
+Depends: libc6, dbus, systemd
+Recommends: rauc-service
+Section: misc
+Priority: optional
+Description: huis meeting-room appliance daemon and CLI
+ huisd runs the room (calls, media, audio, updates); huisctl is its
+ D-Bus command-line client.
+CONTROL
+cat > "$pkg/DEBIAN/postinst" <<'POST'
+#!/bin/sh
+set -e
+if [ "$1" = configure ] && command -v systemd-sysusers >/dev/null; then
+    systemd-sysusers huis.conf || true
+fi
+POST
+chmod 0755 "$pkg/DEBIAN/postinst"
+
+find "$pkg" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+deb=$out/huis_${deb_version}_${arch}.deb
+dpkg-deb --root-owner-group -Zxz --build "$pkg" "$deb" >/dev/null
+echo "$deb"

@@ -1,0 +1,241 @@
+#!/usr/bin/env bash
+# The image test group (issue 6): build the amd64 image, boot it in QEMU (TCG),
+# update it with signed RAUC bundles and check A/B switching and rollback.
+#
+#   image/tests/run.sh [--reuse] [--kvm] [--install-deps]
+#
+#   --reuse   keep an already built image/.build/amd64 (default: build afresh)
+#   --kvm     boot with KVM when usable (CI: TCG)
+#
+# Every step has a hard timeout. The last line is "N passed, N failed".
+# Figures (build time, sizes, boot-to-ready) go to image/.build/amd64/bench.txt.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../lib/common.sh"
+
+reuse=no kvm=() install_deps=no
+for a in "$@"; do
+    case $a in
+        --reuse) reuse=yes ;;
+        --install-deps) install_deps=yes ;;
+        --kvm) kvm=(--kvm) ;;
+        *) die "unknown option $a" ;;
+    esac
+done
+
+load_target amd64
+out=$TARGET_DIR
+work=$out/test
+bench=$out/bench.txt
+passed=0 failed=0
+qemu_pid=""
+
+ok()   { passed=$((passed + 1)); echo "ok   - $*"; }
+bad()  { failed=$((failed + 1)); echo "FAIL - $*"; }
+finish() {
+    stop_guest
+    echo "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ]
+    exit $?
+}
+bench() { echo "$*" | tee -a "$bench"; }
+
+# --- the guest -------------------------------------------------------------
+sock=$work/console.sock
+log=$work/console.log
+start_guest() {
+    rm -f "$sock"
+    timeout 3600 "$IMAGE_DIR/run-qemu.sh" amd64 "${kvm[@]}" --disk "$work/disk.qcow2" --vars "$work/vars.fd" \
+        --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 \
+        --pidfile "$work/qemu.pid" > "$work/qemu.log" 2>&1 &
+    qemu_pid=$!
+    for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
+}
+stop_guest() {
+    if [ -n "$qemu_pid" ]; then
+        [ -f "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
+        wait "$qemu_pid" 2>/dev/null
+        qemu_pid=""
+    fi
+}
+# g TIMEOUT CMD...: run a shell command in the guest, its output on stdout.
+g() {
+    local t=$1; shift
+    timeout $((t + 40)) python3 "$here/guest.py" "$sock" run "$t" "$log" -- "$@"
+}
+# wait_ready TIMEOUT: wait for the boot check's verdict; prints "SECONDS VERDICT".
+wait_ready() {
+    timeout $(($1 + 60)) python3 "$here/guest.py" "$sock" wait-ready "$1" "$log"
+}
+rauc_field() { # rauc_field NAME: from `rauc status --output-format=shell`
+    g 60 "rauc status --detailed --output-format=shell" | sed -n "s/^$1=//p" | tr -d "'\""
+}
+slot_state() { # boot status of the slot with bootname $1
+    g 60 "rauc status --detailed --output-format=shell" | awk -F= -v want="$1" '
+        { gsub(/['\''"]/, "", $2) }
+        $1 ~ /^RAUC_SLOT_BOOTNAME_/ { n = substr($1, 19); bn[n] = $2 }
+        $1 ~ /^RAUC_SLOT_BOOT_STATUS_/ { n = substr($1, 22); bs[n] = $2 }
+        END { for (i in bn) if (bn[i] == want) print bs[i] }'
+}
+grubenv() { g 30 "grub-editenv /boot/efi/EFI/BOOT/grubenv list | sort | tr '\n' ' '"; }
+
+# Host tools for booting (build.sh installs its own with --install-deps / CI=true).
+need=()
+for p in qemu-system-x86 qemu-utils ovmf python3; do
+    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+    if [ "${CI:-}" = true ] || [ "$install_deps" = yes ]; then
+        DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" >/dev/null \
+            || die "could not install ${need[*]}"
+    else
+        die "missing host packages: ${need[*]} (run with --install-deps)"
+    fi
+fi
+[ "$(id -u)" = 0 ] || die "the image tests need root (build.sh uses mmdebstrap --mode=root)"
+
+mkdir -p "$out"
+: > "$bench"
+
+# --- 1. build ----------------------------------------------------------------
+if [ "$reuse" = yes ] && [ -f "$out/disk.img" ] && [ -d "$out/rootfs/usr" ]; then
+    echo "# reusing the image in $out"
+    ok "build amd64 image (reused)"
+else
+    t0=$(date +%s)
+    deps=(); [ "$install_deps" = yes ] && deps=(--install-deps)
+    if timeout 3000 "$IMAGE_DIR/build.sh" amd64 --dev "${deps[@]}" > "$out/../build-amd64.log" 2>&1; then
+        t=$(( $(date +%s) - t0 ))
+        ok "build amd64 image (${t}s)"
+        bench "build_seconds=$t"
+    else
+        bad "build amd64 image (log: $out/../build-amd64.log)"; tail -30 "$out/../build-amd64.log"
+        finish
+    fi
+fi
+v1=$(sed -n 's/^version=//p' "$out/manifest")
+bench "disk_raw_bytes=$(stat -c %s "$out/disk.img")"
+bench "disk_allocated_bytes=$(( $(stat -c %b "$out/disk.img") * 512 ))"
+[ -f "$out/disk.img.zst" ] && bench "disk_zst_bytes=$(stat -c %s "$out/disk.img.zst")"
+bench "rootfs_ext4_bytes=$(stat -c %s "$out/rootfs.ext4")"
+
+# --- 2. bundles ----------------------------------------------------------------
+rm -rf "$work"; mkdir -p "$work/share"
+v2="${v1%%+*}.1+test"
+v3="${v1%%+*}.2+test"
+t0=$(date +%s)
+if b2=$(timeout 900 "$IMAGE_DIR/bundle.sh" amd64 --version "$v2" --out "$work/share/v2.raucb" | tail -1) \
+   && timeout 900 "$IMAGE_DIR/bundle.sh" amd64 --version "$v3" --test-fail-health --out "$work/share/v3-fail.raucb" >/dev/null \
+   && "$IMAGE_DIR/devca.sh" "$work/other-ca" "huis OTHER test" >/dev/null \
+   && timeout 900 "$IMAGE_DIR/bundle.sh" amd64 --version "$v2" --cert "$work/other-ca/signing.cert.pem" \
+        --key "$work/other-ca/signing.key.pem" --keyring "$work/other-ca/ca.cert.pem" --out "$work/share/other-ca.raucb" >/dev/null; then
+    ok "signed verity bundles: $v2, $v3 (fails health), $v2 by another CA ($(( $(date +%s) - t0 ))s)"
+    bench "bundle_bytes=$(stat -c %s "$b2")"
+    bench "bundle_seconds=$(( ($(date +%s) - t0) / 3 ))"
+else
+    bad "making bundles"; finish
+fi
+info=$(rauc info --keyring "$out/keyring.pem" "$work/share/v2.raucb" 2>&1)
+if printf '%s\n' "$info" | grep -q "Bundle Format:.*verity"; then
+    ok "bundle is in verity format and verifies against the image's keyring"
+else
+    bad "bundle format/verification: $(printf '%s\n' "$info" | tail -3)"
+fi
+
+# --- 3. first boot -------------------------------------------------------------
+qemu-img create -q -f qcow2 -b "$out/disk.img" -F raw "$work/disk.qcow2"
+cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/vars.fd"
+start_guest
+if r=$(wait_ready 900); then
+    bench "boot_to_ready_seconds_first_boot=${r%% *}"
+    case $r in
+        *"slot A marked good (version $v1)"*) ok "first boot: slot A, version $v1, marked good (${r%% *}s)" ;;
+        *) bad "first boot verdict: $r" ;;
+    esac
+else
+    bad "first boot did not reach the boot check (console: $log)"; tail -40 "$log"; finish
+fi
+osv=$(g 30 ". /etc/os-release; echo \$IMAGE_VERSION" | tr -d '\r\n ')
+[ "$osv" = "$v1" ] && ok "/etc/os-release IMAGE_VERSION=$v1" || bad "/etc/os-release says '$osv', want $v1"
+booted=$(rauc_field RAUC_SYSTEM_BOOTED_BOOTNAME)
+[ "$booted" = A ] && ok "rauc status: booted slot A" || bad "rauc status booted '$booted', want A"
+compat=$(rauc_field RAUC_SYSTEM_COMPATIBLE)
+[ "$compat" = huis-amd64 ] && ok "rauc compatible huis-amd64" || bad "rauc compatible '$compat'"
+# huisctl status: checked as soon as huisctl reports a version.
+hs=$(g 30 "huisctl status 2>&1; true")
+if printf '%s' "$hs" | grep -q "${v1%%+*}"; then
+    ok "huisctl status reports the version"
+else
+    echo "skip - huisctl status does not report a version yet: $(printf '%s' "$hs" | head -c 200 | tr '\n' ' ')"
+fi
+if g 60 "mountpoint -q /data && mountpoint -q /etc/huis && mountpoint -q /var/lib/huis" >/dev/null; then
+    ok "/data, /etc/huis and /var/lib/huis are mounted from the data partition"
+else
+    bad "data partition mounts: $(g 30 'findmnt -rn -o TARGET,SOURCE | grep -E "data|huis"')"
+fi
+# D-Bus policy: an ordinary user may read RAUC's state but not install.
+pol=$(g 60 "setpriv --reuid=nobody --regid=nogroup --clear-groups busctl call de.pengutronix.rauc / de.pengutronix.rauc.Installer InstallBundle 'sa{sv}' /nonexistent 0 2>&1; setpriv --reuid=nobody --regid=nogroup --clear-groups busctl get-property de.pengutronix.rauc / de.pengutronix.rauc.Installer Compatible 2>&1")
+if printf '%s' "$pol" | grep -qi "access denied" && printf '%s' "$pol" | grep -q huis-amd64; then
+    ok "D-Bus policy: nobody can read RAUC state but not call InstallBundle"
+else
+    bad "D-Bus policy for RAUC: $pol"
+fi
+
+# --- 4. a bundle from another CA is refused, nothing changes --------------------
+before=$(grubenv)
+g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share" >/dev/null
+msg=$(g 300 "rauc install /mnt/share/other-ca.raucb 2>&1; echo rc=\$?")
+after=$(grubenv)
+if printf '%s' "$msg" | grep -q 'rc=[1-9]' && printf '%s' "$msg" | grep -qiE 'signature|verif|certificate'; then
+    ok "bundle signed by another CA refused: $(printf '%s' "$msg" | grep -iE 'LastError|signature verification' | tail -1 | cut -c1-160)"
+else
+    bad "bundle from another CA: $msg"
+fi
+[ -n "$before" ] && [ "$before" = "$after" ] && ok "slot state unchanged after the refused bundle ($after)" || bad "grubenv changed: '$before' -> '$after'"
+
+# --- 5. install a newer bundle, reboot into it ---------------------------------
+t0=$(date +%s)
+msg=$(g 1500 "rauc install /mnt/share/v2.raucb 2>&1 | tail -3; echo rc=\${PIPESTATUS[0]}")
+t=$(( $(date +%s) - t0 ))
+if printf '%s' "$msg" | grep -q 'rc=0'; then
+    ok "rauc install $v2 (${t}s)"; bench "install_seconds=$t"
+else
+    bad "rauc install $v2: $msg"; finish
+fi
+g 30 "systemctl reboot" >/dev/null 2>&1
+if r=$(wait_ready 900); then
+    bench "reboot_to_ready_seconds=${r%% *}  # from the reboot command: shutdown + firmware + boot + check"
+    case $r in
+        *"slot B marked good (version $v2)"*) ok "after the update: slot B runs $v2 and is marked good (${r%% *}s)" ;;
+        *) bad "after the update: $r" ;;
+    esac
+else
+    bad "no boot after the update"; tail -40 "$log"; finish
+fi
+st=$(slot_state B)
+[ "$st" = good ] && ok "rauc: slot B boot status good" || bad "rauc: slot B boot status '$st'"
+
+# --- 6. a slot that fails its health check rolls back --------------------------
+g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share; echo kept > /var/lib/huis/marker" >/dev/null
+msg=$(g 1500 "rauc install /mnt/share/v3-fail.raucb 2>&1 | tail -3; echo rc=\${PIPESTATUS[0]}")
+if printf '%s' "$msg" | grep -q 'rc=0'; then ok "rauc install $v3 (fails its health check)"; else bad "rauc install $v3: $msg"; finish; fi
+g 30 "systemctl reboot" >/dev/null 2>&1
+if r=$(timeout 960 python3 "$here/guest.py" "$sock" wait-for 900 "$log" "huis-boot-check: slot A .*failed its health check"); then
+    ok "slot A with $v3 failed its health check and was marked bad"
+else
+    bad "slot A ($v3) did not report a failed health check"
+fi
+if r=$(wait_ready 900); then
+    case $r in
+        *"slot B marked good (version $v2)"*) ok "rolled back: slot B runs $v2 again (${r%% *}s)" ;;
+        *) bad "after rollback: $r" ;;
+    esac
+else
+    bad "no boot after the failed slot"; tail -40 "$log"; finish
+fi
+st=$(slot_state A)
+[ "$st" = bad ] && ok "rauc: slot A boot status bad" || bad "rauc: slot A boot status '$st'"
+m=$(g 30 "cat /var/lib/huis/marker" | tr -d '\r\n')
+[ "$m" = kept ] && ok "state in /var/lib/huis survived update and rollback" || bad "/var/lib/huis/marker: '$m'"
+
+finish
