@@ -168,7 +168,7 @@ impl CallManager {
             ucfg.domain = domain.to_owned();
         }
         let codecs = ucfg.codecs.clone();
-        let mut m = CallManager {
+        let m = CallManager {
             ua: UserAgent::new(ucfg),
             sockets,
             advertised,
