@@ -143,6 +143,12 @@ pub struct Huisd {
 impl Huisd {
     /// Starts `huisd --session --board sim` on `bus` with `config_text` as its configuration.
     pub fn spawn(bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
+        Self::spawn_cmd(Command::new(bin_dir().join("huisd")), bus, config_text, extra)
+    }
+
+    /// Like [`Huisd::spawn`], with `cmd` as the huisd command (e.g. one that
+    /// runs it inside a network namespace).
+    pub fn spawn_cmd(mut cmd: Command, bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
         let n = std::sync::atomic::AtomicUsize::new(0);
         let _ = n;
         let root = tempfile::Builder::new().prefix("huisd").tempdir_in(bus.dir.path()).unwrap().keep();
@@ -155,7 +161,7 @@ impl Huisd {
         let state_dir = root.join("state");
         seed_room_recording(&state_dir);
         let log = root.join("huisd.log");
-        let child = Command::new(bin_dir().join("huisd"))
+        let child = cmd
             .args(["--session", "--board", "sim", "--config"])
             .arg(&config)
             .arg("--state-dir")
@@ -174,7 +180,11 @@ impl Huisd {
 
     /// Starts huisd and waits until it owns its bus name.
     pub async fn start(bus: &Bus, config_text: Option<&str>) -> Huisd {
-        let mut d = Self::spawn(bus, config_text, &[]);
+        Self::wait_ready(Self::spawn(bus, config_text, &[]), bus).await
+    }
+
+    /// Waits until `d` owns its bus name (up to 60 s).
+    pub async fn wait_ready(mut d: Huisd, bus: &Bus) -> Huisd {
         let conn = bus.connect().await;
         let dbus = zbus::fdo::DBusProxy::new(&conn).await.unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
