@@ -41,21 +41,61 @@ pub trait AudioOutput: Send {
 /// A mono file is accepted and spread to every channel (useful for tone tests,
 /// useless for direction finding); any other channel count must match the
 /// array.
+///
+/// A file is streamed, not loaded: like a real capture device the simulated
+/// one holds only a read buffer, so huisd's memory on the sim board is what
+/// it would be on hardware. The whole file is checked once at open, so a
+/// damaged recording is refused up front rather than part-way through a call.
 pub struct SimMicArray {
-    samples: Vec<f32>,
+    source: Source,
     file_channels: u16,
     format: StreamFormat,
-    pos: usize,
     started: Option<Instant>,
     delivered_frames: u64,
     paced: bool,
 }
 
+enum Source {
+    Memory { samples: Vec<f32>, pos: usize },
+    File { path: PathBuf, reader: hound::WavReader<std::io::BufReader<File>>, scale: Option<f32> },
+}
+
+impl Source {
+    /// The next frame of `frame.len()` samples, from the start again at the end.
+    fn next_frame(&mut self, frame: &mut [f32]) -> Result<()> {
+        match self {
+            Source::Memory { samples, pos } => {
+                frame.copy_from_slice(&samples[*pos..*pos + frame.len()]);
+                *pos = (*pos + frame.len()) % samples.len();
+                Ok(())
+            }
+            Source::File { path, reader, scale } => {
+                let err = |reason: String| HalError::File { path: path.display().to_string(), reason };
+                if reader.samples::<f32>().len() < frame.len() {
+                    reader.seek(0).map_err(|e| err(format!("cannot rewind: {e}")))?;
+                }
+                for v in frame.iter_mut() {
+                    let s = match scale {
+                        None => reader.samples::<f32>().next(),
+                        Some(k) => reader.samples::<i32>().next().map(|r| r.map(|i| i as f32 * *k)),
+                    };
+                    *v = s
+                        .ok_or_else(|| err("ended early: the file changed while it was played".into()))?
+                        .map_err(|e| err(format!("read error: {e}")))?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl SimMicArray {
-    /// Loads `path`, checking it against the array's channel count and rate.
+    /// Opens `path` for streaming, checking it against the array's channel
+    /// count and rate and reading it through once.
     pub fn open(path: &Path, channels: u16, sample_rate: u32) -> Result<Self> {
-        let (samples, spec) = read_wav(path)?;
         let err = |reason: String| HalError::File { path: path.display().to_string(), reason };
+        let open = || hound::WavReader::open(path).map_err(|e| err(format!("not a readable WAV file: {e}")));
+        let spec = open()?.spec();
         if spec.sample_rate != sample_rate {
             return Err(err(format!(
                 "sample rate is {} Hz; the board's mic array runs at {} Hz",
@@ -68,15 +108,34 @@ impl SimMicArray {
                 spec.channels, channels
             )));
         }
-        if samples.len() < spec.channels as usize {
+        let scale = match spec.sample_format {
+            hound::SampleFormat::Float => None,
+            hound::SampleFormat::Int => Some(1.0 / (1u64 << (spec.bits_per_sample - 1)) as f32),
+        };
+        // Read it all once: truncation or damage is an error now, not mid-call.
+        let mut check = open()?;
+        let n = match scale {
+            None => check.samples::<f32>().try_fold(0usize, |n, s| s.map(|_| n + 1)),
+            Some(_) => check.samples::<i32>().try_fold(0usize, |n, s| s.map(|_| n + 1)),
+        }
+        .map_err(|e| err(format!("truncated or damaged WAV data: {e}")))?;
+        if n < spec.channels as usize {
             return Err(err("holds no audio".into()));
         }
-        Ok(Self::from_samples(samples, spec.channels, StreamFormat { sample_rate, channels }))
+        if n % spec.channels as usize != 0 {
+            return Err(err("truncated WAV data: the last frame is incomplete".into()));
+        }
+        let source = Source::File { path: path.to_owned(), reader: open()?, scale };
+        Ok(Self::with_source(source, spec.channels, StreamFormat { sample_rate, channels }))
     }
 
     /// Plays samples already in memory (interleaved with `file_channels`).
     pub fn from_samples(samples: Vec<f32>, file_channels: u16, format: StreamFormat) -> Self {
-        Self { samples, file_channels, format, pos: 0, started: None, delivered_frames: 0, paced: true }
+        Self::with_source(Source::Memory { samples, pos: 0 }, file_channels, format)
+    }
+
+    fn with_source(source: Source, file_channels: u16, format: StreamFormat) -> Self {
+        Self { source, file_channels, format, started: None, delivered_frames: 0, paced: true }
     }
 
     /// Turns real-time pacing off (offline processing, tests).
@@ -95,16 +154,14 @@ impl MicArray for SimMicArray {
         let ch = self.format.channels as usize;
         let fch = self.file_channels as usize;
         let frames = buf.len() / ch;
-        let file_frames = self.samples.len() / fch;
-        for f in 0..frames {
-            let src = &self.samples[self.pos * fch..(self.pos + 1) * fch];
-            let dst = &mut buf[f * ch..(f + 1) * ch];
+        for dst in buf.chunks_exact_mut(ch) {
             if fch == 1 {
-                dst.fill(src[0]);
+                self.source.next_frame(&mut dst[..1])?;
+                let v = dst[0];
+                dst.fill(v);
             } else {
-                dst.copy_from_slice(src);
+                self.source.next_frame(dst)?;
             }
-            self.pos = (self.pos + 1) % file_frames;
         }
         if self.paced {
             // Deliver at the device's rate: the frame that ends at sample N is

@@ -149,8 +149,6 @@ impl Huisd {
     /// Like [`Huisd::spawn`], with `cmd` as the huisd command (e.g. one that
     /// runs it inside a network namespace).
     pub fn spawn_cmd(mut cmd: Command, bus: &Bus, config_text: Option<&str>, extra: &[&str]) -> Huisd {
-        let n = std::sync::atomic::AtomicUsize::new(0);
-        let _ = n;
         let root = tempfile::Builder::new().prefix("huisd").tempdir_in(bus.dir.path()).unwrap().keep();
         let config = root.join("huis.toml");
         // Tests run side by side: unless the test chose, SIP takes a free port.

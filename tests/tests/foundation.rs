@@ -96,6 +96,7 @@ async fn huisctl_watch_prints_changes_as_they_happen() {
         .unwrap()
         .unwrap();
     let _ = watch.kill();
+    let _ = watch.wait();
     let j: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(j["interface"], "org.huis.Room1");
     assert_eq!(j["value"], "Aula");

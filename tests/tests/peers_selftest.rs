@@ -245,7 +245,7 @@ fn malformed_sip_leaves_kamailio_and_baresip_alive_and_answering() {
 #[test]
 #[ignore = "benchmark; run bench/sip-setup.sh"]
 fn bench_sip_setup() {
-    use huis_tests::peers::bench::{CommandDialer, markdown, measure};
+    use huis_tests::peers::bench::{HuisdDial, HuisdDialer, markdown, measure};
     let calls: usize = std::env::var("HUIS_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let _w = watchdog("bench", 60 + calls as u64 * 10);
     let ns = NetNs::new();
@@ -259,20 +259,13 @@ fn bench_sip_setup() {
             Baresip::start(&ns, BaresipOpts::new("dialer").codecs(&codecs).source(AudioSource::Sine(1000.0))).unwrap();
         rows.push(measure(&mut dialer, &callee, calls, hold).unwrap());
     }
-    // HOOK for the huisd → baresip row: bench/sip-setup.sh sets these.
-    if let Ok(cmd) = std::env::var("HUIS_BENCH_DIALER_CMD") {
-        let var = |k: &str| std::env::var(k).ok();
-        let label = var("HUIS_BENCH_DIALER_LABEL").unwrap_or_else(|| "command → baresip".into());
-        let mut d = CommandDialer::new(
-            &ns,
-            &label,
-            &cmd,
-            var("HUIS_BENCH_DIALER_PROCESS").as_deref(),
-            var("HUIS_BENCH_DIALER_SETUP").as_deref(),
-            var("HUIS_BENCH_DIALER_READY").as_deref(),
-        )
-        .unwrap();
-        rows.push(measure(&mut d, &callee, calls, hold).unwrap());
+    {
+        // Released huisd when the script builds with --release (its default).
+        let bus = huis_tests::Bus::start();
+        for how in [HuisdDial::OpenConnection, HuisdDial::Huisctl] {
+            let mut huisd = HuisdDialer::start(&ns, &bus, "", how).unwrap();
+            rows.push(measure(&mut huisd, &callee, calls, hold).unwrap());
+        }
     }
     println!("<<<TABLE\n{}TABLE>>>", markdown(&rows));
     for r in &rows {

@@ -150,7 +150,9 @@ fn explain(e: &zbus::Error) -> String {
 }
 
 async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
-    let room = Room1Proxy::new(conn).await?;
+    // One-shot commands read a property at most once: caching them all
+    // first (GetAll plus a match rule) would only add round trips.
+    let room = Room1Proxy::builder(conn).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
     match &cli.cmd {
         Cmd::Status => status(cli.json, conn).await,
         Cmd::Config { op } => {

@@ -7,12 +7,12 @@
 //! every dialer, so a huisd row and a baresip row compare fairly. The callee
 //! hangs up each call, so a dialer needs no hang-up command.
 //!
-//! A dialer is anything implementing [`Dialer`]: [`Baresip`] itself, or a
-//! [`CommandDialer`] that runs a shell command inside the namespace (e.g.
-//! `huisctl --session dial {uri}`), optionally after starting a long-running
-//! process there (e.g. huisd) and waiting for a readiness command.
+//! A dialer is anything implementing [`Dialer`]: [`Baresip`] itself, or
+//! [`HuisdDialer`], huisd driven by `huisctl dial`. baresip is told to dial
+//! over its open ctrl_tcp socket; huisd by starting the huisctl process,
+//! which connects to the bus first. So huisd's times include a client
+//! start-up that baresip's do not: the comparison leans against huisd.
 
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -49,101 +49,80 @@ impl Dialer for Baresip {
     }
 }
 
-/// A dialer driven by shell commands run inside the namespace.
-pub struct CommandDialer {
-    pub label: String,
-    ns: NetNs,
-    /// `sh -c` command; `{uri}` is replaced by the callee's URI.
-    pub dial_cmd: String,
-    /// Process name (as in /proc/PID/comm) whose RSS to report, e.g. `huisd`.
-    pub process: Option<String>,
-    setup: Option<Child>,
+/// How the benchmark tells huisd to dial.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HuisdDial {
+    /// `Room1.Dial` over a D-Bus connection the harness keeps open: the
+    /// same footing as baresip, which is told over its open ctrl_tcp socket.
+    OpenConnection,
+    /// `huisctl dial URI`: a person's or a script's way, including the
+    /// client's process start and bus connection (a few ms).
+    Huisctl,
 }
 
-impl CommandDialer {
-    /// With `setup`, starts that command in the background inside `ns` and
-    /// polls `ready` (a command, every 200 ms, up to 60 s) until it succeeds.
-    pub fn new(
-        ns: &NetNs,
-        label: &str,
-        dial_cmd: &str,
-        process: Option<&str>,
-        setup: Option<&str>,
-        ready: Option<&str>,
-    ) -> Result<CommandDialer> {
-        let setup = match setup {
-            Some(s) => Some(
-                ns.cmd("sh").args(["-c", s]).stdin(Stdio::null()).spawn().with_context(|| format!("start `{s}`"))?,
-            ),
-            None => None,
-        };
-        if let Some(r) = ready {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                let ok = ns
-                    .cmd("sh")
-                    .args(["-c", r])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok_and(|s| s.success());
-                if ok {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("`{r}` did not succeed within 60 s");
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-        }
-        Ok(CommandDialer {
-            label: label.into(),
-            ns: ns.clone(),
-            dial_cmd: dial_cmd.into(),
-            process: process.map(str::to_string),
-            setup,
-        })
+/// huisd as the dialer: started in the namespace on the test's private bus;
+/// the next call is placed only once Room1.State is `idle` again.
+pub struct HuisdDialer<'a> {
+    bus: &'a crate::Bus,
+    huisd: crate::Huisd,
+    how: HuisdDial,
+    rt: tokio::runtime::Runtime,
+    room: huis_firmware::dbus::client::Room1Proxy<'static>,
+}
+
+impl<'a> HuisdDialer<'a> {
+    /// Starts huisd in `ns` with `config` and waits until it owns its bus name.
+    pub fn start(ns: &NetNs, bus: &'a crate::Bus, config: &str, how: HuisdDial) -> Result<HuisdDialer<'a>> {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let huisd = rt.block_on(super::huisd::start_in(ns, bus, Some(config)));
+        let room = rt.block_on(async {
+            let conn = bus.connect().await;
+            huis_firmware::dbus::client::Room1Proxy::builder(&conn)
+                .cache_properties(zbus::proxy::CacheProperties::No)
+                .build()
+                .await
+        })?;
+        Ok(HuisdDialer { bus, huisd, how, rt, room })
+    }
+
+    fn state(&self) -> Result<String> {
+        Ok(self.rt.block_on(self.room.state())?)
     }
 }
 
-impl Dialer for CommandDialer {
+impl Dialer for HuisdDialer<'_> {
     fn label(&self) -> String {
-        self.label.clone()
+        match self.how {
+            HuisdDial::OpenConnection => "huisd → baresip (Dial on an open D-Bus connection)".into(),
+            HuisdDial::Huisctl => "huisd → baresip (`huisctl dial`, client start included)".into(),
+        }
     }
     fn dial(&mut self, uri: &str) -> Result<()> {
-        let cmd = self.dial_cmd.replace("{uri}", uri);
-        let out = self.ns.cmd("sh").args(["-c", &cmd]).output()?;
-        if !out.status.success() {
-            bail!("`{cmd}` failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        match self.how {
+            HuisdDial::OpenConnection => Ok(self.rt.block_on(self.room.dial(uri, Default::default()))?),
+            HuisdDial::Huisctl => {
+                let out = crate::huisctl(self.bus, &["dial", uri]);
+                if !out.status.success() {
+                    bail!("huisctl dial {uri}: {}", crate::stderr(&out));
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
     fn pid(&self) -> Option<u32> {
-        let name = self.process.as_deref()?;
-        let procs = match self.ns.name() {
-            Some(n) => {
-                String::from_utf8(std::process::Command::new("ip").args(["netns", "pids", n]).output().ok()?.stdout)
-                    .ok()?
-            }
-            None => {
-                String::from_utf8(std::process::Command::new("pgrep").args(["-x", name]).output().ok()?.stdout).ok()?
-            }
-        };
-        procs
-            .split_whitespace()
-            .filter_map(|p| p.parse::<u32>().ok())
-            .find(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == name))
+        Some(self.huisd.child.id())
     }
-}
-
-impl Drop for CommandDialer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.setup.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            if super::baresip::wait_exit(&mut c, Duration::from_secs(3)).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
+    fn after_call(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = self.state()?;
+            if state == "idle" {
+                return Ok(());
             }
+            if Instant::now() > deadline {
+                bail!("huisd not idle 5 s after the callee hung up (state {state})");
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
