@@ -13,19 +13,6 @@ use huis_tests::peers::*;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// Aborts the whole test binary if one test runs past `secs`: a hung peer
-/// must fail CI, not stall it. Stale namespaces are removed by the next run.
-fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("test {name} ran past its hard limit of {secs} s: aborting");
-            std::process::abort();
-        }
-    });
-    tx
-}
-
 /// Checks that `b` received `hz` in at least 80% of voiced 100 ms windows,
 /// once its recording holds `min_voiced` of them (polled up to 10 s).
 fn assert_tone(who: &str, b: &Baresip, hz: f32, min_voiced: usize) {

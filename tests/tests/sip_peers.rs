@@ -16,18 +16,6 @@ use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
 
-/// Aborts the test binary if one test runs past `secs`: a hang must fail CI, not stall it.
-fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("test {name} ran past its hard limit of {secs} s: aborting");
-            std::process::abort();
-        }
-    });
-    tx
-}
-
 fn start_huisd(ns: &NetNs, bus: &Bus, config: &str) -> Huisd {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(huis_tests::peers::huisd::start_in(ns, bus, Some(config)))

@@ -17,3 +17,19 @@ pub use kamailio::{Algorithm, Kamailio, KamailioOpts};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};
+
+/// Aborts the whole test binary if one test runs past `secs`: a hung peer
+/// must fail CI, not stall it. Keep the returned sender alive for the test's
+/// length (dropping it disarms the watchdog). Stale namespaces are removed by
+/// the next run.
+pub fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let limit = std::time::Duration::from_secs(secs);
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("test {name} ran past its hard limit of {secs} s: aborting");
+            std::process::abort();
+        }
+    });
+    tx
+}
