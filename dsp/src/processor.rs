@@ -361,13 +361,24 @@ impl Processor {
             // while the loudspeaker plays, the blind covariance holds its residual echo: let
             // it into the beam's noise model so the beam also turns away from the loudspeaker
             let dw = if res_echo_known { 0.5 } else { 1.0 };
+            let mut moved = moved;
             if dw != self.bf.params.diffuse_weight {
                 self.bf.params.diffuse_weight = dw;
-                self.frames_since_bf = 5;
+                moved = true;
             }
-            if moved || self.frames_since_bf >= 5 {
-                self.bf.update(az as f64, if self.phi_ready { Some(&self.phi) } else { None });
+            // superdirective weights depend on the steering alone: recompute them on a move
+            // only; blended with the blind covariance, every 50 ms as well. The beam-output noise
+            // (wᴴΦw, for the post-filter) follows the covariance every 50 ms.
+            let phi = if self.phi_ready { Some(&self.phi[..]) } else { None };
+            let refresh = self.frames_since_bf >= 5;
+            if moved || (refresh && !self.bf.data_independent()) {
+                self.bf.update_weights(az as f64, phi);
                 self.steer = Some(az);
+            }
+            if moved || refresh {
+                if let Some(p) = phi {
+                    self.bf.update_out_noise(p);
+                }
                 self.frames_since_bf = 0;
             }
             self.bf.apply(&self.x, &mut self.y);
