@@ -48,6 +48,9 @@ pub struct Beamformer {
     inv_ok: Vec<bool>,
     /// the loading `diffuse_inv` was computed for
     inv_loading: f32,
+    /// `w` transposed to M × nb, real and imaginary parts apart
+    wt_re: Vec<f32>,
+    wt_im: Vec<f32>,
 }
 
 impl Beamformer {
@@ -81,6 +84,8 @@ impl Beamformer {
             diffuse_inv: vec![0.0; nb * m * m],
             inv_ok: vec![false; nb],
             inv_loading: f32::NAN,
+            wt_re: vec![0.0; nb * m],
+            wt_im: vec![0.0; nb * m],
         };
         for k in 0..nb {
             for i in 0..m {
@@ -88,6 +93,7 @@ impl Beamformer {
             }
         }
         bf.invert_diffuse();
+        bf.transpose_weights();
         bf
     }
 
@@ -231,8 +237,15 @@ impl Beamformer {
     pub fn update_weights(&mut self, az_deg: f64, phi: Option<&[Complex32]>) {
         if self.data_independent() || phi.is_none() {
             self.update_superdirective(az_deg);
-            return;
+        } else {
+            self.update_blended(az_deg, phi.unwrap());
         }
+        self.transpose_weights();
+    }
+
+    /// MVDR with the diffuse model blended with the blind covariance (Cholesky per bin).
+    fn update_blended(&mut self, az_deg: f64, phi: &[Complex32]) {
+        let phi = Some(phi);
         let m = self.m;
         let el = self.params.steer_elevation_deg;
         self.geom.delays(az_deg, el, &mut self.delays);
@@ -340,5 +353,59 @@ impl Beamformer {
             }
             out[k] = s;
         }
+    }
+
+    /// [`Beamformer::apply`] on spectra with real and imaginary parts apart (M × nb each),
+    /// vectorised across bins; `out_re`, `out_im` receive nb values.
+    pub fn apply_split(&self, x_re: &[f32], x_im: &[f32], out_re: &mut [f32], out_im: &mut [f32]) {
+        let nb = self.nb;
+        let (out_re, out_im) = (&mut out_re[..nb], &mut out_im[..nb]);
+        out_re.iter_mut().for_each(|v| *v = 0.0);
+        out_im.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..self.m {
+            let (wr, wi) = (&self.wt_re[i * nb..(i + 1) * nb], &self.wt_im[i * nb..(i + 1) * nb]);
+            let (xr, xi) = (&x_re[i * nb..(i + 1) * nb], &x_im[i * nb..(i + 1) * nb]);
+            for k in 0..nb {
+                // conj(w) x
+                out_re[k] += wr[k] * xr[k] + wi[k] * xi[k];
+                out_im[k] += wr[k] * xi[k] - wi[k] * xr[k];
+            }
+        }
+    }
+
+    /// Copies the weights into the mic-major split layout `apply_split` reads.
+    fn transpose_weights(&mut self) {
+        let (m, nb) = (self.m, self.nb);
+        for k in 0..nb {
+            for i in 0..m {
+                self.wt_re[i * nb + k] = self.w[k * m + i].re;
+                self.wt_im[i * nb + k] = self.w[k * m + i].im;
+            }
+        }
+    }
+
+    /// Beam-output noise PSD wᴴΦw per bin from a packed Hermitian covariance: pairs i ≤ j in
+    /// the order (0,0), (0,1), …, (0,M−1), (1,1), …, each nb bins, real and imaginary parts
+    /// apart.
+    pub fn update_out_noise_packed(&mut self, phi_re: &[f32], phi_im: &[f32]) {
+        let (m, nb) = (self.m, self.nb);
+        self.out_noise.iter_mut().for_each(|v| *v = 0.0);
+        let mut q = 0;
+        for i in 0..m {
+            for j in i..m {
+                let (pr, pi) = (&phi_re[q * nb..(q + 1) * nb], &phi_im[q * nb..(q + 1) * nb]);
+                let (ar, ai) = (&self.wt_re[i * nb..(i + 1) * nb], &self.wt_im[i * nb..(i + 1) * nb]);
+                let (br, bi) = (&self.wt_re[j * nb..(j + 1) * nb], &self.wt_im[j * nb..(j + 1) * nb]);
+                let f = if i == j { 1.0 } else { 2.0 };
+                for k in 0..nb {
+                    // Re(conj(w_i) Φ_ij w_j)
+                    let tr = pr[k] * br[k] - pi[k] * bi[k];
+                    let ti = pr[k] * bi[k] + pi[k] * br[k];
+                    self.out_noise[k] += f * (ar[k] * tr + ai[k] * ti);
+                }
+                q += 1;
+            }
+        }
+        self.out_noise.iter_mut().for_each(|v| *v = v.max(0.0));
     }
 }

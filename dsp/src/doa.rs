@@ -25,8 +25,9 @@ pub struct Doa {
     pairs: Vec<(usize, usize)>,
     k_lo: usize,
     k_hi: usize,
-    /// (pair, bin) accumulated cross-spectra
-    acc: Vec<Complex32>,
+    /// (pair, bin) accumulated cross-spectra, real and imaginary parts
+    acc_re: Vec<f32>,
+    acc_im: Vec<f32>,
     acc_pow: Vec<f32>,
     frames: usize,
     /// (pair, bin) weighted PHAT cross-spectra, real and imaginary parts apart
@@ -40,6 +41,8 @@ pub struct Doa {
     coarse_az: Vec<f64>,
     coarse: Rotators,
     fine: Rotators,
+    /// directions the fine scan holds (odd)
+    fine_cap: usize,
     map: Vec<f32>,
     fine_map: Vec<f32>,
     geom: Geometry,
@@ -49,6 +52,10 @@ pub struct Doa {
 
 /// Step of the fine scan around the best coarse direction (degrees).
 const FINE_STEP: f64 = 1.0;
+/// The coarse scan reads every 2nd bin (100 Hz apart at 16 kHz / 320): sampling the
+/// cross-spectra that coarsely aliases the correlation only at lags of 10 ms, far beyond any
+/// array's delays, so the coarse map keeps its shape at half the cost; the fine scan reads all.
+const COARSE_BIN_STRIDE: usize = 2;
 /// Most directions a fine scan holds.
 const MAX_FINE: usize = 32;
 
@@ -58,28 +65,30 @@ const MAX_FINE: usize = 32;
 struct Rotators {
     /// directions per pair (the stride)
     g: usize,
+    /// bin stride of the scan (1 = every bin; the rotators are r^stride)
+    bin_stride: usize,
     /// directions in use (≤ g)
     n: usize,
     r_re: Vec<f32>,
     r_im: Vec<f32>,
     z0_re: Vec<f32>,
     z0_im: Vec<f32>,
-    // work: the running phasors of one pair
-    z_re: Vec<f32>,
-    z_im: Vec<f32>,
 }
 
+/// Directions scanned together (two SSE / one AVX / two NEON registers per quantity).
+const LANES: usize = 8;
+
 impl Rotators {
-    fn new(g: usize, np: usize) -> Self {
+    fn new(n: usize, np: usize, bin_stride: usize) -> Self {
+        let g = n.div_ceil(LANES) * LANES;
         Self {
             g,
-            n: g,
+            bin_stride,
+            n,
             r_re: vec![1.0; g * np],
             r_im: vec![0.0; g * np],
-            z0_re: vec![1.0; g * np],
+            z0_re: vec![0.0; g * np],
             z0_im: vec![0.0; g * np],
-            z_re: vec![0.0; g],
-            z_im: vec![0.0; g],
         }
     }
 
@@ -99,7 +108,7 @@ impl Rotators {
             let a = dw * (delays[i] - delays[j]);
             let a0 = a * k_lo as f64;
             let o = p * self.g + d;
-            let (s, c) = a.sin_cos();
+            let (s, c) = (a * self.bin_stride as f64).sin_cos();
             self.r_re[o] = c as f32;
             self.r_im[o] = s as f32;
             let (s0, c0) = a0.sin_cos();
@@ -108,29 +117,32 @@ impl Rotators {
         }
     }
 
-    /// Steered response Σ_pair Σ_bin Re(c · z) for the first `n` directions into `out`.
+    /// Steered response Σ_pair Σ_bin Re(c · z) for the first `n` directions into `out` (every
+    /// `bin_stride`-th bin). Directions go in blocks of `LANES` held in registers across the bin
+    /// loop; `g` is a multiple of `LANES` and unused lanes carry zero phasors.
     fn scan(&mut self, c_re: &[f32], c_im: &[f32], nbu: usize, np: usize, out: &mut [f32]) {
-        let n = self.n;
-        let out = &mut out[..n];
-        out.iter_mut().for_each(|v| *v = 0.0);
-        let (zr, zi) = (&mut self.z_re[..n], &mut self.z_im[..n]);
-        for p in 0..np {
-            let o = p * self.g;
-            zr.copy_from_slice(&self.z0_re[o..o + n]);
-            zi.copy_from_slice(&self.z0_im[o..o + n]);
-            let (rr, ri) = (&self.r_re[o..o + n], &self.r_im[o..o + n]);
-            let (cr, ci) = (&c_re[p * nbu..(p + 1) * nbu], &c_im[p * nbu..(p + 1) * nbu]);
-            for b in 0..nbu {
-                let (a, bb) = (cr[b], ci[b]);
-                for ((((s, zr), zi), rr), ri) in
-                    out.iter_mut().zip(zr.iter_mut()).zip(zi.iter_mut()).zip(rr.iter()).zip(ri.iter())
-                {
-                    *s += a * *zr - bb * *zi;
-                    let nr = *zr * *rr - *zi * *ri;
-                    *zi = *zr * *ri + *zi * *rr;
-                    *zr = nr;
+        let nblk = self.n.div_ceil(LANES);
+        for blk in 0..nblk {
+            let mut s = [0.0f32; LANES];
+            for p in 0..np {
+                let o = p * self.g + blk * LANES;
+                let mut zr: [f32; LANES] = self.z0_re[o..o + LANES].try_into().unwrap();
+                let mut zi: [f32; LANES] = self.z0_im[o..o + LANES].try_into().unwrap();
+                let rr: [f32; LANES] = self.r_re[o..o + LANES].try_into().unwrap();
+                let ri: [f32; LANES] = self.r_im[o..o + LANES].try_into().unwrap();
+                let (cr, ci) = (&c_re[p * nbu..(p + 1) * nbu], &c_im[p * nbu..(p + 1) * nbu]);
+                for b in (0..nbu).step_by(self.bin_stride) {
+                    let (a, bb) = (cr[b], ci[b]);
+                    for l in 0..LANES {
+                        s[l] += a * zr[l] - bb * zi[l];
+                        let nr = zr[l] * rr[l] - zi[l] * ri[l];
+                        zi[l] = zr[l] * ri[l] + zi[l] * rr[l];
+                        zr[l] = nr;
+                    }
                 }
             }
+            let k = (self.n - blk * LANES).min(LANES);
+            out[blk * LANES..blk * LANES + k].copy_from_slice(&s[..k]);
         }
     }
 }
@@ -165,7 +177,8 @@ impl Doa {
             pairs,
             k_lo,
             k_hi,
-            acc: vec![Complex32::new(0.0, 0.0); np * nbu],
+            acc_re: vec![0.0; np * nbu],
+            acc_im: vec![0.0; np * nbu],
             acc_pow: vec![0.0; nbu],
             frames: 0,
             c_re: vec![0.0; np * nbu],
@@ -175,8 +188,9 @@ impl Doa {
             span_deg,
             full_circle,
             coarse_az,
-            coarse: Rotators::new(n_coarse, np),
-            fine: Rotators::new(n_fine.min(MAX_FINE), np),
+            coarse: Rotators::new(n_coarse, np, COARSE_BIN_STRIDE),
+            fine: Rotators::new(n_fine.min(MAX_FINE), np, 1),
+            fine_cap: n_fine.min(MAX_FINE),
             map: vec![0.0; n_coarse],
             fine_map: vec![0.0; MAX_FINE],
             geom: geom.clone(),
@@ -190,21 +204,24 @@ impl Doa {
         s
     }
 
-    /// Adds one frame. `x` is the M × nb spectra (channel-major).
-    pub fn accumulate(&mut self, x: &[Complex32], nb: usize) {
+    /// Adds one frame. `x_re`, `x_im` are the M × nb spectra (channel-major), real and
+    /// imaginary parts apart.
+    pub fn accumulate(&mut self, x_re: &[f32], x_im: &[f32], nb: usize) {
         let nbu = self.k_hi - self.k_lo + 1;
+        let (lo, hi) = (self.k_lo, self.k_hi + 1);
         for (p, &(i, j)) in self.pairs.iter().enumerate() {
-            let xi = &x[i * nb + self.k_lo..i * nb + self.k_hi + 1];
-            let xj = &x[j * nb + self.k_lo..j * nb + self.k_hi + 1];
-            let acc = &mut self.acc[p * nbu..(p + 1) * nbu];
+            let (ar, ai) = (&x_re[i * nb + lo..i * nb + hi], &x_im[i * nb + lo..i * nb + hi]);
+            let (br, bi) = (&x_re[j * nb + lo..j * nb + hi], &x_im[j * nb + lo..j * nb + hi]);
+            let (cr, ci) = (&mut self.acc_re[p * nbu..(p + 1) * nbu], &mut self.acc_im[p * nbu..(p + 1) * nbu]);
             for b in 0..nbu {
-                acc[b] += xi[b] * xj[b].conj();
+                cr[b] += ar[b] * br[b] + ai[b] * bi[b];
+                ci[b] += ai[b] * br[b] - ar[b] * bi[b];
             }
         }
         for ch in 0..self.m {
-            let xs = &x[ch * nb + self.k_lo..ch * nb + self.k_hi + 1];
+            let (xr, xi) = (&x_re[ch * nb + lo..ch * nb + hi], &x_im[ch * nb + lo..ch * nb + hi]);
             for b in 0..nbu {
-                self.acc_pow[b] += xs[b].norm_sqr();
+                self.acc_pow[b] += xr[b] * xr[b] + xi[b] * xi[b];
             }
         }
         self.frames += 1;
@@ -238,14 +255,16 @@ impl Doa {
         for (p, &(i, j)) in self.pairs.iter().enumerate() {
             for b in 0..nbu {
                 let k = b + self.k_lo;
-                let r = self.acc[p * nbu + b] * inv_n - noise_cov[k * m * m + i * m + j];
+                let acc = Complex32::new(self.acc_re[p * nbu + b], self.acc_im[p * nbu + b]);
+                let r = acc * inv_n - noise_cov[k * m * m + i * m + j];
                 let mag2 = r.norm_sqr();
                 let g = if mag2 > 1e-60 { self.w[b] / mag2.sqrt() } else { 0.0 };
                 self.c_re[p * nbu + b] = r.re * g;
                 self.c_im[p * nbu + b] = r.im * g;
             }
         }
-        self.acc.iter_mut().for_each(|v| *v = Complex32::new(0.0, 0.0));
+        self.acc_re.iter_mut().for_each(|v| *v = 0.0);
+        self.acc_im.iter_mut().for_each(|v| *v = 0.0);
         self.acc_pow.iter_mut().for_each(|v| *v = 0.0);
         self.frames = 0;
         let activity = wsum / nbu as f32;
@@ -258,7 +277,7 @@ impl Doa {
         let gbest = (0..ng).max_by(|&a, &b| self.map[a].total_cmp(&self.map[b])).unwrap();
         // fine scan ± one coarse step around it, then a parabola through the best three
         let centre = self.coarse_az[gbest];
-        let steps = ((self.fine.g - 1) / 2) as i32;
+        let steps = ((self.fine_cap - 1) / 2) as i32;
         let mut nf = 0;
         let mut first_az = f64::NAN;
         for s in -steps..=steps {

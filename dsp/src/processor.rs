@@ -94,13 +94,25 @@ pub struct Processor {
     echo: Vec<f32>,
     echo_mean: Vec<f32>,
     x: Vec<Complex32>,
+    /// `x` with real and imaginary parts apart (for the vectorised covariance and DOA loops)
+    x_re: Vec<f32>,
+    x_im: Vec<f32>,
     yecho: Vec<Complex32>,
     y: Vec<Complex32>,
+    y_re: Vec<f32>,
+    y_im: Vec<f32>,
     pow: Vec<f32>,
     not_speech: Vec<f32>,
     mcra: Mcra,
+    /// full noise covariance nb × M × M, unpacked from the packed one on demand
     phi: Vec<Complex32>,
     phi_ready: bool,
+    /// packed noise covariance: (i ≤ j pair, bin), real and imaginary parts
+    phi_re: Vec<f32>,
+    phi_im: Vec<f32>,
+    phi_pairs: Vec<(usize, usize)>,
+    phi_a: Vec<f32>,
+    phi_dirty: bool,
     doa: Doa,
     doa_frames: usize,
     doa_block: usize,
@@ -175,13 +187,22 @@ impl Processor {
             echo: vec![0.0; m * hop],
             echo_mean: vec![0.0; hop],
             x: vec![z; m * nb],
+            x_re: vec![0.0; m * nb],
+            x_im: vec![0.0; m * nb],
             yecho: vec![z; nb],
             y: vec![z; nb],
+            y_re: vec![0.0; nb],
+            y_im: vec![0.0; nb],
             pow: vec![0.0; nb],
             not_speech: vec![0.0; nb],
             mcra: Mcra::new(nb),
             phi: vec![z; nb * m * m],
             phi_ready: false,
+            phi_re: vec![0.0; nb * m * (m + 1) / 2],
+            phi_im: vec![0.0; nb * m * (m + 1) / 2],
+            phi_pairs: (0..m).flat_map(|i| (i..m).map(move |j| (i, j))).collect(),
+            phi_a: vec![0.0; nb],
+            phi_dirty: false,
             doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0),
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
@@ -304,28 +325,31 @@ impl Processor {
             }
         }
         self.mcra.update(&self.pow, if res_echo_known { Some(&self.not_speech) } else { None });
-        // spatial noise covariance, gated like the noise PSD
+        // spatial noise covariance, gated like the noise PSD, with a slower averaging (a
+        // covariance needs more frames). Kept packed (upper triangle, pair-major, bins
+        // contiguous, re/im apart) so the update vectorises across bins; the full nb × M × M
+        // matrix is unpacked only when the DOA or the beam reads it.
         for k in 0..nb {
-            // same gating as the noise PSD, slower averaging (a covariance needs more frames)
             let presence = (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
-            let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
-            if a >= 0.9999 {
-                continue;
-            }
-            let b = 1.0 - a;
-            let base = k * m * m;
-            for i in 0..m {
-                let xi = self.x[i * nb + k];
-                for j in i..m {
-                    let v = xi * self.x[j * nb + k].conj();
-                    let e = &mut self.phi[base + i * m + j];
-                    *e = *e * a + v * b;
-                    if j != i {
-                        self.phi[base + j * m + i] = self.phi[base + i * m + j].conj();
-                    }
-                }
+            self.phi_a[k] = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
+        }
+        for (v, (r, i)) in self.x.iter().zip(self.x_re.iter_mut().zip(self.x_im.iter_mut())) {
+            *r = v.re;
+            *i = v.im;
+        }
+        for (q, &(i, j)) in self.phi_pairs.iter().enumerate() {
+            let (ar, ai) = (&self.x_re[i * nb..(i + 1) * nb], &self.x_im[i * nb..(i + 1) * nb]);
+            let (br, bi) = (&self.x_re[j * nb..(j + 1) * nb], &self.x_im[j * nb..(j + 1) * nb]);
+            let re = &mut self.phi_re[q * nb..(q + 1) * nb];
+            let im = &mut self.phi_im[q * nb..(q + 1) * nb];
+            let a = &self.phi_a[..nb];
+            for k in 0..nb {
+                let b = 1.0 - a[k];
+                re[k] = a[k] * re[k] + b * (ar[k] * br[k] + ai[k] * bi[k]);
+                im[k] = a[k] * im[k] + b * (ai[k] * br[k] - ar[k] * bi[k]);
             }
         }
+        self.phi_dirty = true;
         if self.mcra.frames() > 30 {
             self.phi_ready = true;
         }
@@ -333,11 +357,12 @@ impl Processor {
         let sp: f32 = self.mcra.p[band.clone()].iter().sum::<f32>() / band.len() as f32;
         rep.speech = sp > 0.3;
         // DOA
-        self.doa.accumulate(&self.x, nb);
+        self.doa.accumulate(&self.x_re, &self.x_im, nb);
         self.doa_frames -= 1;
         if self.doa_frames == 0 {
             self.doa_frames = self.doa_block_len();
             rep.doa_updated = true;
+            self.unpack_phi();
             let est = self.doa.evaluate(&self.phi, nb);
             let conf = est.and_then(|e| {
                 if self.tracker.confident(e.coherence, e.activity) {
@@ -369,19 +394,25 @@ impl Processor {
             // superdirective weights depend on the steering alone: recompute them on a move
             // only; blended with the blind covariance, every 50 ms as well. The beam-output noise
             // (wᴴΦw, for the post-filter) follows the covariance every 50 ms.
-            let phi = if self.phi_ready { Some(&self.phi[..]) } else { None };
             let refresh = self.frames_since_bf >= 5;
             if moved || (refresh && !self.bf.data_independent()) {
+                if !self.bf.data_independent() {
+                    self.unpack_phi();
+                }
+                let phi = if self.phi_ready { Some(&self.phi[..]) } else { None };
                 self.bf.update_weights(az as f64, phi);
                 self.steer = Some(az);
             }
             if moved || refresh {
-                if let Some(p) = phi {
-                    self.bf.update_out_noise(p);
+                if self.phi_ready {
+                    self.bf.update_out_noise_packed(&self.phi_re, &self.phi_im);
                 }
                 self.frames_since_bf = 0;
             }
-            self.bf.apply(&self.x, &mut self.y);
+            self.bf.apply_split(&self.x_re, &self.x_im, &mut self.y_re, &mut self.y_im);
+            for ((y, &re), &im) in self.y.iter_mut().zip(&self.y_re).zip(&self.y_im) {
+                *y = Complex32::new(re, im);
+            }
         } else {
             self.y.copy_from_slice(&self.x[..nb]);
         }
@@ -456,6 +487,22 @@ impl Processor {
         let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
         rep.output_level_dbfs = db(2.0 * op);
         rep
+    }
+
+    /// Refreshes the full covariance `phi` (nb × M × M) from the packed one.
+    fn unpack_phi(&mut self) {
+        if !self.phi_dirty {
+            return;
+        }
+        let (m, nb) = (self.m, self.nb);
+        for (q, &(i, j)) in self.phi_pairs.iter().enumerate() {
+            for k in 0..nb {
+                let v = Complex32::new(self.phi_re[q * nb + k], self.phi_im[q * nb + k]);
+                self.phi[k * m * m + i * m + j] = v;
+                self.phi[k * m * m + j * m + i] = v.conj();
+            }
+        }
+        self.phi_dirty = false;
     }
 
     fn doa_block_len(&self) -> usize {
