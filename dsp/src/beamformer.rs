@@ -171,9 +171,9 @@ impl Beamformer {
         let mut d = [Complex64::new(1.0, 0.0); MAX_MICS];
         let mut rot = [Complex64::new(1.0, 0.0); MAX_MICS];
         let dw = 2.0 * std::f64::consts::PI * self.df;
-        for i in 0..m {
-            let (s, c) = (-dw * self.delays[i]).sin_cos();
-            rot[i] = Complex64::new(c, s);
+        for (r, &t) in rot.iter_mut().zip(&self.delays) {
+            let (s, c) = (-dw * t).sin_cos();
+            *r = Complex64::new(c, s);
         }
         for k in 0..self.nb {
             let wk = &mut self.w[k * m..(k + 1) * m];
@@ -235,10 +235,9 @@ impl Beamformer {
 
     /// Recomputes the weights only (see [`Beamformer::update`]).
     pub fn update_weights(&mut self, az_deg: f64, phi: Option<&[Complex32]>) {
-        if self.data_independent() || phi.is_none() {
-            self.update_superdirective(az_deg);
-        } else {
-            self.update_blended(az_deg, phi.unwrap());
+        match phi {
+            Some(p) if !self.data_independent() => self.update_blended(az_deg, p),
+            _ => self.update_superdirective(az_deg),
         }
         self.transpose_weights();
     }
@@ -256,9 +255,9 @@ impl Beamformer {
         let load = self.params.loading as f64;
         for k in 0..self.nb {
             let om = 2.0 * std::f64::consts::PI * self.df * k as f64;
-            for i in 0..m {
-                let ph = -om * self.delays[i];
-                d[i] = Complex64::new(ph.cos(), ph.sin());
+            for (di, &t) in d.iter_mut().zip(&self.delays) {
+                let ph = -om * t;
+                *di = Complex64::new(ph.cos(), ph.sin());
             }
             let g = &self.gamma[k * m * m..(k + 1) * m * m];
             let (blind, scale) = match phi {

@@ -48,6 +48,7 @@ pub struct Doa {
     geom: Geometry,
     dw: f64,
     delays: Vec<f64>,
+    elevation_deg: f64,
 }
 
 /// Step of the fine scan around the best coarse direction (degrees).
@@ -92,18 +93,20 @@ impl Rotators {
         }
     }
 
-    /// Sets direction `d` to azimuth `az` (elevation 0).
+    /// Sets direction `d` to azimuth `az`, elevation `el`.
+    #[allow(clippy::too_many_arguments)]
     fn set(
         &mut self,
         d: usize,
         az: f64,
+        el: f64,
         geom: &Geometry,
         pairs: &[(usize, usize)],
         dw: f64,
         k_lo: usize,
         delays: &mut [f64],
     ) {
-        geom.delays(az, 0.0, delays);
+        geom.delays(az, el, delays);
         for (p, &(i, j)) in pairs.iter().enumerate() {
             let a = dw * (delays[i] - delays[j]);
             let a0 = a * k_lo as f64;
@@ -148,7 +151,18 @@ impl Rotators {
 }
 
 impl Doa {
-    pub fn new(geom: &Geometry, fs: f64, nfft: usize, f_lo: f64, f_hi: f64, coarse_step: f64) -> Self {
+    /// `elevation_deg` is the talker elevation assumed when steering: it matters only for
+    /// linear arrays, which measure the cone angle to their axis (cos cone = cos az · cos el), so
+    /// an azimuth is found only up to an assumed elevation.
+    pub fn new(
+        geom: &Geometry,
+        fs: f64,
+        nfft: usize,
+        f_lo: f64,
+        f_hi: f64,
+        coarse_step: f64,
+        elevation_deg: f64,
+    ) -> Self {
         let m = geom.n_mics();
         let mut pairs = Vec::new();
         for i in 0..m {
@@ -196,10 +210,11 @@ impl Doa {
             geom: geom.clone(),
             dw,
             delays: vec![0.0; m],
+            elevation_deg,
         };
         for g in 0..n_coarse {
             let az = s.coarse_az[g];
-            s.coarse.set(g, az, &s.geom, &s.pairs, dw, k_lo, &mut s.delays);
+            s.coarse.set(g, az, elevation_deg, &s.geom, &s.pairs, dw, k_lo, &mut s.delays);
         }
         s
     }
@@ -288,7 +303,7 @@ impl Doa {
             if nf == 0 {
                 first_az = az;
             }
-            self.fine.set(nf, az, &self.geom, &self.pairs, self.dw, self.k_lo, &mut self.delays);
+            self.fine.set(nf, az, self.elevation_deg, &self.geom, &self.pairs, self.dw, self.k_lo, &mut self.delays);
             nf += 1;
         }
         self.fine.n = nf;

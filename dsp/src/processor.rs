@@ -42,6 +42,11 @@ pub struct Config {
     pub gain_control: bool,
     /// lowest post-filter gain for noise (dB)
     pub noise_floor_db: f32,
+    /// talker elevation above the array plane assumed by linear arrays (degrees): they measure
+    /// the cone angle to their axis, cos cone = cos az · cos el, so they report the azimuth in
+    /// their front half-plane for this elevation (15°: seated talkers 1–3 m from a table or
+    /// screen-mounted bar). Planar arrays measure azimuth directly and ignore it.
+    pub linear_talker_elevation_deg: f64,
 }
 
 impl Config {
@@ -57,6 +62,7 @@ impl Config {
             noise_suppression: true,
             gain_control: false,
             noise_floor_db: -15.0,
+            linear_talker_elevation_deg: 15.0,
         }
     }
 }
@@ -168,6 +174,7 @@ impl Processor {
         let nb = hop + 1;
         let m = cfg.geometry.n_mics();
         let z = Complex32::new(0.0, 0.0);
+        let talker_el = if cfg.geometry.is_linear() { cfg.linear_talker_elevation_deg } else { 0.0 };
         let rev_frames = 5; // 50 ms: late reverberation starts here
         let rev_gain = if cfg.assumed_rt60_s > 0.0 {
             let delta = 3.0 * std::f32::consts::LN_10 / cfg.assumed_rt60_s;
@@ -203,11 +210,16 @@ impl Processor {
             phi_pairs: (0..m).flat_map(|i| (i..m).map(move |j| (i, j))).collect(),
             phi_a: vec![0.0; nb],
             phi_dirty: false,
-            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0),
+            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0, talker_el),
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
             tracker: Tracker::new(TrackerParams::default()),
-            bf: Beamformer::new(&cfg.geometry, fs, n, BeamParams::default()),
+            bf: Beamformer::new(
+                &cfg.geometry,
+                fs,
+                n,
+                BeamParams { steer_elevation_deg: talker_el, ..Default::default() },
+            ),
             steer: None,
             frames_since_bf: 0,
             aec: Aec::new(
