@@ -2,6 +2,7 @@
 # Runs huis-dsp on every scene of a mic-array scene set and scores it with the set's score.py.
 #   bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- extra huis-dsp options]
 # SCENES_DIR holds index.json, score.py and one folder per scene (mix.wav, manifest.json, ...).
+# Linear arrays are scored in their unambiguous half-plane (bench/py/fold_linear.py).
 set -euo pipefail
 scenes=${1:?usage: bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- huis-dsp options]}
 shift
@@ -23,4 +24,7 @@ for id in $ids; do
 done
 end=$(date +%s.%N)
 echo "huis-dsp wall time for all scenes: $(echo "$end - $start" | bc) s (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-python3 "$scenes/score.py" candidate --scenes "$scenes" --outputs "$out" --json "$out/score.json"
+# linear arrays report azimuth in their front half-plane: score them against truth folded there
+view="$out/_scoring-view"
+python3 "$root/bench/py/fold_linear.py" "$scenes" "$view"
+python3 "$view/score.py" candidate --scenes "$view" --outputs "$out" --json "$out/score.json"

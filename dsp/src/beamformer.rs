@@ -41,6 +41,16 @@ pub struct Beamformer {
     geom: Geometry,
     df: f64,
     delays: Vec<f64>,
+    /// per bin the inverse of the diffuse model with loading, (γ + λI)⁻¹ (real, M × M), for
+    /// the superdirective case where it does not depend on the data; `inv_ok[k]` false when
+    /// that bin's matrix was not positive definite
+    diffuse_inv: Vec<f64>,
+    inv_ok: Vec<bool>,
+    /// the loading `diffuse_inv` was computed for
+    inv_loading: f32,
+    /// `w` transposed to M × nb, real and imaginary parts apart
+    wt_re: Vec<f32>,
+    wt_im: Vec<f32>,
 }
 
 impl Beamformer {
@@ -71,18 +81,170 @@ impl Beamformer {
             geom: geom.clone(),
             df,
             delays: vec![0.0; m],
+            diffuse_inv: vec![0.0; nb * m * m],
+            inv_ok: vec![false; nb],
+            inv_loading: f32::NAN,
+            wt_re: vec![0.0; nb * m],
+            wt_im: vec![0.0; nb * m],
         };
         for k in 0..nb {
             for i in 0..m {
                 bf.w[k * m + i] = Complex32::new(1.0 / m as f32, 0.0);
             }
         }
+        bf.invert_diffuse();
+        bf.transpose_weights();
         bf
     }
 
+    /// Computes `diffuse_inv` for the current loading (Cholesky, then one solve per unit
+    /// vector). No allocation.
+    fn invert_diffuse(&mut self) {
+        let m = self.m;
+        let load = self.params.loading as f64;
+        let mut l = [0.0f64; MAX_MICS * MAX_MICS];
+        let mut y = [0.0f64; MAX_MICS];
+        for k in 0..self.nb {
+            let g = &self.gamma[k * m * m..(k + 1) * m * m];
+            let mut ok = true;
+            for j in 0..m {
+                let mut s = g[j * m + j] as f64 + load;
+                for t in 0..j {
+                    s -= l[j * MAX_MICS + t] * l[j * MAX_MICS + t];
+                }
+                if s <= 1e-12 {
+                    ok = false;
+                    break;
+                }
+                let ljj = s.sqrt();
+                l[j * MAX_MICS + j] = ljj;
+                for i in j + 1..m {
+                    let mut s = g[i * m + j] as f64;
+                    for t in 0..j {
+                        s -= l[i * MAX_MICS + t] * l[j * MAX_MICS + t];
+                    }
+                    l[i * MAX_MICS + j] = s / ljj;
+                }
+            }
+            self.inv_ok[k] = ok;
+            if !ok {
+                continue;
+            }
+            let inv = &mut self.diffuse_inv[k * m * m..(k + 1) * m * m];
+            for c in 0..m {
+                for i in 0..m {
+                    let mut s = if i == c { 1.0 } else { 0.0 };
+                    for t in 0..i {
+                        s -= l[i * MAX_MICS + t] * y[t];
+                    }
+                    y[i] = s / l[i * MAX_MICS + i];
+                }
+                for i in (0..m).rev() {
+                    let mut s = y[i];
+                    for t in i + 1..m {
+                        s -= l[t * MAX_MICS + i] * y[t];
+                    }
+                    y[i] = s / l[i * MAX_MICS + i];
+                }
+                for i in 0..m {
+                    inv[i * m + c] = y[i];
+                }
+            }
+        }
+        self.inv_loading = self.params.loading;
+    }
+
+    /// Whether the weights depend only on the steering (the pure superdirective design): then
+    /// they need recomputing only when the steering moves.
+    pub fn data_independent(&self) -> bool {
+        self.params.diffuse_weight >= 1.0
+    }
+
+    /// Superdirective weights from the precomputed inverse: w = Γ⁻¹d / (dᴴΓ⁻¹d), the steering
+    /// vector advanced bin by bin with a phase rotator. No allocation.
+    fn update_superdirective(&mut self, az_deg: f64) {
+        let m = self.m;
+        if self.inv_loading != self.params.loading {
+            self.invert_diffuse();
+        }
+        self.geom.delays(az_deg, self.params.steer_elevation_deg, &mut self.delays);
+        let mut d = [Complex64::new(1.0, 0.0); MAX_MICS];
+        let mut rot = [Complex64::new(1.0, 0.0); MAX_MICS];
+        let dw = 2.0 * std::f64::consts::PI * self.df;
+        for (r, &t) in rot.iter_mut().zip(&self.delays) {
+            let (s, c) = (-dw * t).sin_cos();
+            *r = Complex64::new(c, s);
+        }
+        for k in 0..self.nb {
+            let wk = &mut self.w[k * m..(k + 1) * m];
+            if self.inv_ok[k] {
+                let inv = &self.diffuse_inv[k * m * m..(k + 1) * m * m];
+                let mut y = [Complex64::new(0.0, 0.0); MAX_MICS];
+                let mut den = 0.0f64;
+                for i in 0..m {
+                    let row = &inv[i * m..(i + 1) * m];
+                    let (mut re, mut im) = (0.0f64, 0.0f64);
+                    for j in 0..m {
+                        re += row[j] * d[j].re;
+                        im += row[j] * d[j].im;
+                    }
+                    y[i] = Complex64::new(re, im);
+                    den += d[i].re * re + d[i].im * im;
+                }
+                let g = 1.0 / den.max(1e-12);
+                for i in 0..m {
+                    wk[i] = Complex32::new((y[i].re * g) as f32, (y[i].im * g) as f32);
+                }
+            } else {
+                for i in 0..m {
+                    wk[i] = Complex32::new((d[i].re / m as f64) as f32, (d[i].im / m as f64) as f32);
+                }
+            }
+            for i in 0..m {
+                d[i] *= rot[i];
+            }
+        }
+    }
+
+    /// Recomputes the beam-output noise PSD wᴴ Φnn w per bin for the current weights.
+    pub fn update_out_noise(&mut self, phi: &[Complex32]) {
+        let m = self.m;
+        for k in 0..self.nb {
+            let wk = &self.w[k * m..(k + 1) * m];
+            let pk = &phi[k * m * m..(k + 1) * m * m];
+            let mut s = 0.0f32;
+            for i in 0..m {
+                let mut t = Complex32::new(0.0, 0.0);
+                for j in 0..m {
+                    t += pk[i * m + j] * wk[j];
+                }
+                s += (wk[i].conj() * t).re;
+            }
+            self.out_noise[k] = s.max(0.0);
+        }
+    }
+
     /// Recomputes the weights for azimuth `az_deg` with noise covariance `phi` (nb × M × M,
-    /// `None` = not learnt yet). No allocation.
+    /// `None` = not learnt yet) and, given `phi`, the beam-output noise PSD. No allocation.
     pub fn update(&mut self, az_deg: f64, phi: Option<&[Complex32]>) {
+        self.update_weights(az_deg, phi);
+        if let Some(p) = phi {
+            self.update_out_noise(p);
+        }
+    }
+
+    /// Recomputes the weights only (see [`Beamformer::update`]).
+    pub fn update_weights(&mut self, az_deg: f64, phi: Option<&[Complex32]>) {
+        match phi {
+            Some(p) if !self.data_independent() => self.update_blended(az_deg, p),
+            _ => self.update_superdirective(az_deg),
+        }
+        self.transpose_weights();
+    }
+
+    /// MVDR with the diffuse model blended with the blind covariance (Cholesky per bin).
+    fn update_blended(&mut self, az_deg: f64, phi: &[Complex32]) {
+        let phi = Some(phi);
         let m = self.m;
         let el = self.params.steer_elevation_deg;
         self.geom.delays(az_deg, el, &mut self.delays);
@@ -93,9 +255,9 @@ impl Beamformer {
         let load = self.params.loading as f64;
         for k in 0..self.nb {
             let om = 2.0 * std::f64::consts::PI * self.df * k as f64;
-            for i in 0..m {
-                let ph = -om * self.delays[i];
-                d[i] = Complex64::new(ph.cos(), ph.sin());
+            for (di, &t) in d.iter_mut().zip(&self.delays) {
+                let ph = -om * t;
+                *di = Complex64::new(ph.cos(), ph.sin());
             }
             let g = &self.gamma[k * m * m..(k + 1) * m * m];
             let (blind, scale) = match phi {
@@ -176,21 +338,6 @@ impl Beamformer {
                 wk[i] = Complex32::new(v.re as f32, v.im as f32);
             }
         }
-        if let Some(p) = phi {
-            for k in 0..self.nb {
-                let wk = &self.w[k * m..(k + 1) * m];
-                let pk = &p[k * m * m..(k + 1) * m * m];
-                let mut s = 0.0f32;
-                for i in 0..m {
-                    let mut t = Complex32::new(0.0, 0.0);
-                    for j in 0..m {
-                        t += pk[i * m + j] * wk[j];
-                    }
-                    s += (wk[i].conj() * t).re;
-                }
-                self.out_noise[k] = s.max(0.0);
-            }
-        }
     }
 
     /// Y(k) = wᴴ X(k) for spectra `x` (M × nb, channel-major).
@@ -205,5 +352,59 @@ impl Beamformer {
             }
             out[k] = s;
         }
+    }
+
+    /// [`Beamformer::apply`] on spectra with real and imaginary parts apart (M × nb each),
+    /// vectorised across bins; `out_re`, `out_im` receive nb values.
+    pub fn apply_split(&self, x_re: &[f32], x_im: &[f32], out_re: &mut [f32], out_im: &mut [f32]) {
+        let nb = self.nb;
+        let (out_re, out_im) = (&mut out_re[..nb], &mut out_im[..nb]);
+        out_re.iter_mut().for_each(|v| *v = 0.0);
+        out_im.iter_mut().for_each(|v| *v = 0.0);
+        for i in 0..self.m {
+            let (wr, wi) = (&self.wt_re[i * nb..(i + 1) * nb], &self.wt_im[i * nb..(i + 1) * nb]);
+            let (xr, xi) = (&x_re[i * nb..(i + 1) * nb], &x_im[i * nb..(i + 1) * nb]);
+            for k in 0..nb {
+                // conj(w) x
+                out_re[k] += wr[k] * xr[k] + wi[k] * xi[k];
+                out_im[k] += wr[k] * xi[k] - wi[k] * xr[k];
+            }
+        }
+    }
+
+    /// Copies the weights into the mic-major split layout `apply_split` reads.
+    fn transpose_weights(&mut self) {
+        let (m, nb) = (self.m, self.nb);
+        for k in 0..nb {
+            for i in 0..m {
+                self.wt_re[i * nb + k] = self.w[k * m + i].re;
+                self.wt_im[i * nb + k] = self.w[k * m + i].im;
+            }
+        }
+    }
+
+    /// Beam-output noise PSD wᴴΦw per bin from a packed Hermitian covariance: pairs i ≤ j in
+    /// the order (0,0), (0,1), …, (0,M−1), (1,1), …, each nb bins, real and imaginary parts
+    /// apart.
+    pub fn update_out_noise_packed(&mut self, phi_re: &[f32], phi_im: &[f32]) {
+        let (m, nb) = (self.m, self.nb);
+        self.out_noise.iter_mut().for_each(|v| *v = 0.0);
+        let mut q = 0;
+        for i in 0..m {
+            for j in i..m {
+                let (pr, pi) = (&phi_re[q * nb..(q + 1) * nb], &phi_im[q * nb..(q + 1) * nb]);
+                let (ar, ai) = (&self.wt_re[i * nb..(i + 1) * nb], &self.wt_im[i * nb..(i + 1) * nb]);
+                let (br, bi) = (&self.wt_re[j * nb..(j + 1) * nb], &self.wt_im[j * nb..(j + 1) * nb]);
+                let f = if i == j { 1.0 } else { 2.0 };
+                for k in 0..nb {
+                    // Re(conj(w_i) Φ_ij w_j)
+                    let tr = pr[k] * br[k] - pi[k] * bi[k];
+                    let ti = pr[k] * bi[k] + pi[k] * br[k];
+                    self.out_noise[k] += f * (ar[k] * tr + ai[k] * ti);
+                }
+                q += 1;
+            }
+        }
+        self.out_noise.iter_mut().for_each(|v| *v = v.max(0.0));
     }
 }

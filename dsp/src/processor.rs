@@ -42,6 +42,11 @@ pub struct Config {
     pub gain_control: bool,
     /// lowest post-filter gain for noise (dB)
     pub noise_floor_db: f32,
+    /// talker elevation above the array plane assumed by linear arrays (degrees): they measure
+    /// the cone angle to their axis, cos cone = cos az · cos el, so they report the azimuth in
+    /// their front half-plane for this elevation (15°: seated talkers 1–3 m from a table or
+    /// screen-mounted bar). Planar arrays measure azimuth directly and ignore it.
+    pub linear_talker_elevation_deg: f64,
 }
 
 impl Config {
@@ -57,6 +62,7 @@ impl Config {
             noise_suppression: true,
             gain_control: false,
             noise_floor_db: -15.0,
+            linear_talker_elevation_deg: 15.0,
         }
     }
 }
@@ -94,13 +100,25 @@ pub struct Processor {
     echo: Vec<f32>,
     echo_mean: Vec<f32>,
     x: Vec<Complex32>,
+    /// `x` with real and imaginary parts apart (for the vectorised covariance and DOA loops)
+    x_re: Vec<f32>,
+    x_im: Vec<f32>,
     yecho: Vec<Complex32>,
     y: Vec<Complex32>,
+    y_re: Vec<f32>,
+    y_im: Vec<f32>,
     pow: Vec<f32>,
     not_speech: Vec<f32>,
     mcra: Mcra,
+    /// full noise covariance nb × M × M, unpacked from the packed one on demand
     phi: Vec<Complex32>,
     phi_ready: bool,
+    /// packed noise covariance: (i ≤ j pair, bin), real and imaginary parts
+    phi_re: Vec<f32>,
+    phi_im: Vec<f32>,
+    phi_pairs: Vec<(usize, usize)>,
+    phi_a: Vec<f32>,
+    phi_dirty: bool,
     doa: Doa,
     doa_frames: usize,
     doa_block: usize,
@@ -156,6 +174,7 @@ impl Processor {
         let nb = hop + 1;
         let m = cfg.geometry.n_mics();
         let z = Complex32::new(0.0, 0.0);
+        let talker_el = if cfg.geometry.is_linear() { cfg.linear_talker_elevation_deg } else { 0.0 };
         let rev_frames = 5; // 50 ms: late reverberation starts here
         let rev_gain = if cfg.assumed_rt60_s > 0.0 {
             let delta = 3.0 * std::f32::consts::LN_10 / cfg.assumed_rt60_s;
@@ -175,18 +194,32 @@ impl Processor {
             echo: vec![0.0; m * hop],
             echo_mean: vec![0.0; hop],
             x: vec![z; m * nb],
+            x_re: vec![0.0; m * nb],
+            x_im: vec![0.0; m * nb],
             yecho: vec![z; nb],
             y: vec![z; nb],
+            y_re: vec![0.0; nb],
+            y_im: vec![0.0; nb],
             pow: vec![0.0; nb],
             not_speech: vec![0.0; nb],
             mcra: Mcra::new(nb),
             phi: vec![z; nb * m * m],
             phi_ready: false,
-            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0),
+            phi_re: vec![0.0; nb * m * (m + 1) / 2],
+            phi_im: vec![0.0; nb * m * (m + 1) / 2],
+            phi_pairs: (0..m).flat_map(|i| (i..m).map(move |j| (i, j))).collect(),
+            phi_a: vec![0.0; nb],
+            phi_dirty: false,
+            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0, talker_el),
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
             tracker: Tracker::new(TrackerParams::default()),
-            bf: Beamformer::new(&cfg.geometry, fs, n, BeamParams::default()),
+            bf: Beamformer::new(
+                &cfg.geometry,
+                fs,
+                n,
+                BeamParams { steer_elevation_deg: talker_el, ..Default::default() },
+            ),
             steer: None,
             frames_since_bf: 0,
             aec: Aec::new(
@@ -304,28 +337,31 @@ impl Processor {
             }
         }
         self.mcra.update(&self.pow, if res_echo_known { Some(&self.not_speech) } else { None });
-        // spatial noise covariance, gated like the noise PSD
+        // spatial noise covariance, gated like the noise PSD, with a slower averaging (a
+        // covariance needs more frames). Kept packed (upper triangle, pair-major, bins
+        // contiguous, re/im apart) so the update vectorises across bins; the full nb × M × M
+        // matrix is unpacked only when the DOA or the beam reads it.
         for k in 0..nb {
-            // same gating as the noise PSD, slower averaging (a covariance needs more frames)
             let presence = (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
-            let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
-            if a >= 0.9999 {
-                continue;
-            }
-            let b = 1.0 - a;
-            let base = k * m * m;
-            for i in 0..m {
-                let xi = self.x[i * nb + k];
-                for j in i..m {
-                    let v = xi * self.x[j * nb + k].conj();
-                    let e = &mut self.phi[base + i * m + j];
-                    *e = *e * a + v * b;
-                    if j != i {
-                        self.phi[base + j * m + i] = self.phi[base + i * m + j].conj();
-                    }
-                }
+            self.phi_a[k] = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
+        }
+        for (v, (r, i)) in self.x.iter().zip(self.x_re.iter_mut().zip(self.x_im.iter_mut())) {
+            *r = v.re;
+            *i = v.im;
+        }
+        for (q, &(i, j)) in self.phi_pairs.iter().enumerate() {
+            let (ar, ai) = (&self.x_re[i * nb..(i + 1) * nb], &self.x_im[i * nb..(i + 1) * nb]);
+            let (br, bi) = (&self.x_re[j * nb..(j + 1) * nb], &self.x_im[j * nb..(j + 1) * nb]);
+            let re = &mut self.phi_re[q * nb..(q + 1) * nb];
+            let im = &mut self.phi_im[q * nb..(q + 1) * nb];
+            let a = &self.phi_a[..nb];
+            for k in 0..nb {
+                let b = 1.0 - a[k];
+                re[k] = a[k] * re[k] + b * (ar[k] * br[k] + ai[k] * bi[k]);
+                im[k] = a[k] * im[k] + b * (ai[k] * br[k] - ar[k] * bi[k]);
             }
         }
+        self.phi_dirty = true;
         if self.mcra.frames() > 30 {
             self.phi_ready = true;
         }
@@ -333,11 +369,12 @@ impl Processor {
         let sp: f32 = self.mcra.p[band.clone()].iter().sum::<f32>() / band.len() as f32;
         rep.speech = sp > 0.3;
         // DOA
-        self.doa.accumulate(&self.x, nb);
+        self.doa.accumulate(&self.x_re, &self.x_im, nb);
         self.doa_frames -= 1;
         if self.doa_frames == 0 {
             self.doa_frames = self.doa_block_len();
             rep.doa_updated = true;
+            self.unpack_phi();
             let est = self.doa.evaluate(&self.phi, nb);
             let conf = est.and_then(|e| {
                 if self.tracker.confident(e.coherence, e.activity) {
@@ -361,16 +398,33 @@ impl Processor {
             // while the loudspeaker plays, the blind covariance holds its residual echo: let
             // it into the beam's noise model so the beam also turns away from the loudspeaker
             let dw = if res_echo_known { 0.5 } else { 1.0 };
+            let mut moved = moved;
             if dw != self.bf.params.diffuse_weight {
                 self.bf.params.diffuse_weight = dw;
-                self.frames_since_bf = 5;
+                moved = true;
             }
-            if moved || self.frames_since_bf >= 5 {
-                self.bf.update(az as f64, if self.phi_ready { Some(&self.phi) } else { None });
+            // superdirective weights depend on the steering alone: recompute them on a move
+            // only; blended with the blind covariance, every 50 ms as well. The beam-output noise
+            // (wᴴΦw, for the post-filter) follows the covariance every 50 ms.
+            let refresh = self.frames_since_bf >= 5;
+            if moved || (refresh && !self.bf.data_independent()) {
+                if !self.bf.data_independent() {
+                    self.unpack_phi();
+                }
+                let phi = if self.phi_ready { Some(&self.phi[..]) } else { None };
+                self.bf.update_weights(az as f64, phi);
                 self.steer = Some(az);
+            }
+            if moved || refresh {
+                if self.phi_ready {
+                    self.bf.update_out_noise_packed(&self.phi_re, &self.phi_im);
+                }
                 self.frames_since_bf = 0;
             }
-            self.bf.apply(&self.x, &mut self.y);
+            self.bf.apply_split(&self.x_re, &self.x_im, &mut self.y_re, &mut self.y_im);
+            for ((y, &re), &im) in self.y.iter_mut().zip(&self.y_re).zip(&self.y_im) {
+                *y = Complex32::new(re, im);
+            }
         } else {
             self.y.copy_from_slice(&self.x[..nb]);
         }
@@ -445,6 +499,22 @@ impl Processor {
         let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
         rep.output_level_dbfs = db(2.0 * op);
         rep
+    }
+
+    /// Refreshes the full covariance `phi` (nb × M × M) from the packed one.
+    fn unpack_phi(&mut self) {
+        if !self.phi_dirty {
+            return;
+        }
+        let (m, nb) = (self.m, self.nb);
+        for (q, &(i, j)) in self.phi_pairs.iter().enumerate() {
+            for k in 0..nb {
+                let v = Complex32::new(self.phi_re[q * nb + k], self.phi_im[q * nb + k]);
+                self.phi[k * m * m + i * m + j] = v;
+                self.phi[k * m * m + j * m + i] = v.conj();
+            }
+        }
+        self.phi_dirty = false;
     }
 
     fn doa_block_len(&self) -> usize {

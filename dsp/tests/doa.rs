@@ -90,3 +90,70 @@ fn simulated_room_doa_within_5_degrees() {
         assert!(err <= 5.0, "{name}: true {az:.1}°, estimated {est:.1}°");
     }
 }
+
+/// A linear bar cannot tell front from back: it reports the azimuth in its front half-plane
+/// (here 0–180°, facing +y), for the talker elevation `Config::linear_talker_elevation_deg`
+/// (15°). Plane waves from that elevation, and from the array plane, within 5°.
+#[test]
+fn linear_bar_plane_wave_in_front_half_plane_within_5_degrees() {
+    let mut rng = Rng::new(31);
+    let s = roomsim::speech_like(16000 * 2, 16000.0, &mut rng);
+    let g = geometry::linear(4, 0.04, 90.0);
+    assert_eq!(g.search_range(), (0.0, 180.0));
+    for (az, el) in [(40.0, 15.0), (75.0, 15.0), (110.0, 15.0), (150.0, 15.0), (60.0, 0.0), (120.0, 0.0)] {
+        let mut chans = roomsim::plane_wave(&s, &g, az, el, 16000.0);
+        for c in chans.iter_mut() {
+            for v in c.iter_mut() {
+                *v += 0.003 * rng.normal() as f32;
+            }
+        }
+        let est = track(&g, &chans).expect("a talker is found");
+        assert!((0.0..=180.0).contains(&est), "estimate {est:.1}° outside the front half-plane");
+        let err = ang_diff(est, az as f32);
+        eprintln!("linear4 plane wave az {az:.1} el {el:.0} est {est:.1} err {err:.2}");
+        assert!(err <= 5.0, "linear4: true {az:.1}° (el {el}°), estimated {est:.1}°");
+    }
+    // a talker behind the bar is reported at its mirror image in front
+    let chans = roomsim::plane_wave(&s, &g, 300.0, 15.0, 16000.0);
+    let est = track(&g, &chans).expect("a talker is found");
+    eprintln!("linear4 plane wave az 300 (behind) est {est:.1}");
+    assert!(ang_diff(est, 60.0) <= 5.0, "behind at 300° should read 60°, got {est:.1}°");
+}
+
+/// The bar on a table in a simulated room (image sources, RT60 0.3 s, diffuse noise 15 dB),
+/// seated talkers away from end-fire: should be within 5° of the azimuth in the front half-plane.
+///
+/// KNOWN FAILURE (BENCHMARKS.md, "Linear bars"): measured errors 1.7° (93.6°), 11.6° (144°) and
+/// 40–68° for the other three talkers, whose estimates sit near the mirror image about broadside
+/// (180° − az): a reflection off a side wall arrives on the mirrored cone, which a linear bar
+/// cannot tell apart by direction. Run with `cargo test -p huis-dsp -- --ignored`.
+#[test]
+#[ignore = "known failure: linear bars in reverberant rooms, see BENCHMARKS.md"]
+fn linear_bar_simulated_room_within_5_degrees() {
+    let mut rng = Rng::new(41);
+    let n = 16000 * 2;
+    let s = roomsim::speech_like(n, 16000.0, &mut rng);
+    let room = Room::new([5.5, 4.5, 2.8], 0.3, 16000.0);
+    let centre = [2.6, 1.2, 0.75];
+    let g = geometry::linear(4, 0.04, 90.0);
+    let mics = roomsim::mics_in_room(&g, centre);
+    let mut bad = Vec::new();
+    for src in [[1.6, 2.6, 1.2], [3.3, 2.9, 1.25], [2.5, 2.8, 1.2], [3.9, 2.4, 1.2], [1.5, 2.0, 1.3]] {
+        let (az, el, _) = roomsim::direction(centre, src);
+        let mut chans = room.render(&s, src, &mics, 0.25);
+        let noise = roomsim::diffuse_noise(&g, n, 16000.0, 24, &mut rng);
+        let sp = roomsim::rms(&chans[0]);
+        for (c, nz) in chans.iter_mut().zip(noise) {
+            for (v, w) in c.iter_mut().zip(nz) {
+                *v += w * sp * 10f32.powf(-15.0 / 20.0);
+            }
+        }
+        let est = track(&g, &chans).expect("a talker is found");
+        let err = ang_diff(est, az as f32);
+        eprintln!("linear4 room az {az:.1} el {el:.1} est {est:.1} err {err:.2}");
+        if err > 5.0 {
+            bad.push(format!("true {az:.1}°, estimated {est:.1}°"));
+        }
+    }
+    assert!(bad.is_empty(), "linear4 in a room: {bad:?}");
+}
