@@ -132,13 +132,14 @@ fn huisd_calls_baresip_with_video_both_ways() {
     let _w = watchdog("video call", 180);
     let ns = NetNs::new();
     let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
     let port = ns.port();
     let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).video(640, 360)).unwrap();
     let d = start_huisd(&ns, &bus, &config(port, ""));
 
     // Idle: the room's name and how to call it on a plain background.
-    let idle = screenshot(&bus, &dir.path().join("idle.png"));
+    // Kept in target/tmp for a person to look at after the run.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let idle = screenshot(&bus, &shots.join("video-idle-screen.png"));
     assert_eq!((idle.width, idle.height), (1280, 720));
     let corner = idle.region(40, 80, 300, 150);
     assert!(corner.near(IDLE_BG, 12.0), "idle screen background: {corner:?}");
@@ -166,7 +167,7 @@ fn huisd_calls_baresip_with_video_both_ways() {
     assert_eq!((stat(&s, "send_width"), stat(&s, "send_height")), (960.0, 540.0), "{s}");
 
     // The room's screen: far end full screen, self-view bottom right, status bar on top.
-    let shot = screenshot(&bus, &dir.path().join("call.png"));
+    let shot = screenshot(&bus, &shots.join("video-call-screen.png"));
     // The PiP is a quarter of the screen, 18 px from the right and bottom edges.
     let (pw, ph) = (320, 180);
     let (px, py) = (1280 - pw - 18, 720 - ph - 18);
@@ -187,6 +188,11 @@ fn huisd_calls_baresip_with_video_both_ways() {
             wait_video(&bus, "a keyframe request from baresip", 10 * SEC, |s| {
                 stat(s, "keyframe_requests_received") > stat(&before, "keyframe_requests_received")
             });
+            // baresip's receiver reports carry the loss: the bitrate comes down.
+            let s = wait_video(&bus, "the bitrate adapting to the loss", 15 * SEC, |s| {
+                stat(s, "bitrate_kbps") < stat(&before, "bitrate_kbps") && stat(s, "remote_loss_percent") > 10.0
+            });
+            eprintln!("under loss: {s}");
         }
         let s = wait_video(&bus, "the keyframe request answered", 5 * SEC, |s| {
             stat(s, "keyframe_requests_answered") > stat(&before, "keyframe_requests_answered")

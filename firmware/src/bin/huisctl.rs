@@ -267,7 +267,7 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
         }
         Cmd::Screenshot { file } => {
             let png = Video1Proxy::new(conn).await?.screenshot().await?;
-            if let Err(e) = std::fs::write(&file, &png) {
+            if let Err(e) = std::fs::write(file.as_path(), &png) {
                 eprintln!("huisctl: cannot write {}: {e}", file.display());
                 std::process::exit(1);
             }

@@ -97,7 +97,9 @@ impl Screen {
         let self_pad = mix.static_pad("sink_2").ok_or_else(|| MediaError::pipeline("compositor sink_2"))?;
         self_pad.set_property("xpos", (width - pw - margin) as i32);
         self_pad.set_property("ypos", (height - ph - margin) as i32);
-        mix.static_pad("sink_0").inspect(|p| p.set_property("zorder", 0u32));
+        if let Some(p) = mix.static_pad("sink_0") {
+            p.set_property("zorder", 0u32);
+        }
         far_pad.set_property("zorder", 1u32);
         self_pad.set_property("zorder", 2u32);
         let s = Screen {

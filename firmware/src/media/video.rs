@@ -233,7 +233,7 @@ fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: u32, mode0:
         }
         _ => {
             if has("key-int-max") {
-                let _ = enc.set_property_from_str("key-int-max", &(fps * 10).to_string());
+                enc.set_property_from_str("key-int-max", &(fps * 10).to_string());
             }
         }
     }
@@ -243,15 +243,13 @@ fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: u32, mode0:
 /// Sets the encoder's target bitrate (each family names and scales it its own way).
 fn set_encoder_bitrate(enc: &gst::Element, name: &str, kbps: u32) {
     match name {
-        "x264enc" | "vah264enc" | "vah264lpenc" | "vaapih264enc" | "qsvh264enc" | "nvh264enc" => {
-            if enc.find_property("bitrate").is_some() {
-                enc.set_property_from_str("bitrate", &kbps.to_string());
-            }
+        "x264enc" | "vah264enc" | "vah264lpenc" | "vaapih264enc" | "qsvh264enc" | "nvh264enc"
+            if enc.find_property("bitrate").is_some() =>
+        {
+            enc.set_property_from_str("bitrate", &kbps.to_string());
         }
-        "openh264enc" | "mpph264enc" | "nvv4l2h264enc" | "omxh264enc" => {
-            if enc.find_property("bitrate").is_some() {
-                enc.set_property_from_str("bitrate", &(u64::from(kbps) * 1000).to_string());
-            }
+        "openh264enc" | "mpph264enc" | "nvv4l2h264enc" | "omxh264enc" if enc.find_property("bitrate").is_some() => {
+            enc.set_property_from_str("bitrate", &(u64::from(kbps) * 1000).to_string());
         }
         "v4l2h264enc" => {
             let s = gst::Structure::builder("controls").field("video_bitrate", (kbps * 1000) as i32).build();
