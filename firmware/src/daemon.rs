@@ -184,6 +184,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         height: cfg.video.height,
         framerate: cfg.video.framerate,
         self_view: cfg.video.self_view,
+        stats: Default::default(),
     };
     let room_iface = Room1 { tx: tx.clone(), props: props.clone() };
     let audio_iface = Audio1 { tx: tx.clone(), props: props.clone() };
@@ -214,19 +215,41 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         ),
     }
 
-    let calls = match crate::call::CallManager::start(&cfg, conn.clone(), call_audio.clone(), tx.clone()).await {
-        Ok(c) => {
-            props.room.lock().unwrap().sip_uri = c.sip_uri();
-            Some(c)
-        }
-        Err(e) => {
-            let msg = format!("SIP cannot start: {e:#}");
-            tracing::error!("{msg}");
-            hw.problems.insert(0, msg.clone());
-            props.room.lock().unwrap().last_error = msg;
-            None
-        }
+    // Video in calls needs a camera that answers and an encoder.
+    let video_setup = match (&picked, hw.camera.info()) {
+        (Some(enc), Ok(_)) if cfg.video.enable => Some(crate::call::VideoSetup {
+            // The sim camera renders at the size we send; a real one captures in its own mode
+            // and the call's pipeline scales.
+            source: if board.camera.backend == huis_board::Backend::Sim {
+                hw.camera.gst_source(cfg.video.width, cfg.video.height, cfg.video.framerate)
+            } else {
+                hw.camera.gst_source(board.camera.width, board.camera.height, board.camera.framerate)
+            },
+            encoder: enc.element.clone(),
+            width: cfg.video.width,
+            height: cfg.video.height,
+            framerate: cfg.video.framerate,
+            max_kbps: cfg.video.bitrate_kbps,
+            min_kbps: cfg.video.min_bitrate_kbps,
+            props: props.clone(),
+        }),
+        _ => None,
     };
+    let calls =
+        match crate::call::CallManager::start(&cfg, conn.clone(), call_audio.clone(), tx.clone(), video_setup).await {
+            Ok(c) => {
+                props.room.lock().unwrap().sip_uri = c.sip_uri();
+                Some(c)
+            }
+            Err(e) => {
+                let msg = format!("SIP cannot start: {e:#}");
+                tracing::error!("{msg}");
+                hw.problems.insert(0, msg.clone());
+                props.room.lock().unwrap().last_error = msg;
+                None
+            }
+        };
+    let screen = start_screen(&board, &cfg, &sip_uri_of(&props));
     let room = Room {
         conn: conn.clone(),
         props,
@@ -241,7 +264,9 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         last_error: hw.problems.first().cloned().unwrap_or_default(),
         calls,
         incoming: false,
+        screen,
     };
+    room.update_screen();
 
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -286,5 +311,37 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+fn sip_uri_of(props: &Props) -> String {
+    props.room.lock().unwrap().sip_uri.clone()
+}
+
+/// The screen runs from start-up (idle screen) to shutdown. Without it huisd still takes calls.
+fn start_screen(board: &huis_board::Board, cfg: &Config, sip_uri: &str) -> Option<Arc<crate::media::screen::Screen>> {
+    use huis_board::DisplayKind;
+    use huis_hal::display::{BoardDisplay, Display, DisplaySink};
+    let d = &board.display;
+    let sink = match d.kind {
+        DisplayKind::Kms => DisplaySink::Kms { connector: d.connector.clone() },
+        DisplayKind::Wayland => DisplaySink::Wayland,
+        DisplayKind::Sim => DisplaySink::Sim,
+    };
+    let disp = BoardDisplay { sink, width: d.width, height: d.height };
+    let status = crate::media::screen::ScreenStatus {
+        room_name: cfg.room.name.clone(),
+        state: "idle".into(),
+        sip_uri: sip_uri.to_owned(),
+        self_view: cfg.video.self_view,
+        ..Default::default()
+    };
+    let (w, h) = disp.size();
+    match crate::media::screen::Screen::start(w, h, cfg.video.framerate, &disp.gst_sink(), status) {
+        Ok(s) => Some(Arc::new(s)),
+        Err(e) => {
+            tracing::warn!("the screen does not run: {e}");
+            None
+        }
     }
 }

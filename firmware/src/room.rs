@@ -53,6 +53,8 @@ pub enum Command {
     SipStreamClosed {
         from: SocketAddr,
     },
+    /// What the screen shows, as PNG bytes.
+    Screenshot(oneshot::Sender<Result<Vec<u8>, HuisError>>),
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +103,8 @@ pub struct Room {
     pub calls: Option<crate::call::CallManager>,
     /// The ringing call is an incoming one (the call button answers it).
     pub incoming: bool,
+    /// The HDMI screen (idle screen, far end, self-view, status bar); `None` if it cannot run.
+    pub screen: Option<Arc<crate::media::screen::Screen>>,
 }
 
 impl Room {
@@ -215,6 +219,16 @@ impl Room {
             }
             Command::ConfigSet(key, value, r) => {
                 let _ = r.send(self.config_set(&key, &value).await);
+            }
+            Command::Screenshot(r) => {
+                let Some(screen) = self.screen.clone() else {
+                    let _ = r.send(Err(HuisError::NotAvailable("this room has no screen running".into())));
+                    return;
+                };
+                // Encoding takes a moment: not on the room task.
+                tokio::task::spawn_blocking(move || {
+                    let _ = r.send(screen.screenshot_png().map_err(|e| HuisError::Failed(e.to_string())));
+                });
             }
         }
     }
@@ -335,6 +349,7 @@ impl Room {
         }
         tracing::info!(state = s.name(), "room");
         self.props.room.lock().unwrap().state = s.name().to_owned();
+        self.update_screen();
         emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("State", s.name().to_owned().into())]).await;
         self.update_leds().await;
     }
@@ -360,8 +375,22 @@ impl Room {
         }
         tracing::info!(muted, "microphones");
         self.props.room.lock().unwrap().muted = muted;
+        self.update_screen();
         emit(&self.conn, ROOM_PATH, "org.huis.Room1", vec![("Muted", muted.into())]).await;
         self.update_leds().await;
+    }
+
+    /// Tells the screen what the status bar and the idle screen show.
+    pub fn update_screen(&self) {
+        let Some(screen) = &self.screen else { return };
+        screen.set_status(crate::media::screen::ScreenStatus {
+            room_name: self.config.room.name.clone(),
+            state: self.state.name().to_owned(),
+            muted: self.muted,
+            encrypted: false,
+            sip_uri: self.props.room.lock().unwrap().sip_uri.clone(),
+            self_view: self.config.video.self_view,
+        });
     }
 
     async fn set_error(&mut self, message: &str) {
@@ -455,6 +484,9 @@ impl Room {
                 }
             }
             emit(&self.conn, AUDIO_PATH, "org.huis.Audio1", changes).await;
+        }
+        if c.video.self_view != old.video.self_view || c.room.name != old.room.name {
+            self.update_screen();
         }
         if c.video.self_view != old.video.self_view {
             self.props.video.lock().unwrap().self_view = c.video.self_view;

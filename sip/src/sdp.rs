@@ -579,6 +579,31 @@ impl LocalMedia {
         }
     }
 
+    /// [`LocalMedia::offer`] plus an H.264 video stream when `video` is given.
+    pub fn offer_with_video(&self, video: Option<&crate::sdp_video::LocalVideo>) -> SessionDescription {
+        let mut s = self.offer();
+        if let Some(v) = video {
+            s.media.push(v.offer_media(self.direction));
+        }
+        s
+    }
+
+    /// [`LocalMedia::answer`], and the first usable H.264 video stream answered too when `video`
+    /// is given (we have a camera and an encoder); otherwise video stays refused (port 0).
+    pub fn answer_with_video(
+        &self,
+        offer: &SessionDescription,
+        video: Option<&crate::sdp_video::LocalVideo>,
+    ) -> Result<(SessionDescription, Negotiated, Option<crate::sdp_video::NegotiatedVideo>), SdpError> {
+        let (mut answer, n) = self.answer(offer)?;
+        let mut nv = None;
+        if let Some((idx, m, neg)) = video.and_then(|v| v.answer(offer, self.direction)) {
+            answer.media[idx] = m;
+            nv = Some(neg);
+        }
+        Ok((answer, n, nv))
+    }
+
     fn pick(&self, sdp: &SessionDescription, m: &Media) -> Option<Negotiated> {
         let address = sdp.media_address(m)?;
         for c in &self.codecs {

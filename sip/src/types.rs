@@ -347,6 +347,12 @@ pub enum Event {
         /// Duration in milliseconds.
         duration_ms: u32,
     },
+    /// The peer asked for a video keyframe by SIP INFO (`application/media_control+xml`,
+    /// `picture_fast_update`, RFC 5168).
+    PictureFastUpdate {
+        /// Handle.
+        call: CallId,
+    },
     /// The dial string carried digits to send now that the call is up. If `rfc4733` is true the
     /// media pipeline sends them as telephone-events; otherwise the UA is sending them by INFO.
     AutoDtmf {

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 /// Extensions we support (the `Supported` header).
 pub const SUPPORTED: &str = "timer";
-const ACCEPT: &str = "application/sdp, application/dtmf-relay";
+/// RFC 5168 video fast update requests in INFO.
+const MEDIA_CONTROL: &str = "application/media_control+xml";
+const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/media_control+xml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
@@ -968,6 +970,15 @@ impl UserAgent {
                             self.event(Event::DtmfInfo { call: id, digit, duration_ms });
                         }
                         None => self.reply(now, &key, &req, src, 400, None, vec![], None),
+                    }
+                } else if ct.to_ascii_lowercase().starts_with(MEDIA_CONTROL) {
+                    // RFC 5168: <media_control><vc_primitive><to_encoder><picture_fast_update/>...
+                    let body = String::from_utf8_lossy(&req.body);
+                    if body.contains("<media_control") && body.contains("picture_fast_update") {
+                        self.reply(now, &key, &req, src, 200, None, vec![], None);
+                        self.event(Event::PictureFastUpdate { call: id });
+                    } else {
+                        self.reply(now, &key, &req, src, 400, None, vec![], None);
                     }
                 } else if req.body.is_empty() {
                     self.reply(now, &key, &req, src, 200, None, vec![], None);

@@ -499,6 +499,30 @@ fn incoming_info_dtmf() {
     assert_eq!(h.sent_one().code(), 481);
 }
 
+/// RFC 5168: a keyframe request in INFO is answered 200 and reported; a broken one gets 400.
+#[test]
+fn incoming_info_picture_fast_update() {
+    let mut h = Harness::new(config());
+    let (call, tag) = established_incoming(&mut h, "");
+    let body = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control><vc_primitive><to_encoder>\
+<picture_fast_update/></to_encoder></vc_primitive></media_control>\r\n";
+    let info = peer_request("INFO", "z9hG4bKp1", "e1@x", 2, "pt", Some(&tag), "", "").replace(
+        "Content-Length: 0",
+        &format!("Content-Type: application/media_control+xml\r\nContent-Length: {}", body.len()),
+    );
+    h.recv(&format!("{info}{body}"));
+    assert_eq!(h.sent_one().code(), 200);
+    assert_eq!(h.events(), vec![Event::PictureFastUpdate { call }]);
+    let junk = "<media_control><x/>";
+    let info = peer_request("INFO", "z9hG4bKp2", "e1@x", 3, "pt", Some(&tag), "", "").replace(
+        "Content-Length: 0",
+        &format!("Content-Type: application/media_control+xml\r\nContent-Length: {}", junk.len()),
+    );
+    h.recv(&format!("{info}{junk}"));
+    assert_eq!(h.sent_one().code(), 400);
+    assert!(h.events().is_empty());
+}
+
 #[test]
 fn reject_and_auto_answer_flag() {
     let mut cfg = config();

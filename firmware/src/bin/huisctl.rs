@@ -51,6 +51,10 @@ enum Cmd {
     Hangup,
     /// Print state changes as they happen (Ctrl-C to stop).
     Watch,
+    /// Show the video of the current (or last) call: encoder, sizes, frames, keyframes, bitrate.
+    Video,
+    /// Save what the screen shows now as a PNG file.
+    Screenshot { file: std::path::PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -247,6 +251,35 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
         }
         Cmd::Calls => calls(cli.json, conn).await,
         Cmd::Watch => watch(cli.json, conn).await,
+        Cmd::Video => {
+            let v = Video1Proxy::new(conn).await?;
+            let stats = v.stats().await?;
+            let mut keys: Vec<_> = stats.keys().cloned().collect();
+            keys.sort();
+            if cli.json {
+                let m: serde_json::Map<String, Json> = keys.iter().map(|k| (k.clone(), json!(stats[k]))).collect();
+                println!("{}", json!({"encoder": v.encoder().await?, "camera": v.camera().await?, "stats": m}));
+            } else {
+                println!("encoder: {}  camera: {}", v.encoder().await?, v.camera().await?);
+                for k in keys {
+                    println!("{k}: {}", stats[&k]);
+                }
+            }
+            Ok(())
+        }
+        Cmd::Screenshot { file } => {
+            let png = Video1Proxy::new(conn).await?.screenshot().await?;
+            if let Err(e) = std::fs::write(file.as_path(), &png) {
+                eprintln!("huisctl: cannot write {}: {e}", file.display());
+                std::process::exit(1);
+            }
+            print_done(
+                cli.json,
+                json!({"file": file.display().to_string(), "bytes": png.len()}),
+                &format!("saved {}", file.display()),
+            );
+            Ok(())
+        }
     }
 }
 
@@ -285,6 +318,7 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
             "direction": c.direction().await?,
             "state": c.state().await?,
             "audio_codec": c.audio_codec().await?,
+            "video_codec": c.video_codec().await?,
             "stats": stats,
         }));
     }

@@ -8,7 +8,7 @@ use tokio::sync::{mpsc, oneshot};
 use zbus::{OwnedVariant, Variant, interface};
 
 use crate::dbus::HuisError;
-use crate::media::CallStats;
+use crate::media::{CallStats, VideoStats};
 use crate::room::{CallOp, Command, Reply};
 
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,8 @@ pub struct CallProps {
     pub direction: String,
     pub state: String,
     pub audio_codec: String,
+    /// `H264/90000 1280x720` when the call has video, else "".
+    pub video_codec: String,
     pub stats: HashMap<String, f64>,
 }
 
@@ -72,7 +74,7 @@ impl Call1 {
     }
     #[zbus(property)]
     fn video_codec(&self) -> String {
-        String::new()
+        self.props.lock().unwrap().video_codec.clone()
     }
     /// packets_sent, packets_received, packets_lost, jitter_ms, rtt_ms, bitrate_kbps, … (updated every second).
     #[zbus(property)]
@@ -146,6 +148,33 @@ pub fn stats_map(s: &CallStats) -> HashMap<String, f64> {
     }
     if let Some(l) = s.remote_packets_lost {
         m.insert("remote_packets_lost".into(), l as f64);
+    }
+    m
+}
+
+/// The figures of a call's video, for Video1.Stats and (prefixed `video_`) Call1.Stats.
+pub fn video_stats_map(s: &VideoStats) -> HashMap<String, f64> {
+    let mut m = HashMap::new();
+    for (k, v) in [
+        ("send_width", f64::from(s.send_width)),
+        ("send_height", f64::from(s.send_height)),
+        ("frames_sent", s.frames_sent as f64),
+        ("keyframes_sent", s.keyframes_sent as f64),
+        ("frames_decoded", s.frames_decoded as f64),
+        ("recv_width", f64::from(s.recv_width)),
+        ("recv_height", f64::from(s.recv_height)),
+        ("keyframe_requests_received", s.keyframe_requests_received as f64),
+        ("keyframe_requests_answered", s.keyframe_requests_answered as f64),
+        ("keyframe_answer_max_ms", s.keyframe_answer_max_ms as f64),
+        ("keyframe_requests_sent", s.keyframe_requests_sent as f64),
+        ("bitrate_kbps", f64::from(s.bitrate_kbps)),
+        ("remb_kbps", f64::from(s.remb_kbps)),
+        ("tmmbr_kbps", f64::from(s.tmmbr_kbps)),
+        ("remote_loss_percent", s.remote_loss_percent),
+        ("packets_received", s.packets_received as f64),
+        ("packets_lost", s.packets_lost as f64),
+    ] {
+        m.insert(k.to_string(), v);
     }
     m
 }

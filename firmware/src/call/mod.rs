@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use huis_sip::sdp::{Codec, Direction as SdpDirection, LocalMedia, Negotiated, SessionDescription};
+use huis_sip::sdp_video::{LocalVideo, NegotiatedVideo};
 use huis_sip::{
     Account, CallId, Destination, EndReason, Event, Input, RegistrationFailure, RegistrationState, TransportKind,
     UserAgent,
@@ -24,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::media::{
     AudioCodec, AudioRx, AudioSession, AudioSessionParams, AudioTx, CodecParams, Direction as MediaDirection,
-    MediaEvent, RtpSockets, TelephoneEvent,
+    MediaEvent, RtpSockets, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
 };
 use crate::room::Command;
 pub use net::SipSockets;
@@ -33,6 +34,35 @@ pub use net::SipSockets;
 pub struct CallAudio {
     pub tx: AudioTx,
     pub rx: AudioRx,
+}
+
+/// What a call needs to send and receive video: the camera, the encoder and the limits.
+#[derive(Clone)]
+pub struct VideoSetup {
+    /// gst-launch description of the camera's live source (from hal).
+    pub source: String,
+    /// The H.264 encoder element hal picked.
+    pub encoder: String,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub max_kbps: u32,
+    pub min_kbps: u32,
+    /// Where the current call's video figures go (Video1.Stats).
+    pub props: Arc<crate::dbus::iface::Props>,
+}
+
+impl VideoSetup {
+    /// The H.264 level our configured size and rate need (H.264 Table A-1: MaxFS, MaxMBPS).
+    pub fn level_idc(&self) -> u8 {
+        let mbs = self.width.div_ceil(16) * self.height.div_ceil(16);
+        let mbps = mbs * self.framerate;
+        [(30u8, 1620u32, 40_500u32), (31, 3600, 108_000), (32, 5120, 216_000), (40, 8192, 245_760), (42, 8704, 522_240)]
+            .into_iter()
+            .find(|&(_, fs, rate)| mbs <= fs && mbps <= rate)
+            .map(|(l, _, _)| l)
+            .unwrap_or(51)
+    }
 }
 
 /// Shared between the call manager and the audio engine thread.
@@ -54,6 +84,10 @@ struct Call {
     sockets: Option<RtpSockets>,
     media: Option<AudioSession>,
     negotiated: Option<Negotiated>,
+    /// Video: what we offer/accept (None: audio only), its ports until started, the session.
+    local_video: Option<LocalVideo>,
+    video_sockets: Option<RtpSockets>,
+    video: Option<VideoSession>,
     /// Pending remote offer of an incoming call, until answered.
     remote_offer: Option<String>,
     established: bool,
@@ -90,6 +124,7 @@ pub struct CallManager {
     auto_answer: bool,
     muted: bool,
     room_tx: mpsc::Sender<Command>,
+    video: Option<VideoSetup>,
 }
 
 fn codec_of(name: &str) -> Option<Codec> {
@@ -115,6 +150,15 @@ pub fn codec_label(c: Codec) -> String {
     format!("{}/{}", c.encoding(), c.clock_rate())
 }
 
+fn media_direction(d: SdpDirection) -> MediaDirection {
+    match d {
+        SdpDirection::SendRecv => MediaDirection::SendRecv,
+        SdpDirection::SendOnly => MediaDirection::SendOnly,
+        SdpDirection::RecvOnly => MediaDirection::RecvOnly,
+        SdpDirection::Inactive => MediaDirection::Inactive,
+    }
+}
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
@@ -131,6 +175,7 @@ impl CallManager {
         conn: zbus::Connection,
         audio: CallAudioSlot,
         room_tx: mpsc::Sender<Command>,
+        video: Option<VideoSetup>,
     ) -> anyhow::Result<CallManager> {
         let listen: SocketAddr = cfg.sip.listen.parse()?;
         let advertised = if !cfg.sip.public_address.is_empty() {
@@ -181,6 +226,7 @@ impl CallManager {
             auto_answer: cfg.call.auto_answer,
             muted: false,
             room_tx,
+            video,
         };
         tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
         Ok(m)
@@ -239,6 +285,21 @@ impl CallManager {
         RtpSockets::bind_in_range(bind_ip, self.rtp_ports.clone()).map_err(|e| e.to_string())
     }
 
+    /// Video ports and our video SDP, when video is set up (camera and encoder present).
+    fn bind_video(&self) -> (Option<RtpSockets>, Option<LocalVideo>) {
+        let Some(v) = &self.video else { return (None, None) };
+        match self.bind_rtp() {
+            Ok(s) => {
+                let lv = LocalVideo { port: s.local_rtp().port(), level_idc: v.level_idc(), max_kbps: v.max_kbps };
+                (Some(s), Some(lv))
+            }
+            Err(e) => {
+                tracing::warn!("no ports for video, the call is audio only: {e}");
+                (None, None)
+            }
+        }
+    }
+
     fn local_media(&self, port: u16) -> LocalMedia {
         LocalMedia {
             address: self.advertised,
@@ -262,10 +323,15 @@ impl CallManager {
         let sockets = self.bind_rtp()?;
         let port = sockets.local_rtp().port();
         let local = self.local_media(port);
-        let offer = local.offer().to_text();
+        let (vsock, lv) = self.bind_video();
+        let offer = local.offer_with_video(lv.as_ref()).to_text();
         let id = self.ua.invite(Instant::now(), target, hop, &offer).map_err(|e| e.to_string())?;
         let uri = target.split(";dtmf=").next().unwrap_or(target).to_owned();
         self.add_call(id, CallDirection::Outgoing, uri, local, Some(sockets), None).await;
+        if let Some(c) = self.calls.get_mut(&id) {
+            c.local_video = lv;
+            c.video_sockets = vsock;
+        }
         let mut notices = vec![Notice::State(crate::room::RoomState::Dialing)];
         notices.extend(self.drain().await);
         Ok(notices)
@@ -299,6 +365,9 @@ impl CallManager {
                 sockets,
                 media: None,
                 negotiated: None,
+                local_video: None,
+                video_sockets: None,
+                video: None,
                 remote_offer: offer,
                 established: false,
                 held_by_us: false,
@@ -330,9 +399,18 @@ impl CallManager {
         let offer_text =
             call.remote_offer.clone().ok_or("the caller sent no SDP offer; such calls are not supported")?;
         let offer = SessionDescription::parse(&offer_text).map_err(|e| e.to_string())?;
-        let (answer, neg) = call.local.answer(&offer).map_err(|e| e.to_string())?;
+        let (answer, neg, vneg) =
+            call.local.answer_with_video(&offer, call.local_video.as_ref()).map_err(|e| e.to_string())?;
+        if vneg.is_none() {
+            // Audio only: the video m-line (if any) went back with port 0; free the ports.
+            call.local_video = None;
+            call.video_sockets = None;
+        }
         self.ua.answer(Instant::now(), id, &answer.to_text()).map_err(|e| e.to_string())?;
         self.start_media(id, neg, false)?;
+        if let Some(v) = vneg {
+            self.start_video(id, v);
+        }
         self.drain_ok().await
     }
 
@@ -365,7 +443,7 @@ impl CallManager {
         // On hold the room is neither heard nor hears: a=inactive, nothing sent but RTCP.
         local.direction = if hold { SdpDirection::Inactive } else { SdpDirection::SendRecv };
         call.sdp_version += 1;
-        let mut sdp = local.offer();
+        let mut sdp = local.offer_with_video(call.local_video.as_ref());
         sdp.origin.session_version = call.sdp_version;
         let text = sdp.to_text();
         if hold {
@@ -376,6 +454,9 @@ impl CallManager {
         call.held_by_us = hold;
         if let Some(m) = &call.media {
             m.set_direction(if hold { MediaDirection::Inactive } else { MediaDirection::SendRecv });
+        }
+        if let Some(v) = &call.video {
+            v.set_direction(if hold { MediaDirection::Inactive } else { MediaDirection::SendRecv });
         }
         self.update_call_state(id);
         self.drain_ok().await
@@ -429,12 +510,7 @@ impl CallManager {
             }
             p.telephone_event = Some(te);
         }
-        p.direction = match neg.direction {
-            SdpDirection::SendRecv => MediaDirection::SendRecv,
-            SdpDirection::SendOnly => MediaDirection::SendOnly,
-            SdpDirection::RecvOnly => MediaDirection::RecvOnly,
-            SdpDirection::Inactive => MediaDirection::Inactive,
-        };
+        p.direction = media_direction(neg.direction);
         let session = AudioSession::start(p).map_err(|e| format!("cannot start the call's audio: {e}"))?;
         session.set_muted(self.muted);
         *self.audio.lock().unwrap() = Some(CallAudio { tx: session.sender(), rx: session.receiver() });
@@ -446,6 +522,51 @@ impl CallManager {
         call.media = Some(session);
         call.negotiated = Some(neg);
         Ok(())
+    }
+
+    /// Starts the call's video once SDP negotiated it. A failure leaves the call audio only.
+    fn start_video(&mut self, id: CallId, neg: NegotiatedVideo) {
+        let Some(setup) = self.video.clone() else { return };
+        let Some(call) = self.calls.get_mut(&id) else { return };
+        let Some(sockets) = call.video_sockets.take() else { return };
+        let sizes = crate::config::VIDEO_SIZES;
+        let Some((width, height)) = neg.fit_size((setup.width, setup.height), sizes) else {
+            tracing::warn!(level = neg.level_idc, "the peer's H.264 level is below our smallest size; no video sent");
+            return;
+        };
+        let max_kbps = neg.remote_max_kbps.map_or(setup.max_kbps, |r| r.min(setup.max_kbps)).max(setup.min_kbps);
+        let f = neg.feedback;
+        let p = VideoSessionParams {
+            sockets,
+            remote_rtp: SocketAddr::new(neg.remote_address, neg.remote_port),
+            send_pt: neg.payload_type,
+            recv_pt: neg.recv_payload_type,
+            packetization_mode: neg.packetization_mode,
+            source: setup.source.clone(),
+            width,
+            height,
+            framerate: setup.framerate,
+            encoder: setup.encoder.clone(),
+            start_kbps: max_kbps * 3 / 4,
+            min_kbps: setup.min_kbps,
+            max_kbps,
+            feedback: VideoFeedback { nack: f.nack, pli: f.pli, fir: f.fir, tmmbr: f.tmmbr, remb: f.remb },
+            cname: format!("huis@{}", self.advertised),
+            direction: media_direction(neg.direction),
+            jitter_buffer: std::time::Duration::from_millis(50),
+            rtcp_interval: std::time::Duration::from_secs(1),
+            far_channel: crate::media::video::FAR_CHANNEL.into(),
+            self_channel: crate::media::video::SELF_CHANNEL.into(),
+            on_capture: None,
+        };
+        match VideoSession::start(p) {
+            Ok(v) => {
+                call.props.lock().unwrap().video_codec = format!("H264/90000 {width}x{height}");
+                tracing::info!(call = call.n, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
+                call.video = Some(v);
+            }
+            Err(e) => tracing::error!(call = call.n, "cannot start the call's video, audio only: {e}"),
+        }
     }
 
     fn update_call_state(&self, id: CallId) {
@@ -532,8 +653,14 @@ impl CallManager {
                     }
                 };
                 let local = self.local_media(sockets.local_rtp().port());
+                let offers_video = remote_sdp.as_deref().is_some_and(|s| s.contains("m=video"));
+                let (vsock, lv) = if offers_video { self.bind_video() } else { (None, None) };
                 let uri = from.clone();
                 self.add_call(call, CallDirection::Incoming, uri.clone(), local, Some(sockets), remote_sdp).await;
+                if let Some(c) = self.calls.get_mut(&call) {
+                    c.local_video = lv;
+                    c.video_sockets = vsock;
+                }
                 tracing::info!(from = %from, "incoming call");
                 notices.push(Notice::State(RoomState::Ringing));
                 notices.push(Notice::IncomingCall(from));
@@ -556,15 +683,24 @@ impl CallManager {
                 let Some(c) = self.calls.get_mut(&call) else { return };
                 c.established = true;
                 if c.direction == CallDirection::Outgoing {
-                    let neg = remote_sdp
+                    let sdp = remote_sdp
                         .as_deref()
                         .ok_or_else(|| "the answer has no SDP".to_string())
-                        .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()))
-                        .and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string()));
-                    match neg {
+                        .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()));
+                    let vneg = match (&sdp, &c.local_video) {
+                        (Ok(s), Some(lv)) => lv.accept_answer(s),
+                        _ => None,
+                    };
+                    if vneg.is_none() {
+                        c.video_sockets = None;
+                    }
+                    match sdp.and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string())) {
                         Ok(n) => {
                             if let Err(e) = self.start_media(call, n, true) {
                                 tracing::error!("{e}");
+                            }
+                            if let Some(v) = vneg {
+                                self.start_video(call, v);
                             }
                         }
                         Err(e) => tracing::warn!("unusable answer: {e}"),
@@ -581,6 +717,12 @@ impl CallManager {
             Event::CallResumed { call } => self.peer_hold(call, false),
             Event::CallUpdateFailed { call, code } => {
                 tracing::warn!(?call, code, "the peer refused our hold/resume");
+            }
+            Event::PictureFastUpdate { call } => {
+                if let Some(v) = self.calls.get(&call).and_then(|c| c.video.as_ref()) {
+                    tracing::info!("keyframe requested by SIP INFO (picture_fast_update)");
+                    v.force_keyframe();
+                }
             }
             Event::DtmfInfo { call, digit, .. } => {
                 tracing::info!(?call, %digit, "DTMF received (SIP INFO)");
@@ -600,6 +742,9 @@ impl CallManager {
                 c.held_by_peer = held;
                 if let Some(m) = &c.media {
                     m.set_direction(if held { MediaDirection::RecvOnly } else { MediaDirection::SendRecv });
+                }
+                if let Some(v) = &c.video {
+                    v.set_direction(if held { MediaDirection::RecvOnly } else { MediaDirection::SendRecv });
                 }
                 tracing::info!(call = c.n, held, "the peer changed hold");
             }
@@ -631,6 +776,9 @@ impl CallManager {
         if let Some(m) = c.media.take() {
             // Stopping flushes the last packets and an RTCP BYE (up to a second): not on this task.
             tokio::task::spawn_blocking(move || m.stop());
+        }
+        if let Some(v) = c.video.take() {
+            tokio::task::spawn_blocking(move || v.stop());
         }
         dbus::remove(&self.conn, c.n).await;
         let failure = !matches!(reason, EndReason::LocalHangup | EndReason::RemoteHangup | EndReason::Cancelled);
@@ -664,7 +812,14 @@ impl CallManager {
                 }
                 if publish_stats {
                     let s = m.stats();
-                    let stats = dbus::stats_map(&s);
+                    let mut stats = dbus::stats_map(&s);
+                    if let Some(v) = &c.video {
+                        let vs = dbus::video_stats_map(&v.stats());
+                        if let Some(setup) = &self.video {
+                            setup.props.video.lock().unwrap().stats = vs.clone();
+                        }
+                        stats.extend(vs.into_iter().map(|(k, v)| (format!("video_{k}"), v)));
+                    }
                     c.props.lock().unwrap().stats = stats.clone();
                     let (conn, n) = (self.conn.clone(), c.n);
                     tokio::spawn(async move { dbus::emit_stats(&conn, n).await });
@@ -688,6 +843,7 @@ impl CallManager {
         self.drain().await;
         for (_, mut c) in self.calls.drain() {
             c.media.take();
+            c.video.take();
         }
         *self.audio.lock().unwrap() = None;
     }

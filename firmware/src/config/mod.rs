@@ -108,6 +108,12 @@ pub struct Video {
     pub height: u32,
     pub framerate: u32,
     pub self_view: bool,
+    /// Offer and accept video in calls (needs a camera and an H.264 encoder).
+    pub enable: bool,
+    /// Highest send bitrate, kbit/s (`b=AS` in our SDP; the adaptation never goes above it).
+    pub bitrate_kbps: u32,
+    /// Lowest send bitrate the adaptation goes down to, kbit/s.
+    pub min_bitrate_kbps: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,7 +203,15 @@ impl Default for Audio {
 
 impl Default for Video {
     fn default() -> Self {
-        Self { width: 1280, height: 720, framerate: 30, self_view: true }
+        Self {
+            width: 1280,
+            height: 720,
+            framerate: 30,
+            self_view: true,
+            enable: true,
+            bitrate_kbps: 2000,
+            min_bitrate_kbps: 150,
+        }
     }
 }
 
@@ -218,7 +232,8 @@ impl Default for Log {
 }
 
 pub const AUDIO_CODECS: &[&str] = &["opus", "g722", "pcmu", "pcma"];
-const VIDEO_SIZES: &[(u32, u32)] = &[(640, 360), (960, 540), (1280, 720), (1920, 1080)];
+/// The picture sizes huis sends, smallest first.
+pub const VIDEO_SIZES: &[(u32, u32)] = &[(640, 360), (960, 540), (1280, 720), (1920, 1080)];
 
 /// A configuration problem, for people.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,6 +346,18 @@ impl Config {
             return bad(
                 "video.framerate",
                 format!("{} is out of range (1 to 60 frames per second)", self.video.framerate),
+            );
+        }
+        if !(100..=20_000).contains(&self.video.bitrate_kbps) {
+            return bad(
+                "video.bitrate_kbps",
+                format!("{} is out of range (100 to 20000 kbit/s)", self.video.bitrate_kbps),
+            );
+        }
+        if !(50..=self.video.bitrate_kbps).contains(&self.video.min_bitrate_kbps) {
+            return bad(
+                "video.min_bitrate_kbps",
+                format!("{} is out of range (50 kbit/s to video.bitrate_kbps)", self.video.min_bitrate_kbps),
             );
         }
         let d = &self.call.default_destination;
@@ -631,6 +658,8 @@ mod tests {
             ("[audio]\nsim_recording = \"relative.wav\"", "audio.sim_recording"),
             ("[video]\nwidth = 1000", "video.width"),
             ("[video]\nframerate = 0", "video.framerate"),
+            ("[video]\nbitrate_kbps = 5", "video.bitrate_kbps"),
+            ("[video]\nmin_bitrate_kbps = 3000", "video.min_bitrate_kbps"),
             ("[call]\ndefault_destination = \"bob\"", "call.default_destination"),
             ("[call]\naudio_codecs = []", "call.audio_codecs"),
             ("[call]\naudio_codecs = [\"opus\", \"gsm\"]", "call.audio_codecs"),

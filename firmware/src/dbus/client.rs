@@ -71,6 +71,9 @@ pub trait Video1 {
     fn framerate(&self) -> zbus::Result<u32>;
     #[zbus(property)]
     fn self_view(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
+    fn stats(&self) -> zbus::Result<std::collections::HashMap<String, f64>>;
+    fn screenshot(&self) -> zbus::Result<Vec<u8>>;
 }
 
 #[proxy(interface = "org.huis.Config1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1/Config")]
@@ -92,6 +95,8 @@ pub trait Call1 {
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn audio_codec(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn video_codec(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     fn send_dtmf(&self, digits: &str) -> zbus::Result<()>;

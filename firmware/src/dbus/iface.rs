@@ -68,6 +68,8 @@ pub struct VideoProps {
     pub height: u32,
     pub framerate: u32,
     pub self_view: bool,
+    /// Figures of the current (or last) call's video.
+    pub stats: std::collections::HashMap<String, f64>,
 }
 
 /// `org.huis.Room1` at `/org/huis/Room1`.
@@ -294,6 +296,20 @@ impl Video1 {
             .await
             .map(drop)
             .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
+    }
+    /// The current (or last) call's video: frames_sent, frames_decoded, recv_width/height,
+    /// keyframe_requests_received/answered, keyframe_answer_max_ms, keyframe_requests_sent,
+    /// bitrate_kbps, remote_loss_percent, … Read it when needed (no change signal).
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn stats(&self) -> std::collections::HashMap<String, f64> {
+        self.p().stats.clone()
+    }
+    /// What the screen shows now, as PNG bytes (the caller writes the file: huisd may run as
+    /// another user).
+    async fn screenshot(&self) -> Result<Vec<u8>, HuisError> {
+        let (rtx, rrx) = oneshot::channel();
+        self.tx.send(Command::Screenshot(rtx)).await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
+        rrx.await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
     }
 }
 

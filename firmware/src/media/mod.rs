@@ -74,9 +74,11 @@ mod dtmf;
 mod error;
 mod params;
 mod ring;
+pub mod screen;
 mod session;
 mod sockets;
 mod stats;
+pub mod video;
 
 #[cfg(test)]
 mod tests;
@@ -90,6 +92,7 @@ pub use ring::{AudioRx, AudioTx};
 pub use session::{AudioSession, MediaEvent};
 pub use sockets::RtpSockets;
 pub use stats::CallStats;
+pub use video::{VideoFeedback, VideoSession, VideoSessionParams, VideoStats};
 
 /// Sample rate of the audio exchanged with the DSP thread.
 pub const DSP_RATE: u32 = 16_000;

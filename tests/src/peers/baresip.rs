@@ -86,6 +86,9 @@ pub struct BaresipOpts {
     pub uri_params: String,
     /// Extra config lines.
     pub extra_config: Vec<String>,
+    /// Video: H.264 through `avcodec` (libx264), the `fakevideo` source and display at this
+    /// size. `None`: audio only (no video modules loaded, no m=video offered).
+    pub video: Option<(u32, u32)>,
 }
 
 impl BaresipOpts {
@@ -101,7 +104,13 @@ impl BaresipOpts {
             extra_account: String::new(),
             uri_params: String::new(),
             extra_config: vec![],
+            video: None,
         }
+    }
+    /// Send and receive H.264 video at `width`×`height` (see [`BaresipOpts::video`]).
+    pub fn video(mut self, width: u32, height: u32) -> Self {
+        self.video = Some((width, height));
+        self
     }
     /// Use TCP for SIP (`;transport=tcp` on the AOR): registrations and calls.
     pub fn tcp(mut self) -> Self {
@@ -167,6 +176,19 @@ pub struct AudioDebug {
     pub rx_packets: Option<u64>,
     /// RTP packets sent (`TX: packets=`).
     pub tx_packets: Option<u64>,
+    pub raw: String,
+}
+
+/// Parsed from `video_debug` (only while a call with video exists).
+#[derive(Debug, Clone, Default)]
+pub struct VideoDebug {
+    /// Size and count of the frames baresip decoded and handed to its display.
+    pub display_width: u32,
+    pub display_height: u32,
+    pub display_frames: u64,
+    /// `n_keyframes` and `n_picup` as baresip counts them.
+    pub keyframes: u64,
+    pub picture_updates: u64,
     pub raw: String,
 }
 
@@ -242,6 +264,19 @@ impl Baresip {
              opus_bitrate\t64000\n",
             rec.display()
         );
+        if let Some((w, h)) = opts.video {
+            config.push_str(&format!(
+                "module\tavcodec.so\n\
+                 module\tfakevideo.so\n\
+                 video_source\tfakevideo,nil\n\
+                 video_display\tfakevideo,nil\n\
+                 video_size\t{w}x{h}\n\
+                 video_bitrate\t1000000\n\
+                 video_fps\t30\n\
+                 avcodec_h264enc\tlibx264\n\
+                 avcodec_h264dec\th264\n"
+            ));
+        }
         for l in &opts.extra_config {
             config.push_str(l);
             config.push('\n');
@@ -444,6 +479,30 @@ impl Baresip {
             tx_packets: grab("TX: packets=").and_then(|s| s.parse().ok()),
             raw,
         })
+    }
+
+    /// `video_debug`: what baresip's display got (frames and size) and keyframe figures.
+    pub fn video_debug(&self) -> Result<VideoDebug> {
+        let raw = self.command("video_debug", "")?.data;
+        let mut v = VideoDebug { raw: raw.clone(), ..Default::default() };
+        for line in raw.lines() {
+            let l = line.trim();
+            // "vidisp: fakevideo 1280 x 720 frames=123"
+            if let Some(rest) = l.strip_prefix("vidisp:") {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.len() >= 5 && f[2] == "x" {
+                    v.display_width = f[1].parse().unwrap_or(0);
+                    v.display_height = f[3].parse().unwrap_or(0);
+                    v.display_frames = f[4].trim_start_matches("frames=").parse().unwrap_or(0);
+                }
+            }
+            if let Some(rest) = l.strip_prefix("n_keyframes=") {
+                let mut it = rest.split(", n_picup=");
+                v.keyframes = it.next().and_then(|x| x.trim().parse().ok()).unwrap_or(0);
+                v.picture_updates = it.next().and_then(|x| x.trim().parse().ok()).unwrap_or(0);
+            }
+        }
+        Ok(v)
     }
 
     /// True when `reginfo` shows the account registered (status `OK`).

@@ -9,10 +9,11 @@ pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
 pub mod netns;
+pub mod picture;
 pub mod sipp;
 pub mod tone;
 
-pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts};
+pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, VideoDebug};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;

@@ -1,0 +1,205 @@
+//! The HDMI screen: one long-running compositor pipeline, idle or in a call.
+//!
+//! ```text
+//!  videotestsrc (background) ─▶ textoverlay "idle" (room name, how to call it) ─┐
+//!  intervideosrc "huis-far"  ─▶ videoscale ─▶ full screen ───────────────────────┼▶ compositor
+//!  intervideosrc "huis-self" ─▶ videoscale ─▶ quarter size, bottom right (PiP) ──┘      │
+//!       ─▶ textoverlay "status" (room · call state · mute · encryption) ─▶ clockoverlay ─▶ display sink
+//! ```
+//!
+//! While idle the far-end and self-view inputs are transparent (the compositor skips them) and
+//! the idle text shows; in a call the idle text is hidden and both pictures show. The display
+//! sink comes from hal (`kmssink`, `waylandsink`, or on the sim board an appsink holding the
+//! last frame); [`Screen::screenshot_png`] encodes the frame last shown, whatever the sink.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+
+use gst::prelude::*;
+
+use super::MediaError;
+use super::video::{FAR_CHANNEL, SELF_CHANNEL};
+
+/// What the status bar and the idle screen say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScreenStatus {
+    pub room_name: String,
+    /// idle, dialing, ringing, in-call, error.
+    pub state: String,
+    pub muted: bool,
+    /// The call's media is encrypted (SRTP).
+    pub encrypted: bool,
+    /// How to call the room (`sip:room@…`).
+    pub sip_uri: String,
+    /// Show the self-view picture-in-picture in calls.
+    pub self_view: bool,
+}
+
+pub struct Screen {
+    pipeline: gst::Pipeline,
+    sink: gst::Element,
+    idle_text: gst::Element,
+    status_text: gst::Element,
+    far_pad: gst::Pad,
+    self_pad: gst::Pad,
+    status: Mutex<ScreenStatus>,
+}
+
+fn escape(s: &str) -> String {
+    gst::glib::markup_escape_text(s).to_string()
+}
+
+impl Screen {
+    /// Starts the screen at `width`×`height`@`fps` into the sink described by `sink_desc`.
+    pub fn start(
+        width: u32,
+        height: u32,
+        fps: u32,
+        sink_desc: &str,
+        status: ScreenStatus,
+    ) -> Result<Screen, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        let (pw, ph) = (width / 4 / 2 * 2, height / 4 / 2 * 2);
+        let margin = height / 40;
+        let desc = format!(
+            "compositor name=mix background=black ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+             ! textoverlay name=status valignment=top halignment=left shaded-background=true font-desc=\"Sans 14\" \
+             ! clockoverlay valignment=top halignment=right shaded-background=true font-desc=\"Sans 14\" time-format=\"%H:%M\" \
+             ! videoconvert ! {sink_desc} \
+             videotestsrc is-live=true pattern=solid-color foreground-color=0xff14213d \
+             ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
+             ! textoverlay name=idle valignment=center halignment=center line-alignment=center font-desc=\"Sans 28\" \
+             ! mix.sink_0 \
+             intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! videoconvert ! videoscale \
+             ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_1 \
+             intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! videoconvert ! videoscale \
+             ! video/x-raw,format=I420,width={pw},height={ph},pixel-aspect-ratio=1/1 ! mix.sink_2"
+        );
+        let pipeline = gst::parse::launch(&desc)
+            .map_err(|e| MediaError::Pipeline(format!("screen pipeline: {e}")))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| MediaError::pipeline("the screen is not a pipeline"))?;
+        let by_name = |n: &str| {
+            pipeline.by_name(n).ok_or_else(|| MediaError::Pipeline(format!("screen pipeline has no element {n}")))
+        };
+        let mix = by_name("mix")?;
+        // The display sink is the last element: the one with no source pads.
+        let sink = pipeline
+            .iterate_sinks()
+            .into_iter()
+            .flatten()
+            .find(|e| !e.is::<gst::Bin>() && e.factory().is_some_and(|f| !f.name().starts_with("intervideo")))
+            .ok_or_else(|| MediaError::pipeline("screen pipeline has no sink"))?;
+        let far_pad = mix.static_pad("sink_1").ok_or_else(|| MediaError::pipeline("compositor sink_1"))?;
+        let self_pad = mix.static_pad("sink_2").ok_or_else(|| MediaError::pipeline("compositor sink_2"))?;
+        self_pad.set_property("xpos", (width - pw - margin) as i32);
+        self_pad.set_property("ypos", (height - ph - margin) as i32);
+        if let Some(p) = mix.static_pad("sink_0") {
+            p.set_property("zorder", 0u32);
+        }
+        far_pad.set_property("zorder", 1u32);
+        self_pad.set_property("zorder", 2u32);
+        let s = Screen {
+            idle_text: by_name("idle")?,
+            status_text: by_name("status")?,
+            pipeline,
+            sink,
+            far_pad,
+            self_pad,
+            status: Mutex::new(ScreenStatus::default()),
+        };
+        s.set_status(status);
+        s.pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("the screen does not start: {e}")))?;
+        Ok(s)
+    }
+
+    /// Updates the status bar, the idle text and which pictures show.
+    pub fn set_status(&self, st: ScreenStatus) {
+        let mut cur = self.status.lock().unwrap_or_else(|e| e.into_inner());
+        let in_call = st.state == "in-call";
+        let state = match st.state.as_str() {
+            "in-call" => "In a call",
+            "dialing" => "Calling…",
+            "ringing" => "Incoming call",
+            "error" => "Problem",
+            _ => "Ready",
+        };
+        let mut bar = format!("{}  ·  {state}", escape(&st.room_name));
+        if st.muted {
+            bar.push_str("  ·  Microphones off");
+        }
+        if in_call {
+            bar.push_str(if st.encrypted { "  ·  Encrypted" } else { "  ·  Not encrypted" });
+        }
+        self.status_text.set_property("text", bar);
+        let idle = if st.sip_uri.is_empty() {
+            format!("<b>{}</b>", escape(&st.room_name))
+        } else {
+            format!("<b>{}</b>\nCall this room: {}", escape(&st.room_name), escape(&st.sip_uri))
+        };
+        self.idle_text.set_property("text", idle);
+        self.idle_text.set_property("silent", in_call);
+        self.far_pad.set_property("alpha", if in_call { 1.0f64 } else { 0.0 });
+        self.self_pad.set_property("alpha", if in_call && st.self_view { 1.0f64 } else { 0.0 });
+        *cur = st;
+    }
+
+    pub fn status(&self) -> ScreenStatus {
+        self.status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The frame the screen shows now, as PNG.
+    pub fn screenshot_png(&self) -> Result<Vec<u8>, MediaError> {
+        // Right after start-up the first frame may still be on its way.
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        let sample = loop {
+            if let Some(s) = self.sink.property::<Option<gst::Sample>>("last-sample") {
+                break s;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(MediaError::Stream {
+                    element: self.sink.name().to_string(),
+                    message: "the screen has shown nothing yet".into(),
+                    debug: None,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let png = gst_video::convert_sample(
+            &sample,
+            &gst::Caps::builder("image/png").build(),
+            Some(gst::ClockTime::from_seconds(5)),
+        )
+        .map_err(|e| MediaError::Pipeline(format!("cannot encode the screenshot: {e}")))?;
+        let buf = png.buffer().ok_or_else(|| MediaError::pipeline("empty screenshot"))?;
+        let map = buf.map_readable().map_err(MediaError::pipeline)?;
+        Ok(map.to_vec())
+    }
+
+    /// Calls `f` with every frame handed to the display (benchmarks read it).
+    pub fn on_frame(&self, f: impl Fn(&gst::BufferRef, &gst::Caps) + Send + Sync + 'static) {
+        let Some(pad) = self.sink.static_pad("sink") else { return };
+        pad.add_probe(gst::PadProbeType::BUFFER, move |pad, info| {
+            if let (Some(gst::PadProbeData::Buffer(b)), Some(caps)) = (&info.data, pad.current_caps()) {
+                f(b, &caps);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+
+    pub fn stop(&self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+        let _ = self.pipeline.state(gst::ClockTime::from_mseconds(Duration::from_secs(1).as_millis() as u64));
+    }
+}
+
+impl Drop for Screen {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,876 @@
+//! One call's video: H.264 over RTP beside the audio session, in a pipeline of its own.
+//!
+//! ```text
+//!  send:    camera (hal source) ─▶ videoconvert ─▶ videoscale ─▶ I420 W×H@fps ─▶ tee
+//!             tee ─▶ intervideosink "huis-self"                  (self-view, to the screen)
+//!             tee ─▶ valve (direction) ─▶ H.264 encoder ─▶ constrained-baseline caps ─▶ rtph264pay
+//!                ─▶ rtpbin (session 0, RTCP, feedback) ─▶ udpsink
+//!  receive: udpsrc ─▶ rtpbin (jitter buffer) ─▶ rtph264depay ─▶ h264parse ─▶ decoder ─▶ videoconvert
+//!             ─▶ intervideosink "huis-far"                      (far end, to the screen)
+//! ```
+//!
+//! **Keyframes.** A PLI or FIR from the peer makes rtpsession send a GstForceKeyUnit event up to
+//! the encoder; so does [`VideoSession::force_keyframe`] (SIP INFO `picture_fast_update`). Each
+//! request is counted and the time to the next keyframe out of the encoder measured. When our
+//! decoding breaks (the depayloader sees loss, the decoder a corrupt frame) an upstream
+//! GstForceKeyUnit reaches rtpsession, which sends PLI (or FIR) when the peer offered it.
+//!
+//! **Bitrate.** Every second the bitrate controller looks at the peer's receiver reports on our
+//! stream and at REMB/TMMBR it sent: loss above 10 % lowers the target by half the loss, loss
+//! below 2 % raises it by 8 %, capped by the SDP bandwidth, the last REMB/TMMBR and our maximum,
+//! never below the minimum. The encoder's bitrate is changed in place.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use gstreamer as gst;
+use gstreamer_video as gst_video;
+
+use gio::prelude::*;
+use gst::glib;
+use gst::prelude::*;
+
+use super::{Direction, MediaError, RtpSockets};
+
+/// intervideo channel the far end's decoded picture goes to (read by the screen).
+pub const FAR_CHANNEL: &str = "huis-far";
+/// intervideo channel the camera's picture goes to for the self-view.
+pub const SELF_CHANNEL: &str = "huis-self";
+
+/// RTCP feedback both sides agreed on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VideoFeedback {
+    pub nack: bool,
+    pub pli: bool,
+    pub fir: bool,
+    pub tmmbr: bool,
+    pub remb: bool,
+}
+
+/// Everything [`VideoSession::start`] needs.
+pub struct VideoSessionParams {
+    pub sockets: RtpSockets,
+    pub remote_rtp: SocketAddr,
+    /// Payload type we send with (remote SDP) and receive with (ours).
+    pub send_pt: u8,
+    pub recv_pt: u8,
+    /// H.264 packetization mode 0 or 1.
+    pub packetization_mode: u8,
+    /// gst-launch description of a live raw-video source (the camera, from hal).
+    pub source: String,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    /// H.264 encoder element (from hal's probe).
+    pub encoder: String,
+    /// Start, floor and ceiling of the send bitrate, kbit/s.
+    pub start_kbps: u32,
+    pub min_kbps: u32,
+    pub max_kbps: u32,
+    pub feedback: VideoFeedback,
+    pub cname: String,
+    pub direction: Direction,
+    pub jitter_buffer: Duration,
+    pub rtcp_interval: Duration,
+    /// intervideo channels for the decoded far end and the self-view ([`FAR_CHANNEL`],
+    /// [`SELF_CHANNEL`] for the screen; a benchmark running two sessions uses others).
+    pub far_channel: String,
+    pub self_channel: String,
+    /// Called on every captured frame before it is encoded. Benchmarks stamp the capture time
+    /// into the picture with it; calls leave it `None`.
+    pub on_capture: Option<CaptureHook>,
+}
+
+/// See [`VideoSessionParams::on_capture`].
+pub type CaptureHook = Arc<dyn Fn(&mut gst::BufferRef, &gst_video::VideoInfo) + Send + Sync>;
+
+/// Figures for Video1.Stats and the tests.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VideoStats {
+    pub encoder: String,
+    pub decoder: String,
+    pub send_width: u32,
+    pub send_height: u32,
+    pub frames_sent: u64,
+    pub keyframes_sent: u64,
+    pub frames_decoded: u64,
+    pub recv_width: u32,
+    pub recv_height: u32,
+    /// PLI/FIR from the peer plus SIP INFO picture_fast_update.
+    pub keyframe_requests_received: u64,
+    /// Requests answered by a keyframe, and the slowest answer in ms.
+    pub keyframe_requests_answered: u64,
+    pub keyframe_answer_max_ms: u64,
+    /// Keyframe requests we sent (our decoding broke).
+    pub keyframe_requests_sent: u64,
+    pub bitrate_kbps: u32,
+    /// Last REMB / TMMBR limit from the peer, kbit/s (0: none).
+    pub remb_kbps: u32,
+    pub tmmbr_kbps: u32,
+    /// Loss the peer reports on our stream, percent (last receiver report).
+    pub remote_loss_percent: f64,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+}
+
+struct Shared {
+    epoch: Instant,
+    stop: AtomicBool,
+    frames_sent: AtomicU64,
+    keyframes_sent: AtomicU64,
+    frames_decoded: AtomicU64,
+    recv_size: AtomicU64,
+    requests_received: AtomicU64,
+    requests_answered: AtomicU64,
+    answer_max_ms: AtomicU64,
+    /// ms since epoch of the oldest unanswered request + 1; 0 = none pending.
+    pending_since: AtomicU64,
+    requests_sent: AtomicU64,
+    bitrate_kbps: AtomicU32,
+    remb_kbps: AtomicU32,
+    tmmbr_kbps: AtomicU32,
+    remote_loss_permille: AtomicU32,
+    encoder_name: String,
+    decoder_name: Mutex<String>,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+    fn request_arrived(&self) {
+        self.requests_received.fetch_add(1, Ordering::Relaxed);
+        let _ = self.pending_since.compare_exchange(0, self.now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+    }
+    fn keyframe_left(&self) {
+        self.keyframes_sent.fetch_add(1, Ordering::Relaxed);
+        let since = self.pending_since.swap(0, Ordering::Relaxed);
+        if since != 0 {
+            self.requests_answered.fetch_add(1, Ordering::Relaxed);
+            self.answer_max_ms.fetch_max(self.now_ms().saturating_sub(since), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The video of one call.
+pub struct VideoSession {
+    pipeline: gst::Pipeline,
+    shared: Arc<Shared>,
+    rtpbin: gst::Element,
+    encoder: gst::Element,
+    send_valve: gst::Element,
+    send_size: (u32, u32),
+    udp_srcs: Vec<gst::Element>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    stopped: AtomicBool,
+}
+
+fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElement {
+        element: factory,
+        purpose,
+        package: match factory {
+            "x264enc" => "gstreamer1.0-plugins-ugly",
+            "avdec_h264" => "gstreamer1.0-libav",
+            "h264parse" | "intervideosink" | "intervideosrc" | "compositor" => "gstreamer1.0-plugins-bad",
+            "videoconvert" | "videoscale" | "textoverlay" | "clockoverlay" | "videotestsrc" => {
+                "gstreamer1.0-plugins-base"
+            }
+            _ => "gstreamer1.0-plugins-good",
+        },
+    })
+}
+
+fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
+    gst::ElementFactory::make(factory)
+        .build()
+        .map_err(|e| MediaError::Pipeline(format!("cannot create the {factory} element: {e}")))
+}
+
+/// H.264 decoders, hardware first; the first that exists and reaches READY is used.
+const DECODERS: &[&str] = &["v4l2slh264dec", "v4l2h264dec", "vah264dec", "vaapih264dec", "avdec_h264"];
+
+fn pick_decoder() -> Result<gst::Element, MediaError> {
+    for name in DECODERS {
+        if gst::ElementFactory::find(name).is_none() {
+            continue;
+        }
+        let Ok(el) = gst::ElementFactory::make(name).build() else { continue };
+        if el.set_state(gst::State::Ready).is_ok() {
+            let _ = el.set_state(gst::State::Null);
+            return Ok(el);
+        }
+        let _ = el.set_state(gst::State::Null);
+    }
+    make("avdec_h264", "H.264 decoder")
+}
+
+/// Configures a known encoder for real-time calls at `kbps`.
+fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: u32, mode0: bool) {
+    let has = |p: &str| enc.find_property(p).is_some();
+    match name {
+        "x264enc" => {
+            enc.set_property_from_str("tune", "zerolatency");
+            enc.set_property_from_str("speed-preset", "ultrafast");
+            enc.set_property("key-int-max", fps.max(1) * 10);
+            // A one-frame VBV keeps frames even in size (no bursts that overflow the jitter buffer).
+            enc.set_property("vbv-buf-capacity", 1000u32 / fps.max(1) * 4);
+            if mode0 {
+                // Packetization mode 0: every NAL unit must fit in one packet.
+                enc.set_property("option-string", "slice-max-size=1100");
+            }
+        }
+        "openh264enc" => {
+            enc.set_property_from_str("complexity", "low");
+            enc.set_property_from_str("rate-control", "bitrate");
+            enc.set_property("gop-size", fps.max(1) * 10);
+            if mode0 {
+                enc.set_property_from_str("slice-mode", "n-slices");
+            }
+        }
+        _ => {
+            if has("key-int-max") {
+                enc.set_property_from_str("key-int-max", &(fps * 10).to_string());
+            }
+        }
+    }
+    set_encoder_bitrate(enc, name, kbps);
+}
+
+/// Sets the encoder's target bitrate (each family names and scales it its own way).
+fn set_encoder_bitrate(enc: &gst::Element, name: &str, kbps: u32) {
+    match name {
+        "x264enc" | "vah264enc" | "vah264lpenc" | "vaapih264enc" | "qsvh264enc" | "nvh264enc"
+            if enc.find_property("bitrate").is_some() =>
+        {
+            enc.set_property_from_str("bitrate", &kbps.to_string());
+        }
+        "openh264enc" | "mpph264enc" | "nvv4l2h264enc" | "omxh264enc" if enc.find_property("bitrate").is_some() => {
+            enc.set_property_from_str("bitrate", &(u64::from(kbps) * 1000).to_string());
+        }
+        "v4l2h264enc" => {
+            let s = gst::Structure::builder("controls").field("video_bitrate", (kbps * 1000) as i32).build();
+            enc.set_property("extra-controls", s);
+        }
+        _ => {}
+    }
+}
+
+impl VideoSession {
+    /// Builds and starts the pipeline for a negotiated video stream.
+    pub fn start(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        if p.send_pt > 127 || p.recv_pt > 127 || p.packetization_mode > 1 || p.remote_rtp.port() == 0 {
+            return Err(MediaError::InvalidParams("bad video payload type, packetization mode or port".into()));
+        }
+        build(p)
+    }
+
+    /// Asks the encoder for a keyframe now (SIP INFO picture_fast_update, RFC 5168).
+    pub fn force_keyframe(&self) {
+        let ev = gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build();
+        if let Some(pad) = self.encoder.static_pad("src") {
+            pad.send_event(ev);
+        }
+    }
+
+    /// Hold/resume: sending stops for recvonly/inactive.
+    pub fn set_direction(&self, d: Direction) {
+        self.send_valve.set_property("drop", !d.sends());
+        if d.sends() {
+            self.force_keyframe();
+        }
+    }
+
+    pub fn stats(&self) -> VideoStats {
+        let s = &self.shared;
+        let size = s.recv_size.load(Ordering::Relaxed);
+        let mut out = VideoStats {
+            encoder: s.encoder_name.clone(),
+            decoder: s.decoder_name.lock().map(|d| d.clone()).unwrap_or_default(),
+            send_width: self.send_size.0,
+            send_height: self.send_size.1,
+            frames_sent: s.frames_sent.load(Ordering::Relaxed),
+            keyframes_sent: s.keyframes_sent.load(Ordering::Relaxed),
+            frames_decoded: s.frames_decoded.load(Ordering::Relaxed),
+            recv_width: (size >> 32) as u32,
+            recv_height: size as u32,
+            keyframe_requests_received: s.requests_received.load(Ordering::Relaxed),
+            keyframe_requests_answered: s.requests_answered.load(Ordering::Relaxed),
+            keyframe_answer_max_ms: s.answer_max_ms.load(Ordering::Relaxed),
+            keyframe_requests_sent: s.requests_sent.load(Ordering::Relaxed),
+            bitrate_kbps: s.bitrate_kbps.load(Ordering::Relaxed),
+            remb_kbps: s.remb_kbps.load(Ordering::Relaxed),
+            tmmbr_kbps: s.tmmbr_kbps.load(Ordering::Relaxed),
+            remote_loss_percent: f64::from(s.remote_loss_permille.load(Ordering::Relaxed)) / 10.0,
+            ..Default::default()
+        };
+        let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+        let st = session.property::<gst::Structure>("stats");
+        if let Ok(sources) = st.get::<glib::ValueArray>("source-stats") {
+            for v in sources.as_slice() {
+                let Ok(src) = v.get::<gst::Structure>() else { continue };
+                if src.get::<bool>("internal").unwrap_or(false) {
+                    continue;
+                }
+                out.packets_received += num(&src, "packets-received") as u64;
+                out.packets_lost += num(&src, "packets-lost").max(0.0) as u64;
+            }
+        }
+        out
+    }
+
+    /// Ends the video: pipeline stopped, threads joined, ports freed. Idempotent.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Err(e) = self.pipeline.set_state(gst::State::Null) {
+            tracing::warn!("video pipeline did not stop cleanly: {e}");
+        }
+        for src in &self.udp_srcs {
+            if let Some(socket) = src.property::<Option<gio::Socket>>("socket") {
+                let _ = socket.close();
+            }
+        }
+        for t in std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner())) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for VideoSession {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn num(s: &gst::StructureRef, field: &str) -> f64 {
+    let Ok(v) = s.value(field) else { return 0.0 };
+    v.get::<u64>()
+        .map(|x| x as f64)
+        .or_else(|_| v.get::<u32>().map(f64::from))
+        .or_else(|_| v.get::<i32>().map(f64::from))
+        .or_else(|_| v.get::<i64>().map(|x| x as f64))
+        .unwrap_or(0.0)
+}
+
+fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
+    let addr = s.local_addr().map_err(MediaError::pipeline)?;
+    gio::Socket::from_fd(std::os::fd::OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
+}
+
+fn udp_sink(socket: &gio::Socket, to: SocketAddr) -> Result<gst::Element, MediaError> {
+    let sink = make("udpsink", "UDP sender")?;
+    sink.set_property(if to.is_ipv4() { "socket" } else { "socket-v6" }, socket);
+    sink.set_property("close-socket", false);
+    sink.set_property("host", to.ip().to_string());
+    sink.set_property("port", i32::from(to.port()));
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    sink.set_property("auto-multicast", false);
+    Ok(sink)
+}
+
+fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
+    let src = make("udpsrc", "UDP receiver")?;
+    src.set_property("socket", socket);
+    src.set_property("close-socket", false);
+    src.set_property("caps", caps);
+    Ok(src)
+}
+
+fn pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    el.static_pad(name)
+        .or_else(|| el.request_pad_simple(name))
+        .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+}
+
+fn link_pads(a: &gst::Pad, b: &gst::Pad) -> Result<(), MediaError> {
+    a.link(b).map(drop).map_err(|e| MediaError::Pipeline(format!("cannot link {} to {}: {e:?}", a.name(), b.name())))
+}
+
+fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
+    for w in els.windows(2) {
+        w[0].link(w[1]).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", w[0].name(), w[1].name())))?;
+    }
+    Ok(())
+}
+
+fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
+    let mut b = gst::Caps::builder("application/x-rtp")
+        .field("media", "video")
+        .field("clock-rate", 90_000i32)
+        .field("encoding-name", "H264")
+        .field("payload", i32::from(pt));
+    // rtpsession sends PLI / FIR for an upstream GstForceKeyUnit only when these are present.
+    if fb.pli {
+        b = b.field("rtcp-fb-nack-pli", true);
+    }
+    if fb.fir {
+        b = b.field("rtcp-fb-ccm-fir", true);
+    }
+    if fb.nack {
+        b = b.field("rtcp-fb-nack", true);
+    }
+    b.build()
+}
+
+fn random_ssrc() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id().into());
+    h.finish() as u32
+}
+
+fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
+    let local_rtp = p.sockets.local_rtp();
+    let rtp_sock = gio_socket(p.sockets.rtp.try_clone().map_err(MediaError::pipeline)?)?;
+    let rtcp_sock = gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)?;
+    let remote_rtcp = SocketAddr::new(p.remote_rtp.ip(), p.remote_rtp.port().wrapping_add(1));
+    let ssrc = random_ssrc();
+    let start_kbps = p.start_kbps.clamp(p.min_kbps, p.max_kbps);
+    let shared = Arc::new(Shared {
+        epoch: Instant::now(),
+        stop: AtomicBool::new(false),
+        frames_sent: AtomicU64::new(0),
+        keyframes_sent: AtomicU64::new(0),
+        frames_decoded: AtomicU64::new(0),
+        recv_size: AtomicU64::new(0),
+        requests_received: AtomicU64::new(0),
+        requests_answered: AtomicU64::new(0),
+        answer_max_ms: AtomicU64::new(0),
+        pending_since: AtomicU64::new(0),
+        requests_sent: AtomicU64::new(0),
+        bitrate_kbps: AtomicU32::new(start_kbps),
+        remb_kbps: AtomicU32::new(0),
+        tmmbr_kbps: AtomicU32::new(0),
+        remote_loss_permille: AtomicU32::new(0),
+        encoder_name: p.encoder.clone(),
+        decoder_name: Mutex::new(String::new()),
+    });
+
+    let pipeline = gst::Pipeline::with_name(&format!("huis-video-{}", local_rtp.port()));
+    let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
+
+    let rtpbin = make("rtpbin", "RTP session manager")?;
+    rtpbin.set_property("latency", p.jitter_buffer.as_millis().clamp(1, 10_000) as u32);
+    rtpbin.set_property("autoremove", true);
+    rtpbin.set_property("do-retransmission", false);
+    rtpbin.set_property(
+        "sdes",
+        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
+    );
+    // Early feedback (RFC 4585) when the peer takes feedback at all.
+    if p.feedback.pli || p.feedback.fir || p.feedback.nack {
+        rtpbin.set_property_from_str("rtp-profile", "avpf");
+    }
+    add(&[&rtpbin])?;
+
+    // ---- send path ----
+    let caps = format!(
+        "video/x-raw,format=I420,width={},height={},framerate={}/1,pixel-aspect-ratio=1/1",
+        p.width, p.height, p.framerate
+    );
+    let camera = gst::parse::bin_from_description(
+        &format!("{} ! videoconvert ! videoscale ! videorate drop-only=true ! capsfilter caps=\"{caps}\"", p.source),
+        true,
+    )
+    .map_err(|e| MediaError::Pipeline(format!("camera source '{}': {e}", p.source)))?;
+    let camera: gst::Element = camera.upcast();
+    let tee = make("tee", "tee")?;
+    let q_self = make("queue", "queue")?;
+    q_self.set_property_from_str("leaky", "downstream");
+    q_self.set_property("max-size-buffers", 2u32);
+    let self_sink = make("intervideosink", "self-view")?;
+    self_sink.set_property("channel", &p.self_channel);
+    self_sink.set_property("sync", false);
+    self_sink.set_property("async", false);
+    let q_enc = make("queue", "queue")?;
+    q_enc.set_property_from_str("leaky", "downstream");
+    q_enc.set_property("max-size-buffers", 2u32);
+    q_enc.set_property("max-size-time", 0u64);
+    q_enc.set_property("max-size-bytes", 0u32);
+    let send_valve = make("valve", "send switch (hold)")?;
+    send_valve.set_property_from_str("drop-mode", "forward-sticky-events");
+    send_valve.set_property("drop", !p.direction.sends());
+    let encoder = make_named(&p.encoder)?;
+    configure_encoder(&encoder, &p.encoder, start_kbps, p.framerate, p.packetization_mode == 0);
+    let enc_caps = make("capsfilter", "caps filter")?;
+    enc_caps.set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline").build());
+    let parse = make("h264parse", "H.264 parser")?;
+    let pay = make("rtph264pay", "H.264 RTP payloader")?;
+    pay.set_property("pt", u32::from(p.send_pt));
+    pay.set_property("ssrc", ssrc);
+    pay.set_property("mtu", 1200u32);
+    pay.set_property("config-interval", -1i32);
+    pay.set_property_from_str("aggregate-mode", if p.packetization_mode == 0 { "none" } else { "zero-latency" });
+    add(&[&camera, &tee, &q_self, &self_sink, &q_enc, &send_valve, &encoder, &enc_caps, &parse, &pay])?;
+    link_chain(&[&camera, &tee])?;
+    if let Some(hook) = p.on_capture.clone() {
+        let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, p.width, p.height)
+            .fps(gst::Fraction::new(p.framerate as i32, 1))
+            .build()
+            .map_err(MediaError::pipeline)?;
+        pad(&tee, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+            if let Some(gst::PadProbeData::Buffer(b)) = &mut probe.data {
+                hook(b.make_mut(), &info);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    link_chain(&[&tee, &q_self, &self_sink])?;
+    link_chain(&[&tee, &q_enc, &send_valve, &encoder, &enc_caps, &parse, &pay])?;
+    link_pads(&pad(&pay, "src")?, &pad(&rtpbin, "send_rtp_sink_0")?)?;
+    {
+        // Frames out of the encoder: count them and the keyframes; a keyframe answers requests.
+        let sh = shared.clone();
+        pad(&encoder, "src")?.add_probe(
+            gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_UPSTREAM,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Buffer(b)) => {
+                        sh.frames_sent.fetch_add(1, Ordering::Relaxed);
+                        if !b.flags().contains(gst::BufferFlags::DELTA_UNIT) {
+                            sh.keyframe_left();
+                        }
+                    }
+                    Some(gst::PadProbeData::Event(ev)) if gst_video::ForceKeyUnitEvent::is(ev) => {
+                        // From rtpsession (the peer's PLI or FIR) or force_keyframe() (SIP INFO).
+                        sh.request_arrived();
+                    }
+                    _ => {}
+                }
+                gst::PadProbeReturn::Ok
+            },
+        );
+    }
+    let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
+    let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
+    add(&[&rtp_sink, &rtcp_sink])?;
+    link_pads(&pad(&rtpbin, "send_rtp_src_0")?, &pad(&rtp_sink, "sink")?)?;
+    link_pads(&pad(&rtpbin, "send_rtcp_src_0")?, &pad(&rtcp_sink, "sink")?)?;
+
+    // ---- receive path ----
+    let caps = recv_caps(p.recv_pt, p.feedback);
+    let rtp_src = udp_src(&rtp_sock, &caps)?;
+    let rtcp_src = udp_src(&rtcp_sock, &gst::Caps::new_empty_simple("application/x-rtcp"))?;
+    add(&[&rtp_src, &rtcp_src])?;
+    link_pads(&pad(&rtp_src, "src")?, &pad(&rtpbin, "recv_rtp_sink_0")?)?;
+    link_pads(&pad(&rtcp_src, "src")?, &pad(&rtpbin, "recv_rtcp_sink_0")?)?;
+    {
+        let caps = caps.clone();
+        rtpbin.connect("request-pt-map", false, move |_| Some(caps.to_value()));
+    }
+    {
+        let pipeline_weak = pipeline.downgrade();
+        let shared = shared.clone();
+        let recv_pt = p.recv_pt;
+        let far_channel = p.far_channel.clone();
+        rtpbin.connect_pad_added(move |_, new_pad| {
+            let name = new_pad.name();
+            if !name.starts_with("recv_rtp_src_") {
+                return;
+            }
+            let Some(pipeline) = pipeline_weak.upgrade() else { return };
+            let ok_pt = name.rsplit('_').next().and_then(|s| s.parse::<u8>().ok()) == Some(recv_pt);
+            let r = if ok_pt {
+                add_receiver(&pipeline, new_pad, &shared, &far_channel)
+            } else {
+                add_discard(&pipeline, new_pad)
+            };
+            if let Err(e) = r {
+                tracing::error!("video receive path: {e}");
+            }
+        });
+    }
+
+    let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+    session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
+    {
+        // Feedback from the peer: PLI/FIR are acted upon by rtpsession itself (GstForceKeyUnit to
+        // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps.
+        let sh = shared.clone();
+        session.connect("on-feedback-rtcp", false, move |args| {
+            let typ = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            let fbtype = args.get(2).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            let media_ssrc = args.get(4).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
+            let fci = args.get(5).and_then(|v| v.get::<Option<gst::Buffer>>().ok()).flatten();
+            let fci = fci.as_ref().and_then(|b| b.map_readable().ok());
+            let fci: &[u8] = fci.as_deref().unwrap_or(&[]);
+            match (typ, fbtype) {
+                (206, 1) | (206, 4) => {
+                    tracing::debug!(typ, fbtype, media_ssrc, ours = ssrc, "keyframe request (PLI/FIR)");
+                }
+                (206, 15) => {
+                    if let Some(bps) = parse_remb(fci) {
+                        sh.remb_kbps.store((bps / 1000).min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+                    }
+                }
+                (205, 3) => {
+                    if let Some(bps) = parse_tmmbr(fci, ssrc) {
+                        sh.tmmbr_kbps.store((bps / 1000).min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+            None
+        });
+    }
+
+    let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the video pipeline has no bus"))?;
+    if pipeline.set_state(gst::State::Playing).is_err() {
+        let err = bus
+            .pop_filtered(&[gst::MessageType::Error])
+            .map(|m| match m.view() {
+                gst::MessageView::Error(e) => MediaError::Pipeline(format!(
+                    "{}: {}",
+                    m.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    e.error()
+                )),
+                _ => MediaError::pipeline("the video pipeline refused to start"),
+            })
+            .unwrap_or_else(|| MediaError::pipeline("the video pipeline refused to start"));
+        let _ = pipeline.set_state(gst::State::Null);
+        return Err(err);
+    }
+
+    let mut threads = Vec::new();
+    {
+        let (sh, rtpbin, encoder, name) = (shared.clone(), rtpbin.clone(), encoder.clone(), p.encoder.clone());
+        let (min, max) = (p.min_kbps, p.max_kbps);
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("vctl-{}", local_rtp.port()))
+                .spawn(move || control(sh, bus, rtpbin, encoder, name, min, max))
+                .map_err(MediaError::pipeline)?,
+        );
+    }
+    drop((rtp_sock, rtcp_sock));
+    tracing::info!(encoder = %p.encoder, size = %format!("{}x{}", p.width, p.height), kbps = start_kbps, "call video started");
+    Ok(VideoSession {
+        pipeline,
+        shared,
+        rtpbin,
+        encoder,
+        send_valve,
+        send_size: (p.width, p.height),
+        udp_srcs: vec![rtp_src, rtcp_src],
+        threads: Mutex::new(threads),
+        stopped: AtomicBool::new(false),
+    })
+}
+
+/// Depayload, decode, convert, and hand the picture to the screen.
+fn add_receiver(
+    pipeline: &gst::Pipeline,
+    src: &gst::Pad,
+    shared: &Arc<Shared>,
+    far_channel: &str,
+) -> Result<(), MediaError> {
+    let depay = make("rtph264depay", "H.264 RTP depayloader")?;
+    depay.set_property("request-keyframe", true);
+    depay.set_property("wait-for-keyframe", true);
+    let parse = make("h264parse", "H.264 parser")?;
+    let dec = pick_decoder()?;
+    if let Some(f) = dec.factory() {
+        *shared.decoder_name.lock().unwrap_or_else(|e| e.into_inner()) = f.name().to_string();
+    }
+    if dec.find_property("max-errors").is_some() {
+        dec.set_property("max-errors", -1i32);
+    }
+    if dec.find_property("automatic-request-sync-points").is_some() {
+        dec.set_property("automatic-request-sync-points", true);
+        dec.set_property("discard-corrupted-frames", true);
+    }
+    let conv = make("videoconvert", "video converter")?;
+    let sink = make("intervideosink", "far-end picture to the screen")?;
+    sink.set_property("channel", far_channel);
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    let els = [&depay, &parse, &dec, &conv, &sink];
+    pipeline.add_many(els).map_err(MediaError::pipeline)?;
+    link_chain(&els)?;
+    {
+        let sh = shared.clone();
+        pad(&dec, "src")?.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Buffer(_)) => {
+                    sh.frames_decoded.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(gst::PadProbeData::Event(ev)) => {
+                    if let gst::EventView::Caps(c) = ev.view()
+                        && let Ok(info) = gst_video::VideoInfo::from_caps(c.caps())
+                    {
+                        sh.recv_size
+                            .store((u64::from(info.width()) << 32) | u64::from(info.height()), Ordering::Relaxed);
+                    }
+                }
+                _ => {}
+            }
+            gst::PadProbeReturn::Ok
+        });
+        // Keyframe requests going upstream out of the depayloader become PLI/FIR in rtpsession.
+        let sh = shared.clone();
+        pad(&depay, "sink")?.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
+            if let Some(gst::PadProbeData::Event(ev)) = &info.data
+                && gst_video::ForceKeyUnitEvent::is(ev)
+            {
+                sh.requests_sent.fetch_add(1, Ordering::Relaxed);
+            }
+            gst::PadProbeReturn::Ok
+        });
+    }
+    for e in els {
+        e.sync_state_with_parent().map_err(MediaError::pipeline)?;
+    }
+    link_pads(src, &pad(&depay, "sink")?)
+}
+
+fn add_discard(pipeline: &gst::Pipeline, src: &gst::Pad) -> Result<(), MediaError> {
+    let sink = make("fakesink", "sink for unused payload types")?;
+    sink.set_property("sync", false);
+    sink.set_property("async", false);
+    pipeline.add(&sink).map_err(MediaError::pipeline)?;
+    sink.sync_state_with_parent().map_err(MediaError::pipeline)?;
+    link_pads(src, &pad(&sink, "sink")?)
+}
+
+/// REMB (draft-alvestrand-rmcat-remb): "REMB", #SSRCs, 6-bit exponent and 18-bit mantissa.
+pub(crate) fn parse_remb(fci: &[u8]) -> Option<u64> {
+    if fci.len() < 8 || &fci[0..4] != b"REMB" {
+        return None;
+    }
+    let exp = u32::from(fci[5] >> 2);
+    let mantissa = (u64::from(fci[5] & 0x03) << 16) | (u64::from(fci[6]) << 8) | u64::from(fci[7]);
+    mantissa.checked_shl(exp)
+}
+
+/// TMMBR (RFC 5104 §4.2.1): entries of SSRC, 6-bit exponent, 17-bit mantissa, 9-bit overhead;
+/// the entry for `ssrc` (ours).
+pub(crate) fn parse_tmmbr(fci: &[u8], ssrc: u32) -> Option<u64> {
+    fci.chunks_exact(8).find_map(|e| {
+        if u32::from_be_bytes([e[0], e[1], e[2], e[3]]) != ssrc {
+            return None;
+        }
+        let exp = u32::from(e[4] >> 2);
+        let mantissa = (u64::from(e[4] & 0x03) << 15) | (u64::from(e[5]) << 7) | u64::from(e[6] >> 1);
+        mantissa.checked_shl(exp)
+    })
+}
+
+/// The bitrate rule (see the module docs): the next target from the current one, the loss the
+/// peer reports (0..1, `None` without a new report) and the caps.
+pub(crate) fn next_bitrate(current: u32, loss: Option<f64>, min: u32, cap: u32) -> u32 {
+    let next = match loss {
+        Some(l) if l > 0.10 => f64::from(current) * (1.0 - 0.5 * l),
+        Some(l) if l < 0.02 => f64::from(current) * 1.08,
+        _ => f64::from(current),
+    };
+    (next as u32).min(cap).max(min.min(cap))
+}
+
+/// Bus errors are logged; once a second the bitrate is adapted.
+fn control(
+    sh: Arc<Shared>,
+    bus: gst::Bus,
+    rtpbin: gst::Element,
+    encoder: gst::Element,
+    name: String,
+    min: u32,
+    max: u32,
+) {
+    let mut last_check = Instant::now();
+    let mut last_rb_seq: Option<u64> = None;
+    while !sh.stop.load(Ordering::Relaxed) {
+        if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
+            match msg.view() {
+                gst::MessageView::Error(e) => tracing::error!(
+                    "video pipeline: {}: {} ({:?})",
+                    msg.src().map(|s| s.path_string().to_string()).unwrap_or_default(),
+                    e.error(),
+                    e.debug()
+                ),
+                gst::MessageView::Warning(w) => tracing::debug!("video pipeline warning: {}", w.error()),
+                _ => {}
+            }
+        }
+        if last_check.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last_check = Instant::now();
+        let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
+        let st = session.property::<gst::Structure>("stats");
+        let mut loss = None;
+        if let Ok(sources) = st.get::<glib::ValueArray>("source-stats") {
+            for v in sources.as_slice() {
+                let Ok(src) = v.get::<gst::Structure>() else { continue };
+                if src.get::<bool>("internal").unwrap_or(false) || !src.get::<bool>("have-rb").unwrap_or(false) {
+                    continue;
+                }
+                let seq = num(&src, "rb-exthighestseq") as u64;
+                if last_rb_seq != Some(seq) {
+                    last_rb_seq = Some(seq);
+                    let l = num(&src, "rb-fractionlost") / 256.0;
+                    sh.remote_loss_permille.store((l * 1000.0) as u32, Ordering::Relaxed);
+                    loss = Some(l);
+                }
+            }
+        }
+        let mut cap = max;
+        for c in [sh.remb_kbps.load(Ordering::Relaxed), sh.tmmbr_kbps.load(Ordering::Relaxed)] {
+            if c > 0 {
+                cap = cap.min(c);
+            }
+        }
+        let cur = sh.bitrate_kbps.load(Ordering::Relaxed);
+        let next = next_bitrate(cur, loss, min, cap);
+        if next.abs_diff(cur) * 20 > cur {
+            set_encoder_bitrate(&encoder, &name, next);
+            sh.bitrate_kbps.store(next, Ordering::Relaxed);
+            tracing::info!(from = cur, to = next, ?loss, cap, "video bitrate");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remb_and_tmmbr_parse() {
+        // REMB: 1 SSRC, exp 3, mantissa 125000 → 1 000 000 bit/s.
+        let m: u32 = 125_000;
+        let mut fci = b"REMB".to_vec();
+        fci.push(1);
+        fci.push((3 << 2) | ((m >> 16) as u8 & 3));
+        fci.push((m >> 8) as u8);
+        fci.push(m as u8);
+        fci.extend_from_slice(&[1, 2, 3, 4]);
+        assert_eq!(parse_remb(&fci), Some(1_000_000));
+        assert_eq!(parse_remb(b"RE"), None);
+        assert_eq!(parse_remb(b"XXXX\x01\x00\x00\x00"), None);
+        // TMMBR for SSRC 0x01020304: exp 2, mantissa 100000 → 400 000 bit/s, overhead 40.
+        let (exp, man, ovh): (u32, u32, u32) = (2, 100_000, 40);
+        let word = (exp << 26) | (man << 9) | ovh;
+        let mut t = vec![9, 9, 9, 9, 0, 0, 0, 0, 1, 2, 3, 4];
+        t.extend_from_slice(&word.to_be_bytes());
+        assert_eq!(parse_tmmbr(&t, 0x0102_0304), Some(400_000));
+        assert_eq!(parse_tmmbr(&t[..7], 0x0102_0304), None);
+        assert_eq!(parse_tmmbr(&t, 5), None);
+    }
+
+    #[test]
+    fn bitrate_follows_loss_and_caps() {
+        assert_eq!(next_bitrate(1000, Some(0.2), 150, 2000), 900);
+        assert_eq!(next_bitrate(1000, Some(0.0), 150, 2000), 1080);
+        assert_eq!(next_bitrate(1000, Some(0.05), 150, 2000), 1000);
+        assert_eq!(next_bitrate(1000, None, 150, 600), 600, "a REMB/TMMBR cap applies at once");
+        assert_eq!(next_bitrate(160, Some(0.9), 150, 2000), 150, "never below the floor");
+        assert_eq!(next_bitrate(1990, Some(0.0), 150, 2000), 2000);
+    }
+}

@@ -1,0 +1,393 @@
+//! H.264 video in SDP (RFC 6184 §8): the second m-line of a call.
+//!
+//! What we offer: `m=video` with H.264 in packetization mode 1 (PT 96) and mode 0 (PT 97),
+//! constrained baseline at our level, `b=AS`/`b=TIAS` (RFC 3890) with our bitrate, and RTCP
+//! feedback (RFC 4585/5104): `nack`, `nack pli`, `ccm fir`, `ccm tmmbr` and `goog-remb`. The
+//! profile is RTP/AVP carrying `a=rtcp-fb` (as most SIP video endpoints do); an RTP/AVPF offer is
+//! answered with RTP/AVPF.
+//!
+//! **Answer.** The first video stream with an H.264 format we can use (packetization mode 0 or
+//! 1; mode 1 preferred) is accepted. We always *send* constrained baseline, which every H.264
+//! decoder decodes, so the answer keeps the offerer's profile and lowers the level to ours
+//! (RFC 6184 §8.2.2 lets the answerer lower the level, not change the profile). Without
+//! `profile-level-id` the RFC default is 42000A (baseline, level 1.0). Feedback in the answer is
+//! the intersection of what was offered (for the chosen PT or `*`) with what we support.
+//!
+//! **Picture size.** The level caps the frame size (MaxFS, H.264 Table A-1); the sender picks
+//! the largest configured-aspect size that fits, see [`NegotiatedVideo::fit_size`].
+
+use crate::sdp::{Direction, Media, SessionDescription};
+
+/// The payload types we offer H.264 with.
+pub const PT_MODE1: u8 = 96;
+/// H.264 packetization mode 0 (single NAL unit) payload type in our offers.
+pub const PT_MODE0: u8 = 97;
+
+/// What we support of video, for offers and answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalVideo {
+    /// RTP port for video (RTCP on port + 1).
+    pub port: u16,
+    /// Our H.264 level (`level_idc`, e.g. 31 = 3.1 for 720p30, 40 for 1080p30).
+    pub level_idc: u8,
+    /// Our maximum bitrate in kbit/s (`b=AS`).
+    pub max_kbps: u32,
+}
+
+/// RTCP feedback both sides agreed on (RFC 4585, RFC 5104, REMB).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Feedback {
+    /// Generic NACK: retransmission requests.
+    pub nack: bool,
+    /// Picture loss indication.
+    pub pli: bool,
+    /// Full intra request.
+    pub fir: bool,
+    /// Temporary maximum media bitrate request.
+    pub tmmbr: bool,
+    /// Receiver estimated maximum bitrate (`goog-remb`).
+    pub remb: bool,
+}
+
+/// The outcome of offer/answer for the video stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedVideo {
+    /// Payload type we send with (the remote's number).
+    pub payload_type: u8,
+    /// Payload type we receive with (the number in our SDP).
+    pub recv_payload_type: u8,
+    /// Where to send RTP.
+    pub remote_address: std::net::IpAddr,
+    /// Remote RTP port.
+    pub remote_port: u16,
+    /// Our direction.
+    pub direction: Direction,
+    /// 0 (single NAL unit) or 1 (non-interleaved).
+    pub packetization_mode: u8,
+    /// The level we send at (`level_idc`), the lower of both.
+    pub level_idc: u8,
+    /// `profile-level-id` as written in the answer (six hex digits).
+    pub profile_level_id: String,
+    /// The peer's bandwidth limit for what we send, in kbit/s (`b=TIAS` or `b=AS`).
+    pub remote_max_kbps: Option<u32>,
+    /// Feedback both sides support.
+    pub feedback: Feedback,
+    /// The transport profile (`RTP/AVP` or `RTP/AVPF`).
+    pub avpf: bool,
+}
+
+/// Largest frame in macroblocks (MaxFS) by `level_idc`, H.264 Table A-1.
+pub fn max_frame_macroblocks(level_idc: u8) -> u32 {
+    match level_idc {
+        0..=10 => 99,
+        11..=20 => 396,
+        21 => 792,
+        22 | 30 => 1620,
+        31 => 3600,
+        32 => 5120,
+        40..=42 => 8192,
+        50 => 22080,
+        _ => 36864,
+    }
+}
+
+impl NegotiatedVideo {
+    /// The largest of `sizes` (in order, smallest first) not above `wanted` that fits the
+    /// negotiated level; `None` if not even the smallest fits.
+    pub fn fit_size(&self, wanted: (u32, u32), sizes: &[(u32, u32)]) -> Option<(u32, u32)> {
+        let max = max_frame_macroblocks(self.level_idc);
+        sizes
+            .iter()
+            .copied()
+            .filter(|&(w, h)| w <= wanted.0 && h <= wanted.1 && w.div_ceil(16) * h.div_ceil(16) <= max)
+            .max_by_key(|&(w, h)| w * h)
+    }
+}
+
+/// Parsed `a=fmtp` of an H.264 format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct H264Fmtp {
+    packetization_mode: u8,
+    profile_idc: u8,
+    iop: u8,
+    level_idc: u8,
+}
+
+fn parse_h264_fmtp(fmtp: Option<&str>) -> Option<H264Fmtp> {
+    // RFC 6184 §8.1 defaults: packetization-mode 0, profile-level-id 42000A.
+    let mut f = H264Fmtp { packetization_mode: 0, profile_idc: 0x42, iop: 0x00, level_idc: 10 };
+    for p in fmtp.unwrap_or("").split(';').take(32) {
+        let Some((k, v)) = p.split_once('=') else { continue };
+        let (k, v) = (k.trim(), v.trim());
+        if k.eq_ignore_ascii_case("packetization-mode") {
+            f.packetization_mode = v.parse().ok()?;
+        } else if k.eq_ignore_ascii_case("profile-level-id") {
+            if v.len() != 6 || !v.is_ascii() {
+                return None;
+            }
+            let b = |i: usize| u8::from_str_radix(&v[i..i + 2], 16).ok();
+            f.profile_idc = b(0)?;
+            f.iop = b(2)?;
+            f.level_idc = b(4)?;
+            // Level 1b in baseline/main/extended is level_idc 11 with constraint_set3.
+        }
+    }
+    (f.packetization_mode <= 1).then_some(f)
+}
+
+fn is_h264(m: &Media, pt: u8) -> bool {
+    m.rtpmap(pt).is_some_and(|(n, c, _)| n.eq_ignore_ascii_case("H264") && c == 90000)
+}
+
+/// Feedback offered for `pt` (or `*`).
+fn offered_feedback(m: &Media, pt: u8) -> Feedback {
+    let mut f = Feedback::default();
+    for v in m.attrs("rtcp-fb").take(64) {
+        let mut it = v.split_whitespace();
+        let Some(which) = it.next() else { continue };
+        if which != "*" && which.parse::<u8>().ok() != Some(pt) {
+            continue;
+        }
+        let kind: Vec<&str> = it.collect();
+        match kind.as_slice() {
+            ["nack"] => f.nack = true,
+            ["nack", "pli"] => f.pli = true,
+            ["ccm", "fir"] => f.fir = true,
+            ["ccm", "tmmbr"] => f.tmmbr = true,
+            ["goog-remb"] => f.remb = true,
+            _ => {}
+        }
+    }
+    f
+}
+
+/// The peer's bandwidth for a media section: `b=TIAS` (bit/s) preferred, else `b=AS` (kbit/s).
+fn remote_kbps(m: &Media) -> Option<u32> {
+    let get =
+        |prefix: &str| m.other.iter().find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse::<u64>().ok()));
+    let kbps = get("b=TIAS:").map(|b| b / 1000).or_else(|| get("b=AS:"))?;
+    (kbps > 0).then(|| kbps.min(u64::from(u32::MAX)) as u32)
+}
+
+fn push_fb(m: &mut Media, pt: u8, f: Feedback) {
+    let mut add = |v: &str| m.attributes.push(("rtcp-fb".into(), Some(format!("{pt} {v}"))));
+    if f.nack {
+        add("nack");
+    }
+    if f.pli {
+        add("nack pli");
+    }
+    if f.fir {
+        add("ccm fir");
+    }
+    if f.tmmbr {
+        add("ccm tmmbr");
+    }
+    if f.remb {
+        add("goog-remb");
+    }
+}
+
+const ALL_FEEDBACK: Feedback = Feedback { nack: true, pli: true, fir: true, tmmbr: true, remb: true };
+
+impl LocalVideo {
+    /// Our `m=video` section for an offer.
+    pub fn offer_media(&self, direction: Direction) -> Media {
+        let mut m = Media {
+            kind: "video".into(),
+            port: self.port,
+            proto: "RTP/AVP".into(),
+            formats: vec![PT_MODE1.to_string(), PT_MODE0.to_string()],
+            connection: None,
+            attributes: Vec::new(),
+            other: self.bandwidth_lines(),
+        };
+        for (pt, mode) in [(PT_MODE1, 1), (PT_MODE0, 0)] {
+            m.attributes.push(("rtpmap".into(), Some(format!("{pt} H264/90000"))));
+            m.attributes.push((
+                "fmtp".into(),
+                Some(format!("{pt} profile-level-id=42e0{:02x};packetization-mode={mode}", self.level_idc)),
+            ));
+            push_fb(&mut m, pt, ALL_FEEDBACK);
+        }
+        m.set_direction(direction);
+        m
+    }
+
+    fn bandwidth_lines(&self) -> Vec<String> {
+        vec![format!("b=AS:{}", self.max_kbps), format!("b=TIAS:{}", u64::from(self.max_kbps) * 1000)]
+    }
+
+    /// Answers the first usable video stream of `offer`: returns its index, our m-line for it
+    /// and the outcome. `None` when no video stream can be used (it is then answered with port 0).
+    pub fn answer(&self, offer: &SessionDescription, direction: Direction) -> Option<(usize, Media, NegotiatedVideo)> {
+        let (idx, om) = offer.media.iter().enumerate().find(|(_, m)| {
+            m.kind == "video"
+                && m.port != 0
+                && (m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/AVPF"))
+        })?;
+        let address = offer.media_address(om)?;
+        let mut best: Option<(u8, H264Fmtp)> = None;
+        for pt in om.payload_types().filter(|pt| is_h264(om, *pt)) {
+            let Some(f) = parse_h264_fmtp(om.fmtp(pt)) else { continue };
+            if best.is_none_or(|(_, b)| f.packetization_mode > b.packetization_mode) {
+                best = Some((pt, f));
+            }
+        }
+        let (pt, f) = best?;
+        let level = f.level_idc.min(self.level_idc);
+        let plid = format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, level);
+        let fb = offered_feedback(om, pt);
+        let avpf = om.proto.eq_ignore_ascii_case("RTP/AVPF");
+        let d = offer.media_direction(om).answer_to(direction);
+        let mut m = Media {
+            kind: "video".into(),
+            port: self.port,
+            proto: om.proto.clone(),
+            formats: vec![pt.to_string()],
+            connection: None,
+            attributes: vec![
+                ("rtpmap".into(), Some(format!("{pt} H264/90000"))),
+                (
+                    "fmtp".into(),
+                    Some(format!("{pt} profile-level-id={plid};packetization-mode={}", f.packetization_mode)),
+                ),
+            ],
+            other: self.bandwidth_lines(),
+        };
+        push_fb(&mut m, pt, fb);
+        m.set_direction(d);
+        let n = NegotiatedVideo {
+            payload_type: pt,
+            recv_payload_type: pt,
+            remote_address: address,
+            remote_port: om.port,
+            direction: d,
+            packetization_mode: f.packetization_mode,
+            level_idc: level,
+            profile_level_id: plid,
+            remote_max_kbps: remote_kbps(om),
+            feedback: fb,
+            avpf,
+        };
+        Some((idx, m, n))
+    }
+
+    /// Reads the answer to our offer (made with [`LocalVideo::offer_media`]). `None`: the
+    /// answerer refused video (port 0, no m-line, or no H.264 format we offered).
+    pub fn accept_answer(&self, answer: &SessionDescription) -> Option<NegotiatedVideo> {
+        let m = answer.media.iter().find(|m| m.kind == "video" && m.port != 0)?;
+        let address = answer.media_address(m)?;
+        for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
+            let Some(f) = parse_h264_fmtp(m.fmtp(pt)) else { continue };
+            // Our PT for the same packetization mode is where we receive.
+            let ours = if f.packetization_mode == 1 { PT_MODE1 } else { PT_MODE0 };
+            let fb = offered_feedback(m, pt);
+            return Some(NegotiatedVideo {
+                payload_type: pt,
+                recv_payload_type: ours,
+                remote_address: address,
+                remote_port: m.port,
+                direction: answer.media_direction(m).answer_to(Direction::SendRecv),
+                packetization_mode: f.packetization_mode,
+                level_idc: f.level_idc.min(self.level_idc),
+                profile_level_id: format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, f.level_idc),
+                remote_max_kbps: remote_kbps(m),
+                feedback: fb,
+                avpf: m.proto.eq_ignore_ascii_case("RTP/AVPF"),
+            });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sdp::{Codec, LocalMedia};
+
+    fn local() -> (LocalMedia, LocalVideo) {
+        (
+            LocalMedia {
+                address: "192.0.2.10".parse().unwrap(),
+                audio_port: 40000,
+                codecs: vec![Codec::Opus, Codec::Pcmu],
+                telephone_event: true,
+                session_id: 42,
+                direction: Direction::SendRecv,
+            },
+            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000 },
+        )
+    }
+
+    const OFFER: &str = "v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n\
+m=audio 5004 RTP/AVP 0\r\n\
+m=video 5006 RTP/AVP 100 101 102\r\nb=AS:800\r\nb=TIAS:768000\r\n\
+a=rtpmap:100 VP8/90000\r\n\
+a=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=0;profile-level-id=42801f\r\n\
+a=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=64002a;packetization-mode=1\r\n\
+a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:101 goog-remb\r\na=sendrecv\r\n";
+
+    #[test]
+    fn answer_picks_mode_1_keeps_profile_lowers_level() {
+        let (audio, video) = local();
+        let offer = SessionDescription::parse(OFFER).unwrap();
+        let (ans, _, n) = audio.answer_with_video(&offer, Some(&video)).unwrap();
+        let n = n.expect("video answered");
+        assert_eq!((n.payload_type, n.packetization_mode, n.level_idc), (102, 1, 31));
+        assert_eq!(n.profile_level_id, "64001f");
+        assert_eq!(n.remote_max_kbps, Some(768));
+        assert_eq!(n.feedback, Feedback { pli: true, fir: true, ..Default::default() });
+        let text = ans.to_text();
+        assert!(text.contains("m=video 40002 RTP/AVP 102\r\n"), "{text}");
+        assert!(text.contains("a=fmtp:102 profile-level-id=64001f;packetization-mode=1"), "{text}");
+        assert!(text.contains("a=rtcp-fb:102 nack pli") && text.contains("a=rtcp-fb:102 ccm fir"), "{text}");
+        assert!(!text.contains("goog-remb"), "not offered for PT 102: {text}");
+        assert!(text.contains("b=AS:2000"), "{text}");
+        // The offerer reads it back.
+        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
+        assert_eq!((back.payload_type, back.recv_payload_type), (102, PT_MODE1));
+        // 720p fits level 3.1, 1080p does not.
+        let sizes = [(640, 360), (1280, 720), (1920, 1080)];
+        assert_eq!(n.fit_size((1920, 1080), &sizes), Some((1280, 720)));
+        let low = NegotiatedVideo { level_idc: 10, ..n };
+        assert_eq!(low.fit_size((1280, 720), &sizes), None);
+    }
+
+    #[test]
+    fn without_video_or_camera_the_stream_is_refused() {
+        let (audio, video) = local();
+        let offer = SessionDescription::parse(OFFER).unwrap();
+        let (ans, _, n) = audio.answer_with_video(&offer, None).unwrap();
+        assert!(n.is_none());
+        assert_eq!(ans.media[1].port, 0);
+        // Only VP8: refused, audio still answered.
+        let vp8 = OFFER.replace("H264", "H263");
+        let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(&vp8).unwrap(), Some(&video)).unwrap();
+        assert!(n.is_none());
+        assert_eq!(ans.media[1].port, 0);
+        // Hostile fmtp values never panic and are not chosen.
+        for bad in ["packetization-mode=2", "profile-level-id=zz", "profile-level-id=42e0", "profile-level-id=é2e01f"]
+        {
+            let o = OFFER.replace("packetization-mode=0;profile-level-id=42801f", bad).replace("102 H264", "102 X");
+            let s = SessionDescription::parse(&o).unwrap();
+            let (_, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
+            assert!(n.is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn our_offer_has_both_modes_bandwidth_and_feedback() {
+        let (audio, video) = local();
+        let text = audio.offer_with_video(Some(&video)).to_text();
+        let s = SessionDescription::parse(&text).unwrap();
+        assert_eq!(s.media.len(), 2);
+        let m = &s.media[1];
+        assert_eq!(m.formats, vec!["96", "97"]);
+        assert_eq!(m.fmtp(96), Some("profile-level-id=42e01f;packetization-mode=1"));
+        assert_eq!(offered_feedback(m, 97), ALL_FEEDBACK);
+        // An answerer that is us reads it back.
+        let (_, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
+        assert_eq!(n.unwrap().packetization_mode, 1);
+    }
+}

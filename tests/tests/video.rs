@@ -1,0 +1,239 @@
+//! Video in SIP calls, end to end: huisd and baresip (H.264 through libx264, `fakevideo` as
+//! camera and screen) in a network namespace of their own. What is checked is what people in
+//! the two rooms would see: baresip's screen gets our frames at the size SDP negotiated, ours
+//! gets baresip's, pictures recover from packet loss through keyframe requests, and the room's
+//! screen shows the far end full screen with the self-view in a corner.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use huis_tests::peers::picture::Picture;
+use huis_tests::peers::*;
+use huis_tests::{Bus, Huisd, huisctl, stderr};
+use serde_json::Value;
+
+const SEC: Duration = Duration::from_secs(1);
+/// The sim camera's background (hal SimCamera: 0xff204060).
+const CAMERA_BG: [u8; 3] = [0x20, 0x40, 0x60];
+/// The idle screen's background (media::screen).
+const IDLE_BG: [u8; 3] = [0x14, 0x21, 0x3d];
+/// huisd's RTP ports: audio takes the first pair, video the second.
+const RTP_MIN: u16 = 30000;
+const VIDEO_PORT: u16 = RTP_MIN + 2;
+
+fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
+            eprintln!("test {name} ran past its hard limit of {secs} s: aborting");
+            std::process::abort();
+        }
+    });
+    tx
+}
+
+fn start_huisd(ns: &NetNs, bus: &Bus, config: &str) -> Huisd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(huis_tests::peers::huisd::start_in(ns, bus, Some(config)))
+}
+
+fn config(port: u16, extra: &str) -> String {
+    format!(
+        "[room]\nname = \"Studio 4\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\nrtp_port_min = {RTP_MIN}\nrtp_port_max = {}\n\
+         [video]\nwidth = 960\nheight = 540\nframerate = 30\n{extra}",
+        RTP_MIN + 20
+    )
+}
+
+fn json(bus: &Bus, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = huisctl(bus, &a);
+    assert!(out.status.success(), "huisctl {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn video_stats(bus: &Bus) -> Value {
+    json(bus, &["video"])["stats"].clone()
+}
+
+fn stat(v: &Value, k: &str) -> f64 {
+    v[k].as_f64().unwrap_or(0.0)
+}
+
+/// Polls until `pred` holds for huisd's Video1.Stats; returns them.
+fn wait_video(bus: &Bus, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = video_stats(bus);
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; Video1.Stats: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_baresip_video(b: &Baresip, what: &str, timeout: Duration, pred: impl Fn(&VideoDebug) -> bool) -> VideoDebug {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = b.video_debug().unwrap();
+        if pred(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; baresip video_debug:\n{}", v.raw);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Drops about a third of the UDP packets matching `selector` (nft syntax, e.g. `udp sport 30002`)
+/// inside the namespace, on the input hook (like loss on a network), until the guard is dropped.
+struct Loss<'a>(&'a NetNs);
+
+impl<'a> Loss<'a> {
+    fn start(ns: &'a NetNs, selector: &str) -> Loss<'a> {
+        let nft = |args: &str| {
+            let st = ns.cmd("nft").args(args.split_whitespace()).status().expect("run nft (Debian package nftables)");
+            assert!(st.success(), "nft {args}");
+        };
+        nft("add table inet huisloss");
+        let st = ns
+            .cmd("nft")
+            .args(["add", "chain", "inet", "huisloss", "c", "{ type filter hook input priority 0; }"])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        nft(&format!("add rule inet huisloss c {selector} numgen random mod 3 0 drop"));
+        Loss(ns)
+    }
+}
+
+impl Drop for Loss<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.cmd("nft").args(["delete", "table", "inet", "huisloss"]).status();
+    }
+}
+
+fn screenshot(bus: &Bus, path: &Path) -> Picture {
+    let out = huisctl(bus, &["screenshot", &path.display().to_string()]);
+    assert!(out.status.success(), "huisctl screenshot: {}", stderr(&out));
+    Picture::load_png(path).unwrap()
+}
+
+fn have_nft() -> bool {
+    Command::new("nft").arg("--version").output().is_ok_and(|o| o.status.success())
+}
+
+/// The room calls baresip: both screens get pictures at the negotiated sizes, keyframe requests
+/// work both ways, and the room's screen shows the far end with the self-view.
+#[test]
+fn huisd_calls_baresip_with_video_both_ways() {
+    let _w = watchdog("video call", 180);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let port = ns.port();
+    let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).video(640, 360)).unwrap();
+    let d = start_huisd(&ns, &bus, &config(port, ""));
+
+    // Idle: the room's name and how to call it on a plain background.
+    // Kept in target/tmp for a person to look at after the run.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let idle = screenshot(&bus, &shots.join("video-idle-screen.png"));
+    assert_eq!((idle.width, idle.height), (1280, 720));
+    let corner = idle.region(40, 80, 300, 150);
+    assert!(corner.near(IDLE_BG, 12.0), "idle screen background: {corner:?}");
+    let text = idle.region(340, 300, 600, 120);
+    assert!(text.luma_spread > 5.0, "no text in the middle of the idle screen: {text:?}");
+
+    json(&bus, &["dial", &b.contact_uri()]);
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap();
+    let calls = json(&bus, &["calls"]);
+    assert_eq!(
+        calls[0]["video_codec"],
+        "H264/90000 960x540",
+        "{calls}\nhuisd:\n{}\nbaresip:\n{}",
+        d.log_text(),
+        b.log_text()
+    );
+
+    // baresip's screen shows our frames, at our size.
+    let v = wait_baresip_video(&b, "baresip shows our video", 20 * SEC, |v| v.display_frames >= 60);
+    eprintln!("baresip video_debug:\n{}", v.raw);
+    assert_eq!((v.display_width, v.display_height), (960, 540));
+    // Ours shows baresip's, at its size.
+    let s = wait_video(&bus, "huisd decodes baresip's video", 20 * SEC, |s| stat(s, "frames_decoded") >= 60.0);
+    assert_eq!((stat(&s, "recv_width"), stat(&s, "recv_height")), (640.0, 360.0), "{s}");
+    assert_eq!((stat(&s, "send_width"), stat(&s, "send_height")), (960.0, 540.0), "{s}");
+
+    // The room's screen: far end full screen, self-view bottom right, status bar on top.
+    let shot = screenshot(&bus, &shots.join("video-call-screen.png"));
+    // The PiP is a quarter of the screen, 18 px from the right and bottom edges.
+    let (pw, ph) = (320, 180);
+    let (px, py) = (1280 - pw - 18, 720 - ph - 18);
+    let pip = shot.fraction_near(px + 10, py + 10, pw - 20, ph - 50, CAMERA_BG, 20);
+    assert!(pip > 0.5, "self-view: only {:.0}% of the corner shows the camera's background", pip * 100.0);
+    let far = shot.region(100, 120, 700, 400);
+    let far_cam = shot.fraction_near(100, 120, 700, 400, CAMERA_BG, 20);
+    let far_idle = shot.fraction_near(100, 120, 700, 400, IDLE_BG, 12);
+    eprintln!("far-end region {far:?}, camera-coloured {far_cam:.2}, idle-coloured {far_idle:.2}");
+    assert!(far_cam < 0.2 && far_idle < 0.2, "the far end's picture is not full screen: {far:?}");
+    assert!(far.mean.iter().sum::<f64>() > 30.0, "the far end's picture is black: {far:?}");
+
+    if have_nft() {
+        // baresip loses a third of our video: it asks for a keyframe; we answer within 1 s.
+        let before = video_stats(&bus);
+        {
+            let _loss = Loss::start(&ns, &format!("udp sport {VIDEO_PORT}"));
+            wait_video(&bus, "a keyframe request from baresip", 10 * SEC, |s| {
+                stat(s, "keyframe_requests_received") > stat(&before, "keyframe_requests_received")
+            });
+            // baresip's receiver reports carry the loss: the bitrate comes down.
+            let s = wait_video(&bus, "the bitrate adapting to the loss", 15 * SEC, |s| {
+                stat(s, "bitrate_kbps") < stat(&before, "bitrate_kbps") && stat(s, "remote_loss_percent") > 10.0
+            });
+            eprintln!("under loss: {s}");
+        }
+        let s = wait_video(&bus, "the keyframe request answered", 5 * SEC, |s| {
+            stat(s, "keyframe_requests_answered") > stat(&before, "keyframe_requests_answered")
+        });
+        eprintln!("after loss towards baresip: {s}");
+        assert!(stat(&s, "keyframe_answer_max_ms") <= 1000.0, "keyframe answered too late: {s}");
+
+        // We lose a third of baresip's video: we ask for a keyframe and the picture comes back.
+        let before = video_stats(&bus);
+        {
+            let _loss = Loss::start(&ns, &format!("udp dport {VIDEO_PORT}"));
+            wait_video(&bus, "huisd asks for a keyframe", 10 * SEC, |s| {
+                stat(s, "keyframe_requests_sent") > stat(&before, "keyframe_requests_sent")
+            });
+        }
+        let mid = video_stats(&bus);
+        wait_video(&bus, "the picture recovers", 10 * SEC, |s| {
+            stat(s, "frames_decoded") >= stat(&mid, "frames_decoded") + 30.0
+        });
+    } else {
+        eprintln!("nft is not installed (Debian package nftables): keyframe requests under loss not checked");
+    }
+
+    json(&bus, &["hangup"]);
+    b.wait_event("CALL_CLOSED", 10 * SEC).unwrap();
+}
+
+/// baresip calls the room: the video offer is answered with video and flows both ways.
+#[test]
+fn baresip_calls_huisd_and_gets_video_back() {
+    let _w = watchdog("incoming video call", 120);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let port = ns.port();
+    let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).video(640, 360)).unwrap();
+    let _d = start_huisd(&ns, &bus, &config(port, "[call]\nauto_answer = true\n"));
+    b.dial(&format!("sip:room@127.0.0.1:{port}")).unwrap();
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap();
+    let v = wait_baresip_video(&b, "baresip shows our video", 20 * SEC, |v| v.display_frames >= 30);
+    assert_eq!((v.display_width, v.display_height), (960, 540), "{}", v.raw);
+    let s = wait_video(&bus, "huisd decodes baresip's video", 20 * SEC, |s| stat(s, "frames_decoded") >= 30.0);
+    assert_eq!((stat(&s, "recv_width"), stat(&s, "recv_height")), (640.0, 360.0), "{s}");
+    b.hangup().unwrap();
+}
