@@ -16,11 +16,6 @@ use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
 
-fn start_huisd(ns: &NetNs, bus: &Bus, config: &str) -> Huisd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(huis_tests::peers::huisd::start_in(ns, bus, Some(config)))
-}
-
 fn status(bus: &Bus) -> Value {
     let out = huisctl(bus, &["--json", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -88,7 +83,7 @@ fn huisd_and_baresip_call_each_other_with_tones_dtmf_hold_and_hangup() {
     let port = ns.port();
     let b =
         Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).source(AudioSource::Sine(440.0))).unwrap();
-    let d = start_huisd(
+    let d = huis_tests::peers::huisd::start_in_blocking(
         &ns,
         &bus,
         &format!(
@@ -183,7 +178,7 @@ fn huisd_registers_with_kamailio_and_calls_go_through_the_proxy() {
     .unwrap();
     b.wait_registered(10 * SEC).unwrap();
     let port = ns.port();
-    let _d = start_huisd(
+    let _d = huis_tests::peers::huisd::start_in_blocking(
         &ns,
         &bus,
         &format!(
@@ -232,7 +227,7 @@ fn a_wrong_password_is_a_clear_error_without_a_retry_storm() {
     let k = Kamailio::start(&ns, None, &[("room", "roompw")], Algorithm::Sha256).unwrap();
     let port = ns.port();
     let started = Instant::now();
-    let _d = start_huisd(
+    let _d = huis_tests::peers::huisd::start_in_blocking(
         &ns,
         &bus,
         &format!(
@@ -264,7 +259,8 @@ fn hostile_sip_neither_crashes_nor_hangs_huisd() {
     let ns = NetNs::new();
     let bus = Bus::start();
     let port = ns.port();
-    let mut d = start_huisd(&ns, &bus, &format!("[sip]\nlisten = \"127.0.0.1:{port}\"\n"));
+    let mut d =
+        huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &format!("[sip]\nlisten = \"127.0.0.1:{port}\"\n"));
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     let ruri = format!("sip:room@127.0.0.1:{port}");
 

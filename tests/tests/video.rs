@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use huis_tests::peers::picture::Picture;
 use huis_tests::peers::*;
-use huis_tests::{Bus, Huisd, huisctl, stderr};
+use huis_tests::{Bus, huisctl, stderr};
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -21,22 +21,6 @@ const IDLE_BG: [u8; 3] = [0x14, 0x21, 0x3d];
 /// huisd's RTP ports: audio takes the first pair, video the second.
 const RTP_MIN: u16 = 30000;
 const VIDEO_PORT: u16 = RTP_MIN + 2;
-
-fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(Duration::from_secs(secs)) {
-            eprintln!("test {name} ran past its hard limit of {secs} s: aborting");
-            std::process::abort();
-        }
-    });
-    tx
-}
-
-fn start_huisd(ns: &NetNs, bus: &Bus, config: &str) -> Huisd {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(huis_tests::peers::huisd::start_in(ns, bus, Some(config)))
-}
 
 fn config(port: u16, extra: &str) -> String {
     format!(
@@ -134,7 +118,7 @@ fn huisd_calls_baresip_with_video_both_ways() {
     let bus = Bus::start();
     let port = ns.port();
     let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).video(640, 360)).unwrap();
-    let d = start_huisd(&ns, &bus, &config(port, ""));
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(port, ""));
 
     // Idle: the room's name and how to call it on a plain background.
     // Kept in target/tmp for a person to look at after the run.
@@ -228,7 +212,7 @@ fn baresip_calls_huisd_and_gets_video_back() {
     let bus = Bus::start();
     let port = ns.port();
     let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["opus/48000/2"]).video(640, 360)).unwrap();
-    let _d = start_huisd(&ns, &bus, &config(port, "[call]\nauto_answer = true\n"));
+    let _d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(port, "[call]\nauto_answer = true\n"));
     b.dial(&format!("sip:room@127.0.0.1:{port}")).unwrap();
     b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap();
     let v = wait_baresip_video(&b, "baresip shows our video", 20 * SEC, |v| v.display_frames >= 30);

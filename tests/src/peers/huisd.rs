@@ -16,3 +16,9 @@ pub fn spawn_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>, extra: &[&str]
 pub async fn start_in(ns: &NetNs, bus: &Bus, config_text: Option<&str>) -> Huisd {
     Huisd::wait_ready(spawn_in(ns, bus, config_text, &[]), bus).await
 }
+
+/// [`start_in`] for tests that are not async: runs it on a runtime of its own.
+pub fn start_in_blocking(ns: &NetNs, bus: &Bus, config_text: &str) -> Huisd {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
+    rt.block_on(start_in(ns, bus, Some(config_text)))
+}
