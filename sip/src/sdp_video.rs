@@ -2,7 +2,9 @@
 //!
 //! What we offer: `m=video` with H.264 in packetization mode 1 (PT 96) and mode 0 (PT 97),
 //! constrained baseline at our level, `b=AS`/`b=TIAS` (RFC 3890) with our bitrate, and RTCP
-//! feedback (RFC 4585/5104): `nack`, `nack pli`, `ccm fir`, `ccm tmmbr` and `goog-remb`. The
+//! feedback (RFC 4585/5104): `nack pli`, `ccm fir`, `ccm tmmbr` and `goog-remb`. Generic `nack`
+//! is neither offered nor accepted: huis does not retransmit (no RFC 4588 RTX yet), and a peer
+//! told otherwise would wait for retransmissions instead of asking for a keyframe. The
 //! profile is RTP/AVP carrying `a=rtcp-fb` (as most SIP video endpoints do); an RTP/AVPF offer is
 //! answered with RTP/AVPF.
 //!
@@ -188,7 +190,21 @@ fn push_fb(m: &mut Media, pt: u8, f: Feedback) {
     }
 }
 
-const ALL_FEEDBACK: Feedback = Feedback { nack: true, pli: true, fir: true, tmmbr: true, remb: true };
+/// The feedback huis acts on (see the module notes for why not `nack`).
+const SUPPORTED_FEEDBACK: Feedback = Feedback { nack: false, pli: true, fir: true, tmmbr: true, remb: true };
+
+impl Feedback {
+    /// What both sides support.
+    fn and(self, o: Feedback) -> Feedback {
+        Feedback {
+            nack: self.nack && o.nack,
+            pli: self.pli && o.pli,
+            fir: self.fir && o.fir,
+            tmmbr: self.tmmbr && o.tmmbr,
+            remb: self.remb && o.remb,
+        }
+    }
+}
 
 impl LocalVideo {
     /// Our `m=video` section for an offer.
@@ -208,7 +224,7 @@ impl LocalVideo {
                 "fmtp".into(),
                 Some(format!("{pt} profile-level-id=42e0{:02x};packetization-mode={mode}", self.level_idc)),
             ));
-            push_fb(&mut m, pt, ALL_FEEDBACK);
+            push_fb(&mut m, pt, SUPPORTED_FEEDBACK);
         }
         m.set_direction(direction);
         m
@@ -237,7 +253,7 @@ impl LocalVideo {
         let (pt, f) = best?;
         let level = f.level_idc.min(self.level_idc);
         let plid = format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, level);
-        let fb = offered_feedback(om, pt);
+        let fb = offered_feedback(om, pt).and(SUPPORTED_FEEDBACK);
         let avpf = om.proto.eq_ignore_ascii_case("RTP/AVPF");
         let d = offer.media_direction(om).answer_to(direction);
         let mut m = Media {
@@ -326,7 +342,7 @@ m=video 5006 RTP/AVP 100 101 102\r\nb=AS:800\r\nb=TIAS:768000\r\n\
 a=rtpmap:100 VP8/90000\r\n\
 a=rtpmap:101 H264/90000\r\na=fmtp:101 packetization-mode=0;profile-level-id=42801f\r\n\
 a=rtpmap:102 H264/90000\r\na=fmtp:102 profile-level-id=64002a;packetization-mode=1\r\n\
-a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:101 goog-remb\r\na=sendrecv\r\n";
+a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:101 goog-remb\r\na=sendrecv\r\n";
 
     #[test]
     fn answer_picks_mode_1_keeps_profile_lowers_level() {
@@ -343,6 +359,7 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:101 goog-remb\r\na=se
         assert!(text.contains("a=fmtp:102 profile-level-id=64001f;packetization-mode=1"), "{text}");
         assert!(text.contains("a=rtcp-fb:102 nack pli") && text.contains("a=rtcp-fb:102 ccm fir"), "{text}");
         assert!(!text.contains("goog-remb"), "not offered for PT 102: {text}");
+        assert!(!text.contains("a=rtcp-fb:102 nack\r\n"), "we do not retransmit: {text}");
         assert!(text.contains("b=AS:2000"), "{text}");
         // The offerer reads it back.
         let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
@@ -385,7 +402,7 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:101 goog-remb\r\na=se
         let m = &s.media[1];
         assert_eq!(m.formats, vec!["96", "97"]);
         assert_eq!(m.fmtp(96), Some("profile-level-id=42e01f;packetization-mode=1"));
-        assert_eq!(offered_feedback(m, 97), ALL_FEEDBACK);
+        assert_eq!(offered_feedback(m, 97), SUPPORTED_FEEDBACK);
         // An answerer that is us reads it back.
         let (_, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
         assert_eq!(n.unwrap().packetization_mode, 1);
