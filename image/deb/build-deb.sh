@@ -50,6 +50,10 @@ u huis - "huis room daemon" /var/lib/huis
 m huis huis-admin
 CONF
 printf 'huis firmware %s\nLicense: GPL-3.0-or-later\n' "$version" > "$pkg/usr/share/doc/huis/copyright"
+# huisd runs the boot health check and marks the RAUC slot itself; this file
+# makes the image's shell stand-in (huis-boot-check.service) stand down.
+install -d "$pkg/usr/lib/huis"
+printf 'huisd marks the booted RAUC slot good or bad (see ARCHITECTURE.md)\n' > "$pkg/usr/lib/huis/huisd-marks-slot"
 
 installed_kb=$(du -sk "$pkg/usr" | cut -f1)
 cat > "$pkg/DEBIAN/control" <<CONTROL
