@@ -14,6 +14,9 @@
 #   --no-huisd          build without the huis package (e.g. arm64 without a Rust
 #                       cross toolchain); the image says so in /usr/lib/huis/NO-HUISD
 #   --no-compress       skip the .zst copy of the disk image
+#   --huis-bin-dir DIR  take huisd and huisctl from DIR (e.g. target/debug of a test
+#                       run) instead of building them with cargo --release: CI uses it
+#                       to avoid compiling the workspace twice; never for release images
 #   --keep-rootfs       reuse the mmdebstrap tree of an earlier build of this target
 #                       when the package list and huis package are unchanged
 #                       (for iterating on the recipe; clean builds never use it)
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
         --no-huisd) with_huisd=no ;;
         --no-compress) compress=no ;;
         --keep-rootfs) keep_rootfs=yes ;;
+        --huis-bin-dir) HUIS_BIN_DIR=$(cd "$2" && pwd) || die "--huis-bin-dir $2: no such directory"; export HUIS_BIN_DIR; shift ;;
         -h|--help) usage ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) [ -z "$target" ] || die "one target at a time"; target=$1 ;;

@@ -31,9 +31,20 @@ else
     bin_dir=$target_dir/release
 fi
 
-# Deterministic Rust output: no absolute paths of this machine in the binaries.
-export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-(cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+if [ -n "${HUIS_BIN_DIR:-}" ]; then
+    # Binaries built already (CI: the test run's target/debug, so the image
+    # group does not compile the workspace a second time). Not reproducible
+    # like the release build below; release images never use this.
+    bin_dir=$HUIS_BIN_DIR
+    for b in huisd huisctl; do
+        [ -x "$bin_dir/$b" ] || die "HUIS_BIN_DIR=$bin_dir has no executable $b (cargo build -p huis-firmware --bins first)"
+    done
+    echo "using prebuilt huisd and huisctl from $bin_dir" >&2
+else
+    # Deterministic Rust output: no absolute paths of this machine in the binaries.
+    export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+fi
 
 # Debian versions may not contain '+g<hash>-dirty' oddities at the start; ours start with a digit.
 deb_version=${version//_/.}

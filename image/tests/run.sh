@@ -2,10 +2,12 @@
 # The image test group (issue 6): build the amd64 image, boot it in QEMU (TCG),
 # update it with signed RAUC bundles and check A/B switching and rollback.
 #
-#   image/tests/run.sh [--reuse] [--kvm] [--install-deps]
+#   image/tests/run.sh [--reuse] [--kvm] [--install-deps] [--huis-bin-dir DIR]
 #
 #   --reuse   keep an already built image/.build/amd64 (default: build afresh)
 #   --kvm     boot with KVM when usable (CI: TCG)
+#   --huis-bin-dir DIR   build the image with huisd/huisctl from DIR (CI: the
+#             test run's target/debug) instead of a second, release, compile
 #
 # Every step has a hard timeout. The last line is "N passed, N failed".
 # Figures (build time, sizes, boot-to-ready) go to image/.build/amd64/bench.txt.
@@ -13,14 +15,16 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/common.sh"
 
-reuse=no kvm=() install_deps=no
-for a in "$@"; do
-    case $a in
+reuse=no kvm=() install_deps=no bin_dir=()
+while [ $# -gt 0 ]; do
+    case $1 in
         --reuse) reuse=yes ;;
         --install-deps) install_deps=yes ;;
         --kvm) kvm=(--kvm) ;;
-        *) die "unknown option $a" ;;
+        --huis-bin-dir) bin_dir=(--huis-bin-dir "$2"); shift ;;
+        *) die "unknown option $1" ;;
     esac
+    shift
 done
 
 load_target amd64
@@ -104,7 +108,7 @@ if [ "$reuse" = yes ] && [ -f "$out/disk.img" ] && [ -d "$out/rootfs/usr" ]; the
 else
     t0=$(date +%s)
     deps=(); [ "$install_deps" = yes ] && deps=(--install-deps)
-    if timeout 3000 "$IMAGE_DIR/build.sh" amd64 --dev "${deps[@]}" > "$out/../build-amd64.log" 2>&1; then
+    if timeout 3000 "$IMAGE_DIR/build.sh" amd64 --dev "${deps[@]}" "${bin_dir[@]}" > "$out/../build-amd64.log" 2>&1; then
         t=$(( $(date +%s) - t0 ))
         ok "build amd64 image (${t}s)"
         bench "build_seconds=$t"
