@@ -236,6 +236,18 @@ cp -a "$tree/etc/huis/." "$data/etc-huis/"
 huis_uid=$(chroot "$tree" id -u huis 2>/dev/null || echo 0)
 huis_gid=$(chroot "$tree" id -g huis 2>/dev/null || echo 0)
 chown "$huis_uid:$huis_gid" "$data/var-lib-huis"
+# The simulated mic array's room recording (QEMU and other machines without
+# a mic array), rendered here by the image's own huisd: under TCG emulation
+# huisd would spend minutes on it at first start, longer than systemd waits.
+# The qemu-x86_64 board has the sim board's geometry, so one file serves both.
+if [ "$with_huisd" = yes ] && [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+    rec=$(chroot "$tree" /usr/bin/huisd --render-sim-recording /tmp/sim-recording --board sim) \
+        || die "huisd --render-sim-recording failed in the tree"
+    mv "$tree$rec" "$data/var-lib-huis/"
+    rm -rf "$tree/tmp/sim-recording"; touch -d "@$SOURCE_DATE_EPOCH" "$tree/tmp"
+    chown "$huis_uid:$huis_gid" "$data/var-lib-huis/$(basename "$rec")"
+    note "sim room recording $(basename "$rec") ($(du -h --apparent-size "$data/var-lib-huis/$(basename "$rec")" | cut -f1))"
+fi
 find "$data" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
 make_ext4 "$data" "$out/data.ext4" data "data-$TARGET" 192
 

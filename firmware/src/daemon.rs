@@ -30,6 +30,12 @@ pub struct Args {
     /// Use the session bus instead of the system bus (development and tests).
     #[arg(long)]
     pub session: bool,
+    /// Render the simulated mic array's default room recording into this
+    /// state directory for the board (`--board`) and exit. Image builds use
+    /// it: under emulation the rendering takes minutes, longer than
+    /// systemd waits for huisd to start.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub render_sim_recording: Option<PathBuf>,
 }
 
 /// Exit status for a configuration that cannot be used (sysexits EX_CONFIG);
@@ -62,6 +68,25 @@ fn init_logging(level: &str) {
 /// Runs huisd to completion; returns the process exit status.
 pub fn main() -> i32 {
     let args = Args::parse();
+    if let Some(dir) = &args.render_sim_recording {
+        let board = match huis_board::resolve(args.board.as_deref(), None, std::path::Path::new("/")) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("huisd: {e}");
+                return EXIT_CONFIG;
+            }
+        };
+        return match crate::hardware::render_sim_recording(&board, dir) {
+            Ok(p) => {
+                println!("{}", p.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("huisd: {e}");
+                1
+            }
+        };
+    }
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {

@@ -18,10 +18,16 @@ case $arch in
     *) die "no Rust target known for Debian architecture $arch" ;;
 esac
 
-host_target=$(rustc -vV | sed -n 's/^host: //p')
+# With HUIS_BIN_DIR (prebuilt binaries for this machine's architecture) no
+# Rust toolchain is needed here at all.
+[ -z "${HUIS_BIN_DIR:-}" ] || [ "$arch" = "$(dpkg --print-architecture)" ] \
+    || die "HUIS_BIN_DIR holds binaries for $(dpkg --print-architecture), not $arch"
+host_target=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-$BUILD_ROOT/target}
 cargo_args=(build --quiet --release -p huis-firmware --bins --locked)
-if [ "$rust_target" != "$host_target" ]; then
+if [ -n "${HUIS_BIN_DIR:-}" ]; then
+    :
+elif [ "$rust_target" != "$host_target" ]; then
     if ! rustup target list --installed 2>/dev/null | grep -qx "$rust_target"; then
         die "cannot build huisd for $arch: the Rust standard library for $rust_target is not installed (rustup target add $rust_target; also needs a linker such as gcc-aarch64-linux-gnu). Build on an $arch machine or install the target, or pass --no-huisd to build an image without huisd."
     fi

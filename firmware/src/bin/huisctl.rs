@@ -293,11 +293,12 @@ async fn update(json: bool, conn: &zbus::Connection, source: &str) -> zbus::Resu
     let mut progress = up.receive_progress_changed().await;
     let mut completed = up.receive_completed().await?;
     let mut owner = zbus::fdo::DBusProxy::new(conn).await?.receive_name_owner_changed().await?;
+    // A property stream starts with the current value: the last install's.
+    let mut last = up.progress().await.unwrap_or_default();
     up.install(&source).await?;
     if !json {
         println!("installing {source}");
     }
-    let mut last = (-1, String::new());
     loop {
         tokio::select! {
             Some(p) = progress.next() => {
