@@ -14,6 +14,9 @@
 #   --no-huisd          build without the huis package (e.g. arm64 without a Rust
 #                       cross toolchain); the image says so in /usr/lib/huis/NO-HUISD
 #   --no-compress       skip the .zst copy of the disk image
+#   --huis-bin-dir DIR  take huisd and huisctl from DIR (e.g. target/debug of a test
+#                       run) instead of building them with cargo --release: CI uses it
+#                       to avoid compiling the workspace twice; never for release images
 #   --keep-rootfs       reuse the mmdebstrap tree of an earlier build of this target
 #                       when the package list and huis package are unchanged
 #                       (for iterating on the recipe; clean builds never use it)
@@ -40,6 +43,7 @@ while [ $# -gt 0 ]; do
         --no-huisd) with_huisd=no ;;
         --no-compress) compress=no ;;
         --keep-rootfs) keep_rootfs=yes ;;
+        --huis-bin-dir) HUIS_BIN_DIR=$(cd "$2" && pwd) || die "--huis-bin-dir $2: no such directory"; export HUIS_BIN_DIR; shift ;;
         -h|--help) usage ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) [ -z "$target" ] || die "one target at a time"; target=$1 ;;
@@ -232,6 +236,18 @@ cp -a "$tree/etc/huis/." "$data/etc-huis/"
 huis_uid=$(chroot "$tree" id -u huis 2>/dev/null || echo 0)
 huis_gid=$(chroot "$tree" id -g huis 2>/dev/null || echo 0)
 chown "$huis_uid:$huis_gid" "$data/var-lib-huis"
+# The simulated mic array's room recording (QEMU and other machines without
+# a mic array), rendered here by the image's own huisd: under TCG emulation
+# huisd would spend minutes on it at first start, longer than systemd waits.
+# The qemu-x86_64 board has the sim board's geometry, so one file serves both.
+if [ "$with_huisd" = yes ] && [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+    rec=$(chroot "$tree" /usr/bin/huisd --render-sim-recording /tmp/sim-recording --board sim) \
+        || die "huisd --render-sim-recording failed in the tree"
+    mv "$tree$rec" "$data/var-lib-huis/"
+    rm -rf "$tree/tmp/sim-recording"; touch -d "@$SOURCE_DATE_EPOCH" "$tree/tmp"
+    chown "$huis_uid:$huis_gid" "$data/var-lib-huis/$(basename "$rec")"
+    note "sim room recording $(basename "$rec") ($(du -h --apparent-size "$data/var-lib-huis/$(basename "$rec")" | cut -f1))"
+fi
 find "$data" -print0 | xargs -0r touch -h -d "@$SOURCE_DATE_EPOCH"
 make_ext4 "$data" "$out/data.ext4" data "data-$TARGET" 192
 

@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 
 use crate::audio::{Controls, Engine};
 use crate::config::{self, Config};
-use crate::dbus::iface::{Audio1, AudioProps, Config1, Props, Room1, RoomProps, Video1, VideoProps};
+use crate::dbus::iface::{Audio1, AudioProps, Config1, Props, Room1, RoomProps, Update1, Video1, VideoProps};
 use crate::dbus::{AUDIO_PATH, BUS_NAME, CONFIG_PATH, ROOM_PATH, VIDEO_PATH};
 use crate::room::{Command, Room, RoomState};
 
@@ -30,6 +30,12 @@ pub struct Args {
     /// Use the session bus instead of the system bus (development and tests).
     #[arg(long)]
     pub session: bool,
+    /// Render the simulated mic array's default room recording into this
+    /// state directory for the board (`--board`) and exit. Image builds use
+    /// it: under emulation the rendering takes minutes, longer than
+    /// systemd waits for huisd to start.
+    #[arg(long, value_name = "STATE_DIR")]
+    pub render_sim_recording: Option<PathBuf>,
 }
 
 /// Exit status for a configuration that cannot be used (sysexits EX_CONFIG);
@@ -62,6 +68,25 @@ fn init_logging(level: &str) {
 /// Runs huisd to completion; returns the process exit status.
 pub fn main() -> i32 {
     let args = Args::parse();
+    if let Some(dir) = &args.render_sim_recording {
+        let board = match huis_board::resolve(args.board.as_deref(), None, std::path::Path::new("/")) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("huisd: {e}");
+                return EXIT_CONFIG;
+            }
+        };
+        return match crate::hardware::render_sim_recording(&board, dir) {
+            Ok(p) => {
+                println!("{}", p.display());
+                0
+            }
+            Err(e) => {
+                eprintln!("huisd: {e}");
+                1
+            }
+        };
+    }
     let cfg = match Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -154,7 +179,8 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         state: RoomState::Idle.name().into(),
         room_name: cfg.room.name.clone(),
         board: board.name.clone(),
-        version: VERSION.into(),
+        // The image's version where there is one (it names what a room runs), else huisd's.
+        version: crate::update::image_version().unwrap_or_else(|| VERSION.into()),
         muted: false,
         last_error: hw.problems.first().cloned().unwrap_or_default(),
         leds: "off".into(),
@@ -192,6 +218,8 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let config_iface = Config1 { tx: tx.clone(), path: args.config.display().to_string() };
 
     let builder = if args.session { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
+    // Update1 needs the connection it is served on (to emit Completed), so it
+    // is added once the connection exists, before the bus name is taken.
     let conn = builder
         .serve_at(ROOM_PATH, room_iface)
         .serve_at(ROOM_PATH, zbus::fdo::ObjectManager)
@@ -203,6 +231,11 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!("cannot connect to the {} bus: {e}", if args.session { "session" } else { "system" })
         })?;
+    let updater = crate::update::Updater::new(conn.clone(), props.clone());
+    conn.object_server()
+        .at(ROOM_PATH, Update1 { updater: updater.clone(), props: props.clone() })
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot serve org.huis.Update1: {e}"))?;
     // Ask for the name without queueing: a second huisd must fail, not wait.
     use zbus::fdo::{RequestNameFlags, RequestNameReply};
     match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
@@ -250,6 +283,12 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
             }
         };
     let screen = start_screen(&board, &cfg, &sip_uri_of(&props));
+    let health_inputs = crate::health::Inputs {
+        board: board.name.clone(),
+        meters: engine.as_ref().map(|e| e.meters.clone()),
+        video_source: hw.camera.gst_source(cfg.video.width, cfg.video.height, cfg.video.framerate),
+        encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
+    };
     let room = Room {
         conn: conn.clone(),
         props,
@@ -273,6 +312,18 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         sd_notify::NotifyState::Status(&format!("ready on board {}", board.name)),
     ]);
     tracing::info!(bus = if args.session { "session" } else { "system" }, name = BUS_NAME, "ready");
+
+    if args.session {
+        // A development or test huisd never marks the machine's slots.
+        let u = updater.clone();
+        tokio::spawn(async move {
+            if let Ok(p) = u.rauc().await {
+                u.refresh(&p).await;
+            }
+        });
+    } else {
+        tokio::spawn(crate::health::run(conn.clone(), updater.clone(), health_inputs));
+    }
 
     // The room task stops when told to; should it ever be stuck, SIGTERM
     // still ends huisd after a grace period rather than waiting for SIGKILL.

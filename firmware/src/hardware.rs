@@ -40,7 +40,7 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
     let mic: Option<Box<dyn MicArray>> = match ma.backend {
         Backend::Sim => {
             let path = if cfg.audio.sim_recording.is_empty() {
-                let p = state_dir.join(format!("room-{}ch-{}hz.wav", ma.capture_channels, ma.sample_rate));
+                let p = sim_recording_path(board, state_dir);
                 if !p.exists() {
                     tracing::info!(path = %p.display(), "rendering the default room recording for the simulated mic array");
                     if let Err(e) = write_default_recording(&p, board) {
@@ -180,6 +180,24 @@ pub fn dsp_for(board: &Board, cfg: &Config) -> Result<huis_dsp::Processor, Strin
     c.noise_suppression = cfg.audio.noise_suppression;
     c.gain_control = cfg.audio.gain_control;
     huis_dsp::Processor::new(&c).map_err(|e| e.to_string())
+}
+
+/// Where huisd keeps the rendered default recording of `board` in `state_dir`.
+fn sim_recording_path(board: &Board, state_dir: &Path) -> PathBuf {
+    let ma = &board.mic_array;
+    state_dir.join(format!("room-{}ch-{}hz.wav", ma.capture_channels, ma.sample_rate))
+}
+
+/// Renders the default recording into `state_dir` ahead of time (image
+/// builds: `huisd --render-sim-recording DIR --board NAME`).
+pub fn render_sim_recording(board: &Board, state_dir: &Path) -> Result<PathBuf, String> {
+    if board.mic_array.backend != Backend::Sim {
+        return Err(format!("board {} has no simulated mic array", board.name));
+    }
+    std::fs::create_dir_all(state_dir).map_err(|e| format!("{}: {e}", state_dir.display()))?;
+    let p = sim_recording_path(board, state_dir);
+    write_default_recording(&p, board)?;
+    Ok(p)
 }
 
 /// Renders the sim board's default room recording: a talker in a simulated

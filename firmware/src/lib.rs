@@ -7,5 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod dbus;
 pub mod hardware;
+pub mod health;
 pub mod media;
 pub mod room;
+pub mod update;

@@ -525,7 +525,12 @@ impl Room {
 }
 
 /// Emits `PropertiesChanged` for properties already updated in `Props`.
-async fn emit(conn: &Connection, path: &str, iface: &'static str, changes: Vec<(&'static str, Variant<'static>)>) {
+pub(crate) async fn emit(
+    conn: &Connection,
+    path: &str,
+    iface: &'static str,
+    changes: Vec<(&'static str, Variant<'static>)>,
+) {
     if changes.is_empty() {
         return;
     }

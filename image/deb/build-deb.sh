@@ -18,10 +18,16 @@ case $arch in
     *) die "no Rust target known for Debian architecture $arch" ;;
 esac
 
-host_target=$(rustc -vV | sed -n 's/^host: //p')
+# With HUIS_BIN_DIR (prebuilt binaries for this machine's architecture) no
+# Rust toolchain is needed here at all.
+[ -z "${HUIS_BIN_DIR:-}" ] || [ "$arch" = "$(dpkg --print-architecture)" ] \
+    || die "HUIS_BIN_DIR holds binaries for $(dpkg --print-architecture), not $arch"
+host_target=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
 target_dir=${CARGO_TARGET_DIR:-$BUILD_ROOT/target}
 cargo_args=(build --quiet --release -p huis-firmware --bins --locked)
-if [ "$rust_target" != "$host_target" ]; then
+if [ -n "${HUIS_BIN_DIR:-}" ]; then
+    :
+elif [ "$rust_target" != "$host_target" ]; then
     if ! rustup target list --installed 2>/dev/null | grep -qx "$rust_target"; then
         die "cannot build huisd for $arch: the Rust standard library for $rust_target is not installed (rustup target add $rust_target; also needs a linker such as gcc-aarch64-linux-gnu). Build on an $arch machine or install the target, or pass --no-huisd to build an image without huisd."
     fi
@@ -31,9 +37,20 @@ else
     bin_dir=$target_dir/release
 fi
 
-# Deterministic Rust output: no absolute paths of this machine in the binaries.
-export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-(cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+if [ -n "${HUIS_BIN_DIR:-}" ]; then
+    # Binaries built already (CI: the test run's target/debug, so the image
+    # group does not compile the workspace a second time). Not reproducible
+    # like the release build below; release images never use this.
+    bin_dir=$HUIS_BIN_DIR
+    for b in huisd huisctl; do
+        [ -x "$bin_dir/$b" ] || die "HUIS_BIN_DIR=$bin_dir has no executable $b (cargo build -p huis-firmware --bins first)"
+    done
+    echo "using prebuilt huisd and huisctl from $bin_dir" >&2
+else
+    # Deterministic Rust output: no absolute paths of this machine in the binaries.
+    export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+fi
 
 # Debian versions may not contain '+g<hash>-dirty' oddities at the start; ours start with a digit.
 deb_version=${version//_/.}
@@ -50,6 +67,10 @@ u huis - "huis room daemon" /var/lib/huis
 m huis huis-admin
 CONF
 printf 'huis firmware %s\nLicense: GPL-3.0-or-later\n' "$version" > "$pkg/usr/share/doc/huis/copyright"
+# huisd runs the boot health check and marks the RAUC slot itself; this file
+# makes the image's shell stand-in (huis-boot-check.service) stand down.
+install -d "$pkg/usr/lib/huis"
+printf 'huisd marks the booted RAUC slot good or bad (see ARCHITECTURE.md)\n' > "$pkg/usr/lib/huis/huisd-marks-slot"
 
 installed_kb=$(du -sk "$pkg/usr" | cut -f1)
 cat > "$pkg/DEBIAN/control" <<CONTROL

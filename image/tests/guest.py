@@ -35,6 +35,16 @@ class Console:
         self.sock.setblocking(False)
         self.buf = ""
         self.log = open(log_path, "a", encoding="utf-8", errors="replace")
+        self.stamp = 0.0
+        self._stamp(f"connected ({' '.join(sys.argv[2:3])})")
+
+    def _stamp(self, what=""):
+        # Host wall-clock marks in the log (at most one per 5 s), so slow
+        # phases (shutdown, firmware, boot) can be timed afterwards.
+        now = time.time()
+        if what or now - self.stamp >= 5:
+            self.log.write(f"\n<<host {time.strftime('%H:%M:%S', time.gmtime(now))} {what}>>\n")
+            self.stamp = now
 
     def _pump(self, timeout):
         import select
@@ -49,6 +59,7 @@ class Console:
         if not data:
             raise SystemExit("guest.py: the console closed (QEMU exited?)")
         text = data.decode("utf-8", errors="replace").replace("\r", "")
+        self._stamp()
         self.log.write(text)
         self.log.flush()
         # Terminal control sequences (colours, bracketed paste) only get in the
@@ -118,7 +129,7 @@ def main():
             # the "marked bad; rebooting" line that follows a failure.
             # Up to the end of the line: "$" alone also matches the end of a
             # half-received line.
-            m = con.expect(r"huis-boot-check: (slot \S+ marked good [^\n]*|slot \S+ [^\n]*failed its health check[^\n]*)\n", timeout)
+            m = con.expect(r"huis(?:-boot-check| health check): (slot \S+ marked good [^\n]*|slot \S+ [^\n]*failed its health check[^\n]*)\n", timeout)
             ready = time.monotonic() - t0
             verdict = m.group(1)
             con.shell_setup(max(30.0, timeout - ready))

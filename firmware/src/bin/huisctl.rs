@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use futures_util::StreamExt;
 use huis_firmware::dbus::BUS_NAME;
-use huis_firmware::dbus::client::{Audio1Proxy, Call1Proxy, Config1Proxy, Room1Proxy, Video1Proxy};
+use huis_firmware::dbus::client::{Audio1Proxy, Call1Proxy, Config1Proxy, Room1Proxy, Update1Proxy, Video1Proxy};
 use serde_json::{Value as Json, json};
 
 #[derive(Parser)]
@@ -55,6 +55,16 @@ enum Cmd {
     Video,
     /// Save what the screen shows now as a PNG file.
     Screenshot { file: std::path::PathBuf },
+    /// Install an update bundle (a path or an http(s) URL) into the other
+    /// slot, printing progress until it is done; or show the slots.
+    Update {
+        /// The .raucb bundle: a local path or an http:// or https:// URL.
+        #[arg(required_unless_present = "status", conflicts_with = "status")]
+        source: Option<String>,
+        /// Show the running slot, each slot's version and state instead.
+        #[arg(long)]
+        status: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,7 +290,116 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
             );
             Ok(())
         }
+        Cmd::Update { status: true, .. } => update_status(cli.json, conn).await,
+        Cmd::Update { source, .. } => update(cli.json, conn, source.as_deref().unwrap_or("")).await,
     }
+}
+
+fn failed(msg: String) -> zbus::Error {
+    zbus::Error::FDO(Box::new(zbus::fdo::Error::Failed(msg)))
+}
+
+/// The source as huisd must see it: URLs as given, paths absolute and checked
+/// here first, in the caller's view of the file system.
+fn update_source(source: &str) -> zbus::Result<String> {
+    if source.contains("://") {
+        return Ok(source.to_owned());
+    }
+    let p = std::path::Path::new(source);
+    let abs = if p.is_absolute() {
+        p.to_owned()
+    } else {
+        std::env::current_dir().map_err(|e| failed(format!("update bundle {source}: {e}")))?.join(p)
+    };
+    match std::fs::metadata(&abs) {
+        Ok(m) if m.is_file() => Ok(abs.to_string_lossy().into_owned()),
+        Ok(_) => Err(failed(format!("update bundle {}: not a regular file", abs.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(failed(format!("update bundle {}: no such file", abs.display())))
+        }
+        Err(e) => Err(failed(format!("update bundle {}: {e}", abs.display()))),
+    }
+}
+
+async fn update(json: bool, conn: &zbus::Connection, source: &str) -> zbus::Result<()> {
+    let source = update_source(source)?;
+    let up = Update1Proxy::new(conn).await?;
+    // Listen before asking, so neither progress nor the end can be missed.
+    let mut progress = up.receive_progress_changed().await;
+    let mut completed = up.receive_completed().await?;
+    let mut owner = zbus::fdo::DBusProxy::new(conn).await?.receive_name_owner_changed().await?;
+    // A property stream starts with the current value: the last install's.
+    let mut last = up.progress().await.unwrap_or_default();
+    up.install(&source).await?;
+    if !json {
+        println!("installing {source}");
+    }
+    loop {
+        tokio::select! {
+            Some(p) = progress.next() => {
+                if let Ok((pct, msg)) = p.get().await {
+                    if (pct, msg.as_str()) != (last.0, last.1.as_str()) && !msg.is_empty() {
+                        if json {
+                            println!("{}", json!({"progress": pct, "message": msg}));
+                        } else {
+                            println!("{pct:>3}% {msg}");
+                        }
+                        last = (pct, msg);
+                    }
+                }
+            }
+            Some(c) = completed.next() => {
+                let a = c.args()?;
+                let (result, message) = (a.result, a.message.to_string());
+                if json {
+                    println!("{}", json!({"result": result, "message": message}));
+                } else if result == 0 {
+                    println!("{message}");
+                }
+                return if result == 0 { Ok(()) } else { Err(failed(format!("update failed: {}", message))) };
+            }
+            Some(o) = owner.next() => {
+                if let Ok(a) = o.args() {
+                    if a.name.as_str() == BUS_NAME && a.new_owner.is_none() {
+                        return Err(failed("huisd stopped before the update completed".into()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn update_status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
+    let up = Update1Proxy::new(conn).await?;
+    let room = Room1Proxy::new(conn).await?;
+    let slots = up.slots().await?;
+    let (pct, msg) = up.progress().await?;
+    let s = json!({
+        "version": room.version().await?,
+        "boot_slot": up.boot_slot().await?,
+        "compatible": up.compatible().await?,
+        "operation": up.operation().await?,
+        "progress": {"percent": pct, "message": msg},
+        "last_error": up.last_error().await?,
+        "slots": slots.iter().map(|(b, st, bs, v)| json!({"slot": b, "state": st, "boot_status": bs, "version": v})).collect::<Vec<_>>(),
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap());
+        return Ok(());
+    }
+    let boot = s["boot_slot"].as_str().unwrap_or("");
+    println!("Version     {}", s["version"].as_str().unwrap_or(""));
+    println!("Running     {}", if boot.is_empty() { "no A/B slots (RAUC is not available)" } else { boot });
+    if !slots.is_empty() {
+        println!("Compatible  {}", s["compatible"].as_str().unwrap_or(""));
+    }
+    for (b, st, bs, v) in &slots {
+        println!("Slot {b}      {}, {bs}, {st}", if v.is_empty() { "version unknown" } else { v });
+    }
+    println!("Update      {}", s["operation"].as_str().unwrap_or(""));
+    let err = s["last_error"].as_str().unwrap_or("");
+    println!("Last error  {}", if err.is_empty() { "none" } else { err });
+    Ok(())
 }
 
 /// Paths of the calls in progress, oldest first.
@@ -356,7 +475,12 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     let room = Room1Proxy::new(conn).await?;
     let audio = Audio1Proxy::new(conn).await?;
     let video = Video1Proxy::new(conn).await?;
+    let update = Update1Proxy::new(conn).await?;
     let s = json!({
+        "update": {
+            "boot_slot": update.boot_slot().await.unwrap_or_default(),
+            "operation": update.operation().await.unwrap_or_default(),
+        },
         "room": room.room_name().await?,
         "state": room.state().await?,
         "board": room.board().await?,
@@ -409,6 +533,9 @@ async fn status(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     println!("Registered  {}", s["registration"].as_str().unwrap_or(""));
     println!("Board       {}", s["board"].as_str().unwrap_or(""));
     println!("Version     {}", s["version"].as_str().unwrap_or(""));
+    if let Some(slot) = s["update"]["boot_slot"].as_str().filter(|b| !b.is_empty()) {
+        println!("Slot        {slot} (huisctl update --status shows both)");
+    }
     let err = s["last_error"].as_str().unwrap_or("");
     println!("Last error  {}", if err.is_empty() { "none" } else { err });
     println!(

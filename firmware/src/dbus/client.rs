@@ -105,3 +105,22 @@ pub trait Call1 {
     fn hangup(&self) -> zbus::Result<()>;
     fn answer(&self) -> zbus::Result<()>;
 }
+
+#[proxy(interface = "org.huis.Update1", default_service = "org.huis.Room1", default_path = "/org/huis/Room1")]
+pub trait Update1 {
+    fn install(&self, source: &str) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn operation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<(i32, String)>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn boot_slot(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn compatible(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn slots(&self) -> zbus::Result<Vec<(String, String, String, String)>>;
+    #[zbus(signal)]
+    fn completed(&self, result: i32, message: &str) -> zbus::Result<()>;
+}

@@ -28,6 +28,7 @@ pub struct Props {
     pub room: Mutex<RoomProps>,
     pub audio: Mutex<AudioProps>,
     pub video: Mutex<VideoProps>,
+    pub update: Mutex<crate::update::UpdateProps>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -340,4 +341,65 @@ impl Config1 {
     }
     #[zbus(signal)]
     pub async fn changed(emitter: &SignalEmitter<'_>, key: &str, value: &str) -> zbus::Result<()>;
+}
+
+/// `org.huis.Update1` at `/org/huis/Room1`: installing signed update bundles
+/// through RAUC and the state of the two slots. See [`crate::update`].
+pub struct Update1 {
+    pub updater: Arc<crate::update::Updater>,
+    pub props: Arc<Props>,
+}
+
+impl Update1 {
+    fn p(&self) -> std::sync::MutexGuard<'_, crate::update::UpdateProps> {
+        self.props.update.lock().unwrap()
+    }
+}
+
+#[interface(name = "org.huis.Update1")]
+impl Update1 {
+    /// Installs a bundle into the slot that is not running: `source` is an
+    /// absolute path or an http(s) URL (downloaded to the data partition
+    /// first). Returns once the install has started; its end is `Completed`.
+    async fn install(&self, source: String) -> Result<(), HuisError> {
+        self.updater.install(source).await
+    }
+    /// idle, downloading or installing.
+    #[zbus(property)]
+    fn operation(&self) -> String {
+        self.p().operation.clone()
+    }
+    /// Percent done and what is happening, from RAUC.
+    #[zbus(property)]
+    fn progress(&self) -> (i32, String) {
+        self.p().progress.clone()
+    }
+    /// Why the last install (or the boot health check) failed, or "".
+    #[zbus(property)]
+    fn last_error(&self) -> String {
+        self.p().last_error.clone()
+    }
+    /// The slot running now (A or B), "" without RAUC.
+    #[zbus(property)]
+    fn boot_slot(&self) -> String {
+        self.p().boot_slot.clone()
+    }
+    /// The RAUC compatible string bundles must carry (e.g. huis-amd64).
+    #[zbus(property)]
+    fn compatible(&self) -> String {
+        self.p().compatible.clone()
+    }
+    /// Every slot: (bootname, state booted/inactive, boot status good/bad, version or "").
+    #[zbus(property)]
+    fn slots(&self) -> Vec<(String, String, String, String)> {
+        self.p()
+            .slots
+            .iter()
+            .map(|s| (s.bootname.clone(), s.state.clone(), s.boot_status.clone(), s.version.clone()))
+            .collect()
+    }
+    /// The end of an install: result 0 = written, reboot to finish; else the
+    /// message says why and nothing was changed.
+    #[zbus(signal)]
+    pub async fn completed(emitter: &SignalEmitter<'_>, result: i32, message: &str) -> zbus::Result<()>;
 }

@@ -1,0 +1,572 @@
+//! Updates through RAUC, and what huisd tells people about them.
+//!
+//! huisd never writes a slot itself: RAUC (`de.pengutronix.rauc` on the
+//! system bus, object `/`, interface `de.pengutronix.rauc.Installer`) does.
+//! [`Updater`] checks what a person asked for, hands it to RAUC, mirrors
+//! RAUC's `Operation`, `Progress` and `LastError` as `org.huis.Update1`
+//! properties (with `PropertiesChanged`), and turns RAUC's `Completed` into
+//! its own `Completed(result, message)` with a message for people.
+//!
+//! Where RAUC is absent (the simulated board, a development machine),
+//! `Update1` still exists and `Install` says so; nothing else changes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures_util::StreamExt;
+use zbus::{Connection, OwnedVariant, Variant, proxy};
+
+use crate::dbus::iface::Props;
+use crate::dbus::{HuisError, ROOM_PATH};
+
+pub const RAUC_NAME: &str = "de.pengutronix.rauc";
+/// Where bundles given as URLs are downloaded before RAUC installs them:
+/// the data partition, which no update overwrites.
+pub const DOWNLOAD_DIR: &str = "/data/update";
+/// The image's version files (written by image/build.sh and bundle.sh).
+const OS_RELEASE: &[&str] = &["/etc/os-release", "/usr/lib/os-release"];
+
+#[proxy(interface = "de.pengutronix.rauc.Installer", default_service = "de.pengutronix.rauc", default_path = "/")]
+pub trait Installer {
+    fn install_bundle(&self, source: &str, args: HashMap<&str, Variant<'_>>) -> zbus::Result<()>;
+    fn mark(&self, state: &str, slot_identifier: &str) -> zbus::Result<(String, String)>;
+    fn get_slot_status(&self) -> zbus::Result<Vec<(String, HashMap<String, OwnedVariant>)>>;
+    #[zbus(property)]
+    fn operation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn last_error(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn progress(&self) -> zbus::Result<(i32, String, i32)>;
+    #[zbus(property)]
+    fn compatible(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn boot_slot(&self) -> zbus::Result<String>;
+    #[zbus(signal)]
+    fn completed(&self, result: i32) -> zbus::Result<()>;
+}
+
+/// One slot as `Update1.Slots` shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Slot {
+    /// GRUB's name for it: A or B.
+    pub bootname: String,
+    /// booted or inactive.
+    pub state: String,
+    /// good or bad (RAUC's boot status).
+    pub boot_status: String,
+    /// The image version in the slot; "" when unknown (never installed by RAUC).
+    pub version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpdateProps {
+    /// idle, downloading, installing (RAUC's operation, plus huisd's download).
+    pub operation: String,
+    pub progress: (i32, String),
+    pub last_error: String,
+    pub boot_slot: String,
+    pub compatible: String,
+    pub slots: Vec<Slot>,
+}
+
+impl Default for UpdateProps {
+    fn default() -> Self {
+        Self {
+            operation: "idle".into(),
+            progress: (0, String::new()),
+            last_error: String::new(),
+            boot_slot: String::new(),
+            compatible: String::new(),
+            slots: Vec::new(),
+        }
+    }
+}
+
+/// The image version of the running system: `IMAGE_VERSION` in os-release,
+/// or None off an image.
+pub fn image_version() -> Option<String> {
+    OS_RELEASE.iter().find_map(|p| {
+        let text = std::fs::read_to_string(p).ok()?;
+        text.lines().find_map(|l| {
+            let v = l.strip_prefix("IMAGE_VERSION=")?.trim().trim_matches(|c| c == '"' || c == '\'');
+            (!v.is_empty()).then(|| v.to_owned())
+        })
+    })
+}
+
+/// What `Install` was given.
+#[derive(Debug, PartialEq)]
+pub enum Source {
+    Path(PathBuf),
+    Url(String),
+}
+
+/// Checks an install source; the error names it and says what is wrong.
+pub fn parse_source(source: &str) -> Result<Source, String> {
+    let s = source.trim();
+    if s.is_empty() {
+        return Err("no update source given: pass the path of a .raucb bundle or an http(s):// URL".into());
+    }
+    if let Some((scheme, rest)) = s.split_once("://") {
+        return match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" if !rest.is_empty() && !rest.starts_with('/') => Ok(Source::Url(s.to_owned())),
+            "http" | "https" => Err(format!("update source '{s}': the URL has no host")),
+            other => Err(format!(
+                "update source '{s}': unsupported URL scheme '{other}' (give a local path or an http:// or https:// URL)"
+            )),
+        };
+    }
+    let p = Path::new(s);
+    if !p.is_absolute() {
+        return Err(format!(
+            "update bundle '{s}': huisd needs an absolute path (huisctl makes relative paths absolute)"
+        ));
+    }
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_file() => Ok(Source::Path(p.to_owned())),
+        Ok(_) => Err(format!("update bundle {s}: not a regular file")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
+            "update bundle {s}: no such file (as huisd sees it; huisd's /tmp and /home are private, \
+             put bundles under /data or a mounted medium)"
+        )),
+        Err(e) => Err(format!("update bundle {s}: {e}")),
+    }
+}
+
+/// Why RAUC is not there, as one sentence for people.
+fn not_available(why: impl std::fmt::Display) -> String {
+    format!("RAUC is not available on this system ({why}); updates need a huis image with RAUC")
+}
+
+pub struct Updater {
+    /// huisd's own connection: where Update1 lives and signals are emitted.
+    conn: Connection,
+    props: Arc<Props>,
+    /// The system bus, where RAUC lives; connected on first use.
+    system: tokio::sync::Mutex<Option<Connection>>,
+    watching: std::sync::atomic::AtomicBool,
+    /// A download or install started by huisd and not yet completed.
+    busy: Mutex<bool>,
+    /// The file huisd downloaded for the install in progress, removed at the end.
+    downloaded: Mutex<Option<PathBuf>>,
+}
+
+impl Updater {
+    pub fn new(conn: Connection, props: Arc<Props>) -> Arc<Self> {
+        Arc::new(Self {
+            conn,
+            props,
+            system: tokio::sync::Mutex::new(None),
+            watching: false.into(),
+            busy: Mutex::new(false),
+            downloaded: Mutex::new(None),
+        })
+    }
+
+    /// The system bus connection (RAUC's, logind's).
+    pub async fn system_bus(&self) -> Result<Connection, String> {
+        let mut g = self.system.lock().await;
+        if let Some(c) = g.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = Connection::system().await.map_err(|e| format!("cannot reach the system bus: {e}"))?;
+        *g = Some(c.clone());
+        Ok(c)
+    }
+
+    /// A proxy for RAUC, checked to answer; starts mirroring its state on first success.
+    pub async fn rauc(self: &Arc<Self>) -> Result<InstallerProxy<'static>, String> {
+        let sys = self.system_bus().await.map_err(not_available)?;
+        let p = InstallerProxy::builder(&sys)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await
+            .map_err(not_available)?;
+        // A property read activates RAUC if it is D-Bus activatable, and fails
+        // with ServiceUnknown where it is not installed.
+        match p.compatible().await {
+            Ok(_) => {}
+            Err(zbus::Error::MethodError(name, msg, _)) => {
+                return Err(not_available(format!(
+                    "{RAUC_NAME} on the system bus: {}",
+                    msg.as_deref().unwrap_or(name.as_str())
+                )));
+            }
+            Err(e) => return Err(not_available(e)),
+        }
+        if !self.watching.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let me = self.clone();
+            let sys2 = sys.clone();
+            tokio::spawn(async move {
+                if let Err(e) = me.watch(sys2).await {
+                    tracing::warn!(error = %e, "stopped following RAUC");
+                }
+                me.watching.store(false, std::sync::atomic::Ordering::SeqCst);
+            });
+            self.refresh(&p).await;
+        }
+        Ok(p)
+    }
+
+    /// Reads RAUC's slots and state into the properties (start-up and after installs).
+    pub async fn refresh(&self, p: &InstallerProxy<'_>) {
+        let compatible = p.compatible().await.unwrap_or_default();
+        let boot_slot = p.boot_slot().await.unwrap_or_default();
+        let operation = p.operation().await.unwrap_or_else(|_| "idle".into());
+        let running = image_version().unwrap_or_default();
+        let slots = match p.get_slot_status().await {
+            Ok(list) => slots_from_status(&list, &running),
+            Err(e) => {
+                tracing::warn!(error = %e, "RAUC GetSlotStatus");
+                Vec::new()
+            }
+        };
+        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+        {
+            let mut u = self.props.update.lock().unwrap();
+            if u.compatible != compatible {
+                u.compatible = compatible.clone();
+                changes.push(("Compatible", compatible.into()));
+            }
+            if u.boot_slot != boot_slot {
+                u.boot_slot = boot_slot.clone();
+                changes.push(("BootSlot", boot_slot.into()));
+            }
+            if u.slots != slots {
+                u.slots = slots.clone();
+                changes.push(("Slots", slots_variant(&slots)));
+            }
+            if !*self.busy.lock().unwrap() && u.operation != operation {
+                u.operation = operation.clone();
+                changes.push(("Operation", operation.into()));
+            }
+        }
+        self.emit(changes).await;
+    }
+
+    /// Follows RAUC: property changes and Completed, for as long as the bus lives.
+    async fn watch(self: &Arc<Self>, sys: Connection) -> zbus::Result<()> {
+        let props = zbus::fdo::PropertiesProxy::builder(&sys)
+            .destination(RAUC_NAME)
+            .path("/")
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build()
+            .await?;
+        let rauc = InstallerProxy::builder(&sys).cache_properties(zbus::proxy::CacheProperties::No).build().await?;
+        let mut changed = props.receive_properties_changed().await?;
+        let mut completed = rauc.receive_completed().await?;
+        loop {
+            tokio::select! {
+                Some(sig) = changed.next() => {
+                    let Ok(args) = sig.args() else { continue };
+                    if args.interface_name.as_str() != "de.pengutronix.rauc.Installer" {
+                        continue;
+                    }
+                    self.mirror(&args.changed_properties).await;
+                }
+                Some(sig) = completed.next() => {
+                    let result = sig.args().map(|a| a.result).unwrap_or(-1);
+                    self.completed(&rauc, result).await;
+                }
+                else => return Ok(()),
+            }
+        }
+    }
+
+    async fn mirror(&self, changed: &HashMap<&str, Variant<'_>>) {
+        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+        {
+            let mut u = self.props.update.lock().unwrap();
+            if let Some(Ok(op)) = changed.get("Operation").map(|v| String::try_from(v.clone())) {
+                if u.operation != op {
+                    u.operation = op.clone();
+                    changes.push(("Operation", op.into()));
+                }
+            }
+            if let Some(Ok((pct, msg, _depth))) =
+                changed.get("Progress").map(|v| <(i32, String, i32)>::try_from(v.clone()))
+            {
+                u.progress = (pct, msg.clone());
+                changes.push(("Progress", (pct, msg).into()));
+            }
+            if let Some(Ok(e)) = changed.get("LastError").map(|v| String::try_from(v.clone())) {
+                if !e.is_empty() && u.last_error != e {
+                    u.last_error = e.clone();
+                    changes.push(("LastError", e.into()));
+                }
+            }
+        }
+        self.emit(changes).await;
+    }
+
+    async fn completed(&self, rauc: &InstallerProxy<'_>, result: i32) {
+        let was_ours = std::mem::replace(&mut *self.busy.lock().unwrap(), false);
+        if let Some(f) = self.downloaded.lock().unwrap().take() {
+            let _ = std::fs::remove_file(f);
+        }
+        self.refresh(rauc).await;
+        let message = if result == 0 {
+            let other = {
+                let u = self.props.update.lock().unwrap();
+                u.slots.iter().find(|s| s.state != "booted").cloned()
+            };
+            match other {
+                Some(s) if !s.version.is_empty() => {
+                    format!("version {} installed in slot {}: reboot to start it", s.version, s.bootname)
+                }
+                Some(s) => format!("installed in slot {}: reboot to start it", s.bootname),
+                None => "installed: reboot to start it".into(),
+            }
+        } else {
+            let e = rauc.last_error().await.unwrap_or_default();
+            let e = if e.is_empty() { format!("RAUC reported failure {result}") } else { e };
+            format!("installation failed, nothing was changed: {e}")
+        };
+        tracing::info!(result, %message, ours = was_ours, "update completed");
+        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+        {
+            let mut u = self.props.update.lock().unwrap();
+            let last = if result == 0 { String::new() } else { message.clone() };
+            if u.last_error != last {
+                u.last_error = last.clone();
+                changes.push(("LastError", last.into()));
+            }
+            if u.operation != "idle" {
+                u.operation = "idle".into();
+                changes.push(("Operation", "idle".into()));
+            }
+        }
+        self.emit(changes).await;
+        if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
+            let _ = crate::dbus::iface::Update1::completed(&em, result, &message).await;
+        }
+    }
+
+    /// Sets huisd's own view of the operation (downloading, errors before RAUC).
+    async fn set(&self, operation: Option<&str>, progress: Option<(i32, String)>, last_error: Option<String>) {
+        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
+        {
+            let mut u = self.props.update.lock().unwrap();
+            if let Some(op) = operation {
+                if u.operation != op {
+                    u.operation = op.into();
+                    changes.push(("Operation", op.to_owned().into()));
+                }
+            }
+            if let Some(p) = progress {
+                u.progress = p.clone();
+                changes.push(("Progress", p.into()));
+            }
+            if let Some(e) = last_error {
+                if u.last_error != e {
+                    u.last_error = e.clone();
+                    changes.push(("LastError", e.into()));
+                }
+            }
+        }
+        self.emit(changes).await;
+    }
+
+    /// Reports an error to the caller and in `LastError`.
+    async fn refuse(&self, e: HuisError) -> HuisError {
+        let msg = match &e {
+            HuisError::InvalidArgument(m) | HuisError::InvalidState(m) | HuisError::NotAvailable(m) => m.clone(),
+            HuisError::Failed(m) => m.clone(),
+            HuisError::ZBus(z) => z.to_string(),
+        };
+        tracing::warn!("update refused: {msg}");
+        self.set(None, None, Some(msg)).await;
+        e
+    }
+
+    /// `Update1.Install`: checks, then hands the bundle to RAUC. Returns once
+    /// RAUC has accepted it (or, for a URL, once the download has started);
+    /// the end comes as `Completed`.
+    pub async fn install(self: &Arc<Self>, source: String) -> Result<(), HuisError> {
+        let src = match parse_source(&source) {
+            Ok(s) => s,
+            Err(m) => return Err(self.refuse(HuisError::InvalidArgument(m)).await),
+        };
+        if *self.busy.lock().unwrap() {
+            let op = self.props.update.lock().unwrap().operation.clone();
+            return Err(self.refuse(HuisError::InvalidState(format!("an update is already running ({op})"))).await);
+        }
+        let rauc = match self.rauc().await {
+            Ok(p) => p,
+            Err(m) => return Err(self.refuse(HuisError::NotAvailable(m)).await),
+        };
+        match rauc.operation().await {
+            Ok(op) if op == "idle" => {}
+            Ok(op) => {
+                return Err(self
+                    .refuse(HuisError::InvalidState(format!("an update is already running (RAUC is {op})")))
+                    .await);
+            }
+            Err(e) => return Err(self.refuse(HuisError::NotAvailable(not_available(e))).await),
+        }
+        let already = std::mem::replace(&mut *self.busy.lock().unwrap(), true);
+        if already {
+            return Err(self.refuse(HuisError::InvalidState("an update is already running".into())).await);
+        }
+        self.set(None, Some((0, format!("starting {source}"))), Some(String::new())).await;
+        match src {
+            Source::Path(p) => {
+                let r = self.hand_to_rauc(&rauc, &p).await;
+                if let Err(m) = r {
+                    *self.busy.lock().unwrap() = false;
+                    return Err(self.refuse(HuisError::Failed(m)).await);
+                }
+                Ok(())
+            }
+            Source::Url(url) => {
+                let dir = Path::new(DOWNLOAD_DIR);
+                if let Err(e) = std::fs::create_dir_all(dir) {
+                    *self.busy.lock().unwrap() = false;
+                    return Err(self
+                        .refuse(HuisError::Failed(format!("cannot download {url}: {DOWNLOAD_DIR}: {e}")))
+                        .await);
+                }
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let file = dir.join("bundle.raucb");
+                    me.set(Some("downloading"), Some((0, format!("downloading {url}"))), None).await;
+                    let r = match download(&url, &file).await {
+                        Ok(n) => {
+                            me.set(None, Some((0, format!("downloaded {n} bytes from {url}"))), None).await;
+                            *me.downloaded.lock().unwrap() = Some(file.clone());
+                            me.hand_to_rauc(&rauc, &file).await
+                        }
+                        Err(e) => Err(e),
+                    };
+                    if let Err(m) = r {
+                        *me.busy.lock().unwrap() = false;
+                        let _ = std::fs::remove_file(&file);
+                        me.set(Some("idle"), None, Some(m.clone())).await;
+                        if let Ok(em) = zbus::object_server::SignalEmitter::new(&me.conn, ROOM_PATH) {
+                            let _ = crate::dbus::iface::Update1::completed(&em, 1, &m).await;
+                        }
+                    }
+                });
+                Ok(())
+            }
+        }
+    }
+
+    async fn hand_to_rauc(&self, rauc: &InstallerProxy<'_>, bundle: &Path) -> Result<(), String> {
+        let path = bundle.to_string_lossy();
+        tracing::info!(bundle = %path, "asking RAUC to install");
+        rauc.install_bundle(&path, HashMap::new()).await.map_err(|e| match e {
+            zbus::Error::MethodError(name, msg, _) if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" => {
+                format!("RAUC refused huisd ({}): huisd's user must be in group huis-admin", msg.unwrap_or_default())
+            }
+            zbus::Error::MethodError(_, Some(msg), _) => format!("RAUC refused {path}: {msg}"),
+            other => format!("RAUC refused {path}: {other}"),
+        })
+    }
+
+    /// Emits `PropertiesChanged` on Update1 for values already stored.
+    async fn emit(&self, changes: Vec<(&'static str, Variant<'static>)>) {
+        crate::room::emit(&self.conn, ROOM_PATH, "org.huis.Update1", changes).await;
+    }
+
+    /// Stores a health check failure for people to see (`Update1.LastError`).
+    pub async fn report(&self, message: String) {
+        self.set(None, None, Some(message)).await;
+    }
+}
+
+pub fn slots_variant(slots: &[Slot]) -> Variant<'static> {
+    let v: Vec<(String, String, String, String)> =
+        slots.iter().map(|s| (s.bootname.clone(), s.state.clone(), s.boot_status.clone(), s.version.clone())).collect();
+    Variant::from(v)
+}
+
+fn field(m: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    m.get(key).and_then(|v| v.downcast_ref::<&str>().ok().map(str::to_owned)).unwrap_or_default()
+}
+
+/// RAUC's `GetSlotStatus` as slots sorted by bootname. The running slot's
+/// version is the image's own (the factory slot has no RAUC install record).
+pub fn slots_from_status(list: &[(String, HashMap<String, OwnedVariant>)], running: &str) -> Vec<Slot> {
+    let mut slots: Vec<Slot> = list
+        .iter()
+        .filter(|(_, m)| !field(m, "bootname").is_empty())
+        .map(|(_, m)| {
+            let state = field(m, "state");
+            let version =
+                if state == "booted" && !running.is_empty() { running.to_owned() } else { field(m, "bundle.version") };
+            Slot { bootname: field(m, "bootname"), state, boot_status: field(m, "boot-status"), version }
+        })
+        .collect();
+    slots.sort_by(|a, b| a.bootname.cmp(&b.bootname));
+    slots
+}
+
+/// Downloads `url` to `file` with curl (http and https, certificates checked
+/// against the system's CAs). Returns the size.
+async fn download(url: &str, file: &Path) -> Result<u64, String> {
+    let tmp = file.with_extension("part");
+    let out = tokio::process::Command::new("curl")
+        .args(["--fail", "--silent", "--show-error", "--location", "--proto", "=http,https", "--output"])
+        .arg(&tmp)
+        .arg("--")
+        .arg(url)
+        .output()
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("cannot download {url}: curl is not installed")
+            } else {
+                format!("cannot download {url}: {e}")
+            }
+        })?;
+    if !out.status.success() {
+        let _ = std::fs::remove_file(&tmp);
+        let why = String::from_utf8_lossy(&out.stderr).trim().trim_start_matches("curl: ").to_owned();
+        return Err(format!("cannot download {url}: {why}"));
+    }
+    std::fs::rename(&tmp, file).map_err(|e| format!("cannot download {url}: {}: {e}", file.display()))?;
+    Ok(std::fs::metadata(file).map(|m| m.len()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_checked_and_named() {
+        assert_eq!(parse_source("https://example.org/a.raucb"), Ok(Source::Url("https://example.org/a.raucb".into())));
+        let e = parse_source("ftp://example.org/a.raucb").unwrap_err();
+        assert!(e.contains("unsupported URL scheme 'ftp'"), "{e}");
+        let e = parse_source("/nonexistent/b.raucb").unwrap_err();
+        assert!(e.contains("/nonexistent/b.raucb") && e.contains("no such file"), "{e}");
+        let e = parse_source("rel.raucb").unwrap_err();
+        assert!(e.contains("absolute"), "{e}");
+        let e = parse_source("/").unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(parse_source("http:///x").is_err());
+    }
+
+    #[test]
+    fn slot_versions_come_from_os_release_and_rauc() {
+        let entry = |bn: &str, state: &str, bs: &str, v: Option<&str>| {
+            let mut m = HashMap::new();
+            let s = |x: &str| OwnedVariant::try_from(Variant::from(x.to_owned())).unwrap();
+            m.insert("bootname".into(), s(bn));
+            m.insert("state".into(), s(state));
+            m.insert("boot-status".into(), s(bs));
+            if let Some(v) = v {
+                m.insert("bundle.version".into(), s(v));
+            }
+            (format!("rootfs.{bn}"), m)
+        };
+        let list = vec![entry("B", "inactive", "good", Some("1.2")), entry("A", "booted", "good", None)];
+        let slots = slots_from_status(&list, "1.1");
+        assert_eq!(
+            slots[0],
+            Slot { bootname: "A".into(), state: "booted".into(), boot_status: "good".into(), version: "1.1".into() }
+        );
+        assert_eq!(slots[1].version, "1.2");
+    }
+}
