@@ -31,6 +31,8 @@ def cell(r, k):
 def cpu_per_mic(v, sid=None):
     """CPU s of the whole chain per s of audio, divided by the array's mic count."""
     c = cpu.get(v, {})
+    if not c:
+        return None
     sids = [sid] if sid else list(c)
     per = []
     for s in sids:
@@ -40,7 +42,7 @@ def cpu_per_mic(v, sid=None):
     return float(np.mean(per))
 
 
-variants = [v for v in cpu if os.path.exists(os.path.join(out, v, "score.json"))]
+variants = [v for v in list(cpu) + ["sonora_bf"] if os.path.exists(os.path.join(out, v, "score.json"))]
 hdr = "| variant | scene | " + " | ".join(h for _, h in COLS) + " | CPU s/s ÷ mics |"
 print(hdr)
 print("|" + " --- |" * (len(COLS) + 3))
@@ -48,7 +50,7 @@ for v in variants:
     rows = [r for r in json.load(open(os.path.join(out, v, "score.json")))["scenes"] if "erle_fst_db" in r]
     for r in rows:
         c = cpu_per_mic(v, r["scene"])
-        print(f"| {v} | {r['scene']} | " + " | ".join(cell(r, k) for k, _ in COLS) + f" | {c:.4f} |")
+        print(f"| {v} | {r['scene']} | " + " | ".join(cell(r, k) for k, _ in COLS) + f" | {'-' if c is None else f'{c:.4f}'} |")
     means = []
     for k, _ in COLS:
         vals = [r[k] for r in rows if r.get(k) is not None]
@@ -59,4 +61,4 @@ for v in variants:
         else:
             means.append(f"{np.mean(vals):.2f}" if vals else "-")
     c = cpu_per_mic(v)
-    print(f"| **{v}** | **mean** | " + " | ".join(means) + f" | {c:.4f} |")
+    print(f"| **{v}** | **mean** | " + " | ".join(means) + f" | {'-' if c is None else f'{c:.4f}'} |")
