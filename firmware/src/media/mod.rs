@@ -71,6 +71,7 @@
 //! with digital silence, because some gateways drop calls that send nothing.
 
 mod dtmf;
+mod elements;
 mod error;
 mod params;
 mod ring;

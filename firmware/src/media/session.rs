@@ -1,7 +1,6 @@
 //! One call's audio: the GStreamer pipeline and the three small threads around it
 //! (pacer, bus/timeout monitor, DTMF sequencer).
 
-use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +16,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::dtmf::{self, DtmfDigit};
+use super::elements::{gio_socket, link, link_chain, link_pads, make, random_ssrc, udp_sink, udp_src};
 use super::ring::{self, AudioRx, AudioTx, TxReader};
 use super::{AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError, TelephoneEvent};
 
@@ -261,23 +261,6 @@ fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
     true
 }
 
-/// Create an element, or say which package provides it.
-fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElement {
-        element: factory,
-        purpose,
-        package: match factory {
-            "avenc_g722" | "avdec_g722" => "gstreamer1.0-libav",
-            "opusenc" | "opusdec" | "audioconvert" | "audioresample" | "appsrc" | "appsink" => {
-                "gstreamer1.0-plugins-base"
-            }
-            "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
-            "srtpenc" | "srtpdec" => "gstreamer1.0-plugins-bad",
-            _ => "gstreamer1.0-plugins-good",
-        },
-    })
-}
-
 fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
     rtp_caps_named("application/x-rtp", encoding, clock_rate, pt)
 }
@@ -360,13 +343,6 @@ fn decoder_chain(codec: AudioCodec) -> Result<Vec<gst::Element>, MediaError> {
     })
 }
 
-fn random_ssrc() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
-    h.finish() as u32
-}
-
 /// RFC 5761: RTCP packet types 192-223 never collide with RTP payload types 0-95 (with marker).
 fn is_rtcp(data: &[u8]) -> bool {
     data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
@@ -382,45 +358,6 @@ fn rtcp_has_bye(data: &[u8]) -> bool {
         off += (usize::from(u16::from_be_bytes([data[off + 2], data[off + 3]])) + 1) * 4;
     }
     false
-}
-
-fn udp_sink(socket: &gio::Socket, to: std::net::SocketAddr) -> Result<gst::Element, MediaError> {
-    let sink = make("udpsink", "UDP sender")?;
-    sink.set_property(if to.is_ipv4() { "socket" } else { "socket-v6" }, socket);
-    sink.set_property("close-socket", false);
-    sink.set_property("host", to.ip().to_string());
-    sink.set_property("port", i32::from(to.port()));
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
-    sink.set_property("auto-multicast", false);
-    Ok(sink)
-}
-
-fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
-    let src = make("udpsrc", "UDP receiver")?;
-    src.set_property("socket", socket);
-    src.set_property("close-socket", false);
-    src.set_property("caps", caps);
-    Ok(src)
-}
-
-fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
-    let addr = s.local_addr().map_err(MediaError::pipeline)?;
-    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
-}
-
-fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
-    a.link(b).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
-}
-
-fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
-    els.windows(2).try_for_each(|w| link(w[0], w[1]))
-}
-
-fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), MediaError> {
-    src.link(sink)
-        .map(|_| ())
-        .map_err(|e| MediaError::Pipeline(format!("cannot link pad {} to {}: {e:?}", src.name(), sink.name())))
 }
 
 fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {

@@ -33,6 +33,7 @@ use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
+use super::elements::{gio_socket, link_chain, link_pads, make, random_ssrc, udp_sink, udp_src};
 use super::{Direction, MediaError, RtpSockets};
 
 /// intervideo channel the far end's decoded picture goes to (read by the screen).
@@ -166,22 +167,6 @@ pub struct VideoSession {
     udp_srcs: Vec<gst::Element>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
-}
-
-fn make(factory: &'static str, purpose: &'static str) -> Result<gst::Element, MediaError> {
-    gst::ElementFactory::make(factory).build().map_err(|_| MediaError::MissingElement {
-        element: factory,
-        purpose,
-        package: match factory {
-            "x264enc" => "gstreamer1.0-plugins-ugly",
-            "avdec_h264" => "gstreamer1.0-libav",
-            "h264parse" | "intervideosink" | "intervideosrc" | "compositor" => "gstreamer1.0-plugins-bad",
-            "videoconvert" | "videoscale" | "textoverlay" | "clockoverlay" | "videotestsrc" => {
-                "gstreamer1.0-plugins-base"
-            }
-            _ => "gstreamer1.0-plugins-good",
-        },
-    })
 }
 
 fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
@@ -359,46 +344,10 @@ fn num(s: &gst::StructureRef, field: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
-    let addr = s.local_addr().map_err(MediaError::pipeline)?;
-    gio::Socket::from_fd(std::os::fd::OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
-}
-
-fn udp_sink(socket: &gio::Socket, to: SocketAddr) -> Result<gst::Element, MediaError> {
-    let sink = make("udpsink", "UDP sender")?;
-    sink.set_property(if to.is_ipv4() { "socket" } else { "socket-v6" }, socket);
-    sink.set_property("close-socket", false);
-    sink.set_property("host", to.ip().to_string());
-    sink.set_property("port", i32::from(to.port()));
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
-    sink.set_property("auto-multicast", false);
-    Ok(sink)
-}
-
-fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
-    let src = make("udpsrc", "UDP receiver")?;
-    src.set_property("socket", socket);
-    src.set_property("close-socket", false);
-    src.set_property("caps", caps);
-    Ok(src)
-}
-
 fn pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
     el.static_pad(name)
         .or_else(|| el.request_pad_simple(name))
         .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
-}
-
-fn link_pads(a: &gst::Pad, b: &gst::Pad) -> Result<(), MediaError> {
-    a.link(b).map(drop).map_err(|e| MediaError::Pipeline(format!("cannot link {} to {}: {e:?}", a.name(), b.name())))
-}
-
-fn link_chain(els: &[&gst::Element]) -> Result<(), MediaError> {
-    for w in els.windows(2) {
-        w[0].link(w[1]).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", w[0].name(), w[1].name())))?;
-    }
-    Ok(())
 }
 
 fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
@@ -418,13 +367,6 @@ fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
         b = b.field("rtcp-fb-nack", true);
     }
     b.build()
-}
-
-fn random_ssrc() -> u32 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::process::id().into());
-    h.finish() as u32
 }
 
 fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
