@@ -5,18 +5,8 @@
 # ECHO_SCENES_DIR holds index.json, score_echo.py and per scene mics.wav, farend_ref.wav,
 # manifest.json. Only mics.wav and farend_ref.wav are given to huis-dsp (plus the geometry).
 set -euo pipefail
-scenes=${1:?usage: bench/score-echo.sh ECHO_SCENES_DIR [OUT_DIR] [-- huis-dsp options]}
-shift
-out=${1:-target/echo-out}
-[[ $# -gt 0 ]] && shift
-[[ ${1:-} == -- ]] && shift
-extra=("$@")
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-cargo build --release -q -p huis-dsp
-bin="$root/target/release/huis-dsp"
-mkdir -p "$out"
-ids=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["scenes"]))' "$scenes/index.json")
+. "$(dirname "$0")/scene-args.sh"
+scene_args "bench/score-echo.sh ECHO_SCENES_DIR [OUT_DIR] [-- huis-dsp options]" target/echo-out "$@"
 for id in $ids; do
   mkdir -p "$out/$id"
   "$bin" --in "$scenes/$id/mics.wav" --farend "$scenes/$id/farend_ref.wav" \

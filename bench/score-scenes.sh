@@ -4,18 +4,8 @@
 # SCENES_DIR holds index.json, score.py and one folder per scene (mix.wav, manifest.json, ...).
 # Linear arrays are scored in their unambiguous half-plane (bench/py/fold_linear.py).
 set -euo pipefail
-scenes=${1:?usage: bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- huis-dsp options]}
-shift
-out=${1:-target/scene-out}
-[[ $# -gt 0 ]] && shift
-[[ ${1:-} == -- ]] && shift
-extra=("$@")
-root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-cargo build --release -q -p huis-dsp
-bin="$root/target/release/huis-dsp"
-mkdir -p "$out"
-ids=$(python3 -c 'import json,sys; print(" ".join(json.load(open(sys.argv[1]))["scenes"]))' "$scenes/index.json")
+. "$(dirname "$0")/scene-args.sh"
+scene_args "bench/score-scenes.sh SCENES_DIR [OUT_DIR] [-- huis-dsp options]" target/scene-out "$@"
 start=$(date +%s.%N)
 for id in $ids; do
   mkdir -p "$out/$id"
