@@ -66,6 +66,19 @@ pub(super) fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Ele
     Ok(src)
 }
 
+/// `rtpbin` as both call pipelines use it: jitter buffer of `jitter`, sessions removed with
+/// their sources, and our CNAME (RFC 3550 SDES) with the tool name.
+pub(super) fn rtpbin(jitter: std::time::Duration, cname: &str) -> Result<gst::Element, MediaError> {
+    let rtpbin = make("rtpbin", "RTP session manager")?;
+    rtpbin.set_property("latency", jitter.as_millis().clamp(1, 10_000) as u32);
+    rtpbin.set_property("autoremove", true);
+    rtpbin.set_property(
+        "sdes",
+        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", cname).field("tool", "huis").build(),
+    );
+    Ok(rtpbin)
+}
+
 pub(super) fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
     a.link(b).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
 }

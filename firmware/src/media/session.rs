@@ -16,7 +16,7 @@ use gst::glib;
 use gst::prelude::*;
 
 use super::dtmf::{self, DtmfDigit};
-use super::elements::{gio_socket, link, link_chain, link_pads, make, random_ssrc, udp_sink, udp_src};
+use super::elements::{gio_socket, link, link_chain, link_pads, make, random_ssrc, rtpbin, udp_sink, udp_src};
 use super::ring::{self, AudioRx, AudioTx, TxReader};
 use super::{AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError, TelephoneEvent};
 
@@ -401,14 +401,8 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
     // ---- rtpbin: one RTP session (0) with RTCP ----
-    let rtpbin = make("rtpbin", "RTP session manager")?;
-    rtpbin.set_property("latency", p.jitter_buffer.as_millis().clamp(1, 10_000) as u32);
+    let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
     rtpbin.set_property("do-lost", true);
-    rtpbin.set_property("autoremove", true);
-    rtpbin.set_property(
-        "sdes",
-        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
-    );
     add(&[&rtpbin])?;
     if let Some(srtp) = &p.srtp {
         use_srtp(&rtpbin, srtp)?;

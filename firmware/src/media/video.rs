@@ -33,7 +33,7 @@ use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
-use super::elements::{gio_socket, link_chain, link_pads, make, random_ssrc, udp_sink, udp_src};
+use super::elements::{gio_socket, link_chain, link_pads, make, random_ssrc, rtpbin, udp_sink, udp_src};
 use super::{Direction, MediaError, RtpSockets};
 
 /// intervideo channel the far end's decoded picture goes to (read by the screen).
@@ -399,14 +399,8 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     let pipeline = gst::Pipeline::with_name(&format!("huis-video-{}", local_rtp.port()));
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
-    let rtpbin = make("rtpbin", "RTP session manager")?;
-    rtpbin.set_property("latency", p.jitter_buffer.as_millis().clamp(1, 10_000) as u32);
-    rtpbin.set_property("autoremove", true);
+    let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
     rtpbin.set_property("do-retransmission", false);
-    rtpbin.set_property(
-        "sdes",
-        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", &p.cname).field("tool", "huis").build(),
-    );
     // Early feedback (RFC 4585) when the peer takes feedback at all.
     if p.feedback.pli || p.feedback.fir || p.feedback.nack {
         rtpbin.set_property_from_str("rtp-profile", "avpf");
