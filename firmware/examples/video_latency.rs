@@ -121,6 +121,7 @@ fn session(
         min_kbps: 150,
         max_kbps: 2000,
         feedback: VideoFeedback { nack: false, pli: true, fir: true, tmmbr: false, remb: false },
+        rtx: None,
         cname: "bench".into(),
         direction: Direction::SendRecv,
         jitter_buffer: Duration::from_millis(50),

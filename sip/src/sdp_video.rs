@@ -1,12 +1,18 @@
 //! H.264 video in SDP (RFC 6184 §8): the second m-line of a call.
 //!
 //! What we offer: `m=video` with H.264 in packetization mode 1 (PT 96) and mode 0 (PT 97),
-//! constrained baseline at our level, `b=AS`/`b=TIAS` (RFC 3890) with our bitrate, and RTCP
-//! feedback (RFC 4585/5104): `nack pli`, `ccm fir`, `ccm tmmbr` and `goog-remb`. Generic `nack`
-//! is neither offered nor accepted: huis does not retransmit (no RFC 4588 RTX yet), and a peer
-//! told otherwise would wait for retransmissions instead of asking for a keyframe. The
-//! profile is RTP/AVP carrying `a=rtcp-fb` (as most SIP video endpoints do); an RTP/AVPF offer is
-//! answered with RTP/AVPF.
+//! each with its RFC 4588 retransmission format (`rtx/90000`, PT 98 and 99, `apt=`), constrained
+//! baseline at our level, `b=AS`/`b=TIAS` (RFC 3890) with our bitrate, and RTCP feedback
+//! (RFC 4585/5104): `nack`, `nack pli`, `ccm fir`, `ccm tmmbr` and `goog-remb`. The profile is
+//! RTP/AVP carrying `a=rtcp-fb` (as most SIP video endpoints do); an RTP/AVPF offer is answered
+//! with RTP/AVPF.
+//!
+//! **Generic NACK only with RTX.** A lost packet is repaired by retransmission in its own RTX
+//! stream (SSRC-multiplexed, RFC 4588 §8.3), never by resending it in the original stream
+//! (which would corrupt the peer's loss and jitter statistics). So `nack` is agreed only when
+//! both sides also agreed an `rtx` format for the chosen H.264 one; a peer offering `nack`
+//! without RTX is answered without it, and then asks for keyframes instead of waiting for
+//! retransmissions that would never come.
 //!
 //! **Answer.** The first video stream with an H.264 format we can use (packetization mode 0 or
 //! 1; mode 1 preferred) is accepted. We always *send* constrained baseline, which every H.264
@@ -24,6 +30,12 @@ use crate::sdp::{Direction, Media, SessionDescription};
 pub const PT_MODE1: u8 = 96;
 /// H.264 packetization mode 0 (single NAL unit) payload type in our offers.
 pub const PT_MODE0: u8 = 97;
+/// Our retransmission (RFC 4588 `rtx`) payload types for [`PT_MODE1`] and [`PT_MODE0`].
+pub const PT_RTX_MODE1: u8 = 98;
+/// See [`PT_RTX_MODE1`].
+pub const PT_RTX_MODE0: u8 = 99;
+/// How long we keep sent packets for retransmission, ms (`rtx-time`).
+pub const RTX_TIME_MS: u32 = 1000;
 
 /// What we support of video, for offers and answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,6 +88,17 @@ pub struct NegotiatedVideo {
     pub feedback: Feedback,
     /// The transport profile (`RTP/AVP` or `RTP/AVPF`).
     pub avpf: bool,
+    /// Retransmission payload types when both sides agreed RTX (then `feedback.nack` too).
+    pub rtx: Option<RtxPayloadTypes>,
+}
+
+/// RFC 4588 retransmission formats agreed for the H.264 stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxPayloadTypes {
+    /// The peer's rtx PT: what we retransmit with.
+    pub send: u8,
+    /// Ours: what the peer retransmits with.
+    pub recv: u8,
 }
 
 /// Largest frame in macroblocks (MaxFS) by `level_idc`, H.264 Table A-1.
@@ -141,6 +164,24 @@ fn is_h264(m: &Media, pt: u8) -> bool {
     m.rtpmap(pt).is_some_and(|(n, c, _)| n.eq_ignore_ascii_case("H264") && c == 90000)
 }
 
+/// The `rtx/90000` format of `m` whose `apt` is `pt` (RFC 4588 §8.1).
+fn rtx_for(m: &Media, pt: u8) -> Option<u8> {
+    m.payload_types().find(|&r| {
+        m.rtpmap(r).is_some_and(|(n, c, _)| n.eq_ignore_ascii_case("rtx") && c == 90000)
+            && m.fmtp(r).is_some_and(|f| {
+                f.split(';').any(|kv| {
+                    kv.split_once('=')
+                        .is_some_and(|(k, v)| k.trim().eq_ignore_ascii_case("apt") && v.trim().parse() == Ok(pt))
+                })
+            })
+    })
+}
+
+fn push_rtx(m: &mut Media, rtx: u8, apt: u8) {
+    m.attributes.push(("rtpmap".into(), Some(format!("{rtx} rtx/90000"))));
+    m.attributes.push(("fmtp".into(), Some(format!("{rtx} apt={apt};rtx-time={RTX_TIME_MS}"))));
+}
+
 /// Feedback offered for `pt` (or `*`).
 fn offered_feedback(m: &Media, pt: u8) -> Feedback {
     let mut f = Feedback::default();
@@ -190,8 +231,8 @@ fn push_fb(m: &mut Media, pt: u8, f: Feedback) {
     }
 }
 
-/// The feedback huis acts on (see the module notes for why not `nack`).
-const SUPPORTED_FEEDBACK: Feedback = Feedback { nack: false, pli: true, fir: true, tmmbr: true, remb: true };
+/// The feedback huis acts on (`nack` only together with RTX, see the module notes).
+const SUPPORTED_FEEDBACK: Feedback = Feedback { nack: true, pli: true, fir: true, tmmbr: true, remb: true };
 
 impl Feedback {
     /// What both sides support.
@@ -213,7 +254,7 @@ impl LocalVideo {
             kind: "video".into(),
             port: self.port,
             proto: "RTP/AVP".into(),
-            formats: vec![PT_MODE1.to_string(), PT_MODE0.to_string()],
+            formats: [PT_MODE1, PT_MODE0, PT_RTX_MODE1, PT_RTX_MODE0].iter().map(u8::to_string).collect(),
             connection: None,
             attributes: Vec::new(),
             other: self.bandwidth_lines(),
@@ -226,6 +267,8 @@ impl LocalVideo {
             ));
             push_fb(&mut m, pt, SUPPORTED_FEEDBACK);
         }
+        push_rtx(&mut m, PT_RTX_MODE1, PT_MODE1);
+        push_rtx(&mut m, PT_RTX_MODE0, PT_MODE0);
         m.set_direction(direction);
         m
     }
@@ -253,7 +296,10 @@ impl LocalVideo {
         let (pt, f) = best?;
         let level = f.level_idc.min(self.level_idc);
         let plid = format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, level);
-        let fb = offered_feedback(om, pt).and(SUPPORTED_FEEDBACK);
+        let rtx = rtx_for(om, pt);
+        let mut fb = offered_feedback(om, pt).and(SUPPORTED_FEEDBACK);
+        fb.nack &= rtx.is_some();
+        let rtx = rtx.filter(|_| fb.nack).map(|r| RtxPayloadTypes { send: r, recv: r });
         let avpf = om.proto.eq_ignore_ascii_case("RTP/AVPF");
         let d = offer.media_direction(om).answer_to(direction);
         let mut m = Media {
@@ -272,6 +318,10 @@ impl LocalVideo {
             other: self.bandwidth_lines(),
         };
         push_fb(&mut m, pt, fb);
+        if let Some(r) = rtx {
+            m.formats.push(r.recv.to_string());
+            push_rtx(&mut m, r.recv, pt);
+        }
         m.set_direction(d);
         let n = NegotiatedVideo {
             payload_type: pt,
@@ -285,6 +335,7 @@ impl LocalVideo {
             remote_max_kbps: remote_kbps(om),
             feedback: fb,
             avpf,
+            rtx,
         };
         Some((idx, m, n))
     }
@@ -297,8 +348,11 @@ impl LocalVideo {
         for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
             let Some(f) = parse_h264_fmtp(m.fmtp(pt)) else { continue };
             // Our PT for the same packetization mode is where we receive.
-            let ours = if f.packetization_mode == 1 { PT_MODE1 } else { PT_MODE0 };
-            let fb = offered_feedback(m, pt);
+            let (ours, our_rtx) =
+                if f.packetization_mode == 1 { (PT_MODE1, PT_RTX_MODE1) } else { (PT_MODE0, PT_RTX_MODE0) };
+            let mut fb = offered_feedback(m, pt).and(SUPPORTED_FEEDBACK);
+            let rtx = rtx_for(m, pt).filter(|_| fb.nack).map(|send| RtxPayloadTypes { send, recv: our_rtx });
+            fb.nack &= rtx.is_some();
             return Some(NegotiatedVideo {
                 payload_type: pt,
                 recv_payload_type: ours,
@@ -311,6 +365,7 @@ impl LocalVideo {
                 remote_max_kbps: remote_kbps(m),
                 feedback: fb,
                 avpf: m.proto.eq_ignore_ascii_case("RTP/AVPF"),
+                rtx,
             });
         }
         None
@@ -359,7 +414,9 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb
         assert!(text.contains("a=fmtp:102 profile-level-id=64001f;packetization-mode=1"), "{text}");
         assert!(text.contains("a=rtcp-fb:102 nack pli") && text.contains("a=rtcp-fb:102 ccm fir"), "{text}");
         assert!(!text.contains("goog-remb"), "not offered for PT 102: {text}");
-        assert!(!text.contains("a=rtcp-fb:102 nack\r\n"), "we do not retransmit: {text}");
+        assert!(!text.contains("a=rtcp-fb:102 nack\r\n"), "nack without rtx is not agreed: {text}");
+        assert!(!text.contains("rtx"), "{text}");
+        assert_eq!(n.rtx, None);
         assert!(text.contains("b=AS:2000"), "{text}");
         // The offerer reads it back.
         let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
@@ -400,11 +457,56 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb
         let s = SessionDescription::parse(&text).unwrap();
         assert_eq!(s.media.len(), 2);
         let m = &s.media[1];
-        assert_eq!(m.formats, vec!["96", "97"]);
+        assert_eq!(m.formats, vec!["96", "97", "98", "99"]);
         assert_eq!(m.fmtp(96), Some("profile-level-id=42e01f;packetization-mode=1"));
+        assert_eq!(m.fmtp(98), Some("apt=96;rtx-time=1000"));
+        assert_eq!((rtx_for(m, 96), rtx_for(m, 97), rtx_for(m, 98)), (Some(98), Some(99), None));
         assert_eq!(offered_feedback(m, 97), SUPPORTED_FEEDBACK);
-        // An answerer that is us reads it back.
-        let (_, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
-        assert_eq!(n.unwrap().packetization_mode, 1);
+        // An answerer that is us agrees NACK with RTX, and we read its answer back.
+        let (ans, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
+        let n = n.unwrap();
+        assert_eq!(n.packetization_mode, 1);
+        assert_eq!(n.rtx, Some(RtxPayloadTypes { send: 98, recv: 98 }));
+        assert!(n.feedback.nack);
+        let text = ans.to_text();
+        assert!(text.contains("m=video 40002 RTP/AVP 96 98\r\n"), "{text}");
+        assert!(text.contains("a=rtcp-fb:96 nack\r\n") && text.contains("a=fmtp:98 apt=96;rtx-time=1000"), "{text}");
+        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
+        assert_eq!(back.rtx, Some(RtxPayloadTypes { send: 98, recv: 98 }));
+        assert!(back.feedback.nack);
+    }
+
+    #[test]
+    fn rtx_is_matched_by_apt_and_needs_nack() {
+        let (audio, video) = local();
+        // The peer numbers its formats its own way: rtx 120 repairs 110 (mode 1), 121 repairs 111.
+        let offer = "v=0\r\no=- 1 1 IN IP4 198.51.100.1\r\ns=-\r\nc=IN IP4 198.51.100.1\r\nt=0 0\r\n\
+m=audio 5004 RTP/AVP 0\r\n\
+m=video 5006 RTP/AVPF 111 110 121 120\r\n\
+a=rtpmap:111 H264/90000\r\na=fmtp:111 profile-level-id=42e01f;packetization-mode=0\r\n\
+a=rtpmap:110 H264/90000\r\na=fmtp:110 profile-level-id=42e01f;packetization-mode=1\r\n\
+a=rtpmap:121 rtx/90000\r\na=fmtp:121 apt=111\r\n\
+a=rtpmap:120 RTX/90000\r\na=fmtp:120 rtx-time=3000; apt=110\r\n\
+a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
+        let s = SessionDescription::parse(offer).unwrap();
+        let (ans, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
+        let n = n.unwrap();
+        assert_eq!((n.payload_type, n.rtx), (110, Some(RtxPayloadTypes { send: 120, recv: 120 })));
+        assert!(ans.to_text().contains("m=video 40002 RTP/AVPF 110 120\r\n"));
+        // Without nack the rtx format is declined; nack without rtx is declined.
+        let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(&offer.replace("a=rtcp-fb:* nack\r\n", "")).unwrap(), Some(&video)).unwrap();
+        assert_eq!(n.unwrap().rtx, None);
+        assert!(!ans.to_text().contains("rtx"));
+        let no_rtx = offer.replace("apt=110", "apt=7");
+        let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(&no_rtx).unwrap(), Some(&video)).unwrap();
+        let n = n.unwrap();
+        assert_eq!((n.rtx, n.feedback.nack), (None, false));
+        assert!(!ans.to_text().contains("a=rtcp-fb:110 nack\r\n"));
+        // An answer to our offer that drops rtx leaves nack off on our side too.
+        let ours = SessionDescription::parse(&audio.offer_with_video(Some(&video)).to_text()).unwrap();
+        let (ans, _, _) = audio.answer_with_video(&ours, Some(&video)).unwrap();
+        let stripped: String = ans.to_text().lines().filter(|l| !l.contains("rtx")).map(|l| format!("{l}\r\n")).collect();
+        let back = video.accept_answer(&SessionDescription::parse(&stripped).unwrap()).unwrap();
+        assert_eq!((back.rtx, back.feedback.nack), (None, false));
     }
 }

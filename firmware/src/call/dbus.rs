@@ -173,6 +173,12 @@ pub fn video_stats_map(s: &VideoStats) -> HashMap<String, f64> {
         ("remote_loss_percent", s.remote_loss_percent),
         ("packets_received", s.packets_received as f64),
         ("packets_lost", s.packets_lost as f64),
+        ("retransmissions_requested", s.retransmissions_requested as f64),
+        ("retransmissions_received", s.retransmissions_received as f64),
+        ("packets_unrepaired", s.packets_unrepaired as f64),
+        ("retransmission_rtt_ms", s.retransmission_rtt_ms),
+        ("retransmission_requests_received", s.retransmission_requests_received as f64),
+        ("retransmissions_sent", s.retransmissions_sent as f64),
     ] {
         m.insert(k.to_string(), v);
     }

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::media::{
     AudioCodec, AudioRx, AudioSession, AudioSessionParams, AudioTx, CodecParams, Direction as MediaDirection,
-    MediaEvent, RtpSockets, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
+    MediaEvent, RtpSockets, TelephoneEvent, RtxPayloadTypes, VideoFeedback, VideoSession, VideoSessionParams,
 };
 use crate::room::Command;
 pub use net::SipSockets;
@@ -551,6 +551,7 @@ impl CallManager {
             min_kbps: setup.min_kbps,
             max_kbps,
             feedback: VideoFeedback { nack: f.nack, pli: f.pli, fir: f.fir, tmmbr: f.tmmbr, remb: f.remb },
+            rtx: neg.rtx.map(|r| RtxPayloadTypes { send: r.send, recv: r.recv }),
             cname: format!("huis@{}", self.advertised),
             direction: media_direction(neg.direction),
             jitter_buffer: std::time::Duration::from_millis(50),

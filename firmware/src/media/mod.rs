@@ -93,7 +93,7 @@ pub use ring::{AudioRx, AudioTx};
 pub use session::{AudioSession, MediaEvent};
 pub use sockets::RtpSockets;
 pub use stats::CallStats;
-pub use video::{VideoFeedback, VideoSession, VideoSessionParams, VideoStats};
+pub use video::{RtxPayloadTypes, VideoFeedback, VideoSession, VideoSessionParams, VideoStats};
 
 /// Sample rate of the audio exchanged with the DSP thread.
 pub const DSP_RATE: u32 = 16_000;

@@ -15,6 +15,13 @@
 //! decoding breaks (the depayloader sees loss, the decoder a corrupt frame) an upstream
 //! GstForceKeyUnit reaches rtpsession, which sends PLI (or FIR) when the peer offered it.
 //!
+//! **Retransmission.** With generic NACK and RFC 4588 RTX agreed ([`RtxPayloadTypes`]), the
+//! jitter buffer asks for each missing packet (rtpsession sends the NACK as early RTCP feedback)
+//! and an `rtprtxreceive` in rtpbin's receive path puts the repaired packets back into the
+//! stream in time for the decoder; an `rtprtxsend` in the send path keeps what we sent for
+//! [`RTX_KEEP_MS`] and answers the peer's NACKs in the RTX stream. Only what is not repaired in
+//! time breaks decoding and costs a keyframe request.
+//!
 //! **Bitrate.** Every second the bitrate controller looks at the peer's receiver reports on our
 //! stream and at REMB/TMMBR it sent: loss above 10 % lowers the target by half the loss, loss
 //! below 2 % raises it by 8 %, capped by the SDP bandwidth, the last REMB/TMMBR and our maximum,
@@ -40,6 +47,21 @@ use super::{Direction, MediaError, RtpSockets};
 pub const FAR_CHANNEL: &str = "huis-far";
 /// intervideo channel the camera's picture goes to for the self-view.
 pub const SELF_CHANNEL: &str = "huis-self";
+
+/// How long sent packets are kept for retransmission, ms (the `rtx-time` we announce).
+pub const RTX_KEEP_MS: u32 = 1000;
+
+/// The longest regular RTCP interval with retransmission (see where it is used).
+const RTX_RTCP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Retransmission payload types agreed in SDP (RFC 4588, SSRC-multiplexed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxPayloadTypes {
+    /// The RTX payload type we retransmit with (the peer's number).
+    pub send: u8,
+    /// The one the peer retransmits to us with (ours).
+    pub recv: u8,
+}
 
 /// RTCP feedback both sides agreed on.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -72,6 +94,8 @@ pub struct VideoSessionParams {
     pub min_kbps: u32,
     pub max_kbps: u32,
     pub feedback: VideoFeedback,
+    /// Retransmission, when agreed (then `feedback.nack` is set too).
+    pub rtx: Option<RtxPayloadTypes>,
     pub cname: String,
     pub direction: Direction,
     pub jitter_buffer: Duration,
@@ -114,7 +138,18 @@ pub struct VideoStats {
     /// Loss the peer reports on our stream, percent (last receiver report).
     pub remote_loss_percent: f64,
     pub packets_received: u64,
+    /// Packets of the peer's stream lost on the network.
     pub packets_lost: u64,
+    /// Retransmissions we asked for (NACKed packets) and received in the RTX stream.
+    pub retransmissions_requested: u64,
+    pub retransmissions_received: u64,
+    /// Packets missing when their time to be decoded came (lost and not repaired).
+    pub packets_unrepaired: u64,
+    /// Round trip from our NACK to the retransmitted packet, ms (jitter buffer's estimate).
+    pub retransmission_rtt_ms: f64,
+    /// The peer's NACKed packets, and those we could retransmit.
+    pub retransmission_requests_received: u64,
+    pub retransmissions_sent: u64,
 }
 
 struct Shared {
@@ -165,6 +200,8 @@ pub struct VideoSession {
     send_valve: gst::Element,
     send_size: (u32, u32),
     udp_srcs: Vec<gst::Element>,
+    /// The jitter buffers rtpbin made for the peer's streams (for the repair figures).
+    jitterbuffers: Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
 }
@@ -248,7 +285,8 @@ impl VideoSession {
     /// Builds and starts the pipeline for a negotiated video stream.
     pub fn start(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
-        if p.send_pt > 127 || p.recv_pt > 127 || p.packetization_mode > 1 || p.remote_rtp.port() == 0 {
+        let bad_rtx = p.rtx.is_some_and(|r| r.send > 127 || r.recv > 127 || r.send == p.send_pt || r.recv == p.recv_pt);
+        if p.send_pt > 127 || p.recv_pt > 127 || p.packetization_mode > 1 || p.remote_rtp.port() == 0 || bad_rtx {
             return Err(MediaError::InvalidParams("bad video payload type, packetization mode or port".into()));
         }
         build(p)
@@ -305,6 +343,19 @@ impl VideoSession {
                 out.packets_lost += num(&src, "packets-lost").max(0.0) as u64;
             }
         }
+        for jb in self.jitterbuffers.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|w| w.upgrade()) {
+            let st = jb.property::<gst::Structure>("stats");
+            out.packets_unrepaired += num(&st, "num-lost") as u64;
+            out.retransmissions_requested += num(&st, "rtx-count") as u64;
+            out.retransmission_rtt_ms = out.retransmission_rtt_ms.max(num(&st, "rtx-rtt") / 1e6);
+        }
+        if let Some(rx) = self.pipeline.by_name(RTX_RECEIVE) {
+            out.retransmissions_received = u64::from(rx.property::<u32>("num-rtx-assoc-packets"));
+        }
+        if let Some(tx) = self.pipeline.by_name(RTX_SEND) {
+            out.retransmission_requests_received = u64::from(tx.property::<u32>("num-rtx-requests"));
+            out.retransmissions_sent = u64::from(tx.property::<u32>("num-rtx-packets"));
+        }
         out
     }
 
@@ -348,6 +399,74 @@ fn pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
     el.static_pad(name)
         .or_else(|| el.request_pad_simple(name))
         .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+}
+
+const RTX_SEND: &str = "rtx-send";
+const RTX_RECEIVE: &str = "rtx-receive";
+
+/// rtpbin's auxiliary sender or receiver for session `session`: `rtprtxsend` or
+/// `rtprtxreceive` in a bin with the `sink_N`/`src_N` pads rtpbin links.
+fn rtx_aux(factory: &'static str, name: &str, session: u32, pt: u8, rtx_pt: u8) -> Result<gst::Element, MediaError> {
+    let bin = gst::Bin::new();
+    let rtx = make(factory, "RTP retransmission")?;
+    rtx.set_property("name", name);
+    rtx.set_property(
+        "payload-type-map",
+        gst::Structure::builder("application/x-rtp-pt-map").field(pt.to_string(), u32::from(rtx_pt)).build(),
+    );
+    if factory == "rtprtxsend" {
+        rtx.set_property(
+            "clock-rate-map",
+            gst::Structure::builder("application/x-rtp-pt-map").field(pt.to_string(), 90_000u32).build(),
+        );
+        rtx.set_property("max-size-time", RTX_KEEP_MS);
+        rtx.set_property("max-size-packets", 0u32);
+    }
+    bin.add(&rtx).map_err(MediaError::pipeline)?;
+    for (dir, pad_name) in [("sink", format!("sink_{session}")), ("src", format!("src_{session}"))] {
+        let target = pad(&rtx, dir)?;
+        let ghost = gst::GhostPad::builder_with_target(&target).map_err(MediaError::pipeline)?.name(pad_name).build();
+        bin.add_pad(&ghost).map_err(MediaError::pipeline)?;
+    }
+    Ok(bin.upcast())
+}
+
+/// Sets up retransmission on `rtpbin` (see the module notes).
+fn enable_rtx(
+    rtpbin: &gst::Element,
+    r: RtxPayloadTypes,
+    send_pt: u8,
+    recv_pt: u8,
+    jitterbuffers: &Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>,
+) {
+    rtpbin.set_property("do-retransmission", true);
+    for (signal, factory, name, pt, rtx_pt) in [
+        ("request-aux-sender", "rtprtxsend", RTX_SEND, send_pt, r.send),
+        ("request-aux-receiver", "rtprtxreceive", RTX_RECEIVE, recv_pt, r.recv),
+    ] {
+        rtpbin.connect(signal, false, move |args| {
+            let session = args.get(1).and_then(|v| v.get::<u32>().ok())?;
+            match rtx_aux(factory, name, session, pt, rtx_pt) {
+                Ok(bin) => Some(bin.to_value()),
+                Err(e) => {
+                    tracing::error!("video retransmission: {e}");
+                    None
+                }
+            }
+        });
+    }
+    let jbs = jitterbuffers.clone();
+    rtpbin.connect("new-jitterbuffer", false, move |args| {
+        if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+            // Ask only for packets that are missing (a gap, or reordered by 3), not for the next
+            // one when it seems late: a frame's packets come in bursts 33 ms apart, and guessing
+            // the next arrival asks for packets the peer has not even sent yet.
+            jb.set_property("rtx-next-seqnum", false);
+            jb.set_property("rtx-max-retries", 3i32);
+            jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
+        }
+        None
+    });
 }
 
 fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
@@ -400,7 +519,20 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
     let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
-    rtpbin.set_property("do-retransmission", false);
+    let jitterbuffers = Arc::new(Mutex::new(Vec::new()));
+    match p.rtx {
+        Some(r) => enable_rtx(&rtpbin, r, p.send_pt, p.recv_pt, &jitterbuffers),
+        None => {
+            rtpbin.set_property("do-retransmission", false);
+            let jbs = jitterbuffers.clone();
+            rtpbin.connect("new-jitterbuffer", false, move |args| {
+                if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                    jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
+                }
+                None
+            });
+        }
+    }
     // Early feedback (RFC 4585) when the peer takes feedback at all.
     if p.feedback.pli || p.feedback.fir || p.feedback.nack {
         rtpbin.set_property_from_str("rtp-profile", "avpf");
@@ -500,7 +632,23 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     link_pads(&pad(&rtcp_src, "src")?, &pad(&rtpbin, "recv_rtcp_sink_0")?)?;
     {
         let caps = caps.clone();
-        rtpbin.connect("request-pt-map", false, move |_| Some(caps.to_value()));
+        let rtx = p.rtx.map(|r| {
+            let c = gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("clock-rate", 90_000i32)
+                .field("encoding-name", "RTX")
+                .field("payload", i32::from(r.recv))
+                .field("apt", i32::from(p.recv_pt))
+                .build();
+            (u32::from(r.recv), c)
+        });
+        rtpbin.connect("request-pt-map", false, move |args| {
+            let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
+            match &rtx {
+                Some((rtx_pt, rtx_caps)) if pt == Some(*rtx_pt) => Some(rtx_caps.to_value()),
+                _ => Some(caps.to_value()),
+            }
+        });
     }
     {
         let pipeline_weak = pipeline.downgrade();
@@ -526,7 +674,10 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     }
 
     let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-    session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
+    // RFC 4585 lets one early feedback packet out per regular RTCP interval: with NACK the
+    // regular interval must be short, or most NACKs wait for it and come too late to help.
+    let interval = if p.rtx.is_some() { p.rtcp_interval.min(RTX_RTCP_INTERVAL) } else { p.rtcp_interval };
+    session.set_property("rtcp-min-interval", interval.as_nanos() as u64);
     {
         // Feedback from the peer: PLI/FIR are acted upon by rtpsession itself (GstForceKeyUnit to
         // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps.
@@ -596,6 +747,7 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         send_valve,
         send_size: (p.width, p.height),
         udp_srcs: vec![rtp_src, rtcp_src],
+        jitterbuffers,
         threads: Mutex::new(threads),
         stopped: AtomicBool::new(false),
     })
