@@ -226,6 +226,27 @@ impl Aec {
         (self.mics[0].sd, self.mics[0].se)
     }
 
+    /// Power-domain echo estimate per bin, mean over mics: Σ_q |W_q(k)|² |X_{n−q}(k)|² with the
+    /// main filters' coefficients. Phase-blind, so it stays a fair estimate of the echo's power
+    /// right after an echo-path change, when the filters' phases (and so the linear estimate and
+    /// the cancellation) are wrong.
+    pub fn echo_power(&self, out: &mut [f32]) {
+        let (nb, p) = (self.nb, self.p);
+        out[..nb].iter_mut().for_each(|v| *v = 0.0);
+        for mf in &self.mics {
+            for q in 0..p {
+                let xo = ((self.pos + q) % p) * nb;
+                let w = &mf.main.w[q * nb..(q + 1) * nb];
+                let x = &self.xr[xo..xo + nb];
+                for k in 0..nb {
+                    out[k] += w[k].norm_sqr() * x[k].norm_sqr();
+                }
+            }
+        }
+        let g = 1.0 / self.m as f32;
+        out[..nb].iter_mut().for_each(|v| *v *= g);
+    }
+
     /// ERLE estimate of the linear stage in dB (mic power / output power, smoothed over
     /// far-end-active frames).
     pub fn erle_db(&self) -> f32 {

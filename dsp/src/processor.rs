@@ -140,6 +140,13 @@ pub struct Processor {
     mean_e: Vec<f32>,
     mean_y: Vec<f32>,
     leak: f32,
+    /// phase-blind echo power per bin (Σ_q |W_q|²|X_q|², mean over mics) and the regression of
+    /// the beam output's power on it, like `leak` for the linear estimate
+    echo_pow: Vec<f32>,
+    mean_p: Vec<f32>,
+    leak_ep: Vec<f32>,
+    leak_pp: Vec<f32>,
+    leak_pow: f32,
     agc_gain: f32,
     stages: [bool; 4],
     cfg_floor: f32,
@@ -239,6 +246,11 @@ impl Processor {
             mean_e: vec![0.0; nb],
             mean_y: vec![0.0; nb],
             leak: 1.0,
+            echo_pow: vec![0.0; nb],
+            mean_p: vec![0.0; nb],
+            leak_ep: vec![0.0; nb],
+            leak_pp: vec![0.0; nb],
+            leak_pow: 1.0,
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
@@ -315,6 +327,7 @@ impl Processor {
                 self.echo_mean[i] = s / m as f32;
             }
             self.echo_wola.analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
+            self.aec.echo_power(&mut self.echo_pow);
         }
         // analysis
         for ch in 0..m {
@@ -332,7 +345,7 @@ impl Processor {
         let res_echo_known = aec_on && self.aec.farend_active;
         if res_echo_known {
             for k in 0..nb {
-                let re = self.leak * self.yecho[k].norm_sqr();
+                let re = self.residual_echo(k);
                 self.not_speech[k] = (re / (self.pow[k] + 1e-20)).min(1.0);
             }
         }
@@ -430,8 +443,8 @@ impl Processor {
         }
         // residual echo leak estimate: regression of |Y|² on |Ŷecho|² across time per bin
         if res_echo_known {
-            let mut num = 0.0f32;
-            let mut den = 0.0f32;
+            let (mut num, mut den) = (0.0f32, 0.0f32);
+            let (mut num_p, mut den_p) = (0.0f32, 0.0f32);
             for k in 0..nb {
                 let e2 = self.y[k].norm_sqr();
                 let y2 = self.yecho[k].norm_sqr();
@@ -444,9 +457,19 @@ impl Processor {
                 self.leak_yy[k] = a * self.leak_yy[k] + (1.0 - a) * dy * dy;
                 num += self.leak_ey[k];
                 den += self.leak_yy[k];
+                let p2 = self.echo_pow[k];
+                self.mean_p[k] = a * self.mean_p[k] + (1.0 - a) * p2;
+                let dp = p2 - self.mean_p[k];
+                self.leak_ep[k] = a * self.leak_ep[k] + (1.0 - a) * de * dp;
+                self.leak_pp[k] = a * self.leak_pp[k] + (1.0 - a) * dp * dp;
+                num_p += self.leak_ep[k];
+                den_p += self.leak_pp[k];
             }
             if den > 1e-20 {
                 self.leak = (num / den).clamp(0.005, 1.0);
+            }
+            if den_p > 1e-30 {
+                self.leak_pow = (num_p / den_p).clamp(1e-4, 100.0);
             }
         }
         // post-filter
@@ -461,7 +484,7 @@ impl Processor {
                 } else {
                     0.0
                 };
-                let echo = if res_echo_known { self.echo_os * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
+                let echo = if res_echo_known { self.echo_os * self.residual_echo(k) } else { 0.0 };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
                 let xi =
@@ -499,6 +522,15 @@ impl Processor {
         let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
         rep.output_level_dbfs = db(2.0 * op);
         rep
+    }
+
+    /// Residual echo power at the beam output in bin `k`: the larger of the linear echo estimate
+    /// and the phase-blind echo power, each scaled by its regression on the output. After an
+    /// echo-path change the linear estimate is stale (its phases are wrong, and the filters swing
+    /// while they re-adapt), so its regression on the output falls apart; the phase-blind one
+    /// still has the echo's power, and its scale rises with the residual within a few frames.
+    fn residual_echo(&self, k: usize) -> f32 {
+        (self.leak * self.yecho[k].norm_sqr()).max(self.leak_pow * self.echo_pow[k])
     }
 
     /// Refreshes the full covariance `phi` (nb × M × M) from the packed one.
