@@ -147,8 +147,6 @@ pub struct Processor {
     leak_ep: Vec<f32>,
     leak_pp: Vec<f32>,
     leak_pow: f32,
-    /// noise estimate for the post-filter's floor while the far end plays, rising ≤ 3 dB/s
-    noise_floor_ref: Vec<f32>,
     agc_gain: f32,
     stages: [bool; 4],
     cfg_floor: f32,
@@ -158,9 +156,6 @@ pub struct Processor {
     leak_alpha: f32,
     phi_alpha: f32,
 }
-
-/// Per-frame rise limit of the post-filter floor's noise reference: 3 dB/s at 100 frames/s.
-const NOISE_FLOOR_RISE: f32 = 1.0069;
 
 fn db(p: f32) -> f32 {
     10.0 * (p + 1e-12).log10()
@@ -256,7 +251,6 @@ impl Processor {
             leak_ep: vec![0.0; nb],
             leak_pp: vec![0.0; nb],
             leak_pow: 1.0,
-            noise_floor_ref: vec![0.0; nb],
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
@@ -496,14 +490,8 @@ impl Processor {
                 let xi =
                     0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam + 0.02 * (gamma - 1.0).max(0.0);
                 let g = xi / (1.0 + xi);
-                // floor: the noise floor where noise dominates, deeper where echo does. While the
-                // far end plays, the noise estimate takes in residual echo (on purpose: the beam
-                // turns from it), which after an echo-path change would lift the floor by as much
-                // as the residual rose; so the floor follows a copy that falls at once but rises by
-                // 3 dB/s at most (the noise of a room does not jump while the far end talks).
-                let nr = &mut self.noise_floor_ref[k];
-                *nr = if *nr <= 0.0 || noise < *nr { noise } else { (*nr * NOISE_FLOOR_RISE).min(noise) };
-                let fl = floor * ((if res_echo_known { *nr } else { noise }) / lam).sqrt();
+                // floor: the noise floor where noise dominates, deeper where echo does
+                let fl = floor * (noise / lam).sqrt();
                 let g = g.max(fl).min(1.0);
                 self.g_prev[k] = g;
                 self.ypow_prev[k] = y2;
