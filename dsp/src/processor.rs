@@ -147,6 +147,10 @@ pub struct Processor {
     leak_ep: Vec<f32>,
     leak_pp: Vec<f32>,
     leak_pow: f32,
+    /// frames left in which the post-filter treats the echo path as freshly changed
+    path_change_hold: u32,
+    /// noise reference of the post-filter's floor (see `process`)
+    noise_floor_ref: Vec<f32>,
     agc_gain: f32,
     stages: [bool; 4],
     cfg_floor: f32,
@@ -156,6 +160,15 @@ pub struct Processor {
     leak_alpha: f32,
     phi_alpha: f32,
 }
+
+/// After a detected echo-path change, for this many frames (2 s: the linear filters need about
+/// as long to re-converge on speech)...
+const PATH_CHANGE_HOLD: u32 = 200;
+/// ...the phase-blind residual-echo estimate is taken this much larger (the residual right after
+/// a change is up to twice the echo, and its regressed scale lags a few frames behind)...
+const PATH_CHANGE_OVERSUB: f32 = 4.0;
+/// ...and the floor's noise reference rises by at most this factor per frame (3 dB/s).
+const NOISE_FLOOR_RISE: f32 = 1.0069;
 
 fn db(p: f32) -> f32 {
     10.0 * (p + 1e-12).log10()
@@ -251,6 +264,8 @@ impl Processor {
             leak_ep: vec![0.0; nb],
             leak_pp: vec![0.0; nb],
             leak_pow: 1.0,
+            path_change_hold: 0,
+            noise_floor_ref: vec![0.0; nb],
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
@@ -328,6 +343,11 @@ impl Processor {
             }
             self.echo_wola.analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
             self.aec.echo_power(&mut self.echo_pow);
+            if self.aec.path_changed() {
+                self.path_change_hold = PATH_CHANGE_HOLD;
+            } else {
+                self.path_change_hold = self.path_change_hold.saturating_sub(1);
+            }
         }
         // analysis
         for ch in 0..m {
@@ -485,13 +505,25 @@ impl Processor {
                     0.0
                 };
                 let echo = if res_echo_known { self.echo_os * self.residual_echo(k) } else { 0.0 };
+                let changed = res_echo_known && self.path_change_hold > 0;
+                let echo = if changed {
+                    echo.max(self.echo_os * PATH_CHANGE_OVERSUB * self.leak_pow * self.echo_pow[k])
+                } else {
+                    echo
+                };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
                 let xi =
                     0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam + 0.02 * (gamma - 1.0).max(0.0);
                 let g = xi / (1.0 + xi);
-                // floor: the noise floor where noise dominates, deeper where echo does
-                let fl = floor * (noise / lam).sqrt();
+                // floor: the noise floor where noise dominates, deeper where echo does. While the
+                // far end plays the noise estimate takes in residual echo (on purpose: the beam
+                // turns from it); after an echo-path change that lifts it, and the floor with it,
+                // by as much as the residual rose. So for the frames after a change the floor
+                // follows a reference that rises by 3 dB/s at most (outside them it is the noise).
+                let nr = &mut self.noise_floor_ref[k];
+                *nr = if changed && *nr > 0.0 { (*nr * NOISE_FLOOR_RISE).min(noise) } else { noise };
+                let fl = floor * (*nr / lam).sqrt();
                 let g = g.max(fl).min(1.0);
                 self.g_prev[k] = g;
                 self.ypow_prev[k] = y2;
