@@ -71,6 +71,15 @@ struct MicFilter {
     worse: u32,
     se: f32,
     sd: f32,
+    /// echo-path change detection: smoothed mic, error and phase-blind echo powers, the usual
+    /// mic / phase-blind ratio in converged far-end single talk, frames in a row that look like
+    /// a changed path
+    cd_d: f32,
+    cd_e: f32,
+    cd_pb: f32,
+    cd_ratio: f32,
+    cd_n: u32,
+    cd_frames: u32,
 }
 
 struct Work {
@@ -175,6 +184,8 @@ pub struct Aec {
     farend_level: f32,
     sd: f32,
     se: f32,
+    /// mics whose filters look like the echo path changed under them in this frame
+    path_changed_mics: usize,
 }
 
 impl Aec {
@@ -203,6 +214,12 @@ impl Aec {
                     worse: 0,
                     se: 0.0,
                     sd: 0.0,
+                    cd_d: 0.0,
+                    cd_e: 0.0,
+                    cd_pb: 0.0,
+                    cd_ratio: 0.0,
+                    cd_n: 0,
+                    cd_frames: 0,
                 })
                 .collect(),
             wk: Work {
@@ -218,12 +235,41 @@ impl Aec {
             farend_level: 0.0,
             sd: 0.0,
             se: 0.0,
+            path_changed_mics: 0,
         }
+    }
+
+    /// The echo path changed under most mics' filters (this frame): their error is as loud as the
+    /// mic although the mic is no louder than the echo their magnitudes predict — a moved
+    /// loudspeaker or array, not near-end speech (which would make the mic louder).
+    pub fn path_changed(&self) -> bool {
+        2 * self.path_changed_mics > self.m
     }
 
     /// Smoothed (mic, error) powers of mic 0 (diagnostics).
     pub fn filter_errors(&self) -> (f32, f32) {
         (self.mics[0].sd, self.mics[0].se)
+    }
+
+    /// Power-domain echo estimate per bin, mean over mics: Σ_q |W_q(k)|² |X_{n−q}(k)|² with the
+    /// main filters' coefficients. Phase-blind, so it stays a fair estimate of the echo's power
+    /// right after an echo-path change, when the filters' phases (and so the linear estimate and
+    /// the cancellation) are wrong.
+    pub fn echo_power(&self, out: &mut [f32]) {
+        let (nb, p) = (self.nb, self.p);
+        out[..nb].iter_mut().for_each(|v| *v = 0.0);
+        for mf in &self.mics {
+            for q in 0..p {
+                let xo = ((self.pos + q) % p) * nb;
+                let w = &mf.main.w[q * nb..(q + 1) * nb];
+                let x = &self.xr[xo..xo + nb];
+                for k in 0..nb {
+                    out[k] += w[k].norm_sqr() * x[k].norm_sqr();
+                }
+            }
+        }
+        let g = 1.0 / self.m as f32;
+        out[..nb].iter_mut().for_each(|v| *v *= g);
     }
 
     /// ERLE estimate of the linear stage in dB (mic power / output power, smoothed over
@@ -250,6 +296,7 @@ impl Aec {
         let mut sd_frame = 0.0f32;
         let mut se_frame = 0.0f32;
         let (pos, mu, reg, active) = (self.pos, self.mu, self.reg, self.farend_active);
+        let mut changed = 0usize;
         for ch in 0..self.m {
             let d = &mut mics[ch * l..(ch + 1) * l];
             let mf = &mut self.mics[ch];
@@ -271,7 +318,34 @@ impl Aec {
                 se_frame = e_pow;
             }
             if !active {
+                mf.cd_frames = 0;
                 continue;
+            }
+            // Echo-path change or double talk? Both make the error as loud as the mic. But
+            // near-end speech also makes the mic louder than the echo the filter's magnitudes
+            // predict (Σ|W|²|X|², phase-blind), while a moved loudspeaker leaves the echo's power
+            // as it was and only scrambles the phases the filter relies on.
+            let mut pb = 0.0f32;
+            for q in 0..p {
+                let xo = ((pos + q) % p) * nb;
+                let w = &mf.main.w[q * nb..(q + 1) * nb];
+                for k in 0..nb {
+                    pb += w[k].norm_sqr() * self.xr[xo + k].norm_sqr();
+                }
+            }
+            mf.cd_d = 0.7 * mf.cd_d + 0.3 * d_pow;
+            mf.cd_e = 0.7 * mf.cd_e + 0.3 * e_pow;
+            mf.cd_pb = 0.7 * mf.cd_pb + 0.3 * pb;
+            if mf.cd_e < 0.1 * mf.cd_d && mf.cd_pb > 0.0 {
+                // converged, no near end to speak of: learn the usual mic / predicted ratio
+                mf.cd_ratio = 0.98 * mf.cd_ratio + 0.02 * mf.cd_d / mf.cd_pb;
+                mf.cd_n += 1;
+            }
+            // error at least as loud as the mic, mic within 1.8 dB of the predicted echo, 30 ms
+            let looks_moved = mf.cd_n >= 50 && mf.cd_e > mf.cd_d && mf.cd_d < 1.5 * mf.cd_ratio * mf.cd_pb;
+            mf.cd_frames = if looks_moved { mf.cd_frames + 1 } else { 0 };
+            if mf.cd_frames >= 3 {
+                changed += 1;
             }
             adapt(&mut mf.main, &self.xr, pos, p, nb, d, mu, reg, fft, &mut self.wk);
             adapt(&mut mf.shadow, &self.xr, pos, p, nb, &self.es, mu, reg, fft, &mut self.wk);
@@ -292,6 +366,7 @@ impl Aec {
                 mf.worse = 0;
             }
         }
+        self.path_changed_mics = changed;
         if self.farend_active {
             self.sd = 0.95 * self.sd + 0.05 * sd_frame;
             self.se = 0.95 * self.se + 0.05 * se_frame;

@@ -140,6 +140,17 @@ pub struct Processor {
     mean_e: Vec<f32>,
     mean_y: Vec<f32>,
     leak: f32,
+    /// phase-blind echo power per bin (Σ_q |W_q|²|X_q|², mean over mics) and the regression of
+    /// the beam output's power on it, like `leak` for the linear estimate
+    echo_pow: Vec<f32>,
+    mean_p: Vec<f32>,
+    leak_ep: Vec<f32>,
+    leak_pp: Vec<f32>,
+    leak_pow: f32,
+    /// frames left in which the post-filter treats the echo path as freshly changed
+    path_change_hold: u32,
+    /// noise reference of the post-filter's floor (see `process`)
+    noise_floor_ref: Vec<f32>,
     agc_gain: f32,
     stages: [bool; 4],
     cfg_floor: f32,
@@ -149,6 +160,15 @@ pub struct Processor {
     leak_alpha: f32,
     phi_alpha: f32,
 }
+
+/// After a detected echo-path change, for this many frames (2 s: the linear filters need about
+/// as long to re-converge on speech)...
+const PATH_CHANGE_HOLD: u32 = 200;
+/// ...the phase-blind residual-echo estimate is taken this much larger (the residual right after
+/// a change is up to twice the echo, and its regressed scale lags a few frames behind)...
+const PATH_CHANGE_OVERSUB: f32 = 4.0;
+/// ...and the floor's noise reference rises by at most this factor per frame (3 dB/s).
+const NOISE_FLOOR_RISE: f32 = 1.0069;
 
 fn db(p: f32) -> f32 {
     10.0 * (p + 1e-12).log10()
@@ -239,6 +259,13 @@ impl Processor {
             mean_e: vec![0.0; nb],
             mean_y: vec![0.0; nb],
             leak: 1.0,
+            echo_pow: vec![0.0; nb],
+            mean_p: vec![0.0; nb],
+            leak_ep: vec![0.0; nb],
+            leak_pp: vec![0.0; nb],
+            leak_pow: 1.0,
+            path_change_hold: 0,
+            noise_floor_ref: vec![0.0; nb],
             agc_gain: 1.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
@@ -315,6 +342,12 @@ impl Processor {
                 self.echo_mean[i] = s / m as f32;
             }
             self.echo_wola.analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
+            self.aec.echo_power(&mut self.echo_pow);
+            if self.aec.path_changed() {
+                self.path_change_hold = PATH_CHANGE_HOLD;
+            } else {
+                self.path_change_hold = self.path_change_hold.saturating_sub(1);
+            }
         }
         // analysis
         for ch in 0..m {
@@ -332,7 +365,7 @@ impl Processor {
         let res_echo_known = aec_on && self.aec.farend_active;
         if res_echo_known {
             for k in 0..nb {
-                let re = self.leak * self.yecho[k].norm_sqr();
+                let re = self.residual_echo(k);
                 self.not_speech[k] = (re / (self.pow[k] + 1e-20)).min(1.0);
             }
         }
@@ -430,8 +463,8 @@ impl Processor {
         }
         // residual echo leak estimate: regression of |Y|² on |Ŷecho|² across time per bin
         if res_echo_known {
-            let mut num = 0.0f32;
-            let mut den = 0.0f32;
+            let (mut num, mut den) = (0.0f32, 0.0f32);
+            let (mut num_p, mut den_p) = (0.0f32, 0.0f32);
             for k in 0..nb {
                 let e2 = self.y[k].norm_sqr();
                 let y2 = self.yecho[k].norm_sqr();
@@ -444,9 +477,19 @@ impl Processor {
                 self.leak_yy[k] = a * self.leak_yy[k] + (1.0 - a) * dy * dy;
                 num += self.leak_ey[k];
                 den += self.leak_yy[k];
+                let p2 = self.echo_pow[k];
+                self.mean_p[k] = a * self.mean_p[k] + (1.0 - a) * p2;
+                let dp = p2 - self.mean_p[k];
+                self.leak_ep[k] = a * self.leak_ep[k] + (1.0 - a) * de * dp;
+                self.leak_pp[k] = a * self.leak_pp[k] + (1.0 - a) * dp * dp;
+                num_p += self.leak_ep[k];
+                den_p += self.leak_pp[k];
             }
             if den > 1e-20 {
                 self.leak = (num / den).clamp(0.005, 1.0);
+            }
+            if den_p > 1e-30 {
+                self.leak_pow = (num_p / den_p).clamp(1e-4, 100.0);
             }
         }
         // post-filter
@@ -461,14 +504,26 @@ impl Processor {
                 } else {
                     0.0
                 };
-                let echo = if res_echo_known { self.echo_os * self.leak * self.yecho[k].norm_sqr() } else { 0.0 };
+                let echo = if res_echo_known { self.echo_os * self.residual_echo(k) } else { 0.0 };
+                let changed = res_echo_known && self.path_change_hold > 0;
+                let echo = if changed {
+                    echo.max(self.echo_os * PATH_CHANGE_OVERSUB * self.leak_pow * self.echo_pow[k])
+                } else {
+                    echo
+                };
                 let lam = (noise + echo).max(1e-20);
                 let gamma = y2 / lam;
                 let xi =
                     0.98 * self.g_prev[k] * self.g_prev[k] * self.ypow_prev[k] / lam + 0.02 * (gamma - 1.0).max(0.0);
                 let g = xi / (1.0 + xi);
-                // floor: the noise floor where noise dominates, deeper where echo does
-                let fl = floor * (noise / lam).sqrt();
+                // floor: the noise floor where noise dominates, deeper where echo does. While the
+                // far end plays the noise estimate takes in residual echo (on purpose: the beam
+                // turns from it); after an echo-path change that lifts it, and the floor with it,
+                // by as much as the residual rose. So for the frames after a change the floor
+                // follows a reference that rises by 3 dB/s at most (outside them it is the noise).
+                let nr = &mut self.noise_floor_ref[k];
+                *nr = if changed && *nr > 0.0 { (*nr * NOISE_FLOOR_RISE).min(noise) } else { noise };
+                let fl = floor * (*nr / lam).sqrt();
                 let g = g.max(fl).min(1.0);
                 self.g_prev[k] = g;
                 self.ypow_prev[k] = y2;
@@ -499,6 +554,15 @@ impl Processor {
         let op = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
         rep.output_level_dbfs = db(2.0 * op);
         rep
+    }
+
+    /// Residual echo power at the beam output in bin `k`: the larger of the linear echo estimate
+    /// and the phase-blind echo power, each scaled by its regression on the output. After an
+    /// echo-path change the linear estimate is stale (its phases are wrong, and the filters swing
+    /// while they re-adapt), so its regression on the output falls apart; the phase-blind one
+    /// still has the echo's power, and its scale rises with the residual within a few frames.
+    fn residual_echo(&self, k: usize) -> f32 {
+        (self.leak * self.yecho[k].norm_sqr()).max(self.leak_pow * self.echo_pow[k])
     }
 
     /// Refreshes the full covariance `phi` (nb × M × M) from the packed one.

@@ -58,3 +58,58 @@ fn white_noise_pure_delay_is_cancelled() {
     eprintln!("white/delay ERLE after 2 s: {erle:.1} dB");
     assert!(erle > 30.0, "ERLE {erle:.1} dB");
 }
+
+#[test]
+fn echo_path_change_is_detected_and_double_talk_is_not() {
+    // far end throughout; a near-end talker as loud as the echo 4-5.5 s (double talk); the
+    // loudspeaker moves 20 cm towards the mic at 8 s (a move across the line of sight changes
+    // the path far less, and is left to the post-filter's regression)
+    let mut rng = Rng::new(7);
+    let fs = 16000;
+    let n = fs * 10;
+    let mut far = roomsim::speech_like(n, 16000.0, &mut rng);
+    let pn = roomsim::pink_noise(n, &mut rng);
+    let g = roomsim::rms(&far) * 10f32.powf(-25.0 / 20.0);
+    far.iter_mut().zip(&pn).for_each(|(a, b)| *a += g * b);
+    let room = Room::new([5.0, 4.0, 2.8], 0.3, 16000.0);
+    let delay = 320;
+    let mut played = vec![0.0f32; n];
+    played[delay..].copy_from_slice(&far[..n - delay]);
+    let mic_pos = [[2.4, 1.6, 0.75]];
+    let ea = room.render(&played, [2.5, 0.2, 0.9], &mic_pos, 0.3).remove(0);
+    let eb = room.render(&played, [2.5, 0.4, 0.9], &mic_pos, 0.3).remove(0);
+    let ch = fs * 8;
+    let mut mic: Vec<f32> = (0..n).map(|i| if i < ch { ea[i] } else { eb[i] }).collect();
+    let (d0, d1) = (fs * 4, fs * 11 / 2);
+    let mut near = vec![0.0f32; n];
+    let ns = roomsim::speech_like(d1 - d0, 16000.0, &mut rng);
+    near[d0..d1].copy_from_slice(&ns);
+    let near = room.render(&near, [2.0, 3.0, 1.2], &mic_pos, 0.3).remove(0);
+    let gn = roomsim::rms(&ea[d0..d1]) / roomsim::rms(&near[d0..d1]).max(1e-9);
+    for i in 0..n {
+        mic[i] += gn * near[i] + 1e-4 * rng.normal() as f32;
+    }
+    let mut aec = Aec::new(1, 160, &AecParams::default());
+    let mut fft = Fft::new(320);
+    let mut e = vec![0.0f32; 160];
+    let mut echo = vec![0.0f32; 160];
+    let (mut in_dt, mut after_change, mut elsewhere) = (0, None, 0);
+    for f in 0..n / 160 {
+        e.copy_from_slice(&mic[f * 160..(f + 1) * 160]);
+        aec.process(&mut fft, &far[f * 160..(f + 1) * 160], &mut e, &mut echo);
+        if aec.path_changed() {
+            let t = f as f64 * 0.01;
+            if (4.0..5.8).contains(&t) {
+                in_dt += 1;
+            } else if t >= 8.0 {
+                after_change.get_or_insert(t);
+            } else {
+                elsewhere += 1;
+            }
+        }
+    }
+    eprintln!("path change: double-talk frames {in_dt}, first after the move {after_change:?}, others {elsewhere}");
+    assert_eq!(in_dt, 0, "double talk taken for an echo-path change");
+    let t = after_change.expect("echo-path change not detected");
+    assert!(t < 8.5, "echo-path change detected only at {t:.2} s");
+}
