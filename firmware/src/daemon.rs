@@ -264,6 +264,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
             framerate: cfg.video.framerate,
             max_kbps: cfg.video.bitrate_kbps,
             min_kbps: cfg.video.min_bitrate_kbps,
+            rtcp_feedback: cfg.video.rtcp_feedback,
             props: props.clone(),
         }),
         _ => None,

@@ -46,6 +46,8 @@ pub struct LocalVideo {
     pub level_idc: u8,
     /// Our maximum bitrate in kbit/s (`b=AS`).
     pub max_kbps: u32,
+    /// Offer and accept RTCP feedback and RTX; without it keyframes go by SIP INFO.
+    pub rtcp_feedback: bool,
 }
 
 /// RTCP feedback both sides agreed on (RFC 4585, RFC 5104, REMB).
@@ -248,13 +250,17 @@ impl Feedback {
 }
 
 impl LocalVideo {
+    fn supported(&self) -> Feedback {
+        if self.rtcp_feedback { SUPPORTED_FEEDBACK } else { Feedback::default() }
+    }
+
     /// Our `m=video` section for an offer.
     pub fn offer_media(&self, direction: Direction) -> Media {
         let mut m = Media {
             kind: "video".into(),
             port: self.port,
             proto: "RTP/AVP".into(),
-            formats: [PT_MODE1, PT_MODE0, PT_RTX_MODE1, PT_RTX_MODE0].iter().map(u8::to_string).collect(),
+            formats: vec![PT_MODE1.to_string(), PT_MODE0.to_string()],
             connection: None,
             attributes: Vec::new(),
             other: self.bandwidth_lines(),
@@ -265,10 +271,14 @@ impl LocalVideo {
                 "fmtp".into(),
                 Some(format!("{pt} profile-level-id=42e0{:02x};packetization-mode={mode}", self.level_idc)),
             ));
-            push_fb(&mut m, pt, SUPPORTED_FEEDBACK);
+            push_fb(&mut m, pt, self.supported());
         }
-        push_rtx(&mut m, PT_RTX_MODE1, PT_MODE1);
-        push_rtx(&mut m, PT_RTX_MODE0, PT_MODE0);
+        if self.supported().nack {
+            for (rtx, apt) in [(PT_RTX_MODE1, PT_MODE1), (PT_RTX_MODE0, PT_MODE0)] {
+                m.formats.push(rtx.to_string());
+                push_rtx(&mut m, rtx, apt);
+            }
+        }
         m.set_direction(direction);
         m
     }
@@ -297,7 +307,7 @@ impl LocalVideo {
         let level = f.level_idc.min(self.level_idc);
         let plid = format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, level);
         let rtx = rtx_for(om, pt);
-        let mut fb = offered_feedback(om, pt).and(SUPPORTED_FEEDBACK);
+        let mut fb = offered_feedback(om, pt).and(self.supported());
         fb.nack &= rtx.is_some();
         let rtx = rtx.filter(|_| fb.nack).map(|r| RtxPayloadTypes { send: r, recv: r });
         let avpf = om.proto.eq_ignore_ascii_case("RTP/AVPF");
@@ -350,7 +360,7 @@ impl LocalVideo {
             // Our PT for the same packetization mode is where we receive.
             let (ours, our_rtx) =
                 if f.packetization_mode == 1 { (PT_MODE1, PT_RTX_MODE1) } else { (PT_MODE0, PT_RTX_MODE0) };
-            let mut fb = offered_feedback(m, pt).and(SUPPORTED_FEEDBACK);
+            let mut fb = offered_feedback(m, pt).and(self.supported());
             let rtx = rtx_for(m, pt).filter(|_| fb.nack).map(|send| RtxPayloadTypes { send, recv: our_rtx });
             fb.nack &= rtx.is_some();
             return Some(NegotiatedVideo {
@@ -387,7 +397,7 @@ mod tests {
                 session_id: 42,
                 direction: Direction::SendRecv,
             },
-            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000 },
+            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true },
         )
     }
 
@@ -508,5 +518,18 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         let stripped: String = ans.to_text().lines().filter(|l| !l.contains("rtx")).map(|l| format!("{l}\r\n")).collect();
         let back = video.accept_answer(&SessionDescription::parse(&stripped).unwrap()).unwrap();
         assert_eq!((back.rtx, back.feedback.nack), (None, false));
+    }
+
+    #[test]
+    fn without_rtcp_feedback_nothing_is_offered_or_accepted() {
+        let (audio, mut video) = local();
+        video.rtcp_feedback = false;
+        let text = audio.offer_with_video(Some(&video)).to_text();
+        assert!(!text.contains("rtcp-fb") && !text.contains("rtx"), "{text}");
+        assert!(text.contains("m=video 40002 RTP/AVP 96 97\r\n"), "{text}");
+        let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(OFFER).unwrap(), Some(&video)).unwrap();
+        let n = n.unwrap();
+        assert_eq!((n.feedback, n.rtx), (Feedback::default(), None));
+        assert!(!ans.to_text().contains("rtcp-fb"));
     }
 }

@@ -19,6 +19,8 @@ pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE";
 pub const SUPPORTED: &str = "timer";
 /// RFC 5168 video fast update requests in INFO.
 const MEDIA_CONTROL: &str = "application/media_control+xml";
+/// RFC 5168 §3.2's request for a full picture.
+const PICTURE_FAST_UPDATE: &str = "<?xml version=\"1.0\" encoding=\"utf-8\" ?>\r\n<media_control>\r\n  <vc_primitive>\r\n    <to_encoder>\r\n      <picture_fast_update/>\r\n    </to_encoder>\r\n  </vc_primitive>\r\n</media_control>\r\n";
 const ACCEPT: &str = "application/sdp, application/dtmf-relay, application/media_control+xml";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +117,11 @@ struct Call {
     dtmf: VecDeque<DtmfItem>,
     dtmf_next_at: Option<Instant>,
     dtmf_busy: bool,
+    /// Our SIP INFO keyframe requests: the one in flight, when the last went, and whether the
+    /// peer refused them (then we stop asking this way).
+    fast_update_key: Option<String>,
+    fast_update_last: Option<Instant>,
+    fast_update_refused: bool,
     auto_dtmf: Vec<DtmfItem>,
     ring_until: Option<Instant>,
     remove_at: Option<Instant>,
@@ -871,6 +878,9 @@ impl UserAgent {
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
             dtmf_busy: false,
+            fast_update_key: None,
+            fast_update_last: None,
+            fast_update_refused: false,
             auto_dtmf: Vec::new(),
             ring_until: Some(now + self.cfg.ring_timeout),
             remove_at: None,
@@ -1582,6 +1592,9 @@ impl UserAgent {
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
             dtmf_busy: false,
+            fast_update_key: None,
+            fast_update_last: None,
+            fast_update_refused: false,
             auto_dtmf: digits,
             ring_until: None,
             remove_at: None,
@@ -1843,6 +1856,41 @@ impl UserAgent {
         }
         self.pump_dtmf(now, call);
         Ok(())
+    }
+
+    /// Asks the peer for a video keyframe by SIP INFO `picture_fast_update` (RFC 5168), for
+    /// peers without RTCP PLI/FIR. At most one a second and one at a time; after the peer
+    /// refuses one (405, 415, 469, 501) none are sent in this call. Returns whether one went.
+    pub fn send_info_picture_fast_update(&mut self, now: Instant, call: CallId) -> Result<bool, UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall(call))?;
+        if c.state != CallState::Established {
+            return Err(UaError::InvalidState("call is not established"));
+        }
+        if c.fast_update_refused
+            || c.fast_update_key.is_some()
+            || c.fast_update_last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return Ok(false);
+        }
+        let body = PICTURE_FAST_UPDATE.as_bytes().to_vec();
+        let key = self.send_in_dialog(now, call, Method::Info, vec![], Some((MEDIA_CONTROL, body)));
+        let c = self.calls.get_mut(&call).expect("call exists");
+        c.fast_update_last = Some(now);
+        c.fast_update_key = key;
+        Ok(c.fast_update_key.is_some())
+    }
+
+    /// The response to (or timeout of) an INFO of ours that asked for a keyframe.
+    fn fast_update_done(&mut self, id: CallId, key: &str, code: Option<u16>) -> bool {
+        let Some(c) = self.calls.get_mut(&id) else { return false };
+        if c.fast_update_key.as_deref() != Some(key) {
+            return false;
+        }
+        c.fast_update_key = None;
+        if code.is_some_and(|code| matches!(code, 405 | 415 | 469 | 501)) {
+            c.fast_update_refused = true;
+        }
+        true
     }
 
     fn pump_dtmf(&mut self, now: Instant, id: CallId) {
@@ -2266,6 +2314,7 @@ impl UserAgent {
                     self.end_call(now, id, EndReason::from_status(code, "session refresh failed"));
                 }
             }
+            Method::Info if self.fast_update_done(id, key, Some(code)) => {}
             Method::Info => {
                 let c = self.calls.get_mut(&id).expect("call exists");
                 c.dtmf_busy = false;
@@ -2358,6 +2407,7 @@ impl UserAgent {
                 self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Timeout });
             }
             Owner::Cancel(_) => {}
+            Owner::InDialog(id, Method::Info) if self.fast_update_done(id, key, None) => {}
             Owner::InDialog(id, m) => {
                 let Some(c) = self.calls.get_mut(&id) else {
                     return;

@@ -523,6 +523,37 @@ fn incoming_info_picture_fast_update() {
     assert!(h.events().is_empty());
 }
 
+/// We ask for keyframes by INFO: one at a time, at most one a second, and never again once the
+/// peer refuses them; DTMF by INFO is not disturbed by their responses.
+#[test]
+fn outgoing_info_picture_fast_update() {
+    let mut h = Harness::new(config());
+    let (call, _tag) = established_incoming(&mut h, "");
+    assert_eq!(h.ua.send_info_picture_fast_update(h.now, call), Ok(true));
+    let info = h.sent_one();
+    assert_eq!(info.method(), "INFO");
+    assert_eq!(info.h("content-type"), "application/media_control+xml");
+    assert!(info.body().contains("<to_encoder>") && info.body().contains("<picture_fast_update/>"), "{}", info.text);
+    // One in flight: the next waits.
+    assert_eq!(h.ua.send_info_picture_fast_update(h.now, call), Ok(false));
+    h.recv(&respond(&info, 200, "OK", None, "", ""));
+    // Answered, but within a second of the last: still not.
+    assert_eq!(h.ua.send_info_picture_fast_update(h.now, call), Ok(false));
+    h.advance(Duration::from_millis(1000));
+    assert_eq!(h.ua.send_info_picture_fast_update(h.now, call), Ok(true));
+    let info = h.sent_one();
+    // DTMF by INFO meanwhile, then the peer refuses the keyframe request: DTMF goes on.
+    h.ua.send_info_dtmf(h.now, call, "12").unwrap();
+    let dtmf = h.sent_one();
+    h.recv(&respond(&info, 415, "Unsupported Media Type", None, "", ""));
+    h.recv(&respond(&dtmf, 200, "OK", None, "", ""));
+    let next = h.sent_one();
+    assert_eq!(next.body(), "Signal=2\r\nDuration=160\r\n");
+    h.advance(Duration::from_secs(2));
+    assert_eq!(h.ua.send_info_picture_fast_update(h.now, call), Ok(false), "refused once: never again");
+    assert!(h.ua.send_info_picture_fast_update(h.now, CallId(999)).is_err());
+}
+
 #[test]
 fn reject_and_auto_answer_flag() {
     let mut cfg = config();

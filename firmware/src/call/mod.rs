@@ -48,6 +48,8 @@ pub struct VideoSetup {
     pub framerate: u32,
     pub max_kbps: u32,
     pub min_kbps: u32,
+    /// `video.rtcp_feedback`.
+    pub rtcp_feedback: bool,
     /// Where the current call's video figures go (Video1.Stats).
     pub props: Arc<crate::dbus::iface::Props>,
 }
@@ -88,6 +90,10 @@ struct Call {
     local_video: Option<LocalVideo>,
     video_sockets: Option<RtpSockets>,
     video: Option<VideoSession>,
+    /// The peer takes no RTCP PLI/FIR: our keyframe requests go by SIP INFO (RFC 5168). The
+    /// video session's count of requests already passed on.
+    keyframes_by_info: bool,
+    keyframe_requests_seen: u64,
     /// Pending remote offer of an incoming call, until answered.
     remote_offer: Option<String>,
     established: bool,
@@ -290,7 +296,12 @@ impl CallManager {
         let Some(v) = &self.video else { return (None, None) };
         match self.bind_rtp() {
             Ok(s) => {
-                let lv = LocalVideo { port: s.local_rtp().port(), level_idc: v.level_idc(), max_kbps: v.max_kbps };
+                let lv = LocalVideo {
+                    port: s.local_rtp().port(),
+                    level_idc: v.level_idc(),
+                    max_kbps: v.max_kbps,
+                    rtcp_feedback: v.rtcp_feedback,
+                };
                 (Some(s), Some(lv))
             }
             Err(e) => {
@@ -368,6 +379,8 @@ impl CallManager {
                 local_video: None,
                 video_sockets: None,
                 video: None,
+                keyframes_by_info: false,
+                keyframe_requests_seen: 0,
                 remote_offer: offer,
                 established: false,
                 held_by_us: false,
@@ -563,6 +576,8 @@ impl CallManager {
         match VideoSession::start(p) {
             Ok(v) => {
                 call.props.lock().unwrap().video_codec = format!("H264/90000 {width}x{height}");
+                call.keyframes_by_info = !(f.pli || f.fir);
+                call.keyframe_requests_seen = 0;
                 tracing::info!(call = call.n, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
                 call.video = Some(v);
             }
@@ -793,6 +808,7 @@ impl CallManager {
 
     /// Polls the media sessions: events, and statistics for Call1.Stats.
     pub async fn tick(&mut self, publish_stats: bool) -> Vec<Notice> {
+        let mut out = self.keyframe_requests_by_info().await;
         let mut hang = Vec::new();
         for (id, c) in &self.calls {
             if let Some(m) = &c.media {
@@ -827,12 +843,36 @@ impl CallManager {
                 }
             }
         }
-        let mut out = Vec::new();
         for id in hang {
             let _ = self.ua.hangup(Instant::now(), id);
             out.extend(self.drain().await);
         }
         out
+    }
+
+    /// Our decoding broke and the peer takes no RTCP keyframe requests: ask by SIP INFO.
+    async fn keyframe_requests_by_info(&mut self) -> Vec<Notice> {
+        let mut wanted = Vec::new();
+        for (id, c) in self.calls.iter_mut() {
+            if let Some(v) = c.video.as_ref().filter(|_| c.keyframes_by_info) {
+                let n = v.keyframe_requests_sent();
+                if n > c.keyframe_requests_seen {
+                    c.keyframe_requests_seen = n;
+                    wanted.push((*id, c.n));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        for (id, n) in wanted {
+            match self.ua.send_info_picture_fast_update(Instant::now(), id) {
+                Ok(true) => tracing::info!(call = n, "asked the far end for a keyframe by SIP INFO (picture_fast_update)"),
+                Ok(false) => {}
+                Err(e) => tracing::debug!(call = n, "no keyframe request by INFO: {e}"),
+            }
+        }
+        self.drain().await
     }
 
     /// Ends every call (shutdown).

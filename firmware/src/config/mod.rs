@@ -114,6 +114,9 @@ pub struct Video {
     pub bitrate_kbps: u32,
     /// Lowest send bitrate the adaptation goes down to, kbit/s.
     pub min_bitrate_kbps: u32,
+    /// Offer and accept RTCP feedback for video (NACK with RTX, PLI, FIR, TMMBR, REMB). Off for
+    /// endpoints whose feedback handling is broken: keyframes are then asked for by SIP INFO.
+    pub rtcp_feedback: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -211,6 +214,7 @@ impl Default for Video {
             enable: true,
             bitrate_kbps: 2000,
             min_bitrate_kbps: 150,
+            rtcp_feedback: true,
         }
     }
 }

@@ -171,6 +171,10 @@ struct Shared {
     remote_loss_permille: AtomicU32,
     encoder_name: String,
     decoder_name: Mutex<String>,
+    /// RTP packets into the depayloader, and the depayloader (to ask again for a keyframe when
+    /// the picture stays frozen).
+    depay_packets: AtomicU64,
+    depay: Mutex<Option<glib::WeakRef<gst::Element>>>,
 }
 
 impl Shared {
@@ -298,6 +302,11 @@ impl VideoSession {
         if let Some(pad) = self.encoder.static_pad("src") {
             pad.send_event(ev);
         }
+    }
+
+    /// Keyframe requests our decoding made so far (sent as PLI/FIR when the peer takes them).
+    pub fn keyframe_requests_sent(&self) -> u64 {
+        self.shared.requests_sent.load(Ordering::Relaxed)
     }
 
     /// Hold/resume: sending stops for recvonly/inactive.
@@ -513,6 +522,8 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         remote_loss_permille: AtomicU32::new(0),
         encoder_name: p.encoder.clone(),
         decoder_name: Mutex::new(String::new()),
+        depay_packets: AtomicU64::new(0),
+        depay: Mutex::new(None),
     });
 
     let pipeline = gst::Pipeline::with_name(&format!("huis-video-{}", local_rtp.port()));
@@ -802,16 +813,22 @@ fn add_receiver(
             }
             gst::PadProbeReturn::Ok
         });
-        // Keyframe requests going upstream out of the depayloader become PLI/FIR in rtpsession.
+        // Keyframe requests going upstream out of the depayloader become PLI/FIR in rtpsession
+        // (or SIP INFO, see the call manager); packets going in are counted.
         let sh = shared.clone();
-        pad(&depay, "sink")?.add_probe(gst::PadProbeType::EVENT_UPSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                && gst_video::ForceKeyUnitEvent::is(ev)
-            {
-                sh.requests_sent.fetch_add(1, Ordering::Relaxed);
+        pad(&depay, "sink")?.add_probe(gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER, move |_, info| {
+            match &info.data {
+                Some(gst::PadProbeData::Event(ev)) if gst_video::ForceKeyUnitEvent::is(ev) => {
+                    sh.requests_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(gst::PadProbeData::Buffer(_)) => {
+                    sh.depay_packets.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
             }
             gst::PadProbeReturn::Ok
         });
+        *shared.depay.lock().unwrap_or_else(|e| e.into_inner()) = Some(depay.downgrade());
     }
     for e in els {
         e.sync_state_with_parent().map_err(MediaError::pipeline)?;
@@ -862,6 +879,21 @@ pub(crate) fn next_bitrate(current: u32, loss: Option<f64>, min: u32, cap: u32) 
     (next as u32).min(cap).max(min.min(cap))
 }
 
+/// Once a second: is the far end's picture frozen while its packets still arrive?
+#[derive(Default)]
+pub(crate) struct FrozenPicture {
+    packets: u64,
+    frames: u64,
+}
+
+impl FrozenPicture {
+    pub(crate) fn check(&mut self, packets: u64, frames: u64) -> bool {
+        let frozen = frames == self.frames && frames > 0 && packets > self.packets + 5;
+        (self.packets, self.frames) = (packets, frames);
+        frozen
+    }
+}
+
 /// Bus errors are logged; once a second the bitrate is adapted.
 fn control(
     sh: Arc<Shared>,
@@ -874,6 +906,7 @@ fn control(
 ) {
     let mut last_check = Instant::now();
     let mut last_rb_seq: Option<u64> = None;
+    let mut frozen = FrozenPicture::default();
     while !sh.stop.load(Ordering::Relaxed) {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
             match msg.view() {
@@ -891,6 +924,15 @@ fn control(
             continue;
         }
         last_check = Instant::now();
+        if frozen.check(sh.depay_packets.load(Ordering::Relaxed), sh.frames_decoded.load(Ordering::Relaxed)) {
+            // Packets arrive but nothing decodes: the keyframe asked for was lost too, and the
+            // depayloader waits for one without asking again. Ask again, once a second.
+            let depay = sh.depay.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|w| w.upgrade());
+            if let Some(sink) = depay.and_then(|d| d.static_pad("sink")) {
+                tracing::debug!("far-end picture frozen; asking for a keyframe again");
+                sink.push_event(gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build());
+            }
+        }
         let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
         let st = session.property::<gst::Structure>("stats");
         let mut loss = None;
@@ -950,6 +992,16 @@ mod tests {
         assert_eq!(parse_tmmbr(&t, 0x0102_0304), Some(400_000));
         assert_eq!(parse_tmmbr(&t[..7], 0x0102_0304), None);
         assert_eq!(parse_tmmbr(&t, 5), None);
+    }
+
+    #[test]
+    fn frozen_picture_is_packets_without_frames() {
+        let mut f = FrozenPicture::default();
+        assert!(!f.check(100, 0), "not before the first picture");
+        assert!(!f.check(200, 30), "decoding");
+        assert!(f.check(300, 30), "packets, no new frame");
+        assert!(!f.check(302, 30), "no packets either: the far end stopped sending");
+        assert!(!f.check(400, 60), "recovered");
     }
 
     #[test]
