@@ -242,6 +242,45 @@ fn baresip_calls_huisd_and_gets_video_back() {
     b.hangup().unwrap();
 }
 
+/// Room B's RTP ports in the two-room tests (room A has [`RTP_MIN`]).
+const B_RTP_MIN: u16 = 31000;
+
+/// Two rooms in one namespace, A ("Studio 4", `[video]` extra `a_video`) calling B ("Board
+/// room", auto-answer), with video decoded both ways.
+struct RoomCall {
+    bus_a: Bus,
+    bus_b: Bus,
+    a: huis_tests::Huisd,
+    b: huis_tests::Huisd,
+}
+
+impl RoomCall {
+    fn start(ns: &NetNs, a_video: &str) -> RoomCall {
+        let (bus_a, bus_b) = (Bus::start(), Bus::start());
+        let (port_a, port_b) = (ns.port(), ns.port());
+        let a = huis_tests::peers::huisd::start_in_blocking(ns, &bus_a, &room_config("Studio 4", port_a, RTP_MIN, a_video));
+        let b = huis_tests::peers::huisd::start_in_blocking(
+            ns,
+            &bus_b,
+            &room_config("Board room", port_b, B_RTP_MIN, "[call]\nauto_answer = true\n"),
+        );
+        let r = RoomCall { bus_a, bus_b, a, b };
+        json(&r.bus_a, &["dial", &format!("sip:room@127.0.0.1:{port_b}")]);
+        for bus in [&r.bus_a, &r.bus_b] {
+            let deadline = Instant::now() + 20 * SEC;
+            while stat(&video_stats(bus), "frames_decoded") < 30.0 {
+                assert!(Instant::now() < deadline, "no video both ways: {}", r.logs());
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        r
+    }
+
+    fn logs(&self) -> String {
+        format!("room A:\n{}\nroom B:\n{}", self.a.log_text(), self.b.log_text())
+    }
+}
+
 /// Two rooms call each other: NACK and RTX are agreed, and 5 % loss on one direction is
 /// repaired by retransmission in time for the decoder, so the picture does not break and no
 /// keyframes are needed.
@@ -254,34 +293,18 @@ fn room_to_room_video_repairs_loss_by_retransmission() {
     let _serial = one_at_a_time();
     let _w = watchdog("room to room video", 180);
     let ns = NetNs::new();
-    let (bus_a, bus_b) = (Bus::start(), Bus::start());
-    let (port_a, port_b) = (ns.port(), ns.port());
-    const B_RTP_MIN: u16 = 31000;
-    let a = huis_tests::peers::huisd::start_in_blocking(&ns, &bus_a, &room_config("Studio 4", port_a, RTP_MIN, ""));
-    let b = huis_tests::peers::huisd::start_in_blocking(
-        &ns,
-        &bus_b,
-        &room_config("Board room", port_b, B_RTP_MIN, "[call]\nauto_answer = true\n"),
-    );
-    json(&bus_a, &["dial", &format!("sip:room@127.0.0.1:{port_b}")]);
-    let logs = || format!("room A:\n{}\nroom B:\n{}", a.log_text(), b.log_text());
-    for bus in [&bus_a, &bus_b] {
-        let deadline = Instant::now() + 20 * SEC;
-        while stat(&video_stats(bus), "frames_decoded") < 30.0 {
-            assert!(Instant::now() < deadline, "no video both ways: {}", logs());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
+    let r = RoomCall::start(&ns, "");
+    let (bus_a, bus_b) = (&r.bus_a, &r.bus_b);
 
     // One packet in 20 towards room B's video port lost, retransmissions included.
-    let before_a = video_stats(&bus_a);
-    let before_b = video_stats(&bus_b);
+    let before_a = video_stats(bus_a);
+    let before_b = video_stats(bus_b);
     {
         let _loss = Loss::one_in(&ns, &format!("udp dport {}", B_RTP_MIN + 2), 20);
         std::thread::sleep(15 * SEC);
     }
     std::thread::sleep(SEC);
-    let (sa, sb) = (video_stats(&bus_a), video_stats(&bus_b));
+    let (sa, sb) = (video_stats(bus_a), video_stats(bus_b));
     let d = |after: &Value, before: &Value, k: &str| stat(after, k) - stat(before, k);
     let lost = d(&sb, &before_b, "packets_lost");
     let repaired = d(&sb, &before_b, "retransmissions_received");
@@ -304,7 +327,7 @@ fn room_to_room_video_repairs_loss_by_retransmission() {
     // Without repair nearly every lost packet breaks a frame and costs a keyframe request.
     assert!(keyframe_requests <= lost * 0.4, "the picture broke {keyframe_requests} times: {sb}");
     assert!(decoded >= 300.0, "only {decoded} frames decoded in 16 s: {sb}");
-    json(&bus_a, &["hangup"]);
+    json(bus_a, &["hangup"]);
 }
 
 /// A room that takes no RTCP feedback calls one that does: keyframes are asked for by SIP INFO
@@ -318,35 +341,17 @@ fn without_rtcp_feedback_keyframes_are_requested_by_sip_info() {
     let _serial = one_at_a_time();
     let _w = watchdog("keyframes by SIP INFO", 180);
     let ns = NetNs::new();
-    let (bus_a, bus_b) = (Bus::start(), Bus::start());
-    let (port_a, port_b) = (ns.port(), ns.port());
-    const B_RTP_MIN: u16 = 31000;
-    let a = huis_tests::peers::huisd::start_in_blocking(
-        &ns,
-        &bus_a,
-        &room_config("Studio 4", port_a, RTP_MIN, "rtcp_feedback = false\n"),
-    );
-    let b = huis_tests::peers::huisd::start_in_blocking(
-        &ns,
-        &bus_b,
-        &room_config("Board room", port_b, B_RTP_MIN, "[call]\nauto_answer = true\n"),
-    );
-    json(&bus_a, &["dial", &format!("sip:room@127.0.0.1:{port_b}")]);
-    let logs = || format!("room A:\n{}\nroom B:\n{}", a.log_text(), b.log_text());
-    for bus in [&bus_a, &bus_b] {
-        let deadline = Instant::now() + 20 * SEC;
-        while stat(&video_stats(bus), "frames_decoded") < 30.0 {
-            assert!(Instant::now() < deadline, "no video both ways: {}", logs());
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-    let before_a = video_stats(&bus_a);
+    let r = RoomCall::start(&ns, "rtcp_feedback = false\n");
+    let (bus_a, bus_b) = (&r.bus_a, &r.bus_b);
+    let (a, b) = (&r.a, &r.b);
+    let logs = || r.logs();
+    let before_a = video_stats(bus_a);
     eprintln!("video both ways; room A before the loss: {before_a}");
     {
         // A third of room A's video lost on the way to room B: B's decoding breaks.
         let _loss = Loss::start(&ns, &format!("udp dport {}", B_RTP_MIN + 2));
         let deadline = Instant::now() + 10 * SEC;
-        while stat(&video_stats(&bus_a), "keyframe_requests_received") <= stat(&before_a, "keyframe_requests_received") {
+        while stat(&video_stats(bus_a), "keyframe_requests_received") <= stat(&before_a, "keyframe_requests_received") {
             assert!(Instant::now() < deadline, "no keyframe request reached room A: {}", logs());
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -354,15 +359,15 @@ fn without_rtcp_feedback_keyframes_are_requested_by_sip_info() {
     eprintln!("room A got a keyframe request");
     assert!(b.log_text().contains("asked the far end for a keyframe by SIP INFO"), "room B did not ask by INFO: {}", logs());
     assert!(a.log_text().contains("keyframe requested by SIP INFO (picture_fast_update)"), "{}", logs());
-    let sb = video_stats(&bus_b);
+    let sb = video_stats(bus_b);
     assert_eq!(stat(&sb, "retransmissions_requested"), 0.0, "no NACK without feedback: {sb}");
-    let s = wait_video(&bus_a, "the keyframe request answered", 5 * SEC, |s| {
+    let s = wait_video(bus_a, "the keyframe request answered", 5 * SEC, |s| {
         stat(s, "keyframe_requests_answered") > stat(&before_a, "keyframe_requests_answered")
     });
     assert!(stat(&s, "keyframe_answer_max_ms") <= 1000.0, "keyframe answered too late: {s}");
-    let mid = video_stats(&bus_b);
-    wait_video(&bus_b, "room B's picture recovers", 10 * SEC, |s| {
+    let mid = video_stats(bus_b);
+    wait_video(bus_b, "room B's picture recovers", 10 * SEC, |s| {
         stat(s, "frames_decoded") >= stat(&mid, "frames_decoded") + 30.0
     });
-    json(&bus_a, &["hangup"]);
+    json(bus_a, &["hangup"]);
 }

@@ -563,3 +563,95 @@ fn stereo_opus_from_an_external_sender_plays_as_mono() {
     let lost = session.stats().packets_lost;
     assert!(lost < 5, "{lost} packets lost on loopback");
 }
+
+/// RFC 5104 §4.2.2: a TMMBR from the network caps our video bitrate and is acknowledged with a
+/// TMMBN naming the requester. The peer here is two plain UDP sockets: what it sends is built
+/// by hand, as a far end's RTCP would arrive.
+#[test]
+fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
+    use huis_hal::camera::{Camera, SimCamera};
+    use std::net::UdpSocket;
+    let (peer_rtp, peer_rtcp) = (0..50)
+        .find_map(|_| {
+            let rtp = UdpSocket::bind("127.0.0.1:0").ok()?;
+            let rtcp = UdpSocket::bind(("127.0.0.1", rtp.local_addr().ok()?.port().checked_add(1)?)).ok()?;
+            Some((rtp, rtcp))
+        })
+        .expect("two adjacent free UDP ports");
+    let sockets = RtpSockets::bind(local()).unwrap();
+    let our_rtcp = SocketAddr::new(sockets.local_rtp().ip(), sockets.local_rtp().port() + 1);
+    let v = VideoSession::start(VideoSessionParams {
+        sockets,
+        remote_rtp: peer_rtp.local_addr().unwrap(),
+        send_pt: 96,
+        recv_pt: 96,
+        packetization_mode: 1,
+        source: SimCamera::default().gst_source(320, 180, 15),
+        width: 320,
+        height: 180,
+        framerate: 15,
+        encoder: "x264enc".into(),
+        start_kbps: 800,
+        min_kbps: 100,
+        max_kbps: 1000,
+        feedback: VideoFeedback { tmmbr: true, pli: true, ..Default::default() },
+        rtx: None,
+        cname: "test@huis".into(),
+        direction: Direction::SendRecv,
+        jitter_buffer: Duration::from_millis(50),
+        rtcp_interval: Duration::from_millis(500),
+        far_channel: "tmmbr-far".into(),
+        self_channel: "tmmbr-self".into(),
+        on_capture: None,
+    })
+    .expect("video session starts");
+    // Our SSRC, from the first RTP packet.
+    peer_rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 2048];
+    let n = peer_rtp.recv(&mut buf).expect("RTP from the session");
+    assert!(n > 12);
+    let ours = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+    // RR from the peer (SSRC 0x5eed), then TMMBR asking for 300 kbit/s: exp 2, mantissa 75000.
+    let peer_ssrc: u32 = 0x5eed;
+    let word: u32 = (2 << 26) | (75_000 << 9) | 40;
+    let mut pkt = vec![0x80, 201, 0, 1];
+    pkt.extend_from_slice(&peer_ssrc.to_be_bytes());
+    pkt.extend_from_slice(&[0x83, 205, 0, 4]);
+    pkt.extend_from_slice(&peer_ssrc.to_be_bytes());
+    pkt.extend_from_slice(&0u32.to_be_bytes());
+    pkt.extend_from_slice(&ours.to_be_bytes());
+    pkt.extend_from_slice(&word.to_be_bytes());
+    peer_rtcp.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let tmmbn = loop {
+        assert!(Instant::now() < deadline, "no TMMBN within 10 s; stats {:?}", v.stats());
+        peer_rtcp.send_to(&pkt, our_rtcp).unwrap();
+        let Ok(n) = peer_rtcp.recv(&mut buf) else { continue };
+        // Walk the compound packet for an RTPFB with FMT 4.
+        let mut off = 0;
+        let mut found = None;
+        while off + 4 <= n {
+            let len = (usize::from(u16::from_be_bytes([buf[off + 2], buf[off + 3]])) + 1) * 4;
+            if buf[off + 1] == 205 && buf[off] & 0x1f == 4 && off + len <= n {
+                found = Some(buf[off..off + len].to_vec());
+            }
+            off += len;
+        }
+        if let Some(f) = found {
+            break f;
+        }
+    };
+    assert_eq!(&tmmbn[4..8], &ours.to_be_bytes(), "sent by us");
+    assert_eq!(&tmmbn[12..16], &peer_ssrc.to_be_bytes(), "the bound is the requester's");
+    assert_eq!(&tmmbn[16..20], &word.to_be_bytes());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = v.stats();
+        if s.tmmbr_kbps == 300 && s.bitrate_kbps <= 300 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bitrate did not follow the TMMBR: {s:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    v.stop();
+}

@@ -691,9 +691,13 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     session.set_property("rtcp-min-interval", interval.as_nanos() as u64);
     {
         // Feedback from the peer: PLI/FIR are acted upon by rtpsession itself (GstForceKeyUnit to
-        // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps.
+        // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps. A TMMBR is
+        // acknowledged with a TMMBN (RFC 5104 §4.2.2), which rtpsession does not do.
         let sh = shared.clone();
+        let tmmbn_sock = p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?;
+        let cname = p.cname.clone();
         session.connect("on-feedback-rtcp", false, move |args| {
+            let sender_ssrc = args.get(3).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
             let typ = args.get(1).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
             let fbtype = args.get(2).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
             let media_ssrc = args.get(4).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
@@ -712,6 +716,11 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
                 (205, 3) => {
                     if let Some(bps) = parse_tmmbr(fci, ssrc) {
                         sh.tmmbr_kbps.store((bps / 1000).min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
+                        if let Some(pkt) = tmmbn_packet(fci, ssrc, sender_ssrc, &cname) {
+                            if let Err(e) = tmmbn_sock.send_to(&pkt, remote_rtcp) {
+                                tracing::debug!("cannot send TMMBN: {e}");
+                            }
+                        }
                     }
                 }
                 _ => {}
@@ -868,6 +877,36 @@ pub(crate) fn parse_tmmbr(fci: &[u8], ssrc: u32) -> Option<u64> {
     })
 }
 
+/// RTCP compound packet acknowledging a TMMBR (RFC 5104 §4.2.2): an empty receiver report and
+/// our CNAME (RFC 3550 §6.1), then a TMMBN whose bounding set is the request for `ours`, owned
+/// by its sender. `None` when the request holds no entry for us.
+pub(crate) fn tmmbn_packet(tmmbr_fci: &[u8], ours: u32, requester: u32, cname: &str) -> Option<Vec<u8>> {
+    let entry = tmmbr_fci.chunks_exact(8).find(|e| e[..4] == ours.to_be_bytes())?;
+    let mut p = Vec::with_capacity(64);
+    // RR, no report blocks.
+    p.extend_from_slice(&[0x80, 201, 0, 1]);
+    p.extend_from_slice(&ours.to_be_bytes());
+    // SDES with one chunk: SSRC, CNAME item, end marker, padded to 32 bits.
+    let name = &cname.as_bytes()[..cname.len().min(255)];
+    let mut chunk = ours.to_be_bytes().to_vec();
+    chunk.extend_from_slice(&[1, name.len() as u8]);
+    chunk.extend_from_slice(name);
+    chunk.push(0);
+    while chunk.len() % 4 != 0 {
+        chunk.push(0);
+    }
+    p.extend_from_slice(&[0x81, 202]);
+    p.extend_from_slice(&((chunk.len() / 4) as u16).to_be_bytes());
+    p.extend_from_slice(&chunk);
+    // RTPFB, FMT 4 (TMMBN): our SSRC, media source 0, one tuple owned by the requester.
+    p.extend_from_slice(&[0x80 | 4, 205, 0, 4]);
+    p.extend_from_slice(&ours.to_be_bytes());
+    p.extend_from_slice(&0u32.to_be_bytes());
+    p.extend_from_slice(&requester.to_be_bytes());
+    p.extend_from_slice(&entry[4..8]);
+    Some(p)
+}
+
 /// The bitrate rule (see the module docs): the next target from the current one, the loss the
 /// peer reports (0..1, `None` without a new report) and the caps.
 pub(crate) fn next_bitrate(current: u32, loss: Option<f64>, min: u32, cap: u32) -> u32 {
@@ -992,6 +1031,26 @@ mod tests {
         assert_eq!(parse_tmmbr(&t, 0x0102_0304), Some(400_000));
         assert_eq!(parse_tmmbr(&t[..7], 0x0102_0304), None);
         assert_eq!(parse_tmmbr(&t, 5), None);
+    }
+
+    #[test]
+    fn tmmbn_acknowledges_our_entry_of_a_tmmbr() {
+        let (exp, man, ovh): (u32, u32, u32) = (2, 100_000, 40);
+        let word = (exp << 26) | (man << 9) | ovh;
+        let mut fci = vec![9, 9, 9, 9, 0, 0, 0, 0, 1, 2, 3, 4];
+        fci.extend_from_slice(&word.to_be_bytes());
+        let p = tmmbn_packet(&fci, 0x0102_0304, 0xaabb_ccdd, "huis@room").unwrap();
+        // RR (8) + SDES (header 4 + chunk 4 + 2 + 9 + 1 = 20) + TMMBN (20); lengths in words - 1.
+        assert_eq!(p.len(), 8 + 20 + 20);
+        assert_eq!(&p[0..4], &[0x80, 201, 0, 1]);
+        assert_eq!(&p[8..12], &[0x81, 202, 0, 4]);
+        assert_eq!(&p[16..18], &[1, 9]);
+        let fb = &p[28..];
+        assert_eq!(&fb[0..4], &[0x84, 205, 0, 4]);
+        assert_eq!(&fb[4..8], &0x0102_0304u32.to_be_bytes());
+        assert_eq!(&fb[12..16], &0xaabb_ccddu32.to_be_bytes(), "the tuple's owner is the requester");
+        assert_eq!(&fb[16..20], &word.to_be_bytes());
+        assert_eq!(tmmbn_packet(&fci, 7, 1, "x"), None, "no entry for us: no TMMBN");
     }
 
     #[test]
