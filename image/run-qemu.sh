@@ -16,13 +16,15 @@
 #   --mem MB           guest memory (default 1024)
 #   --kvm              use KVM if /dev/kvm works (default: TCG, as in CI)
 #   --pidfile FILE     write QEMU's pid (tests use it to stop the guest)
+#   --no-reboot        exit when the guest reboots instead of resetting it (the
+#                      tests then power the guest on again: a cold boot)
 #
 # Networking is QEMU user mode with restrict=on: the guest reaches nothing
 # outside, the host reaches the guest only through the forwarded port.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
-target="" disk="" vars="" serial="mon:stdio" share="" fwd="10022:22" mem=1024 accel=tcg pidfile=""
+target="" disk="" vars="" serial="mon:stdio" share="" fwd="10022:22" mem=1024 accel=tcg pidfile="" no_reboot=no
 while [ $# -gt 0 ]; do
     case $1 in
         --disk) disk=$2; shift ;;
@@ -33,6 +35,7 @@ while [ $# -gt 0 ]; do
         --mem) mem=$2; shift ;;
         --kvm) accel=kvm ;;
         --pidfile) pidfile=$2; shift ;;
+        --no-reboot) no_reboot=yes ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d;s/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $1" ;;
         *) target=$1 ;;
@@ -97,5 +100,6 @@ args=(
 )
 [ -z "$share" ] || args+=(-virtfs "local,path=$share,mount_tag=huis-share,security_model=none,readonly=on")
 [ -z "$pidfile" ] || args+=(-pidfile "$pidfile")
+[ "$no_reboot" = no ] || args+=(-no-reboot)
 [ "$ARCH" = arm64 ] && args+=(-device virtio-gpu-pci)   # harmless; arm64 virt has no VGA
 "$qemu" "${args[@]}"

@@ -21,6 +21,14 @@ import time
 
 class Console:
     def __init__(self, path, log_path, connect_timeout=30.0):
+        self.path = path
+        self.buf = ""
+        self.log = open(log_path, "a", encoding="utf-8", errors="replace")
+        self.stamp = 0.0
+        self._connect(path, connect_timeout)
+        self._stamp(f"connected ({' '.join(sys.argv[2:3])})")
+
+    def _connect(self, path, connect_timeout):
         deadline = time.monotonic() + connect_timeout
         while True:
             try:
@@ -33,10 +41,6 @@ class Console:
                     raise SystemExit(f"guest.py: cannot connect to {path}")
                 time.sleep(0.2)
         self.sock.setblocking(False)
-        self.buf = ""
-        self.log = open(log_path, "a", encoding="utf-8", errors="replace")
-        self.stamp = 0.0
-        self._stamp(f"connected ({' '.join(sys.argv[2:3])})")
 
     def _stamp(self, what=""):
         # Host wall-clock marks in the log (at most one per 5 s), so slow
@@ -57,7 +61,12 @@ class Console:
         except BlockingIOError:
             return False
         if not data:
-            raise SystemExit("guest.py: the console closed (QEMU exited?)")
+            # QEMU exits on a guest reset (-no-reboot) and run.sh starts it
+            # again: reconnect to the new console within the caller's deadline.
+            self.sock.close()
+            self._stamp("console closed: guest reset, reconnecting")
+            self._connect(self.path, 120.0)
+            return False
         text = data.decode("utf-8", errors="replace").replace("\r", "")
         self._stamp()
         self.log.write(text)

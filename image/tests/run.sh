@@ -47,16 +47,27 @@ bench() { echo "$*" | tee -a "$bench"; }
 # --- the guest -------------------------------------------------------------
 sock=$work/console.sock
 log=$work/console.log
+# Every guest reboot is a power cycle: QEMU runs with -no-reboot and exits on
+# the guest's reset, and this loop starts it again on the same disk and UEFI
+# variables (GRUB's try flags live on the disk, so A/B selection is the same).
+# A warm reset under TCG once hung QEMU before the firmware printed anything
+# (BENCHMARKS.md); a cold start has not.
 start_guest() {
-    rm -f "$sock"
-    timeout 3600 "$IMAGE_DIR/run-qemu.sh" amd64 "${kvm[@]}" --disk "$work/disk.qcow2" --vars "$work/vars.fd" \
-        --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 \
-        --pidfile "$work/qemu.pid" > "$work/qemu.log" 2>&1 &
+    rm -f "$sock" "$work/stop"
+    (
+        while [ ! -e "$work/stop" ]; do
+            timeout 3600 "$IMAGE_DIR/run-qemu.sh" amd64 "${kvm[@]}" --disk "$work/disk.qcow2" --vars "$work/vars.fd" \
+                --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 \
+                --pidfile "$work/qemu.pid" --no-reboot >> "$work/qemu.log" 2>&1 || true
+            [ -e "$work/stop" ] || echo "qemu: the guest reset; powering it on again ($(date -u +%T))" >> "$work/qemu.log"
+        done
+    ) &
     qemu_pid=$!
     for _ in $(seq 100); do [ -S "$sock" ] && break; sleep 0.1; done
 }
 stop_guest() {
     if [ -n "$qemu_pid" ]; then
+        touch "$work/stop"
         [ -f "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
         wait "$qemu_pid" 2>/dev/null
         qemu_pid=""
