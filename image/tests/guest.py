@@ -60,6 +60,10 @@ class Console:
             data = self.sock.recv(65536)
         except BlockingIOError:
             return False
+        except OSError:
+            # QEMU exiting on the guest's reset may reset the connection
+            # rather than close it: the same as an end of file.
+            data = b""
         if not data:
             # QEMU exits on a guest reset (-no-reboot) and run.sh starts it
             # again: reconnect to the new console within the caller's deadline.
