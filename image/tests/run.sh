@@ -56,10 +56,18 @@ start_guest() {
     rm -f "$sock" "$work/stop"
     (
         while [ ! -e "$work/stop" ]; do
+            t0=$(date +%s) rc=0
             timeout 3600 "$IMAGE_DIR/run-qemu.sh" amd64 "${kvm[@]}" --disk "$work/disk.qcow2" --vars "$work/vars.fd" \
                 --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 \
-                --pidfile "$work/qemu.pid" --no-reboot >> "$work/qemu.log" 2>&1 || true
-            [ -e "$work/stop" ] || echo "qemu: the guest reset; powering it on again ($(date -u +%T))" >> "$work/qemu.log"
+                --pidfile "$work/qemu.pid" --no-reboot >> "$work/qemu.log" 2>&1 || rc=$?
+            [ -e "$work/stop" ] && break
+            # -no-reboot: a guest reset ends QEMU with status 0. Anything else this
+            # soon is QEMU failing to start (e.g. the forwarded port is taken).
+            if [ "$rc" -ne 0 ] && [ $(( $(date +%s) - t0 )) -lt 15 ]; then
+                echo "qemu: failed to start (exit $rc); not trying again" >> "$work/qemu.log"
+                break
+            fi
+            echo "qemu: the guest reset; powering it on again ($(date -u +%T))" >> "$work/qemu.log"
         done
     ) &
     qemu_pid=$!
@@ -68,7 +76,13 @@ start_guest() {
 stop_guest() {
     if [ -n "$qemu_pid" ]; then
         touch "$work/stop"
-        [ -f "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
+        # A QEMU started just before may not have written its pid file yet: keep
+        # killing what the file names until the power-on loop has ended.
+        for _ in $(seq 100); do
+            kill -0 "$qemu_pid" 2>/dev/null || break
+            [ -f "$work/qemu.pid" ] && kill "$(cat "$work/qemu.pid")" 2>/dev/null
+            sleep 0.2
+        done
         wait "$qemu_pid" 2>/dev/null
         qemu_pid=""
     fi
