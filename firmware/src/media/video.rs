@@ -441,13 +441,7 @@ fn rtx_aux(factory: &'static str, name: &str, session: u32, pt: u8, rtx_pt: u8) 
 }
 
 /// Sets up retransmission on `rtpbin` (see the module notes).
-fn enable_rtx(
-    rtpbin: &gst::Element,
-    r: RtxPayloadTypes,
-    send_pt: u8,
-    recv_pt: u8,
-    jitterbuffers: &Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>,
-) {
+fn enable_rtx(rtpbin: &gst::Element, r: RtxPayloadTypes, send_pt: u8, recv_pt: u8) {
     rtpbin.set_property("do-retransmission", true);
     for (signal, factory, name, pt, rtx_pt) in [
         ("request-aux-sender", "rtprtxsend", RTX_SEND, send_pt, r.send),
@@ -464,18 +458,6 @@ fn enable_rtx(
             }
         });
     }
-    let jbs = jitterbuffers.clone();
-    rtpbin.connect("new-jitterbuffer", false, move |args| {
-        if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
-            // Ask only for packets that are missing (a gap, or reordered by 3), not for the next
-            // one when it seems late: a frame's packets come in bursts 33 ms apart, and guessing
-            // the next arrival asks for packets the peer has not even sent yet.
-            jb.set_property("rtx-next-seqnum", false);
-            jb.set_property("rtx-max-retries", 3i32);
-            jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
-        }
-        None
-    });
 }
 
 fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
@@ -530,19 +512,26 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
     let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
-    let jitterbuffers = Arc::new(Mutex::new(Vec::new()));
     match p.rtx {
-        Some(r) => enable_rtx(&rtpbin, r, p.send_pt, p.recv_pt, &jitterbuffers),
-        None => {
-            rtpbin.set_property("do-retransmission", false);
-            let jbs = jitterbuffers.clone();
-            rtpbin.connect("new-jitterbuffer", false, move |args| {
-                if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
-                    jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
+        Some(r) => enable_rtx(&rtpbin, r, p.send_pt, p.recv_pt),
+        None => rtpbin.set_property("do-retransmission", false),
+    }
+    let jitterbuffers = Arc::new(Mutex::new(Vec::new()));
+    {
+        let (jbs, rtx) = (jitterbuffers.clone(), p.rtx.is_some());
+        rtpbin.connect("new-jitterbuffer", false, move |args| {
+            if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
+                if rtx {
+                    // Ask only for packets that are missing (a gap, or reordered by 3), not for
+                    // the next one when it seems late: a frame's packets come in bursts 33 ms
+                    // apart, and guessing the next arrival asks for packets not yet sent.
+                    jb.set_property("rtx-next-seqnum", false);
+                    jb.set_property("rtx-max-retries", 3i32);
                 }
-                None
-            });
-        }
+                jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
+            }
+            None
+        });
     }
     // Early feedback (RFC 4585) when the peer takes feedback at all.
     if p.feedback.pli || p.feedback.fir || p.feedback.nack {
