@@ -15,6 +15,27 @@ fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
     v
 }
 
+/// What the array at `mics` hears of `speech` from `src` in `room`, with diffuse noise 15 dB
+/// below the speech at mic 0.
+fn talker_in_room(
+    room: &Room,
+    speech: &[f32],
+    src: [f64; 3],
+    g: &Geometry,
+    mics: &[[f64; 3]],
+    rng: &mut Rng,
+) -> Vec<Vec<f32>> {
+    let mut chans = room.render(speech, src, mics, 0.25);
+    let noise = roomsim::diffuse_noise(g, speech.len(), 16000.0, 24, rng);
+    let sp = roomsim::rms(&chans[0]);
+    for (c, nz) in chans.iter_mut().zip(noise) {
+        for (v, w) in c.iter_mut().zip(nz) {
+            *v += w * sp * 10f32.powf(-15.0 / 20.0);
+        }
+    }
+    chans
+}
+
 /// Runs the processor (DOA/tracking only) and returns the tracked azimuth at the end.
 fn track(g: &Geometry, chans: &[Vec<f32>]) -> Option<f32> {
     let mut cfg = Config::new(g.clone());
@@ -76,14 +97,7 @@ fn simulated_room_doa_within_5_degrees() {
     {
         let mics = roomsim::mics_in_room(&g, centre);
         let (az, _, _) = roomsim::direction(centre, src);
-        let mut chans = room.render(&s, src, &mics, 0.25);
-        let noise = roomsim::diffuse_noise(&g, n, 16000.0, 24, &mut rng);
-        let sp = roomsim::rms(&chans[0]);
-        for (c, nz) in chans.iter_mut().zip(noise) {
-            for (v, w) in c.iter_mut().zip(nz) {
-                *v += w * sp * 10f32.powf(-15.0 / 20.0);
-            }
-        }
+        let chans = talker_in_room(&room, &s, src, &g, &mics, &mut rng);
         let est = track(&g, &chans).expect("a talker is found");
         let err = ang_diff(est, az as f32);
         eprintln!("{name} room az {az:.1} est {est:.1} err {err:.2}");
@@ -140,14 +154,7 @@ fn linear_bar_simulated_room_within_5_degrees() {
     let mut bad = Vec::new();
     for src in [[1.6, 2.6, 1.2], [3.3, 2.9, 1.25], [2.5, 2.8, 1.2], [3.9, 2.4, 1.2], [1.5, 2.0, 1.3]] {
         let (az, el, _) = roomsim::direction(centre, src);
-        let mut chans = room.render(&s, src, &mics, 0.25);
-        let noise = roomsim::diffuse_noise(&g, n, 16000.0, 24, &mut rng);
-        let sp = roomsim::rms(&chans[0]);
-        for (c, nz) in chans.iter_mut().zip(noise) {
-            for (v, w) in c.iter_mut().zip(nz) {
-                *v += w * sp * 10f32.powf(-15.0 / 20.0);
-            }
-        }
+        let chans = talker_in_room(&room, &s, src, &g, &mics, &mut rng);
         let est = track(&g, &chans).expect("a talker is found");
         let err = ang_diff(est, az as f32);
         eprintln!("linear4 room az {az:.1} el {el:.1} est {est:.1} err {err:.2}");
