@@ -31,6 +31,10 @@ struct RunArgs {
     /// where to write the talker azimuth per 100 ms block (time_s,azimuth_deg)
     #[arg(long)]
     doa: Option<PathBuf>,
+    /// add each block's own DOA estimate before tracking to the --doa file (diagnosis):
+    /// block_azimuth_deg,block_coherence,block_activity
+    #[arg(long)]
+    doa_blocks: bool,
     /// enhanced mono output
     #[arg(long)]
     out: Option<PathBuf>,
@@ -207,16 +211,25 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
         };
         let rep = p.process(mics, fe, &mut out[f * hop..(f + 1) * hop]);
         if (f + 1) % block_frames == 0 {
-            doa_rows
-                .push(((f + 1 - block_frames) as f64 * hop as f64 / cfg.sample_rate as f64, rep.talker_azimuth_deg));
+            doa_rows.push((
+                (f + 1 - block_frames) as f64 * hop as f64 / cfg.sample_rate as f64,
+                rep.talker_azimuth_deg,
+                rep.doa_block,
+            ));
         }
     }
     if let Some(path) = &a.doa {
-        let mut s = String::from("time_s,azimuth_deg\n");
-        for (t, az) in doa_rows {
+        let mut s = String::from("time_s,azimuth_deg");
+        s.push_str(if a.doa_blocks { ",block_azimuth_deg,block_coherence,block_activity\n" } else { "\n" });
+        for (t, az, blk) in doa_rows {
             match az {
-                Some(az) => s.push_str(&format!("{t:.1},{az:.2}\n")),
-                None => s.push_str(&format!("{t:.1},nan\n")),
+                Some(az) => s.push_str(&format!("{t:.1},{az:.2}")),
+                None => s.push_str(&format!("{t:.1},nan")),
+            }
+            match blk {
+                _ if !a.doa_blocks => s.push('\n'),
+                Some((ba, bc, bact)) => s.push_str(&format!(",{ba:.2},{bc:.3},{bact:.3}\n")),
+                None => s.push_str(",nan,nan,nan\n"),
             }
         }
         let mut f =

@@ -78,6 +78,8 @@ pub struct FrameReport {
     pub talker_changed: bool,
     /// a DOA block ended in this frame (talker azimuth freshly evaluated)
     pub doa_updated: bool,
+    /// that block's own estimate before tracking: (azimuth°, coherence, activity)
+    pub doa_block: Option<(f32, f32, f32)>,
     /// mic 0 level before processing (dBFS, full scale sine = 0 dB)
     pub input_level_dbfs: f32,
     /// output level (dBFS)
@@ -409,6 +411,7 @@ impl Processor {
             rep.doa_updated = true;
             self.unpack_phi();
             let est = self.doa.evaluate(&self.phi, nb);
+            rep.doa_block = est.as_ref().map(|e| (e.azimuth_deg, e.coherence, e.activity));
             let conf = est.and_then(|e| {
                 if self.tracker.confident(e.coherence, e.activity) {
                     Some((e.azimuth_deg, e.coherence * e.activity, e.activity))
