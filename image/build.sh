@@ -11,8 +11,8 @@
 #                       default: the development CA, generated under image/.build/keys
 #   --vendor-dir DIR    Raspberry Pi targets: directory with the vendor's kernel and
 #                       firmware .deb files (see ARCHITECTURE-image.md)
-#   --no-huisd          build without the huis package (e.g. arm64 without a Rust
-#                       cross toolchain); the image says so in /usr/lib/huis/NO-HUISD
+#   --no-huisd          build without the huis package (for trying the recipe
+#                       alone); the image says so in /usr/lib/huis/NO-HUISD
 #   --no-compress       skip the .zst copy of the disk image
 #   --huis-bin-dir DIR  take huisd and huisctl from DIR (e.g. target/debug of a test
 #                       run) instead of building them with cargo --release: CI uses it
@@ -127,7 +127,11 @@ else
 fi
 
 # ---------------------------------------------------------------------------
-step "building the huis package (cargo build --release -p huis-firmware)"
+if [ "$ARCH" = "$(dpkg --print-architecture)" ] || [ -n "${HUIS_BIN_DIR:-}" ]; then
+    step "building the huis package (cargo build --release -p huis-firmware)"
+else
+    step "building the huis package (cross-compiled for $ARCH in a Debian build chroot, deb/cross-build.sh)"
+fi
 debs=()
 if [ "$with_huisd" = yes ]; then
     deb=$("$IMAGE_DIR/deb/build-deb.sh" "$ARCH" "$version" "$out" | tail -1)
@@ -240,7 +244,9 @@ chown "$huis_uid:$huis_gid" "$data/var-lib-huis"
 # a mic array), rendered here by the image's own huisd: under TCG emulation
 # huisd would spend minutes on it at first start, longer than systemd waits.
 # The qemu-x86_64 board has the sim board's geometry, so one file serves both.
-if [ "$with_huisd" = yes ] && [ "$ARCH" = "$(dpkg --print-architecture)" ]; then
+# For another architecture the tree's huisd runs through qemu-user (binfmt_misc,
+# checked in step 1), slower but once per build.
+if [ "$with_huisd" = yes ]; then
     rec=$(chroot "$tree" /usr/bin/huisd --render-sim-recording /tmp/sim-recording --board sim) \
         || die "huisd --render-sim-recording failed in the tree"
     mv "$tree$rec" "$data/var-lib-huis/"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the `huis` Debian package from the workspace: /usr/bin/huisd and
-# /usr/bin/huisctl from `cargo build --release -p huis-firmware`.
+# /usr/bin/huisctl from `cargo build --release -p huis-firmware` (for another
+# architecture: cross-build.sh).
 # Hand-rolled dpkg-deb tree (no cargo-deb download needed), reproducible:
 # file times clamped to SOURCE_DATE_EPOCH, root:root ownership, sorted tar.
 #
@@ -22,21 +23,8 @@ esac
 # Rust toolchain is needed here at all.
 [ -z "${HUIS_BIN_DIR:-}" ] || [ "$arch" = "$(dpkg --print-architecture)" ] \
     || die "HUIS_BIN_DIR holds binaries for $(dpkg --print-architecture), not $arch"
-host_target=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+host_target=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p' || true)
 target_dir=${CARGO_TARGET_DIR:-$BUILD_ROOT/target}
-cargo_args=(build --quiet --release -p huis-firmware --bins --locked)
-if [ -n "${HUIS_BIN_DIR:-}" ]; then
-    :
-elif [ "$rust_target" != "$host_target" ]; then
-    if ! rustup target list --installed 2>/dev/null | grep -qx "$rust_target"; then
-        die "cannot build huisd for $arch: the Rust standard library for $rust_target is not installed (rustup target add $rust_target; also needs a linker such as gcc-aarch64-linux-gnu). Build on an $arch machine or install the target, or pass --no-huisd to build an image without huisd."
-    fi
-    cargo_args+=(--target "$rust_target")
-    bin_dir=$target_dir/$rust_target/release
-else
-    bin_dir=$target_dir/release
-fi
-
 if [ -n "${HUIS_BIN_DIR:-}" ]; then
     # Binaries built already (CI: the test run's target/debug, so the image
     # group does not compile the workspace a second time). Not reproducible
@@ -46,10 +34,17 @@ if [ -n "${HUIS_BIN_DIR:-}" ]; then
         [ -x "$bin_dir/$b" ] || die "HUIS_BIN_DIR=$bin_dir has no executable $b (cargo build -p huis-firmware --bins first)"
     done
     echo "using prebuilt huisd and huisctl from $bin_dir" >&2
+elif [ "$arch" != "$(dpkg --print-architecture)" ]; then
+    # Another architecture: Debian's Rust cross toolchain in a build chroot
+    # (see cross-build.sh for why not rustup).
+    bin_dir=$BUILD_ROOT/cross-$arch/bin
+    "$IMAGE_DIR/deb/cross-build.sh" "$arch" "$bin_dir" >/dev/null
 else
+    [ "$rust_target" = "$host_target" ] || die "cannot build huisd: no Rust toolchain for $rust_target here (install Rust with rustup, or pass --huis-bin-dir)"
+    bin_dir=$target_dir/release
     # Deterministic Rust output: no absolute paths of this machine in the binaries.
     export RUSTFLAGS="${RUSTFLAGS:-} --remap-path-prefix=$REPO_DIR=/build/huis --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo "${cargo_args[@]}")
+    (cd "$REPO_DIR" && CARGO_TARGET_DIR=$target_dir nice -n 10 cargo build --quiet --release -p huis-firmware --bins --locked)
 fi
 
 # Debian versions may not contain '+g<hash>-dirty' oddities at the start; ours start with a digit.
@@ -58,6 +53,7 @@ pkg=$out/huis-pkg
 rm -rf "$pkg"
 install -d "$pkg/DEBIAN" "$pkg/usr/bin" "$pkg/usr/share/doc/huis" "$pkg/usr/lib/sysusers.d"
 install -m 0755 "$bin_dir/huisd" "$bin_dir/huisctl" "$pkg/usr/bin/"
+# (cross-built binaries come stripped by the cross binutils already)
 strip --strip-debug "$pkg/usr/bin/huisd" "$pkg/usr/bin/huisctl" 2>/dev/null || true
 cat > "$pkg/usr/lib/sysusers.d/huis.conf" <<'CONF'
 # huis: the daemon's user, and the group allowed to change the room
@@ -79,7 +75,7 @@ Version: $deb_version
 Architecture: $arch
 Maintainer: huis developers <huis@example.invalid>
 Installed-Size: $installed_kb
-Depends: libc6, dbus, systemd
+Depends: libc6, libgcc-s1, libglib2.0-0, libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), libasound2, dbus, systemd
 Recommends: rauc-service
 Section: misc
 Priority: optional
