@@ -29,8 +29,13 @@ import argparse
 import json
 import math
 import os
+import sys
+import os
 import subprocess
 import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_scenes import active_level  # noqa: E402  (P.56-style active speech level)
 
 import numpy as np
 import pyroomacoustics as pra
@@ -86,17 +91,18 @@ def tts(text, voice, rng):
     return x / (np.sqrt(np.mean(x ** 2)) + 1e-12) * 0.05
 
 
-def active_level(x, frame_s=0.02):
-    n = int(FS * frame_s)
-    k = len(x) // n
-    p = np.mean(x[:k * n].reshape(k, n) ** 2, axis=1)
-    lvl = float(np.mean(p)) + 1e-20
-    for _ in range(10):
-        act = p > lvl * 10 ** (-15.9 / 10)
-        if not act.any():
-            break
-        lvl = float(np.mean(p[act])) + 1e-20
-    return lvl
+def talker_sampler(rng, dims, centre, az_range, r_range, z_range, margin):
+    """A function drawing seated-talker positions around `centre`, at least `margin` m from the walls."""
+    def talker():
+        for _ in range(1000):
+            az = rng.uniform(*az_range)
+            r = rng.uniform(*r_range)
+            z = rng.uniform(*z_range)
+            p = [centre[0] + r * math.cos(math.radians(az)), centre[1] + r * math.sin(math.radians(az)), z]
+            if margin < p[0] < dims[0] - margin and margin < p[1] < dims[1] - margin:
+                return p
+        raise RuntimeError("no talker position")
+    return talker
 
 
 def colored_noise(n, rng, kind):
@@ -170,28 +176,12 @@ def place_array(kind, dims, rng):
         rot = np.array([[math.cos(a), -math.sin(a), 0], [math.sin(a), math.cos(a), 0], [0, 0, 1]])
         mics = np.array(ARRAYS[kind]) @ rot.T
 
-        def talker():
-            for _ in range(1000):
-                az = front + rng.uniform(-70.0, 70.0)
-                r = rng.uniform(1.0, 3.5)
-                z = rng.uniform(1.15, 1.35)
-                p = [centre[0] + r * math.cos(math.radians(az)), centre[1] + r * math.sin(math.radians(az)), z]
-                if 0.5 < p[0] < dims[0] - 0.5 and 0.5 < p[1] < dims[1] - 0.5:
-                    return p
-            raise RuntimeError("no talker position")
+        talker = talker_sampler(rng, dims, centre, (front - 70.0, front + 70.0), (1.0, 3.5), (1.15, 1.35), 0.5)
         return centre, mics, front, talker
     centre = [dims[0] / 2 + rng.uniform(-0.4, 0.4), dims[1] / 2 + rng.uniform(-0.4, 0.4), 0.75]
     mics = np.array(ARRAYS[kind], dtype=float)
 
-    def talker():
-        for _ in range(1000):
-            az = rng.uniform(0, 360)
-            r = rng.uniform(1.0, 2.5)
-            z = rng.uniform(1.1, 1.35)
-            p = [centre[0] + r * math.cos(math.radians(az)), centre[1] + r * math.sin(math.radians(az)), z]
-            if 0.4 < p[0] < dims[0] - 0.4 and 0.4 < p[1] < dims[1] - 0.4:
-                return p
-        raise RuntimeError("no talker position")
+    talker = talker_sampler(rng, dims, centre, (0.0, 360.0), (1.0, 2.5), (1.1, 1.35), 0.4)
     return centre, mics, None, talker
 
 
