@@ -3,17 +3,6 @@ use huis_dsp::doa::ang_diff;
 use huis_dsp::roomsim::{self, Rng, Room};
 use huis_dsp::{Config, Geometry, Processor, geometry};
 
-fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
-    let n = ch[0].len();
-    let mut v = vec![0.0; n * ch.len()];
-    for (c, x) in ch.iter().enumerate() {
-        for i in 0..n {
-            v[i * ch.len() + c] = x[i];
-        }
-    }
-    v
-}
-
 fn track(g: &Geometry, chans: &[Vec<f32>], el: f64) -> (Option<f32>, Vec<f32>) {
     let mut cfg = Config::new(g.clone());
     cfg.beamforming = false;
@@ -22,7 +11,7 @@ fn track(g: &Geometry, chans: &[Vec<f32>], el: f64) -> (Option<f32>, Vec<f32>) {
     cfg.linear_talker_elevation_deg = el;
     let mut p = Processor::new(&cfg).unwrap();
     let m = g.n_mics();
-    let x = interleave(chans);
+    let x = roomsim::interleave(chans);
     let mut out = vec![0.0; 160];
     let mut last = None;
     let mut hist = Vec::new();

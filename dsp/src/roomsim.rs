@@ -174,6 +174,19 @@ pub fn plane_wave(sig: &[f32], geom: &Geometry, az_deg: f64, el_deg: f64, fs: f6
     fractional_delays(sig, &d, fs)
 }
 
+/// Channels (one signal each, equal lengths) interleaved frame-major, as a capture device
+/// delivers them and `Processor::process` takes them.
+pub fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
+    let n = ch[0].len();
+    let mut v = Vec::with_capacity(n * ch.len());
+    for i in 0..n {
+        for c in ch {
+            v.push(c[i]);
+        }
+    }
+    v
+}
+
 /// Pinkish noise (white through a one-pole low-pass blend), unit-ish RMS.
 pub fn pink_noise(n: usize, rng: &mut Rng) -> Vec<f32> {
     let (mut b0, mut b1, mut b2) = (0.0f64, 0.0f64, 0.0f64);

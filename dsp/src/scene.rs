@@ -47,7 +47,7 @@ pub struct Scene {
 impl Scene {
     /// The mic signals interleaved (frame-major), as a capture device delivers them.
     pub fn interleaved(&self) -> Vec<f32> {
-        interleave(&self.mix)
+        roomsim::interleave(&self.mix)
     }
 }
 
@@ -224,17 +224,6 @@ fn io<T>(p: &Path, r: std::io::Result<T>) -> Result<T, DspError> {
     r.map_err(|e| DspError::Io { path: p.display().to_string(), source: e })
 }
 
-fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
-    let n = ch[0].len();
-    let mut v = Vec::with_capacity(n * ch.len());
-    for i in 0..n {
-        for c in ch {
-            v.push(c[i]);
-        }
-    }
-    v
-}
-
 fn array_json(g: &Geometry, name: &str, centre: [f64; 3]) -> serde_json::Value {
     let mut a = json!({
         "name": name,
@@ -251,7 +240,7 @@ fn array_json(g: &Geometry, name: &str, centre: [f64; 3]) -> serde_json::Value {
 /// Writes a scene folder: mix.wav, ref_direct.wav, truth_doa.csv, manifest.json.
 pub fn write_scene(dir: &Path, s: &Scene) -> Result<(), DspError> {
     io(dir, std::fs::create_dir_all(dir))?;
-    write_wav(&dir.join("mix.wav"), s.mix.len(), FS as u32, &interleave(&s.mix))?;
+    write_wav(&dir.join("mix.wav"), s.mix.len(), FS as u32, &roomsim::interleave(&s.mix))?;
     write_wav(&dir.join("ref_direct.wav"), 1, FS as u32, &s.ref_direct)?;
     let mut csv = String::from("block_start_s,azimuth_deg,talker\n");
     for (b, t) in s.truth.iter().enumerate() {
@@ -419,7 +408,7 @@ pub fn random_echo_scene(g: &Geometry, array_name: &str, seed: u64) -> EchoScene
 pub fn write_echo_scene(dir: &Path, s: &EchoScene) -> Result<(), DspError> {
     io(dir, std::fs::create_dir_all(dir))?;
     let fsu = FS as u32;
-    write_wav(&dir.join("mics.wav"), s.mics.len(), fsu, &interleave(&s.mics))?;
+    write_wav(&dir.join("mics.wav"), s.mics.len(), fsu, &roomsim::interleave(&s.mics))?;
     write_wav(&dir.join("farend_ref.wav"), 1, fsu, &s.farend)?;
     write_wav(&dir.join("nearend_ref.wav"), 1, fsu, &s.nearend_ref)?;
     write_wav(&dir.join("echo_only_mic0.wav"), 1, fsu, &s.echo_mic0)?;

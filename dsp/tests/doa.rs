@@ -4,17 +4,6 @@ use huis_dsp::doa::ang_diff;
 use huis_dsp::roomsim::{self, Rng, Room};
 use huis_dsp::{Config, Geometry, Processor, geometry};
 
-fn interleave(ch: &[Vec<f32>]) -> Vec<f32> {
-    let n = ch[0].len();
-    let mut v = vec![0.0; n * ch.len()];
-    for (c, x) in ch.iter().enumerate() {
-        for i in 0..n {
-            v[i * ch.len() + c] = x[i];
-        }
-    }
-    v
-}
-
 /// What the array at `mics` hears of `speech` from `src` in `room`, with diffuse noise 15 dB
 /// below the speech at mic 0.
 fn talker_in_room(
@@ -44,7 +33,7 @@ fn track(g: &Geometry, chans: &[Vec<f32>]) -> Option<f32> {
     cfg.echo_cancellation = false;
     let mut p = Processor::new(&cfg).unwrap();
     let m = g.n_mics();
-    let x = interleave(chans);
+    let x = roomsim::interleave(chans);
     let mut out = vec![0.0; 160];
     let mut last = None;
     for f in x.chunks_exact(160 * m) {
