@@ -243,7 +243,7 @@ chown "$huis_uid:$huis_gid" "$data/var-lib-huis"
 # The simulated mic array's room recording (QEMU and other machines without
 # a mic array), rendered here by the image's own huisd: under TCG emulation
 # huisd would spend minutes on it at first start, longer than systemd waits.
-# The qemu-x86_64 board has the sim board's geometry, so one file serves both.
+# The qemu-x86_64 and qemu-arm64 boards have the sim board's geometry, so one file serves all.
 # For another architecture the tree's huisd runs through qemu-user (binfmt_misc,
 # checked in step 1), slower but once per build.
 if [ "$with_huisd" = yes ]; then

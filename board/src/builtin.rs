@@ -19,6 +19,7 @@ macro_rules! builtin_boards {
 builtin_boards!(
     "sim",
     "qemu-x86_64",
+    "qemu-arm64",
     "pc-x86_64",
     "rpi4-respeaker-4mic",
     "rpi4-respeaker-6mic",

@@ -9,10 +9,13 @@
 //!   HAT EEPROM, when the HAT has one;
 //! - `sys/class/dmi/id/{product_name,board_name,sys_vendor}` on PCs and VMs;
 //! - `proc/asound/cards`: ALSA card ids, which name the audio HATs and USB
-//!   arrays whose drivers are loaded.
+//!   arrays whose drivers are loaded;
+//! - `proc/sys/kernel/arch`: the kernel's machine name (`uname -m`); where
+//!   the kernel lacks it, the architecture this binary was built for.
 //!
 //! A board is a candidate only when its `compatible` or `dmi` list matches
-//! (sound cards and HATs alone never make a candidate). Candidates are
+//! (sound cards and HATs alone never make a candidate) and, if it names
+//! architectures, the machine is one of them. Candidates are
 //! ranked: a HAT product match or a sound card match adds much more than any
 //! platform match, so "Pi 4 with this HAT" beats "some Pi 4"; among platform
 //! matches an earlier (more specific) compatible entry ranks higher, a named
@@ -64,6 +67,7 @@ struct Facts {
     hat_product: Option<String>,
     dmi: Vec<String>,
     alsa_cards: Vec<String>,
+    arch: String,
 }
 
 impl Facts {
@@ -85,7 +89,8 @@ impl Facts {
             .filter_map(|f| read(&format!("sys/class/dmi/id/{f}")).and_then(clean))
             .collect();
         let alsa_cards = read("proc/asound/cards").map(|s| card_ids(&s)).unwrap_or_default();
-        Facts { compatible, hat_product, dmi, alsa_cards }
+        let arch = read("proc/sys/kernel/arch").and_then(clean).unwrap_or_else(|| std::env::consts::ARCH.to_owned());
+        Facts { compatible, hat_product, dmi, alsa_cards, arch }
     }
 }
 
@@ -113,6 +118,9 @@ fn contains_ci(haystack: &str, needle: &str) -> bool {
 
 /// How well `d` matches `f`; `None` when the platform does not match.
 fn score(d: &Detect, f: &Facts) -> Option<u32> {
+    if !d.arch.is_empty() && !d.arch.contains(&f.arch) {
+        return None;
+    }
     let n = f.compatible.len();
     let compatible = f
         .compatible

@@ -33,6 +33,11 @@ pub struct Detect {
     /// ALSA card ids (the name in brackets in /proc/asound/cards, e.g.
     /// `seeed4micvoicec`) whose presence confirms this board.
     pub alsa_cards: Vec<String>,
+    /// Kernel machine names (`uname -m`: `x86_64`, `aarch64`) this board can
+    /// be; empty means any. A hard condition, not a score: it keeps a board
+    /// whose DMI strings fit (QEMU says "QEMU" on every architecture) from
+    /// being chosen on the wrong CPU.
+    pub arch: Vec<String>,
 }
 
 /// Which backend drives a piece of hardware.

@@ -262,7 +262,7 @@ fn describe(v: &DeValue<'_>) -> String {
 // Sections.
 
 fn detect(t: &Tbl<'_>) -> Res<Detect> {
-    t.deny_unknown(&["compatible", "dmi", "hat", "alsa_cards"])?;
+    t.deny_unknown(&["compatible", "dmi", "hat", "alsa_cards", "arch"])?;
     let list =
         |key: &str| -> Res<Vec<String>> { t.get(key).map(|v| v.str_list()).transpose().map(Option::unwrap_or_default) };
     Ok(Detect {
@@ -270,6 +270,7 @@ fn detect(t: &Tbl<'_>) -> Res<Detect> {
         dmi: list("dmi")?,
         hat: list("hat")?,
         alsa_cards: list("alsa_cards")?,
+        arch: list("arch")?,
     })
 }
 

@@ -621,11 +621,44 @@ fn detect_qemu_by_dmi() {
     root.write("sys/class/dmi/id/sys_vendor", b"QEMU\n");
     root.write("sys/class/dmi/id/product_name", b"Standard PC (Q35 + ICH9, 2009)\n");
     root.write("sys/class/dmi/id/board_name", b"\n");
+    root.write("proc/sys/kernel/arch", b"x86_64\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
 
     let root = TempDir::new();
     root.write("sys/class/dmi/id/product_name", b"Standard PC (i440FX + PIIX, 1996)\n");
+    root.write("proc/sys/kernel/arch", b"x86_64\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
+}
+
+#[test]
+fn detect_qemu_by_architecture() {
+    // The arm64 image under QEMU virt + AAVMF: the same vendor string as on
+    // x86, so only the architecture tells the two VMs apart.
+    let root = TempDir::new();
+    root.write("sys/class/dmi/id/sys_vendor", b"QEMU\n");
+    root.write("sys/class/dmi/id/product_name", b"QEMU Virtual Machine\n");
+    root.write("proc/sys/kernel/arch", b"aarch64\n");
+    assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-arm64"));
+    root.write("proc/sys/kernel/arch", b"x86_64\n");
+    assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
+
+    // An arm64 machine with DMI data that no board claims (a server, a
+    // workstation) is not taken for an x86 PC.
+    let root = TempDir::new();
+    root.write("sys/class/dmi/id/sys_vendor", b"Ampere(R)\n");
+    root.write("sys/class/dmi/id/product_name", b"Mt.Jade\n");
+    root.write("proc/sys/kernel/arch", b"aarch64\n");
+    assert_eq!(detect_from(root.path()), None);
+    root.write("proc/sys/kernel/arch", b"x86_64\n");
+    assert_eq!(detect_from(root.path()).as_deref(), Some("pc-x86_64"));
+}
+
+#[test]
+fn arch_is_parsed_and_checked() {
+    let b = parse("t", "t", &with("[detect]", "[detect]\narch = [\"aarch64\"]")).unwrap();
+    assert_eq!(b.detect.arch, vec!["aarch64"]);
+    let msg = parse("t", "t", &with("[detect]", "[detect]\narch = \"aarch64\"")).unwrap_err().to_string();
+    assert!(msg.contains("detect.arch"), "{msg}");
 }
 
 #[test]
@@ -672,6 +705,7 @@ fn load_file_names_the_board_after_the_file() {
 fn resolve_precedence() {
     let qemu = TempDir::new();
     qemu.write("sys/class/dmi/id/sys_vendor", b"QEMU\n");
+    qemu.write("proc/sys/kernel/arch", b"x86_64\n");
     let empty = TempDir::new();
 
     // CLI beats config beats detection beats the default.
