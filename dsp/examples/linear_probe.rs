@@ -40,7 +40,9 @@ fn main() {
     let el_assumed: f64 = args.get(3).map(|s| s.parse().unwrap()).unwrap_or(15.0);
     let mut rng = Rng::new(41);
     let n = 16000 * 2;
-    let s = roomsim::speech_like(n, 16000.0, &mut rng);
+    let lead: f64 = std::env::var("LEAD").ok().map(|v| v.parse().unwrap()).unwrap_or(0.0);
+    let mut s = vec![0.0f32; (lead * 16000.0) as usize];
+    s.extend(roomsim::speech_like(n, 16000.0, &mut rng));
     let mut room = Room::new([5.5, 4.5, 2.8], 0.3, 16000.0);
     match mode {
         "anechoic" => room.beta = 0.0,

@@ -120,6 +120,10 @@ pub struct Processor {
     phi_im: Vec<f32>,
     phi_pairs: Vec<(usize, usize)>,
     phi_a: Vec<f32>,
+    /// per bin, the total weight the recursive average has given to frames so far (1 − Π a):
+    /// the packed covariance is divided by it when unpacked, so the estimate is unbiased from
+    /// the first frames instead of rising from zero with the averaging's 1 s time constant
+    phi_w: Vec<f32>,
     phi_dirty: bool,
     doa: Doa,
     doa_frames: usize,
@@ -231,6 +235,7 @@ impl Processor {
             phi_im: vec![0.0; nb * m * (m + 1) / 2],
             phi_pairs: (0..m).flat_map(|i| (i..m).map(move |j| (i, j))).collect(),
             phi_a: vec![0.0; nb],
+            phi_w: vec![0.0; nb],
             phi_dirty: false,
             doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0, talker_el),
             doa_frames: cfg.doa_block_frames,
@@ -378,7 +383,9 @@ impl Processor {
         // matrix is unpacked only when the DOA or the beam reads it.
         for k in 0..nb {
             let presence = (self.mcra.alpha[k] - self.mcra.base_alpha()) / (1.0 - self.mcra.base_alpha());
-            self.phi_a[k] = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
+            let a = self.phi_alpha + (1.0 - self.phi_alpha) * presence.clamp(0.0, 1.0);
+            self.phi_a[k] = a;
+            self.phi_w[k] = a * self.phi_w[k] + (1.0 - a);
         }
         for (v, (r, i)) in self.x.iter().zip(self.x_re.iter_mut().zip(self.x_im.iter_mut())) {
             *r = v.re;
@@ -576,7 +583,7 @@ impl Processor {
         let (m, nb) = (self.m, self.nb);
         for (q, &(i, j)) in self.phi_pairs.iter().enumerate() {
             for k in 0..nb {
-                let v = Complex32::new(self.phi_re[q * nb + k], self.phi_im[q * nb + k]);
+                let v = Complex32::new(self.phi_re[q * nb + k], self.phi_im[q * nb + k]) / self.phi_w[k].max(1e-6);
                 self.phi[k * m * m + i * m + j] = v;
                 self.phi[k * m * m + j * m + i] = v.conj();
             }
