@@ -18,6 +18,10 @@ pub struct TrackerParams {
     /// activity a block needs to count towards a new talker (higher than for refining the
     /// current one: a hand-over must not follow a marginal block, e.g. a noise source in a pause)
     pub handover_min_activity: f32,
+    /// coherence a block needs to count towards a new talker, as a fraction of the current
+    /// talker's recent coherence: a reflection or the reverberant tail caught in a pause is less
+    /// coherent than the direct sound of whoever is talking
+    pub handover_rel_coherence: f32,
 }
 
 impl Default for TrackerParams {
@@ -28,6 +32,7 @@ impl Default for TrackerParams {
             gate_deg: 15.0,
             handover_blocks: 2,
             handover_min_activity: 0.15,
+            handover_rel_coherence: 0.6,
         }
     }
 }
@@ -41,6 +46,12 @@ pub struct Tracker {
     cand: [(f32, f32); 4],
     n_cand: usize,
     cand_age: usize,
+    /// coherence per unit activity of the candidate blocks, parallel to `cand`
+    cand_coh: [f32; 4],
+    /// running mean (0.8 per block) of the current talker's coherence per unit activity, kept as
+    /// a weighted sum and its total weight so that it is unbiased from the first block
+    coh_sum: f32,
+    coh_wt: f32,
 }
 
 impl Tracker {
@@ -54,6 +65,9 @@ impl Tracker {
             cand: [(0.0, 0.0); 4],
             n_cand: 0,
             cand_age: 0,
+            cand_coh: [0.0; 4],
+            coh_sum: 0.0,
+            coh_wt: 0.0,
         }
     }
 
@@ -70,8 +84,10 @@ impl Tracker {
     /// tracked talker changed.
     /// `est` is (azimuth, weight, activity).
     pub fn update(&mut self, est: Option<(f32, f32, f32)>) -> bool {
-        let weak = matches!(est, Some((_, _, a)) if a < self.params.handover_min_activity);
-        let Some((az, w, _)) = est else {
+        let cur_coh = if self.coh_wt > 0.0 { self.coh_sum / self.coh_wt } else { 0.0 };
+        let rel = self.params.handover_rel_coherence * cur_coh;
+        let weak = matches!(est, Some((_, w, a)) if a < self.params.handover_min_activity || w < rel * a);
+        let Some((az, w, a)) = est else {
             self.cand_age += 1;
             if self.cand_age > 3 {
                 self.n_cand = 0;
@@ -81,7 +97,7 @@ impl Tracker {
         match self.current {
             None if weak => false,
             None => {
-                self.push_cand(az, w);
+                self.push_cand(az, w, a);
                 if self.n_cand >= self.params.handover_blocks {
                     self.handover();
                     return true;
@@ -92,11 +108,12 @@ impl Tracker {
                 self.push_hist(az, w);
                 self.current = Some(self.mean_hist());
                 self.n_cand = 0;
+                self.push_coh(w / a.max(1e-6));
                 false
             }
             Some(_) if weak => false,
             Some(_) => {
-                self.push_cand(az, w);
+                self.push_cand(az, w, a);
                 if self.n_cand >= self.params.handover_blocks {
                     self.handover();
                     return true;
@@ -106,7 +123,12 @@ impl Tracker {
         }
     }
 
-    fn push_cand(&mut self, az: f32, w: f32) {
+    fn push_coh(&mut self, coh: f32) {
+        self.coh_sum = 0.8 * self.coh_sum + coh;
+        self.coh_wt = 0.8 * self.coh_wt + 1.0;
+    }
+
+    fn push_cand(&mut self, az: f32, w: f32, a: f32) {
         if self.n_cand > 0 {
             let c = circ_mean(&self.cand[..self.n_cand]);
             if ang_diff(az, c) > self.params.gate_deg * 0.8 {
@@ -115,9 +137,11 @@ impl Tracker {
         }
         if self.n_cand == self.cand.len() {
             self.cand.copy_within(1.., 0);
+            self.cand_coh.copy_within(1.., 0);
             self.n_cand -= 1;
         }
         self.cand[self.n_cand] = (az, w);
+        self.cand_coh[self.n_cand] = w / a.max(1e-6);
         self.n_cand += 1;
         self.cand_age = 0;
     }
@@ -125,9 +149,12 @@ impl Tracker {
     fn handover(&mut self) {
         self.n_hist = 0;
         self.pos_hist = 0;
+        self.coh_sum = 0.0;
+        self.coh_wt = 0.0;
         for i in 0..self.n_cand {
             let (a, w) = self.cand[i];
             self.push_hist(a, w);
+            self.push_coh(self.cand_coh[i]);
         }
         self.n_cand = 0;
         self.current = Some(self.mean_hist());
@@ -153,4 +180,72 @@ pub fn circ_mean(v: &[(f32, f32)]) -> f32 {
         c += w * r.cos();
     }
     s.atan2(c).to_degrees().rem_euclid(360.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A block as the processor feeds it: (azimuth, coherence × activity, activity).
+    fn block(az: f32, coherence: f32, activity: f32) -> Option<(f32, f32, f32)> {
+        Some((az, coherence * activity, activity))
+    }
+
+    /// A tracker that has followed a talker at 60° for a second.
+    fn on_talker_at_60() -> Tracker {
+        let mut t = Tracker::new(TrackerParams::default());
+        for i in 0..10 {
+            t.update(block(60.0 + (i % 3) as f32 - 1.0, 0.7, 0.8));
+        }
+        assert!(ang_diff(t.azimuth().unwrap(), 60.0) < 1.0);
+        t
+    }
+
+    #[test]
+    fn two_consistent_blocks_hand_over() {
+        let mut t = on_talker_at_60();
+        assert!(!t.update(block(200.0, 0.65, 0.6)));
+        assert!(t.update(block(201.0, 0.65, 0.6)), "the second block elsewhere hands over");
+        assert!(ang_diff(t.azimuth().unwrap(), 200.5) < 1.0);
+    }
+
+    #[test]
+    fn one_stray_block_does_not_move_the_talker() {
+        let mut t = on_talker_at_60();
+        t.update(block(200.0, 0.7, 0.8));
+        t.update(block(61.0, 0.7, 0.8));
+        t.update(block(300.0, 0.7, 0.8));
+        assert!(ang_diff(t.azimuth().unwrap(), 60.0) < 1.0);
+    }
+
+    #[test]
+    fn marginal_activity_does_not_hand_over() {
+        let mut t = on_talker_at_60();
+        for _ in 0..5 {
+            assert!(!t.update(block(200.0, 0.7, 0.1)));
+        }
+        assert!(ang_diff(t.azimuth().unwrap(), 60.0) < 1.0);
+    }
+
+    #[test]
+    fn weakly_coherent_blocks_do_not_hand_over() {
+        // a reverberant tail in a pause: active, consistent, but far less coherent than the talker
+        let mut t = on_talker_at_60();
+        for _ in 0..5 {
+            assert!(!t.update(block(110.0, 0.35, 0.8)));
+        }
+        assert!(ang_diff(t.azimuth().unwrap(), 60.0) < 1.0);
+        // a new talker as coherent as the last one is taken at once
+        assert!(!t.update(block(110.0, 0.6, 0.8)));
+        assert!(t.update(block(110.0, 0.6, 0.8)));
+    }
+
+    #[test]
+    fn first_talker_needs_no_reference_coherence() {
+        let mut t = Tracker::new(TrackerParams::default());
+        assert_eq!(t.azimuth(), None);
+        t.update(block(45.0, 0.3, 0.5));
+        t.update(block(46.0, 0.3, 0.5));
+        assert!(ang_diff(t.azimuth().expect("a talker"), 45.5) < 1.0);
+    }
 }
