@@ -5,6 +5,8 @@
 use crate::doa::ang_diff;
 
 const HIST: usize = 12;
+/// candidate blocks kept for a hand-over (at least `handover_blocks_less_coherent`)
+const CAND: usize = 8;
 
 pub struct TrackerParams {
     /// a block is used when its DOA coherence is at least this
@@ -18,10 +20,14 @@ pub struct TrackerParams {
     /// activity a block needs to count towards a new talker (higher than for refining the
     /// current one: a hand-over must not follow a marginal block, e.g. a noise source in a pause)
     pub handover_min_activity: f32,
-    /// coherence a block needs to count towards a new talker, as a fraction of the current
+    /// coherence a block needs to count fully towards a new talker, as a fraction of the current
     /// talker's recent coherence: a reflection or the reverberant tail caught in a pause is less
     /// coherent than the direct sound of whoever is talking
     pub handover_rel_coherence: f32,
+    /// consistent blocks that hand over even when they are less coherent than that: a talker far
+    /// from the array (less direct sound) still takes over from a near one, only later, after
+    /// longer than a reverberant tail lasts
+    pub handover_blocks_less_coherent: usize,
 }
 
 impl Default for TrackerParams {
@@ -33,6 +39,7 @@ impl Default for TrackerParams {
             handover_blocks: 2,
             handover_min_activity: 0.15,
             handover_rel_coherence: 0.6,
+            handover_blocks_less_coherent: 6,
         }
     }
 }
@@ -43,11 +50,15 @@ pub struct Tracker {
     hist: [(f32, f32); HIST],
     n_hist: usize,
     pos_hist: usize,
-    cand: [(f32, f32); 4],
+    cand: [(f32, f32); CAND],
     n_cand: usize,
+    /// how many of the candidate blocks were as coherent as the current talker
+    n_cand_strong: usize,
     cand_age: usize,
-    /// coherence per unit activity of the candidate blocks, parallel to `cand`
-    cand_coh: [f32; 4],
+    /// coherence per unit activity of the candidate blocks, and whether each was strong,
+    /// parallel to `cand`
+    cand_coh: [f32; CAND],
+    cand_strong: [bool; CAND],
     /// running mean (0.8 per block) of the current talker's coherence per unit activity, kept as
     /// a weighted sum and its total weight so that it is unbiased from the first block
     coh_sum: f32,
@@ -62,10 +73,12 @@ impl Tracker {
             hist: [(0.0, 0.0); HIST],
             n_hist: 0,
             pos_hist: 0,
-            cand: [(0.0, 0.0); 4],
+            cand: [(0.0, 0.0); CAND],
             n_cand: 0,
+            n_cand_strong: 0,
             cand_age: 0,
-            cand_coh: [0.0; 4],
+            cand_coh: [0.0; CAND],
+            cand_strong: [false; CAND],
             coh_sum: 0.0,
             coh_wt: 0.0,
         }
@@ -86,41 +99,44 @@ impl Tracker {
     pub fn update(&mut self, est: Option<(f32, f32, f32)>) -> bool {
         let cur_coh = if self.coh_wt > 0.0 { self.coh_sum / self.coh_wt } else { 0.0 };
         let rel = self.params.handover_rel_coherence * cur_coh;
-        let weak = matches!(est, Some((_, w, a)) if a < self.params.handover_min_activity || w < rel * a);
+        let weak = matches!(est, Some((_, _, a)) if a < self.params.handover_min_activity);
         let Some((az, w, a)) = est else {
             self.cand_age += 1;
             if self.cand_age > 3 {
-                self.n_cand = 0;
+                self.clear_cand();
             }
             return false;
         };
         match self.current {
             None if weak => false,
             None => {
-                self.push_cand(az, w, a);
-                if self.n_cand >= self.params.handover_blocks {
-                    self.handover();
-                    return true;
-                }
-                false
+                self.push_cand(az, w, a, true);
+                self.handover_if_due()
             }
             Some(cur) if ang_diff(az, cur) <= self.params.gate_deg => {
                 self.push_hist(az, w);
                 self.current = Some(self.mean_hist());
-                self.n_cand = 0;
+                self.clear_cand();
                 self.push_coh(w / a.max(1e-6));
                 false
             }
             Some(_) if weak => false,
             Some(_) => {
-                self.push_cand(az, w, a);
-                if self.n_cand >= self.params.handover_blocks {
-                    self.handover();
-                    return true;
-                }
-                false
+                self.push_cand(az, w, a, w >= rel * a);
+                self.handover_if_due()
             }
         }
+    }
+
+    /// Hands over when enough candidate blocks agree: `handover_blocks` as coherent as the
+    /// current talker, or `handover_blocks_less_coherent` of any coherence.
+    fn handover_if_due(&mut self) -> bool {
+        let p = &self.params;
+        if self.n_cand_strong >= p.handover_blocks || self.n_cand >= p.handover_blocks_less_coherent {
+            self.handover();
+            return true;
+        }
+        false
     }
 
     fn push_coh(&mut self, coh: f32) {
@@ -128,20 +144,24 @@ impl Tracker {
         self.coh_wt = 0.8 * self.coh_wt + 1.0;
     }
 
-    fn push_cand(&mut self, az: f32, w: f32, a: f32) {
+    fn push_cand(&mut self, az: f32, w: f32, a: f32, strong: bool) {
         if self.n_cand > 0 {
             let c = circ_mean(&self.cand[..self.n_cand]);
             if ang_diff(az, c) > self.params.gate_deg * 0.8 {
-                self.n_cand = 0;
+                self.clear_cand();
             }
         }
-        if self.n_cand == self.cand.len() {
+        if self.n_cand == CAND {
+            self.n_cand_strong -= usize::from(self.cand_strong[0]);
             self.cand.copy_within(1.., 0);
             self.cand_coh.copy_within(1.., 0);
+            self.cand_strong.copy_within(1.., 0);
             self.n_cand -= 1;
         }
         self.cand[self.n_cand] = (az, w);
         self.cand_coh[self.n_cand] = w / a.max(1e-6);
+        self.cand_strong[self.n_cand] = strong;
+        self.n_cand_strong += usize::from(strong);
         self.n_cand += 1;
         self.cand_age = 0;
     }
@@ -156,8 +176,13 @@ impl Tracker {
             self.push_hist(a, w);
             self.push_coh(self.cand_coh[i]);
         }
-        self.n_cand = 0;
+        self.clear_cand();
         self.current = Some(self.mean_hist());
+    }
+
+    fn clear_cand(&mut self) {
+        self.n_cand = 0;
+        self.n_cand_strong = 0;
     }
 
     fn push_hist(&mut self, az: f32, w: f32) {
@@ -228,16 +253,34 @@ mod tests {
     }
 
     #[test]
-    fn weakly_coherent_blocks_do_not_hand_over() {
-        // a reverberant tail in a pause: active, consistent, but far less coherent than the talker
+    fn a_less_coherent_tail_in_a_pause_does_not_hand_over() {
+        // a reverberant tail in a pause: active, consistent, but far less coherent than the
+        // talker, and over before it could count as a talker (0.5 s)
         let mut t = on_talker_at_60();
         for _ in 0..5 {
             assert!(!t.update(block(110.0, 0.35, 0.8)));
+        }
+        for _ in 0..4 {
+            assert!(!t.update(None));
         }
         assert!(ang_diff(t.azimuth().unwrap(), 60.0) < 1.0);
         // a new talker as coherent as the last one is taken at once
         assert!(!t.update(block(110.0, 0.6, 0.8)));
         assert!(t.update(block(110.0, 0.6, 0.8)));
+    }
+
+    #[test]
+    fn a_far_talker_takes_over_later() {
+        // less direct sound than the near talker had, but talking on: taken after 0.6 s
+        let mut t = on_talker_at_60();
+        for i in 0..5 {
+            assert!(!t.update(block(250.0, 0.3, 0.8)), "block {i}");
+        }
+        assert!(t.update(block(250.0, 0.3, 0.8)));
+        assert!(ang_diff(t.azimuth().unwrap(), 250.0) < 1.0);
+        // the near talker, now the more coherent one, takes it back at once
+        assert!(!t.update(block(60.0, 0.7, 0.8)));
+        assert!(t.update(block(60.0, 0.7, 0.8)));
     }
 
     #[test]
