@@ -560,6 +560,16 @@ impl TempDir {
     }
 }
 
+/// A system root with DMI data (vendor, product name) and the kernel's
+/// machine name, as a PC or VM shows them.
+fn dmi_machine(vendor: &str, product: &str, arch: &str) -> TempDir {
+    let root = TempDir::new();
+    root.write("sys/class/dmi/id/sys_vendor", format!("{vendor}\n").as_bytes());
+    root.write("sys/class/dmi/id/product_name", format!("{product}\n").as_bytes());
+    root.write("proc/sys/kernel/arch", format!("{arch}\n").as_bytes());
+    root
+}
+
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -617,16 +627,11 @@ fn detect_rk3588() {
 
 #[test]
 fn detect_qemu_by_dmi() {
-    let root = TempDir::new();
-    root.write("sys/class/dmi/id/sys_vendor", b"QEMU\n");
-    root.write("sys/class/dmi/id/product_name", b"Standard PC (Q35 + ICH9, 2009)\n");
+    let root = dmi_machine("QEMU", "Standard PC (Q35 + ICH9, 2009)", "x86_64");
     root.write("sys/class/dmi/id/board_name", b"\n");
-    root.write("proc/sys/kernel/arch", b"x86_64\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
 
-    let root = TempDir::new();
-    root.write("sys/class/dmi/id/product_name", b"Standard PC (i440FX + PIIX, 1996)\n");
-    root.write("proc/sys/kernel/arch", b"x86_64\n");
+    let root = dmi_machine("", "Standard PC (i440FX + PIIX, 1996)", "x86_64");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
 }
 
@@ -634,20 +639,14 @@ fn detect_qemu_by_dmi() {
 fn detect_qemu_by_architecture() {
     // The arm64 image under QEMU virt + AAVMF: the same vendor string as on
     // x86, so only the architecture tells the two VMs apart.
-    let root = TempDir::new();
-    root.write("sys/class/dmi/id/sys_vendor", b"QEMU\n");
-    root.write("sys/class/dmi/id/product_name", b"QEMU Virtual Machine\n");
-    root.write("proc/sys/kernel/arch", b"aarch64\n");
+    let root = dmi_machine("QEMU", "QEMU Virtual Machine", "aarch64");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-arm64"));
     root.write("proc/sys/kernel/arch", b"x86_64\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("qemu-x86_64"));
 
     // An arm64 machine with DMI data that no board claims (a server, a
     // workstation) is not taken for an x86 PC.
-    let root = TempDir::new();
-    root.write("sys/class/dmi/id/sys_vendor", b"Ampere(R)\n");
-    root.write("sys/class/dmi/id/product_name", b"Mt.Jade\n");
-    root.write("proc/sys/kernel/arch", b"aarch64\n");
+    let root = dmi_machine("Ampere(R)", "Mt.Jade", "aarch64");
     assert_eq!(detect_from(root.path()), None);
     root.write("proc/sys/kernel/arch", b"x86_64\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("pc-x86_64"));
@@ -663,9 +662,7 @@ fn arch_is_parsed_and_checked() {
 
 #[test]
 fn detect_generic_pc_by_dmi() {
-    let root = TempDir::new();
-    root.write("sys/class/dmi/id/sys_vendor", b"Intel(R) Client Systems\n");
-    root.write("sys/class/dmi/id/product_name", b"NUC11PAHi5\n");
+    let root = dmi_machine("Intel(R) Client Systems", "NUC11PAHi5", "x86_64");
     root.write("sys/class/dmi/id/board_name", b"NUC11PABi5\n");
     assert_eq!(detect_from(root.path()).as_deref(), Some("pc-x86_64"));
 }
