@@ -52,8 +52,6 @@ pub struct Tracker {
     pos_hist: usize,
     cand: [(f32, f32); CAND],
     n_cand: usize,
-    /// how many of the candidate blocks were as coherent as the current talker
-    n_cand_strong: usize,
     cand_age: usize,
     /// coherence per unit activity of the candidate blocks, and whether each was strong,
     /// parallel to `cand`
@@ -75,7 +73,6 @@ impl Tracker {
             pos_hist: 0,
             cand: [(0.0, 0.0); CAND],
             n_cand: 0,
-            n_cand_strong: 0,
             cand_age: 0,
             cand_coh: [0.0; CAND],
             cand_strong: [false; CAND],
@@ -103,26 +100,28 @@ impl Tracker {
         let Some((az, w, a)) = est else {
             self.cand_age += 1;
             if self.cand_age > 3 {
-                self.clear_cand();
+                self.n_cand = 0;
             }
             return false;
         };
+        // the block's coherence: its weight is coherence × activity
+        let coh = w / a.max(1e-6);
         match self.current {
             None if weak => false,
             None => {
-                self.push_cand(az, w, a, true);
+                self.push_cand(az, w, coh, true);
                 self.handover_if_due()
             }
             Some(cur) if ang_diff(az, cur) <= self.params.gate_deg => {
                 self.push_hist(az, w);
                 self.current = Some(self.mean_hist());
-                self.clear_cand();
-                self.push_coh(w / a.max(1e-6));
+                self.n_cand = 0;
+                self.push_coh(coh);
                 false
             }
             Some(_) if weak => false,
             Some(_) => {
-                self.push_cand(az, w, a, w >= rel * a);
+                self.push_cand(az, w, coh, coh >= rel);
                 self.handover_if_due()
             }
         }
@@ -132,7 +131,8 @@ impl Tracker {
     /// current talker, or `handover_blocks_less_coherent` of any coherence.
     fn handover_if_due(&mut self) -> bool {
         let p = &self.params;
-        if self.n_cand_strong >= p.handover_blocks || self.n_cand >= p.handover_blocks_less_coherent {
+        let strong = self.cand_strong[..self.n_cand].iter().filter(|&&s| s).count();
+        if strong >= p.handover_blocks || self.n_cand >= p.handover_blocks_less_coherent {
             self.handover();
             return true;
         }
@@ -144,24 +144,22 @@ impl Tracker {
         self.coh_wt = 0.8 * self.coh_wt + 1.0;
     }
 
-    fn push_cand(&mut self, az: f32, w: f32, a: f32, strong: bool) {
+    fn push_cand(&mut self, az: f32, w: f32, coh: f32, strong: bool) {
         if self.n_cand > 0 {
             let c = circ_mean(&self.cand[..self.n_cand]);
             if ang_diff(az, c) > self.params.gate_deg * 0.8 {
-                self.clear_cand();
+                self.n_cand = 0;
             }
         }
         if self.n_cand == CAND {
-            self.n_cand_strong -= usize::from(self.cand_strong[0]);
             self.cand.copy_within(1.., 0);
             self.cand_coh.copy_within(1.., 0);
             self.cand_strong.copy_within(1.., 0);
             self.n_cand -= 1;
         }
         self.cand[self.n_cand] = (az, w);
-        self.cand_coh[self.n_cand] = w / a.max(1e-6);
+        self.cand_coh[self.n_cand] = coh;
         self.cand_strong[self.n_cand] = strong;
-        self.n_cand_strong += usize::from(strong);
         self.n_cand += 1;
         self.cand_age = 0;
     }
@@ -176,13 +174,8 @@ impl Tracker {
             self.push_hist(a, w);
             self.push_coh(self.cand_coh[i]);
         }
-        self.clear_cand();
-        self.current = Some(self.mean_hist());
-    }
-
-    fn clear_cand(&mut self) {
         self.n_cand = 0;
-        self.n_cand_strong = 0;
+        self.current = Some(self.mean_hist());
     }
 
     fn push_hist(&mut self, az: f32, w: f32) {
