@@ -80,6 +80,8 @@ struct MicFilter {
     cd_ratio: f32,
     cd_n: u32,
     cd_frames: u32,
+    /// the usual error / mic ratio in converged far-end single talk (the linear stage's ERLE)
+    cd_conv: f32,
 }
 
 struct Work {
@@ -186,6 +188,8 @@ pub struct Aec {
     se: f32,
     /// mics whose filters look like the echo path changed under them in this frame
     path_changed_mics: usize,
+    /// mics whose filters cancel about as well as they usually do in this frame
+    converged_mics: usize,
 }
 
 impl Aec {
@@ -220,6 +224,7 @@ impl Aec {
                     cd_ratio: 0.0,
                     cd_n: 0,
                     cd_frames: 0,
+                    cd_conv: 0.0,
                 })
                 .collect(),
             wk: Work {
@@ -236,6 +241,7 @@ impl Aec {
             sd: 0.0,
             se: 0.0,
             path_changed_mics: 0,
+            converged_mics: 0,
         }
     }
 
@@ -244,6 +250,12 @@ impl Aec {
     /// loudspeaker or array, not near-end speech (which would make the mic louder).
     pub fn path_changed(&self) -> bool {
         2 * self.path_changed_mics > self.m
+    }
+
+    /// Most mics' filters cancel within 3 dB of their usual depth in this frame (far end active):
+    /// after a detected change, the path has been learnt again — or it had not changed at all.
+    pub fn path_reconverged(&self) -> bool {
+        2 * self.converged_mics > self.m
     }
 
     /// Smoothed (mic, error) powers of mic 0 (diagnostics).
@@ -296,7 +308,7 @@ impl Aec {
         let mut sd_frame = 0.0f32;
         let mut se_frame = 0.0f32;
         let (pos, mu, reg, active) = (self.pos, self.mu, self.reg, self.farend_active);
-        let mut changed = 0usize;
+        let (mut changed, mut conv) = (0usize, 0usize);
         for ch in 0..self.m {
             let d = &mut mics[ch * l..(ch + 1) * l];
             let mf = &mut self.mics[ch];
@@ -339,10 +351,15 @@ impl Aec {
             if mf.cd_e < 0.1 * mf.cd_d && mf.cd_pb > 0.0 {
                 // converged, no near end to speak of: learn the usual mic / predicted ratio
                 mf.cd_ratio = 0.98 * mf.cd_ratio + 0.02 * mf.cd_d / mf.cd_pb;
+                mf.cd_conv = 0.98 * mf.cd_conv + 0.02 * mf.cd_e / mf.cd_d;
                 mf.cd_n += 1;
             }
-            // error at least as loud as the mic, mic within 1.8 dB of the predicted echo, 30 ms
-            let looks_moved = mf.cd_n >= 50 && mf.cd_e > mf.cd_d && mf.cd_d < 1.5 * mf.cd_ratio * mf.cd_pb;
+            if mf.cd_n >= 50 && mf.cd_e < 2.0 * mf.cd_conv * mf.cd_d {
+                conv += 1;
+            }
+            // error at least as loud as the mic, mic within 4 dB of the predicted echo (a loudspeaker
+            // moved 20 cm closer raised the echo by 3 dB in the tests' room), 30 ms
+            let looks_moved = mf.cd_n >= 50 && mf.cd_e > mf.cd_d && mf.cd_d < 2.5 * mf.cd_ratio * mf.cd_pb;
             mf.cd_frames = if looks_moved { mf.cd_frames + 1 } else { 0 };
             if mf.cd_frames >= 3 {
                 changed += 1;
@@ -367,6 +384,7 @@ impl Aec {
             }
         }
         self.path_changed_mics = changed;
+        self.converged_mics = conv;
         if self.farend_active {
             self.sd = 0.95 * self.sd + 0.05 * sd_frame;
             self.se = 0.95 * self.se + 0.05 * se_frame;

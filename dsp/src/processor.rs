@@ -165,6 +165,10 @@ pub struct Processor {
     echo_os: f32,
     leak_alpha: f32,
     phi_alpha: f32,
+    /// frames in a row, early in a hold, in which the canceller was back at its usual depth
+    reconv_frames: u32,
+    /// frames since the current hold began
+    hold_age: u32,
 }
 
 /// After a detected echo-path change, for this many frames (2 s: the linear filters need about
@@ -173,8 +177,17 @@ const PATH_CHANGE_HOLD: u32 = 200;
 /// ...the phase-blind residual-echo estimate is taken this much larger (the residual right after
 /// a change is up to twice the echo, and its regressed scale lags a few frames behind)...
 const PATH_CHANGE_OVERSUB: f32 = 4.0;
+/// ...the residual echo at the beam output is at least this multiple of the phase-blind echo
+/// power's share of the mics' power after cancellation (see `process`)...
+const PATH_CHANGE_SHARE_OS: f32 = 4.0;
 /// ...and the floor's noise reference rises by at most this factor per frame (3 dB/s).
 const NOISE_FLOOR_RISE: f32 = 1.0069;
+/// A hold ends early if, within this many frames of the detection (0.5 s, less than any
+/// re-convergence on speech takes)...
+const FALSE_CHANGE_WINDOW: u32 = 50;
+/// ...the canceller has been back at its usual depth this many frames in a row: the path had not
+/// changed (a filter's brief swing while it converges).
+const FALSE_CHANGE_FRAMES: u32 = 10;
 
 fn db(p: f32) -> f32 {
     10.0 * (p + 1e-12).log10()
@@ -280,6 +293,8 @@ impl Processor {
             aec_seen_farend: false,
             echo_os: 4.0,
             leak_alpha: 0.8,
+            reconv_frames: 0,
+            hold_age: u32::MAX,
             phi_alpha: 0.99,
         })
     }
@@ -351,9 +366,24 @@ impl Processor {
             self.echo_wola.analyze(&mut self.fft, &self.echo_mean, &mut self.yecho);
             self.aec.echo_power(&mut self.echo_pow);
             if self.aec.path_changed() {
+                if self.path_change_hold == 0 {
+                    self.hold_age = 0;
+                    self.reconv_frames = 0;
+                }
+                // detections go on for a while after a change: each extends the hold
                 self.path_change_hold = PATH_CHANGE_HOLD;
             } else {
                 self.path_change_hold = self.path_change_hold.saturating_sub(1);
+            }
+            self.hold_age = self.hold_age.saturating_add(1);
+            // a false alarm (a filter's brief swing while it converges) releases the hold at once,
+            // instead of taking 2 s of near-end speech with it
+            let early = self.hold_age <= FALSE_CHANGE_WINDOW;
+            if self.path_change_hold > 0 && early && self.aec.farend_active {
+                self.reconv_frames = if self.aec.path_reconverged() { self.reconv_frames + 1 } else { 0 };
+                if self.reconv_frames >= FALSE_CHANGE_FRAMES {
+                    self.path_change_hold = 0;
+                }
             }
         }
         // analysis
@@ -517,7 +547,15 @@ impl Processor {
                 let echo = if res_echo_known { self.echo_os * self.residual_echo(k) } else { 0.0 };
                 let changed = res_echo_known && self.path_change_hold > 0;
                 let echo = if changed {
-                    echo.max(self.echo_os * PATH_CHANGE_OVERSUB * self.leak_pow * self.echo_pow[k])
+                    // Right after a change the regressions behind `residual_echo` lag, and the
+                    // beam output may hold far more echo than they say. What does not lag: the
+                    // old path's phase-blind echo power against the mics' power after
+                    // cancellation, frame by frame. The residual there is the new echo plus the
+                    // stale estimate (about twice the echo, phases unrelated); this share of the
+                    // mics' power is taken as the share of the beam output's.
+                    let share = (PATH_CHANGE_SHARE_OS * self.echo_pow[k] / (self.pow[k] + 1e-20)).min(1.0);
+                    let pb = self.echo_os * PATH_CHANGE_OVERSUB * self.leak_pow * self.echo_pow[k];
+                    echo.max(pb).max(share * y2)
                 } else {
                     echo
                 };
