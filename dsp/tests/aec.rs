@@ -37,6 +37,19 @@ fn played(far: &[f32], delay: usize) -> Vec<f32> {
     p
 }
 
+/// A far end played in a room (RT60 0.3 s, 20 ms playback delay) by a loudspeaker that moves
+/// 20 cm towards the mics at sample `at`: the room, the far end, and the echo at each mic.
+fn moved_loudspeaker(n: usize, at: usize, mic_pos: &[[f64; 3]], rng: &mut Rng) -> (Room, Vec<f32>, Vec<Vec<f32>>) {
+    let far = far_end(n, rng);
+    let room = Room::new([5.0, 4.0, 2.8], 0.3, 16000.0);
+    let played = played(&far, 320);
+    let before = room.render(&played, [2.5, 0.2, 0.9], mic_pos, 0.3);
+    let after = room.render(&played, [2.5, 0.4, 0.9], mic_pos, 0.3);
+    let echo =
+        before.iter().zip(&after).map(|(b, a)| (0..n).map(|i| if i < at { b[i] } else { a[i] }).collect()).collect();
+    (room, far, echo)
+}
+
 #[test]
 fn linear_echo_path_is_cancelled() {
     let mut rng = Rng::new(5);
@@ -77,20 +90,15 @@ fn echo_path_change_is_detected_and_double_talk_is_not() {
     let mut rng = Rng::new(7);
     let fs = 16000;
     let n = fs * 10;
-    let far = far_end(n, &mut rng);
-    let room = Room::new([5.0, 4.0, 2.8], 0.3, 16000.0);
-    let played = played(&far, 320);
     let mic_pos = [[2.4, 1.6, 0.75]];
-    let ea = room.render(&played, [2.5, 0.2, 0.9], &mic_pos, 0.3).remove(0);
-    let eb = room.render(&played, [2.5, 0.4, 0.9], &mic_pos, 0.3).remove(0);
-    let ch = fs * 8;
-    let mut mic: Vec<f32> = (0..n).map(|i| if i < ch { ea[i] } else { eb[i] }).collect();
+    let (room, far, echo) = moved_loudspeaker(n, fs * 8, &mic_pos, &mut rng);
+    let mut mic = echo.into_iter().next().unwrap();
     let (d0, d1) = (fs * 4, fs * 11 / 2);
     let mut near = vec![0.0f32; n];
     let ns = roomsim::speech_like(d1 - d0, 16000.0, &mut rng);
     near[d0..d1].copy_from_slice(&ns);
     let near = room.render(&near, [2.0, 3.0, 1.2], &mic_pos, 0.3).remove(0);
-    let gn = roomsim::rms(&ea[d0..d1]) / roomsim::rms(&near[d0..d1]).max(1e-9);
+    let gn = roomsim::rms(&mic[d0..d1]) / roomsim::rms(&near[d0..d1]).max(1e-9);
     for i in 0..n {
         mic[i] += gn * near[i] + 1e-4 * rng.normal() as f32;
     }
@@ -139,20 +147,14 @@ fn echo_stays_removed_after_the_loudspeaker_moves() {
     let mut rng = Rng::new(11);
     let fs = 16000;
     let n = fs * 11;
-    let far = far_end(n, &mut rng);
-    let room = Room::new([5.0, 4.0, 2.8], 0.3, 16000.0);
-    let played = played(&far, 320);
     let geom = geometry::respeaker4();
     let mic_pos = roomsim::mics_in_room(&geom, [2.4, 1.6, 0.75]);
-    let ea = room.render(&played, [2.5, 0.2, 0.9], &mic_pos, 0.3);
-    let eb = room.render(&played, [2.5, 0.4, 0.9], &mic_pos, 0.3);
-    let ch = fs * 8;
+    let (_, far, echo) = moved_loudspeaker(n, fs * 8, &mic_pos, &mut rng);
     let m = mic_pos.len();
     let mut mics = vec![0.0f32; n * m];
     for i in 0..n {
         for c in 0..m {
-            let e = if i < ch { ea[c][i] } else { eb[c][i] };
-            mics[i * m + c] = e + 1e-4 * rng.normal() as f32;
+            mics[i * m + c] = echo[c][i] + 1e-4 * rng.normal() as f32;
         }
     }
     let mut p = Processor::new(&Config::new(geom)).unwrap();
