@@ -27,7 +27,6 @@ def main():
     ap.add_argument("--algos", default="SRP,MUSIC,NormMUSIC")
     ap.add_argument("--json")
     a = ap.parse_args()
-    sys.path.insert(0, os.path.realpath(a.view))
     sys.path.insert(0, os.path.dirname(os.path.realpath(os.path.join(a.view, "score.py"))))
     import score  # the scene set's scorer
 
@@ -37,12 +36,10 @@ def main():
     for sid in ids:
         sc = score.load_scene(os.path.join(a.view, sid))
         arr = sc["man"]["array"]
-        mics = [list(p) + [0.0] * (3 - len(p)) for p in arr["mic_positions_m"]]
-        linear = fold_linear.is_linear(mics)
-        front = fold_linear.front_of(arr) if linear else None
+        front = fold_linear.linear_front(arr)
 
         def folded(est):
-            if not linear:
+            if front is None:
                 return est
             return {b: (fold_linear.fold(v, front) if v == v else v) for b, v in est.items()}
 

@@ -32,6 +32,12 @@ def front_of(arr):
     return math.degrees(math.atan2(b[1] - a[1], b[0] - a[0])) + 90.0
 
 
+def linear_front(arr):
+    """The front azimuth of a manifest's array if it is linear, else None (planar: no fold)."""
+    mics = [list(p) + [0.0] * (3 - len(p)) for p in arr["mic_positions_m"]]
+    return front_of(arr) if is_linear(mics) else None
+
+
 def fold(az, front):
     d = (az - front + 180.0) % 360.0 - 180.0
     if abs(d) <= 90.0:
@@ -52,14 +58,12 @@ def main():
         sd, vd = os.path.join(src, sid), os.path.join(dst, sid)
         os.makedirs(vd, exist_ok=True)
         arr = json.load(open(os.path.join(sd, "manifest.json")))["array"]
-        mics = [list(p) + [0.0] * (3 - len(p)) for p in arr["mic_positions_m"]]
-        linear = is_linear(mics)
+        front = linear_front(arr)
         for f in os.listdir(sd):
             target = os.path.join(vd, f)
             if os.path.lexists(target):
                 os.remove(target)
-            if f == "truth_doa.csv" and linear:
-                front = front_of(arr)
+            if f == "truth_doa.csv" and front is not None:
                 with open(os.path.join(sd, f)) as fi, open(target, "w", newline="") as fo:
                     rows = list(csv.DictReader(fi))
                     w = csv.DictWriter(fo, fieldnames=list(rows[0].keys()) if rows else ["block_start_s", "azimuth_deg", "talker"])
