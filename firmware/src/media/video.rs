@@ -54,6 +54,10 @@ pub const RTX_KEEP_MS: u32 = 1000;
 /// The longest regular RTCP interval with retransmission (see where it is used).
 const RTX_RTCP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// The most SSRCs in a video session for which feedback is sent without waiting (see where
+/// it is used).
+const IMMEDIATE_FEEDBACK_MAX_SSRCS: u32 = 6;
+
 /// Retransmission payload types agreed in SDP (RFC 4588, SSRC-multiplexed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RtxPayloadTypes {
@@ -526,6 +530,10 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
                     // the next one when it seems late: a frame's packets come in bursts 33 ms
                     // apart, and guessing the next arrival asks for packets not yet sent.
                     jb.set_property("rtx-next-seqnum", false);
+                    // And ask as soon as the gap is seen: the automatic delay (twice the
+                    // jitter) spends most of a 50 ms buffer waiting for a reordering that a
+                    // room's network seldom does.
+                    jb.set_property("rtx-delay", 0i32);
                     jb.set_property("rtx-max-retries", 3i32);
                 }
                 jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
@@ -678,6 +686,12 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     // regular interval must be short, or most NACKs wait for it and come too late to help.
     let interval = if p.rtx.is_some() { p.rtcp_interval.min(RTX_RTCP_INTERVAL) } else { p.rtcp_interval };
     session.set_property("rtcp-min-interval", interval.as_nanos() as u64);
+    // RFC 4585 §3.5.3: a small session may send every feedback packet at once ("immediate
+    // feedback mode"). rtpsession counts SSRCs, and a call with video and RTX both ways already
+    // has 4, one over its default threshold of 3: then NACKs after the first early packet wait
+    // for the regular report and most are dropped as too late. 6 leaves room for a peer's
+    // changed SSRC while the old one times out.
+    session.set_property("rtcp-immediate-feedback-threshold", IMMEDIATE_FEEDBACK_MAX_SSRCS);
     {
         // Feedback from the peer: PLI/FIR are acted upon by rtpsession itself (GstForceKeyUnit to
         // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps. A TMMBR is
