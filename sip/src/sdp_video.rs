@@ -504,7 +504,12 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         assert_eq!((n.payload_type, n.rtx), (110, Some(RtxPayloadTypes { send: 120, recv: 120 })));
         assert!(ans.to_text().contains("m=video 40002 RTP/AVPF 110 120\r\n"));
         // Without nack the rtx format is declined; nack without rtx is declined.
-        let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(&offer.replace("a=rtcp-fb:* nack\r\n", "")).unwrap(), Some(&video)).unwrap();
+        let (ans, _, n) = audio
+            .answer_with_video(
+                &SessionDescription::parse(&offer.replace("a=rtcp-fb:* nack\r\n", "")).unwrap(),
+                Some(&video),
+            )
+            .unwrap();
         assert_eq!(n.unwrap().rtx, None);
         assert!(!ans.to_text().contains("rtx"));
         let no_rtx = offer.replace("apt=110", "apt=7");
@@ -515,7 +520,8 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         // An answer to our offer that drops rtx leaves nack off on our side too.
         let ours = SessionDescription::parse(&audio.offer_with_video(Some(&video)).to_text()).unwrap();
         let (ans, _, _) = audio.answer_with_video(&ours, Some(&video)).unwrap();
-        let stripped: String = ans.to_text().lines().filter(|l| !l.contains("rtx")).map(|l| format!("{l}\r\n")).collect();
+        let stripped: String =
+            ans.to_text().lines().filter(|l| !l.contains("rtx")).map(|l| format!("{l}\r\n")).collect();
         let back = video.accept_answer(&SessionDescription::parse(&stripped).unwrap()).unwrap();
         assert_eq!((back.rtx, back.feedback.nack), (None, false));
     }

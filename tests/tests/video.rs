@@ -266,7 +266,8 @@ impl RoomCall {
     fn start(ns: &NetNs, a_video: &str) -> RoomCall {
         let (bus_a, bus_b) = (Bus::start(), Bus::start());
         let (port_a, port_b) = (ns.port(), ns.port());
-        let a = huis_tests::peers::huisd::start_in_blocking(ns, &bus_a, &room_config("Studio 4", port_a, RTP_MIN, a_video));
+        let a =
+            huis_tests::peers::huisd::start_in_blocking(ns, &bus_a, &room_config("Studio 4", port_a, RTP_MIN, a_video));
         let b = huis_tests::peers::huisd::start_in_blocking(
             ns,
             &bus_b,
@@ -368,7 +369,11 @@ fn without_rtcp_feedback_keyframes_are_requested_by_sip_info() {
         }
     }
     eprintln!("room A got a keyframe request");
-    assert!(b.log_text().contains("asked the far end for a keyframe by SIP INFO"), "room B did not ask by INFO: {}", logs());
+    assert!(
+        b.log_text().contains("asked the far end for a keyframe by SIP INFO"),
+        "room B did not ask by INFO: {}",
+        logs()
+    );
     assert!(a.log_text().contains("keyframe requested by SIP INFO (picture_fast_update)"), "{}", logs());
     let sb = video_stats(bus_b);
     assert_eq!(stat(&sb, "retransmissions_requested"), 0.0, "no NACK without feedback: {sb}");

@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use crate::config::Config;
 use crate::media::{
     AudioCodec, AudioRx, AudioSession, AudioSessionParams, AudioTx, CodecParams, Direction as MediaDirection,
-    MediaEvent, RtpSockets, TelephoneEvent, RtxPayloadTypes, VideoFeedback, VideoSession, VideoSessionParams,
+    MediaEvent, RtpSockets, RtxPayloadTypes, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
 };
 use crate::room::Command;
 pub use net::SipSockets;
@@ -867,7 +867,9 @@ impl CallManager {
         }
         for (id, n) in wanted {
             match self.ua.send_info_picture_fast_update(Instant::now(), id) {
-                Ok(true) => tracing::info!(call = n, "asked the far end for a keyframe by SIP INFO (picture_fast_update)"),
+                Ok(true) => {
+                    tracing::info!(call = n, "asked the far end for a keyframe by SIP INFO (picture_fast_update)")
+                }
                 Ok(false) => {}
                 Err(e) => tracing::debug!(call = n, "no keyframe request by INFO: {e}"),
             }

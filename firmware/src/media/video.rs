@@ -828,18 +828,21 @@ fn add_receiver(
         // Keyframe requests going upstream out of the depayloader become PLI/FIR in rtpsession
         // (or SIP INFO, see the call manager); packets going in are counted.
         let sh = shared.clone();
-        pad(&depay, "sink")?.add_probe(gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER, move |_, info| {
-            match &info.data {
-                Some(gst::PadProbeData::Event(ev)) if gst_video::ForceKeyUnitEvent::is(ev) => {
-                    sh.requests_sent.fetch_add(1, Ordering::Relaxed);
+        pad(&depay, "sink")?.add_probe(
+            gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER,
+            move |_, info| {
+                match &info.data {
+                    Some(gst::PadProbeData::Event(ev)) if gst_video::ForceKeyUnitEvent::is(ev) => {
+                        sh.requests_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Some(gst::PadProbeData::Buffer(_)) => {
+                        sh.depay_packets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
-                Some(gst::PadProbeData::Buffer(_)) => {
-                    sh.depay_packets.fetch_add(1, Ordering::Relaxed);
-                }
-                _ => {}
-            }
-            gst::PadProbeReturn::Ok
-        });
+                gst::PadProbeReturn::Ok
+            },
+        );
         *shared.depay.lock().unwrap_or_else(|e| e.into_inner()) = Some(depay.downgrade());
     }
     for e in els {
