@@ -179,6 +179,8 @@ pub fn video_stats_map(s: &VideoStats) -> HashMap<String, f64> {
         ("retransmission_rtt_ms", s.retransmission_rtt_ms),
         ("retransmission_requests_received", s.retransmission_requests_received as f64),
         ("retransmissions_sent", s.retransmissions_sent as f64),
+        ("packets_late", s.packets_late as f64),
+        ("jitter_buffer_ms", f64::from(s.jitter_buffer_ms)),
     ] {
         m.insert(k.to_string(), v);
     }

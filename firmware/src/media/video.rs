@@ -54,6 +54,12 @@ pub const RTX_KEEP_MS: u32 = 1000;
 /// The longest regular RTCP interval with retransmission (see where it is used).
 const RTX_RTCP_INTERVAL: Duration = Duration::from_millis(100);
 
+/// With retransmission, the jitter buffer grows by this step each second in which a packet
+/// (under loss, a retransmission) arrived after its deadline, up to [`RTX_JITTER_MAX`].
+const RTX_JITTER_STEP: Duration = Duration::from_millis(10);
+/// The most the jitter buffer grows to for late retransmissions.
+const RTX_JITTER_MAX: Duration = Duration::from_millis(100);
+
 /// The most SSRCs in a video session for which feedback is sent without waiting (see where
 /// it is used).
 const IMMEDIATE_FEEDBACK_MAX_SSRCS: u32 = 6;
@@ -154,6 +160,11 @@ pub struct VideoStats {
     /// The peer's NACKed packets, and those we could retransmit.
     pub retransmission_requests_received: u64,
     pub retransmissions_sent: u64,
+    /// Packets (mostly retransmissions) that arrived after their deadline and were dropped.
+    pub packets_late: u64,
+    /// The jitter buffer's latency now, ms: the configured one, grown for late
+    /// retransmissions (see [`next_jitter_buffer`]).
+    pub jitter_buffer_ms: u32,
 }
 
 struct Shared {
@@ -359,6 +370,8 @@ impl VideoSession {
         for jb in self.jitterbuffers.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|w| w.upgrade()) {
             let st = jb.property::<gst::Structure>("stats");
             out.packets_unrepaired += num(&st, "num-lost") as u64;
+            out.packets_late += num(&st, "num-late") as u64;
+            out.jitter_buffer_ms = out.jitter_buffer_ms.max(jb.property::<u32>("latency"));
             out.retransmissions_requested += num(&st, "rtx-count") as u64;
             out.retransmission_rtt_ms = out.retransmission_rtt_ms.max(num(&st, "rtx-rtt") / 1e6);
         }
@@ -753,10 +766,11 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     {
         let (sh, rtpbin, encoder, name) = (shared.clone(), rtpbin.clone(), encoder.clone(), p.encoder.clone());
         let (min, max) = (p.min_kbps, p.max_kbps);
+        let repair = p.rtx.is_some().then(|| jitterbuffers.clone());
         threads.push(
             std::thread::Builder::new()
                 .name(format!("vctl-{}", local_rtp.port()))
-                .spawn(move || control(sh, bus, rtpbin, encoder, name, min, max))
+                .spawn(move || control(sh, bus, rtpbin, encoder, name, min, max, repair))
                 .map_err(MediaError::pipeline)?,
         );
     }
@@ -939,7 +953,54 @@ impl FrozenPicture {
     }
 }
 
-/// Bus errors are logged; once a second the bitrate is adapted.
+/// The jitter buffer's latency for the next second, from the current one and how many packets
+/// came too late in the last. Under loss those are retransmissions, each of which would have
+/// repaired its packet with a longer buffer; so the buffer grows a step, to at most
+/// [`RTX_JITTER_MAX`]. It never shrinks within a call: a path that lost packets once tends to
+/// again, and each change of latency stalls the picture for the difference.
+pub(crate) fn next_jitter_buffer(current: Duration, late: u64) -> Duration {
+    if late == 0 || current >= RTX_JITTER_MAX {
+        return current;
+    }
+    (current + RTX_JITTER_STEP).min(RTX_JITTER_MAX)
+}
+
+/// Grows the jitter buffer when packets came late (with RTX agreed), once a second.
+#[derive(Default)]
+struct RepairLatency {
+    late: u64,
+}
+
+impl RepairLatency {
+    /// `jbs`: the session's jitter buffers, counted; the latency is set on `rtpbin`, which
+    /// passes it to them and to any made later (a new SSRC of the peer).
+    fn check(&mut self, rtpbin: &gst::Element, jbs: &Mutex<Vec<glib::WeakRef<gst::Element>>>) {
+        let late: u64 = jbs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter_map(|w| w.upgrade())
+            .map(|jb| num(&jb.property::<gst::Structure>("stats"), "num-late") as u64)
+            .sum();
+        let fresh = late.saturating_sub(self.late);
+        self.late = late;
+        let cur = Duration::from_millis(u64::from(rtpbin.property::<u32>("latency")));
+        let next = next_jitter_buffer(cur, fresh);
+        if next != cur {
+            tracing::info!(
+                from_ms = cur.as_millis() as u64,
+                to_ms = next.as_millis() as u64,
+                late = fresh,
+                "video jitter buffer grown: packets came too late to be repaired"
+            );
+            rtpbin.set_property("latency", next.as_millis() as u32);
+        }
+    }
+}
+
+/// Bus errors are logged; once a second the bitrate is adapted, and with retransmission the
+/// jitter buffer's latency (`repair`: the session's jitter buffers).
+#[allow(clippy::too_many_arguments)]
 fn control(
     sh: Arc<Shared>,
     bus: gst::Bus,
@@ -948,7 +1009,9 @@ fn control(
     name: String,
     min: u32,
     max: u32,
+    repair: Option<Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>>,
 ) {
+    let mut repair_latency = RepairLatency::default();
     let mut last_check = Instant::now();
     let mut last_rb_seq: Option<u64> = None;
     let mut frozen = FrozenPicture::default();
@@ -969,6 +1032,9 @@ fn control(
             continue;
         }
         last_check = Instant::now();
+        if let Some(jbs) = &repair {
+            repair_latency.check(&rtpbin, jbs);
+        }
         if frozen.check(sh.depay_packets.load(Ordering::Relaxed), sh.frames_decoded.load(Ordering::Relaxed)) {
             // Packets arrive but nothing decodes: the keyframe asked for was lost too, and the
             // depayloader waits for one without asking again. Ask again, once a second.
@@ -1067,6 +1133,23 @@ mod tests {
         assert!(f.check(300, 30), "packets, no new frame");
         assert!(!f.check(302, 30), "no packets either: the far end stopped sending");
         assert!(!f.check(400, 60), "recovered");
+    }
+
+    #[test]
+    fn jitter_buffer_grows_only_for_late_retransmissions_and_only_so_far() {
+        let ms = Duration::from_millis;
+        assert_eq!(next_jitter_buffer(ms(50), 0), ms(50), "no late packet, no change");
+        assert_eq!(next_jitter_buffer(ms(50), 1), ms(60));
+        assert_eq!(next_jitter_buffer(ms(50), 7), ms(60), "one step a second, however many came late");
+        assert_eq!(next_jitter_buffer(ms(95), 2), RTX_JITTER_MAX);
+        assert_eq!(next_jitter_buffer(RTX_JITTER_MAX, 3), RTX_JITTER_MAX);
+        // A buffer configured above the ceiling is left as it is.
+        assert_eq!(next_jitter_buffer(ms(200), 3), ms(200));
+        let mut cur = ms(50);
+        for _ in 0..20 {
+            cur = next_jitter_buffer(cur, 1);
+        }
+        assert_eq!(cur, RTX_JITTER_MAX);
     }
 
     #[test]
