@@ -220,9 +220,18 @@ pub struct VideoSession {
     send_size: (u32, u32),
     udp_srcs: Vec<gst::Element>,
     /// The jitter buffers rtpbin made for the peer's streams (for the repair figures).
-    jitterbuffers: Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>,
+    jitterbuffers: Arc<JitterBuffers>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
+}
+
+/// The jitter buffers rtpbin made for the peer's streams, held weakly (rtpbin owns them).
+type JitterBuffers = Mutex<Vec<glib::WeakRef<gst::Element>>>;
+
+/// The jitter buffers still alive, with their `stats`.
+fn jitter_stats(jbs: &JitterBuffers) -> Vec<gst::Structure> {
+    let jbs = jbs.lock().unwrap_or_else(|e| e.into_inner());
+    jbs.iter().filter_map(|w| w.upgrade()).map(|jb| jb.property::<gst::Structure>("stats")).collect()
 }
 
 fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
@@ -367,11 +376,10 @@ impl VideoSession {
                 out.packets_lost += num(&src, "packets-lost").max(0.0) as u64;
             }
         }
-        for jb in self.jitterbuffers.lock().unwrap_or_else(|e| e.into_inner()).iter().filter_map(|w| w.upgrade()) {
-            let st = jb.property::<gst::Structure>("stats");
+        out.jitter_buffer_ms = self.rtpbin.property::<u32>("latency");
+        for st in jitter_stats(&self.jitterbuffers) {
             out.packets_unrepaired += num(&st, "num-lost") as u64;
             out.packets_late += num(&st, "num-late") as u64;
-            out.jitter_buffer_ms = out.jitter_buffer_ms.max(jb.property::<u32>("latency"));
             out.retransmissions_requested += num(&st, "rtx-count") as u64;
             out.retransmission_rtt_ms = out.retransmission_rtt_ms.max(num(&st, "rtx-rtt") / 1e6);
         }
@@ -974,14 +982,8 @@ struct RepairLatency {
 impl RepairLatency {
     /// `jbs`: the session's jitter buffers, counted; the latency is set on `rtpbin`, which
     /// passes it to them and to any made later (a new SSRC of the peer).
-    fn check(&mut self, rtpbin: &gst::Element, jbs: &Mutex<Vec<glib::WeakRef<gst::Element>>>) {
-        let late: u64 = jbs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .filter_map(|w| w.upgrade())
-            .map(|jb| num(&jb.property::<gst::Structure>("stats"), "num-late") as u64)
-            .sum();
+    fn check(&mut self, rtpbin: &gst::Element, jbs: &JitterBuffers) {
+        let late: u64 = jitter_stats(jbs).iter().map(|st| num(st, "num-late") as u64).sum();
         let fresh = late.saturating_sub(self.late);
         self.late = late;
         let cur = Duration::from_millis(u64::from(rtpbin.property::<u32>("latency")));
@@ -1009,7 +1011,7 @@ fn control(
     name: String,
     min: u32,
     max: u32,
-    repair: Option<Arc<Mutex<Vec<glib::WeakRef<gst::Element>>>>>,
+    repair: Option<Arc<JitterBuffers>>,
 ) {
     let mut repair_latency = RepairLatency::default();
     let mut last_check = Instant::now();
