@@ -48,6 +48,44 @@ pub struct Screen {
     status: Mutex<ScreenStatus>,
 }
 
+/// After each `intervideosrc`: it answers the latency query with a maximum of 0, below the
+/// compositor's minimum of one frame, and the compositor then posts a latency warning with
+/// every frame it makes. A short leaky queue gives the branch room to buffer (and adds no
+/// latency: the inter source produces at the output's rate, so the queue stays empty).
+const INTER_QUEUE: &str = "queue max-size-buffers=2 max-size-bytes=0 max-size-time=0 leaky=downstream";
+
+/// The same warning is logged again after this long at the earliest.
+const WARNING_REPEAT: Duration = Duration::from_secs(60);
+
+/// The screen runs for days and nobody pops its bus: every message would stay queued there
+/// forever (a warning per frame grew an idle huisd by 250 MiB an hour). So messages are handled
+/// as they are posted and dropped: errors and warnings go to the log, a repeated warning at most
+/// once a minute, everything else is let go.
+fn drain_bus(pipeline: &gst::Pipeline) -> Result<(), MediaError> {
+    let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the screen pipeline has no bus"))?;
+    let last_warning: Mutex<Option<(String, std::time::Instant)>> = Mutex::new(None);
+    bus.set_sync_handler(move |_, msg| {
+        let src = || msg.src().map(|s| s.path_string().to_string()).unwrap_or_default();
+        match msg.view() {
+            gst::MessageView::Error(e) => {
+                tracing::error!(element = %src(), debug = ?e.debug(), "the screen failed: {}", e.error());
+            }
+            gst::MessageView::Warning(w) => {
+                let text = format!("{}: {} ({})", src(), w.error(), w.debug().unwrap_or_default());
+                let mut last = last_warning.lock().unwrap_or_else(|e| e.into_inner());
+                let repeat = last.as_ref().is_some_and(|(t, at)| *t == text && at.elapsed() < WARNING_REPEAT);
+                if !repeat {
+                    tracing::warn!("screen: {text}");
+                    *last = Some((text, std::time::Instant::now()));
+                }
+            }
+            _ => {}
+        }
+        gst::BusSyncReply::Drop
+    });
+    Ok(())
+}
+
 fn escape(s: &str) -> String {
     gst::glib::markup_escape_text(s).to_string()
 }
@@ -73,9 +111,9 @@ impl Screen {
              ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
              ! textoverlay name=idle valignment=center halignment=center line-alignment=center font-desc=\"Sans 28\" \
              ! mix.sink_0 \
-             intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! videoconvert ! videoscale \
+             intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
              ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_1 \
-             intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! videoconvert ! videoscale \
+             intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
              ! video/x-raw,format=I420,width={pw},height={ph},pixel-aspect-ratio=1/1 ! mix.sink_2"
         );
         let pipeline = gst::parse::launch(&desc)
@@ -85,6 +123,7 @@ impl Screen {
         let by_name = |n: &str| {
             pipeline.by_name(n).ok_or_else(|| MediaError::Pipeline(format!("screen pipeline has no element {n}")))
         };
+        drain_bus(&pipeline)?;
         let mix = by_name("mix")?;
         // The display sink is the last element: the one with no source pads.
         let sink = pipeline
