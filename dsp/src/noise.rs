@@ -104,6 +104,15 @@ impl Mcra {
             let a = ad + (1.0 - ad) * p;
             self.alpha[k] = a;
             self.lambda[k] = a * self.lambda[k] + (1.0 - a) * power[k];
+            if not_speech.is_none() {
+                self.lambda[k] = self.lambda[k].min(self.ceiling(k));
+            }
         }
+    }
+
+    /// The most noise bin `k` can hold by the detector's own rule: smoothed power above
+    /// `DELTA` × its recent minimum counts as speech, so a noise estimate above that is stale.
+    pub fn ceiling(&self, k: usize) -> f32 {
+        DELTA * self.smin[k].max(1e-12)
     }
 }

@@ -169,6 +169,8 @@ pub struct Processor {
     reconv_frames: u32,
     /// frames since the current hold began
     hold_age: u32,
+    /// frames since the canceller last saw the far end active
+    farend_quiet_frames: u32,
 }
 
 /// After a detected echo-path change, for this many frames (2 s: the linear filters need about
@@ -182,6 +184,9 @@ const PATH_CHANGE_OVERSUB: f32 = 4.0;
 const PATH_CHANGE_SHARE_OS: f32 = 4.0;
 /// ...and the floor's noise reference rises by at most this factor per frame (3 dB/s).
 const NOISE_FLOOR_RISE: f32 = 1.0069;
+/// The noise covariance is held under the noise estimator's ceiling only when the far end has
+/// been quiet this long (1 s): while it plays, residual echo belongs in the covariance.
+const FAREND_QUIET_FRAMES: u32 = 100;
 /// A hold ends early if, within this many frames of the detection (0.5 s, less than any
 /// re-convergence on speech takes)...
 const FALSE_CHANGE_WINDOW: u32 = 50;
@@ -295,6 +300,7 @@ impl Processor {
             leak_alpha: 0.8,
             reconv_frames: 0,
             hold_age: u32::MAX,
+            farend_quiet_frames: u32::MAX,
             phi_alpha: 0.99,
         })
     }
@@ -344,6 +350,7 @@ impl Processor {
         if fe_pow > 0.0 {
             self.aec_seen_farend = true;
         }
+        self.farend_quiet_frames = if self.aec.farend_active { 0 } else { self.farend_quiet_frames.saturating_add(1) };
         let aec_on = self.stages[0] && self.aec_seen_farend;
         if aec_on {
             // an empty far-end slice is silence
@@ -432,6 +439,9 @@ impl Processor {
                 re[k] = a[k] * re[k] + b * (ar[k] * br[k] + ai[k] * bi[k]);
                 im[k] = a[k] * im[k] + b * (ai[k] * br[k] - ar[k] * bi[k]);
             }
+        }
+        if self.farend_quiet_frames >= FAREND_QUIET_FRAMES {
+            self.cap_covariance();
         }
         self.phi_dirty = true;
         if self.mcra.frames() > 30 {
@@ -611,6 +621,29 @@ impl Processor {
     /// still has the echo's power, and its scale rises with the residual within a few frames.
     fn residual_echo(&self, k: usize) -> f32 {
         (self.leak * self.yecho[k].norm_sqr()).max(self.leak_pow * self.echo_pow[k])
+    }
+
+    /// Scales down the noise covariance of every bin whose noise power (mean of the diagonal)
+    /// is above what the noise estimator allows ([`Mcra::ceiling`]).
+    fn cap_covariance(&mut self) {
+        let (m, nb) = (self.m, self.nb);
+        for k in 0..nb {
+            let mut diag = 0.0;
+            let mut q = 0;
+            for i in 0..m {
+                diag += self.phi_re[q * nb + k];
+                q += m - i;
+            }
+            let power = diag / m as f32 / self.phi_w[k].max(1e-6);
+            let ceiling = self.mcra.ceiling(k);
+            if power > ceiling {
+                let c = ceiling / power;
+                for q in 0..self.phi_pairs.len() {
+                    self.phi_re[q * nb + k] *= c;
+                    self.phi_im[q * nb + k] *= c;
+                }
+            }
+        }
     }
 
     /// Refreshes the full covariance `phi` (nb × M × M) from the packed one.
