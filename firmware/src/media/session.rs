@@ -35,9 +35,9 @@ pub enum MediaEvent {
     Error(MediaError),
 }
 
-/// How long one DTMF tone lasts and the gap after it (rtpdtmfsrc lengthens tones to 250 ms).
-const DTMF_TONE: Duration = Duration::from_millis(160);
-const DTMF_GAP: Duration = Duration::from_millis(100);
+/// How long a DTMF tone is held before its stop is requested: rtpdtmfsrc makes every tone at
+/// least 250 ms long anyway (and rounds up to its packet time), then adds a 100 ms gap itself.
+const DTMF_TONE: Duration = Duration::from_millis(250);
 /// RFC 4733 recommends sending the final packet of an event three times.
 const DTMF_END_REPEATS: u32 = 3;
 const DTMF_VOLUME_DBM0: i32 = 10;
@@ -164,7 +164,8 @@ impl AudioSession {
     }
 
     /// Queue DTMF digits (`0-9 * # A-D`, `,` = 1 s pause) as RFC 4733 events. Returns at once;
-    /// the digits go out one after another (about 350 ms each).
+    /// the digits go out one after another (a tone of about 300 ms and a gap of about 100 ms
+    /// each; a `,` makes the silence between two tones 1 s).
     pub fn send_dtmf(&self, digits: &str) -> Result<(), MediaError> {
         let parsed = dtmf::parse_dtmf_digits(digits)?;
         if self.dtmf_src.is_none() {
@@ -907,13 +908,21 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
     }
 }
 
-/// Plays queued digits one after another through rtpdtmfsrc.
+/// Plays queued digits one after another through rtpdtmfsrc, paced by what it actually sends.
+///
+/// rtpdtmfsrc queues start/stop requests and lengthens every tone to at least 250 ms (plus a
+/// 100 ms gap rounded up to its packet time), so a sequencer that paced itself by the clock fell
+/// behind what went out (about 180 ms per digit), and the backlog ate the `,` pauses. So each
+/// tone's stop is followed by waiting for its end packet to leave; the next tone is requested at
+/// once (rtpdtmfsrc puts its own inter-digit gap in), a pause is counted from the end of the
+/// tone as the far end hears it (its start plus the duration in its end packet).
 fn dtmf_sequencer(shared: Arc<Shared>, src: gst::Element, digits: std::sync::mpsc::Receiver<DtmfDigit>) {
     // Custom upstream events must enter through the source pad: rtpdtmfsrc handles them in its
     // pad's event function, and GstBaseSrc's element-level send_event does not forward them.
     let Some(pad) = src.static_pad("src") else {
         return;
     };
+    let ended = watch_event_ends(&pad, src.property::<u32>("clock-rate"));
     let event = |number: Option<u8>| {
         let mut s = gst::Structure::builder("dtmf-event").field("type", 1i32).field("start", number.is_some());
         if let Some(n) = number {
@@ -927,22 +936,72 @@ fn dtmf_sequencer(shared: Arc<Shared>, src: gst::Element, digits: std::sync::mps
             std::thread::sleep(Duration::from_millis(10).min(until.saturating_duration_since(Instant::now())));
         }
     };
+    // When the last tone's end packet left (a pause counts from there).
+    let mut last_end: Option<Instant> = None;
     while let Ok(d) = digits.recv() {
         if shared.stop.load(Ordering::Relaxed) {
             break;
         }
         match d {
-            DtmfDigit::Pause => nap(Duration::from_millis(dtmf::PAUSE_MS)),
+            DtmfDigit::Pause => {
+                let from = last_end.unwrap_or_else(Instant::now);
+                nap((from + Duration::from_millis(dtmf::PAUSE_MS)).saturating_duration_since(Instant::now()));
+                last_end = Some(from + Duration::from_millis(dtmf::PAUSE_MS));
+            }
             DtmfDigit::Tone(n) => {
+                while ended.try_recv().is_ok() {}
                 if !event(Some(n)) {
                     tracing::warn!("rtpdtmfsrc refused DTMF event {n}");
+                    continue;
                 }
                 nap(DTMF_TONE);
                 event(None);
-                nap(DTMF_GAP);
+                last_end = loop {
+                    match ended.recv_timeout(Duration::from_millis(100)) {
+                        Ok(at) => break Some(at),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !shared.stop.load(Ordering::Relaxed) => {}
+                        Err(_) => return,
+                    }
+                };
             }
         }
     }
+}
+
+/// Reports, for each event, when its tone ends on the wire: its first end packet (E bit) leaves
+/// rtpdtmfsrc stamped one packet time before the end that its duration field tells the far end.
+fn watch_event_ends(pad: &gst::Pad, clock_rate: u32) -> std::sync::mpsc::Receiver<Instant> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The running time of the current event's first packet (ns), and the last ended event's timestamp.
+    let start_pts = AtomicU64::new(0);
+    let last_ts = AtomicU64::new(u64::MAX);
+    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+        let Some(buf) = info.buffer() else {
+            return gst::PadProbeReturn::Ok;
+        };
+        let pts = buf.pts().map_or(0, |t| t.nseconds());
+        if let Ok(rtp) = gst_rtp::RTPBuffer::from_buffer_readable(buf)
+            && let Some(ev) = rtp.payload().ok().and_then(dtmf::parse_event)
+        {
+            if rtp.is_marker() {
+                start_pts.store(pts, Ordering::Relaxed);
+            }
+            let ts = u64::from(rtp.timestamp());
+            if ev.end && last_ts.swap(ts, Ordering::Relaxed) != ts {
+                let end = start_pts.load(Ordering::Relaxed)
+                    + u64::from(ev.duration) * 1_000_000_000 / u64::from(clock_rate.max(1));
+                let now = Instant::now();
+                let at = if end >= pts {
+                    now + Duration::from_nanos(end - pts)
+                } else {
+                    now.checked_sub(Duration::from_nanos(pts - end)).unwrap_or(now)
+                };
+                let _ = tx.send(at);
+            }
+        }
+        gst::PadProbeReturn::Ok
+    });
+    rx
 }
 
 #[cfg(test)]

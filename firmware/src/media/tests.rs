@@ -513,6 +513,61 @@ fn wire_level_pcmu_and_rfc4733_both_ways() {
     assert!(parsed.windows(2).all(|w| w[1].duration >= w[0].duration), "durations grow");
 }
 
+/// What a gateway hears of a dial string: each event's digit, start and end on the RTP clock.
+fn events_heard(digits: &str, listen: Duration) -> Vec<(char, u32, u32)> {
+    let peer = RtpSockets::bind(local()).unwrap();
+    let ours = RtpSockets::bind(local()).unwrap();
+    let mut p = AudioSessionParams::new(ours, peer.local_rtp(), CodecParams::pcmu());
+    p.telephone_event = Some(TelephoneEvent::new(101, 8000));
+    let a = AudioSession::start(p).unwrap();
+    peer.rtp.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    a.send_dtmf(digits).unwrap();
+    let start = Instant::now();
+    let mut buf = [0u8; 1500];
+    // Per event timestamp: digit and the longest duration heard (the end packets').
+    let mut events: Vec<(char, u32, u32)> = Vec::new();
+    while start.elapsed() < listen {
+        if let Ok((n, _)) = peer.rtp.recv_from(&mut buf)
+            && let Some(rtp) = parse_rtp(&buf[..n])
+            && rtp.pt == 101
+            && let Some(ev) = super::dtmf::parse_event(&rtp.payload)
+        {
+            let digit = super::dtmf::char_of_event(ev.event).unwrap_or('?');
+            match events.iter_mut().find(|e| e.1 == rtp.ts) {
+                Some(e) => e.2 = e.2.max(rtp.ts.wrapping_add(u32::from(ev.duration))),
+                None => events.push((digit, rtp.ts, rtp.ts.wrapping_add(u32::from(ev.duration)))),
+            }
+        }
+    }
+    events
+}
+
+/// A `,` is one second of silence on the wire, also after a run of digits (a gateway PIN of the
+/// form "meeting id, pause, PIN"): rtpdtmfsrc makes tones longer than asked, and a sequencer
+/// that paced itself by the clock fell behind until the backlog ate the pause. Measured on the
+/// RTP timestamps the receiving peer sees.
+#[test]
+fn a_comma_is_a_second_of_silence_between_the_tones_heard() {
+    let events = events_heard("12345678,90#", Duration::from_millis(8000));
+    let heard: String = events.iter().map(|e| e.0).collect();
+    assert_eq!(heard, "1234567890#", "the digits arrive in order: {events:?}");
+    let silences: Vec<f64> = events.windows(2).map(|w| f64::from(w[1].1.wrapping_sub(w[0].2)) / 8000.0).collect();
+    for (i, s) in silences.iter().enumerate() {
+        let (before, after) = (events[i].0, events[i + 1].0);
+        if before == '8' {
+            assert!((0.97..=1.06).contains(s), "the pause between 8 and 9 is {s:.3} s, not 1 s: {silences:.3?}");
+        } else {
+            assert!((0.05..=0.2).contains(s), "the gap between {before} and {after} is {s:.3} s: {silences:.3?}");
+        }
+    }
+    // Pauses add up, and one at the start delays the first tone.
+    let events = events_heard(",1,,2", Duration::from_millis(4500));
+    assert_eq!(events.iter().map(|e| e.0).collect::<String>(), "12", "{events:?}");
+    let s = f64::from(events[1].1.wrapping_sub(events[0].2)) / 8000.0;
+    assert!((1.97..=2.06).contains(&s), "two commas are {s:.3} s of silence, not 2 s: {events:?}");
+}
+
 #[test]
 fn sessions_come_and_go_without_leaking_threads_or_ports() {
     for _ in 0..4 {
