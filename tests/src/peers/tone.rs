@@ -44,6 +44,30 @@ pub fn write_sine_wav(path: &Path, hz: f32, seconds: f32, rate: u32, channels: u
     write_wav_s16(path, rate, channels, &pcm)
 }
 
+/// Writes a mono 16-bit PCM WAV of `hz` bursts, `on_ms` on and `off_ms` off, over a hiss 50 dB
+/// below them (a tonal sound such as a test tone or a gateway's prompt, in a quiet room).
+pub fn write_tone_bursts_wav(
+    path: &Path,
+    hz: f32,
+    on_ms: u32,
+    off_ms: u32,
+    seconds: f32,
+    rate: u32,
+    amplitude: f32,
+) -> Result<()> {
+    let frames = (seconds as f64 * rate as f64).round() as usize;
+    let mut pcm = Vec::with_capacity(frames * 2);
+    let mut seed = 0x9e37_79b9u32;
+    for i in 0..frames {
+        let on = (i as u64 * 1000 / rate as u64) % u64::from(on_ms + off_ms) < u64::from(on_ms);
+        seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        let hiss = ((seed >> 8) as f64 / f64::from(1u32 << 24) - 0.5) * amplitude as f64 * 0.01;
+        let tone = if on { amplitude as f64 * (2.0 * PI * hz as f64 * i as f64 / rate as f64).sin() } else { 0.0 };
+        pcm.extend_from_slice(&(((tone + hiss).clamp(-1.0, 1.0) * 32767.0).round() as i16).to_le_bytes());
+    }
+    write_wav_s16(path, rate, 1, &pcm)
+}
+
 fn write_wav_s16(path: &Path, rate: u32, channels: u16, pcm: &[u8]) -> Result<()> {
     let mut out = Vec::with_capacity(44 + pcm.len());
     out.extend_from_slice(b"RIFF");
