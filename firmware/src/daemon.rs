@@ -6,13 +6,14 @@ use std::sync::Arc;
 use clap::Parser;
 use tokio::sync::mpsc;
 
-use crate::audio::{Controls, Engine};
+use crate::VERSION;
+use crate::audio::{CallAudioSlot, Controls, Engine};
+use crate::call::CallIds;
 use crate::config::{self, Config};
-use crate::dbus::iface::{Audio1, AudioProps, Config1, Props, Room1, RoomProps, Update1, Video1, VideoProps};
+use crate::dbus::iface::{Audio1, Config1, Room1, RoomLink, Update1, Video1};
 use crate::dbus::{AUDIO_PATH, BUS_NAME, CONFIG_PATH, ROOM_PATH, VIDEO_PATH};
-use crate::room::{Command, Room, RoomState};
-
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+use crate::room::{Command, Room};
+use crate::status::{AudioStatus, Feed, RoomStatus, VideoStatus};
 
 /// huisd: the meeting-room appliance daemon.
 #[derive(Parser, Debug)]
@@ -135,7 +136,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     }));
 
     let controls = Arc::new(Controls::new(&cfg.audio));
-    let call_audio: crate::call::CallAudioSlot = Default::default();
+    let call_audio: CallAudioSlot = Default::default();
     let dsp = match crate::hardware::dsp_for(&board, &cfg) {
         Ok(p) => Some(p),
         Err(e) => {
@@ -174,83 +175,13 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         Err(e) => format!("unavailable: {e}"),
     };
 
-    let props = Arc::new(Props::default());
-    *props.room.lock().unwrap() = RoomProps {
-        state: RoomState::Idle.name().into(),
-        room_name: cfg.room.name.clone(),
-        board: board.name.clone(),
-        // The image's version where there is one (it names what a room runs), else huisd's.
-        version: crate::update::image_version().unwrap_or_else(|| VERSION.into()),
-        muted: false,
-        last_error: hw.problems.first().cloned().unwrap_or_default(),
-        leds: "off".into(),
-        registration: if cfg.account.registrar.is_empty() { "none".into() } else { "unregistered".into() },
-        sip_uri: String::new(),
-    };
-    *props.audio.lock().unwrap() = AudioProps {
-        talker_azimuth: 0.0,
-        talker_active: false,
-        input_level: -120.0,
-        output_level: -120.0,
-        echo_cancellation: cfg.audio.echo_cancellation,
-        beamforming: cfg.audio.beamforming,
-        noise_suppression: cfg.audio.noise_suppression,
-        gain_control: cfg.audio.gain_control,
-        output_volume: cfg.audio.output_volume,
-    };
-    *props.video.lock().unwrap() = VideoProps {
-        camera,
-        encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
-        encoder_hardware: picked.as_ref().is_some_and(|p| p.hardware),
-        encoders: probes
-            .iter()
-            .map(|p| (p.element.clone(), p.hardware, p.usable, p.reason.clone().unwrap_or_default()))
-            .collect(),
-        width: cfg.video.width,
-        height: cfg.video.height,
-        framerate: cfg.video.framerate,
-        self_view: cfg.video.self_view,
-        stats: Default::default(),
-    };
-    let room_iface = Room1 { tx: tx.clone(), props: props.clone() };
-    let audio_iface = Audio1 { tx: tx.clone(), props: props.clone() };
-    let video_iface = Video1 { tx: tx.clone(), props: props.clone() };
-    let config_iface = Config1 { tx: tx.clone(), path: args.config.display().to_string() };
-
-    let builder = if args.session { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
-    // Update1 needs the connection it is served on (to emit Completed), so it
-    // is added once the connection exists, before the bus name is taken.
-    let conn = builder
-        .serve_at(ROOM_PATH, room_iface)
-        .serve_at(ROOM_PATH, zbus::fdo::ObjectManager)
-        .serve_at(AUDIO_PATH, audio_iface)
-        .serve_at(VIDEO_PATH, video_iface)
-        .serve_at(CONFIG_PATH, config_iface)
-        .build()
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot connect to the {} bus: {e}", if args.session { "session" } else { "system" })
-        })?;
-    let updater = crate::update::Updater::new(conn.clone(), props.clone());
-    conn.object_server()
-        .at(ROOM_PATH, Update1 { updater: updater.clone(), props: props.clone() })
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot serve org.huis.Update1: {e}"))?;
-    // Ask for the name without queueing: a second huisd must fail, not wait.
-    use zbus::fdo::{RequestNameFlags, RequestNameReply};
-    match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
-        Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => {}
-        Ok(_) | Err(zbus::Error::NameTaken) => {
-            anyhow::bail!("{BUS_NAME} is already owned: is another huisd running?")
-        }
-        Err(e) => anyhow::bail!(
-            "cannot own {BUS_NAME} (check the D-Bus policy in /etc/dbus-1/system.d/org.huis.Room1.conf): {e}"
-        ),
-    }
-
+    // The calls' signalling backends start before anything is published, so that a backend that
+    // cannot start is the first problem shown.
+    let ids = CallIds::default();
+    let (events_tx, events_rx) = mpsc::channel::<crate::call::Event>(64);
     // Video in calls needs a camera that answers and an encoder.
     let video_setup = match (&picked, hw.camera.info()) {
-        (Some(enc), Ok(_)) if cfg.video.enable => Some(crate::call::VideoSetup {
+        (Some(enc), Ok(_)) if cfg.video.enable => Some(crate::proto::sip::VideoSetup {
             // The sim camera renders at the size we send; a real one captures in its own mode
             // and the call's pipeline scales.
             source: if board.camera.backend == huis_board::Backend::Sim {
@@ -265,48 +196,108 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
             max_kbps: cfg.video.bitrate_kbps,
             min_kbps: cfg.video.min_bitrate_kbps,
             rtcp_feedback: cfg.video.rtcp_feedback,
-            props: props.clone(),
         }),
         _ => None,
     };
-    let calls =
-        match crate::call::CallManager::start(&cfg, conn.clone(), call_audio.clone(), tx.clone(), video_setup).await {
-            Ok(c) => {
-                props.room.lock().unwrap().sip_uri = c.sip_uri();
-                Some(c)
-            }
-            Err(e) => {
-                let msg = format!("SIP cannot start: {e:#}");
-                tracing::error!("{msg}");
-                hw.problems.insert(0, msg.clone());
-                props.room.lock().unwrap().last_error = msg;
-                None
-            }
-        };
-    let screen = start_screen(&board, &cfg, &sip_uri_of(&props));
+    let sip = crate::proto::sip::start(&cfg, call_audio.clone(), video_setup, ids.clone(), events_tx.clone()).await;
+    if let Err(reason) = &sip.commands {
+        hw.problems.insert(0, format!("SIP cannot start: {reason}"));
+    }
+    let backends = vec![sip];
+
+    let feed = Feed::new(
+        RoomStatus {
+            room_name: cfg.room.name.clone(),
+            board: board.name.clone(),
+            // The image's version where there is one (it names what a room runs), else huisd's.
+            version: crate::update::image_version().unwrap_or_else(|| VERSION.into()),
+            last_error: hw.problems.first().cloned().unwrap_or_default(),
+            leds: "off".into(),
+            registration: if cfg.account.registrar.is_empty() { "none".into() } else { "unregistered".into() },
+            ..Default::default()
+        },
+        AudioStatus {
+            talker_azimuth: 0.0,
+            talker_active: false,
+            input_level: -120.0,
+            output_level: -120.0,
+            echo_cancellation: cfg.audio.echo_cancellation,
+            beamforming: cfg.audio.beamforming,
+            noise_suppression: cfg.audio.noise_suppression,
+            gain_control: cfg.audio.gain_control,
+            output_volume: cfg.audio.output_volume,
+        },
+        VideoStatus {
+            camera,
+            encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
+            encoder_hardware: picked.as_ref().is_some_and(|p| p.hardware),
+            encoders: probes
+                .iter()
+                .map(|p| (p.element.clone(), p.hardware, p.usable, p.reason.clone().unwrap_or_default()))
+                .collect(),
+            width: cfg.video.width,
+            height: cfg.video.height,
+            framerate: cfg.video.framerate,
+            self_view: cfg.video.self_view,
+            stats: Default::default(),
+        },
+    );
+    let sip_uri = backends.iter().map(|b| b.address.clone()).find(|a| !a.is_empty()).unwrap_or_default();
+    let screen = start_screen(&board, &cfg, &sip_uri);
     let health_inputs = crate::health::Inputs {
         board: board.name.clone(),
         meters: engine.as_ref().map(|e| e.meters.clone()),
         video_source: hw.camera.gst_source(cfg.video.width, cfg.video.height, cfg.video.framerate),
         encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
     };
-    let room = Room {
-        conn: conn.clone(),
-        props,
+    let room = Room::new(crate::room::Parts {
+        feed: feed.clone(),
         config: cfg,
         config_path: args.config.clone(),
         leds: hw.leds,
         sim_buttons: hw.sim_buttons.take(),
         controls,
         meters: engine.as_ref().map(|e| e.meters.clone()),
-        state: RoomState::Idle,
-        muted: false,
-        last_error: hw.problems.first().cloned().unwrap_or_default(),
-        calls,
-        incoming: false,
         screen,
-    };
-    room.update_screen();
+        backends,
+        ids,
+    });
+
+    let sub = feed.subscribe();
+    let (flush_tx, flush_rx) = mpsc::channel(16);
+    let link = RoomLink { commands: tx.clone(), flush: flush_tx };
+    let room_iface = Room1 { room: link.clone(), status: sub.room.clone() };
+    let audio_iface = Audio1 { room: link.clone(), status: sub.audio.clone() };
+    let video_iface = Video1 { room: link.clone(), status: sub.video.clone() };
+    let config_iface = Config1 { room: link.clone(), path: args.config.display().to_string() };
+    let updater = crate::update::Updater::new(feed.clone());
+    let update_iface = Update1 { updater: updater.clone(), status: sub.update.clone() };
+
+    let builder = if args.session { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
+    let conn = builder
+        .serve_at(ROOM_PATH, room_iface)
+        .serve_at(ROOM_PATH, zbus::fdo::ObjectManager)
+        .serve_at(ROOM_PATH, update_iface)
+        .serve_at(AUDIO_PATH, audio_iface)
+        .serve_at(VIDEO_PATH, video_iface)
+        .serve_at(CONFIG_PATH, config_iface)
+        .build()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot connect to the {} bus: {e}", if args.session { "session" } else { "system" })
+        })?;
+    tokio::spawn(crate::dbus::publish::run(conn.clone(), sub, link, flush_rx));
+    // Ask for the name without queueing: a second huisd must fail, not wait.
+    use zbus::fdo::{RequestNameFlags, RequestNameReply};
+    match conn.request_name_with_flags(BUS_NAME, RequestNameFlags::DO_NOT_QUEUE).await {
+        Ok(RequestNameReply::PrimaryOwner) | Ok(RequestNameReply::AlreadyOwner) => {}
+        Ok(_) | Err(zbus::Error::NameTaken) => {
+            anyhow::bail!("{BUS_NAME} is already owned: is another huisd running?")
+        }
+        Err(e) => anyhow::bail!(
+            "cannot own {BUS_NAME} (check the D-Bus policy in /etc/dbus-1/system.d/org.huis.Room1.conf): {e}"
+        ),
+    }
 
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -329,9 +320,10 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     // The room task stops when told to; should it ever be stuck, SIGTERM
     // still ends huisd after a grace period rather than waiting for SIGKILL.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut room_task = tokio::spawn(room.run(rx, async move {
+    let mut room_task = tokio::spawn(room.run(rx, events_rx, async move {
         let _ = stop_rx.await;
     }));
+    drop(events_tx);
     tokio::select! {
         _ = shutdown_signal() => {
             let _ = stop_tx.send(());
@@ -364,10 +356,6 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = int.recv() => tracing::info!("SIGINT received"),
     }
-}
-
-fn sip_uri_of(props: &Props) -> String {
-    props.room.lock().unwrap().sip_uri.clone()
 }
 
 /// The screen runs from start-up (idle screen) to shutdown. Without it huisd still takes calls.

@@ -51,7 +51,7 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
             return;
         }
     };
-    let version = crate::update::image_version().unwrap_or_else(|| crate::daemon::VERSION.to_owned());
+    let version = crate::update::image_version().unwrap_or_else(|| crate::VERSION.to_owned());
     let booted = rauc.boot_slot().await.unwrap_or_default();
 
     let verdict = match tokio::time::timeout(DEADLINE, check(&own, &sys, &inputs)).await {
@@ -68,12 +68,12 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
             Err(e) => {
                 let m = format!("slot {booted} is healthy but RAUC did not mark it good: {e}");
                 say(&m);
-                updater.report(m).await;
+                updater.report(m);
             }
         },
         Err(why) => {
             say(&format!("slot {booted} (version {version}) failed its health check: {why}"));
-            updater.report(format!("slot {booted} failed its boot health check: {why}")).await;
+            updater.report(format!("slot {booted} failed its boot health check: {why}"));
             let slots = rauc.get_slot_status().await.unwrap_or_default();
             let other_good = crate::update::slots_from_status(&slots, "")
                 .iter()
@@ -92,7 +92,7 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
             if let Err(e) = reboot(&sys).await {
                 let m = format!("cannot reboot into the other slot: {e}");
                 say(&m);
-                updater.report(m).await;
+                updater.report(m);
             }
         }
     }

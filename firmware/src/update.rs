@@ -17,8 +17,25 @@ use std::sync::{Arc, Mutex};
 use futures_util::StreamExt;
 use zbus::{Connection, OwnedVariant, Variant, proxy};
 
-use crate::dbus::iface::Props;
-use crate::dbus::{HuisError, ROOM_PATH};
+use crate::status::{Feed, StatusEvent, set};
+pub use crate::status::{Slot, UpdateStatus};
+
+/// Why an install was refused or failed; the text is for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The source is not a bundle huisd can take.
+    #[error("{0}")]
+    InvalidSource(String),
+    /// An update is already running.
+    #[error("{0}")]
+    Busy(String),
+    /// RAUC is not there (the simulated board, a development machine).
+    #[error("{0}")]
+    NotAvailable(String),
+    /// The download or RAUC failed.
+    #[error("{0}")]
+    Failed(String),
+}
 
 pub const RAUC_NAME: &str = "de.pengutronix.rauc";
 /// Where bundles given as URLs are downloaded before RAUC installs them:
@@ -44,43 +61,6 @@ pub trait Installer {
     fn boot_slot(&self) -> zbus::Result<String>;
     #[zbus(signal)]
     fn completed(&self, result: i32) -> zbus::Result<()>;
-}
-
-/// One slot as `Update1.Slots` shows it.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Slot {
-    /// GRUB's name for it: A or B.
-    pub bootname: String,
-    /// booted or inactive.
-    pub state: String,
-    /// good or bad (RAUC's boot status).
-    pub boot_status: String,
-    /// The image version in the slot; "" when unknown (never installed by RAUC).
-    pub version: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct UpdateProps {
-    /// idle, downloading, installing (RAUC's operation, plus huisd's download).
-    pub operation: String,
-    pub progress: (i32, String),
-    pub last_error: String,
-    pub boot_slot: String,
-    pub compatible: String,
-    pub slots: Vec<Slot>,
-}
-
-impl Default for UpdateProps {
-    fn default() -> Self {
-        Self {
-            operation: "idle".into(),
-            progress: (0, String::new()),
-            last_error: String::new(),
-            boot_slot: String::new(),
-            compatible: String::new(),
-            slots: Vec::new(),
-        }
-    }
 }
 
 /// The image version of the running system: `IMAGE_VERSION` in os-release,
@@ -140,9 +120,8 @@ fn not_available(why: impl std::fmt::Display) -> String {
 }
 
 pub struct Updater {
-    /// huisd's own connection: where Update1 lives and signals are emitted.
-    conn: Connection,
-    props: Arc<Props>,
+    /// Where `Update1`'s state and its `Completed` are published.
+    feed: Feed,
     /// The system bus, where RAUC lives; connected on first use.
     system: tokio::sync::Mutex<Option<Connection>>,
     watching: std::sync::atomic::AtomicBool,
@@ -153,10 +132,9 @@ pub struct Updater {
 }
 
 impl Updater {
-    pub fn new(conn: Connection, props: Arc<Props>) -> Arc<Self> {
+    pub fn new(feed: Feed) -> Arc<Self> {
         Arc::new(Self {
-            conn,
-            props,
+            feed,
             system: tokio::sync::Mutex::new(None),
             watching: false.into(),
             busy: Mutex::new(false),
@@ -222,27 +200,15 @@ impl Updater {
                 Vec::new()
             }
         };
-        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
-        {
-            let mut u = self.props.update.lock().unwrap();
-            if u.compatible != compatible {
-                u.compatible = compatible.clone();
-                changes.push(("Compatible", compatible.into()));
+        let busy = *self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        self.feed.update(|u| {
+            let mut changed = set(&mut u.compatible, compatible) | set(&mut u.boot_slot, boot_slot);
+            changed |= set(&mut u.slots, slots);
+            if !busy {
+                changed |= set(&mut u.operation, operation);
             }
-            if u.boot_slot != boot_slot {
-                u.boot_slot = boot_slot.clone();
-                changes.push(("BootSlot", boot_slot.into()));
-            }
-            if u.slots != slots {
-                u.slots = slots.clone();
-                changes.push(("Slots", slots_variant(&slots)));
-            }
-            if !*self.busy.lock().unwrap() && u.operation != operation {
-                u.operation = operation.clone();
-                changes.push(("Operation", operation.into()));
-            }
-        }
-        self.emit(changes).await;
+            changed
+        });
     }
 
     /// Follows RAUC: property changes and Completed, for as long as the bus lives.
@@ -275,42 +241,32 @@ impl Updater {
     }
 
     async fn mirror(&self, changed: &HashMap<&str, Variant<'_>>) {
-        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
-        {
-            let mut u = self.props.update.lock().unwrap();
-            if let Some(Ok(op)) = changed.get("Operation").map(|v| String::try_from(v.clone())) {
-                if u.operation != op {
-                    u.operation = op.clone();
-                    changes.push(("Operation", op.into()));
-                }
+        let operation = changed.get("Operation").and_then(|v| String::try_from(v.clone()).ok());
+        let progress = changed.get("Progress").and_then(|v| <(i32, String, i32)>::try_from(v.clone()).ok());
+        let error = changed.get("LastError").and_then(|v| String::try_from(v.clone()).ok()).filter(|e| !e.is_empty());
+        self.feed.update(|u| {
+            let mut c = false;
+            if let Some(op) = operation {
+                c |= set(&mut u.operation, op);
             }
-            if let Some(Ok((pct, msg, _depth))) =
-                changed.get("Progress").map(|v| <(i32, String, i32)>::try_from(v.clone()))
-            {
-                u.progress = (pct, msg.clone());
-                changes.push(("Progress", (pct, msg).into()));
+            if let Some((pct, msg, _depth)) = progress {
+                c |= set(&mut u.progress, (pct, msg));
             }
-            if let Some(Ok(e)) = changed.get("LastError").map(|v| String::try_from(v.clone())) {
-                if !e.is_empty() && u.last_error != e {
-                    u.last_error = e.clone();
-                    changes.push(("LastError", e.into()));
-                }
+            if let Some(e) = error {
+                c |= set(&mut u.last_error, e);
             }
-        }
-        self.emit(changes).await;
+            c
+        });
     }
 
     async fn completed(&self, rauc: &InstallerProxy<'_>, result: i32) {
-        let was_ours = std::mem::replace(&mut *self.busy.lock().unwrap(), false);
-        if let Some(f) = self.downloaded.lock().unwrap().take() {
+        let was_ours = std::mem::replace(&mut *self.busy.lock().unwrap_or_else(|e| e.into_inner()), false);
+        if let Some(f) = self.downloaded.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = std::fs::remove_file(f);
         }
         self.refresh(rauc).await;
         let message = if result == 0 {
-            let other = {
-                let u = self.props.update.lock().unwrap();
-                u.slots.iter().find(|s| s.state != "booted").cloned()
-            };
+            let other = self.feed.update_now().slots.iter().find(|s| s.state != "booted").cloned();
             match other {
                 Some(s) if !s.version.is_empty() => {
                     format!("version {} installed in slot {}: reboot to start it", s.version, s.bootname)
@@ -324,128 +280,95 @@ impl Updater {
             format!("installation failed, nothing was changed: {e}")
         };
         tracing::info!(result, %message, ours = was_ours, "update completed");
-        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
-        {
-            let mut u = self.props.update.lock().unwrap();
-            let last = if result == 0 { String::new() } else { message.clone() };
-            if u.last_error != last {
-                u.last_error = last.clone();
-                changes.push(("LastError", last.into()));
-            }
-            if u.operation != "idle" {
-                u.operation = "idle".into();
-                changes.push(("Operation", "idle".into()));
-            }
-        }
-        self.emit(changes).await;
-        if let Ok(em) = zbus::object_server::SignalEmitter::new(&self.conn, ROOM_PATH) {
-            let _ = crate::dbus::iface::Update1::completed(&em, result, &message).await;
-        }
+        let last = if result == 0 { String::new() } else { message.clone() };
+        self.feed.update(|u| set(&mut u.last_error, last) | set(&mut u.operation, "idle".into()));
+        self.feed.event(StatusEvent::UpdateCompleted { result, message });
     }
 
     /// Sets huisd's own view of the operation (downloading, errors before RAUC).
-    async fn set(&self, operation: Option<&str>, progress: Option<(i32, String)>, last_error: Option<String>) {
-        let mut changes: Vec<(&'static str, Variant<'static>)> = Vec::new();
-        {
-            let mut u = self.props.update.lock().unwrap();
+    fn set(&self, operation: Option<&str>, progress: Option<(i32, String)>, last_error: Option<String>) {
+        self.feed.update(|u| {
+            let mut c = false;
             if let Some(op) = operation {
-                if u.operation != op {
-                    u.operation = op.into();
-                    changes.push(("Operation", op.to_owned().into()));
-                }
+                c |= set(&mut u.operation, op.to_owned());
             }
             if let Some(p) = progress {
-                u.progress = p.clone();
-                changes.push(("Progress", p.into()));
+                c |= set(&mut u.progress, p);
             }
             if let Some(e) = last_error {
-                if u.last_error != e {
-                    u.last_error = e.clone();
-                    changes.push(("LastError", e.into()));
-                }
+                c |= set(&mut u.last_error, e);
             }
-        }
-        self.emit(changes).await;
+            c
+        });
     }
 
     /// Reports an error to the caller and in `LastError`.
-    async fn refuse(&self, e: HuisError) -> HuisError {
-        let msg = match &e {
-            HuisError::InvalidArgument(m) | HuisError::InvalidState(m) | HuisError::NotAvailable(m) => m.clone(),
-            HuisError::Failed(m) => m.clone(),
-            HuisError::ZBus(z) => z.to_string(),
-        };
-        tracing::warn!("update refused: {msg}");
-        self.set(None, None, Some(msg)).await;
+    fn refuse(&self, e: UpdateError) -> UpdateError {
+        tracing::warn!("update refused: {e}");
+        self.set(None, None, Some(e.to_string()));
         e
     }
 
     /// `Update1.Install`: checks, then hands the bundle to RAUC. Returns once
     /// RAUC has accepted it (or, for a URL, once the download has started);
     /// the end comes as `Completed`.
-    pub async fn install(self: &Arc<Self>, source: String) -> Result<(), HuisError> {
+    pub async fn install(self: &Arc<Self>, source: String) -> Result<(), UpdateError> {
         let src = match parse_source(&source) {
             Ok(s) => s,
-            Err(m) => return Err(self.refuse(HuisError::InvalidArgument(m)).await),
+            Err(m) => return Err(self.refuse(UpdateError::InvalidSource(m))),
         };
-        if *self.busy.lock().unwrap() {
-            let op = self.props.update.lock().unwrap().operation.clone();
-            return Err(self.refuse(HuisError::InvalidState(format!("an update is already running ({op})"))).await);
+        if *self.busy.lock().unwrap_or_else(|e| e.into_inner()) {
+            let op = self.feed.update_now().operation;
+            return Err(self.refuse(UpdateError::Busy(format!("an update is already running ({op})"))));
         }
         let rauc = match self.rauc().await {
             Ok(p) => p,
-            Err(m) => return Err(self.refuse(HuisError::NotAvailable(m)).await),
+            Err(m) => return Err(self.refuse(UpdateError::NotAvailable(m))),
         };
         match rauc.operation().await {
             Ok(op) if op == "idle" => {}
             Ok(op) => {
-                return Err(self
-                    .refuse(HuisError::InvalidState(format!("an update is already running (RAUC is {op})")))
-                    .await);
+                return Err(self.refuse(UpdateError::Busy(format!("an update is already running (RAUC is {op})"))));
             }
-            Err(e) => return Err(self.refuse(HuisError::NotAvailable(not_available(e))).await),
+            Err(e) => return Err(self.refuse(UpdateError::NotAvailable(not_available(e)))),
         }
-        let already = std::mem::replace(&mut *self.busy.lock().unwrap(), true);
+        let already = std::mem::replace(&mut *self.busy.lock().unwrap_or_else(|e| e.into_inner()), true);
         if already {
-            return Err(self.refuse(HuisError::InvalidState("an update is already running".into())).await);
+            return Err(self.refuse(UpdateError::Busy("an update is already running".into())));
         }
-        self.set(None, Some((0, format!("starting {source}"))), Some(String::new())).await;
+        self.set(None, Some((0, format!("starting {source}"))), Some(String::new()));
         match src {
             Source::Path(p) => {
                 let r = self.hand_to_rauc(&rauc, &p).await;
                 if let Err(m) = r {
-                    *self.busy.lock().unwrap() = false;
-                    return Err(self.refuse(HuisError::Failed(m)).await);
+                    *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                    return Err(self.refuse(UpdateError::Failed(m)));
                 }
                 Ok(())
             }
             Source::Url(url) => {
                 let dir = Path::new(DOWNLOAD_DIR);
                 if let Err(e) = std::fs::create_dir_all(dir) {
-                    *self.busy.lock().unwrap() = false;
-                    return Err(self
-                        .refuse(HuisError::Failed(format!("cannot download {url}: {DOWNLOAD_DIR}: {e}")))
-                        .await);
+                    *self.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
+                    return Err(self.refuse(UpdateError::Failed(format!("cannot download {url}: {DOWNLOAD_DIR}: {e}"))));
                 }
                 let me = self.clone();
                 tokio::spawn(async move {
                     let file = dir.join("bundle.raucb");
-                    me.set(Some("downloading"), Some((0, format!("downloading {url}"))), None).await;
+                    me.set(Some("downloading"), Some((0, format!("downloading {url}"))), None);
                     let r = match download(&url, &file).await {
                         Ok(n) => {
-                            me.set(None, Some((0, format!("downloaded {n} bytes from {url}"))), None).await;
-                            *me.downloaded.lock().unwrap() = Some(file.clone());
+                            me.set(None, Some((0, format!("downloaded {n} bytes from {url}"))), None);
+                            *me.downloaded.lock().unwrap_or_else(|e| e.into_inner()) = Some(file.clone());
                             me.hand_to_rauc(&rauc, &file).await
                         }
                         Err(e) => Err(e),
                     };
                     if let Err(m) = r {
-                        *me.busy.lock().unwrap() = false;
+                        *me.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
                         let _ = std::fs::remove_file(&file);
-                        me.set(Some("idle"), None, Some(m.clone())).await;
-                        if let Ok(em) = zbus::object_server::SignalEmitter::new(&me.conn, ROOM_PATH) {
-                            let _ = crate::dbus::iface::Update1::completed(&em, 1, &m).await;
-                        }
+                        me.set(Some("idle"), None, Some(m.clone()));
+                        me.feed.event(StatusEvent::UpdateCompleted { result: 1, message: m });
                     }
                 });
                 Ok(())
@@ -465,21 +388,10 @@ impl Updater {
         })
     }
 
-    /// Emits `PropertiesChanged` on Update1 for values already stored.
-    async fn emit(&self, changes: Vec<(&'static str, Variant<'static>)>) {
-        crate::room::emit(&self.conn, ROOM_PATH, "org.huis.Update1", changes).await;
-    }
-
     /// Stores a health check failure for people to see (`Update1.LastError`).
-    pub async fn report(&self, message: String) {
-        self.set(None, None, Some(message)).await;
+    pub fn report(&self, message: String) {
+        self.set(None, None, Some(message));
     }
-}
-
-pub fn slots_variant(slots: &[Slot]) -> Variant<'static> {
-    let v: Vec<(String, String, String, String)> =
-        slots.iter().map(|s| (s.bootname.clone(), s.state.clone(), s.boot_status.clone(), s.version.clone())).collect();
-    Variant::from(v)
 }
 
 fn field(m: &HashMap<String, OwnedVariant>, key: &str) -> String {

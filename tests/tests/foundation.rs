@@ -275,3 +275,34 @@ async fn the_dbus_policy_lets_anyone_read_and_only_admins_change() {
     // root may.
     assert!(huisctl(&bus, &["mute", "on"]).status.success());
 }
+
+/// A backend that cannot start takes nothing else down: with its SIP port taken, huisd still
+/// serves D-Bus, says why in LastError, and a dial answers with that reason.
+#[tokio::test]
+async fn without_sip_the_room_still_serves_and_says_why() {
+    let bus = Bus::start();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let d = Huisd::start(&bus, Some(&format!("[sip]\nlisten = \"127.0.0.1:{port}\"\n"))).await;
+    let conn = bus.connect().await;
+    let room = Room1Proxy::new(&conn).await.unwrap();
+    let err = room.last_error().await.unwrap();
+    assert!(
+        err.contains("SIP cannot start") && err.contains(&port.to_string()) && err.contains("in use"),
+        "LastError: {err:?}\nlog:\n{}",
+        d.log_text()
+    );
+    assert_eq!(room.sip_uri().await.unwrap(), "", "no address to call the room at");
+    assert_eq!(room.leds().await.unwrap(), "error");
+
+    // The rest of the room works.
+    let out = huisctl(&bus, &["--json", "mute", "on"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out).trim(), r#"{"muted":true}"#);
+
+    let out = huisctl(&bus, &["dial", "sip:meet@127.0.0.1:5999"]);
+    assert!(!out.status.success(), "a dial without SIP cannot succeed");
+    let said = stderr(&out);
+    assert!(said.contains("SIP is not running") && said.contains("in use"), "huisctl dial said: {said}");
+    drop(taken);
+}

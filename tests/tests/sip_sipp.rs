@@ -89,6 +89,9 @@ async fn the_room_calls_sipp_shows_the_call_and_hangs_up() {
     assert_eq!(calls[0]["direction"], "outgoing");
     assert_eq!(calls[0]["state"], "active");
     assert_eq!(calls[0]["audio_codec"], "PCMU/8000");
+    // What carries the call, as it is: SIP, plain RTP (SIPp's uas offers no SRTP).
+    assert_eq!(calls[0]["protocol"], "sip");
+    assert_eq!(calls[0]["encrypted"], false);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let out = huisctl(&bus, &["--json", "calls"]);
     let calls: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -13,6 +13,18 @@ use std::thread::JoinHandle;
 
 use huis_hal::audio::{AudioOutput, MicArray};
 
+use crate::media::{AudioRx, AudioTx};
+
+/// The audio of the call in progress, as the engine exchanges it: near end out, far end in.
+pub struct CallAudio {
+    pub tx: AudioTx,
+    pub rx: AudioRx,
+}
+
+/// Where the backend that carries the current call puts its [`CallAudio`] (and takes it away
+/// when the call ends). The engine never waits for it.
+pub type CallAudioSlot = Arc<std::sync::Mutex<Option<CallAudio>>>;
+
 /// Samples per 10 ms frame at rate `rate`.
 pub const fn frame_len(rate: u32) -> usize {
     (rate / 100) as usize
@@ -146,7 +158,7 @@ impl Engine {
         mut out: Box<dyn AudioOutput>,
         mic_channels: Vec<u16>,
         controls: Arc<Controls>,
-        call: crate::call::CallAudioSlot,
+        call: CallAudioSlot,
         mut dsp: Option<huis_dsp::Processor>,
     ) -> std::io::Result<Engine> {
         let meters = Arc::new(Meters::default());

@@ -436,6 +436,8 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
             "remote_uri": c.remote_uri().await?,
             "direction": c.direction().await?,
             "state": c.state().await?,
+            "protocol": c.protocol().await?,
+            "encrypted": c.encrypted().await?,
             "audio_codec": c.audio_codec().await?,
             "video_codec": c.video_codec().await?,
             "stats": stats,
@@ -448,11 +450,13 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     } else {
         for c in &out {
             println!(
-                "{}  {} {} ({}), {}  sent {} received {} lost {}",
+                "{}  {} {} ({}), {} {}, {}  sent {} received {} lost {}",
                 c["path"].as_str().unwrap_or(""),
                 c["direction"].as_str().unwrap_or(""),
                 c["remote_uri"].as_str().unwrap_or(""),
                 c["state"].as_str().unwrap_or(""),
+                c["protocol"].as_str().unwrap_or(""),
+                if c["encrypted"].as_bool() == Some(true) { "encrypted" } else { "not encrypted" },
                 c["audio_codec"].as_str().unwrap_or(""),
                 c["stats"]["packets_sent"],
                 c["stats"]["packets_received"],

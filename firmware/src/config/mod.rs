@@ -365,11 +365,10 @@ impl Config {
             );
         }
         let d = &self.call.default_destination;
-        if !d.is_empty() && !is_destination(d) {
-            return bad(
-                "call.default_destination",
-                format!("'{d}' is not a destination (expected sip:user@host, sips:user@host or an https:// URL)"),
-            );
+        if !d.is_empty()
+            && let Err(e) = crate::call::Destination::parse(d)
+        {
+            return bad("call.default_destination", e.to_string());
         }
         if self.call.audio_codecs.is_empty() {
             return bad("call.audio_codecs", "must name at least one codec".into());
@@ -427,8 +426,8 @@ impl Config {
             if d.name.is_empty() {
                 return bad(&format!("destination[{i}].name"), "must be set".into());
             }
-            if !is_destination(&d.uri) {
-                return bad(&format!("destination[{i}].uri"), format!("'{}' is not a destination", d.uri));
+            if let Err(e) = crate::call::Destination::parse(&d.uri) {
+                return bad(&format!("destination[{i}].uri"), e.to_string());
             }
             if !d.dtmf.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
                 return bad(
@@ -483,17 +482,7 @@ pub fn known_keys() -> Vec<String> {
 }
 
 pub fn is_destination(s: &str) -> bool {
-    let sip = |rest: &str| {
-        let host = rest.split(['@', ';', '?']).nth(if rest.contains('@') { 1 } else { 0 }).unwrap_or("");
-        !host.is_empty() && !rest.contains(char::is_whitespace)
-    };
-    if let Some(rest) = s.strip_prefix("sip:").or_else(|| s.strip_prefix("sips:")) {
-        return sip(rest);
-    }
-    if let Some(rest) = s.strip_prefix("https://") {
-        return !rest.is_empty() && !rest.contains(char::is_whitespace);
-    }
-    false
+    crate::call::Destination::parse(s).is_ok()
 }
 
 /// A request to change one key, as it arrives over D-Bus.
@@ -684,6 +673,7 @@ mod tests {
             "sips:meet@gw.example;dtmf=1234%23",
             "sip:10.0.0.1:5062",
             "https://meet.example/whip/x",
+            "tel:+33123456789",
         ] {
             assert!(is_destination(ok), "{ok}");
         }

@@ -94,6 +94,10 @@ pub trait Call1 {
     #[zbus(property)]
     fn state(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn protocol(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn encrypted(&self) -> zbus::Result<bool>;
+    #[zbus(property)]
     fn audio_codec(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn video_codec(&self) -> zbus::Result<String>;

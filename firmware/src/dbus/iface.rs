@@ -1,87 +1,54 @@
 //! Server side of the org.huis.* interfaces.
+//!
+//! Methods become [`Command`]s for the room task (or calls into the updater); properties read
+//! the status feed's latest state. Change signals are emitted by [`super::publish`], from the
+//! same feed.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use zbus::interface;
 use zbus::object_server::SignalEmitter;
 
 use super::HuisError;
-use crate::room::{Command, Reply};
+use crate::room::{Command, Reply, RoomError};
+use crate::status::{AudioStatus, RoomStatus, UpdateStatus, VideoStatus};
 
-/// Sends a command to the room task and waits for its answer.
-async fn ask(
-    tx: &mpsc::Sender<Command>,
-    make: impl FnOnce(oneshot::Sender<Reply>) -> Command,
-) -> Result<String, HuisError> {
-    let (rtx, rrx) = oneshot::channel();
-    tx.send(make(rtx)).await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
-    rrx.await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
+/// The interfaces' way to the room task.
+#[derive(Clone)]
+pub struct RoomLink {
+    pub commands: mpsc::Sender<Command>,
+    /// Asks [`super::publish`] to emit what changed, and says when it has.
+    pub flush: mpsc::Sender<oneshot::Sender<()>>,
 }
 
-/// Property values of every object, shared between the interfaces (which
-/// read them) and the room task (which writes them and emits the changes).
-/// Kept outside zbus's per-interface locks, so a method call that waits for
-/// the room task can never deadlock against it.
-#[derive(Default)]
-pub struct Props {
-    pub room: Mutex<RoomProps>,
-    pub audio: Mutex<AudioProps>,
-    pub video: Mutex<VideoProps>,
-    pub update: Mutex<crate::update::UpdateProps>,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct RoomProps {
-    pub state: String,
-    pub room_name: String,
-    pub board: String,
-    pub version: String,
-    pub muted: bool,
-    pub last_error: String,
-    pub leds: String,
-    /// SIP registration: unregistered, registering, registered (N s), failed: why.
-    pub registration: String,
-    /// How to call this room (`sip:room@192.0.2.10:5060`), "" when SIP is not running.
-    pub sip_uri: String,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AudioProps {
-    pub talker_azimuth: f64,
-    pub talker_active: bool,
-    pub input_level: f64,
-    pub output_level: f64,
-    pub echo_cancellation: bool,
-    pub beamforming: bool,
-    pub noise_suppression: bool,
-    pub gain_control: bool,
-    pub output_volume: u32,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct VideoProps {
-    pub camera: String,
-    pub encoder: String,
-    pub encoder_hardware: bool,
-    pub encoders: Vec<(String, bool, bool, String)>,
-    pub width: u32,
-    pub height: u32,
-    pub framerate: u32,
-    pub self_view: bool,
-    /// Figures of the current (or last) call's video.
-    pub stats: std::collections::HashMap<String, f64>,
+impl RoomLink {
+    /// Sends a command to the room task and waits for its answer, and for the changes it made
+    /// to be signalled: a client that caches properties reads the new values once the method
+    /// returns, as if the room had emitted them itself.
+    pub(super) async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, HuisError> {
+        let gone = || HuisError::Failed("huisd is shutting down".into());
+        let (rtx, rrx) = oneshot::channel::<Result<T, RoomError>>();
+        self.commands.send(make(rtx)).await.map_err(|_| gone())?;
+        let r = rrx.await.map_err(|_| gone())?;
+        let (done, wait) = oneshot::channel();
+        if self.flush.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), wait).await;
+        }
+        Ok(r?)
+    }
 }
 
 /// `org.huis.Room1` at `/org/huis/Room1`.
 pub struct Room1 {
-    pub tx: mpsc::Sender<Command>,
-    pub props: Arc<Props>,
+    pub room: RoomLink,
+    pub status: watch::Receiver<RoomStatus>,
 }
 
 impl Room1 {
-    fn p(&self) -> std::sync::MutexGuard<'_, RoomProps> {
-        self.props.room.lock().unwrap()
+    fn p(&self) -> watch::Ref<'_, RoomStatus> {
+        self.status.borrow()
     }
 }
 
@@ -90,7 +57,7 @@ impl Room1 {
     /// idle, dialing, ringing, in-call or error.
     #[zbus(property)]
     fn state(&self) -> String {
-        self.p().state.clone()
+        self.p().state.name().to_owned()
     }
     #[zbus(property)]
     fn room_name(&self) -> String {
@@ -130,26 +97,22 @@ impl Room1 {
         self.p().leds.clone()
     }
 
-    /// Dials a destination (`sip:…`, `sips:…`).
-    async fn dial(
-        &self,
-        uri: String,
-        _options: std::collections::HashMap<String, zbus::OwnedVariant>,
-    ) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::Dial(uri, r)).await.map(drop)
+    /// Dials a destination (`sip:…`, `sips:…`, `tel:…`) or the name of a `[[destination]]`.
+    async fn dial(&self, uri: String, _options: HashMap<String, zbus::OwnedVariant>) -> Result<(), HuisError> {
+        self.room.ask(|r| Command::Dial(uri, r)).await.map(drop)
     }
     async fn answer(&self) -> Result<(), HuisError> {
-        ask(&self.tx, Command::Answer).await.map(drop)
+        self.room.ask(Command::Answer).await.map(drop)
     }
     async fn hangup(&self) -> Result<(), HuisError> {
-        ask(&self.tx, Command::Hangup).await.map(drop)
+        self.room.ask(Command::Hangup).await.map(drop)
     }
     async fn set_muted(&self, muted: bool) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::SetMuted(muted, r)).await.map(drop)
+        self.room.ask(|r| Command::SetMuted(muted, r)).await.map(drop)
     }
     /// Presses a room button as a person would: "call" or "mute".
     async fn press_button(&self, button: String) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::PressButton(button, r)).await.map(drop)
+        self.room.ask(|r| Command::PressButton(button, r)).await.map(drop)
     }
 
     #[zbus(signal)]
@@ -160,17 +123,18 @@ impl Room1 {
 
 /// `org.huis.Audio1` at `/org/huis/Room1/Audio`.
 pub struct Audio1 {
-    pub tx: mpsc::Sender<Command>,
-    pub props: Arc<Props>,
+    pub room: RoomLink,
+    pub status: watch::Receiver<AudioStatus>,
 }
 
 impl Audio1 {
-    fn p(&self) -> std::sync::MutexGuard<'_, AudioProps> {
-        self.props.audio.lock().unwrap()
+    fn p(&self) -> watch::Ref<'_, AudioStatus> {
+        self.status.borrow()
     }
 
     async fn set(&self, key: &str, value: String) -> zbus::fdo::Result<()> {
-        ask(&self.tx, |r| Command::ConfigSet(key.to_owned(), value, r))
+        self.room
+            .ask(|r| Command::ConfigSet(key.to_owned(), value, r))
             .await
             .map(drop)
             .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
@@ -244,13 +208,13 @@ impl Audio1 {
 
 /// `org.huis.Video1` at `/org/huis/Room1/Video`.
 pub struct Video1 {
-    pub tx: mpsc::Sender<Command>,
-    pub props: Arc<Props>,
+    pub room: RoomLink,
+    pub status: watch::Receiver<VideoStatus>,
 }
 
 impl Video1 {
-    fn p(&self) -> std::sync::MutexGuard<'_, VideoProps> {
-        self.props.video.lock().unwrap()
+    fn p(&self) -> watch::Ref<'_, VideoStatus> {
+        self.status.borrow()
     }
 }
 
@@ -293,7 +257,8 @@ impl Video1 {
     }
     #[zbus(property)]
     async fn set_self_view(&mut self, on: bool) -> zbus::fdo::Result<()> {
-        ask(&self.tx, |r| Command::ConfigSet("video.self_view".into(), on.to_string(), r))
+        self.room
+            .ask(|r| Command::ConfigSet("video.self_view".into(), on.to_string(), r))
             .await
             .map(drop)
             .map_err(|e| zbus::fdo::Error::InvalidArgs(e.to_string()))
@@ -302,21 +267,19 @@ impl Video1 {
     /// keyframe_requests_received/answered, keyframe_answer_max_ms, keyframe_requests_sent,
     /// bitrate_kbps, remote_loss_percent, … Read it when needed (no change signal).
     #[zbus(property(emits_changed_signal = "false"))]
-    fn stats(&self) -> std::collections::HashMap<String, f64> {
+    fn stats(&self) -> HashMap<String, f64> {
         self.p().stats.clone()
     }
     /// What the screen shows now, as PNG bytes (the caller writes the file: huisd may run as
     /// another user).
     async fn screenshot(&self) -> Result<Vec<u8>, HuisError> {
-        let (rtx, rrx) = oneshot::channel();
-        self.tx.send(Command::Screenshot(rtx)).await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?;
-        rrx.await.map_err(|_| HuisError::Failed("huisd is shutting down".into()))?
+        self.room.ask(Command::Screenshot).await
     }
 }
 
 /// `org.huis.Config1` at `/org/huis/Room1/Config`.
 pub struct Config1 {
-    pub tx: mpsc::Sender<Command>,
+    pub room: RoomLink,
     pub path: String,
 }
 
@@ -333,11 +296,11 @@ impl Config1 {
     }
     /// One key's value as TOML text; "" returns the whole effective configuration.
     async fn get(&self, key: String) -> Result<String, HuisError> {
-        ask(&self.tx, |r| Command::ConfigGet(key, r)).await
+        self.room.ask(|r| Command::ConfigGet(key, r)).await
     }
     /// Validates and stores one key. A refused value changes nothing, on disk or in memory.
     async fn set(&self, key: String, value: String) -> Result<(), HuisError> {
-        ask(&self.tx, |r| Command::ConfigSet(key, value, r)).await.map(drop)
+        self.room.ask(|r| Command::ConfigSet(key, value, r)).await.map(drop)
     }
     #[zbus(signal)]
     pub async fn changed(emitter: &SignalEmitter<'_>, key: &str, value: &str) -> zbus::Result<()>;
@@ -347,12 +310,12 @@ impl Config1 {
 /// through RAUC and the state of the two slots. See [`crate::update`].
 pub struct Update1 {
     pub updater: Arc<crate::update::Updater>,
-    pub props: Arc<Props>,
+    pub status: watch::Receiver<UpdateStatus>,
 }
 
 impl Update1 {
-    fn p(&self) -> std::sync::MutexGuard<'_, crate::update::UpdateProps> {
-        self.props.update.lock().unwrap()
+    fn p(&self) -> watch::Ref<'_, UpdateStatus> {
+        self.status.borrow()
     }
 }
 
@@ -362,7 +325,7 @@ impl Update1 {
     /// absolute path or an http(s) URL (downloaded to the data partition
     /// first). Returns once the install has started; its end is `Completed`.
     async fn install(&self, source: String) -> Result<(), HuisError> {
-        self.updater.install(source).await
+        Ok(self.updater.install(source).await?)
     }
     /// idle, downloading or installing.
     #[zbus(property)]
@@ -392,11 +355,7 @@ impl Update1 {
     /// Every slot: (bootname, state booted/inactive, boot status good/bad, version or "").
     #[zbus(property)]
     fn slots(&self) -> Vec<(String, String, String, String)> {
-        self.p()
-            .slots
-            .iter()
-            .map(|s| (s.bootname.clone(), s.state.clone(), s.boot_status.clone(), s.version.clone()))
-            .collect()
+        super::publish::slots_tuple(&self.p().slots)
     }
     /// The end of an install: result 0 = written, reboot to finish; else the
     /// message says why and nothing was changed.

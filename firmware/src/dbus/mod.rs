@@ -1,12 +1,17 @@
-//! The local management surface: `org.huis.Room1` on D-Bus.
+//! The local management surface: `org.huis.Room1` on D-Bus. The only zbus server code.
 //!
-//! Interfaces are thin: methods turn into [`Command`]s for the room task,
-//! which owns all state; properties are snapshots the room task keeps up to
-//! date (emitting `PropertiesChanged` as it does). Nothing here touches
-//! hardware or files directly.
+//! Interfaces are thin: methods turn into [`crate::room::Command`]s for the room task (or calls
+//! into the updater), properties read the status feed, and [`publish`] turns the feed's changes
+//! into `PropertiesChanged` and the signals. Nothing here touches hardware or files directly.
 
+pub mod call;
 pub mod client;
 pub mod iface;
+pub mod publish;
+
+use crate::call::CallError;
+use crate::room::RoomError;
+use crate::update::UpdateError;
 
 pub const BUS_NAME: &str = "org.huis.Room1";
 pub const ROOM_PATH: &str = "/org/huis/Room1";
@@ -29,4 +34,48 @@ pub enum HuisError {
     NotAvailable(String),
     /// Something failed while carrying the request out.
     Failed(String),
+}
+
+impl From<CallError> for HuisError {
+    fn from(e: CallError) -> Self {
+        let m = e.to_string();
+        match e {
+            CallError::InvalidDestination(_) | CallError::InvalidDtmf(_) | CallError::NoSuchCall(_) => {
+                HuisError::InvalidArgument(m)
+            }
+            CallError::Busy
+            | CallError::NotInCall
+            | CallError::NothingToAnswer
+            | CallError::NotEstablished
+            | CallError::Protocol(_)
+            | CallError::Cancelled => HuisError::InvalidState(m),
+            CallError::Unsupported(_) | CallError::BackendDown { .. } => HuisError::NotAvailable(m),
+            CallError::Unreachable(_) | CallError::Unusable(_) | CallError::Local(_) | CallError::ShuttingDown => {
+                HuisError::Failed(m)
+            }
+        }
+    }
+}
+
+impl From<RoomError> for HuisError {
+    fn from(e: RoomError) -> Self {
+        match e {
+            RoomError::Call(c) => c.into(),
+            RoomError::InvalidArgument(m) => HuisError::InvalidArgument(m),
+            RoomError::NotAvailable(m) => HuisError::NotAvailable(m),
+            RoomError::Failed(m) => HuisError::Failed(m),
+        }
+    }
+}
+
+impl From<UpdateError> for HuisError {
+    fn from(e: UpdateError) -> Self {
+        let m = e.to_string();
+        match e {
+            UpdateError::InvalidSource(_) => HuisError::InvalidArgument(m),
+            UpdateError::Busy(_) => HuisError::InvalidState(m),
+            UpdateError::NotAvailable(_) => HuisError::NotAvailable(m),
+            UpdateError::Failed(_) => HuisError::Failed(m),
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! SIP sockets: one UDP socket and a TCP listener on the same port, plus TCP
-//! connections opened on demand. Reader tasks hand received bytes to the room
-//! task as commands; nothing here parses SIP.
+//! connections opened on demand. Reader tasks hand received bytes to the SIP
+//! backend's task as [`NetInput`]; nothing here parses SIP.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,7 +11,30 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
-use crate::room::Command;
+use super::SipError;
+
+/// What the socket tasks hand the SIP backend.
+#[derive(Debug)]
+pub enum NetInput {
+    Datagram {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Stream {
+        from: SocketAddr,
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    /// A peer connected; `tx` writes to it.
+    StreamOpened {
+        peer: SocketAddr,
+        tx: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    StreamClosed {
+        from: SocketAddr,
+    },
+}
 
 /// Largest SIP datagram we accept (the core's own bound is lower).
 const MAX_DATAGRAM: usize = 65_535;
@@ -20,28 +43,29 @@ pub struct SipSockets {
     udp: Arc<UdpSocket>,
     local: SocketAddr,
     streams: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
-    room_tx: mpsc::Sender<Command>,
+    input_tx: mpsc::Sender<NetInput>,
 }
 
 impl SipSockets {
-    pub async fn bind(listen: SocketAddr, room_tx: mpsc::Sender<Command>) -> anyhow::Result<SipSockets> {
-        let udp = UdpSocket::bind(listen).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen for SIP on UDP {listen}: {e} (is another SIP program using the port? set sip.listen)"
-            )
+    pub async fn bind(listen: SocketAddr, input_tx: mpsc::Sender<NetInput>) -> Result<SipSockets, SipError> {
+        let udp = UdpSocket::bind(listen).await.map_err(|e| SipError::Listen {
+            what: format!("UDP {listen}"),
+            why: format!("{e} (is another SIP program using the port? set sip.listen)"),
         })?;
-        let local = udp.local_addr()?;
-        let tcp =
-            TcpListener::bind(local).await.map_err(|e| anyhow::anyhow!("cannot listen for SIP on TCP {local}: {e}"))?;
+        let local =
+            udp.local_addr().map_err(|e| SipError::Listen { what: format!("UDP {listen}"), why: e.to_string() })?;
+        let tcp = TcpListener::bind(local)
+            .await
+            .map_err(|e| SipError::Listen { what: format!("TCP {local}"), why: e.to_string() })?;
         let udp = Arc::new(udp);
         {
-            let (udp, tx) = (udp.clone(), room_tx.clone());
+            let (udp, tx) = (udp.clone(), input_tx.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; MAX_DATAGRAM];
                 loop {
                     match udp.recv_from(&mut buf).await {
                         Ok((n, from)) => {
-                            let cmd = Command::SipDatagram { from, to: local, bytes: buf[..n].to_vec() };
+                            let cmd = NetInput::Datagram { from, to: local, bytes: buf[..n].to_vec() };
                             if tx.send(cmd).await.is_err() {
                                 break;
                             }
@@ -52,7 +76,7 @@ impl SipSockets {
             });
         }
         {
-            let tx = room_tx.clone();
+            let tx = input_tx.clone();
             tokio::spawn(async move {
                 loop {
                     match tcp.accept().await {
@@ -62,7 +86,7 @@ impl SipSockets {
                 }
             });
         }
-        Ok(SipSockets { udp, local, streams: HashMap::new(), room_tx })
+        Ok(SipSockets { udp, local, streams: HashMap::new(), input_tx })
     }
 
     pub fn port(&self) -> u16 {
@@ -96,17 +120,17 @@ impl SipSockets {
                 let (wtx, wrx) = mpsc::unbounded_channel();
                 let _ = wtx.send(t.bytes);
                 self.streams.insert(t.dest, wtx.clone());
-                let (local, room_tx, dest) = (self.local, self.room_tx.clone(), t.dest);
+                let (local, input_tx, dest) = (self.local, self.input_tx.clone(), t.dest);
                 tokio::spawn(async move {
                     match tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect(dest)).await {
-                        Ok(Ok(stream)) => run_stream(stream, dest, local, room_tx, wrx).await,
+                        Ok(Ok(stream)) => run_stream(stream, dest, local, input_tx, wrx).await,
                         Ok(Err(e)) => {
                             tracing::warn!(%dest, error = %e, "SIP TCP connect failed");
-                            let _ = room_tx.send(Command::SipStreamClosed { from: dest }).await;
+                            let _ = input_tx.send(NetInput::StreamClosed { from: dest }).await;
                         }
                         Err(_) => {
                             tracing::warn!(%dest, "SIP TCP connect timed out");
-                            let _ = room_tx.send(Command::SipStreamClosed { from: dest }).await;
+                            let _ = input_tx.send(NetInput::StreamClosed { from: dest }).await;
                         }
                     }
                 });
@@ -115,11 +139,11 @@ impl SipSockets {
     }
 }
 
-fn spawn_stream(stream: TcpStream, peer: SocketAddr, local: SocketAddr, room_tx: mpsc::Sender<Command>) {
+fn spawn_stream(stream: TcpStream, peer: SocketAddr, local: SocketAddr, input_tx: mpsc::Sender<NetInput>) {
     let (wtx, wrx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        if room_tx.send(Command::SipStreamOpened { peer, tx: wtx }).await.is_ok() {
-            run_stream(stream, peer, local, room_tx, wrx).await;
+        if input_tx.send(NetInput::StreamOpened { peer, tx: wtx }).await.is_ok() {
+            run_stream(stream, peer, local, input_tx, wrx).await;
         }
     });
 }
@@ -128,7 +152,7 @@ async fn run_stream(
     stream: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    room_tx: mpsc::Sender<Command>,
+    input_tx: mpsc::Sender<NetInput>,
     mut wrx: mpsc::UnboundedReceiver<Vec<u8>>,
 ) {
     let (mut r, mut w) = stream.into_split();
@@ -146,7 +170,7 @@ async fn run_stream(
             n = r.read(&mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if room_tx.send(Command::SipStream { from: peer, to: local, bytes: buf[..n].to_vec() }).await.is_err() {
+                    if input_tx.send(NetInput::Stream { from: peer, to: local, bytes: buf[..n].to_vec() }).await.is_err() {
                         break;
                     }
                 }
@@ -157,11 +181,11 @@ async fn run_stream(
         }
     }
     writer.abort();
-    let _ = room_tx.send(Command::SipStreamClosed { from: peer }).await;
+    let _ = input_tx.send(NetInput::StreamClosed { from: peer }).await;
 }
 
 /// Resolves `host` (name or IP) to an address, port `port` unless `host` has one.
-pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SipError> {
     if let Ok(a) = host.parse::<SocketAddr>() {
         return Ok(a);
     }
@@ -171,20 +195,20 @@ pub async fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     let q = if host.contains(':') { host.to_owned() } else { format!("{host}:{port}") };
     tokio::net::lookup_host(&q)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot resolve {host}: {e}"))?
+        .map_err(|e| SipError::Resolve { host: host.to_owned(), why: e.to_string() })?
         .next()
-        .ok_or_else(|| anyhow::anyhow!("{host} has no address"))
+        .ok_or_else(|| SipError::Resolve { host: host.to_owned(), why: "it has no address".into() })
 }
 
 /// Where to send an INVITE for `target` when the UA has no route itself (a
 /// host name rather than an IP literal): its A/AAAA records, port 5060 unless given.
-pub async fn resolve_target(target: &str) -> Result<Destination, String> {
+pub async fn resolve_target(target: &str) -> Result<Destination, SipError> {
     let uri = target.split(';').next().unwrap_or(target);
     let rest = uri.trim_start_matches("sips:").trim_start_matches("sip:");
     let hostport = rest.rsplit('@').next().unwrap_or(rest);
     let transport =
         if target.to_ascii_lowercase().contains("transport=tcp") { TransportKind::Tcp } else { TransportKind::Udp };
-    let addr = resolve(hostport, 5060).await.map_err(|e| e.to_string())?;
+    let addr = resolve(hostport, 5060).await?;
     Ok(Destination { addr, transport })
 }
 

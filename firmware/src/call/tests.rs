@@ -1,0 +1,71 @@
+use super::*;
+
+#[test]
+fn destinations_are_parsed_once_with_a_reason_when_refused() {
+    assert_eq!(
+        Destination::parse("sip:meet@gw.example.org;transport=tcp").unwrap(),
+        Destination::Sip { uri: "sip:meet@gw.example.org;transport=tcp".into(), secure: false, dtmf: String::new() }
+    );
+    assert!(matches!(Destination::parse("SIPS:room@pbx.example.org").unwrap(), Destination::Sip { secure: true, .. }));
+    assert_eq!(Destination::parse("sip:192.0.2.7:5070").unwrap().scheme(), "sip");
+    assert_eq!(
+        Destination::parse("tel:+33-1-23-45-67-89").unwrap(),
+        Destination::Tel { number: "+33-1-23-45-67-89".into(), dtmf: String::new() }
+    );
+    assert_eq!(
+        Destination::parse("https://visio.numerique.gouv.fr/abc-defg-hij").unwrap(),
+        Destination::Web { url: "https://visio.numerique.gouv.fr/abc-defg-hij".into() }
+    );
+    for (bad, why) in [
+        ("", "empty"),
+        ("sip:@", "no host"),
+        ("sip:user@", "no host"),
+        ("sip:a@b c", "spaces"),
+        ("tel:+33abc", "digits"),
+        ("https:///x", "no host"),
+        ("mailto:a@b", "expected sip:"),
+        ("sip:a@b\r\nVia: x", "control"),
+    ] {
+        let e = Destination::parse(bad).unwrap_err().to_string();
+        assert!(e.contains(why), "{bad:?}: {e}");
+    }
+    let long = format!("sip:{}@example.org", "a".repeat(5000));
+    assert!(Destination::parse(&long).unwrap_err().to_string().contains("too long"));
+}
+
+#[test]
+fn a_named_destination_carries_its_digits() {
+    let d = Destination::parse("sip:meet@gw.example.org").unwrap().with_dtmf("1234,56#");
+    assert!(matches!(d, Destination::Sip { ref dtmf, .. } if dtmf == "1234,56#"));
+    assert_eq!(d.to_string(), "sip:meet@gw.example.org");
+}
+
+#[test]
+fn end_reasons_say_whether_a_person_ended_the_call() {
+    for r in [EndReason::LocalHangup, EndReason::RemoteHangup, EndReason::Cancelled] {
+        assert!(!r.is_failure(), "{r}");
+    }
+    for r in [EndReason::Busy, EndReason::Timeout, EndReason::Refused("480 Temporarily Unavailable".into())] {
+        assert!(r.is_failure(), "{r}");
+    }
+    assert_eq!(EndReason::Refused("480 Temporarily Unavailable".into()).to_string(), "480 Temporarily Unavailable");
+}
+
+#[test]
+fn call_ids_are_unique_across_clones() {
+    let ids = CallIds::default();
+    let other = ids.clone();
+    let a = ids.next();
+    let b = other.next();
+    assert_ne!(a, b);
+    assert_ne!(a.0, 0, "0 means the current call on D-Bus");
+}
+
+#[test]
+fn a_heartbeat_ages_until_it_beats() {
+    let h = Heartbeat::default();
+    std::thread::sleep(Duration::from_millis(30));
+    assert!(h.age() >= Duration::from_millis(30));
+    h.beat();
+    assert!(h.age() < Duration::from_millis(30));
+}

@@ -1,0 +1,1082 @@
+//! The SIP backend: the tokio shell around the sans-IO SIP core (`huis_sip`), and the RTP media
+//! of its calls.
+//!
+//! It runs as a task of its own. Socket reader tasks ([`net`]) hand it received bytes; it feeds
+//! them to [`huis_sip::UserAgent`] with the current time, sends what the UA asks, wakes it at its
+//! deadline, binds RTP ports before writing SDP, starts the GStreamer sessions once SDP is
+//! negotiated, and turns the UA's events into [`call::Event`]s for the room. The room's requests
+//! arrive as [`call::Command`]s. It beats a [`Heartbeat`] from its loop, so the systemd
+//! watchdog covers it.
+
+mod net;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use huis_sip::sdp::{Codec, Direction as SdpDirection, LocalMedia, Negotiated, SessionDescription};
+use huis_sip::sdp_video::{LocalVideo, NegotiatedVideo};
+use huis_sip::{Account, EndReason as SipEnd, Event as UaEvent, Input, RegistrationFailure, RegistrationState};
+use huis_sip::{TransportKind, UserAgent};
+use tokio::sync::mpsc;
+
+use crate::audio::{CallAudio, CallAudioSlot};
+use crate::call::{
+    self, Backend, CallError, CallId, CallIds, CallInfo, CallState, CallStats, Destination, Direction, EndReason,
+    EventSender, Heartbeat, Protocol, Rejection,
+};
+use crate::config::Config;
+use crate::media::{
+    AudioCodec, AudioSession, AudioSessionParams, CodecParams, Direction as MediaDirection, MediaEvent, RtpSockets,
+    RtxPayloadTypes, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
+};
+use net::{NetInput, SipSockets};
+
+pub use stats::{stats_map, video_stats_map};
+
+mod stats;
+
+/// Why SIP could not start or a SIP operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SipError {
+    #[error("cannot listen for SIP on {what}: {why}")]
+    Listen { what: String, why: String },
+    #[error("cannot resolve {host}: {why}")]
+    Resolve { host: String, why: String },
+    #[error("{key}: {why}")]
+    Config { key: &'static str, why: String },
+}
+
+/// What a call needs to send and receive video: the camera, the encoder and the limits.
+#[derive(Clone)]
+pub struct VideoSetup {
+    /// gst-launch description of the camera's live source (from hal).
+    pub source: String,
+    /// The H.264 encoder element hal picked.
+    pub encoder: String,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
+    pub max_kbps: u32,
+    pub min_kbps: u32,
+    /// `video.rtcp_feedback`.
+    pub rtcp_feedback: bool,
+}
+
+impl VideoSetup {
+    /// The H.264 level our configured size and rate need (H.264 Table A-1: MaxFS, MaxMBPS).
+    pub fn level_idc(&self) -> u8 {
+        let mbs = self.width.div_ceil(16) * self.height.div_ceil(16);
+        let mbps = mbs * self.framerate;
+        [(30u8, 1620u32, 40_500u32), (31, 3600, 108_000), (32, 5120, 216_000), (40, 8192, 245_760), (42, 8704, 522_240)]
+            .into_iter()
+            .find(|&(_, fs, rate)| mbs <= fs && mbps <= rate)
+            .map(|(l, _, _)| l)
+            .unwrap_or(51)
+    }
+}
+
+/// The destinations SIP takes.
+pub fn accepts(d: &Destination) -> bool {
+    matches!(d, Destination::Sip { .. } | Destination::Tel { .. })
+}
+
+/// Binds the SIP sockets and starts the backend's task. A SIP that cannot start is returned as a
+/// backend that is down, with the reason (the room shows it, and dials say it).
+pub async fn start(
+    cfg: &Config,
+    audio: CallAudioSlot,
+    video: Option<VideoSetup>,
+    ids: CallIds,
+    events: EventSender,
+) -> Backend {
+    let heartbeat = Heartbeat::default();
+    match SipBackend::new(cfg, audio, video, ids, events, heartbeat.clone()).await {
+        Ok((backend, inputs)) => {
+            let address = backend.sip_uri();
+            let (tx, rx) = mpsc::channel(64);
+            tokio::spawn(backend.run(rx, inputs));
+            Backend {
+                name: "SIP",
+                protocol: Protocol::Sip,
+                accepts,
+                commands: Ok(tx),
+                address,
+                heartbeat: Some(heartbeat),
+            }
+        }
+        Err(e) => {
+            let reason = e.to_string();
+            tracing::error!("SIP cannot start: {reason}");
+            Backend {
+                name: "SIP",
+                protocol: Protocol::Sip,
+                accepts,
+                commands: Err(reason),
+                address: String::new(),
+                heartbeat: None,
+            }
+        }
+    }
+}
+
+/// One call and what belongs to it.
+struct Call {
+    /// The room-wide id (`/org/huis/Room1/Calls/<n>`).
+    id: CallId,
+    /// What the room is told; `remote` is where the call went (as dialled, without `;dtmf=`) or
+    /// who called.
+    info: CallInfo,
+    /// Our side of the SDP.
+    local: LocalMedia,
+    sockets: Option<RtpSockets>,
+    media: Option<AudioSession>,
+    negotiated: Option<Negotiated>,
+    /// Video: what we offer/accept (None: audio only), its ports until started, the session.
+    local_video: Option<LocalVideo>,
+    video_sockets: Option<RtpSockets>,
+    video: Option<VideoSession>,
+    /// The peer takes no RTCP PLI/FIR: our keyframe requests go by SIP INFO (RFC 5168). The
+    /// video session's count of requests already passed on.
+    keyframes_by_info: bool,
+    keyframe_requests_seen: u64,
+    /// Pending remote offer of an incoming call, until answered.
+    remote_offer: Option<String>,
+    established: bool,
+    held_by_us: bool,
+    held_by_peer: bool,
+    /// `o=` version of our last SDP.
+    sdp_version: u64,
+}
+
+/// A dial whose destination is being looked up.
+struct Resolved {
+    id: CallId,
+    target: String,
+    remote: String,
+    reply: call::Reply,
+    hop: Result<huis_sip::Destination, SipError>,
+}
+
+struct SipBackend {
+    ua: UserAgent,
+    sockets: SipSockets,
+    advertised: IpAddr,
+    codecs: Vec<Codec>,
+    rtp_ports: std::ops::RangeInclusive<u16>,
+    calls: HashMap<huis_sip::CallId, Call>,
+    /// Dials whose destination is being looked up; removed by a hang-up before it is done.
+    resolving: HashSet<CallId>,
+    resolved_tx: mpsc::Sender<Resolved>,
+    resolved_rx: Option<mpsc::Receiver<Resolved>>,
+    audio: CallAudioSlot,
+    ids: CallIds,
+    events: EventSender,
+    heartbeat: Heartbeat,
+    muted: bool,
+    video: Option<VideoSetup>,
+    /// For `tel:` destinations: the account's domain, when there is an account.
+    account_domain: Option<String>,
+}
+
+fn codec_of(name: &str) -> Option<Codec> {
+    match name {
+        "opus" => Some(Codec::Opus),
+        "g722" => Some(Codec::G722),
+        "pcmu" => Some(Codec::Pcmu),
+        "pcma" => Some(Codec::Pcma),
+        _ => None,
+    }
+}
+
+fn media_codec(c: Codec) -> AudioCodec {
+    match c {
+        Codec::Opus => AudioCodec::Opus,
+        Codec::G722 => AudioCodec::G722,
+        Codec::Pcmu => AudioCodec::Pcmu,
+        Codec::Pcma => AudioCodec::Pcma,
+    }
+}
+
+fn codec_label(c: Codec) -> String {
+    format!("{}/{}", c.encoding(), c.clock_rate())
+}
+
+fn media_direction(d: SdpDirection) -> MediaDirection {
+    match d {
+        SdpDirection::SendRecv => MediaDirection::SendRecv,
+        SdpDirection::SendOnly => MediaDirection::SendOnly,
+        SdpDirection::RecvOnly => MediaDirection::RecvOnly,
+        SdpDirection::Inactive => MediaDirection::Inactive,
+    }
+}
+
+fn end_reason(r: SipEnd) -> EndReason {
+    match r {
+        SipEnd::Busy => EndReason::Busy,
+        SipEnd::Declined => EndReason::Declined,
+        SipEnd::NotFound => EndReason::NotFound,
+        SipEnd::AuthFailed => EndReason::AuthFailed,
+        SipEnd::Timeout => EndReason::Timeout,
+        SipEnd::NoCommonCodec => EndReason::NoCommonCodec,
+        SipEnd::RemoteHangup => EndReason::RemoteHangup,
+        SipEnd::LocalHangup => EndReason::LocalHangup,
+        SipEnd::Cancelled => EndReason::Cancelled,
+        SipEnd::SessionExpired => EndReason::SessionExpired,
+        other @ SipEnd::Other(..) => EndReason::Refused(other.to_string()),
+    }
+}
+
+fn random_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b)).is_err() {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        return t.as_nanos() as u64 ^ std::process::id() as u64;
+    }
+    u64::from_le_bytes(b)
+}
+
+/// `%`-escapes what a `;dtmf=` URI parameter cannot hold literally.
+fn escape_dtmf(digits: &str) -> String {
+    digits.replace('#', "%23")
+}
+
+impl SipBackend {
+    /// Binds the SIP sockets and builds the user agent from the configuration.
+    async fn new(
+        cfg: &Config,
+        audio: CallAudioSlot,
+        video: Option<VideoSetup>,
+        ids: CallIds,
+        events: EventSender,
+        heartbeat: Heartbeat,
+    ) -> Result<(SipBackend, mpsc::Receiver<NetInput>), SipError> {
+        let listen: SocketAddr = cfg
+            .sip
+            .listen
+            .parse()
+            .map_err(|e| SipError::Config { key: "sip.listen", why: format!("'{}': {e}", cfg.sip.listen) })?;
+        let advertised = if !cfg.sip.public_address.is_empty() {
+            cfg.sip.public_address.parse().map_err(|e| SipError::Config {
+                key: "sip.public_address",
+                why: format!("'{}': {e}", cfg.sip.public_address),
+            })?
+        } else if !listen.ip().is_unspecified() {
+            listen.ip()
+        } else {
+            net::first_interface_address().unwrap_or(IpAddr::from([127, 0, 0, 1]))
+        };
+        let (input_tx, input_rx) = mpsc::channel(256);
+        let sockets = SipSockets::bind(listen, input_tx).await?;
+        let local_addr = SocketAddr::new(advertised, sockets.port());
+        let mut ucfg = huis_sip::Config::new(&cfg.sip.user, &advertised.to_string(), local_addr);
+        ucfg.display_name = Some(cfg.room.name.clone());
+        // Whether to answer is the room's decision (call.auto_answer, changeable live).
+        ucfg.auto_answer = false;
+        ucfg.codecs = cfg.call.audio_codecs.iter().filter_map(|c| codec_of(c)).collect();
+        ucfg.rng_seed = random_u64();
+        let mut account_domain = None;
+        if !cfg.account.registrar.is_empty() {
+            let host = cfg.account.registrar.trim_start_matches("sip:");
+            let proxy: SocketAddr = if !cfg.account.proxy.is_empty() {
+                cfg.account.proxy.parse().map_err(|e| SipError::Config {
+                    key: "account.proxy",
+                    why: format!("'{}': {e}", cfg.account.proxy),
+                })?
+            } else {
+                net::resolve(host, 5060).await?
+            };
+            let transport = if cfg.account.transport == "tcp" { TransportKind::Tcp } else { TransportKind::Udp };
+            let domain = host.split(':').next().unwrap_or(host);
+            ucfg.accounts.push(Account {
+                aor: format!("sip:{}@{}", cfg.account.user, domain),
+                registrar: cfg.account.registrar.clone(),
+                proxy: huis_sip::Destination { addr: proxy, transport },
+                username: cfg.account.user.clone(),
+                password: cfg.account.password.clone(),
+                expires: cfg.account.expires,
+            });
+            ucfg.user = cfg.account.user.clone();
+            ucfg.domain = domain.to_owned();
+            account_domain = Some(domain.to_owned());
+        }
+        let codecs = ucfg.codecs.clone();
+        let (resolved_tx, resolved_rx) = mpsc::channel(8);
+        let b = SipBackend {
+            ua: UserAgent::new(ucfg),
+            sockets,
+            advertised,
+            codecs,
+            rtp_ports: cfg.sip.rtp_port_min..=cfg.sip.rtp_port_max,
+            calls: HashMap::new(),
+            resolving: HashSet::new(),
+            resolved_tx,
+            resolved_rx: Some(resolved_rx),
+            audio,
+            ids,
+            events,
+            heartbeat,
+            muted: false,
+            video,
+            account_domain,
+        };
+        tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
+        Ok((b, input_rx))
+    }
+
+    /// How to call this room.
+    fn sip_uri(&self) -> String {
+        let c = self.ua.config();
+        let host = match c.local_addr.ip() {
+            IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        };
+        format!("sip:{}@{}:{}", c.user, host, c.local_addr.port())
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<call::Command>, mut inputs: mpsc::Receiver<NetInput>) {
+        let Some(mut resolved) = self.resolved_rx.take() else { return };
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut beat = tokio::time::interval(Heartbeat::PERIOD);
+        let mut ticks = 0u64;
+        if !self.ua.config().accounts.is_empty() {
+            if let Err(e) = self.ua.register(Instant::now(), 0) {
+                tracing::warn!(error = %e, "cannot register");
+            }
+            self.drain().await;
+        }
+        loop {
+            let deadline = self.ua.poll_timeout();
+            let timer = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    Some(call::Command::Shutdown(done)) => {
+                        self.shutdown().await;
+                        let _ = done.send(());
+                        return;
+                    }
+                    Some(cmd) => self.command(cmd).await,
+                    None => {
+                        self.shutdown().await;
+                        return;
+                    }
+                },
+                Some(input) = inputs.recv() => self.input(input).await,
+                Some(r) = resolved.recv() => self.dial_resolved(r).await,
+                _ = timer => {
+                    self.ua.handle_timeout(Instant::now());
+                    self.drain().await;
+                }
+                _ = tick.tick() => {
+                    ticks += 1;
+                    self.tick(ticks % 5 == 0).await;
+                }
+                _ = beat.tick() => self.heartbeat.beat(),
+            }
+        }
+    }
+
+    async fn input(&mut self, input: NetInput) {
+        match input {
+            NetInput::Datagram { from, to, bytes } => {
+                self.ua.handle_input(Instant::now(), Input::Datagram { from, to, bytes: &bytes })
+            }
+            NetInput::Stream { from, to, bytes } => {
+                self.ua.handle_input(Instant::now(), Input::Stream { from, to, bytes: &bytes })
+            }
+            NetInput::StreamOpened { peer, tx } => {
+                self.sockets.stream_opened(peer, tx);
+                return;
+            }
+            NetInput::StreamClosed { from } => {
+                self.sockets.stream_closed(from);
+                self.ua.handle_input(Instant::now(), Input::StreamClosed { from });
+            }
+        }
+        self.drain().await;
+    }
+
+    async fn command(&mut self, cmd: call::Command) {
+        match cmd {
+            call::Command::Dial { id, to, reply } => self.dial(id, to, reply),
+            call::Command::Answer { id, reply } => {
+                let r = self.answer(id).await;
+                let _ = reply.send(r);
+            }
+            call::Command::Reject { id, why } => {
+                if let Some(ua_id) = self.ua_id(id) {
+                    let code = match why {
+                        Rejection::Busy => 486,
+                        Rejection::Declined => 603,
+                    };
+                    let _ = self.ua.reject(Instant::now(), ua_id, code);
+                    self.drain().await;
+                }
+            }
+            call::Command::Hangup { id, reply } => {
+                let r = self.hangup(id).await;
+                let _ = reply.send(r);
+            }
+            call::Command::Hold { id, on, reply } => {
+                let r = self.hold(id, on).await;
+                let _ = reply.send(r);
+            }
+            call::Command::Dtmf { id, digits, reply } => {
+                let r = self.send_dtmf(id, &digits).await;
+                let _ = reply.send(r);
+            }
+            call::Command::SetMuted(m) => {
+                self.muted = m;
+                for c in self.calls.values() {
+                    if let Some(media) = &c.media {
+                        media.set_muted(m);
+                    }
+                }
+            }
+            call::Command::Shutdown(_) => {}
+        }
+    }
+
+    fn ua_id(&self, id: CallId) -> Option<huis_sip::CallId> {
+        self.calls.iter().find(|(_, c)| c.id == id).map(|(k, _)| *k)
+    }
+
+    async fn emit(&self, ev: call::Event) {
+        if self.events.send(ev).await.is_err() {
+            tracing::debug!("the room is gone; a call event was dropped");
+        }
+    }
+
+    fn bind_rtp(&self) -> Result<RtpSockets, CallError> {
+        let bind_ip = if self.advertised.is_loopback() { self.advertised } else { IpAddr::from([0, 0, 0, 0]) };
+        RtpSockets::bind_in_range(bind_ip, self.rtp_ports.clone()).map_err(|e| CallError::Local(e.to_string()))
+    }
+
+    /// Video ports and our video SDP, when video is set up (camera and encoder present).
+    fn bind_video(&self) -> (Option<RtpSockets>, Option<LocalVideo>) {
+        let Some(v) = &self.video else { return (None, None) };
+        match self.bind_rtp() {
+            Ok(s) => {
+                let lv = LocalVideo {
+                    port: s.local_rtp().port(),
+                    level_idc: v.level_idc(),
+                    max_kbps: v.max_kbps,
+                    rtcp_feedback: v.rtcp_feedback,
+                };
+                (Some(s), Some(lv))
+            }
+            Err(e) => {
+                tracing::warn!("no ports for video, the call is audio only: {e}");
+                (None, None)
+            }
+        }
+    }
+
+    fn local_media(&self, port: u16) -> LocalMedia {
+        LocalMedia {
+            address: self.advertised,
+            audio_port: port,
+            codecs: self.codecs.clone(),
+            telephone_event: true,
+            session_id: random_u64() % 1_000_000_000,
+            direction: SdpDirection::SendRecv,
+        }
+    }
+
+    /// The dial string the UA takes for `to`: a `sip:` URI, with the destination's digits as
+    /// `;dtmf=` (the core sends them once the call is up).
+    fn target_of(&self, to: &Destination) -> Result<String, CallError> {
+        let (uri, dtmf) = match to {
+            Destination::Sip { uri, dtmf, .. } => (uri.clone(), dtmf),
+            Destination::Tel { number, dtmf } => {
+                let domain = self.account_domain.as_ref().ok_or_else(|| {
+                    CallError::Unsupported(format!(
+                        "tel:{number} can only be called through a SIP account: set account.registrar"
+                    ))
+                })?;
+                let n: String =
+                    number.split(';').next().unwrap_or("").chars().filter(|c| !"-.()".contains(*c)).collect();
+                (format!("sip:{n}@{domain};user=phone"), dtmf)
+            }
+            Destination::Web { url } => {
+                return Err(CallError::Unsupported(format!("SIP does not call {url}")));
+            }
+        };
+        if dtmf.is_empty() || uri.contains(";dtmf=") {
+            Ok(uri)
+        } else {
+            Ok(format!("{uri};dtmf={}", escape_dtmf(dtmf)))
+        }
+    }
+
+    /// Places a call: the route first (a host name is looked up off this task), then the INVITE.
+    fn dial(&mut self, id: CallId, to: Destination, reply: call::Reply) {
+        let target = match self.target_of(&to) {
+            Ok(t) => t,
+            Err(e) => return self.dial_failed(id, reply, e),
+        };
+        let remote = target.split(";dtmf=").next().unwrap_or(&target).to_owned();
+        self.resolving.insert(id);
+        match self.ua.route_for(&target) {
+            Some(hop) => {
+                // The common case (an IP, a proxy) needs no lookup: go on at once.
+                let tx = self.resolved_tx.clone();
+                let r = Resolved { id, target, remote, reply, hop: Ok(hop) };
+                tokio::spawn(async move {
+                    let _ = tx.send(r).await;
+                });
+            }
+            None => {
+                let tx = self.resolved_tx.clone();
+                tokio::spawn(async move {
+                    let hop = net::resolve_target(&target).await;
+                    let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
+                });
+            }
+        }
+    }
+
+    fn dial_failed(&self, id: CallId, reply: call::Reply, error: CallError) {
+        let _ = reply.send(Err(error.clone()));
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let _ = events.send(call::Event::DialFailed { id, error }).await;
+        });
+    }
+
+    async fn dial_resolved(&mut self, r: Resolved) {
+        if !self.resolving.remove(&r.id) {
+            // Hung up while it was being looked up.
+            return self.dial_failed(r.id, r.reply, CallError::Cancelled);
+        }
+        let hop = match r.hop {
+            Ok(h) => h,
+            Err(e) => return self.dial_failed(r.id, r.reply, CallError::Unreachable(e.to_string())),
+        };
+        let sockets = match self.bind_rtp() {
+            Ok(s) => s,
+            Err(e) => return self.dial_failed(r.id, r.reply, e),
+        };
+        let local = self.local_media(sockets.local_rtp().port());
+        let (vsock, lv) = self.bind_video();
+        let offer = local.offer_with_video(lv.as_ref()).to_text();
+        let ua_id = match self.ua.invite(Instant::now(), &r.target, hop, &offer) {
+            Ok(i) => i,
+            Err(e) => return self.dial_failed(r.id, r.reply, CallError::Protocol(e.to_string())),
+        };
+        let info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
+        self.calls.insert(ua_id, Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock));
+        let _ = r.reply.send(Ok(()));
+        self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
+        self.drain().await;
+    }
+
+    async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
+        let ua_id = self.ua_id(id).ok_or(CallError::NoSuchCall(id.0))?;
+        match self.answer_offer(ua_id) {
+            Ok((answer, neg, vneg)) => {
+                self.ua.answer(Instant::now(), ua_id, &answer).map_err(|e| CallError::Protocol(e.to_string()))?;
+                if let Err(e) = self.start_media(ua_id, neg, false) {
+                    tracing::error!("{e}");
+                }
+                if let Some(v) = vneg {
+                    self.start_video(ua_id, v);
+                }
+                self.drain().await;
+                Ok(())
+            }
+            Err(e @ CallError::Unusable(_)) => {
+                // An offer we cannot use never becomes answerable: turn the call away.
+                tracing::warn!(call = %id, "cannot answer: {e}");
+                let _ = self.ua.reject(Instant::now(), ua_id, 488);
+                self.drain().await;
+                Err(e)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Our SDP answer to the caller's offer, and what it agrees on.
+    fn answer_offer(
+        &mut self,
+        ua_id: huis_sip::CallId,
+    ) -> Result<(String, Negotiated, Option<NegotiatedVideo>), CallError> {
+        let call = self.calls.get_mut(&ua_id).ok_or(CallError::NothingToAnswer)?;
+        if call.info.direction != Direction::Incoming || call.established {
+            return Err(CallError::NothingToAnswer);
+        }
+        let offer_text = call
+            .remote_offer
+            .clone()
+            .ok_or_else(|| CallError::Unusable("the caller sent no SDP offer; such calls are not supported".into()))?;
+        let offer = SessionDescription::parse(&offer_text).map_err(|e| CallError::Unusable(e.to_string()))?;
+        let (answer, neg, vneg) = call
+            .local
+            .answer_with_video(&offer, call.local_video.as_ref())
+            .map_err(|e| CallError::Unusable(e.to_string()))?;
+        if vneg.is_none() {
+            // Audio only: the video m-line (if any) went back with port 0; free the ports.
+            call.local_video = None;
+            call.video_sockets = None;
+        }
+        Ok((answer.to_text(), neg, vneg))
+    }
+
+    /// Hangs up: CANCEL before answer, BYE after, 603 for an incoming call not answered.
+    async fn hangup(&mut self, id: CallId) -> Result<(), CallError> {
+        if self.resolving.remove(&id) {
+            return Ok(());
+        }
+        let ua_id = self.ua_id(id).ok_or(CallError::NoSuchCall(id.0))?;
+        let incoming_unanswered = self
+            .calls
+            .get(&ua_id)
+            .is_some_and(|c| c.info.direction == Direction::Incoming && !c.established && c.media.is_none());
+        let r = if incoming_unanswered {
+            self.ua.reject(Instant::now(), ua_id, 603)
+        } else {
+            self.ua.hangup(Instant::now(), ua_id)
+        };
+        r.map_err(|e| CallError::Protocol(e.to_string()))?;
+        self.drain().await;
+        Ok(())
+    }
+
+    async fn hold(&mut self, id: CallId, hold: bool) -> Result<(), CallError> {
+        let ua_id = self.ua_id(id).ok_or(CallError::NoSuchCall(id.0))?;
+        let call = self.calls.get_mut(&ua_id).ok_or(CallError::NoSuchCall(id.0))?;
+        if !call.established {
+            return Err(CallError::NotEstablished);
+        }
+        let mut local = call.local.clone();
+        // On hold the room is neither heard nor hears: a=inactive, nothing sent but RTCP.
+        local.direction = if hold { SdpDirection::Inactive } else { SdpDirection::SendRecv };
+        call.sdp_version += 1;
+        let mut sdp = local.offer_with_video(call.local_video.as_ref());
+        sdp.origin.session_version = call.sdp_version;
+        let text = sdp.to_text();
+        let r = if hold {
+            self.ua.hold(Instant::now(), ua_id, &text)
+        } else {
+            self.ua.resume(Instant::now(), ua_id, &text)
+        };
+        r.map_err(|e| CallError::Protocol(e.to_string()))?;
+        call.held_by_us = hold;
+        let dir = if hold { MediaDirection::Inactive } else { MediaDirection::SendRecv };
+        if let Some(m) = &call.media {
+            m.set_direction(dir);
+        }
+        if let Some(v) = &call.video {
+            v.set_direction(dir);
+        }
+        self.update_call_state(ua_id).await;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// Sends DTMF: RFC 4733 events when negotiated, SIP INFO otherwise.
+    async fn send_dtmf(&mut self, id: CallId, digits: &str) -> Result<(), CallError> {
+        let ua_id = self.ua_id(id).ok_or(CallError::NoSuchCall(id.0))?;
+        let call = self.calls.get(&ua_id).ok_or(CallError::NoSuchCall(id.0))?;
+        if !call.established {
+            return Err(CallError::NotEstablished);
+        }
+        if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
+            return Err(CallError::InvalidDtmf(digits.to_owned()));
+        }
+        let rfc4733 = call.negotiated.as_ref().is_some_and(|n| n.telephone_event_pt.is_some());
+        match (&call.media, rfc4733) {
+            (Some(m), true) => m.send_dtmf(digits).map_err(|e| CallError::Local(e.to_string()))?,
+            _ => {
+                self.ua.send_info_dtmf(Instant::now(), ua_id, digits).map_err(|e| CallError::Protocol(e.to_string()))?
+            }
+        }
+        tracing::info!(call = %id, digits, rfc4733, "sending DTMF");
+        self.drain().await;
+        Ok(())
+    }
+
+    fn start_media(&mut self, ua_id: huis_sip::CallId, neg: Negotiated, we_offered: bool) -> Result<(), CallError> {
+        let advertised = self.advertised;
+        let muted = self.muted;
+        let call = self.calls.get_mut(&ua_id).ok_or(CallError::NotInCall)?;
+        let Some(sockets) = call.sockets.take() else { return Ok(()) };
+        let mut codec = CodecParams::new(media_codec(neg.codec), neg.payload_type);
+        if we_offered {
+            codec.recv_payload_type = Some(neg.codec.offer_pt());
+        }
+        if let Some(f) = &neg.remote_fmtp {
+            codec.opus = codec.opus.clone().with_remote_fmtp(f);
+        }
+        let remote = SocketAddr::new(neg.remote_address, neg.remote_port);
+        let mut p = AudioSessionParams::new(sockets, remote, codec);
+        p.cname = format!("huis@{advertised}");
+        if let Some(pt) = neg.telephone_event_pt {
+            let mut te = TelephoneEvent::new(pt, neg.codec.clock_rate());
+            if we_offered {
+                te.recv_payload_type = Some(if neg.codec == Codec::Opus { 101 } else { 100 });
+            }
+            p.telephone_event = Some(te);
+        }
+        p.direction = media_direction(neg.direction);
+        let encrypted = p.srtp.is_some();
+        let session =
+            AudioSession::start(p).map_err(|e| CallError::Local(format!("cannot start the call's audio: {e}")))?;
+        session.set_muted(muted);
+        *self.audio.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(CallAudio { tx: session.sender(), rx: session.receiver() });
+        call.info.audio_codec = codec_label(neg.codec);
+        call.info.encrypted = encrypted;
+        tracing::info!(call = %call.id, codec = %codec_label(neg.codec), remote = %remote, "call audio started");
+        call.media = Some(session);
+        call.negotiated = Some(neg);
+        Ok(())
+    }
+
+    /// Starts the call's video once SDP negotiated it. A failure leaves the call audio only.
+    fn start_video(&mut self, ua_id: huis_sip::CallId, neg: NegotiatedVideo) {
+        let Some(setup) = self.video.clone() else { return };
+        let advertised = self.advertised;
+        let Some(call) = self.calls.get_mut(&ua_id) else { return };
+        let Some(sockets) = call.video_sockets.take() else { return };
+        let sizes = crate::config::VIDEO_SIZES;
+        let Some((width, height)) = neg.fit_size((setup.width, setup.height), sizes) else {
+            tracing::warn!(level = neg.level_idc, "the peer's H.264 level is below our smallest size; no video sent");
+            return;
+        };
+        let max_kbps = neg.remote_max_kbps.map_or(setup.max_kbps, |r| r.min(setup.max_kbps)).max(setup.min_kbps);
+        let f = neg.feedback;
+        let p = VideoSessionParams {
+            sockets,
+            remote_rtp: SocketAddr::new(neg.remote_address, neg.remote_port),
+            send_pt: neg.payload_type,
+            recv_pt: neg.recv_payload_type,
+            packetization_mode: neg.packetization_mode,
+            source: setup.source.clone(),
+            width,
+            height,
+            framerate: setup.framerate,
+            encoder: setup.encoder.clone(),
+            start_kbps: max_kbps * 3 / 4,
+            min_kbps: setup.min_kbps,
+            max_kbps,
+            feedback: VideoFeedback { nack: f.nack, pli: f.pli, fir: f.fir, tmmbr: f.tmmbr, remb: f.remb },
+            rtx: neg.rtx.map(|r| RtxPayloadTypes { send: r.send, recv: r.recv }),
+            cname: format!("huis@{advertised}"),
+            direction: media_direction(neg.direction),
+            jitter_buffer: Duration::from_millis(50),
+            rtcp_interval: Duration::from_secs(1),
+            far_channel: crate::media::video::FAR_CHANNEL.into(),
+            self_channel: crate::media::video::SELF_CHANNEL.into(),
+            on_capture: None,
+        };
+        match VideoSession::start(p) {
+            Ok(v) => {
+                call.info.video_codec = format!("H264/90000 {width}x{height}");
+                call.keyframes_by_info = !(f.pli || f.fir);
+                call.keyframe_requests_seen = 0;
+                tracing::info!(call = %call.id, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
+                call.video = Some(v);
+            }
+            Err(e) => tracing::error!(call = %call.id, "cannot start the call's video, audio only: {e}"),
+        }
+    }
+
+    /// Works out the call's state from what happened, and tells the room if it moved.
+    async fn update_call_state(&mut self, ua_id: huis_sip::CallId) {
+        let Some(c) = self.calls.get_mut(&ua_id) else { return };
+        let s = if c.held_by_us || c.held_by_peer {
+            CallState::Held
+        } else if c.established {
+            CallState::Active
+        } else {
+            c.info.state
+        };
+        c.info.state = s;
+        let ev = call::Event::Changed { id: c.id, info: c.info.clone() };
+        self.emit(ev).await;
+    }
+
+    /// Sends what the UA wants sent and acts on its events.
+    async fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.ua.poll_transmit() {
+                progressed = true;
+                self.sockets.send(t).await;
+            }
+            while let Some(ev) = self.ua.poll_event() {
+                progressed = true;
+                self.on_event(ev).await;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: UaEvent) {
+        tracing::debug!(?ev, "SIP event");
+        match ev {
+            UaEvent::Registration { state, .. } => {
+                let (text, error) = registration_text(&state);
+                self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
+            }
+            UaEvent::IncomingCall { call: ua_id, from, remote_sdp, auto_answer } => {
+                let sockets = match self.bind_rtp() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!("cannot take a call: {e}");
+                        let _ = self.ua.reject(Instant::now(), ua_id, 500);
+                        return;
+                    }
+                };
+                let local = self.local_media(sockets.local_rtp().port());
+                let offers_video = remote_sdp.as_deref().is_some_and(|s| s.contains("m=video"));
+                let (vsock, lv) = if offers_video { self.bind_video() } else { (None, None) };
+                let id = self.ids.next();
+                let info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
+                self.calls.insert(ua_id, Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock));
+                self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
+            }
+            UaEvent::CallRinging { call: ua_id, .. } => {
+                if let Some(c) = self.calls.get_mut(&ua_id) {
+                    c.info.state = CallState::Alerting;
+                    let ev = call::Event::Changed { id: c.id, info: c.info.clone() };
+                    self.emit(ev).await;
+                }
+            }
+            UaEvent::CallEstablished { call: ua_id, remote_sdp } => {
+                let Some(c) = self.calls.get_mut(&ua_id) else { return };
+                c.established = true;
+                if c.info.direction == Direction::Outgoing {
+                    let sdp = remote_sdp
+                        .as_deref()
+                        .ok_or_else(|| "the answer has no SDP".to_string())
+                        .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()));
+                    let vneg = match (&sdp, &c.local_video) {
+                        (Ok(s), Some(lv)) => lv.accept_answer(s),
+                        _ => None,
+                    };
+                    if vneg.is_none() {
+                        c.video_sockets = None;
+                    }
+                    match sdp.and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string())) {
+                        Ok(n) => {
+                            if let Err(e) = self.start_media(ua_id, n, true) {
+                                tracing::error!("{e}");
+                            }
+                            if let Some(v) = vneg {
+                                self.start_video(ua_id, v);
+                            }
+                        }
+                        Err(e) => tracing::warn!("unusable answer: {e}"),
+                    }
+                }
+                if let Some(c) = self.calls.get(&ua_id) {
+                    tracing::info!(call = %c.id, "call established");
+                }
+                self.update_call_state(ua_id).await;
+            }
+            UaEvent::CallUpdated { call, remote_sdp } => {
+                tracing::debug!(?call, sdp = %remote_sdp, "remote SDP changed");
+            }
+            UaEvent::CallHeld { call } => self.peer_hold(call, true).await,
+            UaEvent::CallResumed { call } => self.peer_hold(call, false).await,
+            UaEvent::CallUpdateFailed { call, code } => {
+                tracing::warn!(?call, code, "the peer refused our hold/resume");
+            }
+            UaEvent::PictureFastUpdate { call } => {
+                if let Some(v) = self.calls.get(&call).and_then(|c| c.video.as_ref()) {
+                    tracing::info!("keyframe requested by SIP INFO (picture_fast_update)");
+                    v.force_keyframe();
+                }
+            }
+            UaEvent::DtmfInfo { call, digit, .. } => {
+                tracing::info!(?call, %digit, "DTMF received (SIP INFO)");
+            }
+            UaEvent::AutoDtmf { call, digits, rfc4733 } => self.auto_dtmf(call, digits, rfc4733),
+            UaEvent::CallEnded { call, reason } => self.ended(call, reason).await,
+            UaEvent::CloseStream { peer, error } => {
+                tracing::warn!(%peer, %error, "closing a TCP connection that sent unframeable bytes");
+                self.sockets.stream_closed(peer);
+            }
+        }
+    }
+
+    async fn peer_hold(&mut self, ua_id: huis_sip::CallId, held: bool) {
+        if let Some(c) = self.calls.get_mut(&ua_id) {
+            c.held_by_peer = held;
+            let dir = if held { MediaDirection::RecvOnly } else { MediaDirection::SendRecv };
+            if let Some(m) = &c.media {
+                m.set_direction(dir);
+            }
+            if let Some(v) = &c.video {
+                v.set_direction(dir);
+            }
+            tracing::info!(call = %c.id, held, "the peer changed hold");
+        }
+        self.update_call_state(ua_id).await;
+    }
+
+    fn auto_dtmf(&mut self, ua_id: huis_sip::CallId, digits: Vec<huis_sip::dtmf::DtmfItem>, rfc4733: bool) {
+        let s: String = digits
+            .iter()
+            .map(|d| match d {
+                huis_sip::dtmf::DtmfItem::Digit(c) => *c,
+                huis_sip::dtmf::DtmfItem::Pause => ',',
+            })
+            .collect();
+        tracing::info!(call = ?ua_id, digits = %s, rfc4733, "sending the destination's DTMF");
+        if rfc4733 && let Some(m) = self.calls.get(&ua_id).and_then(|c| c.media.as_ref()) {
+            if let Err(e) = m.send_dtmf(&s) {
+                tracing::warn!("DTMF: {e}");
+            }
+        }
+    }
+
+    async fn ended(&mut self, ua_id: huis_sip::CallId, reason: SipEnd) {
+        let Some(mut c) = self.calls.remove(&ua_id) else { return };
+        if c.media.is_some() {
+            *self.audio.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
+        if let Some(m) = c.media.take() {
+            // Stopping flushes the last packets and an RTCP BYE (up to a second): not on this task.
+            tokio::task::spawn_blocking(move || m.stop());
+        }
+        if let Some(v) = c.video.take() {
+            tokio::task::spawn_blocking(move || v.stop());
+        }
+        tracing::info!(call = %c.id, reason = %reason, "call ended");
+        self.emit(call::Event::Ended { id: c.id, reason: end_reason(reason) }).await;
+    }
+
+    /// Polls the media sessions: events, and (every second) statistics for the room.
+    async fn tick(&mut self, publish_stats: bool) {
+        self.keyframe_requests_by_info().await;
+        let mut hang = Vec::new();
+        let mut stats = Vec::new();
+        for (ua_id, c) in &self.calls {
+            let Some(m) = &c.media else { continue };
+            while let Some(ev) = m.poll_event() {
+                match ev {
+                    MediaEvent::Dtmf { digit } => tracing::info!(call = %c.id, %digit, "DTMF received (RFC 4733)"),
+                    MediaEvent::RtpTimeout { silent_for } => {
+                        tracing::warn!(call = %c.id, secs = silent_for.as_secs(), "no media from the peer; hanging up");
+                        hang.push(*ua_id);
+                    }
+                    MediaEvent::Error(e) => tracing::error!(call = %c.id, error = %e, "call audio failed"),
+                    other => tracing::debug!(call = %c.id, ?other, "media"),
+                }
+            }
+            if publish_stats {
+                let video = c.video.as_ref().map(|v| video_stats_map(&v.stats())).unwrap_or_default();
+                stats.push(call::Event::Stats { id: c.id, stats: CallStats { audio: stats_map(&m.stats()), video } });
+            }
+        }
+        for ev in stats {
+            self.emit(ev).await;
+        }
+        for ua_id in hang {
+            let _ = self.ua.hangup(Instant::now(), ua_id);
+            self.drain().await;
+        }
+    }
+
+    /// Our decoding broke and the peer takes no RTCP keyframe requests: ask by SIP INFO.
+    async fn keyframe_requests_by_info(&mut self) {
+        let mut wanted = Vec::new();
+        for (ua_id, c) in self.calls.iter_mut() {
+            if let Some(v) = c.video.as_ref().filter(|_| c.keyframes_by_info) {
+                let n = v.keyframe_requests_sent();
+                if n > c.keyframe_requests_seen {
+                    c.keyframe_requests_seen = n;
+                    wanted.push((*ua_id, c.id));
+                }
+            }
+        }
+        if wanted.is_empty() {
+            return;
+        }
+        for (ua_id, id) in wanted {
+            match self.ua.send_info_picture_fast_update(Instant::now(), ua_id) {
+                Ok(true) => {
+                    tracing::info!(call = %id, "asked the far end for a keyframe by SIP INFO (picture_fast_update)")
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!(call = %id, "no keyframe request by INFO: {e}"),
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Ends every call (shutdown).
+    async fn shutdown(&mut self) {
+        let ids: Vec<huis_sip::CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            let _ = self.ua.hangup(Instant::now(), id);
+        }
+        self.drain().await;
+        for (_, mut c) in self.calls.drain() {
+            c.media.take();
+            c.video.take();
+        }
+        *self.audio.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Call {
+    fn new(
+        id: CallId,
+        info: CallInfo,
+        local: LocalMedia,
+        sockets: Option<RtpSockets>,
+        remote_offer: Option<String>,
+        local_video: Option<LocalVideo>,
+        video_sockets: Option<RtpSockets>,
+    ) -> Call {
+        Call {
+            id,
+            info,
+            local,
+            sockets,
+            media: None,
+            negotiated: None,
+            local_video,
+            video_sockets,
+            video: None,
+            keyframes_by_info: false,
+            keyframe_requests_seen: 0,
+            remote_offer,
+            established: false,
+            held_by_us: false,
+            held_by_peer: false,
+            sdp_version: 1,
+        }
+    }
+}
+
+/// `Room1.Registration`'s text for a registration state, and the `LastError` of a failure.
+fn registration_text(state: &RegistrationState) -> (String, Option<String>) {
+    match state {
+        RegistrationState::Unregistered => ("unregistered".to_string(), None),
+        RegistrationState::Registering => ("registering".to_string(), None),
+        RegistrationState::Registered { expires } => (format!("registered ({expires} s)"), None),
+        RegistrationState::Failed { reason, .. } => {
+            let why = match reason {
+                RegistrationFailure::AuthFailed => {
+                    "authentication failed: check account.user and account.password".to_string()
+                }
+                RegistrationFailure::Timeout => "no answer from the registrar".to_string(),
+                RegistrationFailure::Rejected(c, r) => format!("refused by the registrar: {c} {r}"),
+                RegistrationFailure::BadChallenge(m) => format!("cannot answer the registrar's challenge: {m}"),
+            };
+            (format!("failed: {why}"), Some(format!("registration failed: {why}")))
+        }
+    }
+}
