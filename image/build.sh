@@ -10,7 +10,7 @@
 #   --keyring PEM       CA certificate(s) the image trusts for bundles (production);
 #                       default: the development CA, generated under image/.build/keys
 #   --vendor-dir DIR    Raspberry Pi targets: directory with the vendor's kernel and
-#                       firmware .deb files (see ARCHITECTURE-image.md)
+#                       firmware .deb files (see image/README.md)
 #   --no-huisd          build without the huis package (for trying the recipe
 #                       alone); the image says so in /usr/lib/huis/NO-HUISD
 #   --no-compress       skip the .zst copy of the disk image
@@ -97,7 +97,7 @@ fi
 # Raspberry Pi: the vendor's kernel and firmware are not in Debian.
 vendor_debs=()
 if [ "$BOOT" = rpi ]; then
-    [ -n "$vendor_dir" ] || die "target $TARGET needs the Raspberry Pi vendor packages: pass --vendor-dir DIR with .deb files for: $VENDOR_PACKAGES (from the Raspberry Pi OS bookworm arm64 archive; see image/ARCHITECTURE-image.md)"
+    [ -n "$vendor_dir" ] || die "target $TARGET needs the Raspberry Pi vendor packages: pass --vendor-dir DIR with .deb files for: $VENDOR_PACKAGES (from the Raspberry Pi OS bookworm arm64 archive; see image/README.md)"
     [ -d "$vendor_dir" ] || die "--vendor-dir $vendor_dir is not a directory"
     absent=()
     for p in $VENDOR_PACKAGES; do
@@ -105,7 +105,7 @@ if [ "$BOOT" = rpi ]; then
         if [ -n "$f" ]; then vendor_debs+=("$(cd "$(dirname "$f")" && pwd)/$(basename "$f")"); else absent+=("$p"); fi
     done
     [ ${#absent[@]} -eq 0 ] || die "missing in $vendor_dir: ${absent[*]} (need NAME_VERSION_arm64.deb or NAME_VERSION_all.deb for each NAME of: $VENDOR_PACKAGES)"
-    die "target $TARGET: vendor packages found (${vendor_debs[*]}), but the Raspberry Pi boot partition (config.txt, tryboot A/B) is not written yet; see ARCHITECTURE-image.md"
+    die "target $TARGET: vendor packages found (${vendor_debs[*]}), but the Raspberry Pi boot partition (config.txt, tryboot A/B) is not written yet; see image/README.md"
 fi
 
 out=$TARGET_DIR

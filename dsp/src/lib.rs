@@ -1,6 +1,6 @@
 //! Room audio DSP for huis: echo cancellation, direction of arrival, talker tracking,
 //! beamforming, noise and reverberation suppression, gain control — in fixed 10 ms frames with
-//! no allocation in the frame loop. See `ARCHITECTURE-dsp.md` beside this crate.
+//! no allocation in the frame loop. See `README.md` beside this crate.
 //!
 //! The real-time thread drives a [`Processor`]: build it once with [`Processor::new`], then call
 //! [`Processor::process`] for every frame. The offline tool `huis-dsp` runs the same code on

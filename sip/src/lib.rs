@@ -1,4 +1,4 @@
-//! Sans-IO SIP core for huis (see `ARCHITECTURE.md` and `sip/ARCHITECTURE-sip.md`).
+//! Sans-IO SIP core for huis (see `README.md` beside this crate, and `ARCHITECTURE.md` at the top).
 //!
 //! Nothing here opens a socket, starts a task or reads a clock: the firmware shell feeds
 //! received bytes and the current time in, and takes bytes to send, the next deadline and
