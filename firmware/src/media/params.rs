@@ -342,15 +342,6 @@ impl AudioSessionParams {
         }
         Ok(())
     }
-
-    /// The address our RTCP goes to.
-    pub(crate) fn remote_rtcp_addr(&self) -> SocketAddr {
-        match self.remote_rtcp {
-            Some(a) => a,
-            None if self.rtcp_mux => self.remote_rtp,
-            None => SocketAddr::new(self.remote_rtp.ip(), self.remote_rtp.port().wrapping_add(1)),
-        }
-    }
 }
 
 #[cfg(test)]
