@@ -572,6 +572,8 @@ impl CallManager {
             far_channel: crate::media::video::FAR_CHANNEL.into(),
             self_channel: crate::media::video::SELF_CHANNEL.into(),
             on_capture: None,
+            rtcp_mux: false,
+            srtp: None,
         };
         match VideoSession::start(p) {
             Ok(v) => {

@@ -9,7 +9,8 @@
 //!             ─▶ intervideosink "huis-far"                      (far end, to the screen)
 //! ```
 //!
-//! rtpbin with its UDP elements is the RTP transport the audio uses too (`rtp.rs`).
+//! rtpbin with its UDP elements is the RTP transport the audio uses too (`rtp.rs`): RTCP on the
+//! next port or, with rtcp-mux, on the RTP port, and SDES-SRTP when the call has keys.
 //!
 //! **Keyframes.** A PLI or FIR from the peer makes rtpsession send a GstForceKeyUnit event up to
 //! the encoder; so does [`VideoSession::force_keyframe`] (SIP INFO `picture_fast_update`). Each
@@ -43,7 +44,7 @@ use gst::prelude::*;
 
 use super::elements::{link_chain, link_pads, make, random_ssrc};
 use super::rtp::{Retransmission, RtpTransport, TransportParams};
-use super::{Direction, MediaError, RtpSockets};
+use super::{Direction, MediaError, RtpSockets, SrtpParams};
 
 /// intervideo channel the far end's decoded picture goes to (read by the screen).
 pub const FAR_CHANNEL: &str = "huis-far";
@@ -116,6 +117,10 @@ pub struct VideoSessionParams {
     /// Called on every captured frame before it is encoded. Benchmarks stamp the capture time
     /// into the picture with it; calls leave it `None`.
     pub on_capture: Option<CaptureHook>,
+    /// `a=rtcp-mux` negotiated: RTP and RTCP share the RTP port both ways.
+    pub rtcp_mux: bool,
+    /// SRTP (SDES) keys; `None` sends plain RTP.
+    pub srtp: Option<SrtpParams>,
 }
 
 /// See [`VideoSessionParams::on_capture`].
@@ -305,6 +310,9 @@ impl VideoSession {
         if p.send_pt > 127 || p.recv_pt > 127 || p.packetization_mode > 1 || p.remote_rtp.port() == 0 || bad_rtx {
             return Err(MediaError::InvalidParams("bad video payload type, packetization mode or port".into()));
         }
+        if let Some(srtp) = &p.srtp {
+            srtp.validate()?;
+        }
         build(p)
     }
 
@@ -319,6 +327,12 @@ impl VideoSession {
     /// Keyframe requests our decoding made so far (sent as PLI/FIR when the peer takes them).
     pub fn keyframe_requests_sent(&self) -> u64 {
         self.shared.requests_sent.load(Ordering::Relaxed)
+    }
+
+    /// Send to a new remote address (a re-INVITE moved the far end's video). `rtcp`: `None`
+    /// means RTP port + 1, or the RTP address with rtcp-mux.
+    pub fn set_remote(&self, rtp: SocketAddr, rtcp: Option<SocketAddr>) -> Result<(), MediaError> {
+        self.transport.set_remote(rtp, rtcp)
     }
 
     /// Hold/resume: sending stops for recvonly/inactive.
@@ -480,8 +494,8 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
             sockets: &p.sockets,
             remote_rtp: p.remote_rtp,
             remote_rtcp: None,
-            rtcp_mux: false,
-            srtp: None,
+            rtcp_mux: p.rtcp_mux,
+            srtp: p.srtp.as_ref(),
             dscp: None,
             cname: &p.cname,
             jitter_buffer: p.jitter_buffer,
