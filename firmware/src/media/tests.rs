@@ -624,6 +624,17 @@ fn stereo_opus_from_an_external_sender_plays_as_mono() {
 /// by hand, as a far end's RTCP would arrive.
 #[test]
 fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
+    tmmbr_caps_the_bitrate_and_gets_a_tmmbn(false);
+}
+
+/// The same with rtcp-mux: the TMMBR arrives on our RTP port, the TMMBN leaves from it to the
+/// peer's RTP port.
+#[test]
+fn video_tmmbr_gets_a_tmmbn_with_rtcp_mux() {
+    tmmbr_caps_the_bitrate_and_gets_a_tmmbn(true);
+}
+
+fn tmmbr_caps_the_bitrate_and_gets_a_tmmbn(rtcp_mux: bool) {
     use huis_hal::camera::{Camera, SimCamera};
     use std::net::UdpSocket;
     let (peer_rtp, peer_rtcp) = (0..50)
@@ -634,7 +645,11 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         })
         .expect("two adjacent free UDP ports");
     let sockets = RtpSockets::bind(local()).unwrap();
-    let our_rtcp = SocketAddr::new(sockets.local_rtp().ip(), sockets.local_rtp().port() + 1);
+    let our_rtcp = match rtcp_mux {
+        true => sockets.local_rtp(),
+        false => SocketAddr::new(sockets.local_rtp().ip(), sockets.local_rtp().port() + 1),
+    };
+    let peer_rtcp = if rtcp_mux { &peer_rtp } else { &peer_rtcp };
     let v = VideoSession::start(VideoSessionParams {
         sockets,
         remote_rtp: peer_rtp.local_addr().unwrap(),
@@ -655,17 +670,22 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         direction: Direction::SendRecv,
         jitter_buffer: Duration::from_millis(50),
         rtcp_interval: Duration::from_millis(500),
-        far_channel: "tmmbr-far".into(),
-        self_channel: "tmmbr-self".into(),
+        far_channel: format!("tmmbr-far-{rtcp_mux}"),
+        self_channel: format!("tmmbr-self-{rtcp_mux}"),
         on_capture: None,
-        rtcp_mux: false,
+        rtcp_mux,
         srtp: None,
     })
     .expect("video session starts");
     // Our SSRC, from the first RTP packet.
     peer_rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 2048];
-    let n = peer_rtp.recv(&mut buf).expect("RTP from the session");
+    let n = loop {
+        let n = peer_rtp.recv(&mut buf).expect("RTP from the session");
+        if parse_rtp(&buf[..n]).is_some() {
+            break n;
+        }
+    };
     assert!(n > 12);
     let ours = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
     // RR from the peer (SSRC 0x5eed), then TMMBR asking for 300 kbit/s: exp 2, mantissa 75000.
@@ -684,6 +704,9 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         assert!(Instant::now() < deadline, "no TMMBN within 10 s; stats {:?}", v.stats());
         peer_rtcp.send_to(&pkt, our_rtcp).unwrap();
         let Ok(n) = peer_rtcp.recv(&mut buf) else { continue };
+        if parse_rtp(&buf[..n]).is_some() {
+            continue; // RTP beside the RTCP, with rtcp-mux
+        }
         // Walk the compound packet for an RTPFB with FMT 4.
         let mut off = 0;
         let mut found = None;
