@@ -129,6 +129,8 @@ fn session(
         far_channel: far.into(),
         self_channel: own.into(),
         on_capture,
+        rtcp_mux: false,
+        srtp: None,
     })
     .expect("start a video session")
 }

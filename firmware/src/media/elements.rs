@@ -1,13 +1,9 @@
 //! GStreamer plumbing shared by the call's audio ([`super::session`]) and video
-//! ([`super::video`]) pipelines: creating elements with an error that names the Debian
-//! package to install, UDP elements on sockets we bound ourselves, linking, SSRCs.
-
-use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+//! ([`super::video`]) pipelines and their RTP transport ([`super::rtp`]): creating elements
+//! with an error that names the Debian package to install, linking, SSRCs.
 
 use gstreamer as gst;
 
-use gio::prelude::*;
 use gst::prelude::*;
 
 use super::MediaError;
@@ -38,47 +34,6 @@ fn package_of(factory: &str) -> &'static str {
     }
 }
 
-/// A GIO socket over a UDP socket we bound (so the port is the one SDP announced).
-pub(super) fn gio_socket(s: std::net::UdpSocket) -> Result<gio::Socket, MediaError> {
-    let addr = s.local_addr().map_err(MediaError::pipeline)?;
-    gio::Socket::from_fd(OwnedFd::from(s)).map_err(|e| MediaError::Bind { addr, reason: e.to_string() })
-}
-
-/// `udpsink` sending from `socket` to `to`, without clock sync or multicast.
-pub(super) fn udp_sink(socket: &gio::Socket, to: SocketAddr) -> Result<gst::Element, MediaError> {
-    let sink = make("udpsink", "UDP sender")?;
-    sink.set_property(if to.is_ipv4() { "socket" } else { "socket-v6" }, socket);
-    sink.set_property("close-socket", false);
-    sink.set_property("host", to.ip().to_string());
-    sink.set_property("port", i32::from(to.port()));
-    sink.set_property("sync", false);
-    sink.set_property("async", false);
-    sink.set_property("auto-multicast", false);
-    Ok(sink)
-}
-
-/// `udpsrc` reading `socket`, its packets typed as `caps`.
-pub(super) fn udp_src(socket: &gio::Socket, caps: &gst::Caps) -> Result<gst::Element, MediaError> {
-    let src = make("udpsrc", "UDP receiver")?;
-    src.set_property("socket", socket);
-    src.set_property("close-socket", false);
-    src.set_property("caps", caps);
-    Ok(src)
-}
-
-/// `rtpbin` as both call pipelines use it: jitter buffer of `jitter`, sessions removed with
-/// their sources, and our CNAME (RFC 3550 SDES) with the tool name.
-pub(super) fn rtpbin(jitter: std::time::Duration, cname: &str) -> Result<gst::Element, MediaError> {
-    let rtpbin = make("rtpbin", "RTP session manager")?;
-    rtpbin.set_property("latency", jitter.as_millis().clamp(1, 10_000) as u32);
-    rtpbin.set_property("autoremove", true);
-    rtpbin.set_property(
-        "sdes",
-        gst::Structure::builder("application/x-rtp-source-sdes").field("cname", cname).field("tool", "huis").build(),
-    );
-    Ok(rtpbin)
-}
-
 pub(super) fn link(a: &gst::Element, b: &gst::Element) -> Result<(), MediaError> {
     a.link(b).map_err(|_| MediaError::Pipeline(format!("cannot link {} to {}", a.name(), b.name())))
 }
@@ -91,6 +46,14 @@ pub(super) fn link_pads(src: &gst::Pad, sink: &gst::Pad) -> Result<(), MediaErro
     src.link(sink)
         .map(|_| ())
         .map_err(|e| MediaError::Pipeline(format!("cannot link pad {} to {}: {e:?}", src.name(), sink.name())))
+}
+
+pub(super) fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    el.request_pad_simple(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
+}
+
+pub(super) fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
+    el.static_pad(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
 /// A random SSRC (RFC 3550 §8.1), different for every stream of the process.

@@ -20,6 +20,8 @@
 //!
 //! With rtcp-mux, RTCP shares the RTP socket: a probe moves it to rtpbin's RTCP input (plain RTP),
 //! or srtpdec separates it (SRTP). SRTP keys come from SDES (`a=crypto`), see [`SrtpParams`].
+//! rtpbin, the UDP elements on the bound sockets, RTCP and SRTP are the RTP transport
+//! (`rtp.rs`), which the call's video ([`video`]) uses too.
 //!
 //! 3. During the call: [`AudioSession::set_muted`], [`AudioSession::set_direction`] (hold),
 //!    [`AudioSession::set_remote`] (a re-INVITE moved the far end), [`AudioSession::send_dtmf`],
@@ -75,6 +77,7 @@ mod elements;
 mod error;
 mod params;
 mod ring;
+mod rtp;
 pub mod screen;
 mod session;
 mod sockets;

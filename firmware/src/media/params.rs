@@ -202,6 +202,23 @@ pub struct SrtpParams {
     pub recv_key: Vec<u8>,
 }
 
+impl SrtpParams {
+    /// Both keys must be master key plus salt of the profile's length.
+    pub(crate) fn validate(&self) -> Result<(), MediaError> {
+        for (which, key) in [("send", &self.send_key), ("receive", &self.recv_key)] {
+            if key.len() != self.profile.key_len() {
+                return Err(MediaError::InvalidParams(format!(
+                    "SRTP {which} key is {} bytes; {:?} needs {} (master key and salt)",
+                    key.len(),
+                    self.profile,
+                    self.profile.key_len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for SrtpParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SrtpParams").field("profile", &self.profile).field("keys", &"<redacted>").finish()
@@ -326,30 +343,12 @@ impl AudioSessionParams {
             ));
         }
         if let Some(srtp) = &self.srtp {
-            for (which, key) in [("send", &srtp.send_key), ("receive", &srtp.recv_key)] {
-                if key.len() != srtp.profile.key_len() {
-                    return bad(format!(
-                        "SRTP {which} key is {} bytes; {:?} needs {} (master key and salt)",
-                        key.len(),
-                        srtp.profile,
-                        srtp.profile.key_len()
-                    ));
-                }
-            }
+            srtp.validate()?;
         }
         if self.rtcp_interval < Duration::from_millis(100) {
             return bad("RTCP interval below 100 ms".into());
         }
         Ok(())
-    }
-
-    /// The address our RTCP goes to.
-    pub(crate) fn remote_rtcp_addr(&self) -> SocketAddr {
-        match self.remote_rtcp {
-            Some(a) => a,
-            None if self.rtcp_mux => self.remote_rtp,
-            None => SocketAddr::new(self.remote_rtp.ip(), self.remote_rtp.port().wrapping_add(1)),
-        }
     }
 }
 

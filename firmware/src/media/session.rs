@@ -1,5 +1,6 @@
 //! One call's audio: the GStreamer pipeline and the three small threads around it
-//! (pacer, bus/timeout monitor, DTMF sequencer).
+//! (pacer, bus/timeout monitor, DTMF sequencer). The codec chains are here; rtpbin, the
+//! sockets, RTCP and SRTP are the RTP transport ([`super::rtp`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,13 +12,12 @@ use gstreamer_app as gst_app;
 use gstreamer_audio as gst_audio;
 use gstreamer_rtp as gst_rtp;
 
-use gio::prelude::*;
-use gst::glib;
 use gst::prelude::*;
 
 use super::dtmf::{self, DtmfDigit};
-use super::elements::{gio_socket, link, link_chain, link_pads, make, random_ssrc, rtpbin, udp_sink, udp_src};
+use super::elements::{link, link_chain, link_pads, make, random_ssrc, request_pad, static_pad};
 use super::ring::{self, AudioRx, AudioTx, TxReader};
+use super::rtp::{Activity, RtpTransport, TransportParams};
 use super::{AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError, TelephoneEvent};
 
 /// Something the call manager should know about, from [`AudioSession::poll_event`].
@@ -49,8 +49,7 @@ pub struct AudioSession {
     tx: AudioTx,
     rx: AudioRx,
     codec: CodecParams,
-    /// rtpbin; its internal RTP session object is fetched when needed (a plain GObject is not Send).
-    rtpbin: gst::Element,
+    transport: RtpTransport,
     send_valve: gst::Element,
     dtmf_src: Option<gst::Element>,
     dtmf_cmds: Mutex<Option<std::sync::mpsc::Sender<DtmfDigit>>>,
@@ -59,34 +58,17 @@ pub struct AudioSession {
     threads: Mutex<Vec<JoinHandle<()>>>,
     direction: Mutex<Direction>,
     local_rtp: std::net::SocketAddr,
-    rtcp_mux: bool,
-    /// The udpsrc elements, whose sockets stop() closes (udpsink shares them).
-    udp_srcs: Vec<gst::Element>,
-    /// The udpsinks for RTP and RTCP and where each sends now.
-    sinks: [(gst::Element, Mutex<std::net::SocketAddr>); 2],
     stopped: AtomicBool,
 }
 
 struct Shared {
-    epoch: Instant,
     muted: AtomicBool,
     stop: AtomicBool,
     receiving: AtomicBool,
-    /// ms since `epoch` of the last RTP / RTCP packet received, 0 = never.
-    last_rtp_ms: AtomicU64,
-    last_rtcp_ms: AtomicU64,
-    /// RTCP packets received (compound packets, as they arrive on the socket).
-    rtcp_received: AtomicU64,
-    /// Set when the last send-path buffer (EOS) reached the RTP udpsink, and when our BYE left.
-    send_eos: AtomicBool,
-    bye_sent: AtomicBool,
     events: tokio::sync::mpsc::Sender<MediaEvent>,
 }
 
 impl Shared {
-    fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
-    }
     fn emit(&self, ev: MediaEvent) {
         if let Err(e) = self.events.try_send(ev) {
             tracing::warn!("media event dropped, the call manager is not reading them: {e}");
@@ -122,25 +104,7 @@ impl AudioSession {
     /// with rtcp-mux. The new destination is added before the old one is removed, so no packet
     /// is lost in between.
     pub fn set_remote(&self, rtp: std::net::SocketAddr, rtcp: Option<std::net::SocketAddr>) -> Result<(), MediaError> {
-        if rtp.port() == 0 || rtp.is_ipv4() != self.local_rtp.is_ipv4() {
-            return Err(MediaError::InvalidParams(format!(
-                "remote RTP address {rtp} is unusable from local address {}",
-                self.local_rtp
-            )));
-        }
-        let rtcp = rtcp.unwrap_or_else(|| {
-            if self.rtcp_mux { rtp } else { std::net::SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1)) }
-        });
-        for ((sink, current), to) in self.sinks.iter().zip([rtp, rtcp]) {
-            let mut current = current.lock().unwrap_or_else(|e| e.into_inner());
-            if *current == to {
-                continue;
-            }
-            sink.emit_by_name::<()>("add", &[&to.ip().to_string(), &i32::from(to.port())]);
-            sink.emit_by_name::<()>("remove", &[&current.ip().to_string(), &i32::from(current.port())]);
-            *current = to;
-        }
-        Ok(())
+        self.transport.set_remote(rtp, rtcp)
     }
 
     /// Mute: the stream keeps flowing, carrying digital silence.
@@ -181,10 +145,9 @@ impl AudioSession {
 
     /// Current RTP/RTCP statistics.
     pub fn stats(&self) -> CallStats {
-        let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-        let stats = session.property::<gst::Structure>("stats");
+        let stats = self.transport.rtp_session().property::<gst::Structure>("stats");
         let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
-        out.rtcp_received = self.shared.rtcp_received.load(Ordering::Relaxed);
+        out.rtcp_received = self.transport.activity().rtcp_received();
         out.tx_underruns = self.tx.underruns();
         out.rx_underruns = self.rx.underruns();
         out
@@ -219,21 +182,15 @@ impl AudioSession {
         if let Some(d) = &self.dtmf_src {
             d.send_event(gst::event::Eos::new());
         }
-        wait_for(&self.shared.send_eos, Duration::from_millis(500));
+        self.transport.wait_for_send_eos(Duration::from_millis(500));
         if self.direction().sends() {
-            wait_for(&self.shared.bye_sent, Duration::from_millis(300));
+            self.transport.wait_for_bye(Duration::from_millis(300));
         }
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("media pipeline did not stop cleanly: {e}");
         }
         // Free the ports now, even if the session object lives on (e.g. in an Arc).
-        for src in &self.udp_srcs {
-            if let Some(socket) = src.property::<Option<gio::Socket>>("socket")
-                && let Err(e) = socket.close()
-            {
-                tracing::warn!("cannot close an RTP socket: {e}");
-            }
-        }
+        self.transport.close();
         for t in threads {
             let _ = t.join();
         }
@@ -251,23 +208,8 @@ impl Drop for AudioSession {
     }
 }
 
-fn wait_for(flag: &AtomicBool, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
-    while !flag.load(Ordering::Relaxed) {
-        if Instant::now() >= until {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    true
-}
-
 fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
-    rtp_caps_named("application/x-rtp", encoding, clock_rate, pt)
-}
-
-fn rtp_caps_named(name: &str, encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
-    gst::Caps::builder(name)
+    gst::Caps::builder("application/x-rtp")
         .field("media", "audio")
         .field("clock-rate", clock_rate as i32)
         .field("encoding-name", encoding)
@@ -344,70 +286,45 @@ fn decoder_chain(codec: AudioCodec) -> Result<Vec<gst::Element>, MediaError> {
     })
 }
 
-/// RFC 5761: RTCP packet types 192-223 never collide with RTP payload types 0-95 (with marker).
-fn is_rtcp(data: &[u8]) -> bool {
-    data.len() >= 8 && data[0] >> 6 == 2 && (192..=223).contains(&data[1])
-}
-
-/// Whether a compound RTCP packet holds a BYE.
-fn rtcp_has_bye(data: &[u8]) -> bool {
-    let mut off = 0usize;
-    while off + 4 <= data.len() {
-        if data[off + 1] == 203 {
-            return true;
-        }
-        off += (usize::from(u16::from_be_bytes([data[off + 2], data[off + 3]])) + 1) * 4;
-    }
-    false
-}
-
-fn request_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.request_pad_simple(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
-}
-
-fn static_pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
-    el.static_pad(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
-}
-
 fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     let ssrc = p.ssrc.unwrap_or_else(random_ssrc);
     let codec = p.codec.clone();
-    let remote_rtcp = p.remote_rtcp_addr();
     let local_rtp = p.sockets.local_rtp();
-    if let Some(d) = p.dscp {
-        p.sockets.set_dscp(d);
-    }
-    let rtp_sock = gio_socket(p.sockets.rtp.try_clone().map_err(MediaError::pipeline)?)?;
-    let rtcp_sock = if p.rtcp_mux {
-        rtp_sock.clone()
-    } else {
-        gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)?
-    };
 
     let (ev_tx, ev_rx) = tokio::sync::mpsc::channel(64);
     let shared = Arc::new(Shared {
-        epoch: Instant::now(),
         muted: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         receiving: AtomicBool::new(p.direction.receives()),
-        last_rtp_ms: AtomicU64::new(0),
-        last_rtcp_ms: AtomicU64::new(0),
-        rtcp_received: AtomicU64::new(0),
-        send_eos: AtomicBool::new(false),
-        bye_sent: AtomicBool::new(false),
         events: ev_tx,
     });
 
     let pipeline = gst::Pipeline::with_name(&format!("huis-audio-{}", local_rtp.port()));
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
-    // ---- rtpbin: one RTP session (0) with RTCP ----
-    let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
-    rtpbin.set_property("do-lost", true);
-    add(&[&rtpbin])?;
-    if let Some(srtp) = &p.srtp {
-        use_srtp(&rtpbin, srtp)?;
-    }
+    // ---- transport: one RTP session with RTCP, SRTP when keyed ----
+    let te = p.telephone_event;
+    let mut recv_formats = vec![rtp_caps(codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt())];
+    recv_formats.extend(te.map(|t| rtp_caps("TELEPHONE-EVENT", t.clock_rate, t.recv_pt())));
+    let transport = RtpTransport::new(
+        &pipeline,
+        TransportParams {
+            sockets: &p.sockets,
+            remote_rtp: p.remote_rtp,
+            remote_rtcp: p.remote_rtcp,
+            rtcp_mux: p.rtcp_mux,
+            srtp: p.srtp.as_ref(),
+            dscp: p.dscp,
+            cname: &p.cname,
+            jitter_buffer: p.jitter_buffer,
+            rtcp_interval: p.rtcp_interval,
+            avpf: false,
+            report_lost: true,
+            recv_formats,
+            recv_other_payloads: false,
+            rtx: None,
+        },
+    )?;
 
     // ---- send path ----
     let (tx, tx_reader) = ring::tx_ring();
@@ -434,113 +351,14 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     link_chain(&[appsrc_el, &conv, &resample, &enc_filter, &enc_pay[0], &enc_pay[1], &send_valve])?;
     link_pads(&static_pad(&send_valve, "src")?, &request_pad(&mux, "sink_%u")?)?;
 
-    let dtmf_src = match &p.telephone_event {
+    let dtmf_src = match &te {
         Some(te) => Some(dtmf_source(&pipeline, &mux, te, ssrc)?),
         None => None,
     };
-    link_pads(&static_pad(&mux, "src")?, &request_pad(&rtpbin, "send_rtp_sink_0")?)?;
-
-    let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
-    let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
-    add(&[&rtp_sink, &rtcp_sink])?;
-    link_pads(&static_pad(&rtpbin, "send_rtp_src_0")?, &static_pad(&rtp_sink, "sink")?)?;
-    link_pads(&request_pad(&rtpbin, "send_rtcp_src_0")?, &static_pad(&rtcp_sink, "sink")?)?;
-    {
-        let sh = shared.clone();
-        static_pad(&rtp_sink, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
-            if let Some(gst::PadProbeData::Event(ev)) = &info.data
-                && ev.type_() == gst::EventType::Eos
-            {
-                sh.send_eos.store(true, Ordering::Relaxed);
-            }
-            gst::PadProbeReturn::Ok
-        });
-        let shared = shared.clone();
-        static_pad(&rtcp_sink, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            if let Some(buf) = info.buffer()
-                && let Ok(map) = buf.map_readable()
-                && rtcp_has_bye(&map)
-            {
-                shared.bye_sent.store(true, Ordering::Relaxed);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    }
+    link_pads(&static_pad(&mux, "src")?, transport.send_pad())?;
 
     // ---- receive path ----
-    let recv_caps = rtp_caps(codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
-    let (rtp_name, rtcp_name) = match p.srtp {
-        Some(_) => ("application/x-srtp", "application/x-srtcp"),
-        None => ("application/x-rtp", "application/x-rtcp"),
-    };
-    let wire_caps = rtp_caps_named(rtp_name, codec.codec.encoding_name(), codec.codec.clock_rate(), codec.recv_pt());
-    let rtp_src = udp_src(&rtp_sock, &wire_caps)?;
-    let mut udp_srcs = vec![rtp_src.clone()];
-    add(&[&rtp_src])?;
     // Receiving stays on while held (RTCP and stats keep working); the appsink discards the audio.
-    link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
-    let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
-    let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
-    if p.rtcp_mux && p.srtp.is_some() {
-        // srtpdec splits SRTCP from SRTP itself (as in WebRTC) and hands RTCP to the session.
-        let sh = shared.clone();
-        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let rtcp = info.buffer().and_then(|b| b.map_readable().ok()).is_some_and(|m| is_rtcp(&m));
-            if rtcp {
-                sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
-                sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
-            } else {
-                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
-            }
-            gst::PadProbeReturn::Ok
-        });
-    } else if p.rtcp_mux {
-        // One socket carries both (RFC 5761): a probe on the receiving socket takes the RTCP
-        // packets (packet types 192-223) out of the RTP stream and hands them to an appsrc whose
-        // caps say RTCP.
-        let rtcp_in = gst_app::AppSrc::builder()
-            .caps(&rtcp_caps)
-            .format(gst::Format::Time)
-            .is_live(true)
-            .do_timestamp(true)
-            .max_buffers(64)
-            .leaky_type(gst_app::AppLeakyType::Downstream)
-            .build();
-        add(&[rtcp_in.upcast_ref()])?;
-        link_pads(&static_pad(rtcp_in.upcast_ref(), "src")?, &rtcp_sink_pad)?;
-        let sh = shared.clone();
-        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-            let Some(buf) = info.buffer() else {
-                return gst::PadProbeReturn::Ok;
-            };
-            let rtcp = buf.map_readable().is_ok_and(|m| is_rtcp(&m));
-            if !rtcp {
-                sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
-                return gst::PadProbeReturn::Ok;
-            }
-            sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
-            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
-            let _ = rtcp_in.push_buffer(buf.clone());
-            gst::PadProbeReturn::Drop
-        });
-    } else {
-        let rtcp_src = udp_src(&rtcp_sock, &rtcp_caps)?;
-        udp_srcs.push(rtcp_src.clone());
-        add(&[&rtcp_src])?;
-        link_pads(&static_pad(&rtcp_src, "src")?, &rtcp_sink_pad)?;
-        let sh = shared.clone();
-        static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            sh.last_rtp_ms.store(sh.now_ms(), Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
-        let sh = shared.clone();
-        static_pad(&rtcp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
-            sh.last_rtcp_ms.store(sh.now_ms(), Ordering::Relaxed);
-            sh.rtcp_received.fetch_add(1, Ordering::Relaxed);
-            gst::PadProbeReturn::Ok
-        });
-    }
-
     // Decoded audio of every remote SSRC meets in a funnel before the appsink.
     let (rx, mut rx_writer) = ring::rx_ring();
     let sh = shared.clone();
@@ -569,39 +387,15 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     add(&[&funnel, appsink.upcast_ref()])?;
     link(&funnel, appsink.upcast_ref())?;
 
-    let te = p.telephone_event;
-    let te_caps = te.map(|t| rtp_caps("TELEPHONE-EVENT", t.clock_rate, t.recv_pt()));
     {
-        let (recv_caps, te_caps) = (recv_caps.clone(), te_caps.clone());
-        let (codec_pt, te_pt) = (u32::from(codec.recv_pt()), te.map(|t| u32::from(t.recv_pt())));
-        rtpbin.connect("request-pt-map", false, move |args| {
-            let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
-            let caps = match pt {
-                Some(pt) if pt == codec_pt => Some(recv_caps.clone()),
-                Some(pt) if Some(pt) == te_pt => te_caps.clone(),
-                _ => None,
-            };
-            Some(caps.to_value())
-        });
-    }
-    {
-        let pipeline_weak = pipeline.downgrade();
         let funnel = funnel.clone();
         let shared = shared.clone();
         let (codec_kind, codec_pt, te_pt) = (codec.codec, codec.recv_pt(), te.map(|t| t.recv_pt()));
-        rtpbin.connect_pad_added(move |_, pad| {
-            let name = pad.name();
-            let Some(rest) = name.strip_prefix("recv_rtp_src_0_") else {
-                return;
-            };
-            let pt = rest.rsplit('_').next().and_then(|s| s.parse::<u8>().ok());
-            let Some(pipeline) = pipeline_weak.upgrade() else {
-                return;
-            };
-            let r = if pt == Some(codec_pt) {
-                add_decoder(&pipeline, pad, codec_kind, &funnel)
+        transport.on_receive(move |pipeline, pad, pt| {
+            let r = if pt == codec_pt {
+                add_decoder(pipeline, pad, codec_kind, &funnel)
             } else {
-                add_event_sink(&pipeline, pad, (pt.is_some() && pt == te_pt).then(|| shared.clone()))
+                add_event_sink(pipeline, pad, (Some(pt) == te_pt).then(|| shared.clone()))
             };
             if let Err(e) = r {
                 shared.emit(MediaEvent::Error(e));
@@ -610,15 +404,8 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
     }
     {
         let shared = shared.clone();
-        rtpbin.connect("on-bye-ssrc", false, move |args| {
-            let ssrc = args.get(2).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
-            shared.emit(MediaEvent::RemoteBye { ssrc });
-            None
-        });
+        transport.on_remote_bye(move |ssrc| shared.emit(MediaEvent::RemoteBye { ssrc }));
     }
-
-    let rtp_session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-    rtp_session.set_property("rtcp-min-interval", p.rtcp_interval.as_nanos() as u64);
 
     // ---- go ----
     let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
@@ -644,9 +431,12 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         )?);
     }
     {
-        let shared = shared.clone();
+        let (shared, activity) = (shared.clone(), transport.activity().clone());
         let timeout = p.rtp_timeout;
-        threads.push(spawn(&format!("mbus-{}", local_rtp.port()), Box::new(move || monitor(shared, bus, timeout)))?);
+        threads.push(spawn(
+            &format!("mbus-{}", local_rtp.port()),
+            Box::new(move || monitor(shared, activity, bus, timeout)),
+        )?);
     }
     let (dtmf_tx, dtmf_rx) = std::sync::mpsc::channel();
     if let Some(src) = dtmf_src.clone() {
@@ -657,16 +447,13 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         )?);
     }
 
-    // The udpsrc/udpsink elements hold the only references to the sockets from here on; the
-    // last one to go (when the pipeline is freed) closes them.
-    drop((rtp_sock, rtcp_sock));
     Ok(AudioSession {
         pipeline,
         shared,
         tx,
         rx,
         codec,
-        rtpbin,
+        transport,
         send_valve,
         dtmf_src,
         dtmf_cmds: Mutex::new(Some(dtmf_tx)),
@@ -674,53 +461,8 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
         threads: Mutex::new(threads),
         direction: Mutex::new(p.direction),
         local_rtp,
-        rtcp_mux: p.rtcp_mux,
-        udp_srcs,
-        sinks: [(rtp_sink, Mutex::new(p.remote_rtp)), (rtcp_sink, Mutex::new(remote_rtcp))],
         stopped: AtomicBool::new(false),
     })
-}
-
-/// SRTP through rtpbin's encoder/decoder hooks: one srtpenc and one srtpdec serve RTP and RTCP.
-fn use_srtp(rtpbin: &gst::Element, srtp: &super::SrtpParams) -> Result<(), MediaError> {
-    let enc = make("srtpenc", "SRTP encryption")?;
-    enc.set_property("key", gst::Buffer::from_slice(srtp.send_key.clone()));
-    enc.set_property_from_str("rtp-cipher", "aes-128-icm");
-    enc.set_property_from_str("rtp-auth", srtp.profile.rtp_auth());
-    enc.set_property_from_str("rtcp-cipher", "aes-128-icm");
-    enc.set_property_from_str("rtcp-auth", "hmac-sha1-80");
-    let dec = make("srtpdec", "SRTP decryption")?;
-    let key_caps = gst::Caps::builder("application/x-srtp")
-        .field("srtp-key", gst::Buffer::from_slice(srtp.recv_key.clone()))
-        .field("srtp-cipher", "aes-128-icm")
-        .field("srtp-auth", srtp.profile.rtp_auth())
-        .field("srtcp-cipher", "aes-128-icm")
-        .field("srtcp-auth", "hmac-sha1-80")
-        .build();
-    dec.connect("request-key", false, move |_| Some(key_caps.to_value()));
-    // rtpbin looks for the encoder's `rtp_src_N` before it requests `rtp_sink_N`, but srtpenc
-    // only makes the source pad with the sink pad: request the sink pad here first.
-    for (signal, el, sink) in [
-        ("request-rtp-encoder", &enc, Some("rtp_sink_0")),
-        ("request-rtcp-encoder", &enc, Some("rtcp_sink_0")),
-        ("request-rtp-decoder", &dec, None),
-        ("request-rtcp-decoder", &dec, None),
-    ] {
-        let el = el.clone();
-        rtpbin.connect(signal, false, move |args| {
-            let session = args.get(1).and_then(|v| v.get::<u32>().ok());
-            if session != Some(0) {
-                return Some(None::<gst::Element>.to_value());
-            }
-            if let Some(sink) = sink
-                && el.static_pad(sink).is_none()
-            {
-                el.request_pad_simple(sink);
-            }
-            Some(el.to_value())
-        });
-    }
-    Ok(())
 }
 
 fn dtmf_source(
@@ -875,7 +617,7 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
 }
 
 /// Bus messages become events; RTP silence becomes a timeout event.
-fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
+fn monitor(shared: Arc<Shared>, activity: Arc<Activity>, bus: gst::Bus, timeout: Option<Duration>) {
     let mut timed_out = false;
     while !shared.stop.load(Ordering::Relaxed) {
         if let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) {
@@ -892,12 +634,8 @@ fn monitor(shared: Arc<Shared>, bus: gst::Bus, timeout: Option<Duration>) {
             }
         }
         let Some(limit) = timeout else { continue };
-        let last = if shared.receiving.load(Ordering::Relaxed) {
-            shared.last_rtp_ms.load(Ordering::Relaxed)
-        } else {
-            shared.last_rtp_ms.load(Ordering::Relaxed).max(shared.last_rtcp_ms.load(Ordering::Relaxed))
-        };
-        let silent_for = Duration::from_millis(shared.now_ms().saturating_sub(last.max(1)));
+        // While we do not receive, the far end may not send RTP either: RTCP keeps the call alive.
+        let silent_for = activity.silent_for(!shared.receiving.load(Ordering::Relaxed));
         if !timed_out && silent_for > limit {
             timed_out = true;
             shared.emit(MediaEvent::RtpTimeout { silent_for });
@@ -1002,22 +740,4 @@ fn watch_event_ends(pad: &gst::Pad, clock_rate: u32) -> std::sync::mpsc::Receive
         gst::PadProbeReturn::Ok
     });
     rx
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rtcp_classification() {
-        // RTP PCMU, marker set: byte 1 = 0x80 → 128, not RTCP.
-        assert!(!is_rtcp(&[0x80, 0x80, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]));
-        // SR (200).
-        assert!(is_rtcp(&[0x80, 200, 0, 6, 0, 0, 0, 0]));
-        // RR then BYE in one compound packet.
-        let compound = [0x80, 201, 0, 1, 1, 2, 3, 4, 0x81, 203, 0, 1, 1, 2, 3, 4];
-        assert!(rtcp_has_bye(&compound));
-        assert!(!rtcp_has_bye(&compound[..8]));
-        assert!(!rtcp_has_bye(&[0x80, 201, 0xff, 0xff]));
-    }
 }

@@ -624,6 +624,17 @@ fn stereo_opus_from_an_external_sender_plays_as_mono() {
 /// by hand, as a far end's RTCP would arrive.
 #[test]
 fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
+    tmmbr_caps_the_bitrate_and_gets_a_tmmbn(false);
+}
+
+/// The same with rtcp-mux: the TMMBR arrives on our RTP port, the TMMBN leaves from it to the
+/// peer's RTP port.
+#[test]
+fn video_tmmbr_gets_a_tmmbn_with_rtcp_mux() {
+    tmmbr_caps_the_bitrate_and_gets_a_tmmbn(true);
+}
+
+fn tmmbr_caps_the_bitrate_and_gets_a_tmmbn(rtcp_mux: bool) {
     use huis_hal::camera::{Camera, SimCamera};
     use std::net::UdpSocket;
     let (peer_rtp, peer_rtcp) = (0..50)
@@ -634,7 +645,11 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         })
         .expect("two adjacent free UDP ports");
     let sockets = RtpSockets::bind(local()).unwrap();
-    let our_rtcp = SocketAddr::new(sockets.local_rtp().ip(), sockets.local_rtp().port() + 1);
+    let our_rtcp = match rtcp_mux {
+        true => sockets.local_rtp(),
+        false => SocketAddr::new(sockets.local_rtp().ip(), sockets.local_rtp().port() + 1),
+    };
+    let peer_rtcp = if rtcp_mux { &peer_rtp } else { &peer_rtcp };
     let v = VideoSession::start(VideoSessionParams {
         sockets,
         remote_rtp: peer_rtp.local_addr().unwrap(),
@@ -655,15 +670,22 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         direction: Direction::SendRecv,
         jitter_buffer: Duration::from_millis(50),
         rtcp_interval: Duration::from_millis(500),
-        far_channel: "tmmbr-far".into(),
-        self_channel: "tmmbr-self".into(),
+        far_channel: format!("tmmbr-far-{rtcp_mux}"),
+        self_channel: format!("tmmbr-self-{rtcp_mux}"),
         on_capture: None,
+        rtcp_mux,
+        srtp: None,
     })
     .expect("video session starts");
     // Our SSRC, from the first RTP packet.
     peer_rtp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 2048];
-    let n = peer_rtp.recv(&mut buf).expect("RTP from the session");
+    let n = loop {
+        let n = peer_rtp.recv(&mut buf).expect("RTP from the session");
+        if parse_rtp(&buf[..n]).is_some() {
+            break n;
+        }
+    };
     assert!(n > 12);
     let ours = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
     // RR from the peer (SSRC 0x5eed), then TMMBR asking for 300 kbit/s: exp 2, mantissa 75000.
@@ -682,6 +704,9 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         assert!(Instant::now() < deadline, "no TMMBN within 10 s; stats {:?}", v.stats());
         peer_rtcp.send_to(&pkt, our_rtcp).unwrap();
         let Ok(n) = peer_rtcp.recv(&mut buf) else { continue };
+        if parse_rtp(&buf[..n]).is_some() {
+            continue; // RTP beside the RTCP, with rtcp-mux
+        }
         // Walk the compound packet for an RTPFB with FMT 4.
         let mut off = 0;
         let mut found = None;
@@ -709,4 +734,112 @@ fn video_tmmbr_caps_the_bitrate_and_gets_a_tmmbn() {
         std::thread::sleep(Duration::from_millis(100));
     }
     v.stop();
+}
+
+/// Video parameters for a session on `sockets` sending to `remote`: the sim camera at
+/// 320×180 and 15 fps through x264, PLI and FIR agreed, intervideo channels of its own.
+fn video_params(sockets: RtpSockets, remote: SocketAddr, name: &str) -> VideoSessionParams {
+    use huis_hal::camera::{Camera, SimCamera};
+    VideoSessionParams {
+        sockets,
+        remote_rtp: remote,
+        send_pt: 96,
+        recv_pt: 96,
+        packetization_mode: 1,
+        source: SimCamera::default().gst_source(320, 180, 15),
+        width: 320,
+        height: 180,
+        framerate: 15,
+        encoder: "x264enc".into(),
+        start_kbps: 500,
+        min_kbps: 100,
+        max_kbps: 800,
+        feedback: VideoFeedback { pli: true, fir: true, ..Default::default() },
+        rtx: None,
+        cname: format!("{name}@huis"),
+        direction: Direction::SendRecv,
+        jitter_buffer: Duration::from_millis(50),
+        rtcp_interval: Duration::from_millis(500),
+        far_channel: format!("{name}-far"),
+        self_channel: format!("{name}-self"),
+        on_capture: None,
+        rtcp_mux: false,
+        srtp: None,
+    }
+}
+
+/// Two video sessions on 127.0.0.1, A's keys `srtp` (B gets them swapped, with `b_recv` as its
+/// receive key if given). A first sends to a socket nobody reads and is moved to B a second
+/// later, so B joins A's stream after its first keyframe: B's picture then starts only by a
+/// keyframe request that crosses RTCP (the next regular keyframe is 10 s away).
+fn video_call(name: &str, rtcp_mux: bool, srtp: Option<(SrtpParams, Option<Vec<u8>>)>) -> (VideoSession, VideoSession) {
+    let (sa, sb, nowhere) =
+        (RtpSockets::bind(local()).unwrap(), RtpSockets::bind(local()).unwrap(), RtpSockets::bind(local()).unwrap());
+    let (addr_a, addr_b) = (sa.local_rtp(), sb.local_rtp());
+    let mut pa = video_params(sa, nowhere.local_rtp(), &format!("{name}-a"));
+    let mut pb = video_params(sb, addr_a, &format!("{name}-b"));
+    (pa.rtcp_mux, pb.rtcp_mux) = (rtcp_mux, rtcp_mux);
+    if let Some((keys, b_recv)) = srtp {
+        pb.srtp = Some(SrtpParams {
+            profile: keys.profile,
+            send_key: keys.recv_key.clone(),
+            recv_key: b_recv.unwrap_or_else(|| keys.send_key.clone()),
+        });
+        pa.srtp = Some(keys);
+    }
+    let a = VideoSession::start(pa).expect("video session A starts");
+    let b = VideoSession::start(pb).expect("video session B starts");
+    std::thread::sleep(Duration::from_secs(1));
+    a.set_remote(addr_b, None).expect("A moves to B");
+    drop(nowhere);
+    (a, b)
+}
+
+/// Waits up to `limit` until both sessions decoded `frames` frames; their stats then.
+fn wait_decoded(a: &VideoSession, b: &VideoSession, frames: u64, limit: Duration) -> (VideoStats, VideoStats) {
+    let until = Instant::now() + limit;
+    loop {
+        let (sa, sb) = (a.stats(), b.stats());
+        if (sa.frames_decoded >= frames && sb.frames_decoded >= frames) || Instant::now() > until {
+            return (sa, sb);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Video over SDES-SRTP: both pictures decode, and B's keyframe request reaches A in SRTCP.
+#[test]
+fn video_over_srtp_decodes_both_ways_and_asks_for_keyframes_in_srtcp() {
+    let (a, b) = video_call("srtp", false, Some((srtp_keys(), None)));
+    let (sa, sb) = wait_decoded(&a, &b, 20, Duration::from_secs(6));
+    assert!(sa.frames_decoded >= 20 && sb.frames_decoded >= 20, "pictures both ways:\n  A: {sa:?}\n  B: {sb:?}");
+    assert!(sa.keyframe_requests_received >= 1, "B's request for a keyframe reached A: {sa:?}");
+    assert_eq!((sb.recv_width, sb.recv_height), (320, 180));
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn video_srtp_with_a_wrong_key_decodes_nothing() {
+    let (a, b) = video_call("srtp-wrong", false, Some((srtp_keys(), Some(vec![7; 30]))));
+    let (sa, sb) = wait_decoded(&a, &b, 20, Duration::from_secs(3));
+    assert!(sa.frames_decoded >= 20, "the other direction's keys are right: {sa:?}");
+    assert_eq!(sb.frames_decoded, 0, "B decrypted nothing: {sb:?}");
+    assert_eq!(sb.packets_received, 0, "forged packets never reach the RTP session: {sb:?}");
+}
+
+/// rtcp-mux for video, plain RTP and SRTP: pictures both ways and keyframe requests, all on the
+/// RTP ports.
+#[test]
+fn video_rtcp_mux_carries_pictures_and_keyframe_requests_on_one_port() {
+    for srtp in [None, Some((srtp_keys(), None))] {
+        let what = if srtp.is_some() { "SRTP" } else { "RTP" };
+        let (a, b) = video_call(&format!("mux-{what}"), true, srtp);
+        let (sa, sb) = wait_decoded(&a, &b, 20, Duration::from_secs(6));
+        assert!(
+            sa.frames_decoded >= 20 && sb.frames_decoded >= 20,
+            "{what}: pictures both ways:\n  A: {sa:?}\n  B: {sb:?}"
+        );
+        assert!(sa.keyframe_requests_received >= 1, "{what}: B's keyframe request reached A: {sa:?}");
+    }
 }

@@ -9,6 +9,9 @@
 //!             ─▶ intervideosink "huis-far"                      (far end, to the screen)
 //! ```
 //!
+//! rtpbin with its UDP elements is the RTP transport the audio uses too (`rtp.rs`): RTCP on the
+//! next port or, with rtcp-mux, on the RTP port, and SDES-SRTP when the call has keys.
+//!
 //! **Keyframes.** A PLI or FIR from the peer makes rtpsession send a GstForceKeyUnit event up to
 //! the encoder; so does [`VideoSession::force_keyframe`] (SIP INFO `picture_fast_update`). Each
 //! request is counted and the time to the next keyframe out of the encoder measured. When our
@@ -36,12 +39,12 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer_video as gst_video;
 
-use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
-use super::elements::{gio_socket, link_chain, link_pads, make, random_ssrc, rtpbin, udp_sink, udp_src};
-use super::{Direction, MediaError, RtpSockets};
+use super::elements::{link_chain, link_pads, make, random_ssrc};
+use super::rtp::{Retransmission, RtpTransport, TransportParams};
+use super::{Direction, MediaError, RtpSockets, SrtpParams};
 
 /// intervideo channel the far end's decoded picture goes to (read by the screen).
 pub const FAR_CHANNEL: &str = "huis-far";
@@ -50,9 +53,6 @@ pub const SELF_CHANNEL: &str = "huis-self";
 
 /// How long sent packets are kept for retransmission, ms (the `rtx-time` we announce).
 pub const RTX_KEEP_MS: u32 = 1000;
-
-/// The longest regular RTCP interval with retransmission (see where it is used).
-const RTX_RTCP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// With retransmission, the jitter buffer grows by this step each second in which a packet
 /// (under loss, a retransmission) arrived after its deadline, up to [`RTX_JITTER_MAX`].
@@ -117,6 +117,10 @@ pub struct VideoSessionParams {
     /// Called on every captured frame before it is encoded. Benchmarks stamp the capture time
     /// into the picture with it; calls leave it `None`.
     pub on_capture: Option<CaptureHook>,
+    /// `a=rtcp-mux` negotiated: RTP and RTCP share the RTP port both ways.
+    pub rtcp_mux: bool,
+    /// SRTP (SDES) keys; `None` sends plain RTP.
+    pub srtp: Option<SrtpParams>,
 }
 
 /// See [`VideoSessionParams::on_capture`].
@@ -214,24 +218,13 @@ impl Shared {
 pub struct VideoSession {
     pipeline: gst::Pipeline,
     shared: Arc<Shared>,
-    rtpbin: gst::Element,
+    /// Shared with the control thread.
+    transport: Arc<RtpTransport>,
     encoder: gst::Element,
     send_valve: gst::Element,
     send_size: (u32, u32),
-    udp_srcs: Vec<gst::Element>,
-    /// The jitter buffers rtpbin made for the peer's streams (for the repair figures).
-    jitterbuffers: Arc<JitterBuffers>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
-}
-
-/// The jitter buffers rtpbin made for the peer's streams, held weakly (rtpbin owns them).
-type JitterBuffers = Mutex<Vec<glib::WeakRef<gst::Element>>>;
-
-/// The jitter buffers still alive, with their `stats`.
-fn jitter_stats(jbs: &JitterBuffers) -> Vec<gst::Structure> {
-    let jbs = jbs.lock().unwrap_or_else(|e| e.into_inner());
-    jbs.iter().filter_map(|w| w.upgrade()).map(|jb| jb.property::<gst::Structure>("stats")).collect()
 }
 
 fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
@@ -317,6 +310,9 @@ impl VideoSession {
         if p.send_pt > 127 || p.recv_pt > 127 || p.packetization_mode > 1 || p.remote_rtp.port() == 0 || bad_rtx {
             return Err(MediaError::InvalidParams("bad video payload type, packetization mode or port".into()));
         }
+        if let Some(srtp) = &p.srtp {
+            srtp.validate()?;
+        }
         build(p)
     }
 
@@ -331,6 +327,12 @@ impl VideoSession {
     /// Keyframe requests our decoding made so far (sent as PLI/FIR when the peer takes them).
     pub fn keyframe_requests_sent(&self) -> u64 {
         self.shared.requests_sent.load(Ordering::Relaxed)
+    }
+
+    /// Send to a new remote address (a re-INVITE moved the far end's video). `rtcp`: `None`
+    /// means RTP port + 1, or the RTP address with rtcp-mux.
+    pub fn set_remote(&self, rtp: SocketAddr, rtcp: Option<SocketAddr>) -> Result<(), MediaError> {
+        self.transport.set_remote(rtp, rtcp)
     }
 
     /// Hold/resume: sending stops for recvonly/inactive.
@@ -364,8 +366,7 @@ impl VideoSession {
             remote_loss_percent: f64::from(s.remote_loss_permille.load(Ordering::Relaxed)) / 10.0,
             ..Default::default()
         };
-        let session: glib::Object = self.rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-        let st = session.property::<gst::Structure>("stats");
+        let st = self.transport.rtp_session().property::<gst::Structure>("stats");
         if let Ok(sources) = st.get::<glib::ValueArray>("source-stats") {
             for v in sources.as_slice() {
                 let Ok(src) = v.get::<gst::Structure>() else { continue };
@@ -376,20 +377,17 @@ impl VideoSession {
                 out.packets_lost += num(&src, "packets-lost").max(0.0) as u64;
             }
         }
-        out.jitter_buffer_ms = self.rtpbin.property::<u32>("latency");
-        for st in jitter_stats(&self.jitterbuffers) {
+        out.jitter_buffer_ms = self.transport.latency().as_millis() as u32;
+        for st in self.transport.jitter_stats() {
             out.packets_unrepaired += num(&st, "num-lost") as u64;
             out.packets_late += num(&st, "num-late") as u64;
             out.retransmissions_requested += num(&st, "rtx-count") as u64;
             out.retransmission_rtt_ms = out.retransmission_rtt_ms.max(num(&st, "rtx-rtt") / 1e6);
         }
-        if let Some(rx) = self.pipeline.by_name(RTX_RECEIVE) {
-            out.retransmissions_received = u64::from(rx.property::<u32>("num-rtx-assoc-packets"));
-        }
-        if let Some(tx) = self.pipeline.by_name(RTX_SEND) {
-            out.retransmission_requests_received = u64::from(tx.property::<u32>("num-rtx-requests"));
-            out.retransmissions_sent = u64::from(tx.property::<u32>("num-rtx-packets"));
-        }
+        let rtx = self.transport.rtx_counts();
+        out.retransmissions_received = rtx.received;
+        out.retransmission_requests_received = rtx.requests_received;
+        out.retransmissions_sent = rtx.sent;
         out
     }
 
@@ -402,11 +400,7 @@ impl VideoSession {
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("video pipeline did not stop cleanly: {e}");
         }
-        for src in &self.udp_srcs {
-            if let Some(socket) = src.property::<Option<gio::Socket>>("socket") {
-                let _ = socket.close();
-            }
-        }
+        self.transport.close();
         for t in std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner())) {
             let _ = t.join();
         }
@@ -435,56 +429,6 @@ fn pad(el: &gst::Element, name: &str) -> Result<gst::Pad, MediaError> {
         .ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))
 }
 
-const RTX_SEND: &str = "rtx-send";
-const RTX_RECEIVE: &str = "rtx-receive";
-
-/// rtpbin's auxiliary sender or receiver for session `session`: `rtprtxsend` or
-/// `rtprtxreceive` in a bin with the `sink_N`/`src_N` pads rtpbin links.
-fn rtx_aux(factory: &'static str, name: &str, session: u32, pt: u8, rtx_pt: u8) -> Result<gst::Element, MediaError> {
-    let bin = gst::Bin::new();
-    let rtx = make(factory, "RTP retransmission")?;
-    rtx.set_property("name", name);
-    rtx.set_property(
-        "payload-type-map",
-        gst::Structure::builder("application/x-rtp-pt-map").field(pt.to_string(), u32::from(rtx_pt)).build(),
-    );
-    if factory == "rtprtxsend" {
-        rtx.set_property(
-            "clock-rate-map",
-            gst::Structure::builder("application/x-rtp-pt-map").field(pt.to_string(), 90_000u32).build(),
-        );
-        rtx.set_property("max-size-time", RTX_KEEP_MS);
-        rtx.set_property("max-size-packets", 0u32);
-    }
-    bin.add(&rtx).map_err(MediaError::pipeline)?;
-    for (dir, pad_name) in [("sink", format!("sink_{session}")), ("src", format!("src_{session}"))] {
-        let target = pad(&rtx, dir)?;
-        let ghost = gst::GhostPad::builder_with_target(&target).map_err(MediaError::pipeline)?.name(pad_name).build();
-        bin.add_pad(&ghost).map_err(MediaError::pipeline)?;
-    }
-    Ok(bin.upcast())
-}
-
-/// Sets up retransmission on `rtpbin` (see the module notes).
-fn enable_rtx(rtpbin: &gst::Element, r: RtxPayloadTypes, send_pt: u8, recv_pt: u8) {
-    rtpbin.set_property("do-retransmission", true);
-    for (signal, factory, name, pt, rtx_pt) in [
-        ("request-aux-sender", "rtprtxsend", RTX_SEND, send_pt, r.send),
-        ("request-aux-receiver", "rtprtxreceive", RTX_RECEIVE, recv_pt, r.recv),
-    ] {
-        rtpbin.connect(signal, false, move |args| {
-            let session = args.get(1).and_then(|v| v.get::<u32>().ok())?;
-            match rtx_aux(factory, name, session, pt, rtx_pt) {
-                Ok(bin) => Some(bin.to_value()),
-                Err(e) => {
-                    tracing::error!("video retransmission: {e}");
-                    None
-                }
-            }
-        });
-    }
-}
-
 fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
     let mut b = gst::Caps::builder("application/x-rtp")
         .field("media", "video")
@@ -506,9 +450,6 @@ fn recv_caps(pt: u8, fb: VideoFeedback) -> gst::Caps {
 
 fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     let local_rtp = p.sockets.local_rtp();
-    let rtp_sock = gio_socket(p.sockets.rtp.try_clone().map_err(MediaError::pipeline)?)?;
-    let rtcp_sock = gio_socket(p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?)?;
-    let remote_rtcp = SocketAddr::new(p.remote_rtp.ip(), p.remote_rtp.port().wrapping_add(1));
     let ssrc = random_ssrc();
     let start_kbps = p.start_kbps.clamp(p.min_kbps, p.max_kbps);
     let shared = Arc::new(Shared {
@@ -536,37 +477,44 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     let pipeline = gst::Pipeline::with_name(&format!("huis-video-{}", local_rtp.port()));
     let add = |els: &[&gst::Element]| pipeline.add_many(els.iter().copied()).map_err(MediaError::pipeline);
 
-    let rtpbin = rtpbin(p.jitter_buffer, &p.cname)?;
-    match p.rtx {
-        Some(r) => enable_rtx(&rtpbin, r, p.send_pt, p.recv_pt),
-        None => rtpbin.set_property("do-retransmission", false),
-    }
-    let jitterbuffers = Arc::new(Mutex::new(Vec::new()));
-    {
-        let (jbs, rtx) = (jitterbuffers.clone(), p.rtx.is_some());
-        rtpbin.connect("new-jitterbuffer", false, move |args| {
-            if let Some(jb) = args.get(1).and_then(|v| v.get::<gst::Element>().ok()) {
-                if rtx {
-                    // Ask only for packets that are missing (a gap, or reordered by 3), not for
-                    // the next one when it seems late: a frame's packets come in bursts 33 ms
-                    // apart, and guessing the next arrival asks for packets not yet sent.
-                    jb.set_property("rtx-next-seqnum", false);
-                    // And ask as soon as the gap is seen: the automatic delay (twice the
-                    // jitter) spends most of a 50 ms buffer waiting for a reordering that a
-                    // room's network seldom does.
-                    jb.set_property("rtx-delay", 0i32);
-                    jb.set_property("rtx-max-retries", 3i32);
-                }
-                jbs.lock().unwrap_or_else(|e| e.into_inner()).push(jb.downgrade());
-            }
-            None
-        });
-    }
-    // Early feedback (RFC 4585) when the peer takes feedback at all.
-    if p.feedback.pli || p.feedback.fir || p.feedback.nack {
-        rtpbin.set_property_from_str("rtp-profile", "avpf");
-    }
-    add(&[&rtpbin])?;
+    // ---- transport: one RTP session with RTCP and feedback, RTX and SRTP when agreed ----
+    let mut recv_formats = vec![recv_caps(p.recv_pt, p.feedback)];
+    recv_formats.extend(p.rtx.map(|r| {
+        gst::Caps::builder("application/x-rtp")
+            .field("media", "video")
+            .field("clock-rate", 90_000i32)
+            .field("encoding-name", "RTX")
+            .field("payload", i32::from(r.recv))
+            .field("apt", i32::from(p.recv_pt))
+            .build()
+    }));
+    let transport = Arc::new(RtpTransport::new(
+        &pipeline,
+        TransportParams {
+            sockets: &p.sockets,
+            remote_rtp: p.remote_rtp,
+            remote_rtcp: None,
+            rtcp_mux: p.rtcp_mux,
+            srtp: p.srtp.as_ref(),
+            dscp: None,
+            cname: &p.cname,
+            jitter_buffer: p.jitter_buffer,
+            rtcp_interval: p.rtcp_interval,
+            // Early feedback (RFC 4585) when the peer takes feedback at all.
+            avpf: p.feedback.pli || p.feedback.fir || p.feedback.nack,
+            report_lost: false,
+            recv_formats,
+            recv_other_payloads: true,
+            rtx: p.rtx.map(|r| Retransmission {
+                send_pt: p.send_pt,
+                send_rtx_pt: r.send,
+                recv_pt: p.recv_pt,
+                recv_rtx_pt: r.recv,
+                clock_rate: 90_000,
+                keep: Duration::from_millis(u64::from(RTX_KEEP_MS)),
+            }),
+        },
+    )?);
 
     // ---- send path ----
     let caps = format!(
@@ -622,7 +570,7 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     }
     link_chain(&[&tee, &q_self, &self_sink])?;
     link_chain(&[&tee, &q_enc, &send_valve, &encoder, &enc_caps, &parse, &pay])?;
-    link_pads(&pad(&pay, "src")?, &pad(&rtpbin, "send_rtp_sink_0")?)?;
+    link_pads(&pad(&pay, "src")?, transport.send_pad())?;
     {
         // Frames out of the encoder: count them and the keyframes; a keyframe answers requests.
         let sh = shared.clone();
@@ -646,55 +594,17 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
             },
         );
     }
-    let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
-    let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
-    add(&[&rtp_sink, &rtcp_sink])?;
-    link_pads(&pad(&rtpbin, "send_rtp_src_0")?, &pad(&rtp_sink, "sink")?)?;
-    link_pads(&pad(&rtpbin, "send_rtcp_src_0")?, &pad(&rtcp_sink, "sink")?)?;
 
     // ---- receive path ----
-    let caps = recv_caps(p.recv_pt, p.feedback);
-    let rtp_src = udp_src(&rtp_sock, &caps)?;
-    let rtcp_src = udp_src(&rtcp_sock, &gst::Caps::new_empty_simple("application/x-rtcp"))?;
-    add(&[&rtp_src, &rtcp_src])?;
-    link_pads(&pad(&rtp_src, "src")?, &pad(&rtpbin, "recv_rtp_sink_0")?)?;
-    link_pads(&pad(&rtcp_src, "src")?, &pad(&rtpbin, "recv_rtcp_sink_0")?)?;
     {
-        let caps = caps.clone();
-        let rtx = p.rtx.map(|r| {
-            let c = gst::Caps::builder("application/x-rtp")
-                .field("media", "video")
-                .field("clock-rate", 90_000i32)
-                .field("encoding-name", "RTX")
-                .field("payload", i32::from(r.recv))
-                .field("apt", i32::from(p.recv_pt))
-                .build();
-            (u32::from(r.recv), c)
-        });
-        rtpbin.connect("request-pt-map", false, move |args| {
-            let pt = args.get(2).and_then(|v| v.get::<u32>().ok());
-            match &rtx {
-                Some((rtx_pt, rtx_caps)) if pt == Some(*rtx_pt) => Some(rtx_caps.to_value()),
-                _ => Some(caps.to_value()),
-            }
-        });
-    }
-    {
-        let pipeline_weak = pipeline.downgrade();
         let shared = shared.clone();
         let recv_pt = p.recv_pt;
         let far_channel = p.far_channel.clone();
-        rtpbin.connect_pad_added(move |_, new_pad| {
-            let name = new_pad.name();
-            if !name.starts_with("recv_rtp_src_") {
-                return;
-            }
-            let Some(pipeline) = pipeline_weak.upgrade() else { return };
-            let ok_pt = name.rsplit('_').next().and_then(|s| s.parse::<u8>().ok()) == Some(recv_pt);
-            let r = if ok_pt {
-                add_receiver(&pipeline, new_pad, &shared, &far_channel)
+        transport.on_receive(move |pipeline, new_pad, pt| {
+            let r = if pt == recv_pt {
+                add_receiver(pipeline, new_pad, &shared, &far_channel)
             } else {
-                add_discard(&pipeline, new_pad)
+                add_discard(pipeline, new_pad)
             };
             if let Err(e) = r {
                 tracing::error!("video receive path: {e}");
@@ -702,11 +612,7 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         });
     }
 
-    let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-    // RFC 4585 lets one early feedback packet out per regular RTCP interval: with NACK the
-    // regular interval must be short, or most NACKs wait for it and come too late to help.
-    let interval = if p.rtx.is_some() { p.rtcp_interval.min(RTX_RTCP_INTERVAL) } else { p.rtcp_interval };
-    session.set_property("rtcp-min-interval", interval.as_nanos() as u64);
+    let session = transport.rtp_session();
     // RFC 4585 §3.5.3: a small session may send every feedback packet at once ("immediate
     // feedback mode"). rtpsession counts SSRCs, and a call with video and RTX both ways already
     // has 4, one over its default threshold of 3: then NACKs after the first early packet wait
@@ -717,8 +623,9 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         // Feedback from the peer: PLI/FIR are acted upon by rtpsession itself (GstForceKeyUnit to
         // the encoder); here they are counted, and REMB/TMMBR read as bitrate caps. A TMMBR is
         // acknowledged with a TMMBN (RFC 5104 §4.2.2), which rtpsession does not do.
+        // (The handler lives in rtpbin, which the transport holds: a weak reference, no cycle.)
         let sh = shared.clone();
-        let tmmbn_sock = p.sockets.rtcp.try_clone().map_err(MediaError::pipeline)?;
+        let tmmbn_to = Arc::downgrade(&transport);
         let cname = p.cname.clone();
         session.connect("on-feedback-rtcp", false, move |args| {
             let sender_ssrc = args.get(3).and_then(|v| v.get::<u32>().ok()).unwrap_or(0);
@@ -740,10 +647,11 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
                 (205, 3) => {
                     if let Some(bps) = parse_tmmbr(fci, ssrc) {
                         sh.tmmbr_kbps.store((bps / 1000).min(u64::from(u32::MAX)) as u32, Ordering::Relaxed);
-                        if let Some(pkt) = tmmbn_packet(fci, ssrc, sender_ssrc, &cname) {
-                            if let Err(e) = tmmbn_sock.send_to(&pkt, remote_rtcp) {
-                                tracing::debug!("cannot send TMMBN: {e}");
-                            }
+                        if let Some(pkt) = tmmbn_packet(fci, ssrc, sender_ssrc, &cname)
+                            && let Some(transport) = tmmbn_to.upgrade()
+                            && let Err(e) = transport.send_rtcp(&pkt)
+                        {
+                            tracing::debug!("cannot send TMMBN: {e}");
                         }
                     }
                 }
@@ -772,27 +680,24 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
 
     let mut threads = Vec::new();
     {
-        let (sh, rtpbin, encoder, name) = (shared.clone(), rtpbin.clone(), encoder.clone(), p.encoder.clone());
+        let (sh, transport, encoder, name) = (shared.clone(), transport.clone(), encoder.clone(), p.encoder.clone());
         let (min, max) = (p.min_kbps, p.max_kbps);
-        let repair = p.rtx.is_some().then(|| jitterbuffers.clone());
+        let repair = p.rtx.is_some();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("vctl-{}", local_rtp.port()))
-                .spawn(move || control(sh, bus, rtpbin, encoder, name, min, max, repair))
+                .spawn(move || control(sh, bus, transport, encoder, name, min, max, repair))
                 .map_err(MediaError::pipeline)?,
         );
     }
-    drop((rtp_sock, rtcp_sock));
     tracing::info!(encoder = %p.encoder, size = %format!("{}x{}", p.width, p.height), kbps = start_kbps, "call video started");
     Ok(VideoSession {
         pipeline,
         shared,
-        rtpbin,
+        transport,
         encoder,
         send_valve,
         send_size: (p.width, p.height),
-        udp_srcs: vec![rtp_src, rtcp_src],
-        jitterbuffers,
         threads: Mutex::new(threads),
         stopped: AtomicBool::new(false),
     })
@@ -980,13 +885,13 @@ struct RepairLatency {
 }
 
 impl RepairLatency {
-    /// `jbs`: the session's jitter buffers, counted; the latency is set on `rtpbin`, which
-    /// passes it to them and to any made later (a new SSRC of the peer).
-    fn check(&mut self, rtpbin: &gst::Element, jbs: &JitterBuffers) {
-        let late: u64 = jitter_stats(jbs).iter().map(|st| num(st, "num-late") as u64).sum();
+    /// Counts the late packets of the transport's jitter buffers; the latency set on the
+    /// transport applies to them and to any made later (a new SSRC of the peer).
+    fn check(&mut self, transport: &RtpTransport) {
+        let late: u64 = transport.jitter_stats().iter().map(|st| num(st, "num-late") as u64).sum();
         let fresh = late.saturating_sub(self.late);
         self.late = late;
-        let cur = Duration::from_millis(u64::from(rtpbin.property::<u32>("latency")));
+        let cur = transport.latency();
         let next = next_jitter_buffer(cur, fresh);
         if next != cur {
             tracing::info!(
@@ -995,23 +900,23 @@ impl RepairLatency {
                 late = fresh,
                 "video jitter buffer grown: packets came too late to be repaired"
             );
-            rtpbin.set_property("latency", next.as_millis() as u32);
+            transport.set_latency(next);
         }
     }
 }
 
-/// Bus errors are logged; once a second the bitrate is adapted, and with retransmission the
-/// jitter buffer's latency (`repair`: the session's jitter buffers).
+/// Bus errors are logged; once a second the bitrate is adapted, and with retransmission
+/// (`repair`) the jitter buffer's latency.
 #[allow(clippy::too_many_arguments)]
 fn control(
     sh: Arc<Shared>,
     bus: gst::Bus,
-    rtpbin: gst::Element,
+    transport: Arc<RtpTransport>,
     encoder: gst::Element,
     name: String,
     min: u32,
     max: u32,
-    repair: Option<Arc<JitterBuffers>>,
+    repair: bool,
 ) {
     let mut repair_latency = RepairLatency::default();
     let mut last_check = Instant::now();
@@ -1034,8 +939,8 @@ fn control(
             continue;
         }
         last_check = Instant::now();
-        if let Some(jbs) = &repair {
-            repair_latency.check(&rtpbin, jbs);
+        if repair {
+            repair_latency.check(&transport);
         }
         if frozen.check(sh.depay_packets.load(Ordering::Relaxed), sh.frames_decoded.load(Ordering::Relaxed)) {
             // Packets arrive but nothing decodes: the keyframe asked for was lost too, and the
@@ -1046,8 +951,7 @@ fn control(
                 sink.push_event(gst_video::UpstreamForceKeyUnitEvent::builder().all_headers(true).build());
             }
         }
-        let session: glib::Object = rtpbin.emit_by_name("get-internal-session", &[&0u32]);
-        let st = session.property::<gst::Structure>("stats");
+        let st = transport.rtp_session().property::<gst::Structure>("stats");
         let mut loss = None;
         if let Ok(sources) = st.get::<glib::ValueArray>("source-stats") {
             for v in sources.as_slice() {
