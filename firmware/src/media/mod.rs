@@ -1,10 +1,12 @@
-//! Media: the audio path of a call, through GStreamer.
+//! Media through GStreamer: a call's audio ([`AudioSession`]) and video ([`VideoSession`]), the
+//! RTP transport both run on (`rtp.rs`), and the HDMI screen ([`screen::Screen`]). The overview
+//! is `firmware/MEDIA.md`; below, the audio session's life.
 //!
-//! The call manager drives one [`AudioSession`] per call once the SIP core has negotiated SDP:
+//! A signalling backend (`proto/sip/`) drives one [`AudioSession`] per call once SDP is negotiated:
 //!
 //! 1. Before the offer (or answer) is written, [`RtpSockets::bind`] reserves the local RTP port
 //!    (and RTCP on port + 1) so the port can go into the SDP.
-//! 2. When the remote address and codec are known (the call manager maps huis-sip's `Negotiated`
+//! 2. When the remote address and codec are known (the backend maps huis-sip's `Negotiated`
 //!    into [`AudioSessionParams`]), [`AudioSession::start`] builds the pipeline:
 //!
 //! ```text

@@ -20,7 +20,7 @@ use super::ring::{self, AudioRx, AudioTx, TxReader};
 use super::rtp::{Activity, RtpTransport, TransportParams};
 use super::{AudioCodec, AudioSessionParams, CallStats, CodecParams, DSP_RATE, Direction, MediaError, TelephoneEvent};
 
-/// Something the call manager should know about, from [`AudioSession::poll_event`].
+/// Something the signalling backend should know about, from [`AudioSession::poll_event`].
 #[derive(Debug, Clone)]
 pub enum MediaEvent {
     /// The remote sent an RFC 4733 DTMF event (reported once, when it starts).
@@ -71,7 +71,7 @@ struct Shared {
 impl Shared {
     fn emit(&self, ev: MediaEvent) {
         if let Err(e) = self.events.try_send(ev) {
-            tracing::warn!("media event dropped, the call manager is not reading them: {e}");
+            tracing::warn!("media event dropped, the backend is not reading them: {e}");
         }
     }
 }
@@ -158,7 +158,7 @@ impl AudioSession {
         self.events.lock().ok()?.as_mut()?.try_recv().ok()
     }
 
-    /// Take the event channel to await it (e.g. in the call manager's `select!`). After this,
+    /// Take the event channel to await it (e.g. in the backend's `select!`). After this,
     /// [`AudioSession::poll_event`] returns nothing.
     pub fn take_events(&self) -> Option<tokio::sync::mpsc::Receiver<MediaEvent>> {
         self.events.lock().ok()?.take()

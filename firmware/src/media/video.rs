@@ -753,7 +753,7 @@ fn add_receiver(
             gst::PadProbeReturn::Ok
         });
         // Keyframe requests going upstream out of the depayloader become PLI/FIR in rtpsession
-        // (or SIP INFO, see the call manager); packets going in are counted.
+        // (or SIP INFO, see the SIP backend); packets going in are counted.
         let sh = shared.clone();
         pad(&depay, "sink")?.add_probe(
             gst::PadProbeType::EVENT_UPSTREAM | gst::PadProbeType::BUFFER,

@@ -774,6 +774,9 @@ impl SipBackend {
             far_channel: crate::media::video::FAR_CHANNEL.into(),
             self_channel: crate::media::video::SELF_CHANNEL.into(),
             on_capture: None,
+            // The SIP core offers neither for video yet (RTP/AVP, separate RTCP).
+            rtcp_mux: false,
+            srtp: None,
         };
         match VideoSession::start(p) {
             Ok(v) => {
