@@ -44,9 +44,21 @@ pub fn builtin(name: &str) -> Result<Board, BoardError> {
 
 /// A descriptor from a file; the board's name is the file stem.
 pub fn load_file(path: &Path) -> Result<Board, BoardError> {
-    let text = std::fs::read_to_string(path).map_err(|source| BoardError::Io { path: path.to_owned(), source })?;
+    let text = read_bounded(path)?;
     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     parse(&name, &path.display().to_string(), &text)
+}
+
+/// Reads at most one byte more than a descriptor may hold, so a huge file is refused by
+/// [`parse`] without being read whole.
+fn read_bounded(path: &Path) -> Result<String, BoardError> {
+    use std::io::Read;
+    let io = |source| BoardError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut bytes = Vec::new();
+    file.take(crate::parse::MAX_DESCRIPTOR_BYTES as u64 + 1).read_to_end(&mut bytes).map_err(io)?;
+    String::from_utf8(bytes)
+        .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not UTF-8 text: {e}"))))
 }
 
 /// Choose the board: `--board` from the command line, else the configuration

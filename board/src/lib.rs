@@ -22,7 +22,7 @@
 //!
 //! # Schema
 //!
-//! Unknown keys are errors. Lengths are in metres, angles in degrees
+//! A descriptor is at most 64 KiB. Unknown keys are errors. Lengths are in metres, angles in degrees
 //! (0 = +x, counter-clockwise, seen from above), rates in Hz.
 //!
 //! | key | type | rule |
@@ -30,7 +30,7 @@
 //! | `description` | string | required, one line for people |
 //! | `encoders` | array of strings | required, H.264 GStreamer element names, most preferred first |
 //! | `[detect]` | table | optional; `compatible` (exact device-tree compatible strings), `dmi` (substrings of DMI product/board name or vendor; `"*"` = any machine with DMI data), `hat` (substrings of the HAT EEPROM product), `alsa_cards` (ALSA card ids), `arch` (kernel machine names, `uname -m`; when given, the board is never detected on another CPU) |
-//! | `[mic_array]` | table | `backend` (`"linux"` or `"sim"`), `device` (ALSA PCM, linux only), `capture_channels` (1..=32), `sample_rate` (16000 or 48000), `positions` (`[x, y]` or `[x, y, z]` per mic, at least 2, each within 0.5 m of the centre, at least 5 mm apart), `channels` (capture channel of each mic, same order, distinct, below `capture_channels`), `front_azimuth_deg` (in [0, 360); required when all mics lie on one line) |
+//! | `[mic_array]` | table | `backend` (`"linux"` or `"sim"`), `device` (ALSA PCM, linux only), `capture_channels` (1..=32), `sample_rate` (16000 or 48000), `positions` (`[x, y]` or `[x, y, z]` per mic, at least 2 and at most `capture_channels`, each within 0.5 m of the centre, at least 5 mm apart), `channels` (capture channel of each mic, same order, distinct, below `capture_channels`), `front_azimuth_deg` (in [0, 360); required when all mics lie on one line) |
 //! | `[audio_out]` | table | `backend`, `device` (linux only), `sample_rate` (16000, 44100 or 48000), `channels` (1..=8) |
 //! | `[camera]` | table | `backend`, `device` (a `/dev/...` V4L2 path, linux only), `width` (160..=7680), `height` (120..=4320), `framerate` (1..=120), `ptz` (optional, default false) |
 //! | `[buttons]` | table | `backend`; for linux at least one of `call`, `mute`: `{ chip = "gpiochipN", line = N, active_low = bool }`; none for sim |

@@ -26,11 +26,25 @@ const COLLINEAR_TOLERANCE: f64 = 0.0005;
 
 const MIC_RATES: &[u32] = &[16000, 48000];
 const OUT_RATES: &[u32] = &[16000, 44100, 48000];
+/// Largest descriptor accepted: the builtin ones are about 2 KB; the bound keeps a wrong or
+/// hostile file from costing more than a glance.
+pub const MAX_DESCRIPTOR_BYTES: usize = 64 * 1024;
 
 /// Parse and validate one descriptor. `name` becomes [`Board::name`];
 /// `origin` (a file path) is used in error messages only.
 pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError> {
     let ctx = Ctx { origin, text };
+    if text.len() > MAX_DESCRIPTOR_BYTES {
+        return Err(BoardError::Invalid {
+            origin: origin.to_owned(),
+            line: None,
+            key: None,
+            reason: format!(
+                "the file is {} bytes; a board descriptor is at most {MAX_DESCRIPTOR_BYTES} bytes",
+                text.len()
+            ),
+        });
+    }
     let doc = DeTable::parse(text).map_err(|e| BoardError::Invalid {
         origin: origin.to_owned(),
         line: e.span().map(|s| ctx.line_of(s.start)),
@@ -336,6 +350,14 @@ fn mic_array(t: &Tbl<'_>) -> Res<MicArray> {
     // Positions: [x, y] or [x, y, z] in metres.
     let pos_val = t.req("positions")?;
     let pos_items = pos_val.array()?;
+    // Each mic needs its own capture channel: refuse more mics than channels before any
+    // per-mic work (the spacing check below is quadratic in the number of mics).
+    if pos_items.len() > usize::from(capture_channels) {
+        return Err(pos_val.err(format!(
+            "{} mic positions for {capture_channels} capture channels (each mic needs its own channel)",
+            pos_items.len()
+        )));
+    }
     let mut positions = Vec::with_capacity(pos_items.len());
     for item in &pos_items {
         let comps = item.array()?;

@@ -745,3 +745,27 @@ fn the_example_in_the_crate_docs_is_valid() {
     let b = parse("example", "lib.rs", &example).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(b.mic_array.front_azimuth_deg, Some(90.0));
 }
+
+#[test]
+fn more_mics_than_capture_channels_is_refused_before_any_per_mic_check() {
+    // 8,000 positions (as many as fit in the size bound), all at the same place: the channel
+    // count refuses them before the quadratic spacing check looks at any pair.
+    let many: String = (0..8_000).map(|_| "[0,0],").collect();
+    let text = with("    [-0.03, 0.0],\n", &many);
+    let started = std::time::Instant::now();
+    expect_err(&text, "mic_array.positions", Some(line_of(&text, "positions")), "8003 mic positions for 6 capture");
+    // Not a timing assertion of the product, a guard that the refusal came before the scan.
+    assert!(started.elapsed() < std::time::Duration::from_secs(2), "took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_descriptor_larger_than_the_bound_is_refused_whole() {
+    let text = format!("{BASE}\n# {}\n", "x".repeat(70_000));
+    let err = parse("t", ORIGIN, &text).unwrap_err().to_string();
+    assert!(err.contains("a board descriptor is at most 65536 bytes"), "{err}");
+
+    let dir = TempDir::new();
+    let path = dir.write("huge.toml", text.as_bytes());
+    let err = load_file(&path).unwrap_err().to_string();
+    assert!(err.contains("at most 65536 bytes"), "{err}");
+}
