@@ -10,12 +10,19 @@ use huis_tests::{Bus, Huisd, huisctl, stderr, stdout};
 #[tokio::test]
 async fn properties_are_read_over_dbus() {
     let bus = Bus::start();
-    let _d = Huisd::start(&bus, Some("[room]\nname = \"Room 4.12\"\n")).await;
+    let d = Huisd::start(&bus, Some("[room]\nname = \"Room 4.12\"\n")).await;
     let conn = bus.connect().await;
     let room = Room1Proxy::new(&conn).await.unwrap();
     assert_eq!(room.room_name().await.unwrap(), "Room 4.12");
     assert_eq!(room.board().await.unwrap(), "sim");
-    assert_eq!(room.state().await.unwrap(), "idle");
+    // A room that just started has no problem to show: the state, the LEDs and LastError agree.
+    let state = room.state().await.unwrap();
+    let last_error = room.last_error().await.unwrap();
+    assert!(
+        state == "idle" && last_error.is_empty(),
+        "state {state:?}, LastError {last_error:?} right after start; huisd's log:\n{}",
+        d.log_text()
+    );
     assert_eq!(room.version().await.unwrap(), env!("CARGO_PKG_VERSION"));
     let video = Video1Proxy::new(&conn).await.unwrap();
     assert_eq!((video.width().await.unwrap(), video.height().await.unwrap()), (1280, 720));
@@ -41,7 +48,14 @@ async fn properties_are_read_over_dbus() {
     assert_eq!(j["room"], "Room 4.12");
     assert_eq!(j["board"], "sim");
     assert_eq!(j["video"]["encoder"], "x264enc");
-    assert_eq!(j["leds"], "idle");
+    assert_eq!(
+        j["leds"],
+        "idle",
+        "LEDs say {} with LastError {:?}; huisd's log:\n{}",
+        j["leds"],
+        j["last_error"],
+        d.log_text()
+    );
 }
 
 #[tokio::test]

@@ -48,15 +48,7 @@ pub struct SipSockets {
 
 impl SipSockets {
     pub async fn bind(listen: SocketAddr, input_tx: mpsc::Sender<NetInput>) -> Result<SipSockets, SipError> {
-        let udp = UdpSocket::bind(listen).await.map_err(|e| SipError::Listen {
-            what: format!("UDP {listen}"),
-            why: format!("{e} (is another SIP program using the port? set sip.listen)"),
-        })?;
-        let local =
-            udp.local_addr().map_err(|e| SipError::Listen { what: format!("UDP {listen}"), why: e.to_string() })?;
-        let tcp = TcpListener::bind(local)
-            .await
-            .map_err(|e| SipError::Listen { what: format!("TCP {local}"), why: e.to_string() })?;
+        let (udp, tcp, local) = bind_pair(listen).await?;
         let udp = Arc::new(udp);
         {
             let (udp, tx) = (udp.clone(), input_tx.clone());
@@ -137,6 +129,28 @@ impl SipSockets {
             }
         }
     }
+}
+
+/// Binds UDP and TCP on the same port. With port 0 the OS picks a UDP port whose TCP twin may
+/// be taken (the two port spaces are separate): try another pick rather than fail the start.
+async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener, SocketAddr), SipError> {
+    const PICKS: usize = 32;
+    for pick in 1..=PICKS {
+        let udp = UdpSocket::bind(listen).await.map_err(|e| SipError::Listen {
+            what: format!("UDP {listen}"),
+            why: format!("{e} (is another SIP program using the port? set sip.listen)"),
+        })?;
+        let local =
+            udp.local_addr().map_err(|e| SipError::Listen { what: format!("UDP {listen}"), why: e.to_string() })?;
+        match TcpListener::bind(local).await {
+            Ok(tcp) => return Ok((udp, tcp, local)),
+            Err(e) if listen.port() == 0 && e.kind() == std::io::ErrorKind::AddrInUse && pick < PICKS => {
+                tracing::debug!(port = local.port(), "TCP twin of the picked UDP port is taken; picking again");
+            }
+            Err(e) => return Err(SipError::Listen { what: format!("TCP {local}"), why: e.to_string() }),
+        }
+    }
+    unreachable!("the last pick returns")
 }
 
 fn spawn_stream(stream: TcpStream, peer: SocketAddr, local: SocketAddr, input_tx: mpsc::Sender<NetInput>) {
@@ -235,5 +249,32 @@ pub fn first_interface_address() -> Option<IpAddr> {
         }
         libc::freeifaddrs(ifap);
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With port 0, the UDP port the OS picks may have its TCP twin taken by another program;
+    /// the start must pick again rather than fail (seen as a false "SIP cannot start" on a busy
+    /// machine). Holding 800 of the ~28,000 ephemeral TCP ports makes such a clash happen in a
+    /// few percent of the picks, so 200 starts would almost surely meet one.
+    #[tokio::test]
+    async fn port_zero_finds_a_udp_port_whose_tcp_twin_is_free() {
+        let lo: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..800 {
+            held.push(std::net::TcpListener::bind(lo).unwrap());
+        }
+        for i in 0..200 {
+            let (udp, tcp, local) = bind_pair(lo).await.unwrap_or_else(|e| panic!("start {i}: {e}"));
+            assert_eq!(udp.local_addr().unwrap(), local);
+            assert_eq!(tcp.local_addr().unwrap(), local);
+        }
+        // A port given explicitly is never changed: a clash there is the user's to see.
+        let taken = held[0].local_addr().unwrap();
+        let err = bind_pair(taken).await.map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains(&format!("TCP {taken}")), "{err}");
     }
 }
