@@ -43,7 +43,12 @@ struct ServerEntry {
     request: Request,
     reply_to: Destination,
     call: Option<CallId>,
+    /// Call-ID, CSeq number and From tag of a request outside a dialog: the key of the
+    /// merged-request check (RFC 3261 §8.2.2.2), indexed in [`UserAgent::merge_index`].
+    merge: Option<MergeKey>,
 }
+
+type MergeKey = (String, u32, String);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CallState {
@@ -156,6 +161,9 @@ pub struct UserAgent {
     regs: Vec<Registration>,
     clients: HashMap<String, ClientEntry>,
     servers: HashMap<String, ServerEntry>,
+    /// How many server transactions hold each merge key: the merged-request check is one
+    /// lookup, not a scan of every stored request.
+    merge_index: HashMap<MergeKey, usize>,
     framers: HashMap<SocketAddr, StreamFramer>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
@@ -287,6 +295,7 @@ impl UserAgent {
             regs,
             clients: HashMap::new(),
             servers: HashMap::new(),
+            merge_index: HashMap::new(),
             framers: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -668,34 +677,31 @@ impl UserAgent {
             }
             return;
         }
+        if self.servers.len() >= self.cfg.max_server_transactions {
+            return; // Flooded: drop before any further work; a real peer retransmits.
+        }
         if req.method == Method::Cancel {
             self.on_cancel(now, req, &format!("{branch}:{sent_by}:INVITE"), &key, src);
             return;
         }
         // Merged request (RFC 3261 §8.2.2.2): same From tag, Call-ID and CSeq, other branch.
-        if tag_of(&to).is_none() {
-            let merged = self.servers.values().any(|s| {
-                header_value(&s.request.headers, "call-id").as_deref() == Some(call_id.as_str())
-                    && cseq_of(&s.request.headers).map(|c| c.0) == Some(cseq_n)
-                    && header_value(&s.request.headers, "from").and_then(|f| tag_of(&f)) == tag_of(&from)
-            });
-            if merged {
-                let tag = self.token();
-                self.reply(now, "", &req, src, 482, Some(&tag), vec![], None);
-                return;
-            }
-        }
-        if self.servers.len() >= self.cfg.max_server_transactions {
-            return; // Flooded: drop; a real peer retransmits.
+        let merge = tag_of(&to).is_none().then(|| (call_id.clone(), cseq_n, tag_of(&from).unwrap_or_default()));
+        if let Some(m) = &merge
+            && self.merge_index.contains_key(m)
+        {
+            let tag = self.token();
+            self.reply(now, "", &req, src, 482, Some(&tag), vec![], None);
+            return;
         }
         let invite = req.method == Method::Invite;
-        self.servers.insert(
+        self.insert_server(
             key.clone(),
             ServerEntry {
                 tx: ServerTransaction::new(invite, src.transport.is_reliable(), self.cfg.timers),
                 request: req.clone(),
                 reply_to: src,
                 call: None,
+                merge,
             },
         );
         // Require: we support only "timer".
@@ -720,6 +726,31 @@ impl UserAgent {
         match tag_of(&to) {
             Some(local_tag) => self.on_in_dialog(now, req, key, src, &call_id, &local_tag, &from, cseq_n),
             None => self.on_out_of_dialog(now, req, key, src, &from, &to, &call_id, cseq_n),
+        }
+    }
+
+    fn insert_server(&mut self, key: String, entry: ServerEntry) {
+        if let Some(m) = &entry.merge {
+            *self.merge_index.entry(m.clone()).or_default() += 1;
+        }
+        if let Some(old) = self.servers.insert(key, entry) {
+            self.unindex(old.merge);
+        }
+    }
+
+    fn remove_server(&mut self, key: &str) {
+        if let Some(old) = self.servers.remove(key) {
+            self.unindex(old.merge);
+        }
+    }
+
+    fn unindex(&mut self, merge: Option<MergeKey>) {
+        let Some(m) = merge else { return };
+        if let Some(n) = self.merge_index.get_mut(&m) {
+            *n -= 1;
+            if *n == 0 {
+                self.merge_index.remove(&m);
+            }
         }
     }
 
@@ -1163,13 +1194,14 @@ impl UserAgent {
     fn on_cancel(&mut self, now: Instant, req: Request, invite_key: &str, key: &str, src: Destination) {
         let matched =
             self.servers.get(invite_key).map(|s| (s.tx.is_proceeding(), s.request.clone(), s.reply_to, s.call));
-        self.servers.insert(
+        self.insert_server(
             key.to_string(),
             ServerEntry {
                 tx: ServerTransaction::new(false, src.transport.is_reliable(), self.cfg.timers),
                 request: req.clone(),
                 reply_to: src,
                 call: None,
+                merge: None,
             },
         );
         match matched {
@@ -2378,7 +2410,7 @@ impl UserAgent {
                 }
             }
             if terminated {
-                self.servers.remove(&k);
+                self.remove_server(&k);
             }
         }
         // Calls.

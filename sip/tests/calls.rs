@@ -579,6 +579,42 @@ fn merged_request_gets_482() {
     assert_eq!(h.events().len(), 1);
 }
 
+/// The merged-request check forgets a request once its transaction is over: the same Call-ID,
+/// CSeq and From tag on a new branch is then a new request, not a merge.
+#[test]
+fn merged_request_check_ends_with_the_transaction() {
+    let mut h = Harness::new(config());
+    h.recv(&peer_request("OPTIONS", "z9hG4bKo1", "o1@x", 1, "pt", None, "", ""));
+    assert_eq!(h.sent_one().code(), 200);
+    h.recv(&peer_request("OPTIONS", "z9hG4bKo2", "o1@x", 1, "pt", None, "", ""));
+    assert_eq!(h.sent_one().code(), 482, "while the first transaction lives, the second is merged");
+    // Timer J (64*T1 over UDP) ends the non-INVITE server transaction.
+    h.advance(Duration::from_secs(40));
+    h.sent();
+    h.recv(&peer_request("OPTIONS", "z9hG4bKo3", "o1@x", 1, "pt", None, "", ""));
+    assert_eq!(h.sent_one().code(), 200, "the ended transaction still counted as a merge");
+}
+
+/// CANCELs that match nothing still take a server transaction each (for their 481): they count
+/// against the same bound as every other request, so a flood of them cannot grow the table.
+#[test]
+fn a_cancel_flood_is_bounded_like_any_request() {
+    let mut cfg = config();
+    cfg.max_server_transactions = 16;
+    let mut h = Harness::new(cfg);
+    let mut answered = 0;
+    for i in 0..40 {
+        h.recv(&peer_request("CANCEL", &format!("z9hG4bKc{i}"), &format!("c{i}@x"), 1, "pt", None, "", ""));
+        answered += h.sent().iter().filter(|s| s.code() == 481).count();
+    }
+    assert_eq!(answered, 16, "only as many CANCELs as the table holds are answered; the rest are dropped");
+    // Once their transactions end, requests are answered again.
+    h.advance(Duration::from_secs(40));
+    h.sent();
+    h.recv(&peer_request("OPTIONS", "z9hG4bKafter", "after@x", 1, "pt", None, "", ""));
+    assert_eq!(h.sent_one().code(), 200);
+}
+
 #[test]
 fn unanswered_incoming_call_times_out_with_480() {
     let mut h = Harness::new(config());
