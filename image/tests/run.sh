@@ -109,18 +109,27 @@ slot_state() { # boot status of the slot with bootname $1
 grubenv() { g 30 "grub-editenv /boot/efi/EFI/BOOT/grubenv list | sort | tr '\n' ' '"; }
 
 # Host tools for booting (build.sh installs its own with --install-deps / CI=true).
-need=()
-for p in qemu-system-x86 qemu-utils ovmf python3; do
-    dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
+# Checked by package and by command: installing qemu-system-x86 can remove a newer
+# qemu-utils from backports, so the check runs again after each install.
+missing_tools() {
+    for p in qemu-system-x86 qemu-utils ovmf python3; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
+    done
+    command -v qemu-img >/dev/null || echo qemu-utils
+    command -v qemu-system-x86_64 >/dev/null || echo qemu-system-x86
+}
+for attempt in 1 2; do
+    mapfile -t need < <(missing_tools | sort -u)
+    [ ${#need[@]} -eq 0 ] && break
     if [ "${CI:-}" = true ] || [ "$install_deps" = yes ]; then
         DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${need[@]}" >/dev/null \
             || die "could not install ${need[*]}"
     else
         die "missing host packages: ${need[*]} (run with --install-deps)"
     fi
-fi
+done
+mapfile -t need < <(missing_tools | sort -u)
+[ ${#need[@]} -eq 0 ] || die "still missing after installing: ${need[*]}"
 [ "$(id -u)" = 0 ] || die "the image tests need root (build.sh uses mmdebstrap --mode=root)"
 
 mkdir -p "$out"
