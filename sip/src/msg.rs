@@ -131,6 +131,37 @@ pub fn addr_uri(value: &str) -> &str {
     value.split(';').next().unwrap_or("").trim()
 }
 
+/// Longest URI we keep from the network as a dialog's target or route.
+pub const MAX_NETWORK_URI: usize = 1024;
+
+/// A URI taken from the network (a Contact or a Record-Route value), re-serialised from its
+/// parsed form, so that what we later put on a request line or in a Route header is exactly
+/// what we understood. `None` when it does not parse, holds characters a URI cannot (spaces,
+/// angle brackets, quotes, controls), or does not survive a parse/print round trip: a lenient
+/// parse must never turn into a request line the far end cannot read.
+pub fn network_uri(value: &str) -> Option<String> {
+    let bad = |t: &str| {
+        t.is_empty()
+            || t.len() > MAX_NETWORK_URI
+            || t.chars().any(|c| c.is_whitespace() || c.is_control() || "<>\"".contains(c))
+    };
+    let raw = addr_uri(value);
+    if bad(raw) {
+        return None;
+    }
+    let text = rsip::Uri::try_from(raw).ok()?.to_string();
+    if bad(&text) {
+        return None;
+    }
+    let again = rsip::Uri::try_from(text.as_str()).ok()?.to_string();
+    (again == text).then_some(text)
+}
+
+/// One route entry (from Record-Route) as `<uri>`, re-serialised like [`network_uri`].
+pub fn network_route(value: &str) -> Option<String> {
+    network_uri(value).map(|u| format!("<{u}>"))
+}
+
 /// The `tag` parameter of a From/To value.
 pub fn tag_of(value: &str) -> Option<String> {
     header_param(value, "tag").filter(|t| !t.is_empty())
@@ -204,5 +235,31 @@ mod tests {
         assert_eq!(split_list("<sip:a,b>, \"x,y\" <sip:c>"), vec!["<sip:a,b>", "\"x,y\" <sip:c>"]);
         assert_eq!(parse_cseq("12 INVITE"), Some((12, "INVITE".into())));
         assert_eq!(parse_cseq("x INVITE"), None);
+    }
+}
+
+#[cfg(test)]
+mod network_uri_tests {
+    use super::*;
+
+    #[test]
+    fn a_contact_is_kept_in_its_parsed_form() {
+        assert_eq!(
+            network_uri("\"Bob\" <sip:bob@192.0.2.2:5062;transport=tcp>;expires=60").as_deref(),
+            Some("sip:bob@192.0.2.2:5062;transport=TCP")
+        );
+        assert_eq!(network_uri("<sip:192.0.2.2>").as_deref(), Some("sip:192.0.2.2"));
+        assert_eq!(network_route("<sip:proxy.example.org;lr>").as_deref(), Some("<sip:proxy.example.org;lr>"));
+    }
+
+    #[test]
+    fn a_contact_that_would_break_our_request_line_is_refused() {
+        // Seen in a fuzzing probe: accepted by rsip's lenient check, then sent verbatim as
+        // `BYE sip:peer: <sip:proxy@192.0.2.9;lr SIP/2.0`.
+        assert_eq!(network_uri("<sip:peer: <sip:proxy@192.0.2.9;lr>"), None);
+        assert_eq!(network_uri("<sip:bob@host\tx>"), None);
+        assert_eq!(network_uri("<sip:bob@host\"x>"), None);
+        assert_eq!(network_uri(""), None);
+        assert_eq!(network_uri(&format!("<sip:{}@host>", "a".repeat(2000))), None);
     }
 }

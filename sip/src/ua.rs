@@ -842,11 +842,16 @@ impl UserAgent {
             self.reply(now, &key, &req, src, 400, Some(&tag), vec![], None);
             return;
         };
-        let remote_target = addr_uri(&contact).to_string();
-        if rsip::Uri::try_from(remote_target.as_str()).is_err() {
+        // Every URI kept from the network is re-serialised from its parsed form, or refused.
+        let routes: Option<Vec<String>> = header_values(&req.headers, "record-route")
+            .iter()
+            .flat_map(|v| msg::split_list(v))
+            .map(|r| msg::network_route(&r))
+            .collect();
+        let (Some(remote_target), Some(route_set)) = (msg::network_uri(&contact), routes) else {
             self.reply(now, &key, &req, src, 400, Some(&tag), vec![], None);
             return;
-        }
+        };
         // Session timer (RFC 4028 §9): honour the peer's request, refuse too small intervals.
         let supports_timer = header_values(&req.headers, "supported")
             .iter()
@@ -884,7 +889,7 @@ impl UserAgent {
             local_cseq: 1 + (self.rand() % 10_000) as u32,
             remote_cseq: cseq,
             remote_target,
-            route_set: header_values(&req.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect(),
+            route_set,
             dest: src,
             account: if self.cfg.accounts.is_empty() { None } else { Some(0) },
             local_sdp: String::new(),
@@ -1053,13 +1058,10 @@ impl UserAgent {
             return;
         }
         // Remote target refresh.
-        if let Some(contact) = header_value(&req.headers, "contact") {
-            let t = addr_uri(&contact).to_string();
-            if rsip::Uri::try_from(t.as_str()).is_ok()
-                && let Some(c) = self.calls.get_mut(&id)
-            {
-                c.remote_target = t;
-            }
+        if let Some(t) = header_value(&req.headers, "contact").and_then(|v| msg::network_uri(&v))
+            && let Some(c) = self.calls.get_mut(&id)
+        {
+            c.remote_target = t;
         }
         // Session refresh.
         let se = match self.session_expires(&req.headers) {
@@ -1690,12 +1692,12 @@ impl UserAgent {
         let Some(to) = header_value(&resp.headers, "to") else {
             return;
         };
-        let target = header_value(&resp.headers, "contact")
-            .map(|v| addr_uri(&v).to_string())
-            .filter(|t| rsip::Uri::try_from(t.as_str()).is_ok())
-            .unwrap_or(target0);
-        let mut routes: Vec<String> =
-            header_values(&resp.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect();
+        let target = header_value(&resp.headers, "contact").and_then(|v| msg::network_uri(&v)).unwrap_or(target0);
+        let mut routes: Vec<String> = header_values(&resp.headers, "record-route")
+            .iter()
+            .flat_map(|v| msg::split_list(v))
+            .filter_map(|r| msg::network_route(&r))
+            .collect();
         routes.reverse();
         let hop = routes.first().map(|r| addr_uri(r).to_string()).unwrap_or_else(|| target.clone());
         let dest = match uri_socket(&hop) {
@@ -2177,9 +2179,12 @@ impl UserAgent {
     /// Dialog state from a 1xx-with-tag or 2xx (RFC 3261 §12.1.2).
     fn update_dialog_from_response(&mut self, id: CallId, resp: &Response) {
         let to_tag = header_value(&resp.headers, "to").and_then(|t| tag_of(&t));
-        let contact = header_value(&resp.headers, "contact").map(|v| addr_uri(&v).to_string());
-        let mut rr: Vec<String> =
-            header_values(&resp.headers, "record-route").iter().flat_map(|v| msg::split_list(v)).collect();
+        let contact = header_value(&resp.headers, "contact").and_then(|v| msg::network_uri(&v));
+        let mut rr: Vec<String> = header_values(&resp.headers, "record-route")
+            .iter()
+            .flat_map(|v| msg::split_list(v))
+            .filter_map(|r| msg::network_route(&r))
+            .collect();
         rr.reverse();
         let Some(c) = self.calls.get_mut(&id) else {
             return;
@@ -2189,13 +2194,13 @@ impl UserAgent {
         }
         if c.state == CallState::Established && c.remote_tag.is_some() {
             // In-dialog response (re-INVITE): only the target may change.
-            if let Some(t) = contact.filter(|t| rsip::Uri::try_from(t.as_str()).is_ok()) {
+            if let Some(t) = contact {
                 c.remote_target = t;
             }
             return;
         }
         c.remote_tag = to_tag;
-        if let Some(t) = contact.filter(|t| rsip::Uri::try_from(t.as_str()).is_ok()) {
+        if let Some(t) = contact {
             c.remote_target = t;
         }
         c.route_set = rr;

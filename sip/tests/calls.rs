@@ -579,6 +579,30 @@ fn merged_request_gets_482() {
     assert_eq!(h.events().len(), 1);
 }
 
+/// A peer's Contact that a lenient parse accepts but that would make our request line
+/// unreadable (seen in a fuzzing probe) is never used verbatim: an INVITE carrying it is refused
+/// with 400, and in a 200 it leaves the target where it was, so the BYE still reaches the peer.
+#[test]
+fn a_contact_that_does_not_survive_a_round_trip_is_never_our_request_uri() {
+    let bad = "Contact: <sip:peer: <sip:proxy@192.0.2.9;lr>\r\n";
+    let mut h = Harness::new(config());
+    let inv = peer_request("INVITE", "z9hG4bKbc", "bc@x", 1, "pt", None, "", &peer_sdp("sendrecv", false))
+        .replace("Contact: <sip:peer@192.0.2.2:5060>\r\n", bad);
+    assert!(inv.contains(bad));
+    h.recv(&inv);
+    let codes: Vec<u16> = h.sent().iter().map(|s| s.code()).collect();
+    assert_eq!(codes.last(), Some(&400), "{codes:?}");
+    assert!(h.events().is_empty(), "no call for an INVITE we could never end");
+
+    let (call, inv) = start_outgoing(&mut h, "sip:bob@192.0.2.2");
+    h.recv(&respond(&inv, 200, "OK", Some("bt"), bad, &peer_sdp("sendrecv", false)));
+    assert_eq!(h.sent_one().method(), "ACK");
+    h.events();
+    h.ua.hangup(h.now, call).unwrap();
+    let bye = h.sent_one();
+    assert_eq!(bye.raw.start_line, "BYE sip:bob@192.0.2.2 SIP/2.0", "the BYE's request line is one we can stand by");
+}
+
 /// The merged-request check forgets a request once its transaction is over: the same Call-ID,
 /// CSeq and From tag on a new branch is then a new request, not a merge.
 #[test]
