@@ -28,9 +28,15 @@ fn input_err(path: &Path, msg: impl Into<String>) -> DspError {
 /// Reads a WAV file (PCM 16/24/32-bit or 32-bit float). A data chunk shorter than its header says
 /// is refused as truncated.
 pub fn read_wav(path: &Path) -> Result<Audio, DspError> {
-    let file_len =
-        std::fs::metadata(path).map_err(|e| DspError::Io { path: path.display().to_string(), source: e })?.len();
-    let mut r = hound::WavReader::open(path).map_err(|e| match e {
+    let bytes = std::fs::read(path).map_err(|e| DspError::Io { path: path.display().to_string(), source: e })?;
+    parse_wav(path, &bytes)
+}
+
+/// Parses WAV bytes (`path` names them in errors). Never trusts the header's lengths: samples
+/// are read only as far as the bytes go.
+pub fn parse_wav(path: &Path, bytes: &[u8]) -> Result<Audio, DspError> {
+    let file_len = bytes.len() as u64;
+    let mut r = hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| match e {
         hound::Error::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
             input_err(path, "truncated WAV file (the header is incomplete)")
         }

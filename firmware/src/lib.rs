@@ -9,6 +9,8 @@ pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hardware;
 pub mod health;
 pub mod media;

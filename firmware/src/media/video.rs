@@ -797,6 +797,14 @@ pub(crate) fn parse_remb(fci: &[u8]) -> Option<u64> {
     mantissa.checked_shl(exp)
 }
 
+/// For `cargo fuzz`: the REMB and TMMBR parsers and the TMMBN built from a TMMBR, on arbitrary bytes.
+#[doc(hidden)]
+pub fn fuzz_tmmbr(fci: &[u8], ssrc: u32) -> Option<u64> {
+    let _ = tmmbn_packet(fci, ssrc, ssrc.wrapping_add(1), "huis@fuzz");
+    let _ = parse_remb(fci);
+    parse_tmmbr(fci, ssrc)
+}
+
 /// TMMBR (RFC 5104 §4.2.1): entries of SSRC, 6-bit exponent, 17-bit mantissa, 9-bit overhead;
 /// the entry for `ssrc` (ours).
 pub(crate) fn parse_tmmbr(fci: &[u8], ssrc: u32) -> Option<u64> {
