@@ -61,6 +61,11 @@ impl RtpProto {
         }
     }
 
+    /// SRTP of either kind.
+    pub fn is_encrypted(self) -> bool {
+        self != RtpProto::Plain
+    }
+
     /// The protocol name, with or without feedback.
     pub fn name(self, feedback: bool) -> &'static str {
         match (self, feedback) {

@@ -675,6 +675,7 @@ fn tmmbr_caps_the_bitrate_and_gets_a_tmmbn(rtcp_mux: bool) {
         on_capture: None,
         rtcp_mux,
         srtp: None,
+        dtls: None,
     })
     .expect("video session starts");
     // Our SSRC, from the first RTP packet.
@@ -765,6 +766,7 @@ fn video_params(sockets: RtpSockets, remote: SocketAddr, name: &str) -> VideoSes
         on_capture: None,
         rtcp_mux: false,
         srtp: None,
+        dtls: None,
     }
 }
 
