@@ -1134,7 +1134,18 @@ impl SipBackend {
             tokio::task::spawn_blocking(move || v.stop());
         }
         tracing::info!(call = %c.id, reason = %reason, "call ended");
-        let reason = c.end_reason.take().unwrap_or_else(|| end_reason(reason));
+        // A refusal (488/606) of an encrypted offer under "required": the far end cannot (or will
+        // not) encrypt, and that is what people need to read.
+        let refused_encryption = reason == SipEnd::NoCommonCodec
+            && !c.established
+            && c.info.direction == Direction::Outgoing
+            && self.policy == EncryptionPolicy::Required
+            && c.local.security.offer_kind().is_encrypted();
+        let reason = match c.end_reason.take() {
+            Some(r) => r,
+            None if refused_encryption => EndReason::NotEncrypted,
+            None => end_reason(reason),
+        };
         self.emit(call::Event::Ended { id: c.id, reason }).await;
     }
 
