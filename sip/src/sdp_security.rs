@@ -633,6 +633,33 @@ impl LocalSecurity {
         Ok(MediaSecurity { keying, rtcp_mux })
     }
 
+    /// Turns our m-line of a new offer in an established call (hold, resume) into one that keeps
+    /// what was agreed: the DTLS role we have (`active`/`passive`, not `actpass`, so the
+    /// association stays), only the SDES line of the agreed suite (same key), and rtcp-mux only
+    /// if it was agreed.
+    pub fn keep_agreed(m: &mut Media, agreed: &MediaSecurity) {
+        match &agreed.keying {
+            Keying::Dtls { client, .. } => {
+                let role = if *client { Setup::Active } else { Setup::Passive };
+                for (n, v) in m.attributes.iter_mut() {
+                    if n == "setup" {
+                        *v = Some(role.as_str().into());
+                    }
+                }
+            }
+            Keying::Sdes { suite, .. } => {
+                m.attributes.retain(|(n, v)| {
+                    n != "crypto"
+                        || v.as_deref().and_then(|v| CryptoAttr::parse(v).ok()).is_some_and(|c| c.suite == *suite)
+                });
+            }
+            Keying::Plain => {}
+        }
+        if !agreed.rtcp_mux {
+            m.attributes.retain(|(n, _)| n != "rtcp-mux");
+        }
+    }
+
     /// Whether a call whose media ended up as `keyings` is allowed by the policy.
     pub fn check_policy<'a>(&self, keyings: impl IntoIterator<Item = &'a Keying>) -> Result<(), SecurityError> {
         if self.policy == EncryptionPolicy::Required && keyings.into_iter().any(|k| !k.is_encrypted()) {
@@ -1002,6 +1029,30 @@ mod tests {
             .unwrap();
         assert!(nv.is_none());
         assert!(a.to_text().contains("m=video 0 "), "{}", a.to_text());
+    }
+
+    #[test]
+    fn a_re_offer_keeps_what_was_agreed() {
+        let caller = local(sec(EncryptionPolicy::BestEffort, false), 40000);
+        let mut offer = caller.offer();
+        let agreed = MediaSecurity { keying: Keying::Dtls { client: false, remote: FP }, rtcp_mux: false };
+        LocalSecurity::keep_agreed(&mut offer.media[0], &agreed);
+        let t = offer.to_text();
+        assert!(t.contains("a=setup:passive") && !t.contains("actpass") && !t.contains("rtcp-mux"), "{t}");
+        let sdes = local(sec(EncryptionPolicy::BestEffort, true), 40000);
+        let mut offer = sdes.offer();
+        let agreed = MediaSecurity {
+            keying: Keying::Sdes {
+                suite: CryptoSuite::AesCm128HmacSha1_32,
+                local: SrtpKey::new(vec![0; 30]),
+                remote: SrtpKey::new(vec![1; 30]),
+            },
+            rtcp_mux: true,
+        };
+        LocalSecurity::keep_agreed(&mut offer.media[0], &agreed);
+        let t = offer.to_text();
+        assert_eq!(t.matches("a=crypto:").count(), 1, "{t}");
+        assert!(t.contains("a=crypto:2 AES_CM_128_HMAC_SHA1_32 inline:") && t.contains("a=rtcp-mux"), "{t}");
     }
 
     #[test]

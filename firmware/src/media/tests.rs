@@ -953,3 +953,34 @@ fn video_rtcp_mux_carries_pictures_and_keyframe_requests_on_one_port() {
         assert!(sa.keyframe_requests_received >= 1, "{what}: B's keyframe request reached A: {sa:?}");
     }
 }
+
+/// The screen's status bar: the lock (drawn in its green) only for an encrypted call.
+#[test]
+fn the_status_bar_shows_the_lock_only_for_an_encrypted_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let green_pixels = |encrypted: bool| -> usize {
+        let status =
+            screen::ScreenStatus { room_name: "Room".into(), state: "in-call".into(), encrypted, ..Default::default() };
+        let s =
+            screen::Screen::start(640, 360, 10, "video/x-raw,format=RGBx ! appsink max-buffers=1 drop=true", status)
+                .expect("the screen starts");
+        let most = Arc::new(AtomicUsize::new(0));
+        let m = most.clone();
+        s.on_frame(move |buf, _| {
+            let Ok(map) = buf.map_readable() else { return };
+            // The bar's rows (RGBx, 640 px a row): pixels in the lock's green.
+            let n = map[..(640 * 4 * 60).min(map.len())]
+                .chunks_exact(4)
+                .filter(|p| p[1] > 150 && p[0] < 110 && p[2] < 150)
+                .count();
+            m.fetch_max(n, Ordering::Relaxed);
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        s.stop();
+        most.load(Ordering::Relaxed)
+    };
+    let (with, without) = (green_pixels(true), green_pixels(false));
+    assert!(with > 20, "the lock shows on an encrypted call ({with} green pixels)");
+    assert_eq!(without, 0, "no lock on an unencrypted call");
+}

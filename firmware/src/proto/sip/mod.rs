@@ -159,6 +159,8 @@ struct Call {
     redial: Option<(String, huis_sip::Destination)>,
     /// Why the call ends when we end it ourselves for a reason of our own (policy, DTLS).
     end_reason: Option<EndReason>,
+    /// The video's agreed security, kept for re-offers (the audio's is in `negotiated`).
+    video_security: Option<MediaSecurity>,
 }
 
 /// A dial whose destination is being looked up.
@@ -776,6 +778,13 @@ impl SipBackend {
         call.sdp_version += 1;
         let mut sdp = local.offer_with_video(call.local_video.as_ref());
         sdp.origin.session_version = call.sdp_version;
+        // Keep the DTLS roles, the SDES suite and rtcp-mux the call has.
+        let agreed = [call.negotiated.as_ref().map(|n| &n.security), call.video_security.as_ref()];
+        for (m, agreed) in sdp.media.iter_mut().zip(agreed) {
+            if let Some(a) = agreed {
+                LocalSecurity::keep_agreed(m, a);
+            }
+        }
         let text = sdp.to_text();
         let r = if hold {
             self.ua.hold(Instant::now(), ua_id, &text)
@@ -872,6 +881,7 @@ impl SipBackend {
         let Some(setup) = self.video.clone() else { return };
         let advertised = self.advertised;
         let (srtp, dtls) = self.media_keys(&neg.security);
+        let security = neg.security.clone();
         let Some(call) = self.calls.get_mut(&ua_id) else { return };
         let Some(sockets) = call.video_sockets.take() else { return };
         let sizes = crate::config::VIDEO_SIZES;
@@ -915,6 +925,7 @@ impl SipBackend {
                 call.keyframe_requests_seen = 0;
                 tracing::info!(call = %call.id, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
                 call.video = Some(v);
+                call.video_security = Some(security);
             }
             Err(e) => tracing::error!(call = %call.id, "cannot start the call's video, audio only: {e}"),
         }
@@ -1316,6 +1327,7 @@ impl Call {
             signalling_tls: false,
             redial: None,
             end_reason: None,
+            video_security: None,
         }
     }
 }
