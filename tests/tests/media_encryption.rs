@@ -324,3 +324,54 @@ fn required_refuses_a_plain_peer_and_best_effort_calls_it_without_the_lock() {
     b.wait_event_where(|e| e.kind == "CALL_CLOSED", 5 * SEC).unwrap();
     d.terminate(10 * SEC);
 }
+
+/// A DTLS-SRTP peer that refuses rtcp-mux: RTCP gets its own port and its own handshake, both
+/// certificates are checked, tones cross both ways, and hold/resume keeps the DTLS association
+/// (our re-offers keep our role).
+#[test]
+fn dtls_srtp_without_rtcp_mux_and_across_hold() {
+    let _w = watchdog("DTLS-SRTP without rtcp-mux", 120);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let port = ns.port();
+    let b = Baresip::start(
+        &ns,
+        BaresipOpts::new("b")
+            .codecs(&["PCMU/8000/1"])
+            .source(AudioSource::Sine(440.0))
+            .mediaenc(MediaEnc::DtlsSrtp)
+            .rtcp_mux(false),
+    )
+    .unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), port, "required", false));
+    let why = || logs(&bus, &d, &b);
+    let before = speaker_ms(&d);
+    json(&bus, &["dial", &b.contact_uri()]);
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    let call = wait_media_encryption(&bus, "DTLS-SRTP AES_CM_128_HMAC_SHA1_", why);
+    assert_eq!(call["encrypted"], false);
+    assert!(d.log_text().contains("rtcp_mux=false"), "the call runs without rtcp-mux\n{}", why());
+    assert_baresip_hears(&b, 1000.0, why);
+    assert_room_hears(&d, 440.0, before + 500, why);
+    let rtcp = |c: &Value| c["stats"]["rtcp_received"].as_f64().unwrap_or(0.0);
+    wait_json(&bus, &["calls"], "SRTCP from baresip on the RTCP port", 15 * SEC, |c| rtcp(&c[0]) >= 1.0);
+
+    // Hold and resume: media comes back on the same DTLS association.
+    json(&bus, &["hold"]);
+    wait_json(&bus, &["calls"], "held", 5 * SEC, |c| c[0]["state"] == "held");
+    json(&bus, &["resume"]);
+    wait_json(&bus, &["calls"], "active again", 5 * SEC, |c| c[0]["state"] == "active");
+    let before = speaker_ms(&d);
+    assert_room_hears(&d, 440.0, before + 500, why);
+    let call = json(&bus, &["calls"]);
+    assert!(
+        call[0]["media_encryption"].as_str().unwrap_or("").starts_with("DTLS-SRTP AES_CM_128_HMAC_SHA1_"),
+        "{call}\n{}",
+        why()
+    );
+    json(&bus, &["hangup"]);
+    b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
+    let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
+    assert_eq!(s["last_error"], "", "{}", why());
+}
