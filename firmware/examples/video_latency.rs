@@ -131,6 +131,7 @@ fn session(
         on_capture,
         rtcp_mux: false,
         srtp: None,
+        dtls: None,
     })
     .expect("start a video session")
 }

@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use huis_sip::sdp::{Codec, Direction, LocalMedia, SessionDescription};
+use huis_sip::sdp_security::{EncryptionPolicy, Fingerprint, LocalSecurity, MAX_KEY_LEN, SrtpKey};
 use huis_sip::sdp_video::LocalVideo;
 use huis_sip::{Config, Event, Input, UserAgent};
 
@@ -37,6 +38,19 @@ fn local_media() -> LocalMedia {
         telephone_event: true,
         session_id: 1,
         direction: Direction::SendRecv,
+        security: local_security(),
+    }
+}
+
+/// Everything a peer may ask for is on: SDES (as over TLS), DTLS-SRTP and rtcp-mux.
+fn local_security() -> LocalSecurity {
+    LocalSecurity {
+        policy: EncryptionPolicy::BestEffort,
+        signalling_tls: true,
+        fingerprint: Some(Fingerprint([7; 32])),
+        sdes_keys: vec![SrtpKey::new(vec![1; MAX_KEY_LEN]), SrtpKey::new(vec![2; MAX_KEY_LEN])],
+        rtcp_mux: true,
+        ..LocalSecurity::default()
     }
 }
 
@@ -146,11 +160,12 @@ pub fn sdp_negotiation(data: &[u8]) {
     let Ok(sdp) = SessionDescription::parse(text) else { return };
     let media = local_media();
     let video = local_video();
+    let security = local_security();
     if let Ok((answer, _)) = media.answer(&sdp) {
         let _ = SessionDescription::parse(&answer.to_text());
     }
-    let _ = video.answer(&sdp, Direction::SendRecv);
-    let _ = video.accept_answer(&sdp);
+    let _ = video.answer(&sdp, Direction::SendRecv, &security);
+    let _ = video.accept_answer(&sdp, &security);
     let _ = sdp.to_text();
 }
 

@@ -31,6 +31,7 @@ fn main() {
         telephone_event: true,
         session_id: 1,
         direction: Direction::SendRecv,
+        security: Default::default(),
     };
     let start = Instant::now();
     let (secs, mut call) = match args[2].as_str() {

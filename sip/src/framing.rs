@@ -342,6 +342,7 @@ pub fn fuzz_parse(data: &[u8]) {
     let _ = framer.push(&data[mid..]);
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::sdp::SessionDescription::parse(text);
+        crate::sdp_security::fuzz_security(text);
         let _ = crate::digest::Challenge::parse(text);
         let _ = crate::dtmf::parse_dial_string(text);
         let _ = crate::dtmf::parse_info_body(text);

@@ -14,6 +14,8 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use thiserror::Error;
 
+use crate::sdp_security::{Keying, LocalSecurity, MediaSecurity, RtpProto};
+
 /// Largest SDP body accepted, in bytes.
 pub const MAX_SDP_LEN: usize = 16 * 1024;
 const MAX_LINES: usize = 512;
@@ -40,6 +42,9 @@ pub enum SdpError {
     /// Audio offered, but none of our codecs.
     #[error("no common audio codec")]
     NoCommonCodec,
+    /// The audio stream's media security is unusable or refused by policy.
+    #[error("{0}")]
+    Security(#[from] crate::sdp_security::SecurityError),
 }
 
 /// Media direction attribute (RFC 3264 §5.1).
@@ -485,6 +490,8 @@ pub struct LocalMedia {
     pub session_id: u64,
     /// Direction we want (sendrecv normally; sendonly to hold).
     pub direction: Direction,
+    /// Media encryption and rtcp-mux: what we offer and accept (see [`crate::sdp_security`]).
+    pub security: LocalSecurity,
 }
 
 impl LocalMedia {
@@ -513,6 +520,7 @@ impl LocalMedia {
         }
         m.attributes.push(("ptime".into(), Some("20".into())));
         m.set_direction(self.direction);
+        self.security.offer_media(&mut m, 0, false);
         self.session(vec![m])
     }
 
@@ -538,6 +546,7 @@ impl LocalMedia {
     pub fn answer(&self, offer: &SessionDescription) -> Result<(SessionDescription, Negotiated), SdpError> {
         let mut chosen: Option<Negotiated> = None;
         let mut saw_audio = false;
+        let mut security_error = None;
         let mut media = Vec::new();
         for om in &offer.media {
             let mut am = Media {
@@ -549,11 +558,19 @@ impl LocalMedia {
                 attributes: Vec::new(),
                 other: Vec::new(),
             };
-            let usable =
-                chosen.is_none() && om.kind == "audio" && om.port != 0 && om.proto.eq_ignore_ascii_case("RTP/AVP");
+            let usable = chosen.is_none() && om.kind == "audio" && om.port != 0 && RtpProto::parse(&om.proto).is_some();
             if usable {
                 saw_audio = true;
                 if let Some(n) = self.pick(offer, om) {
+                    let security = match self.security.answer_media(offer, om, &mut am, 0) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            security_error.get_or_insert(e);
+                            am.attributes.clear();
+                            media.push(am);
+                            continue;
+                        }
+                    };
                     am.port = self.audio_port;
                     am.formats = vec![n.payload_type.to_string()];
                     push_codec_with_pt(&mut am, n.codec, n.payload_type);
@@ -564,7 +581,7 @@ impl LocalMedia {
                     am.attributes.push(("ptime".into(), Some("20".into())));
                     let d = offer.media_direction(om).answer_to(self.direction);
                     am.set_direction(d);
-                    chosen = Some(Negotiated { direction: d, ..n });
+                    chosen = Some(Negotiated { direction: d, security, ..n });
                 }
             }
             if am.port == 0 && am.formats.is_empty() {
@@ -572,10 +589,11 @@ impl LocalMedia {
             }
             media.push(am);
         }
-        match chosen {
-            Some(n) => Ok((self.session(media), n)),
-            None if saw_audio => Err(SdpError::NoCommonCodec),
-            None => Err(SdpError::NoAudio),
+        match (chosen, security_error) {
+            (Some(n), _) => Ok((self.session(media), n)),
+            (None, Some(e)) => Err(SdpError::Security(e)),
+            (None, None) if saw_audio => Err(SdpError::NoCommonCodec),
+            (None, None) => Err(SdpError::NoAudio),
         }
     }
 
@@ -583,7 +601,7 @@ impl LocalMedia {
     pub fn offer_with_video(&self, video: Option<&crate::sdp_video::LocalVideo>) -> SessionDescription {
         let mut s = self.offer();
         if let Some(v) = video {
-            s.media.push(v.offer_media(self.direction));
+            s.media.push(v.offer_media(self.direction, &self.security));
         }
         s
     }
@@ -597,7 +615,7 @@ impl LocalMedia {
     ) -> Result<(SessionDescription, Negotiated, Option<crate::sdp_video::NegotiatedVideo>), SdpError> {
         let (mut answer, n) = self.answer(offer)?;
         let mut nv = None;
-        if let Some((idx, m, neg)) = video.and_then(|v| v.answer(offer, self.direction)) {
+        if let Some((idx, m, neg)) = video.and_then(|v| v.answer(offer, self.direction, &self.security)) {
             answer.media[idx] = m;
             nv = Some(neg);
         }
@@ -617,6 +635,7 @@ impl LocalMedia {
                     remote_port: m.port,
                     direction: sdp.media_direction(m),
                     remote_fmtp: m.fmtp(pt).map(str::to_string),
+                    security: MediaSecurity { keying: Keying::Plain, rtcp_mux: false },
                 });
             }
         }
@@ -628,6 +647,7 @@ impl LocalMedia {
     pub fn accept_answer(&self, answer: &SessionDescription) -> Result<Negotiated, SdpError> {
         let m = answer.audio().ok_or(SdpError::NoAudio)?;
         let address = answer.media_address(m).ok_or(SdpError::Malformed { line: 0, reason: "no c= for audio" })?;
+        let security = self.security.accept_answer_media(answer, m, 0)?;
         for pt in m.payload_types() {
             if let Some(c) = self.codecs.iter().find(|c| c.matches(m, pt)) {
                 let te = if self.telephone_event { telephone_event_pt(m, c.clock_rate()) } else { None };
@@ -639,6 +659,7 @@ impl LocalMedia {
                     remote_port: m.port,
                     direction: answer.media_direction(m).answer_to(Direction::SendRecv),
                     remote_fmtp: m.fmtp(pt).map(str::to_string),
+                    security,
                 });
             }
         }
@@ -693,6 +714,8 @@ pub struct Negotiated {
     pub direction: Direction,
     /// The peer's fmtp for the codec, if any.
     pub remote_fmtp: Option<String>,
+    /// Encryption and rtcp-mux of the audio stream.
+    pub security: MediaSecurity,
 }
 
 #[cfg(test)]
@@ -707,6 +730,7 @@ mod tests {
             telephone_event: true,
             session_id: 42,
             direction: Direction::SendRecv,
+            security: LocalSecurity::default(),
         }
     }
 

@@ -25,6 +25,7 @@
 //! the largest configured-aspect size that fits, see [`NegotiatedVideo::fit_size`].
 
 use crate::sdp::{Direction, Media, SessionDescription};
+use crate::sdp_security::{LocalSecurity, MediaSecurity, RtpProto};
 
 /// The payload types we offer H.264 with.
 pub const PT_MODE1: u8 = 96;
@@ -92,6 +93,8 @@ pub struct NegotiatedVideo {
     pub avpf: bool,
     /// Retransmission payload types when both sides agreed RTX (then `feedback.nack` too).
     pub rtx: Option<RtxPayloadTypes>,
+    /// Encryption and rtcp-mux of the video stream.
+    pub security: MediaSecurity,
 }
 
 /// RFC 4588 retransmission formats agreed for the H.264 stream.
@@ -255,7 +258,7 @@ impl LocalVideo {
     }
 
     /// Our `m=video` section for an offer.
-    pub fn offer_media(&self, direction: Direction) -> Media {
+    pub fn offer_media(&self, direction: Direction, security: &LocalSecurity) -> Media {
         let mut m = Media {
             kind: "video".into(),
             port: self.port,
@@ -280,6 +283,7 @@ impl LocalVideo {
             }
         }
         m.set_direction(direction);
+        security.offer_media(&mut m, 1, false);
         m
     }
 
@@ -289,12 +293,17 @@ impl LocalVideo {
 
     /// Answers the first usable video stream of `offer`: returns its index, our m-line for it
     /// and the outcome. `None` when no video stream can be used (it is then answered with port 0).
-    pub fn answer(&self, offer: &SessionDescription, direction: Direction) -> Option<(usize, Media, NegotiatedVideo)> {
-        let (idx, om) = offer.media.iter().enumerate().find(|(_, m)| {
-            m.kind == "video"
-                && m.port != 0
-                && (m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/AVPF"))
-        })?;
+    pub fn answer(
+        &self,
+        offer: &SessionDescription,
+        direction: Direction,
+        security: &LocalSecurity,
+    ) -> Option<(usize, Media, NegotiatedVideo)> {
+        let (idx, om) = offer
+            .media
+            .iter()
+            .enumerate()
+            .find(|(_, m)| m.kind == "video" && m.port != 0 && RtpProto::parse(&m.proto).is_some())?;
         let address = offer.media_address(om)?;
         let mut best: Option<(u8, H264Fmtp)> = None;
         for pt in om.payload_types().filter(|pt| is_h264(om, *pt)) {
@@ -310,7 +319,7 @@ impl LocalVideo {
         let mut fb = offered_feedback(om, pt).and(self.supported());
         fb.nack &= rtx.is_some();
         let rtx = rtx.filter(|_| fb.nack).map(|r| RtxPayloadTypes { send: r, recv: r });
-        let avpf = om.proto.eq_ignore_ascii_case("RTP/AVPF");
+        let avpf = RtpProto::parse(&om.proto).is_some_and(|(_, f)| f);
         let d = offer.media_direction(om).answer_to(direction);
         let mut m = Media {
             kind: "video".into(),
@@ -333,6 +342,8 @@ impl LocalVideo {
             push_rtx(&mut m, r.recv, pt);
         }
         m.set_direction(d);
+        // A video stream whose security we cannot use is refused (port 0); audio goes on.
+        let sec = security.answer_media(offer, om, &mut m, 1).ok()?;
         let n = NegotiatedVideo {
             payload_type: pt,
             recv_payload_type: pt,
@@ -346,15 +357,17 @@ impl LocalVideo {
             feedback: fb,
             avpf,
             rtx,
+            security: sec,
         };
         Some((idx, m, n))
     }
 
     /// Reads the answer to our offer (made with [`LocalVideo::offer_media`]). `None`: the
     /// answerer refused video (port 0, no m-line, or no H.264 format we offered).
-    pub fn accept_answer(&self, answer: &SessionDescription) -> Option<NegotiatedVideo> {
+    pub fn accept_answer(&self, answer: &SessionDescription, security: &LocalSecurity) -> Option<NegotiatedVideo> {
         let m = answer.media.iter().find(|m| m.kind == "video" && m.port != 0)?;
         let address = answer.media_address(m)?;
+        let sec = security.accept_answer_media(answer, m, 1).ok()?;
         for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
             let Some(f) = parse_h264_fmtp(m.fmtp(pt)) else { continue };
             // Our PT for the same packetization mode is where we receive.
@@ -374,8 +387,9 @@ impl LocalVideo {
                 profile_level_id: format!("{:02x}{:02x}{:02x}", f.profile_idc, f.iop, f.level_idc),
                 remote_max_kbps: remote_kbps(m),
                 feedback: fb,
-                avpf: m.proto.eq_ignore_ascii_case("RTP/AVPF"),
+                avpf: RtpProto::parse(&m.proto).is_some_and(|(_, f)| f),
                 rtx,
+                security: sec,
             });
         }
         None
@@ -396,6 +410,7 @@ mod tests {
                 telephone_event: true,
                 session_id: 42,
                 direction: Direction::SendRecv,
+                security: Default::default(),
             },
             LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true },
         )
@@ -429,7 +444,7 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb
         assert_eq!(n.rtx, None);
         assert!(text.contains("b=AS:2000"), "{text}");
         // The offerer reads it back.
-        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
+        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap(), &Default::default()).unwrap();
         assert_eq!((back.payload_type, back.recv_payload_type), (102, PT_MODE1));
         // 720p fits level 3.1, 1080p does not.
         let sizes = [(640, 360), (1280, 720), (1920, 1080)];
@@ -481,7 +496,7 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb
         let text = ans.to_text();
         assert!(text.contains("m=video 40002 RTP/AVP 96 98\r\n"), "{text}");
         assert!(text.contains("a=rtcp-fb:96 nack\r\n") && text.contains("a=fmtp:98 apt=96;rtx-time=1000"), "{text}");
-        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap()).unwrap();
+        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap(), &Default::default()).unwrap();
         assert_eq!(back.rtx, Some(RtxPayloadTypes { send: 98, recv: 98 }));
         assert!(back.feedback.nack);
     }
@@ -522,7 +537,7 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         let (ans, _, _) = audio.answer_with_video(&ours, Some(&video)).unwrap();
         let stripped: String =
             ans.to_text().lines().filter(|l| !l.contains("rtx")).map(|l| format!("{l}\r\n")).collect();
-        let back = video.accept_answer(&SessionDescription::parse(&stripped).unwrap()).unwrap();
+        let back = video.accept_answer(&SessionDescription::parse(&stripped).unwrap(), &Default::default()).unwrap();
         assert_eq!((back.rtx, back.feedback.nack), (None, false));
     }
 

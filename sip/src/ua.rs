@@ -944,6 +944,7 @@ impl UserAgent {
             telephone_event: self.cfg.telephone_event,
             session_id: 0,
             direction: Direction::SendRecv,
+            security: crate::sdp_security::LocalSecurity::permissive(),
         }
     }
 

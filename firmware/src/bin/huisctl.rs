@@ -438,6 +438,7 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
             "state": c.state().await?,
             "protocol": c.protocol().await?,
             "encrypted": c.encrypted().await?,
+            "media_encryption": c.media_encryption().await?,
             "audio_codec": c.audio_codec().await?,
             "video_codec": c.video_codec().await?,
             "stats": stats,
@@ -450,13 +451,14 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     } else {
         for c in &out {
             println!(
-                "{}  {} {} ({}), {} {}, {}  sent {} received {} lost {}",
+                "{}  {} {} ({}), {} {} (media: {}), {}  sent {} received {} lost {}",
                 c["path"].as_str().unwrap_or(""),
                 c["direction"].as_str().unwrap_or(""),
                 c["remote_uri"].as_str().unwrap_or(""),
                 c["state"].as_str().unwrap_or(""),
                 c["protocol"].as_str().unwrap_or(""),
                 if c["encrypted"].as_bool() == Some(true) { "encrypted" } else { "not encrypted" },
+                c["media_encryption"].as_str().unwrap_or(""),
                 c["audio_codec"].as_str().unwrap_or(""),
                 c["stats"]["packets_sent"],
                 c["stats"]["packets_received"],

@@ -128,8 +128,14 @@ pub struct CallInfo {
     pub state: CallState,
     /// The far end: a SIP URI (display name included), a conference URL.
     pub remote: String,
-    /// The media is encrypted (SRTP, DTLS-SRTP).
+    /// The call is encrypted end to end of its hop: the signalling runs over TLS *and* every
+    /// media stream is encrypted (SRTP with SDES keys, or DTLS-SRTP with the peer's certificate
+    /// checked). The screen's lock shows exactly this.
     pub encrypted: bool,
+    /// How the media is protected, for people: `DTLS-SRTP AES_CM_128_HMAC_SHA1_80`,
+    /// `SDES AES_CM_128_HMAC_SHA1_80`, `DTLS-SRTP (handshake)`, `none` (audio and video
+    /// agree; otherwise both are listed, `audio ...; video ...`).
+    pub media_encryption: String,
     /// `opus/48000`, "" before media is negotiated.
     pub audio_codec: String,
     /// `H264/90000 1280x720`, "" without video.
@@ -145,6 +151,7 @@ impl CallInfo {
             state,
             remote: remote.into(),
             encrypted: false,
+            media_encryption: "none".into(),
             audio_codec: String::new(),
             video_codec: String::new(),
         }
@@ -178,6 +185,8 @@ pub enum EndReason {
     NoCommonCodec,
     AuthFailed,
     SessionExpired,
+    /// Encrypted media is required here and the far end offered or answered none.
+    NotEncrypted,
     /// Any other refusal, with the protocol's words (`480 Temporarily Unavailable`).
     Refused(String),
     /// Something on our side failed (no ports, the media would not start).
@@ -204,6 +213,7 @@ impl std::fmt::Display for EndReason {
             EndReason::NoCommonCodec => write!(f, "no common audio codec"),
             EndReason::AuthFailed => write!(f, "authentication failed: check user name and password"),
             EndReason::SessionExpired => write!(f, "session timer expired"),
+            EndReason::NotEncrypted => write!(f, "the far end does not support encryption"),
             EndReason::Refused(why) | EndReason::Failed(why) => write!(f, "{why}"),
         }
     }

@@ -128,6 +128,9 @@ pub struct Call {
     pub auto_answer: bool,
     /// Audio codecs in order of preference.
     pub audio_codecs: Vec<String>,
+    /// Media encryption: `best-effort` (offer SRTP, take plain RTP only when the far end
+    /// refuses it), `required` (no call without encrypted media), `off` (plain RTP).
+    pub media_encryption: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -225,6 +228,7 @@ impl Default for Call {
             default_destination: String::new(),
             auto_answer: false,
             audio_codecs: ["opus", "g722", "pcmu", "pcma"].map(String::from).into(),
+            media_encryption: "best-effort".into(),
         }
     }
 }
@@ -236,6 +240,8 @@ impl Default for Log {
 }
 
 pub const AUDIO_CODECS: &[&str] = &["opus", "g722", "pcmu", "pcma"];
+/// The values of `call.media_encryption`.
+pub const MEDIA_ENCRYPTION: &[&str] = &["best-effort", "required", "off"];
 /// The picture sizes huis sends, smallest first.
 pub const VIDEO_SIZES: &[(u32, u32)] = &[(640, 360), (960, 540), (1280, 720), (1920, 1080)];
 
@@ -383,6 +389,12 @@ impl Config {
             if self.call.audio_codecs[..i].contains(c) {
                 return bad("call.audio_codecs", format!("'{c}' is listed twice"));
             }
+        }
+        if !MEDIA_ENCRYPTION.contains(&self.call.media_encryption.as_str()) {
+            return bad(
+                "call.media_encryption",
+                format!("'{}' is not one of {}", self.call.media_encryption, MEDIA_ENCRYPTION.join(", ")),
+            );
         }
         if self.sip.listen.parse::<std::net::SocketAddr>().is_err() {
             return bad("sip.listen", format!("'{}' is not an address:port (e.g. 0.0.0.0:5060)", self.sip.listen));
@@ -657,6 +669,7 @@ mod tests {
             ("[call]\naudio_codecs = []", "call.audio_codecs"),
             ("[call]\naudio_codecs = [\"opus\", \"gsm\"]", "call.audio_codecs"),
             ("[call]\naudio_codecs = [\"opus\", \"opus\"]", "call.audio_codecs"),
+            ("[call]\nmedia_encryption = \"maybe\"", "call.media_encryption"),
             ("[log]\nlevel = \"loud\"", "log.level"),
         ];
         for (text, key) in cases {

@@ -53,10 +53,20 @@ impl Call1 {
     fn protocol(&self) -> String {
         self.read(|c| c.info.protocol.name().to_owned())
     }
-    /// Whether the media is encrypted (SRTP, DTLS-SRTP).
+    /// True only when the call's signalling runs over TLS and every media stream is encrypted
+    /// (SRTP with SDES keys, or DTLS-SRTP with the peer's certificate checked against its SDP).
+    /// Plain SIP over UDP/TCP is never "encrypted", whatever the media.
     #[zbus(property)]
     fn encrypted(&self) -> bool {
         self.read(|c| c.info.encrypted)
+    }
+    /// How the media is protected and where its keys came from:
+    /// `DTLS-SRTP AES_CM_128_HMAC_SHA1_80`, `SDES AES_CM_128_HMAC_SHA1_80` (or another suite),
+    /// `DTLS-SRTP (handshake)` while the handshake runs, `none` for plain RTP. When audio and
+    /// video differ: `audio <…>; video <…>`.
+    #[zbus(property)]
+    fn media_encryption(&self) -> String {
+        self.read(|c| c.info.media_encryption.clone())
     }
     #[zbus(property)]
     fn audio_codec(&self) -> String {

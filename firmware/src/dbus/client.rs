@@ -98,6 +98,8 @@ pub trait Call1 {
     #[zbus(property)]
     fn encrypted(&self) -> zbus::Result<bool>;
     #[zbus(property)]
+    fn media_encryption(&self) -> zbus::Result<String>;
+    #[zbus(property)]
     fn audio_codec(&self) -> zbus::Result<String>;
     #[zbus(property)]
     fn video_codec(&self) -> zbus::Result<String>;

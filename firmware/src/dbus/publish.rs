@@ -158,6 +158,7 @@ impl Told {
                 c.push(("State", now.info.state.name().to_owned().into()));
             }
             diff(&mut c, "Encrypted", &old.info.encrypted, &now.info.encrypted);
+            diff(&mut c, "MediaEncryption", &old.info.media_encryption, &now.info.media_encryption);
             diff(&mut c, "AudioCodec", &old.info.audio_codec, &now.info.audio_codec);
             diff(&mut c, "VideoCodec", &old.info.video_codec, &now.info.video_codec);
             let path = call_path(id.0);

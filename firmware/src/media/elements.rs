@@ -27,9 +27,8 @@ fn package_of(factory: &str) -> &'static str {
         | "videoscale" | "videotestsrc" => "gstreamer1.0-plugins-base",
         "textoverlay" | "clockoverlay" => "gstreamer1.0-x",
         "valve" | "funnel" | "fakesink" => "libgstreamer1.0-0",
-        "srtpenc" | "srtpdec" | "h264parse" | "intervideosink" | "intervideosrc" | "compositor" => {
-            "gstreamer1.0-plugins-bad"
-        }
+        "srtpenc" | "srtpdec" | "dtlssrtpenc" | "dtlssrtpdec" | "h264parse" | "intervideosink" | "intervideosrc"
+        | "compositor" => "gstreamer1.0-plugins-bad",
         _ => "gstreamer1.0-plugins-good",
     }
 }

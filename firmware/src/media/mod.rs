@@ -74,6 +74,7 @@
 //! ptime, whether the room is muted or the DSP thread is late: the pacer thread fills the gap
 //! with digital silence, because some gateways drop calls that send nothing.
 
+mod dtls;
 mod dtmf;
 mod elements;
 mod error;
@@ -89,6 +90,7 @@ pub mod video;
 #[cfg(test)]
 mod tests;
 
+pub use dtls::{DtlsCertificate, DtlsParams, Protection};
 pub use dtmf::{DtmfDigit, parse_dtmf_digits};
 pub use error::MediaError;
 pub use params::{

@@ -171,24 +171,58 @@ impl TelephoneEvent {
     }
 }
 
-/// SDES-SRTP crypto suites (RFC 4568 `a=crypto`).
+/// SRTP crypto suites (RFC 4568 `a=crypto` for SDES; DTLS-SRTP agrees on the first two).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SrtpProfile {
     /// `AES_CM_128_HMAC_SHA1_80`, the one every SDES peer supports.
     AesCm128HmacSha1_80,
     /// `AES_CM_128_HMAC_SHA1_32` (32-bit tag on SRTP, 80-bit on SRTCP).
     AesCm128HmacSha1_32,
+    /// `AEAD_AES_128_GCM` (RFC 7714).
+    AeadAes128Gcm,
+    /// `AEAD_AES_256_GCM` (RFC 7714).
+    AeadAes256Gcm,
 }
 
 impl SrtpProfile {
     /// Master key plus master salt, in bytes.
     pub fn key_len(self) -> usize {
-        30
+        match self {
+            SrtpProfile::AesCm128HmacSha1_80 | SrtpProfile::AesCm128HmacSha1_32 => 30,
+            SrtpProfile::AeadAes128Gcm => 28,
+            SrtpProfile::AeadAes256Gcm => 44,
+        }
     }
+    /// The suite's name in SDP (and in `Call1.MediaEncryption`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SrtpProfile::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
+            SrtpProfile::AesCm128HmacSha1_32 => "AES_CM_128_HMAC_SHA1_32",
+            SrtpProfile::AeadAes128Gcm => "AEAD_AES_128_GCM",
+            SrtpProfile::AeadAes256Gcm => "AEAD_AES_256_GCM",
+        }
+    }
+    /// srtpenc/srtpdec cipher for SRTP and SRTCP.
+    pub(crate) fn cipher(self) -> &'static str {
+        match self {
+            SrtpProfile::AesCm128HmacSha1_80 | SrtpProfile::AesCm128HmacSha1_32 => "aes-128-icm",
+            SrtpProfile::AeadAes128Gcm => "aes-128-gcm",
+            SrtpProfile::AeadAes256Gcm => "aes-256-gcm",
+        }
+    }
+    /// srtpenc/srtpdec authentication for SRTP (AEAD suites authenticate in the cipher).
     pub(crate) fn rtp_auth(self) -> &'static str {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => "hmac-sha1-80",
             SrtpProfile::AesCm128HmacSha1_32 => "hmac-sha1-32",
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => "null",
+        }
+    }
+    /// ... and for SRTCP (always the 80-bit tag with AES-CM, RFC 4568 §6.2).
+    pub(crate) fn rtcp_auth(self) -> &'static str {
+        match self {
+            SrtpProfile::AesCm128HmacSha1_80 | SrtpProfile::AesCm128HmacSha1_32 => "hmac-sha1-80",
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => "null",
         }
     }
 }
@@ -280,6 +314,8 @@ pub struct AudioSessionParams {
     pub direction: Direction,
     /// SRTP (SDES) keys; `None` sends plain RTP, which only a configuration that allows it should do.
     pub srtp: Option<SrtpParams>,
+    /// DTLS-SRTP instead of SDES keys (not both).
+    pub dtls: Option<super::DtlsParams>,
 }
 
 impl AudioSessionParams {
@@ -302,6 +338,7 @@ impl AudioSessionParams {
             rtp_timeout: Some(Duration::from_secs(30)),
             direction: Direction::SendRecv,
             srtp: None,
+            dtls: None,
         }
     }
 
@@ -344,6 +381,9 @@ impl AudioSessionParams {
         }
         if let Some(srtp) = &self.srtp {
             srtp.validate()?;
+            if self.dtls.is_some() {
+                return bad("SDES keys and DTLS-SRTP are exclusive".into());
+            }
         }
         if self.rtcp_interval < Duration::from_millis(100) {
             return bad("RTCP interval below 100 ms".into());

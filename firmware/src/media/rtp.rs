@@ -48,8 +48,9 @@ use gio::prelude::*;
 use gst::glib;
 use gst::prelude::*;
 
+use super::dtls::{DtlsParams, DtlsState, Protection};
 use super::elements::{link_pads, make, request_pad, static_pad};
-use super::{MediaError, RtpSockets, SrtpParams};
+use super::{MediaError, RtpSockets, SrtpParams, SrtpProfile};
 
 /// The longest regular RTCP interval with retransmission (see where it is used).
 const RTX_RTCP_INTERVAL: Duration = Duration::from_millis(100);
@@ -69,6 +70,9 @@ pub(super) struct TransportParams<'a> {
     /// RTP and RTCP share the RTP socket both ways.
     pub rtcp_mux: bool,
     pub srtp: Option<&'a SrtpParams>,
+    /// DTLS-SRTP (exclusive with `srtp`): one handshake on the RTP socket, and one on the RTCP
+    /// socket without rtcp-mux.
+    pub dtls: Option<&'a DtlsParams>,
     /// DSCP code point for our packets; `None` leaves the sockets alone.
     pub dscp: Option<u8>,
     pub cname: &'a str,
@@ -180,6 +184,9 @@ pub(super) struct RtpTransport {
     local_rtp: SocketAddr,
     rtcp_mux: bool,
     srtp: bool,
+    /// SDES profile, or the DTLS state; neither: plain RTP.
+    sdes: Option<SrtpProfile>,
+    dtls: Option<Arc<DtlsState>>,
     /// The udpsrc elements, whose sockets close() closes (the udpsinks share them); the last
     /// one reads the socket RTCP leaves from.
     udp_srcs: Vec<gst::Element>,
@@ -241,8 +248,30 @@ impl RtpTransport {
         let rtp_sink = udp_sink(&rtp_sock, p.remote_rtp)?;
         let rtcp_sink = udp_sink(&rtcp_sock, remote_rtcp)?;
         add(&[&rtp_sink, &rtcp_sink])?;
-        link_pads(&static_pad(&rtpbin, "send_rtp_src_0")?, &static_pad(&rtp_sink, "sink")?)?;
-        link_pads(&request_pad(&rtpbin, "send_rtcp_src_0")?, &static_pad(&rtcp_sink, "sink")?)?;
+        let rtp_out = static_pad(&rtpbin, "send_rtp_src_0")?;
+        let rtcp_out = request_pad(&rtpbin, "send_rtcp_src_0")?;
+        let dtls_state = p.dtls.map(|d| DtlsState::new(if p.rtcp_mux { 1 } else { 2 }, d.remote_fingerprint));
+        // DTLS-SRTP: one dtlssrtpenc/dec pair per socket; (enc, dec) for RTP, then RTCP's.
+        let mut dtls_pairs = Vec::new();
+        if let (Some(d), Some(state)) = (p.dtls, &dtls_state) {
+            let rtp_pair = dtls_pair(d, state)?;
+            add(&[&rtp_pair.0, &rtp_pair.1])?;
+            link_pads(&rtp_out, &gated_request_pad(&rtp_pair.0, "rtp_sink_0", state)?)?;
+            link_pads(&static_pad(&rtp_pair.0, "src")?, &static_pad(&rtp_sink, "sink")?)?;
+            if p.rtcp_mux {
+                link_pads(&rtcp_out, &gated_request_pad(&rtp_pair.0, "rtcp_sink_0", state)?)?;
+            } else {
+                let rtcp_pair = dtls_pair(d, state)?;
+                add(&[&rtcp_pair.0, &rtcp_pair.1])?;
+                link_pads(&rtcp_out, &gated_request_pad(&rtcp_pair.0, "rtcp_sink_0", state)?)?;
+                link_pads(&static_pad(&rtcp_pair.0, "src")?, &static_pad(&rtcp_sink, "sink")?)?;
+                dtls_pairs.push(rtcp_pair);
+            }
+            dtls_pairs.insert(0, rtp_pair);
+        } else {
+            link_pads(&rtp_out, &static_pad(&rtp_sink, "sink")?)?;
+            link_pads(&rtcp_out, &static_pad(&rtcp_sink, "sink")?)?;
+        }
         {
             let act = activity.clone();
             static_pad(&rtp_sink, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
@@ -270,13 +299,50 @@ impl RtpTransport {
             Some(_) => ("application/x-srtp", "application/x-srtcp"),
             None => ("application/x-rtp", "application/x-rtcp"),
         };
-        let rtp_src = udp_src(&rtp_sock, &renamed(&main_format, rtp_name))?;
+        // DTLS and SRTP share the socket: dtlssrtpdec sorts them (and types its output itself).
+        let rtp_src = if p.dtls.is_some() {
+            udp_src(&rtp_sock, &gst::Caps::new_any())?
+        } else {
+            udp_src(&rtp_sock, &renamed(&main_format, rtp_name))?
+        };
         let mut udp_srcs = vec![rtp_src.clone()];
         add(&[&rtp_src])?;
-        link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
         let rtcp_sink_pad = request_pad(&rtpbin, "recv_rtcp_sink_0")?;
         let rtcp_caps = gst::Caps::new_empty_simple(rtcp_name);
-        if p.rtcp_mux && p.srtp.is_some() {
+        if let (Some(state), Some((_, rtp_dec))) = (&dtls_state, dtls_pairs.first()) {
+            link_pads(&static_pad(&rtp_src, "src")?, &static_pad(rtp_dec, "sink")?)?;
+            link_pads(&gated_static_pad(rtp_dec, "rtp_src", state)?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
+            if p.rtcp_mux {
+                link_pads(&gated_static_pad(rtp_dec, "rtcp_src", state)?, &rtcp_sink_pad)?;
+            } else if let Some((_, rtcp_dec)) = dtls_pairs.get(1) {
+                let rtcp_src = udp_src(&rtcp_sock, &gst::Caps::new_any())?;
+                udp_srcs.push(rtcp_src.clone());
+                add(&[&rtcp_src])?;
+                link_pads(&static_pad(&rtcp_src, "src")?, &static_pad(rtcp_dec, "sink")?)?;
+                link_pads(&gated_static_pad(rtcp_dec, "rtcp_src", state)?, &rtcp_sink_pad)?;
+                let act = activity.clone();
+                static_pad(&rtcp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                    act.rtcp_arrived();
+                    gst::PadProbeReturn::Ok
+                });
+            }
+            let act = activity.clone();
+            static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+                if let Some(m) = info.buffer().and_then(|b| b.map_readable().ok()) {
+                    if is_rtcp(&m) {
+                        act.rtcp_arrived();
+                    } else if m.first().is_some_and(|b| b >> 6 == 2) {
+                        act.rtp_arrived();
+                    }
+                }
+                gst::PadProbeReturn::Ok
+            });
+        } else {
+            link_pads(&static_pad(&rtp_src, "src")?, &request_pad(&rtpbin, "recv_rtp_sink_0")?)?;
+        }
+        if dtls_state.is_some() {
+            // Linked above.
+        } else if p.rtcp_mux && p.srtp.is_some() {
             // srtpdec splits SRTCP from SRTP itself and hands RTCP to the session.
             let act = activity.clone();
             static_pad(&rtp_src, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
@@ -346,7 +412,9 @@ impl RtpTransport {
             send_pad,
             local_rtp,
             rtcp_mux: p.rtcp_mux,
-            srtp: p.srtp.is_some(),
+            srtp: p.srtp.is_some() || p.dtls.is_some(),
+            sdes: p.srtp.map(|s| s.profile),
+            dtls: dtls_state,
             udp_srcs,
             sinks: [(rtp_sink, Mutex::new(p.remote_rtp)), (rtcp_sink, Mutex::new(remote_rtcp))],
             jitterbuffers,
@@ -479,6 +547,21 @@ impl RtpTransport {
             .send_to(Some(&gio::InetSocketAddress::from(to)), packet, None::<&gio::Cancellable>)
             .map(|_| ())
             .map_err(|e| MediaError::Pipeline(format!("cannot send RTCP to {to}: {e}")))
+    }
+
+    /// How the stream is protected now. A DTLS handshake not done within
+    /// [`DTLS_HANDSHAKE_LIMIT`] counts as failed.
+    pub(super) fn protection(&self) -> Protection {
+        match (&self.dtls, self.sdes) {
+            (Some(d), _) => {
+                if d.waiting_for().is_some_and(|t| t > DTLS_HANDSHAKE_LIMIT) {
+                    d.fail(format!("no DTLS handshake with the far end within {} s", DTLS_HANDSHAKE_LIMIT.as_secs()));
+                }
+                d.protection()
+            }
+            (None, Some(p)) => Protection::Sdes(p),
+            (None, None) => Protection::Plain,
+        }
     }
 
     /// Frees the ports now (after the pipeline stopped), even if the session object lives on.
@@ -626,21 +709,99 @@ fn rtx_aux(
     Ok(bin.upcast())
 }
 
+/// How long a DTLS handshake may take before the stream counts as failed.
+pub(super) const DTLS_HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
+
+/// A dtlssrtpenc/dtlssrtpdec pair sharing one DTLS connection: our certificate on the decoder,
+/// our role on the encoder, and the peer's certificate and keys watched on the decoder's
+/// inner `dtlsdec`.
+fn dtls_pair(d: &DtlsParams, state: &Arc<DtlsState>) -> Result<(gst::Element, gst::Element), MediaError> {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let id = format!("huis-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    let dec = make("dtlssrtpdec", "DTLS-SRTP")?;
+    if let Some(pem) = &d.pem {
+        dec.set_property("pem", pem);
+    }
+    dec.set_property("connection-id", &id);
+    let enc = make("dtlssrtpenc", "DTLS-SRTP")?;
+    enc.set_property("connection-id", &id);
+    enc.set_property("is-client", d.client);
+    let inner = dec
+        .downcast_ref::<gst::Bin>()
+        .and_then(|b| {
+            b.iterate_recurse().into_iter().flatten().find(|e| e.factory().is_some_and(|f| f.name() == "dtlsdec"))
+        })
+        .ok_or_else(|| MediaError::pipeline("dtlssrtpdec has no dtlsdec inside"))?;
+    let st = state.clone();
+    inner.connect_notify(Some("peer-pem"), move |el, _| {
+        if let Some(pem) = el.property::<Option<String>>("peer-pem") {
+            st.peer_certificate(&pem);
+        }
+    });
+    let st = state.clone();
+    inner.connect("on-key-received", false, move |args| {
+        let profile = args.first().and_then(|v| v.get::<gst::Element>().ok()).and_then(|el| {
+            // GstDtlsSrtpAuth: 1 = HMAC-SHA1-32, 2 = HMAC-SHA1-80.
+            match el.property::<u32>("srtp-auth") {
+                1 => Some(SrtpProfile::AesCm128HmacSha1_32),
+                2 => Some(SrtpProfile::AesCm128HmacSha1_80),
+                _ => None,
+            }
+        });
+        st.keyed(profile);
+        None
+    });
+    let st = state.clone();
+    dec.connect_notify(Some("connection-state"), move |el, _| {
+        // GstDtlsConnectionState: 2 = failed.
+        let v = el.property_value("connection-state");
+        if glib::EnumValue::from_value(&v).is_some_and(|(_, e)| e.nick() == "failed") {
+            st.fail("the DTLS handshake with the far end failed".into());
+        }
+    });
+    Ok((enc, dec))
+}
+
+/// `el`'s request pad `name`, passing buffers only once DTLS is open (the peer proved its
+/// certificate): before, and after a failure, nothing of ours leaves.
+fn gated_request_pad(el: &gst::Element, name: &str, state: &Arc<DtlsState>) -> Result<gst::Pad, MediaError> {
+    let pad =
+        el.request_pad_simple(name).ok_or_else(|| MediaError::Pipeline(format!("{} has no pad {name}", el.name())))?;
+    gate(&pad, state);
+    Ok(pad)
+}
+
+/// `el`'s static pad `name`, gated like [`gated_request_pad`]: nothing of the peer's is played
+/// before its certificate matched.
+fn gated_static_pad(el: &gst::Element, name: &str, state: &Arc<DtlsState>) -> Result<gst::Pad, MediaError> {
+    let pad = static_pad(el, name)?;
+    gate(&pad, state);
+    Ok(pad)
+}
+
+fn gate(pad: &gst::Pad, state: &Arc<DtlsState>) {
+    let st = state.clone();
+    pad.add_probe(gst::PadProbeType::BUFFER | gst::PadProbeType::BUFFER_LIST, move |_, _| {
+        if st.open() { gst::PadProbeReturn::Ok } else { gst::PadProbeReturn::Drop }
+    });
+}
+
 /// SRTP through rtpbin's encoder/decoder hooks: one srtpenc and one srtpdec serve RTP and RTCP.
 fn use_srtp(rtpbin: &gst::Element, srtp: &SrtpParams) -> Result<(), MediaError> {
     let enc = make("srtpenc", "SRTP encryption")?;
+    let p = srtp.profile;
     enc.set_property("key", gst::Buffer::from_slice(srtp.send_key.clone()));
-    enc.set_property_from_str("rtp-cipher", "aes-128-icm");
-    enc.set_property_from_str("rtp-auth", srtp.profile.rtp_auth());
-    enc.set_property_from_str("rtcp-cipher", "aes-128-icm");
-    enc.set_property_from_str("rtcp-auth", "hmac-sha1-80");
+    enc.set_property_from_str("rtp-cipher", p.cipher());
+    enc.set_property_from_str("rtp-auth", p.rtp_auth());
+    enc.set_property_from_str("rtcp-cipher", p.cipher());
+    enc.set_property_from_str("rtcp-auth", p.rtcp_auth());
     let dec = make("srtpdec", "SRTP decryption")?;
     let key_caps = gst::Caps::builder("application/x-srtp")
         .field("srtp-key", gst::Buffer::from_slice(srtp.recv_key.clone()))
-        .field("srtp-cipher", "aes-128-icm")
-        .field("srtp-auth", srtp.profile.rtp_auth())
-        .field("srtcp-cipher", "aes-128-icm")
-        .field("srtcp-auth", "hmac-sha1-80")
+        .field("srtp-cipher", p.cipher())
+        .field("srtp-auth", p.rtp_auth())
+        .field("srtcp-cipher", p.cipher())
+        .field("srtcp-auth", p.rtcp_auth())
         .build();
     dec.connect("request-key", false, move |_| Some(key_caps.to_value()));
     // rtpbin looks for the encoder's `rtp_src_N` before it requests `rtp_sink_N`, but srtpenc

@@ -30,7 +30,8 @@ pub struct ScreenStatus {
     /// idle, dialing, ringing, in-call, error.
     pub state: String,
     pub muted: bool,
-    /// The call's media is encrypted (SRTP).
+    /// The call is encrypted: its SIP over TLS and every media stream encrypted
+    /// (`Call1.Encrypted`). Only then does the status bar show the lock.
     pub encrypted: bool,
     /// How to call the room (`sip:room@…`).
     pub sip_uri: String,
@@ -173,7 +174,13 @@ impl Screen {
             bar.push_str("  ·  Microphones off");
         }
         if in_call {
-            bar.push_str(if st.encrypted { "  ·  Encrypted" } else { "  ·  Not encrypted" });
+            // The lock (U+1F512, from fonts-symbola on the image) in the lock's green; a person
+            // sees it only when signalling and all media are encrypted.
+            bar.push_str(if st.encrypted {
+                "  ·  <span foreground=\"#34c759\">\u{1F512} Encrypted</span>"
+            } else {
+                "  ·  Not encrypted"
+            });
         }
         self.status_text.set_property("text", bar);
         let idle = if st.sip_uri.is_empty() {

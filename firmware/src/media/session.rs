@@ -144,6 +144,11 @@ impl AudioSession {
     }
 
     /// Current RTP/RTCP statistics.
+    /// How the call's audio is protected now (SDES, DTLS-SRTP and its handshake, plain).
+    pub fn protection(&self) -> super::Protection {
+        self.transport.protection()
+    }
+
     pub fn stats(&self) -> CallStats {
         let stats = self.transport.rtp_session().property::<gst::Structure>("stats");
         let mut out = CallStats::from_session_stats(self.codec.codec, &stats, self.codec.codec.clock_rate());
@@ -314,6 +319,7 @@ fn build(p: AudioSessionParams) -> Result<AudioSession, MediaError> {
             remote_rtcp: p.remote_rtcp,
             rtcp_mux: p.rtcp_mux,
             srtp: p.srtp.as_ref(),
+            dtls: p.dtls.as_ref(),
             dscp: p.dscp,
             cname: &p.cname,
             jitter_buffer: p.jitter_buffer,

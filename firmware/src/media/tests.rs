@@ -22,11 +22,13 @@ struct Setup {
     rtp_timeout: Option<Duration>,
     /// A's SRTP keys (B gets them swapped), and B's receive key if it should differ.
     srtp: Option<(SrtpParams, Option<Vec<u8>>)>,
+    /// DTLS-SRTP for A and B.
+    dtls: Option<(DtlsParams, DtlsParams)>,
 }
 
 impl Setup {
     fn new(codec: CodecParams) -> Self {
-        Setup { bind: local(), codec, te: None, rtcp_mux: false, rtp_timeout: None, srtp: None }
+        Setup { bind: local(), codec, te: None, rtcp_mux: false, rtp_timeout: None, srtp: None, dtls: None }
     }
 
     fn start(self) -> (AudioSession, AudioSession) {
@@ -49,8 +51,13 @@ impl Setup {
             send_key: s.recv_key.clone(),
             recv_key: b_recv.clone().unwrap_or_else(|| s.send_key.clone()),
         });
-        let a = AudioSession::start(params(sa, addr_b, srtp_a)).expect("session A starts");
-        let b = AudioSession::start(params(sb, addr_a, srtp_b)).expect("session B starts");
+        let (dtls_a, dtls_b) = self.dtls.clone().map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        let mut pa = params(sa, addr_b, srtp_a);
+        pa.dtls = dtls_a;
+        let mut pb = params(sb, addr_a, srtp_b);
+        pb.dtls = dtls_b;
+        let a = AudioSession::start(pa).expect("session A starts");
+        let b = AudioSession::start(pb).expect("session B starts");
         (a, b)
     }
 }
@@ -281,6 +288,88 @@ fn srtp_with_a_wrong_key_lets_nothing_through() {
     assert!(heard.iter().all(|&v| v == 0.0), "B decrypted nothing");
     assert_eq!(b.stats().packets_received, 0, "forged packets never reach the RTP session");
     assert!(a.stats().packets_received > 20, "the other direction's keys are right");
+}
+
+#[test]
+fn every_sdes_suite_carries_a_tone() {
+    for profile in [SrtpProfile::AesCm128HmacSha1_32, SrtpProfile::AeadAes128Gcm, SrtpProfile::AeadAes256Gcm] {
+        let n = profile.key_len() as u8;
+        let mut setup = Setup::new(CodecParams::pcmu());
+        setup.srtp =
+            Some((SrtpParams { profile, send_key: (0..n).collect(), recv_key: (100..100 + n).collect() }, None));
+        setup.rtcp_mux = true;
+        let (a, b) = setup.start();
+        assert_eq!(a.protection(), Protection::Sdes(profile));
+        let heard = run(&a, &b, Duration::from_millis(2000), 1000.0, |_| {});
+        assert_tone(&heard, 1000.0, &diag(profile.name(), &a, &b));
+    }
+}
+
+/// Two certificates of our own kind (ECDSA P-256 by openssl), as two rooms have.
+fn dtls_pair(a_client: bool) -> (DtlsParams, DtlsParams) {
+    let (ca, cb) = (DtlsCertificate::generate().unwrap(), DtlsCertificate::generate().unwrap());
+    assert!(ca.pem.is_some(), "openssl makes the certificate (Debian package openssl)");
+    assert_ne!(ca.fingerprint, cb.fingerprint);
+    (
+        DtlsParams { pem: ca.pem.clone(), client: a_client, remote_fingerprint: cb.fingerprint },
+        DtlsParams { pem: cb.pem.clone(), client: !a_client, remote_fingerprint: ca.fingerprint },
+    )
+}
+
+fn wait_protection(s: &AudioSession, limit: Duration) -> Protection {
+    let until = Instant::now() + limit;
+    loop {
+        let p = s.protection();
+        if p != Protection::DtlsHandshaking || Instant::now() > until {
+            return p;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// DTLS-SRTP both ways, with and without rtcp-mux (then RTCP has its own handshake): the tone
+/// arrives, each side names the suite, and RTCP flows (an RTT).
+#[test]
+fn dtls_srtp_carries_a_tone_with_and_without_rtcp_mux() {
+    for rtcp_mux in [true, false] {
+        let mut setup = Setup::new(CodecParams::opus(111));
+        setup.rtcp_mux = rtcp_mux;
+        setup.dtls = Some(dtls_pair(rtcp_mux));
+        let (a, b) = setup.start();
+        let heard = run(&a, &b, Duration::from_millis(3000), 1000.0, |_| {});
+        let (pa, pb) = (wait_protection(&a, Duration::from_secs(5)), wait_protection(&b, Duration::from_secs(5)));
+        eprintln!("rtcp-mux {rtcp_mux}: A {pa:?}, B {pb:?}");
+        for p in [&pa, &pb] {
+            assert!(matches!(p, Protection::Dtls { .. }), "rtcp-mux {rtcp_mux}: {p:?}");
+            assert!(p.label().starts_with("DTLS-SRTP AES_CM_128_HMAC_SHA1_"), "{}", p.label());
+        }
+        assert_tone(&heard, 1000.0, &diag(&format!("DTLS-SRTP, rtcp-mux {rtcp_mux}"), &a, &b));
+        let sa = wait_stats(&a, Duration::from_secs(3), |s| s.rtt_ms.is_some());
+        assert!(sa.rtt_ms.is_some(), "rtcp-mux {rtcp_mux}: SRTCP carries the reports: {sa:?}");
+        a.stop();
+        b.stop();
+    }
+}
+
+/// A far end whose certificate is not the one its SDP named: no media passes, and the
+/// transport says why.
+#[test]
+fn dtls_srtp_with_a_wrong_fingerprint_passes_nothing() {
+    let mut setup = Setup::new(CodecParams::pcmu());
+    setup.rtcp_mux = true;
+    let (pa, mut pb) = dtls_pair(true);
+    pb.remote_fingerprint[0] ^= 1;
+    setup.dtls = Some((pa, pb));
+    let (a, b) = setup.start();
+    let heard = run(&a, &b, Duration::from_millis(2000), 440.0, |_| {});
+    assert!(heard.iter().all(|&v| v == 0.0), "B played nothing");
+    let p = wait_protection(&b, Duration::from_secs(5));
+    assert!(
+        matches!(&p, Protection::DtlsFailed(why) if why.contains("does not match the fingerprint")),
+        "B refuses A's certificate: {p:?}"
+    );
+    assert!(!p.is_encrypted());
+    assert_eq!(b.stats().packets_received, 0, "nothing reached B's RTP session");
 }
 
 #[test]
@@ -675,6 +764,7 @@ fn tmmbr_caps_the_bitrate_and_gets_a_tmmbn(rtcp_mux: bool) {
         on_capture: None,
         rtcp_mux,
         srtp: None,
+        dtls: None,
     })
     .expect("video session starts");
     // Our SSRC, from the first RTP packet.
@@ -765,6 +855,7 @@ fn video_params(sockets: RtpSockets, remote: SocketAddr, name: &str) -> VideoSes
         on_capture: None,
         rtcp_mux: false,
         srtp: None,
+        dtls: None,
     }
 }
 
@@ -819,6 +910,25 @@ fn video_over_srtp_decodes_both_ways_and_asks_for_keyframes_in_srtcp() {
     b.stop();
 }
 
+/// Video over DTLS-SRTP with rtcp-mux: pictures both ways, keyframe requests in SRTCP.
+#[test]
+fn video_over_dtls_srtp_decodes_both_ways() {
+    let (sa, sb) = (RtpSockets::bind(local()).unwrap(), RtpSockets::bind(local()).unwrap());
+    let (addr_a, addr_b) = (sa.local_rtp(), sb.local_rtp());
+    let mut pa = video_params(sa, addr_b, "dtls-a");
+    let mut pb = video_params(sb, addr_a, "dtls-b");
+    (pa.rtcp_mux, pb.rtcp_mux) = (true, true);
+    let (da, db) = dtls_pair(false);
+    (pa.dtls, pb.dtls) = (Some(da), Some(db));
+    let a = VideoSession::start(pa).expect("video session A starts");
+    let b = VideoSession::start(pb).expect("video session B starts");
+    let (sa, sb) = wait_decoded(&a, &b, 20, Duration::from_secs(8));
+    assert!(sa.frames_decoded >= 20 && sb.frames_decoded >= 20, "pictures both ways:\n  A: {sa:?}\n  B: {sb:?}");
+    assert!(matches!(a.protection(), Protection::Dtls { .. }), "{:?}", a.protection());
+    a.stop();
+    b.stop();
+}
+
 #[test]
 fn video_srtp_with_a_wrong_key_decodes_nothing() {
     let (a, b) = video_call("srtp-wrong", false, Some((srtp_keys(), Some(vec![7; 30]))));
@@ -842,4 +952,35 @@ fn video_rtcp_mux_carries_pictures_and_keyframe_requests_on_one_port() {
         );
         assert!(sa.keyframe_requests_received >= 1, "{what}: B's keyframe request reached A: {sa:?}");
     }
+}
+
+/// The screen's status bar: the lock (drawn in its green) only for an encrypted call.
+#[test]
+fn the_status_bar_shows_the_lock_only_for_an_encrypted_call() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let green_pixels = |encrypted: bool| -> usize {
+        let status =
+            screen::ScreenStatus { room_name: "Room".into(), state: "in-call".into(), encrypted, ..Default::default() };
+        let s =
+            screen::Screen::start(640, 360, 10, "video/x-raw,format=RGBx ! appsink max-buffers=1 drop=true", status)
+                .expect("the screen starts");
+        let most = Arc::new(AtomicUsize::new(0));
+        let m = most.clone();
+        s.on_frame(move |buf, _| {
+            let Ok(map) = buf.map_readable() else { return };
+            // The bar's rows (RGBx, 640 px a row): pixels in the lock's green.
+            let n = map[..(640 * 4 * 60).min(map.len())]
+                .chunks_exact(4)
+                .filter(|p| p[1] > 150 && p[0] < 110 && p[2] < 150)
+                .count();
+            m.fetch_max(n, Ordering::Relaxed);
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        s.stop();
+        most.load(Ordering::Relaxed)
+    };
+    let (with, without) = (green_pixels(true), green_pixels(false));
+    assert!(with > 20, "the lock shows on an encrypted call ({with} green pixels)");
+    assert_eq!(without, 0, "no lock on an unencrypted call");
 }

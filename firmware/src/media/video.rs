@@ -121,6 +121,8 @@ pub struct VideoSessionParams {
     pub rtcp_mux: bool,
     /// SRTP (SDES) keys; `None` sends plain RTP.
     pub srtp: Option<SrtpParams>,
+    /// DTLS-SRTP instead of SDES keys (not both).
+    pub dtls: Option<super::DtlsParams>,
 }
 
 /// See [`VideoSessionParams::on_capture`].
@@ -343,6 +345,11 @@ impl VideoSession {
         }
     }
 
+    /// How the call's video is protected now.
+    pub fn protection(&self) -> super::Protection {
+        self.transport.protection()
+    }
+
     pub fn stats(&self) -> VideoStats {
         let s = &self.shared;
         let size = s.recv_size.load(Ordering::Relaxed);
@@ -496,6 +503,7 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
             remote_rtcp: None,
             rtcp_mux: p.rtcp_mux,
             srtp: p.srtp.as_ref(),
+            dtls: p.dtls.as_ref(),
             dscp: None,
             cname: &p.cname,
             jitter_buffer: p.jitter_buffer,

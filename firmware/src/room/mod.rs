@@ -420,7 +420,8 @@ impl Room {
                 self.feed.calls(|calls| calls.remove(&id).is_some());
                 tracing::info!(call = %id, reason = %reason, "call ended");
                 let text = if reason.is_failure() {
-                    format!("call to {} failed: {reason}", c.info.remote)
+                    let way = if c.info.direction == Direction::Incoming { "from" } else { "to" };
+                    format!("call {way} {} failed: {reason}", c.info.remote)
                 } else {
                     reason.to_string()
                 };

@@ -190,6 +190,7 @@ pub fn media(port: u16, codecs: &[Codec], dir: Direction) -> LocalMedia {
         telephone_event: true,
         session_id: 1,
         direction: dir,
+        security: Default::default(),
     }
 }
 

@@ -89,6 +89,34 @@ pub struct BaresipOpts {
     /// Video: H.264 through `avcodec` (libx264), the `fakevideo` source and display at this
     /// size. `None`: audio only (no video modules loaded, no m=video offered).
     pub video: Option<(u32, u32)>,
+    /// Media encryption (`;mediaenc=` on the account, and its module loaded).
+    pub mediaenc: MediaEnc,
+    /// `rtcp_mux yes`: offer and accept RFC 5761 rtcp-mux (baresip's default is no).
+    pub rtcp_mux: bool,
+}
+
+/// baresip's media encryption for an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaEnc {
+    /// Plain RTP/AVP.
+    None,
+    /// `dtls_srtp`: DTLS-SRTP (UDP/TLS/RTP/SAVP, a=fingerprint, a=setup), module `dtls_srtp`.
+    DtlsSrtp,
+    /// `srtp-mand`: SDES-SRTP required (RTP/SAVP, a=crypto), module `srtp`.
+    SrtpMand,
+    /// `srtp`: SDES-SRTP offered on RTP/AVP, plain accepted.
+    Srtp,
+}
+
+impl MediaEnc {
+    fn module_and_param(self) -> Option<(&'static str, &'static str)> {
+        match self {
+            MediaEnc::None => None,
+            MediaEnc::DtlsSrtp => Some(("dtls_srtp.so", "dtls_srtp")),
+            MediaEnc::SrtpMand => Some(("srtp.so", "srtp-mand")),
+            MediaEnc::Srtp => Some(("srtp.so", "srtp")),
+        }
+    }
 }
 
 impl BaresipOpts {
@@ -105,7 +133,19 @@ impl BaresipOpts {
             uri_params: String::new(),
             extra_config: vec![],
             video: None,
+            mediaenc: MediaEnc::None,
+            rtcp_mux: false,
         }
+    }
+    /// Media encryption for the account (`;mediaenc=`).
+    pub fn mediaenc(mut self, m: MediaEnc) -> Self {
+        self.mediaenc = m;
+        self
+    }
+    /// Offer and accept rtcp-mux.
+    pub fn rtcp_mux(mut self, on: bool) -> Self {
+        self.rtcp_mux = on;
+        self
     }
     /// Send and receive H.264 video at `width`×`height` (see [`BaresipOpts::video`]).
     pub fn video(mut self, width: u32, height: u32) -> Self {
@@ -277,6 +317,10 @@ impl Baresip {
                  avcodec_h264dec\th264\n"
             ));
         }
+        if let Some((module, _)) = opts.mediaenc.module_and_param() {
+            config.push_str(&format!("module\t{module}\n"));
+        }
+        config.push_str(if opts.rtcp_mux { "rtcp_mux\tyes\n" } else { "rtcp_mux\tno\n" });
         for l in &opts.extra_config {
             config.push_str(l);
             config.push('\n');
@@ -286,6 +330,7 @@ impl Baresip {
             AnswerMode::Auto => "auto",
             AnswerMode::Manual => "manual",
         };
+        let mediaenc = opts.mediaenc.module_and_param().map(|(_, p)| format!(";mediaenc={p}")).unwrap_or_default();
         let codecs = if opts.audio_codecs.is_empty() {
             String::new()
         } else {
@@ -293,11 +338,11 @@ impl Baresip {
         };
         let account = match &opts.registrar {
             None => format!(
-                "<sip:{}@127.0.0.1:{sip_port}{}>;regint=0;answermode={answer}{codecs}{}\n",
+                "<sip:{}@127.0.0.1:{sip_port}{}>;regint=0;answermode={answer}{codecs}{mediaenc}{}\n",
                 opts.user, opts.uri_params, opts.extra_account
             ),
             Some(r) => format!(
-                "<sip:{}@{}{}>;auth_pass={};regint={};answermode={answer}{codecs}{}\n",
+                "<sip:{}@{}{}>;auth_pass={};regint={};answermode={answer}{codecs}{mediaenc}{}\n",
                 opts.user, r.host_port, opts.uri_params, r.password, r.regint, opts.extra_account
             ),
         };

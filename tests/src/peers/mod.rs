@@ -13,7 +13,7 @@ pub mod picture;
 pub mod sipp;
 pub mod tone;
 
-pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, VideoDebug};
+pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;

@@ -14,7 +14,11 @@ use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use huis_sip::sdp::{Codec, Direction as SdpDirection, LocalMedia, Negotiated, SessionDescription};
+use huis_sip::sdp::{Codec, Direction as SdpDirection, LocalMedia, Negotiated, SdpError, SessionDescription};
+use huis_sip::sdp_security::{
+    CryptoSuite, EncryptionPolicy, Fingerprint, Keying, LocalSecurity, MAX_KEY_LEN, MediaSecurity, SecurityError,
+    SrtpKey,
+};
 use huis_sip::sdp_video::{LocalVideo, NegotiatedVideo};
 use huis_sip::{Account, EndReason as SipEnd, Event as UaEvent, Input, RegistrationFailure, RegistrationState};
 use huis_sip::{TransportKind, UserAgent};
@@ -27,8 +31,9 @@ use crate::call::{
 };
 use crate::config::Config;
 use crate::media::{
-    AudioCodec, AudioSession, AudioSessionParams, CodecParams, Direction as MediaDirection, MediaEvent, RtpSockets,
-    RtxPayloadTypes, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
+    AudioCodec, AudioSession, AudioSessionParams, CodecParams, Direction as MediaDirection, DtlsCertificate,
+    DtlsParams, MediaEvent, Protection, RtpSockets, RtxPayloadTypes, SrtpParams, SrtpProfile, TelephoneEvent,
+    VideoFeedback, VideoSession, VideoSessionParams,
 };
 use net::{NetInput, SipSockets};
 
@@ -147,6 +152,15 @@ struct Call {
     held_by_peer: bool,
     /// `o=` version of our last SDP.
     sdp_version: u64,
+    /// The call's SIP runs over TLS (SDES allowed, and a condition of `Encrypted`).
+    signalling_tls: bool,
+    /// Where an outgoing call went, for the one best-effort retry with plain RTP after the far
+    /// end refused our encrypted offer; `None` once retried (or for incoming calls).
+    redial: Option<(String, huis_sip::Destination)>,
+    /// Why the call ends when we end it ourselves for a reason of our own (policy, DTLS).
+    end_reason: Option<EndReason>,
+    /// The video's agreed security, kept for re-offers (the audio's is in `negotiated`).
+    video_security: Option<MediaSecurity>,
 }
 
 /// A dial whose destination is being looked up.
@@ -177,6 +191,10 @@ struct SipBackend {
     video: Option<VideoSetup>,
     /// For `tel:` destinations: the account's domain, when there is an account.
     account_domain: Option<String>,
+    /// `call.media_encryption`.
+    policy: EncryptionPolicy,
+    /// This run's DTLS certificate; `None`: no DTLS-SRTP (none could be made).
+    dtls: Option<DtlsCertificate>,
 }
 
 fn codec_of(name: &str) -> Option<Codec> {
@@ -195,6 +213,23 @@ fn media_codec(c: Codec) -> AudioCodec {
         Codec::G722 => AudioCodec::G722,
         Codec::Pcmu => AudioCodec::Pcmu,
         Codec::Pcma => AudioCodec::Pcma,
+    }
+}
+
+fn srtp_profile(s: CryptoSuite) -> SrtpProfile {
+    match s {
+        CryptoSuite::AesCm128HmacSha1_80 => SrtpProfile::AesCm128HmacSha1_80,
+        CryptoSuite::AesCm128HmacSha1_32 => SrtpProfile::AesCm128HmacSha1_32,
+        CryptoSuite::AeadAes128Gcm => SrtpProfile::AeadAes128Gcm,
+        CryptoSuite::AeadAes256Gcm => SrtpProfile::AeadAes256Gcm,
+    }
+}
+
+/// `Call1.MediaEncryption` for the call's streams (audio first; video when it runs).
+fn encryption_label(audio: &Protection, video: Option<&Protection>) -> String {
+    match video {
+        Some(v) if v.label() != audio.label() => format!("audio {}; video {}", audio.label(), v.label()),
+        _ => audio.label(),
     }
 }
 
@@ -301,6 +336,22 @@ impl SipBackend {
             account_domain = Some(domain.to_owned());
         }
         let codecs = ucfg.codecs.clone();
+        let policy = EncryptionPolicy::from_name(&cfg.call.media_encryption).unwrap_or_default();
+        let dtls = if policy == EncryptionPolicy::Off {
+            None
+        } else {
+            match tokio::task::spawn_blocking(DtlsCertificate::generate).await {
+                Ok(Ok(c)) => Some(c),
+                Ok(Err(e)) => {
+                    tracing::warn!("no DTLS-SRTP for SIP calls: {e}");
+                    None
+                }
+                Err(e) => {
+                    tracing::warn!("no DTLS-SRTP for SIP calls: {e}");
+                    None
+                }
+            }
+        };
         let (resolved_tx, resolved_rx) = mpsc::channel(8);
         let b = SipBackend {
             ua: UserAgent::new(ucfg),
@@ -319,6 +370,8 @@ impl SipBackend {
             muted: false,
             video,
             account_domain,
+            policy,
+            dtls,
         };
         tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
         Ok((b, input_rx))
@@ -477,7 +530,9 @@ impl SipBackend {
         }
     }
 
-    fn local_media(&self, port: u16) -> LocalMedia {
+    /// Our side of a call's SDP. `signalling_tls`: the call's SIP runs over TLS (only then
+    /// are SDES keys written or accepted).
+    fn local_media(&self, port: u16, signalling_tls: bool) -> LocalMedia {
         LocalMedia {
             address: self.advertised,
             audio_port: port,
@@ -485,6 +540,64 @@ impl SipBackend {
             telephone_event: true,
             session_id: random_u64() % 1_000_000_000,
             direction: SdpDirection::SendRecv,
+            security: self.local_security(signalling_tls),
+        }
+    }
+
+    /// What a call offers and accepts of media encryption: the policy, our certificate's
+    /// fingerprint, and fresh SDES keys (audio, video) when the signalling is TLS.
+    fn local_security(&self, signalling_tls: bool) -> LocalSecurity {
+        let mut sdes_keys = Vec::new();
+        if signalling_tls && self.policy != EncryptionPolicy::Off {
+            for _ in 0..2 {
+                let mut k = vec![0u8; MAX_KEY_LEN];
+                match getrandom::getrandom(&mut k) {
+                    Ok(()) => sdes_keys.push(SrtpKey::new(k)),
+                    Err(e) => {
+                        tracing::error!("no random bytes for SRTP keys ({e}); SDES is not offered");
+                        sdes_keys.clear();
+                        break;
+                    }
+                }
+            }
+        }
+        LocalSecurity {
+            policy: self.policy,
+            signalling_tls,
+            fingerprint: self.dtls.as_ref().map(|c| Fingerprint(c.fingerprint)),
+            sdes_keys,
+            rtcp_mux: true,
+            plain_retry: false,
+            permissive: false,
+        }
+    }
+
+    /// Whether the call's SIP runs over TLS. SIP over TLS comes with the `sip-tls` work; until
+    /// then every call is over UDP or TCP, so SDES is never offered or accepted.
+    fn signalling_tls(&self, _ua_id: Option<huis_sip::CallId>) -> bool {
+        false
+    }
+
+    /// The media parameters of one negotiated stream's security.
+    fn media_keys(&self, s: &MediaSecurity) -> (Option<SrtpParams>, Option<DtlsParams>) {
+        match &s.keying {
+            Keying::Plain => (None, None),
+            Keying::Sdes { suite, local, remote } => (
+                Some(SrtpParams {
+                    profile: srtp_profile(*suite),
+                    send_key: local.bytes().to_vec(),
+                    recv_key: remote.bytes().to_vec(),
+                }),
+                None,
+            ),
+            Keying::Dtls { client, remote } => (
+                None,
+                Some(DtlsParams {
+                    pem: self.dtls.as_ref().and_then(|c| c.pem.clone()),
+                    client: *client,
+                    remote_fingerprint: remote.0,
+                }),
+            ),
         }
     }
 
@@ -562,7 +675,8 @@ impl SipBackend {
             Ok(s) => s,
             Err(e) => return self.dial_failed(r.id, r.reply, e),
         };
-        let local = self.local_media(sockets.local_rtp().port());
+        let tls = self.signalling_tls(None);
+        let local = self.local_media(sockets.local_rtp().port(), tls);
         let (vsock, lv) = self.bind_video();
         let offer = local.offer_with_video(lv.as_ref()).to_text();
         let ua_id = match self.ua.invite(Instant::now(), &r.target, hop, &offer) {
@@ -570,7 +684,12 @@ impl SipBackend {
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Protocol(e.to_string())),
         };
         let info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
-        self.calls.insert(ua_id, Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock));
+        let mut call = Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock);
+        call.signalling_tls = tls;
+        if self.policy == EncryptionPolicy::BestEffort && call.local.security.offer_kind().is_encrypted() {
+            call.redial = Some((r.target.clone(), hop));
+        }
+        self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
         self.drain().await;
@@ -659,6 +778,13 @@ impl SipBackend {
         call.sdp_version += 1;
         let mut sdp = local.offer_with_video(call.local_video.as_ref());
         sdp.origin.session_version = call.sdp_version;
+        // Keep the DTLS roles, the SDES suite and rtcp-mux the call has.
+        let agreed = [call.negotiated.as_ref().map(|n| &n.security), call.video_security.as_ref()];
+        for (m, agreed) in sdp.media.iter_mut().zip(agreed) {
+            if let Some(a) = agreed {
+                LocalSecurity::keep_agreed(m, a);
+            }
+        }
         let text = sdp.to_text();
         let r = if hold {
             self.ua.hold(Instant::now(), ua_id, &text)
@@ -704,6 +830,7 @@ impl SipBackend {
     fn start_media(&mut self, ua_id: huis_sip::CallId, neg: Negotiated, we_offered: bool) -> Result<(), CallError> {
         let advertised = self.advertised;
         let muted = self.muted;
+        let (srtp, dtls) = self.media_keys(&neg.security);
         let call = self.calls.get_mut(&ua_id).ok_or(CallError::NotInCall)?;
         let Some(sockets) = call.sockets.take() else { return Ok(()) };
         let mut codec = CodecParams::new(media_codec(neg.codec), neg.payload_type);
@@ -724,15 +851,26 @@ impl SipBackend {
             p.telephone_event = Some(te);
         }
         p.direction = media_direction(neg.direction);
-        let encrypted = p.srtp.is_some();
+        p.rtcp_mux = neg.security.rtcp_mux;
+        p.srtp = srtp;
+        p.dtls = dtls;
         let session =
             AudioSession::start(p).map_err(|e| CallError::Local(format!("cannot start the call's audio: {e}")))?;
         session.set_muted(muted);
         *self.audio.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(CallAudio { tx: session.sender(), rx: session.receiver() });
         call.info.audio_codec = codec_label(neg.codec);
-        call.info.encrypted = encrypted;
-        tracing::info!(call = %call.id, codec = %codec_label(neg.codec), remote = %remote, "call audio started");
+        let protection = session.protection();
+        call.info.media_encryption = protection.label();
+        call.info.encrypted = call.signalling_tls && protection.is_encrypted();
+        tracing::info!(
+            call = %call.id,
+            codec = %codec_label(neg.codec),
+            remote = %remote,
+            rtcp_mux = neg.security.rtcp_mux,
+            encryption = %protection.label(),
+            "call audio started"
+        );
         call.media = Some(session);
         call.negotiated = Some(neg);
         Ok(())
@@ -742,6 +880,8 @@ impl SipBackend {
     fn start_video(&mut self, ua_id: huis_sip::CallId, neg: NegotiatedVideo) {
         let Some(setup) = self.video.clone() else { return };
         let advertised = self.advertised;
+        let (srtp, dtls) = self.media_keys(&neg.security);
+        let security = neg.security.clone();
         let Some(call) = self.calls.get_mut(&ua_id) else { return };
         let Some(sockets) = call.video_sockets.take() else { return };
         let sizes = crate::config::VIDEO_SIZES;
@@ -774,9 +914,9 @@ impl SipBackend {
             far_channel: crate::media::video::FAR_CHANNEL.into(),
             self_channel: crate::media::video::SELF_CHANNEL.into(),
             on_capture: None,
-            // The SIP core offers neither for video yet (RTP/AVP, separate RTCP).
-            rtcp_mux: false,
-            srtp: None,
+            rtcp_mux: neg.security.rtcp_mux,
+            srtp,
+            dtls,
         };
         match VideoSession::start(p) {
             Ok(v) => {
@@ -785,6 +925,7 @@ impl SipBackend {
                 call.keyframe_requests_seen = 0;
                 tracing::info!(call = %call.id, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
                 call.video = Some(v);
+                call.video_security = Some(security);
             }
             Err(e) => tracing::error!(call = %call.id, "cannot start the call's video, audio only: {e}"),
         }
@@ -839,12 +980,33 @@ impl SipBackend {
                         return;
                     }
                 };
-                let local = self.local_media(sockets.local_rtp().port());
+                let tls = self.signalling_tls(Some(ua_id));
+                let local = self.local_media(sockets.local_rtp().port(), tls);
                 let offers_video = remote_sdp.as_deref().is_some_and(|s| s.contains("m=video"));
                 let (vsock, lv) = if offers_video { self.bind_video() } else { (None, None) };
+                // Media security is decided before the room rings: an offer our policy refuses
+                // never rings (488), and "required" tells people why.
+                let refusal =
+                    remote_sdp.as_deref().and_then(|t| SessionDescription::parse(t).ok()).and_then(|offer| match local
+                        .answer_with_video(&offer, lv.as_ref())
+                    {
+                        Err(SdpError::Security(e)) => Some(e),
+                        _ => None,
+                    });
                 let id = self.ids.next();
                 let info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
-                self.calls.insert(ua_id, Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock));
+                if let Some(e) = refusal {
+                    tracing::warn!(call = %id, "refusing an incoming call (488): {e}");
+                    let _ = self.ua.reject(Instant::now(), ua_id, 488);
+                    if e == SecurityError::NotEncrypted {
+                        self.emit(call::Event::Started { id, info, answer: false }).await;
+                        self.emit(call::Event::Ended { id, reason: EndReason::NotEncrypted }).await;
+                    }
+                    return;
+                }
+                let mut call = Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock);
+                call.signalling_tls = tls;
+                self.calls.insert(ua_id, call);
                 self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
             }
             UaEvent::CallRinging { call: ua_id, .. } => {
@@ -862,14 +1024,26 @@ impl SipBackend {
                         .as_deref()
                         .ok_or_else(|| "the answer has no SDP".to_string())
                         .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()));
-                    let vneg = match (&sdp, &c.local_video) {
-                        (Ok(s), Some(lv)) => lv.accept_answer(s),
+                    let mut vneg = match (&sdp, &c.local_video) {
+                        (Ok(s), Some(lv)) => lv.accept_answer(s, &c.local.security),
                         _ => None,
                     };
+                    // "required": a plain video answer leaves the call audio only.
+                    if vneg.as_ref().is_some_and(|v| c.local.security.check_policy([&v.security.keying]).is_err()) {
+                        tracing::warn!(call = %c.id, "the far end answered video without encryption; audio only");
+                        vneg = None;
+                    }
                     if vneg.is_none() {
                         c.video_sockets = None;
                     }
-                    match sdp.and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string())) {
+                    let neg = sdp.and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string())).and_then(
+                        |n| match c.local.security.check_policy([&n.security.keying]) {
+                            Ok(()) => Ok(n),
+                            Err(SecurityError::NotEncrypted) => Err(String::new()),
+                            Err(e) => Err(e.to_string()),
+                        },
+                    );
+                    match neg {
                         Ok(n) => {
                             if let Err(e) = self.start_media(ua_id, n, true) {
                                 tracing::error!("{e}");
@@ -878,7 +1052,19 @@ impl SipBackend {
                                 self.start_video(ua_id, v);
                             }
                         }
-                        Err(e) => tracing::warn!("unusable answer: {e}"),
+                        Err(e) => {
+                            let reason = if e.is_empty() {
+                                tracing::warn!(call = %c.id, "the far end answered without encryption, which is required here; hanging up");
+                                EndReason::NotEncrypted
+                            } else {
+                                tracing::warn!(call = %c.id, "unusable answer: {e}");
+                                EndReason::Failed(format!("unusable answer: {e}"))
+                            };
+                            c.end_reason = Some(reason);
+                            // drain() (our caller) sends the BYE.
+                            let _ = self.ua.hangup(Instant::now(), ua_id);
+                            return;
+                        }
                     }
                 }
                 if let Some(c) = self.calls.get(&ua_id) {
@@ -944,6 +1130,9 @@ impl SipBackend {
     }
 
     async fn ended(&mut self, ua_id: huis_sip::CallId, reason: SipEnd) {
+        if reason == SipEnd::NoCommonCodec && self.retry_plain(ua_id) {
+            return;
+        }
         let Some(mut c) = self.calls.remove(&ua_id) else { return };
         if c.media.is_some() {
             *self.audio.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -956,12 +1145,87 @@ impl SipBackend {
             tokio::task::spawn_blocking(move || v.stop());
         }
         tracing::info!(call = %c.id, reason = %reason, "call ended");
-        self.emit(call::Event::Ended { id: c.id, reason: end_reason(reason) }).await;
+        // A refusal (488/606) of an encrypted offer under "required": the far end cannot (or will
+        // not) encrypt, and that is what people need to read.
+        let refused_encryption = reason == SipEnd::NoCommonCodec
+            && !c.established
+            && c.info.direction == Direction::Outgoing
+            && self.policy == EncryptionPolicy::Required
+            && c.local.security.offer_kind().is_encrypted();
+        let reason = match c.end_reason.take() {
+            Some(r) => r,
+            None if refused_encryption => EndReason::NotEncrypted,
+            None => end_reason(reason),
+        };
+        self.emit(call::Event::Ended { id: c.id, reason }).await;
+    }
+
+    /// Best-effort: the far end refused (488/606) our encrypted offer before answering; offer
+    /// again, once, with plain RTP. The room sees one call. Whether it retried.
+    fn retry_plain(&mut self, ua_id: huis_sip::CallId) -> bool {
+        let Some(c) = self.calls.get_mut(&ua_id) else { return false };
+        if c.established {
+            return false;
+        }
+        let Some((target, hop)) = c.redial.take() else { return false };
+        c.local.security.plain_retry = true;
+        let offer = c.local.offer_with_video(c.local_video.as_ref()).to_text();
+        match self.ua.invite(Instant::now(), &target, hop, &offer) {
+            Ok(new_id) => {
+                let Some(c) = self.calls.remove(&ua_id) else { return false };
+                tracing::info!(call = %c.id, "the far end refused encrypted media; calling again with plain RTP (best-effort)");
+                self.calls.insert(new_id, c);
+                true
+            }
+            Err(e) => {
+                tracing::warn!("cannot retry with plain RTP: {e}");
+                false
+            }
+        }
+    }
+
+    /// Reads how each call's media is protected now: `Encrypted` and `MediaEncryption` follow it,
+    /// and a DTLS-SRTP failure (a certificate that does not match its fingerprint, no handshake)
+    /// ends the call, since no media passes.
+    async fn check_protection(&mut self) {
+        let mut changed = Vec::new();
+        let mut failed = Vec::new();
+        for (ua_id, c) in self.calls.iter_mut() {
+            let Some(m) = &c.media else { continue };
+            let audio = m.protection();
+            let video = c.video.as_ref().map(|v| v.protection());
+            for p in std::iter::once(&audio).chain(video.as_ref()) {
+                if let Protection::DtlsFailed(why) = p {
+                    failed.push((*ua_id, c.id, why.clone()));
+                }
+            }
+            let label = encryption_label(&audio, video.as_ref());
+            let encrypted = c.signalling_tls && audio.is_encrypted() && video.as_ref().is_none_or(|v| v.is_encrypted());
+            if label != c.info.media_encryption || encrypted != c.info.encrypted {
+                c.info.media_encryption = label;
+                c.info.encrypted = encrypted;
+                changed.push(call::Event::Changed { id: c.id, info: c.info.clone() });
+            }
+        }
+        for ev in changed {
+            self.emit(ev).await;
+        }
+        for (ua_id, id, why) in failed {
+            if let Some(c) = self.calls.get_mut(&ua_id)
+                && c.end_reason.is_none()
+            {
+                tracing::error!(call = %id, "hanging up: DTLS-SRTP failed: {why}");
+                c.end_reason = Some(EndReason::Failed(format!("media encryption failed: {why}")));
+                let _ = self.ua.hangup(Instant::now(), ua_id);
+                self.drain().await;
+            }
+        }
     }
 
     /// Polls the media sessions: events, and (every second) statistics for the room.
     async fn tick(&mut self, publish_stats: bool) {
         self.keyframe_requests_by_info().await;
+        self.check_protection().await;
         let mut hang = Vec::new();
         let mut stats = Vec::new();
         for (ua_id, c) in &self.calls {
@@ -1060,6 +1324,10 @@ impl Call {
             held_by_us: false,
             held_by_peer: false,
             sdp_version: 1,
+            signalling_tls: false,
+            redial: None,
+            end_reason: None,
+            video_security: None,
         }
     }
 }
