@@ -152,6 +152,9 @@ pub struct Config {
     pub display_name: Option<String>,
     /// Address and port we listen on (Via sent-by and Contact); the same port for UDP and TCP.
     pub local_addr: SocketAddr,
+    /// The port of the shell's TLS listener, written in Via and Contact for TLS; `None`: the
+    /// port of `local_addr` (no listener: requests reach us over the flows we opened).
+    pub tls_port: Option<u16>,
     /// Accounts; the first one is used for outgoing calls.
     pub accounts: Vec<Account>,
     /// Answer incoming calls at once (the event says so; the call manager answers).
@@ -189,6 +192,7 @@ impl Config {
             domain: domain.into(),
             display_name: None,
             local_addr,
+            tls_port: None,
             accounts: Vec::new(),
             auto_answer: false,
             codecs: vec![Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma],
@@ -331,6 +335,8 @@ pub enum Event {
         remote_sdp: Option<String>,
         /// The configuration asks to answer at once.
         auto_answer: bool,
+        /// The transport the INVITE arrived on (TLS: the hop to the caller is encrypted).
+        transport: TransportKind,
     },
     /// Our outgoing call got 180 or 183, possibly with early media SDP.
     CallRinging {

@@ -371,7 +371,7 @@ impl UserAgent {
             // requests for us belong on the flow our REGISTER opened.
             TransportKind::Tls => ";transport=tls;ob",
         };
-        let a = self.cfg.local_addr;
+        let a = self.local_for(transport);
         match a {
             SocketAddr::V4(_) => format!("<sip:{}@{}{t}>", self.cfg.user, a),
             SocketAddr::V6(v6) => format!("<sip:{}@[{}]:{}{t}>", self.cfg.user, v6.ip(), v6.port()),
@@ -393,9 +393,18 @@ impl UserAgent {
         self.transmits.push_back(Transmit { dest: dest.addr, transport: dest.transport, bytes });
     }
 
+    /// Our address for `transport`: TLS has its own listener port when the shell has one.
+    fn local_for(&self, transport: TransportKind) -> SocketAddr {
+        let mut a = self.cfg.local_addr;
+        if let (TransportKind::Tls, Some(p)) = (transport, self.cfg.tls_port) {
+            a.set_port(p);
+        }
+        a
+    }
+
     fn via(&mut self, transport: TransportKind) -> (String, String) {
         let branch = self.branch();
-        let a = self.cfg.local_addr;
+        let a = self.local_for(transport);
         (format!("SIP/2.0/{} {a};branch={branch};rport", transport.via_token()), branch)
     }
 
@@ -907,6 +916,7 @@ impl UserAgent {
             from: strip_tag(from),
             remote_sdp,
             auto_answer: self.cfg.auto_answer,
+            transport: src.transport,
         });
     }
 
@@ -1659,6 +1669,14 @@ impl UserAgent {
         let (uri, _) = dtmf::parse_dial_string(target).ok()?;
         let (addr, t) = uri_socket(&uri)?;
         Some(Destination { addr, transport: t.unwrap_or(TransportKind::Udp) })
+    }
+
+    /// Moves `account` to another next hop (the shell fails over to the next server RFC 3263
+    /// gave it). Takes effect from the next REGISTER or INVITE.
+    pub fn set_proxy(&mut self, account: AccountId, proxy: Destination) -> Result<(), UaError> {
+        let a = self.cfg.accounts.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
+        a.proxy = proxy;
+        Ok(())
     }
 
     /// The shell could not deliver to `dest` (connection refused or timed out, TLS handshake or

@@ -130,6 +130,9 @@ pub struct CallInfo {
     pub remote: String,
     /// The media is encrypted (SRTP, DTLS-SRTP).
     pub encrypted: bool,
+    /// The call's signalling runs over TLS on the hop we talk to (SIP over TLS). SDES keys
+    /// may only be offered when it is true, and a call counts as encrypted only with it.
+    pub signalling_tls: bool,
     /// `opus/48000`, "" before media is negotiated.
     pub audio_codec: String,
     /// `H264/90000 1280x720`, "" without video.
@@ -145,6 +148,7 @@ impl CallInfo {
             state,
             remote: remote.into(),
             encrypted: false,
+            signalling_tls: false,
             audio_codec: String::new(),
             video_codec: String::new(),
         }

@@ -8,6 +8,7 @@
 //! arrive as [`call::Command`]s. It beats a [`Heartbeat`] from its loop, so the systemd
 //! watchdog covers it.
 
+mod locate;
 mod net;
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +31,8 @@ use crate::media::{
     AudioCodec, AudioSession, AudioSessionParams, CodecParams, Direction as MediaDirection, MediaEvent, RtpSockets,
     RtxPayloadTypes, TelephoneEvent, VideoFeedback, VideoSession, VideoSessionParams,
 };
-use net::{NetInput, SipSockets};
+use locate::{Allowed, Target};
+use net::{NetInput, SipSockets, TlsOptions, TransportError};
 
 pub use stats::{stats_map, video_stats_map};
 
@@ -45,6 +47,10 @@ pub enum SipError {
     Resolve { host: String, why: String },
     #[error("{key}: {why}")]
     Config { key: &'static str, why: String },
+    #[error(
+        "call.sip_tls is \"required\": {what} would be signalled over {transport}, not TLS (use sips: or ;transport=tls)"
+    )]
+    NotTls { what: String, transport: &'static str },
 }
 
 /// What a call needs to send and receive video: the camera, the encoder and the limits.
@@ -147,6 +153,8 @@ struct Call {
     held_by_peer: bool,
     /// `o=` version of our last SDP.
     sdp_version: u64,
+    /// Where our requests for the call go first (a failed connection there ends it).
+    next_hop: Option<SocketAddr>,
 }
 
 /// A dial whose destination is being looked up.
@@ -155,7 +163,8 @@ struct Resolved {
     target: String,
     remote: String,
     reply: call::Reply,
-    hop: Result<huis_sip::Destination, SipError>,
+    /// The next hops to try, in order (RFC 3263), with the name their certificate must carry.
+    hop: Result<Vec<Target>, SipError>,
 }
 
 struct SipBackend {
@@ -177,6 +186,14 @@ struct SipBackend {
     video: Option<VideoSetup>,
     /// For `tel:` destinations: the account's domain, when there is an account.
     account_domain: Option<String>,
+    /// `call.sip_tls = "required"`.
+    tls_required: bool,
+    /// The registrar's servers (RFC 3263), in order, and the one in use.
+    registrar_targets: Vec<Target>,
+    registrar_index: usize,
+    /// The last transport failure per next hop: what a registration or call failure says.
+    transport_errors: HashMap<SocketAddr, TransportError>,
+    resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
 }
 
 fn codec_of(name: &str) -> Option<Codec> {
@@ -223,6 +240,7 @@ fn end_reason(r: SipEnd) -> EndReason {
         SipEnd::LocalHangup => EndReason::LocalHangup,
         SipEnd::Cancelled => EndReason::Cancelled,
         SipEnd::SessionExpired => EndReason::SessionExpired,
+        SipEnd::Transport => EndReason::Failed("the next hop could not be reached".into()),
         other @ SipEnd::Other(..) => EndReason::Refused(other.to_string()),
     }
 }
@@ -267,38 +285,93 @@ impl SipBackend {
             net::first_interface_address().unwrap_or(IpAddr::from([127, 0, 0, 1]))
         };
         let (input_tx, input_rx) = mpsc::channel(256);
-        let sockets = SipSockets::bind(listen, input_tx).await?;
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let tls = TlsOptions {
+            ca_file: nonempty(&cfg.sip.tls_ca_file),
+            certificate: nonempty(&cfg.sip.tls_certificate).zip(nonempty(&cfg.sip.tls_key)),
+            listen: cfg.sip.tls_listen.parse().ok(),
+        };
+        let keepalive =
+            (cfg.sip.keepalive_interval > 0).then(|| Duration::from_secs(cfg.sip.keepalive_interval.into()));
+        let mut sockets = SipSockets::bind(listen, &tls, keepalive, input_tx).await?;
+        let tls_required = cfg.call.sip_tls == "required";
+        let resolver = match locate::system_resolver() {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                tracing::warn!("no DNS resolver, only IP addresses can be reached: {e}");
+                None
+            }
+        };
         let local_addr = SocketAddr::new(advertised, sockets.port());
         let mut ucfg = huis_sip::Config::new(&cfg.sip.user, &advertised.to_string(), local_addr);
+        ucfg.tls_port = sockets.tls_port();
         ucfg.display_name = Some(cfg.room.name.clone());
         // Whether to answer is the room's decision (call.auto_answer, changeable live).
         ucfg.auto_answer = false;
         ucfg.codecs = cfg.call.audio_codecs.iter().filter_map(|c| codec_of(c)).collect();
         ucfg.rng_seed = random_u64();
         let mut account_domain = None;
+        let mut registrar_targets = Vec::new();
         if !cfg.account.registrar.is_empty() {
-            let host = cfg.account.registrar.trim_start_matches("sip:");
-            let proxy: SocketAddr = if !cfg.account.proxy.is_empty() {
-                cfg.account.proxy.parse().map_err(|e| SipError::Config {
+            let registrar = cfg.account.registrar.as_str();
+            let default = match cfg.account.transport.as_str() {
+                "tcp" => TransportKind::Tcp,
+                "tls" => TransportKind::Tls,
+                _ => TransportKind::Udp,
+            };
+            let allowed = if tls_required { Allowed::TlsOnly } else { Allowed::Any };
+            let (domain, _, uri_transport) = net::uri_host(registrar).ok_or_else(|| SipError::Config {
+                key: "account.registrar",
+                why: format!("'{registrar}' is not a sip: URI"),
+            })?;
+            // An account's transport counts as if the URI said it (`;transport=`).
+            let asked = uri_transport.unwrap_or(default);
+            registrar_targets = if !cfg.account.proxy.is_empty() {
+                let addr: SocketAddr = cfg.account.proxy.parse().map_err(|e| SipError::Config {
                     key: "account.proxy",
                     why: format!("'{}': {e}", cfg.account.proxy),
-                })?
+                })?;
+                if tls_required && asked != TransportKind::Tls {
+                    return Err(SipError::NotTls { what: cfg.account.proxy.clone(), transport: asked.param() });
+                }
+                vec![Target { addr, transport: asked, host: domain.clone() }]
             } else {
-                net::resolve(host, 5060).await?
+                // A transport set in the account is as if the URI said it: SRV for it only.
+                let uri = if uri_transport.is_none() && cfg.account.transport != "udp" {
+                    format!("{registrar};transport={}", asked.param())
+                } else {
+                    registrar.to_owned()
+                };
+                match &resolver {
+                    Some(r) => locate::locate(r, &uri, default, allowed).await?,
+                    None => locate::locate(&locate::system_resolver()?, &uri, default, allowed).await?,
+                }
             };
-            let transport = if cfg.account.transport == "tcp" { TransportKind::Tcp } else { TransportKind::Udp };
-            let domain = host.split(':').next().unwrap_or(host);
+            let first = registrar_targets
+                .first()
+                .cloned()
+                .ok_or_else(|| SipError::Resolve { host: domain.clone(), why: "it has no address".into() })?;
+            for t in &registrar_targets {
+                sockets.set_name(t.addr, &t.host);
+            }
+            tracing::info!(
+                registrar,
+                targets = ?registrar_targets.iter().map(|t| format!("{}/{}", t.addr, t.transport.param())).collect::<Vec<_>>(),
+                "registrar located"
+            );
+            let host = registrar.split_once(':').map(|(_, r)| r).unwrap_or(registrar);
+            let hostport = host.split(';').next().unwrap_or(host);
             ucfg.accounts.push(Account {
-                aor: format!("sip:{}@{}", cfg.account.user, domain),
+                aor: format!("sip:{}@{}", cfg.account.user, hostport.split(':').next().unwrap_or(hostport)),
                 registrar: cfg.account.registrar.clone(),
-                proxy: huis_sip::Destination { addr: proxy, transport },
+                proxy: huis_sip::Destination { addr: first.addr, transport: first.transport },
                 username: cfg.account.user.clone(),
                 password: cfg.account.password.clone(),
                 expires: cfg.account.expires,
             });
             ucfg.user = cfg.account.user.clone();
-            ucfg.domain = domain.to_owned();
-            account_domain = Some(domain.to_owned());
+            ucfg.domain = domain.clone();
+            account_domain = Some(domain);
         }
         let codecs = ucfg.codecs.clone();
         let (resolved_tx, resolved_rx) = mpsc::channel(8);
@@ -319,8 +392,13 @@ impl SipBackend {
             muted: false,
             video,
             account_domain,
+            tls_required,
+            registrar_targets,
+            registrar_index: 0,
+            transport_errors: HashMap::new(),
+            resolver,
         };
-        tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
+        tracing::info!(listen = %listen, contact = %local_addr, tls_required, "SIP ready (UDP, TCP, TLS)");
         Ok((b, input_rx))
     }
 
@@ -386,12 +464,20 @@ impl SipBackend {
             NetInput::Datagram { from, to, bytes } => {
                 self.ua.handle_input(Instant::now(), Input::Datagram { from, to, bytes: &bytes })
             }
-            NetInput::Stream { from, to, bytes } => {
-                self.ua.handle_input(Instant::now(), Input::Stream { from, to, bytes: &bytes })
+            NetInput::Stream { from, to, transport, bytes } => {
+                self.ua.handle_input(Instant::now(), Input::Stream { from, to, transport, bytes: &bytes })
             }
-            NetInput::StreamOpened { peer, tx } => {
-                self.sockets.stream_opened(peer, tx);
+            NetInput::StreamOpened { peer, transport, tx } => {
+                self.sockets.stream_opened(peer, transport, tx);
                 return;
+            }
+            NetInput::StreamUp { peer, transport } => {
+                tracing::debug!(%peer, transport = transport.param(), "SIP connection up");
+                self.transport_errors.remove(&peer);
+                return;
+            }
+            NetInput::StreamFailed { peer, transport, error } => {
+                self.stream_failed(peer, transport, error);
             }
             NetInput::StreamClosed { from } => {
                 self.sockets.stream_closed(from);
@@ -399,6 +485,46 @@ impl SipBackend {
             }
         }
         self.drain().await;
+    }
+
+    /// A connection could not be opened, its certificate was refused, or it stopped answering
+    /// keep-alives: what waited on it fails now (with the reason), and a registration that
+    /// was in force over it is renewed over a new connection.
+    fn stream_failed(&mut self, peer: SocketAddr, transport: TransportKind, error: TransportError) {
+        tracing::warn!(%peer, transport = transport.param(), "SIP connection failed: {error}");
+        self.sockets.stream_closed(peer);
+        let now = Instant::now();
+        let registered_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer)
+            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }));
+        self.transport_errors.insert(peer, error);
+        self.ua.handle_input(now, Input::StreamClosed { from: peer });
+        self.ua.transport_failed(now, huis_sip::Destination { addr: peer, transport });
+        if registered_here {
+            tracing::info!("the registration's flow is gone: registering again");
+            if let Err(e) = self.ua.register(now, 0) {
+                tracing::warn!(error = %e, "cannot register");
+            }
+        }
+    }
+
+    /// After the registrar's server failed (no answer, connection refused, certificate
+    /// refused): moves the account to the next server RFC 3263 gave and registers again at
+    /// once. False when there is none left (the core retries the first one later).
+    fn registrar_failover(&mut self) -> bool {
+        if self.registrar_index + 1 >= self.registrar_targets.len() {
+            if self.registrar_index != 0 {
+                // Start again from the preferred server at the core's next retry.
+                self.registrar_index = 0;
+                let t = &self.registrar_targets[0];
+                let _ = self.ua.set_proxy(0, huis_sip::Destination { addr: t.addr, transport: t.transport });
+            }
+            return false;
+        }
+        self.registrar_index += 1;
+        let t = self.registrar_targets[self.registrar_index].clone();
+        tracing::warn!(next = %t.addr, transport = t.transport.param(), "registrar failover to the next server");
+        let _ = self.ua.set_proxy(0, huis_sip::Destination { addr: t.addr, transport: t.transport });
+        self.ua.register(Instant::now(), 0).is_ok()
     }
 
     async fn command(&mut self, cmd: call::Command) {
@@ -521,20 +647,33 @@ impl SipBackend {
             Err(e) => return self.dial_failed(id, reply, e),
         };
         let remote = target.split(";dtmf=").next().unwrap_or(&target).to_owned();
+        let allowed = if self.tls_required { Allowed::TlsOnly } else { Allowed::Any };
         self.resolving.insert(id);
+        let tx = self.resolved_tx.clone();
         match self.ua.route_for(&target) {
             Some(hop) => {
-                // The common case (an IP, a proxy) needs no lookup: go on at once.
-                let tx = self.resolved_tx.clone();
-                let r = Resolved { id, target, remote, reply, hop: Ok(hop) };
+                // The common case (an IP, the account's proxy) needs no lookup: go on at once.
+                let host = if self.ua.config().accounts.is_empty() {
+                    net::uri_host(&target).map(|h| h.0).unwrap_or_else(|| hop.addr.ip().to_string())
+                } else {
+                    self.registrar_targets.get(self.registrar_index).map(|t| t.host.clone()).unwrap_or_default()
+                };
+                let hop = if allowed == Allowed::TlsOnly && hop.transport != TransportKind::Tls {
+                    Err(SipError::NotTls { what: remote.clone(), transport: hop.transport.param() })
+                } else {
+                    Ok(vec![Target { addr: hop.addr, transport: hop.transport, host }])
+                };
                 tokio::spawn(async move {
-                    let _ = tx.send(r).await;
+                    let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
                 });
             }
             None => {
-                let tx = self.resolved_tx.clone();
+                let resolver = self.resolver.clone();
                 tokio::spawn(async move {
-                    let hop = net::resolve_target(&target).await;
+                    let hop = match resolver {
+                        Some(r) => locate::locate(&r, &target, TransportKind::Udp, allowed).await,
+                        None => Err(SipError::Resolve { host: target.clone(), why: "no DNS resolver".into() }),
+                    };
                     let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
                 });
             }
@@ -554,10 +693,19 @@ impl SipBackend {
             // Hung up while it was being looked up.
             return self.dial_failed(r.id, r.reply, CallError::Cancelled);
         }
-        let hop = match r.hop {
-            Ok(h) => h,
+        let first = match r.hop.map(|v| v.into_iter().next()) {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                let e = CallError::Unreachable(format!("{}: no server found", r.remote));
+                return self.dial_failed(r.id, r.reply, e);
+            }
+            Err(e @ SipError::NotTls { .. }) => {
+                return self.dial_failed(r.id, r.reply, CallError::Unsupported(e.to_string()));
+            }
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Unreachable(e.to_string())),
         };
+        self.sockets.set_name(first.addr, &first.host);
+        let hop = huis_sip::Destination { addr: first.addr, transport: first.transport };
         let sockets = match self.bind_rtp() {
             Ok(s) => s,
             Err(e) => return self.dial_failed(r.id, r.reply, e),
@@ -569,8 +717,11 @@ impl SipBackend {
             Ok(i) => i,
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Protocol(e.to_string())),
         };
-        let info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
-        self.calls.insert(ua_id, Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock));
+        let mut info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
+        info.signalling_tls = hop.transport == TransportKind::Tls;
+        let mut call = Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock);
+        call.next_hop = Some(hop.addr);
+        self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
         self.drain().await;
@@ -827,10 +978,29 @@ impl SipBackend {
         tracing::debug!(?ev, "SIP event");
         match ev {
             UaEvent::Registration { state, .. } => {
-                let (text, error) = registration_text(&state);
+                let proxy = self.ua.config().accounts.first().map(|a| a.proxy.addr);
+                let detail = proxy.and_then(|p| self.transport_errors.get(&p)).map(|e| e.to_string());
+                let (text, error) = registration_text(&state, detail);
+                if let RegistrationState::Registered { .. } = state {
+                    if let Some(t) = self.registrar_targets.get(self.registrar_index) {
+                        tracing::info!(registrar = %t.addr, transport = t.transport.param(), "registered");
+                    }
+                }
                 self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
+                if let RegistrationState::Failed {
+                    reason: RegistrationFailure::Transport | RegistrationFailure::Timeout,
+                    ..
+                } = state
+                {
+                    self.registrar_failover();
+                }
             }
-            UaEvent::IncomingCall { call: ua_id, from, remote_sdp, auto_answer } => {
+            UaEvent::IncomingCall { call: ua_id, from, remote_sdp, auto_answer, transport } => {
+                if self.tls_required && transport != TransportKind::Tls {
+                    tracing::warn!(%from, transport = transport.param(), "call.sip_tls is required: incoming call refused");
+                    let _ = self.ua.reject(Instant::now(), ua_id, 403);
+                    return;
+                }
                 let sockets = match self.bind_rtp() {
                     Ok(s) => s,
                     Err(e) => {
@@ -843,7 +1013,8 @@ impl SipBackend {
                 let offers_video = remote_sdp.as_deref().is_some_and(|s| s.contains("m=video"));
                 let (vsock, lv) = if offers_video { self.bind_video() } else { (None, None) };
                 let id = self.ids.next();
-                let info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
+                let mut info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
+                info.signalling_tls = transport == TransportKind::Tls;
                 self.calls.insert(ua_id, Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock));
                 self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
             }
@@ -955,8 +1126,17 @@ impl SipBackend {
         if let Some(v) = c.video.take() {
             tokio::task::spawn_blocking(move || v.stop());
         }
+        let reason = match reason {
+            SipEnd::Transport => EndReason::Failed(
+                c.next_hop
+                    .and_then(|a| self.transport_errors.get(&a))
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "the next hop could not be reached".into()),
+            ),
+            other => end_reason(other),
+        };
         tracing::info!(call = %c.id, reason = %reason, "call ended");
-        self.emit(call::Event::Ended { id: c.id, reason: end_reason(reason) }).await;
+        self.emit(call::Event::Ended { id: c.id, reason }).await;
     }
 
     /// Polls the media sessions: events, and (every second) statistics for the room.
@@ -1060,12 +1240,13 @@ impl Call {
             held_by_us: false,
             held_by_peer: false,
             sdp_version: 1,
+            next_hop: None,
         }
     }
 }
 
 /// `Room1.Registration`'s text for a registration state, and the `LastError` of a failure.
-fn registration_text(state: &RegistrationState) -> (String, Option<String>) {
+fn registration_text(state: &RegistrationState, transport_error: Option<String>) -> (String, Option<String>) {
     match state {
         RegistrationState::Unregistered => ("unregistered".to_string(), None),
         RegistrationState::Registering => ("registering".to_string(), None),
@@ -1078,6 +1259,9 @@ fn registration_text(state: &RegistrationState) -> (String, Option<String>) {
                 RegistrationFailure::Timeout => "no answer from the registrar".to_string(),
                 RegistrationFailure::Rejected(c, r) => format!("refused by the registrar: {c} {r}"),
                 RegistrationFailure::BadChallenge(m) => format!("cannot answer the registrar's challenge: {m}"),
+                RegistrationFailure::Transport => {
+                    transport_error.unwrap_or_else(|| "cannot reach the registrar".to_string())
+                }
             };
             (format!("failed: {why}"), Some(format!("registration failed: {why}")))
         }
