@@ -5,6 +5,7 @@
 
 pub mod baresip;
 pub mod bench;
+pub mod certs;
 pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
@@ -14,7 +15,8 @@ pub mod sipp;
 pub mod tone;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, VideoDebug};
-pub use kamailio::{Algorithm, Kamailio, KamailioOpts};
+pub use certs::{Ca, Issued};
+pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};
