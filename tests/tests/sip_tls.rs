@@ -246,3 +246,60 @@ fn a_registrar_certificate_for_another_host_is_refused_and_nothing_goes_in_clear
         "LastError: {last}"
     );
 }
+
+/// RFC 3263: the room is given a domain alone (`sip:pbx.test`). NAPTR says SIPS over TCP, SRV
+/// names two servers: the preferred one is down (nothing listens: connection refused), the
+/// next one is Kamailio over TLS with a certificate for pbx.test. The room registers there.
+#[test]
+fn a_domain_alone_is_located_by_naptr_and_srv_and_fails_over_to_the_next_server() {
+    let _w = watchdog("rfc 3263", 90);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "pbx").unwrap();
+    let server = ca.issue("kamailio", &["DNS:pbx.test"]).unwrap();
+    let k = kamailio_tls(&ns, &server, &ca, &[("room", "roompw")]);
+    let tls_port = k.tls_port.unwrap();
+    let dead_port = ns.port();
+    let dns = Dnsmasq::start(
+        &ns,
+        &[
+            "--host-record=pbx.test,127.0.0.1".into(),
+            "--host-record=down.pbx.test,127.0.0.1".into(),
+            "--naptr-record=pbx.test,10,10,S,SIPS+D2T,,_sips._tcp.pbx.test".into(),
+            format!("--srv-host=_sips._tcp.pbx.test,down.pbx.test,{dead_port},10,0"),
+            format!("--srv-host=_sips._tcp.pbx.test,pbx.test,{tls_port},20,0"),
+        ],
+    )
+    .unwrap();
+    let port = ns.port();
+    let started = Instant::now();
+    let d = huis_tests::peers::huisd::start_in_blocking(
+        &ns,
+        &bus,
+        &format!(
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\ntls_ca_file = \"{}\"\n\
+             [account]\nregistrar = \"sip:pbx.test\"\nuser = \"room\"\npassword = \"roompw\"\n",
+            ca.cert.display()
+        ),
+    );
+    let s = wait_status(&bus, &d, "registered through SRV", 15 * SEC, |s| {
+        s["registration"].as_str().unwrap_or("").starts_with("registered")
+    });
+    eprintln!("registered {} ms after start; LastError {:?}", started.elapsed().as_millis(), s["last_error"]);
+    let log = d.log_text();
+    assert!(
+        log.contains(&format!("127.0.0.1:{dead_port}/tls")) && log.contains(&format!("127.0.0.1:{tls_port}/tls")),
+        "both SRV targets, in order, over TLS:\n{log}\n{}",
+        dns.log_text()
+    );
+    assert!(log.contains("registrar failover"), "the room failed over from the server that is down:\n{log}");
+    let regs: Vec<_> = k.requests().into_iter().filter(|r| r.method == "REGISTER" && r.user == "room").collect();
+    assert!(!regs.is_empty() && regs.iter().all(|r| r.proto == "tls"), "{regs:?}");
+    assert!(k.has_registered("room"));
+    let queries = dns.log_text();
+    assert!(
+        queries.contains("query[NAPTR] pbx.test") && queries.contains("query[SRV] _sips._tcp.pbx.test"),
+        "{queries}"
+    );
+}

@@ -6,6 +6,7 @@
 pub mod baresip;
 pub mod bench;
 pub mod certs;
+pub mod dnsmasq;
 pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
@@ -16,6 +17,7 @@ pub mod tone;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, VideoDebug};
 pub use certs::{Ca, Issued};
+pub use dnsmasq::Dnsmasq;
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;
