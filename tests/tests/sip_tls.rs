@@ -303,3 +303,100 @@ fn a_domain_alone_is_located_by_naptr_and_srv_and_fails_over_to_the_next_server(
         "{queries}"
     );
 }
+
+/// `call.sip_tls = "required"` without an account: a dial that would go in clear is refused with
+/// the reason, and nothing is sent; an incoming call in clear is turned away.
+#[test]
+fn required_tls_refuses_a_clear_dial_with_the_reason() {
+    let _w = watchdog("sip_tls required", 60);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let clear_port = ns.port();
+    assert_eq!(clear_port, 5060);
+    let watch = ClearWatch::new(&ns);
+    let port = ns.port();
+    let d = huis_tests::peers::huisd::start_in_blocking(
+        &ns,
+        &bus,
+        &format!("[sip]\nlisten = \"127.0.0.1:{port}\"\n[call]\nsip_tls = \"required\"\n"),
+    );
+    let out = huisctl(&bus, &["dial", "sip:bob@127.0.0.1:5060"]);
+    let why = stderr(&out);
+    eprintln!("huisctl: {why}");
+    assert!(!out.status.success(), "the clear dial was accepted");
+    assert!(why.contains("call.sip_tls is \"required\"") && why.contains("over udp"), "{why}");
+    let s = status(&bus);
+    eprintln!("LastError: {}", s["last_error"]);
+    std::thread::sleep(SEC);
+    watch.assert_nothing();
+    // A caller in clear is refused (403) and never rings the room.
+    let b = Baresip::start(&ns, BaresipOpts::new("caller")).unwrap();
+    b.dial(&format!("sip:room@127.0.0.1:{port}")).unwrap();
+    let ev = b.wait_event("CALL_CLOSED", 10 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", d.log_text()));
+    eprintln!("caller: {ev:?}");
+    assert_eq!(status(&bus)["state"], "idle");
+    assert!(d.log_text().contains("incoming call refused"), "{}", d.log_text());
+}
+
+/// RFC 5626 keep-alive on the registration's TLS flow: Kamailio answers the pings (the room
+/// stays registered over the same connection); when the path to Kamailio goes silent
+/// (nftables drops what reaches its TLS port), the room finds the flow dead within ping
+/// interval + 10 s and registers again once the path is back.
+#[test]
+fn a_tls_flow_that_stops_answering_keepalives_is_replaced() {
+    let _w = watchdog("keepalive", 150);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "pbx").unwrap();
+    let server = ca.issue("kamailio", &["IP:127.0.0.1"]).unwrap();
+    let k = kamailio_tls(&ns, &server, &ca, &[("room", "roompw")]);
+    let tls_port = k.tls_port.unwrap();
+    let port = ns.port();
+    let d = huis_tests::peers::huisd::start_in_blocking(
+        &ns,
+        &bus,
+        &format!(
+            "[sip]\nlisten = \"127.0.0.1:{port}\"\ntls_ca_file = \"{}\"\nkeepalive_interval = 10\n\
+             [account]\nregistrar = \"sips:127.0.0.1:{tls_port}\"\nuser = \"room\"\npassword = \"roompw\"\n",
+            ca.cert.display()
+        ),
+    );
+    wait_status(&bus, &d, "registered", 10 * SEC, |s| {
+        s["registration"].as_str().unwrap_or("").starts_with("registered")
+    });
+    // Two pings answered: still registered, no new connection.
+    std::thread::sleep(23 * SEC);
+    assert!(!d.log_text().contains("no pong"), "Kamailio's pongs were missed:\n{}", d.log_text());
+    let conns = |k: &Kamailio| {
+        k.requests()
+            .iter()
+            .filter(|r| r.method == "REGISTER")
+            .map(|r| r.src.clone())
+            .collect::<std::collections::HashSet<_>>()
+    };
+    assert_eq!(conns(&k).len(), 1, "one connection while pongs come back");
+    // The path goes silent.
+    let nft = |args: &str| {
+        let st = ns.cmd("nft").args(args.split_whitespace()).status().unwrap();
+        assert!(st.success(), "nft {args}");
+    };
+    nft("add table inet huis");
+    nft("add chain inet huis in { type filter hook input priority 0 ; }");
+    nft(&format!("add rule inet huis in tcp dport {tls_port} drop"));
+    let cut = Instant::now();
+    let deadline = cut + 25 * SEC;
+    while !d.log_text().contains("no pong within 10 s") {
+        assert!(Instant::now() < deadline, "the dead flow was not noticed in 25 s:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("dead flow noticed {} ms after the cut", cut.elapsed().as_millis());
+    assert!(d.log_text().contains("registering again"), "{}", d.log_text());
+    nft("delete table inet huis");
+    // Back: a new connection carries a new registration (the core retries within 30 s).
+    let deadline = Instant::now() + 45 * SEC;
+    while conns(&k).len() < 2 || !status(&bus)["registration"].as_str().unwrap_or("").starts_with("registered") {
+        assert!(Instant::now() < deadline, "no new registration:\n{}\n{}", status(&bus), d.log_text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -652,6 +652,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_settings_are_checked() {
+        let p = |t: &str| Config::parse("t.toml", t);
+        let cfg = p("[account]\nregistrar = \"sips:pbx.example.org\"\nuser = \"r\"\n[call]\nsip_tls = \"required\"\n")
+            .unwrap();
+        assert_eq!(cfg.call.sip_tls, "required");
+        let e = p("[account]\nregistrar = \"sip:pbx.example.org\"\nuser = \"r\"\n[call]\nsip_tls = \"required\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("account.transport"), "{e}");
+        assert!(e.to_string().contains("required"), "{e}");
+        assert!(p("[account]\nregistrar = \"sip:x\"\nuser = \"r\"\ntransport = \"tls\"\n").is_ok());
+        assert!(p("[call]\nsip_tls = \"maybe\"\n").is_err());
+        assert!(p("[sip]\ntls_listen = \"0.0.0.0:5061\"\n").is_err(), "a listener needs a certificate");
+        assert!(p("[sip]\ntls_certificate = \"/c.pem\"\n").is_err(), "certificate and key go together");
+        assert!(p("[sip]\nkeepalive_interval = 5\n").is_err());
+        assert!(p("[sip]\nkeepalive_interval = 0\n").is_ok());
+    }
+
+    #[test]
     fn empty_file_is_all_defaults() {
         assert_eq!(Config::parse("x.toml", "").unwrap(), Config::default());
     }

@@ -617,6 +617,29 @@ pub fn first_interface_address() -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    fn refusal(c: rustls::CertificateError) -> String {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        TransportError::from_handshake(&e, "pbx.example.org", "192.0.2.5:5061".parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn certificate_refusals_read_like_sentences() {
+        use rustls::CertificateError as C;
+        assert_eq!(refusal(C::UnknownIssuer), "certificate for pbx.example.org is signed by an unknown authority");
+        assert_eq!(refusal(C::Expired), "certificate for pbx.example.org has expired");
+        let mismatch = C::NotValidForNameContext {
+            expected: ServerName::try_from("pbx.example.org").unwrap(),
+            presented: vec!["DnsName(\"other.example\")".into(), "IpAddress(10.0.0.1)".into()],
+        };
+        assert_eq!(
+            refusal(mismatch),
+            "certificate for other.example, 10.0.0.1 does not name host pbx.example.org (host name mismatch)"
+        );
+        let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let t = TransportError::from_handshake(&e, "pbx.example.org", "192.0.2.5:5061".parse().unwrap());
+        assert!(t.to_string().starts_with("TLS handshake with pbx.example.org (192.0.2.5:5061) failed"));
+    }
+
     #[test]
     fn uri_hosts() {
         assert_eq!(uri_host("sips:pbx.Example.org"), Some(("pbx.example.org".into(), None, Some(TransportKind::Tls))));
