@@ -400,3 +400,53 @@ fn a_tls_flow_that_stops_answering_keepalives_is_replaced() {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+/// A dialled domain without a port goes through RFC 3263 too: `sips:bob@pbx.test`, SRV says a
+/// server that is down first, then baresip over TLS (certificate for pbx.test). The call moves
+/// on to the second and is up, over TLS, tone both ways.
+#[test]
+fn a_dialled_domain_fails_over_to_the_next_srv_target() {
+    let _w = watchdog("dial srv", 90);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "pbx").unwrap();
+    let cert = ca.issue("bob", &["DNS:pbx.test"]).unwrap();
+    let dead_port = ns.port();
+    let mut opts = BaresipOpts::new("bob").codecs(&["PCMU/8000/1"]).source(AudioSource::Sine(440.0));
+    opts.extra_config.push(format!("sip_certificate\t{}", cert.both.display()));
+    opts.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
+    let b = Baresip::start(&ns, opts).unwrap();
+    let bob_tls = b.sip_port + 1;
+    let _dns = Dnsmasq::start(
+        &ns,
+        &[
+            "--host-record=pbx.test,127.0.0.1".into(),
+            "--host-record=down.pbx.test,127.0.0.1".into(),
+            format!("--srv-host=_sips._tcp.pbx.test,down.pbx.test,{dead_port},10,0"),
+            format!("--srv-host=_sips._tcp.pbx.test,pbx.test,{bob_tls},20,0"),
+        ],
+    )
+    .unwrap();
+    let port = ns.port();
+    let d = huis_tests::peers::huisd::start_in_blocking(
+        &ns,
+        &bus,
+        &format!(
+            "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\ntls_ca_file = \"{}\"\n\
+             [call]\naudio_codecs = [\"pcmu\"]\n",
+            tone_recording(dir.path()),
+            ca.cert.display()
+        ),
+    );
+    let before = speaker_ms(&d);
+    ok(&bus, &["dial", "sips:bob@pbx.test"]);
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{e}\n{}\n{}", d.log_text(), b.log_text()));
+    let s = wait_status(&bus, &d, "in call", 10 * SEC, |s| s["state"] == "in-call");
+    eprintln!("LastError: {}", s["last_error"]);
+    assert!(d.log_text().contains("trying the next one"), "{}", d.log_text());
+    assert_baresip_hears(&b, 1000.0);
+    assert_room_hears(&d, 440.0, before + 500);
+    ok(&bus, &["hangup"]);
+    b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
+}

@@ -155,6 +155,9 @@ struct Call {
     sdp_version: u64,
     /// Where our requests for the call go first (a failed connection there ends it).
     next_hop: Option<SocketAddr>,
+    /// Outgoing: the dial string, our offer, and the servers not tried yet (RFC 3263 order):
+    /// a call no server answered moves on to the next.
+    retry: Option<(String, String, Vec<Target>)>,
 }
 
 /// A dial whose destination is being looked up.
@@ -661,7 +664,13 @@ impl SipBackend {
                 let hop = if allowed == Allowed::TlsOnly && hop.transport != TransportKind::Tls {
                     Err(SipError::NotTls { what: remote.clone(), transport: hop.transport.param() })
                 } else {
-                    Ok(vec![Target { addr: hop.addr, transport: hop.transport, host }])
+                    // Through the account: its other servers are the ones to fail over to.
+                    let rest = if self.ua.config().accounts.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.registrar_targets.iter().skip(self.registrar_index + 1).cloned().collect()
+                    };
+                    Ok(std::iter::once(Target { addr: hop.addr, transport: hop.transport, host }).chain(rest).collect())
                 };
                 tokio::spawn(async move {
                     let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
@@ -693,16 +702,16 @@ impl SipBackend {
             // Hung up while it was being looked up.
             return self.dial_failed(r.id, r.reply, CallError::Cancelled);
         }
-        let first = match r.hop.map(|v| v.into_iter().next()) {
-            Ok(Some(t)) => t,
-            Ok(None) => {
-                let e = CallError::Unreachable(format!("{}: no server found", r.remote));
-                return self.dial_failed(r.id, r.reply, e);
-            }
+        let mut targets = match r.hop {
+            Ok(v) => v.into_iter(),
             Err(e @ SipError::NotTls { .. }) => {
                 return self.dial_failed(r.id, r.reply, CallError::Unsupported(e.to_string()));
             }
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Unreachable(e.to_string())),
+        };
+        let Some(first) = targets.next() else {
+            let e = CallError::Unreachable(format!("{}: no server found", r.remote));
+            return self.dial_failed(r.id, r.reply, e);
         };
         self.sockets.set_name(first.addr, &first.host);
         let hop = huis_sip::Destination { addr: first.addr, transport: first.transport };
@@ -721,10 +730,35 @@ impl SipBackend {
         info.signalling_tls = hop.transport == TransportKind::Tls;
         let mut call = Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock);
         call.next_hop = Some(hop.addr);
+        call.retry = Some((r.target, offer, targets.collect()));
         self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
         self.drain().await;
+    }
+
+    /// An outgoing call that no server answered yet (connection refused, TLS refused, no
+    /// response at all) is sent to the next server RFC 3263 gave, as the same call for the room.
+    fn next_server(&mut self, ua_id: huis_sip::CallId) -> bool {
+        let Some(c) = self.calls.get_mut(&ua_id) else { return false };
+        if c.established || c.info.state != CallState::Dialing {
+            return false;
+        }
+        let Some((target, offer, rest)) = c.retry.as_mut() else { return false };
+        if rest.is_empty() {
+            return false;
+        }
+        let next = rest.remove(0);
+        let (target, offer) = (target.clone(), offer.clone());
+        self.sockets.set_name(next.addr, &next.host);
+        let hop = huis_sip::Destination { addr: next.addr, transport: next.transport };
+        let Ok(new_id) = self.ua.invite(Instant::now(), &target, hop, &offer) else { return false };
+        let Some(mut c) = self.calls.remove(&ua_id) else { return false };
+        tracing::warn!(call = %c.id, next = %next.addr, transport = next.transport.param(), "no answer from the server: trying the next one");
+        c.next_hop = Some(hop.addr);
+        c.info.signalling_tls = hop.transport == TransportKind::Tls;
+        self.calls.insert(new_id, c);
+        true
     }
 
     async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
@@ -1075,7 +1109,12 @@ impl SipBackend {
                 tracing::info!(?call, %digit, "DTMF received (SIP INFO)");
             }
             UaEvent::AutoDtmf { call, digits, rfc4733 } => self.auto_dtmf(call, digits, rfc4733),
-            UaEvent::CallEnded { call, reason } => self.ended(call, reason).await,
+            UaEvent::CallEnded { call, reason } => {
+                if matches!(reason, SipEnd::Transport | SipEnd::Timeout) && self.next_server(call) {
+                    return;
+                }
+                self.ended(call, reason).await
+            }
             UaEvent::CloseStream { peer, error } => {
                 tracing::warn!(%peer, %error, "closing a TCP connection that sent unframeable bytes");
                 self.sockets.stream_closed(peer);
@@ -1241,6 +1280,7 @@ impl Call {
             held_by_peer: false,
             sdp_version: 1,
             next_hop: None,
+            retry: None,
         }
     }
 }
