@@ -361,6 +361,7 @@ pub fn fuzz_parse(data: &[u8]) {
     let mid = data.len() / 2;
     let _ = framer.push(&data[..mid]);
     let _ = framer.push(&data[mid..]);
+    let _ = framer.take_ping();
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::sdp::SessionDescription::parse(text);
         let _ = crate::digest::Challenge::parse(text);
