@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use huis_sip::sdp::{Codec, Direction, LocalMedia, SessionDescription};
 use huis_sip::sdp_security::{EncryptionPolicy, Fingerprint, LocalSecurity, MAX_KEY_LEN, SrtpKey};
 use huis_sip::sdp_video::LocalVideo;
-use huis_sip::{Config, Event, Input, UserAgent};
+use huis_sip::{Config, Event, Input, TransportKind, UserAgent};
 
 const LOCAL: &str = "192.0.2.1:5060";
 const PEER: &str = "192.0.2.2:5060";
@@ -60,7 +60,7 @@ fn local_video() -> LocalVideo {
 
 /// A call from the peer is answered, then every message of `data` (split at [`SEPARATOR`],
 /// with `$TOTAG` replaced by our tag of the dialog) arrives in it, over UDP or, when the first
-/// byte is odd, over TCP in pieces; time moves between messages, and the room hangs up at the
+/// byte is odd, over TCP (TLS with bit 1) in pieces of `first byte >> 2` bytes; time moves between messages, and the room hangs up at the
 /// end. This reaches in-dialog requests (re-INVITE, UPDATE, INFO, BYE, CANCEL) and the
 /// responses to ours, which parsers alone do not.
 pub fn sip_dialog(data: &[u8]) {
@@ -90,13 +90,15 @@ pub fn sip_dialog(data: &[u8]) {
         }
     }
     let tcp = mode & 1 == 1;
+    // A stream is TCP or, with the second bit, TLS (the shell has decrypted it already).
+    let transport = if mode & 2 == 2 { TransportKind::Tls } else { TransportKind::Tcp };
     for (i, msg) in split(data).enumerate() {
         let msg = replace(msg, b"$TOTAG", to_tag.as_bytes());
         if tcp {
             // Pieces of 1..=64 bytes, sized by the mode byte.
             let step = usize::from(mode >> 2).max(1);
             for piece in msg.chunks(step) {
-                ua.handle_input(now, Input::Stream { from: peer, to: local, bytes: piece });
+                ua.handle_input(now, Input::Stream { from: peer, to: local, transport, bytes: piece });
             }
         } else {
             ua.handle_input(now, Input::Datagram { from: peer, to: local, bytes: &msg });

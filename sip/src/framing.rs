@@ -223,12 +223,23 @@ pub struct StreamFramer {
     buf: Vec<u8>,
     limits: Limits,
     broken: bool,
+    /// Line-end bytes seen in a row between messages (a ping may arrive split).
+    crlf_run: usize,
+    /// A double CRLF (RFC 5626 ping) arrived since the last [`StreamFramer::take_ping`].
+    ping: bool,
 }
 
 impl StreamFramer {
     /// A framer with the given bounds.
     pub fn new(limits: Limits) -> Self {
-        StreamFramer { buf: Vec::new(), limits, broken: false }
+        StreamFramer { buf: Vec::new(), limits, broken: false, crlf_run: 0, ping: false }
+    }
+
+    /// True once if a keep-alive ping (`CRLF CRLF`, RFC 5626 §3.5.1) arrived between messages
+    /// since the last call: answer it with one `CRLF` (the pong). Several pings read at once ask
+    /// for one pong.
+    pub fn take_ping(&mut self) -> bool {
+        std::mem::take(&mut self.ping)
     }
 
     /// True after a framing error: the stream cannot be trusted any more; close it.
@@ -249,6 +260,16 @@ impl StreamFramer {
             let skip = self.buf.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
             if skip > 0 {
                 self.buf.drain(..skip);
+                // Four line-end bytes in a row (across reads) are a ping; a lone CRLF is a pong
+                // (or the end of a ping still to come) and needs no answer.
+                self.crlf_run = self.crlf_run.saturating_add(skip);
+                if self.crlf_run >= 4 {
+                    self.ping = true;
+                    self.crlf_run = 0;
+                }
+            }
+            if !self.buf.is_empty() {
+                self.crlf_run = 0;
             }
             if self.buf.is_empty() {
                 break;
@@ -340,6 +361,7 @@ pub fn fuzz_parse(data: &[u8]) {
     let mid = data.len() / 2;
     let _ = framer.push(&data[..mid]);
     let _ = framer.push(&data[mid..]);
+    let _ = framer.take_ping();
     if let Ok(text) = std::str::from_utf8(data) {
         let _ = crate::sdp::SessionDescription::parse(text);
         crate::sdp_security::fuzz_security(text);

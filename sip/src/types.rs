@@ -16,20 +16,44 @@ pub enum TransportKind {
     Udp,
     /// TCP: reliable, stream framed by `Content-Length`.
     Tcp,
+    /// TLS over TCP (`sips:`, `;transport=tls`): framed like TCP; the shell does the TLS.
+    Tls,
 }
 
 impl TransportKind {
     /// True for stream transports that do not lose messages.
     pub fn is_reliable(self) -> bool {
-        self == TransportKind::Tcp
+        matches!(self, TransportKind::Tcp | TransportKind::Tls)
     }
 
-    /// The token used in Via (`UDP`, `TCP`).
+    /// The token used in Via (`UDP`, `TCP`, `TLS`).
     pub fn via_token(self) -> &'static str {
         match self {
             TransportKind::Udp => "UDP",
             TransportKind::Tcp => "TCP",
+            TransportKind::Tls => "TLS",
         }
+    }
+
+    /// The `transport=` URI parameter value (`udp`, `tcp`, `tls`).
+    pub fn param(self) -> &'static str {
+        match self {
+            TransportKind::Udp => "udp",
+            TransportKind::Tcp => "tcp",
+            TransportKind::Tls => "tls",
+        }
+    }
+
+    /// The transport a `transport=` value names (case-insensitive); `None` for others (SCTP, WS).
+    pub fn from_param(v: &str) -> Option<TransportKind> {
+        [TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
+            .into_iter()
+            .find(|t| v.eq_ignore_ascii_case(t.param()))
+    }
+
+    /// The port a URI without one means: 5061 for TLS (RFC 3261 §19.1.2), else 5060.
+    pub fn default_port(self) -> u16 {
+        if self == TransportKind::Tls { 5061 } else { 5060 }
     }
 }
 
@@ -55,12 +79,16 @@ pub enum Input<'a> {
         /// The datagram.
         bytes: &'a [u8],
     },
-    /// Bytes read from a TCP connection with peer `from` (any split of the stream).
+    /// Bytes read from a TCP or TLS connection with peer `from` (any split of the stream; for
+    /// TLS, the decrypted bytes).
     Stream {
         /// Remote end of the connection.
         from: SocketAddr,
         /// Local end.
         to: SocketAddr,
+        /// [`TransportKind::Tcp`] or [`TransportKind::Tls`]: what replies and requests on this
+        /// connection say in Via and Contact.
+        transport: TransportKind,
         /// The bytes.
         bytes: &'a [u8],
     },
@@ -124,6 +152,9 @@ pub struct Config {
     pub display_name: Option<String>,
     /// Address and port we listen on (Via sent-by and Contact); the same port for UDP and TCP.
     pub local_addr: SocketAddr,
+    /// The port of the shell's TLS listener, written in Via and Contact for TLS; `None`: the
+    /// port of `local_addr` (no listener: requests reach us over the flows we opened).
+    pub tls_port: Option<u16>,
     /// Accounts; the first one is used for outgoing calls.
     pub accounts: Vec<Account>,
     /// Answer incoming calls at once (the event says so; the call manager answers).
@@ -161,6 +192,7 @@ impl Config {
             domain: domain.into(),
             display_name: None,
             local_addr,
+            tls_port: None,
             accounts: Vec::new(),
             auto_answer: false,
             codecs: vec![Codec::Opus, Codec::G722, Codec::Pcmu, Codec::Pcma],
@@ -189,6 +221,9 @@ pub enum RegistrationFailure {
     Timeout,
     /// The registrar answered with this final status.
     Rejected(u16, String),
+    /// The shell could not reach the registrar (connection refused, TLS handshake or
+    /// certificate refused: [`crate::UserAgent::transport_failed`]). The shell knows the details.
+    Transport,
     /// The challenge could not be answered (unsupported algorithm or malformed).
     BadChallenge(String),
 }
@@ -237,6 +272,8 @@ pub enum EndReason {
     Cancelled,
     /// Session timer (RFC 4028) expired without refresh.
     SessionExpired,
+    /// The next hop could not be reached ([`crate::UserAgent::transport_failed`]).
+    Transport,
     /// Any other final status.
     Other(u16, String),
 }
@@ -271,6 +308,7 @@ impl fmt::Display for EndReason {
             EndReason::LocalHangup => write!(f, "hung up"),
             EndReason::Cancelled => write!(f, "caller cancelled"),
             EndReason::SessionExpired => write!(f, "session timer expired"),
+            EndReason::Transport => write!(f, "the next hop could not be reached"),
             EndReason::Other(c, r) => write!(f, "{c} {r}"),
         }
     }
@@ -297,6 +335,8 @@ pub enum Event {
         remote_sdp: Option<String>,
         /// The configuration asks to answer at once.
         auto_answer: bool,
+        /// The transport the INVITE arrived on (TLS: the hop to the caller is encrypted).
+        transport: TransportKind,
     },
     /// Our outgoing call got 180 or 183, possibly with early media SDP.
     CallRinging {

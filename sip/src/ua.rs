@@ -177,7 +177,8 @@ fn is_sdp(ct: Option<&str>) -> bool {
 fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
     // Bare URIs keep their parameters (`;transport=`); name-addrs are unwrapped.
     let u = if uri.contains('<') { addr_uri(uri) } else { uri.trim() };
-    let rest = u.strip_prefix("sip:").or_else(|| u.strip_prefix("sips:"))?;
+    let sips = u.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("sips:"));
+    let rest = if sips { &u[5..] } else { u.strip_prefix("sip:")? };
     let (hostpart, params) = match rest.find([';', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -188,23 +189,20 @@ fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
         if !k.eq_ignore_ascii_case("transport") {
             return None;
         }
-        if v.eq_ignore_ascii_case("tcp") {
-            Some(TransportKind::Tcp)
-        } else if v.eq_ignore_ascii_case("udp") {
-            Some(TransportKind::Udp)
-        } else {
-            None
-        }
+        TransportKind::from_param(v)
     });
+    // `sips:` means TLS to the next hop whatever the parameter says (RFC 3261 §26.2.2).
+    let transport = if sips { Some(TransportKind::Tls) } else { transport };
+    let default_port = transport.unwrap_or(TransportKind::Udp).default_port();
     let addr = if let Some(v6) = hostport.strip_prefix('[') {
         let (ip, port) = v6.split_once(']')?;
         let ip: IpAddr = ip.parse().ok()?;
-        let port = port.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(5060))?;
+        let port = port.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(default_port))?;
         SocketAddr::new(ip, port)
     } else {
         let (h, p) = match hostport.split_once(':') {
             Some((h, p)) => (h, p.parse().ok()?),
-            None => (hostport, 5060),
+            None => (hostport, default_port),
         };
         SocketAddr::new(h.parse().ok()?, p)
     };
@@ -374,8 +372,15 @@ impl UserAgent {
     }
 
     fn contact(&self, transport: TransportKind) -> String {
-        let t = if transport == TransportKind::Tcp { ";transport=tcp" } else { "" };
-        let a = self.cfg.local_addr;
+        let t = match transport {
+            TransportKind::Udp => "",
+            TransportKind::Tcp => ";transport=tcp",
+            // A `sip:` Contact with transport=tls, not `sips:`: the hop to us is TLS; `sips:` would
+            // promise TLS on every hop, which we cannot know (RFC 5630 §3.1.2). `ob` (RFC 5626):
+            // requests for us belong on the flow our REGISTER opened.
+            TransportKind::Tls => ";transport=tls;ob",
+        };
+        let a = self.local_for(transport);
         match a {
             SocketAddr::V4(_) => format!("<sip:{}@{}{t}>", self.cfg.user, a),
             SocketAddr::V6(v6) => format!("<sip:{}@[{}]:{}{t}>", self.cfg.user, v6.ip(), v6.port()),
@@ -397,9 +402,18 @@ impl UserAgent {
         self.transmits.push_back(Transmit { dest: dest.addr, transport: dest.transport, bytes });
     }
 
+    /// Our address for `transport`: TLS has its own listener port when the shell has one.
+    fn local_for(&self, transport: TransportKind) -> SocketAddr {
+        let mut a = self.cfg.local_addr;
+        if let (TransportKind::Tls, Some(p)) = (transport, self.cfg.tls_port) {
+            a.set_port(p);
+        }
+        a
+    }
+
     fn via(&mut self, transport: TransportKind) -> (String, String) {
         let branch = self.branch();
-        let a = self.cfg.local_addr;
+        let a = self.local_for(transport);
         (format!("SIP/2.0/{} {a};branch={branch};rport", transport.via_token()), branch)
     }
 
@@ -554,11 +568,17 @@ impl UserAgent {
                 let dest = Destination { addr: from, transport: TransportKind::Udp };
                 self.handle_bytes(now, bytes, dest, true);
             }
-            Input::Stream { from, bytes, .. } => {
+            Input::Stream { from, bytes, transport, .. } => {
                 let limits = self.cfg.limits;
                 let framer = self.framers.entry(from).or_insert_with(|| StreamFramer::new(limits));
                 let results = framer.push(bytes);
-                let dest = Destination { addr: from, transport: TransportKind::Tcp };
+                // A stream is TCP or TLS; a shell that says UDP gets TCP's framing and Via.
+                let transport = if transport.is_reliable() { transport } else { TransportKind::Tcp };
+                let dest = Destination { addr: from, transport };
+                if framer.take_ping() {
+                    // RFC 5626 §4.4.1: a double-CRLF ping is answered by a single-CRLF pong.
+                    self.send(dest, b"\r\n".to_vec());
+                }
                 for r in results {
                     match r {
                         Ok(raw) => {
@@ -932,6 +952,7 @@ impl UserAgent {
             from: strip_tag(from),
             remote_sdp,
             auto_answer: self.cfg.auto_answer,
+            transport: src.transport,
         });
     }
 
@@ -1674,8 +1695,8 @@ impl UserAgent {
 
     /// Where a call to `target` should be sent when the caller has no better idea: the first
     /// account's proxy if there is an account, else the target's host if it is an IP address
-    /// (port 5060 unless given, UDP unless `;transport=tcp`). `None` means the shell must
-    /// resolve the host name (RFC 3263).
+    /// (port 5060 unless given, 5061 for TLS; UDP unless `;transport=` says otherwise, TLS for
+    /// `sips:`). `None` means the shell must resolve the host name (RFC 3263).
     pub fn route_for(&self, target: &str) -> Option<Destination> {
         if let Some(a) = self.cfg.accounts.first() {
             return Some(a.proxy);
@@ -1683,6 +1704,45 @@ impl UserAgent {
         let (uri, _) = dtmf::parse_dial_string(target).ok()?;
         let (addr, t) = uri_socket(&uri)?;
         Some(Destination { addr, transport: t.unwrap_or(TransportKind::Udp) })
+    }
+
+    /// Moves `account` to another next hop (the shell fails over to the next server RFC 3263
+    /// gave it). Takes effect from the next REGISTER or INVITE.
+    pub fn set_proxy(&mut self, account: AccountId, proxy: Destination) -> Result<(), UaError> {
+        let a = self.cfg.accounts.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
+        a.proxy = proxy;
+        Ok(())
+    }
+
+    /// The shell could not deliver to `dest` (connection refused or timed out, TLS handshake or
+    /// certificate refused): RFC 3261 §8.1.3.1 treats this like a timeout. Client transactions
+    /// to `dest` end at once; a REGISTER's failure is [`RegistrationFailure::Transport`] (retried
+    /// later like a timeout), an INVITE's ends its call with [`EndReason::Transport`].
+    pub fn transport_failed(&mut self, now: Instant, dest: Destination) {
+        self.framers.remove(&dest.addr);
+        let keys: Vec<String> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| e.dest == dest && !e.tx.is_terminated())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            let Some(e) = self.clients.remove(&k) else {
+                continue;
+            };
+            match e.owner {
+                Owner::Register(a) => {
+                    if self.regs[a].tx_key.as_deref() == Some(k.as_str()) {
+                        self.reg_failed(now, a, RegistrationFailure::Transport);
+                    }
+                }
+                Owner::Invite(id) => {
+                    let cancel = self.calls.get(&id).is_some_and(|c| c.cancel_requested);
+                    self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Transport });
+                }
+                other => self.on_client_timeout(now, other, &k),
+            }
+        }
     }
 
     /// ACK and BYE for a 2xx from a fork other than the one we kept (RFC 3261 §13.2.2.4).

@@ -80,9 +80,11 @@ fn uas_call_flow() {
     let tag = sent[1].to_tag().unwrap();
     assert_eq!(sent[1].dest, peer());
     let ev = h.events();
-    let Event::IncomingCall { call, from, remote_sdp, auto_answer } = ev[0].clone() else { panic!("{ev:?}") };
+    let Event::IncomingCall { call, from, remote_sdp, auto_answer, transport } = ev[0].clone() else {
+        panic!("{ev:?}")
+    };
     assert_eq!(from, "\"Peer\" <sip:peer@192.0.2.2>");
-    assert!(remote_sdp.is_some() && !auto_answer);
+    assert!(remote_sdp.is_some() && !auto_answer && transport == TransportKind::Udp);
     // A retransmitted INVITE gets the last provisional again.
     h.recv(&inv);
     assert_eq!(h.sent_one().code(), 180);

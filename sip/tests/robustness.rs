@@ -85,7 +85,10 @@ fn random_mutations_never_panic_and_options_still_answered() {
         let from: std::net::SocketAddr = format!("192.0.2.{}:5060", 10 + i % 3).parse().unwrap();
         let mid = rng.below(input.len() + 1);
         for part in [&input[..mid], &input[mid..]] {
-            h.ua.handle_input(h.now, Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: part });
+            h.ua.handle_input(
+                h.now,
+                Input::Stream { from, to: LOCAL.parse().unwrap(), transport: TransportKind::Tcp, bytes: part },
+            );
         }
         if i % 1000 == 0 {
             h.advance(Duration::from_secs(1));
@@ -207,7 +210,10 @@ fn tcp_split_joined_and_garbage_closes() {
     let two = format!("{}{}", options("z9hG4bKt1"), options("z9hG4bKt2"));
     let bytes = two.as_bytes();
     for chunk in bytes.chunks(7) {
-        h.ua.handle_input(h.now, Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: chunk });
+        h.ua.handle_input(
+            h.now,
+            Input::Stream { from, to: LOCAL.parse().unwrap(), transport: TransportKind::Tcp, bytes: chunk },
+        );
     }
     let sent = h.sent();
     assert_eq!(sent.len(), 2);
@@ -216,14 +222,24 @@ fn tcp_split_joined_and_garbage_closes() {
     // Garbage: the connection must be closed by the shell.
     h.ua.handle_input(
         h.now,
-        Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: b"\x16\x03\x01 hello TLS?\r\nxx\r\n\r\n" },
+        Input::Stream {
+            from,
+            to: LOCAL.parse().unwrap(),
+            transport: TransportKind::Tcp,
+            bytes: b"\x16\x03\x01 hello TLS?\r\nxx\r\n\r\n",
+        },
     );
     assert!(matches!(h.events()[..], [Event::CloseStream { peer, .. }] if peer == from));
     // A new connection from the same peer works again.
     h.ua.handle_input(h.now, Input::StreamClosed { from });
     h.ua.handle_input(
         h.now,
-        Input::Stream { from, to: LOCAL.parse().unwrap(), bytes: options("z9hG4bKt3").as_bytes() },
+        Input::Stream {
+            from,
+            to: LOCAL.parse().unwrap(),
+            transport: TransportKind::Tcp,
+            bytes: options("z9hG4bKt3").as_bytes(),
+        },
     );
     assert_eq!(h.sent_one().code(), 200);
     // Over TCP nothing is retransmitted: an outgoing INVITE over TCP waits for timer B only.

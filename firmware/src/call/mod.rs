@@ -136,6 +136,9 @@ pub struct CallInfo {
     /// `SDES AES_CM_128_HMAC_SHA1_80`, `DTLS-SRTP (handshake)`, `none` (audio and video
     /// agree; otherwise both are listed, `audio ...; video ...`).
     pub media_encryption: String,
+    /// The call's signalling runs over TLS on the hop we talk to (SIP over TLS). SDES keys
+    /// may only be offered when it is true, and a call counts as encrypted only with it.
+    pub signalling_tls: bool,
     /// `opus/48000`, "" before media is negotiated.
     pub audio_codec: String,
     /// `H264/90000 1280x720`, "" without video.
@@ -152,6 +155,7 @@ impl CallInfo {
             remote: remote.into(),
             encrypted: false,
             media_encryption: "none".into(),
+            signalling_tls: false,
             audio_codec: String::new(),
             video_codec: String::new(),
         }

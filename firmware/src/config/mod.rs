@@ -44,6 +44,19 @@ pub struct Sip {
     /// Lowest and highest UDP port for RTP (an even port and the next for RTCP).
     pub rtp_port_min: u16,
     pub rtp_port_max: u16,
+    /// Address and port of the TLS listener for incoming calls (needs `tls_certificate` and
+    /// `tls_key`); empty: none (incoming TLS then only arrives over connections we opened).
+    pub tls_listen: String,
+    /// Our certificate chain (PEM): served by the TLS listener, and shown to servers that ask
+    /// for a client certificate. Empty: none.
+    pub tls_certificate: String,
+    /// The private key of `tls_certificate` (PEM).
+    pub tls_key: String,
+    /// Extra trusted CA certificates (PEM), beside the system's (`/etc/ssl/certs`).
+    pub tls_ca_file: String,
+    /// Seconds between RFC 5626 CRLF keep-alive pings on TCP and TLS connections we opened;
+    /// 0: none.
+    pub keepalive_interval: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,9 +65,10 @@ pub struct Account {
     /// Registrar, e.g. `sip:pbx.example.org`; empty: no registration, calls go
     /// straight to the destination's host.
     pub registrar: String,
-    /// Outbound proxy `host:port` (an IP address for now); empty: the registrar's host.
+    /// Outbound proxy `host:port` (an IP address for now); empty: the registrar's host
+    /// (RFC 3263: NAPTR, SRV, A/AAAA).
     pub proxy: String,
-    /// `udp` or `tcp`.
+    /// `udp`, `tcp` or `tls` (`sips:` registrars are always TLS).
     pub transport: String,
     /// Address of record user part and digest user name.
     pub user: String,
@@ -131,6 +145,9 @@ pub struct Call {
     /// Media encryption: `best-effort` (offer SRTP, take plain RTP only when the far end
     /// refuses it), `required` (no call without encrypted media), `off` (plain RTP).
     pub media_encryption: String,
+    /// SIP signalling over TLS: `best-effort` (TLS when the account, the URI or DNS says so)
+    /// or `required` (nothing is registered or called over anything but TLS).
+    pub sip_tls: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -163,6 +180,11 @@ impl Default for Sip {
             user: "room".into(),
             rtp_port_min: 16384,
             rtp_port_max: 16482,
+            tls_listen: String::new(),
+            tls_certificate: String::new(),
+            tls_key: String::new(),
+            tls_ca_file: String::new(),
+            keepalive_interval: 30,
         }
     }
 }
@@ -229,6 +251,7 @@ impl Default for Call {
             auto_answer: false,
             audio_codecs: ["opus", "g722", "pcmu", "pcma"].map(String::from).into(),
             media_encryption: "best-effort".into(),
+            sip_tls: "best-effort".into(),
         }
     }
 }
@@ -418,8 +441,15 @@ impl Config {
         }
         let a = &self.account;
         if !a.registrar.is_empty() {
-            if !(a.registrar.starts_with("sip:") && a.registrar.len() > 4) {
-                return bad("account.registrar", format!("'{}' is not a sip: URI", a.registrar));
+            let scheme = if a.registrar.starts_with("sips:") { 5 } else { 4 };
+            if !(a.registrar.starts_with("sip") && a.registrar.len() > scheme && a.registrar[..scheme].ends_with(':')) {
+                return bad("account.registrar", format!("'{}' is not a sip: or sips: URI", a.registrar));
+            }
+            if self.call.sip_tls == "required" && a.transport != "tls" && !a.registrar.starts_with("sips:") {
+                return bad(
+                    "account.transport",
+                    format!("'{}' with call.sip_tls = \"required\": use tls (or a sips: registrar)", a.transport),
+                );
             }
             if a.user.is_empty() {
                 return bad("account.user", "must be set when account.registrar is".into());
@@ -431,8 +461,34 @@ impl Config {
         if !a.proxy.is_empty() && a.proxy.parse::<std::net::SocketAddr>().is_err() {
             return bad("account.proxy", format!("'{}' is not an IP address:port", a.proxy));
         }
-        if !["udp", "tcp"].contains(&a.transport.as_str()) {
-            return bad("account.transport", format!("'{}' is not a transport (use udp or tcp)", a.transport));
+        if !["udp", "tcp", "tls"].contains(&a.transport.as_str()) {
+            return bad("account.transport", format!("'{}' is not a transport (use udp, tcp or tls)", a.transport));
+        }
+        if !["best-effort", "required"].contains(&self.call.sip_tls.as_str()) {
+            return bad(
+                "call.sip_tls",
+                format!("'{}' is not a policy (use best-effort or required)", self.call.sip_tls),
+            );
+        }
+        if !self.sip.tls_listen.is_empty() {
+            if self.sip.tls_listen.parse::<std::net::SocketAddr>().is_err() {
+                return bad(
+                    "sip.tls_listen",
+                    format!("'{}' is not an address:port (e.g. 0.0.0.0:5061)", self.sip.tls_listen),
+                );
+            }
+            if self.sip.tls_certificate.is_empty() || self.sip.tls_key.is_empty() {
+                return bad("sip.tls_listen", "needs sip.tls_certificate and sip.tls_key".into());
+            }
+        }
+        if self.sip.tls_certificate.is_empty() != self.sip.tls_key.is_empty() {
+            return bad("sip.tls_key", "sip.tls_certificate and sip.tls_key go together".into());
+        }
+        if self.sip.keepalive_interval != 0 && !(10..=3600).contains(&self.sip.keepalive_interval) {
+            return bad(
+                "sip.keepalive_interval",
+                format!("{} is out of range (0 for none, or 10 to 3600 seconds)", self.sip.keepalive_interval),
+            );
         }
         for (i, d) in self.destinations.iter().enumerate() {
             if d.name.is_empty() {
@@ -606,6 +662,24 @@ fn span_of_key(table: &dyn toml_edit::TableLike, key: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_settings_are_checked() {
+        let p = |t: &str| Config::parse("t.toml", t);
+        let cfg = p("[account]\nregistrar = \"sips:pbx.example.org\"\nuser = \"r\"\n[call]\nsip_tls = \"required\"\n")
+            .unwrap();
+        assert_eq!(cfg.call.sip_tls, "required");
+        let e = p("[account]\nregistrar = \"sip:pbx.example.org\"\nuser = \"r\"\n[call]\nsip_tls = \"required\"\n")
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("account.transport"), "{e}");
+        assert!(e.to_string().contains("required"), "{e}");
+        assert!(p("[account]\nregistrar = \"sip:x\"\nuser = \"r\"\ntransport = \"tls\"\n").is_ok());
+        assert!(p("[call]\nsip_tls = \"maybe\"\n").is_err());
+        assert!(p("[sip]\ntls_listen = \"0.0.0.0:5061\"\n").is_err(), "a listener needs a certificate");
+        assert!(p("[sip]\ntls_certificate = \"/c.pem\"\n").is_err(), "certificate and key go together");
+        assert!(p("[sip]\nkeepalive_interval = 5\n").is_err());
+        assert!(p("[sip]\nkeepalive_interval = 0\n").is_ok());
+    }
 
     #[test]
     fn empty_file_is_all_defaults() {

@@ -51,6 +51,19 @@ pub struct KamailioOpts {
     pub algorithm: Algorithm,
     /// Authenticate out-of-dialog non-REGISTER requests from our users (407).
     pub auth_requests: bool,
+    /// Also listen for TLS (module `tls`, Debian package `kamailio-tls-modules`).
+    pub tls: Option<KamailioTls>,
+}
+
+/// Kamailio's TLS listener: its certificate and key, and the CA its clients' certificates
+/// would be checked against (they are not asked for one).
+#[derive(Debug, Clone)]
+pub struct KamailioTls {
+    /// `None`: one from [`NetNs::port`].
+    pub port: Option<u16>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl KamailioOpts {
@@ -60,6 +73,7 @@ impl KamailioOpts {
             users: users.iter().map(|(u, p)| (u.to_string(), p.to_string())).collect(),
             algorithm: Algorithm::Md5,
             auth_requests: true,
+            tls: None,
         }
     }
 }
@@ -85,6 +99,8 @@ pub struct Kamailio {
     dir: Option<tempfile::TempDir>,
     ns: NetNs,
     pub port: u16,
+    /// The TLS port, when [`KamailioOpts::tls`] was set.
+    pub tls_port: Option<u16>,
 }
 
 impl Kamailio {
@@ -104,7 +120,22 @@ impl Kamailio {
         let dir = tempfile::Builder::new().prefix("kamailio-").tempdir()?;
         let port = opts.port.unwrap_or_else(|| ns.port());
         let cfg = dir.path().join("kamailio.cfg");
-        std::fs::write(&cfg, config(port, &opts))?;
+        let tls_port = opts.tls.as_ref().map(|t| t.port.unwrap_or_else(|| ns.port()));
+        if let (Some(t), Some(tp)) = (&opts.tls, tls_port) {
+            std::fs::write(
+                dir.path().join("tls.cfg"),
+                format!(
+                    "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+                     private_key = {}\ncertificate = {}\nca_list = {}\n\n\
+                     [client:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n",
+                    t.key.display(),
+                    t.cert.display(),
+                    t.ca.display()
+                ),
+            )?;
+            let _ = tp;
+        }
+        std::fs::write(&cfg, config(port, tls_port, dir.path(), &opts))?;
         let out = ns
             .cmd("kamailio")
             .arg("-c")
@@ -131,7 +162,7 @@ impl Kamailio {
             .stderr(log)
             .spawn()
             .context("start kamailio")?;
-        let mut k = Kamailio { child: Some(child), dir: Some(dir), ns: ns.clone(), port };
+        let mut k = Kamailio { child: Some(child), dir: Some(dir), ns: ns.clone(), port, tls_port };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(200) = options_ping(ns, Transport::Udp, ("127.0.0.1", port), Duration::from_millis(300)) {
@@ -246,7 +277,33 @@ impl Drop for Kamailio {
     }
 }
 
-fn config(port: u16, o: &KamailioOpts) -> String {
+fn config(port: u16, tls_port: Option<u16>, dir: &Path, o: &KamailioOpts) -> String {
+    // TLS: a listener, the module, and flows: a REGISTER's source (the connection it came on)
+    // is saved as `received` (nathelper's fix_nated_register), so requests for that contact go
+    // back over the same connection (RFC 5626 style) rather than to a new one.
+    //
+    // In dialogs, a TCP/TLS UA's Contact (its listening address, which it may not have) gets
+    // nathelper's `;alias=` of the connection it came on, in requests (add_contact_alias) and
+    // in replies (onreply_route), and requests inside the dialog follow that alias back
+    // (handle_ruri_alias): the usual Kamailio set-up for clients behind NAT or without a
+    // listener, and what lets a room that has none take calls over its registration's flow.
+    let (tls_listen, tls_modules, fix_register, alias_in, alias_out, on_reply) = match tls_port {
+        Some(tp) => (
+            format!("enable_tls=yes\nlisten=tls:127.0.0.1:{tp}\n"),
+            format!(
+                "loadmodule \"tls.so\"\nloadmodule \"nathelper.so\"\n\
+                 modparam(\"tls\", \"config\", \"{}\")\n\
+                 modparam(\"nathelper\", \"received_avp\", \"$avp(RECEIVED)\")\n\
+                 modparam(\"registrar\", \"received_avp\", \"$avp(RECEIVED)\")\n",
+                dir.join("tls.cfg").display()
+            ),
+            "        if (proto==TLS || proto==TCP) { fix_nated_register(); }\n",
+            "            handle_ruri_alias();\n",
+            "    if (is_method(\"INVITE\") && (proto==TLS || proto==TCP)) { add_contact_alias(); }\n    t_on_reply(\"ALIAS\");\n",
+            "onreply_route[ALIAS] {\n    if (proto==TLS || proto==TCP) { add_contact_alias(); }\n}\n",
+        ),
+        None => (String::new(), String::new(), "", "", "", ""),
+    };
     let algorithm = match o.algorithm {
         Algorithm::Md5 => "MD5",
         Algorithm::Sha256 => "SHA-256",
@@ -283,7 +340,7 @@ children=2
 tcp_children=2
 listen=udp:127.0.0.1:{port}
 listen=tcp:127.0.0.1:{port}
-auto_aliases=no
+{tls_listen}auto_aliases=no
 dns=no
 rev_dns=no
 use_dns_cache=no
@@ -305,7 +362,7 @@ loadmodule "xlog.so"
 loadmodule "sanity.so"
 loadmodule "auth.so"
 loadmodule "htable.so"
-
+{tls_modules}
 modparam("usrloc", "db_mode", 0)
 modparam("registrar", "max_expires", 3600)
 modparam("rr", "enable_full_lr", 1)
@@ -331,7 +388,7 @@ request_route {{
     }}
     if (has_totag()) {{
         if (loose_route()) {{
-            t_relay();
+{alias_in}            t_relay();
             exit;
         }}
         if (is_method("ACK")) {{
@@ -357,7 +414,7 @@ request_route {{
             exit;
         }}
         consume_credentials();
-        if (!save("location")) {{
+{fix_register}        if (!save("location")) {{
             sl_reply_error();
             exit;
         }}
@@ -367,6 +424,7 @@ request_route {{
 {auth_requests}    if (is_method("INVITE")) {{
         record_route();
     }}
+{alias_out}
     if (uri==myself) {{
         if (!lookup("location")) {{
             xlog("L_NOTICE", "HUIS-NOT-FOUND ruri=$ru\n");
@@ -379,6 +437,6 @@ request_route {{
     }}
     exit;
 }}
-"#
+{on_reply}"#
     )
 }

@@ -5,6 +5,8 @@
 
 pub mod baresip;
 pub mod bench;
+pub mod certs;
+pub mod dnsmasq;
 pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
@@ -14,7 +16,9 @@ pub mod sipp;
 pub mod tone;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
-pub use kamailio::{Algorithm, Kamailio, KamailioOpts};
+pub use certs::{Ca, Issued};
+pub use dnsmasq::Dnsmasq;
+pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};

@@ -8,6 +8,7 @@
 //! arrive as [`call::Command`]s. It beats a [`Heartbeat`] from its loop, so the systemd
 //! watchdog covers it.
 
+mod locate;
 mod net;
 
 use std::collections::{HashMap, HashSet};
@@ -35,7 +36,8 @@ use crate::media::{
     DtlsParams, MediaEvent, Protection, RtpSockets, RtxPayloadTypes, SrtpParams, SrtpProfile, TelephoneEvent,
     VideoFeedback, VideoSession, VideoSessionParams,
 };
-use net::{NetInput, SipSockets};
+use locate::{Allowed, Target};
+use net::{NetInput, SipSockets, TlsOptions, TransportError};
 
 pub use stats::{stats_map, video_stats_map};
 
@@ -50,6 +52,10 @@ pub enum SipError {
     Resolve { host: String, why: String },
     #[error("{key}: {why}")]
     Config { key: &'static str, why: String },
+    #[error(
+        "call.sip_tls is \"required\": {what} would be signalled over {transport}, not TLS (use sips: or ;transport=tls)"
+    )]
+    NotTls { what: String, transport: &'static str },
 }
 
 /// What a call needs to send and receive video: the camera, the encoder and the limits.
@@ -152,8 +158,6 @@ struct Call {
     held_by_peer: bool,
     /// `o=` version of our last SDP.
     sdp_version: u64,
-    /// The call's SIP runs over TLS (SDES allowed, and a condition of `Encrypted`).
-    signalling_tls: bool,
     /// Where an outgoing call went, for the one best-effort retry with plain RTP after the far
     /// end refused our encrypted offer; `None` once retried (or for incoming calls).
     redial: Option<(String, huis_sip::Destination)>,
@@ -161,6 +165,11 @@ struct Call {
     end_reason: Option<EndReason>,
     /// The video's agreed security, kept for re-offers (the audio's is in `negotiated`).
     video_security: Option<MediaSecurity>,
+    /// Where our requests for the call go first (a failed connection there ends it).
+    next_hop: Option<SocketAddr>,
+    /// Outgoing: the dial string, our offer, and the servers not tried yet (RFC 3263 order):
+    /// a call no server answered moves on to the next.
+    retry: Option<(String, String, Vec<Target>)>,
 }
 
 /// A dial whose destination is being looked up.
@@ -169,7 +178,8 @@ struct Resolved {
     target: String,
     remote: String,
     reply: call::Reply,
-    hop: Result<huis_sip::Destination, SipError>,
+    /// The next hops to try, in order (RFC 3263), with the name their certificate must carry.
+    hop: Result<Vec<Target>, SipError>,
 }
 
 struct SipBackend {
@@ -195,6 +205,14 @@ struct SipBackend {
     policy: EncryptionPolicy,
     /// This run's DTLS certificate; `None`: no DTLS-SRTP (none could be made).
     dtls: Option<DtlsCertificate>,
+    /// `call.sip_tls = "required"`.
+    tls_required: bool,
+    /// The registrar's servers (RFC 3263), in order, and the one in use.
+    registrar_targets: Vec<Target>,
+    registrar_index: usize,
+    /// The last transport failure per next hop: what a registration or call failure says.
+    transport_errors: HashMap<SocketAddr, TransportError>,
+    resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
 }
 
 fn codec_of(name: &str) -> Option<Codec> {
@@ -258,6 +276,7 @@ fn end_reason(r: SipEnd) -> EndReason {
         SipEnd::LocalHangup => EndReason::LocalHangup,
         SipEnd::Cancelled => EndReason::Cancelled,
         SipEnd::SessionExpired => EndReason::SessionExpired,
+        SipEnd::Transport => EndReason::Failed("the next hop could not be reached".into()),
         other @ SipEnd::Other(..) => EndReason::Refused(other.to_string()),
     }
 }
@@ -302,38 +321,93 @@ impl SipBackend {
             net::first_interface_address().unwrap_or(IpAddr::from([127, 0, 0, 1]))
         };
         let (input_tx, input_rx) = mpsc::channel(256);
-        let sockets = SipSockets::bind(listen, input_tx).await?;
+        let nonempty = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let tls = TlsOptions {
+            ca_file: nonempty(&cfg.sip.tls_ca_file),
+            certificate: nonempty(&cfg.sip.tls_certificate).zip(nonempty(&cfg.sip.tls_key)),
+            listen: cfg.sip.tls_listen.parse().ok(),
+        };
+        let keepalive =
+            (cfg.sip.keepalive_interval > 0).then(|| Duration::from_secs(cfg.sip.keepalive_interval.into()));
+        let mut sockets = SipSockets::bind(listen, &tls, keepalive, input_tx).await?;
+        let tls_required = cfg.call.sip_tls == "required";
+        let resolver = match locate::system_resolver() {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                tracing::warn!("no DNS resolver, only IP addresses can be reached: {e}");
+                None
+            }
+        };
         let local_addr = SocketAddr::new(advertised, sockets.port());
         let mut ucfg = huis_sip::Config::new(&cfg.sip.user, &advertised.to_string(), local_addr);
+        ucfg.tls_port = sockets.tls_port();
         ucfg.display_name = Some(cfg.room.name.clone());
         // Whether to answer is the room's decision (call.auto_answer, changeable live).
         ucfg.auto_answer = false;
         ucfg.codecs = cfg.call.audio_codecs.iter().filter_map(|c| codec_of(c)).collect();
         ucfg.rng_seed = random_u64();
         let mut account_domain = None;
+        let mut registrar_targets = Vec::new();
         if !cfg.account.registrar.is_empty() {
-            let host = cfg.account.registrar.trim_start_matches("sip:");
-            let proxy: SocketAddr = if !cfg.account.proxy.is_empty() {
-                cfg.account.proxy.parse().map_err(|e| SipError::Config {
+            let registrar = cfg.account.registrar.as_str();
+            let default = match cfg.account.transport.as_str() {
+                "tcp" => TransportKind::Tcp,
+                "tls" => TransportKind::Tls,
+                _ => TransportKind::Udp,
+            };
+            let allowed = if tls_required { Allowed::TlsOnly } else { Allowed::Any };
+            let (domain, _, uri_transport) = net::uri_host(registrar).ok_or_else(|| SipError::Config {
+                key: "account.registrar",
+                why: format!("'{registrar}' is not a sip: URI"),
+            })?;
+            // An account's transport counts as if the URI said it (`;transport=`).
+            let asked = uri_transport.unwrap_or(default);
+            registrar_targets = if !cfg.account.proxy.is_empty() {
+                let addr: SocketAddr = cfg.account.proxy.parse().map_err(|e| SipError::Config {
                     key: "account.proxy",
                     why: format!("'{}': {e}", cfg.account.proxy),
-                })?
+                })?;
+                if tls_required && asked != TransportKind::Tls {
+                    return Err(SipError::NotTls { what: cfg.account.proxy.clone(), transport: asked.param() });
+                }
+                vec![Target { addr, transport: asked, host: domain.clone() }]
             } else {
-                net::resolve(host, 5060).await?
+                // A transport set in the account is as if the URI said it: SRV for it only.
+                let uri = if uri_transport.is_none() && cfg.account.transport != "udp" {
+                    format!("{registrar};transport={}", asked.param())
+                } else {
+                    registrar.to_owned()
+                };
+                match &resolver {
+                    Some(r) => locate::locate(r, &uri, default, allowed).await?,
+                    None => locate::locate(&locate::system_resolver()?, &uri, default, allowed).await?,
+                }
             };
-            let transport = if cfg.account.transport == "tcp" { TransportKind::Tcp } else { TransportKind::Udp };
-            let domain = host.split(':').next().unwrap_or(host);
+            let first = registrar_targets
+                .first()
+                .cloned()
+                .ok_or_else(|| SipError::Resolve { host: domain.clone(), why: "it has no address".into() })?;
+            for t in &registrar_targets {
+                sockets.set_name(t.addr, &t.host);
+            }
+            tracing::info!(
+                registrar,
+                targets = ?registrar_targets.iter().map(|t| format!("{}/{}", t.addr, t.transport.param())).collect::<Vec<_>>(),
+                "registrar located"
+            );
+            let host = registrar.split_once(':').map(|(_, r)| r).unwrap_or(registrar);
+            let hostport = host.split(';').next().unwrap_or(host);
             ucfg.accounts.push(Account {
-                aor: format!("sip:{}@{}", cfg.account.user, domain),
+                aor: format!("sip:{}@{}", cfg.account.user, hostport.split(':').next().unwrap_or(hostport)),
                 registrar: cfg.account.registrar.clone(),
-                proxy: huis_sip::Destination { addr: proxy, transport },
+                proxy: huis_sip::Destination { addr: first.addr, transport: first.transport },
                 username: cfg.account.user.clone(),
                 password: cfg.account.password.clone(),
                 expires: cfg.account.expires,
             });
             ucfg.user = cfg.account.user.clone();
-            ucfg.domain = domain.to_owned();
-            account_domain = Some(domain.to_owned());
+            ucfg.domain = domain.clone();
+            account_domain = Some(domain);
         }
         let codecs = ucfg.codecs.clone();
         let policy = EncryptionPolicy::from_name(&cfg.call.media_encryption).unwrap_or_default();
@@ -372,8 +446,13 @@ impl SipBackend {
             account_domain,
             policy,
             dtls,
+            tls_required,
+            registrar_targets,
+            registrar_index: 0,
+            transport_errors: HashMap::new(),
+            resolver,
         };
-        tracing::info!(listen = %listen, contact = %local_addr, "SIP ready (UDP and TCP)");
+        tracing::info!(listen = %listen, contact = %local_addr, tls_required, "SIP ready (UDP, TCP, TLS)");
         Ok((b, input_rx))
     }
 
@@ -439,12 +518,20 @@ impl SipBackend {
             NetInput::Datagram { from, to, bytes } => {
                 self.ua.handle_input(Instant::now(), Input::Datagram { from, to, bytes: &bytes })
             }
-            NetInput::Stream { from, to, bytes } => {
-                self.ua.handle_input(Instant::now(), Input::Stream { from, to, bytes: &bytes })
+            NetInput::Stream { from, to, transport, bytes } => {
+                self.ua.handle_input(Instant::now(), Input::Stream { from, to, transport, bytes: &bytes })
             }
-            NetInput::StreamOpened { peer, tx } => {
-                self.sockets.stream_opened(peer, tx);
+            NetInput::StreamOpened { peer, transport, tx } => {
+                self.sockets.stream_opened(peer, transport, tx);
                 return;
+            }
+            NetInput::StreamUp { peer, transport } => {
+                tracing::debug!(%peer, transport = transport.param(), "SIP connection up");
+                self.transport_errors.remove(&peer);
+                return;
+            }
+            NetInput::StreamFailed { peer, transport, error } => {
+                self.stream_failed(peer, transport, error);
             }
             NetInput::StreamClosed { from } => {
                 self.sockets.stream_closed(from);
@@ -452,6 +539,46 @@ impl SipBackend {
             }
         }
         self.drain().await;
+    }
+
+    /// A connection could not be opened, its certificate was refused, or it stopped answering
+    /// keep-alives: what waited on it fails now (with the reason), and a registration that
+    /// was in force over it is renewed over a new connection.
+    fn stream_failed(&mut self, peer: SocketAddr, transport: TransportKind, error: TransportError) {
+        tracing::warn!(%peer, transport = transport.param(), "SIP connection failed: {error}");
+        self.sockets.stream_closed(peer);
+        let now = Instant::now();
+        let registered_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer)
+            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }));
+        self.transport_errors.insert(peer, error);
+        self.ua.handle_input(now, Input::StreamClosed { from: peer });
+        self.ua.transport_failed(now, huis_sip::Destination { addr: peer, transport });
+        if registered_here {
+            tracing::info!("the registration's flow is gone: registering again");
+            if let Err(e) = self.ua.register(now, 0) {
+                tracing::warn!(error = %e, "cannot register");
+            }
+        }
+    }
+
+    /// After the registrar's server failed (no answer, connection refused, certificate
+    /// refused): moves the account to the next server RFC 3263 gave and registers again at
+    /// once. False when there is none left (the core retries the first one later).
+    fn registrar_failover(&mut self) -> bool {
+        if self.registrar_index + 1 >= self.registrar_targets.len() {
+            if self.registrar_index != 0 {
+                // Start again from the preferred server at the core's next retry.
+                self.registrar_index = 0;
+                let t = &self.registrar_targets[0];
+                let _ = self.ua.set_proxy(0, huis_sip::Destination { addr: t.addr, transport: t.transport });
+            }
+            return false;
+        }
+        self.registrar_index += 1;
+        let t = self.registrar_targets[self.registrar_index].clone();
+        tracing::warn!(next = %t.addr, transport = t.transport.param(), "registrar failover to the next server");
+        let _ = self.ua.set_proxy(0, huis_sip::Destination { addr: t.addr, transport: t.transport });
+        self.ua.register(Instant::now(), 0).is_ok()
     }
 
     async fn command(&mut self, cmd: call::Command) {
@@ -572,12 +699,6 @@ impl SipBackend {
         }
     }
 
-    /// Whether the call's SIP runs over TLS. SIP over TLS comes with the `sip-tls` work; until
-    /// then every call is over UDP or TCP, so SDES is never offered or accepted.
-    fn signalling_tls(&self, _ua_id: Option<huis_sip::CallId>) -> bool {
-        false
-    }
-
     /// The media parameters of one negotiated stream's security.
     fn media_keys(&self, s: &MediaSecurity) -> (Option<SrtpParams>, Option<DtlsParams>) {
         match &s.keying {
@@ -634,20 +755,39 @@ impl SipBackend {
             Err(e) => return self.dial_failed(id, reply, e),
         };
         let remote = target.split(";dtmf=").next().unwrap_or(&target).to_owned();
+        let allowed = if self.tls_required { Allowed::TlsOnly } else { Allowed::Any };
         self.resolving.insert(id);
+        let tx = self.resolved_tx.clone();
         match self.ua.route_for(&target) {
             Some(hop) => {
-                // The common case (an IP, a proxy) needs no lookup: go on at once.
-                let tx = self.resolved_tx.clone();
-                let r = Resolved { id, target, remote, reply, hop: Ok(hop) };
+                // The common case (an IP, the account's proxy) needs no lookup: go on at once.
+                let host = if self.ua.config().accounts.is_empty() {
+                    net::uri_host(&target).map(|h| h.0).unwrap_or_else(|| hop.addr.ip().to_string())
+                } else {
+                    self.registrar_targets.get(self.registrar_index).map(|t| t.host.clone()).unwrap_or_default()
+                };
+                let hop = if allowed == Allowed::TlsOnly && hop.transport != TransportKind::Tls {
+                    Err(SipError::NotTls { what: remote.clone(), transport: hop.transport.param() })
+                } else {
+                    // Through the account: its other servers are the ones to fail over to.
+                    let rest = if self.ua.config().accounts.is_empty() {
+                        Vec::new()
+                    } else {
+                        self.registrar_targets.iter().skip(self.registrar_index + 1).cloned().collect()
+                    };
+                    Ok(std::iter::once(Target { addr: hop.addr, transport: hop.transport, host }).chain(rest).collect())
+                };
                 tokio::spawn(async move {
-                    let _ = tx.send(r).await;
+                    let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
                 });
             }
             None => {
-                let tx = self.resolved_tx.clone();
+                let resolver = self.resolver.clone();
                 tokio::spawn(async move {
-                    let hop = net::resolve_target(&target).await;
+                    let hop = match resolver {
+                        Some(r) => locate::locate(&r, &target, TransportKind::Udp, allowed).await,
+                        None => Err(SipError::Resolve { host: target.clone(), why: "no DNS resolver".into() }),
+                    };
                     let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
                 });
             }
@@ -667,15 +807,25 @@ impl SipBackend {
             // Hung up while it was being looked up.
             return self.dial_failed(r.id, r.reply, CallError::Cancelled);
         }
-        let hop = match r.hop {
-            Ok(h) => h,
+        let mut targets = match r.hop {
+            Ok(v) => v.into_iter(),
+            Err(e @ SipError::NotTls { .. }) => {
+                return self.dial_failed(r.id, r.reply, CallError::Unsupported(e.to_string()));
+            }
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Unreachable(e.to_string())),
         };
+        let Some(first) = targets.next() else {
+            let e = CallError::Unreachable(format!("{}: no server found", r.remote));
+            return self.dial_failed(r.id, r.reply, e);
+        };
+        self.sockets.set_name(first.addr, &first.host);
+        let hop = huis_sip::Destination { addr: first.addr, transport: first.transport };
         let sockets = match self.bind_rtp() {
             Ok(s) => s,
             Err(e) => return self.dial_failed(r.id, r.reply, e),
         };
-        let tls = self.signalling_tls(None);
+        // SDES keys are written only into an INVITE that goes over TLS.
+        let tls = hop.transport == TransportKind::Tls;
         let local = self.local_media(sockets.local_rtp().port(), tls);
         let (vsock, lv) = self.bind_video();
         let offer = local.offer_with_video(lv.as_ref()).to_text();
@@ -683,16 +833,48 @@ impl SipBackend {
             Ok(i) => i,
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Protocol(e.to_string())),
         };
-        let info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
+        let mut info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
+        info.signalling_tls = tls;
         let mut call = Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock);
-        call.signalling_tls = tls;
         if self.policy == EncryptionPolicy::BestEffort && call.local.security.offer_kind().is_encrypted() {
             call.redial = Some((r.target.clone(), hop));
         }
+        call.next_hop = Some(hop.addr);
+        // An offer that holds SDES keys may only move on to another TLS server.
+        let rest: Vec<Target> = targets.filter(|t| !tls || t.transport == TransportKind::Tls).collect();
+        call.retry = Some((r.target, offer, rest));
         self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
         self.drain().await;
+    }
+
+    /// An outgoing call that no server answered yet (connection refused, TLS refused, no
+    /// response at all) is sent to the next server RFC 3263 gave, as the same call for the room.
+    fn next_server(&mut self, ua_id: huis_sip::CallId) -> bool {
+        let Some(c) = self.calls.get_mut(&ua_id) else { return false };
+        if c.established || c.info.state != CallState::Dialing {
+            return false;
+        }
+        let Some((target, offer, rest)) = c.retry.as_mut() else { return false };
+        if rest.is_empty() {
+            return false;
+        }
+        let next = rest.remove(0);
+        let (target, offer) = (target.clone(), offer.clone());
+        self.sockets.set_name(next.addr, &next.host);
+        let hop = huis_sip::Destination { addr: next.addr, transport: next.transport };
+        let Ok(new_id) = self.ua.invite(Instant::now(), &target, hop, &offer) else { return false };
+        let Some(mut c) = self.calls.remove(&ua_id) else { return false };
+        tracing::warn!(call = %c.id, next = %next.addr, transport = next.transport.param(), "no answer from the server: trying the next one");
+        c.next_hop = Some(hop.addr);
+        // Keys are never sent in clear: the retry list holds only TLS servers after a TLS start.
+        c.info.signalling_tls = hop.transport == TransportKind::Tls;
+        if let Some((_, h)) = c.redial.as_mut() {
+            *h = hop;
+        }
+        self.calls.insert(new_id, c);
+        true
     }
 
     async fn answer(&mut self, id: CallId) -> Result<(), CallError> {
@@ -862,7 +1044,7 @@ impl SipBackend {
         call.info.audio_codec = codec_label(neg.codec);
         let protection = session.protection();
         call.info.media_encryption = protection.label();
-        call.info.encrypted = call.signalling_tls && protection.is_encrypted();
+        call.info.encrypted = call.info.signalling_tls && protection.is_encrypted();
         tracing::info!(
             call = %call.id,
             codec = %codec_label(neg.codec),
@@ -968,10 +1150,29 @@ impl SipBackend {
         tracing::debug!(?ev, "SIP event");
         match ev {
             UaEvent::Registration { state, .. } => {
-                let (text, error) = registration_text(&state);
+                let proxy = self.ua.config().accounts.first().map(|a| a.proxy.addr);
+                let detail = proxy.and_then(|p| self.transport_errors.get(&p)).map(|e| e.to_string());
+                let (text, error) = registration_text(&state, detail);
+                if let RegistrationState::Registered { .. } = state {
+                    if let Some(t) = self.registrar_targets.get(self.registrar_index) {
+                        tracing::info!(registrar = %t.addr, transport = t.transport.param(), "registered");
+                    }
+                }
                 self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
+                if let RegistrationState::Failed {
+                    reason: RegistrationFailure::Transport | RegistrationFailure::Timeout,
+                    ..
+                } = state
+                {
+                    self.registrar_failover();
+                }
             }
-            UaEvent::IncomingCall { call: ua_id, from, remote_sdp, auto_answer } => {
+            UaEvent::IncomingCall { call: ua_id, from, remote_sdp, auto_answer, transport } => {
+                if self.tls_required && transport != TransportKind::Tls {
+                    tracing::warn!(%from, transport = transport.param(), "call.sip_tls is required: incoming call refused");
+                    let _ = self.ua.reject(Instant::now(), ua_id, 403);
+                    return;
+                }
                 let sockets = match self.bind_rtp() {
                     Ok(s) => s,
                     Err(e) => {
@@ -980,7 +1181,7 @@ impl SipBackend {
                         return;
                     }
                 };
-                let tls = self.signalling_tls(Some(ua_id));
+                let tls = transport == TransportKind::Tls;
                 let local = self.local_media(sockets.local_rtp().port(), tls);
                 let offers_video = remote_sdp.as_deref().is_some_and(|s| s.contains("m=video"));
                 let (vsock, lv) = if offers_video { self.bind_video() } else { (None, None) };
@@ -994,7 +1195,8 @@ impl SipBackend {
                         _ => None,
                     });
                 let id = self.ids.next();
-                let info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
+                let mut info = CallInfo::new(Protocol::Sip, Direction::Incoming, from);
+                info.signalling_tls = tls;
                 if let Some(e) = refusal {
                     tracing::warn!(call = %id, "refusing an incoming call (488): {e}");
                     let _ = self.ua.reject(Instant::now(), ua_id, 488);
@@ -1004,9 +1206,7 @@ impl SipBackend {
                     }
                     return;
                 }
-                let mut call = Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock);
-                call.signalling_tls = tls;
-                self.calls.insert(ua_id, call);
+                self.calls.insert(ua_id, Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock));
                 self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
             }
             UaEvent::CallRinging { call: ua_id, .. } => {
@@ -1090,7 +1290,12 @@ impl SipBackend {
                 tracing::info!(?call, %digit, "DTMF received (SIP INFO)");
             }
             UaEvent::AutoDtmf { call, digits, rfc4733 } => self.auto_dtmf(call, digits, rfc4733),
-            UaEvent::CallEnded { call, reason } => self.ended(call, reason).await,
+            UaEvent::CallEnded { call, reason } => {
+                if matches!(reason, SipEnd::Transport | SipEnd::Timeout) && self.next_server(call) {
+                    return;
+                }
+                self.ended(call, reason).await
+            }
             UaEvent::CloseStream { peer, error } => {
                 tracing::warn!(%peer, %error, "closing a TCP connection that sent unframeable bytes");
                 self.sockets.stream_closed(peer);
@@ -1144,10 +1349,19 @@ impl SipBackend {
         if let Some(v) = c.video.take() {
             tokio::task::spawn_blocking(move || v.stop());
         }
-        tracing::info!(call = %c.id, reason = %reason, "call ended");
+        let no_common_codec = reason == SipEnd::NoCommonCodec;
+        let reason = match reason {
+            SipEnd::Transport => EndReason::Failed(
+                c.next_hop
+                    .and_then(|a| self.transport_errors.get(&a))
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "the next hop could not be reached".into()),
+            ),
+            other => end_reason(other),
+        };
         // A refusal (488/606) of an encrypted offer under "required": the far end cannot (or will
         // not) encrypt, and that is what people need to read.
-        let refused_encryption = reason == SipEnd::NoCommonCodec
+        let refused_encryption = no_common_codec
             && !c.established
             && c.info.direction == Direction::Outgoing
             && self.policy == EncryptionPolicy::Required
@@ -1155,8 +1369,9 @@ impl SipBackend {
         let reason = match c.end_reason.take() {
             Some(r) => r,
             None if refused_encryption => EndReason::NotEncrypted,
-            None => end_reason(reason),
+            None => reason,
         };
+        tracing::info!(call = %c.id, reason = %reason, "call ended");
         self.emit(call::Event::Ended { id: c.id, reason }).await;
     }
 
@@ -1200,7 +1415,8 @@ impl SipBackend {
                 }
             }
             let label = encryption_label(&audio, video.as_ref());
-            let encrypted = c.signalling_tls && audio.is_encrypted() && video.as_ref().is_none_or(|v| v.is_encrypted());
+            let encrypted =
+                c.info.signalling_tls && audio.is_encrypted() && video.as_ref().is_none_or(|v| v.is_encrypted());
             if label != c.info.media_encryption || encrypted != c.info.encrypted {
                 c.info.media_encryption = label;
                 c.info.encrypted = encrypted;
@@ -1324,16 +1540,17 @@ impl Call {
             held_by_us: false,
             held_by_peer: false,
             sdp_version: 1,
-            signalling_tls: false,
             redial: None,
             end_reason: None,
             video_security: None,
+            next_hop: None,
+            retry: None,
         }
     }
 }
 
 /// `Room1.Registration`'s text for a registration state, and the `LastError` of a failure.
-fn registration_text(state: &RegistrationState) -> (String, Option<String>) {
+fn registration_text(state: &RegistrationState, transport_error: Option<String>) -> (String, Option<String>) {
     match state {
         RegistrationState::Unregistered => ("unregistered".to_string(), None),
         RegistrationState::Registering => ("registering".to_string(), None),
@@ -1346,6 +1563,9 @@ fn registration_text(state: &RegistrationState) -> (String, Option<String>) {
                 RegistrationFailure::Timeout => "no answer from the registrar".to_string(),
                 RegistrationFailure::Rejected(c, r) => format!("refused by the registrar: {c} {r}"),
                 RegistrationFailure::BadChallenge(m) => format!("cannot answer the registrar's challenge: {m}"),
+                RegistrationFailure::Transport => {
+                    transport_error.unwrap_or_else(|| "cannot reach the registrar".to_string())
+                }
             };
             (format!("failed: {why}"), Some(format!("registration failed: {why}")))
         }

@@ -1,17 +1,95 @@
-//! SIP sockets: one UDP socket and a TCP listener on the same port, plus TCP
-//! connections opened on demand. Reader tasks hand received bytes to the SIP
-//! backend's task as [`NetInput`]; nothing here parses SIP.
+//! SIP sockets: one UDP socket and a TCP listener on the same port, an optional TLS listener,
+//! plus TCP and TLS connections opened on demand. Reader tasks hand received bytes (decrypted
+//! for TLS) to the SIP backend's task as [`NetInput`]; nothing here parses SIP.
+//!
+//! TLS is rustls (ring provider, TLS 1.2 and 1.3) through tokio-rustls. Servers' certificates
+//! are checked against the system's trust store (rustls-native-certs: `/etc/ssl/certs`, or
+//! `SSL_CERT_FILE`/`SSL_CERT_DIR`) plus `sip.tls_ca_file`, and against the host name the
+//! address was looked up for (the core knows only addresses: the map is here). A refused
+//! certificate is a [`TransportError`] that names the reason; the bytes that were to go over
+//! that connection are dropped, never sent another way.
+//!
+//! Connections we open get RFC 5626 keep-alives: a CRLF CRLF ping every `keepalive`, and a
+//! flow from which nothing (a pong or anything else) comes back within [`PONG_TIMEOUT`] is
+//! closed and reported as failed, so the backend registers again.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
-use huis_sip::{Destination, Transmit, TransportKind};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use huis_sip::{Transmit, TransportKind};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::SipError;
+
+/// How long a pong (or any bytes) may take to come back after a ping (RFC 5626 §4.4.1 says
+/// 10 s).
+pub const PONG_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TCP connect, and then a TLS handshake, may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a connection could not be used. What a person reads in `Room1.LastError` and the log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportError {
+    #[error("certificate for {host} is signed by an unknown authority")]
+    UnknownAuthority { host: String },
+    #[error("certificate for {presented} does not name host {host} (host name mismatch)")]
+    NameMismatch { host: String, presented: String },
+    #[error("certificate for {host} has expired")]
+    Expired { host: String },
+    #[error("certificate for {host} is not valid yet (check the clock)")]
+    NotValidYet { host: String },
+    #[error("certificate for {host} was refused: {why}")]
+    BadCertificate { host: String, why: String },
+    #[error("TLS handshake with {host} ({addr}) failed: {why}")]
+    Handshake { host: String, addr: SocketAddr, why: String },
+    #[error("cannot connect to {addr}: {why}")]
+    Connect { addr: SocketAddr, why: String },
+    #[error("no connection to {addr} within {secs} s")]
+    ConnectTimeout { addr: SocketAddr, secs: u64 },
+    #[error("{addr} stopped answering keep-alives")]
+    KeepaliveTimeout { addr: SocketAddr },
+    #[error("no TLS connection to {addr} while a clear one is open: refused rather than sent in clear")]
+    WouldBeClear { addr: SocketAddr },
+}
+
+impl TransportError {
+    /// The error of a failed TLS handshake with `host`: certificate refusals by name.
+    fn from_handshake(e: &std::io::Error, host: &str, addr: SocketAddr) -> TransportError {
+        use rustls::CertificateError as C;
+        let host = host.to_owned();
+        let Some(rustls::Error::InvalidCertificate(c)) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+        else {
+            return TransportError::Handshake { host, addr, why: e.to_string() };
+        };
+        match c {
+            C::UnknownIssuer | C::BadSignature => TransportError::UnknownAuthority { host },
+            C::NotValidForName => TransportError::NameMismatch { host, presented: "the server".into() },
+            C::NotValidForNameContext { presented, .. } => {
+                // webpki writes `DnsName("pbx.example.org")`, `IpAddress(10.0.0.1)`: keep the names.
+                let names: Vec<String> = presented
+                    .iter()
+                    .take(8)
+                    .map(|p| {
+                        let p = p.strip_prefix("DnsName(\"").and_then(|p| p.strip_suffix("\")")).unwrap_or(p);
+                        p.strip_prefix("IpAddress(").and_then(|p| p.strip_suffix(')')).unwrap_or(p).to_owned()
+                    })
+                    .collect();
+                let presented = if names.is_empty() { "the server".to_owned() } else { names.join(", ") };
+                TransportError::NameMismatch { host, presented }
+            }
+            C::Expired | C::ExpiredContext { .. } => TransportError::Expired { host },
+            C::NotValidYet | C::NotValidYetContext { .. } => TransportError::NotValidYet { host },
+            other => TransportError::BadCertificate { host, why: format!("{other:?}") },
+        }
+    }
+}
 
 /// What the socket tasks hand the SIP backend.
 #[derive(Debug)]
@@ -24,30 +102,148 @@ pub enum NetInput {
     Stream {
         from: SocketAddr,
         to: SocketAddr,
+        transport: TransportKind,
         bytes: Vec<u8>,
     },
-    /// A peer connected; `tx` writes to it.
+    /// A peer connected to one of our listeners; `tx` writes to it.
     StreamOpened {
         peer: SocketAddr,
+        transport: TransportKind,
         tx: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    /// A connection we opened is up (TLS: the certificate was accepted).
+    StreamUp {
+        peer: SocketAddr,
+        transport: TransportKind,
     },
     StreamClosed {
         from: SocketAddr,
+    },
+    /// A connection could not be opened or died (keep-alive): what waited on it failed.
+    StreamFailed {
+        peer: SocketAddr,
+        transport: TransportKind,
+        error: TransportError,
     },
 }
 
 /// Largest SIP datagram we accept (the core's own bound is lower).
 const MAX_DATAGRAM: usize = 65_535;
 
+/// TLS settings from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct TlsOptions {
+    /// Extra trusted CAs (PEM), beside the system's.
+    pub ca_file: Option<String>,
+    /// Our certificate chain and key (PEM): served by the TLS listener and shown to servers
+    /// that ask for a client certificate.
+    pub certificate: Option<(String, String)>,
+    /// Where to listen for TLS (needs `certificate`).
+    pub listen: Option<SocketAddr>,
+}
+
+struct Tls {
+    connector: TlsConnector,
+    acceptor: Option<TlsAcceptor>,
+}
+
+/// ring rather than aws-lc-rs: no C/cmake build, a smaller binary. rustls 0.23.3x deprecated
+/// ring's default provider only because it lacks the post-quantum key exchange, which SIP
+/// servers do not offer anyway.
+#[allow(deprecated)]
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+const VERSIONS: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
+
+fn tls_err(key: &'static str, why: impl std::fmt::Display) -> SipError {
+    SipError::Config { key, why: why.to_string() }
+}
+
+fn read_chain(key: &'static str, path: &str) -> Result<Vec<CertificateDer<'static>>, SipError> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| tls_err(key, format!("{path}: {e}")))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err(key, format!("{path}: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(key, format!("{path} holds no PEM certificate")));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &str) -> Result<PrivateKeyDer<'static>, SipError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| tls_err("sip.tls_key", format!("{path}: {e}")))
+}
+
+impl Tls {
+    fn new(o: &TlsOptions) -> Result<Tls, SipError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        for e in &native.errors {
+            tracing::warn!("system trust store: {e}");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        if let Some(ca) = &o.ca_file {
+            for c in read_chain("sip.tls_ca_file", ca)? {
+                roots.add(c).map_err(|e| tls_err("sip.tls_ca_file", format!("{ca}: {e}")))?;
+            }
+        }
+        tracing::info!(system = added, ignored, extra = ?o.ca_file, "TLS trust anchors loaded");
+        if roots.is_empty() {
+            tracing::warn!(
+                "no trusted CA at all: every TLS server will be refused (install ca-certificates or set sip.tls_ca_file)"
+            );
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(VERSIONS)
+            .map_err(|e| tls_err("sip", e))?
+            .with_root_certificates(roots);
+        let (client, acceptor) = match &o.certificate {
+            Some((cert, key)) => {
+                let chain = read_chain("sip.tls_certificate", cert)?;
+                let client = builder
+                    .with_client_auth_cert(chain.clone(), read_key(key)?)
+                    .map_err(|e| tls_err("sip.tls_key", e))?;
+                let server = rustls::ServerConfig::builder_with_provider(provider())
+                    .with_protocol_versions(VERSIONS)
+                    .map_err(|e| tls_err("sip", e))?
+                    .with_no_client_auth()
+                    .with_single_cert(chain, read_key(key)?)
+                    .map_err(|e| tls_err("sip.tls_key", e))?;
+                (client, Some(TlsAcceptor::from(Arc::new(server))))
+            }
+            None => (builder.with_no_client_auth(), None),
+        };
+        Ok(Tls { connector: TlsConnector::from(Arc::new(client)), acceptor })
+    }
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<Vec<u8>>,
+    transport: TransportKind,
+}
+
 pub struct SipSockets {
     udp: Arc<UdpSocket>,
     local: SocketAddr,
-    streams: HashMap<SocketAddr, mpsc::UnboundedSender<Vec<u8>>>,
+    tls_local: Option<SocketAddr>,
+    streams: HashMap<SocketAddr, Conn>,
+    /// Resolved address → the host name its certificate must carry (from the URI).
+    names: HashMap<SocketAddr, String>,
+    tls: Arc<Tls>,
+    keepalive: Option<Duration>,
     input_tx: mpsc::Sender<NetInput>,
 }
 
 impl SipSockets {
-    pub async fn bind(listen: SocketAddr, input_tx: mpsc::Sender<NetInput>) -> Result<SipSockets, SipError> {
+    pub async fn bind(
+        listen: SocketAddr,
+        tls: &TlsOptions,
+        keepalive: Option<Duration>,
+        input_tx: mpsc::Sender<NetInput>,
+    ) -> Result<SipSockets, SipError> {
+        let tls_cfg = Arc::new(Tls::new(tls)?);
         let (udp, tcp, local) = bind_pair(listen).await?;
         let udp = Arc::new(udp);
         {
@@ -72,21 +268,81 @@ impl SipSockets {
             tokio::spawn(async move {
                 loop {
                     match tcp.accept().await {
-                        Ok((stream, peer)) => spawn_stream(stream, peer, local, tx.clone()),
+                        Ok((stream, peer)) => spawn_accepted(stream, peer, local, TransportKind::Tcp, tx.clone()),
                         Err(e) => tracing::debug!(error = %e, "SIP TCP accept"),
                     }
                 }
             });
         }
-        Ok(SipSockets { udp, local, streams: HashMap::new(), input_tx })
+        let mut tls_local = None;
+        match (&tls_cfg.acceptor, tls.listen) {
+            (Some(acceptor), Some(at)) => {
+                let l = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| SipError::Listen { what: format!("TLS {at}"), why: e.to_string() })?;
+                let here =
+                    l.local_addr().map_err(|e| SipError::Listen { what: format!("TLS {at}"), why: e.to_string() })?;
+                tls_local = Some(here);
+                let (acceptor, tx) = (acceptor.clone(), input_tx.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let (stream, peer) = match l.accept().await {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::debug!(error = %e, "SIP TLS accept");
+                                continue;
+                            }
+                        };
+                        let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+                                Ok(Ok(s)) => spawn_accepted(s, peer, here, TransportKind::Tls, tx),
+                                Ok(Err(e)) => tracing::warn!(%peer, error = %e, "incoming TLS handshake failed"),
+                                Err(_) => tracing::warn!(%peer, "incoming TLS handshake timed out"),
+                            }
+                        });
+                    }
+                });
+                tracing::info!(listen = %here, "SIP TLS listener up");
+            }
+            (None, Some(at)) => tracing::warn!(
+                listen = %at,
+                "no TLS listener: sip.tls_certificate and sip.tls_key are not set; incoming TLS only arrives over connections we opened (registrations)"
+            ),
+            (_, None) => tracing::info!(
+                "no TLS listener (sip.tls_listen is empty): incoming TLS only arrives over connections we opened (registrations)"
+            ),
+        }
+        Ok(SipSockets {
+            udp,
+            local,
+            tls_local,
+            streams: HashMap::new(),
+            names: HashMap::new(),
+            tls: tls_cfg,
+            keepalive,
+            input_tx,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.local.port()
     }
 
-    pub fn stream_opened(&mut self, peer: SocketAddr, tx: mpsc::UnboundedSender<Vec<u8>>) {
-        self.streams.insert(peer, tx);
+    /// The TLS listener's port, if there is one.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_local.map(|a| a.port())
+    }
+
+    /// A TLS connection to `addr` must present a certificate for `host`.
+    pub fn set_name(&mut self, addr: SocketAddr, host: &str) {
+        if host.parse::<IpAddr>().is_err() {
+            self.names.insert(addr, host.to_ascii_lowercase());
+        }
+    }
+
+    pub fn stream_opened(&mut self, peer: SocketAddr, transport: TransportKind, tx: mpsc::UnboundedSender<Vec<u8>>) {
+        self.streams.insert(peer, Conn { tx, transport });
     }
 
     pub fn stream_closed(&mut self, peer: SocketAddr) {
@@ -101,33 +357,91 @@ impl SipSockets {
                     tracing::warn!(dest = %t.dest, error = %e, "SIP UDP send failed");
                 }
             }
-            TransportKind::Tcp => {
-                if let Some(tx) = self.streams.get(&t.dest) {
-                    if tx.send(t.bytes.clone()).is_ok() {
-                        return;
-                    }
-                    self.streams.remove(&t.dest);
-                }
-                // No connection yet: open one; the bytes go first.
-                let (wtx, wrx) = mpsc::unbounded_channel();
-                let _ = wtx.send(t.bytes);
-                self.streams.insert(t.dest, wtx.clone());
-                let (local, input_tx, dest) = (self.local, self.input_tx.clone(), t.dest);
-                tokio::spawn(async move {
-                    match tokio::time::timeout(std::time::Duration::from_secs(10), TcpStream::connect(dest)).await {
-                        Ok(Ok(stream)) => run_stream(stream, dest, local, input_tx, wrx).await,
-                        Ok(Err(e)) => {
-                            tracing::warn!(%dest, error = %e, "SIP TCP connect failed");
-                            let _ = input_tx.send(NetInput::StreamClosed { from: dest }).await;
-                        }
-                        Err(_) => {
-                            tracing::warn!(%dest, "SIP TCP connect timed out");
-                            let _ = input_tx.send(NetInput::StreamClosed { from: dest }).await;
-                        }
-                    }
-                });
-            }
+            TransportKind::Tcp | TransportKind::Tls => self.send_stream(t).await,
         }
+    }
+
+    async fn send_stream(&mut self, t: Transmit) {
+        if let Some(c) = self.streams.get(&t.dest) {
+            if c.transport == TransportKind::Tcp && t.transport == TransportKind::Tls {
+                // Never let bytes meant for TLS go over a clear connection.
+                let error = TransportError::WouldBeClear { addr: t.dest };
+                tracing::error!(%error, "not sent");
+                let _ =
+                    self.input_tx.send(NetInput::StreamFailed { peer: t.dest, transport: t.transport, error }).await;
+                return;
+            }
+            if c.tx.send(t.bytes.clone()).is_ok() {
+                return;
+            }
+            self.streams.remove(&t.dest);
+        }
+        // No connection yet: open one; the bytes go first.
+        let (wtx, wrx) = mpsc::unbounded_channel();
+        let _ = wtx.send(t.bytes);
+        self.streams.insert(t.dest, Conn { tx: wtx.clone(), transport: t.transport });
+        let (local, input_tx, dest, transport) = (self.local, self.input_tx.clone(), t.dest, t.transport);
+        let keepalive = self.keepalive;
+        let tls = (transport == TransportKind::Tls).then(|| {
+            let host = self.names.get(&dest).cloned().unwrap_or_else(|| dest.ip().to_string());
+            (self.tls.connector.clone(), host)
+        });
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    let error = TransportError::Connect { addr: dest, why: e.to_string() };
+                    let _ = input_tx.send(NetInput::StreamFailed { peer: dest, transport, error }).await;
+                    return;
+                }
+                Err(_) => {
+                    let error = TransportError::ConnectTimeout { addr: dest, secs: CONNECT_TIMEOUT.as_secs() };
+                    let _ = input_tx.send(NetInput::StreamFailed { peer: dest, transport, error }).await;
+                    return;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let Some((connector, host)) = tls else {
+                let _ = input_tx.send(NetInput::StreamUp { peer: dest, transport }).await;
+                run_stream(tcp, dest, local, transport, input_tx, wtx, wrx, keepalive).await;
+                return;
+            };
+            let name = match ServerName::try_from(host.clone()) {
+                Ok(n) => n,
+                Err(e) => {
+                    let error = TransportError::Handshake { host, addr: dest, why: e.to_string() };
+                    let _ = input_tx.send(NetInput::StreamFailed { peer: dest, transport, error }).await;
+                    return;
+                }
+            };
+            match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp)).await {
+                Ok(Ok(s)) => {
+                    let (_, conn) = s.get_ref();
+                    tracing::info!(
+                        %dest, %host,
+                        version = ?conn.protocol_version(),
+                        suite = ?conn.negotiated_cipher_suite().map(|c| c.suite()),
+                        ms = started.elapsed().as_millis() as u64,
+                        "TLS connection up, certificate accepted"
+                    );
+                    let _ = input_tx.send(NetInput::StreamUp { peer: dest, transport }).await;
+                    run_stream(s, dest, local, transport, input_tx, wtx, wrx, keepalive).await;
+                }
+                Ok(Err(e)) => {
+                    let error = TransportError::from_handshake(&e, &host, dest);
+                    let _ = input_tx.send(NetInput::StreamFailed { peer: dest, transport, error }).await;
+                }
+                Err(_) => {
+                    let error = TransportError::Handshake {
+                        host,
+                        addr: dest,
+                        why: format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+                    };
+                    let _ = input_tx.send(NetInput::StreamFailed { peer: dest, transport, error }).await;
+                }
+            }
+        });
     }
 }
 
@@ -153,77 +467,138 @@ async fn bind_pair(listen: SocketAddr) -> Result<(UdpSocket, TcpListener, Socket
     unreachable!("the last pick returns")
 }
 
-fn spawn_stream(stream: TcpStream, peer: SocketAddr, local: SocketAddr, input_tx: mpsc::Sender<NetInput>) {
+fn spawn_accepted<S>(
+    stream: S,
+    peer: SocketAddr,
+    local: SocketAddr,
+    transport: TransportKind,
+    input_tx: mpsc::Sender<NetInput>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let (wtx, wrx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        if input_tx.send(NetInput::StreamOpened { peer, tx: wtx }).await.is_ok() {
-            run_stream(stream, peer, local, input_tx, wrx).await;
+        if input_tx.send(NetInput::StreamOpened { peer, transport, tx: wtx.clone() }).await.is_ok() {
+            // Connections that came to us are the peer's to keep alive.
+            run_stream(stream, peer, local, transport, input_tx, wtx, wrx, None).await;
         }
     });
 }
 
-async fn run_stream(
-    stream: TcpStream,
+#[allow(clippy::too_many_arguments)]
+async fn run_stream<S>(
+    stream: S,
     peer: SocketAddr,
     local: SocketAddr,
+    transport: TransportKind,
     input_tx: mpsc::Sender<NetInput>,
+    wtx: mpsc::UnboundedSender<Vec<u8>>,
     mut wrx: mpsc::UnboundedReceiver<Vec<u8>>,
-) {
-    let (mut r, mut w) = stream.into_split();
-    let writer = tokio::spawn(async move {
+    keepalive: Option<Duration>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (mut r, mut w) = tokio::io::split(stream);
+    let mut writer = tokio::spawn(async move {
         while let Some(bytes) = wrx.recv().await {
-            if w.write_all(&bytes).await.is_err() {
+            if w.write_all(&bytes).await.is_err() || w.flush().await.is_err() {
                 break;
             }
         }
         let _ = w.shutdown().await;
     });
+    let period = keepalive.unwrap_or(Duration::from_secs(3600 * 24));
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    let mut pong_due: Option<tokio::time::Instant> = None;
     let mut buf = vec![0u8; 16 * 1024];
+    let mut failed = None;
+    // The writer holds the receiving end; drop our sender only when we leave.
+    let wtx = Some(wtx);
     loop {
+        let pong_timer = async {
+            match pong_due {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             n = r.read(&mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    if input_tx.send(NetInput::Stream { from: peer, to: local, bytes: buf[..n].to_vec() }).await.is_err() {
+                    // Anything from the peer proves the flow alive, a pong or a message.
+                    pong_due = None;
+                    let bytes = buf[..n].to_vec();
+                    if input_tx.send(NetInput::Stream { from: peer, to: local, transport, bytes }).await.is_err() {
                         break;
                     }
                 }
             },
-        }
-        if writer.is_finished() {
-            break;
+            _ = ping.tick(), if keepalive.is_some() => {
+                if pong_due.is_none() {
+                    if let Some(tx) = &wtx {
+                        let _ = tx.send(b"\r\n\r\n".to_vec());
+                    }
+                    pong_due = Some(tokio::time::Instant::now() + PONG_TIMEOUT);
+                }
+            }
+            _ = pong_timer => {
+                tracing::warn!(%peer, "no pong within {} s: the flow is dead", PONG_TIMEOUT.as_secs());
+                failed = Some(TransportError::KeepaliveTimeout { addr: peer });
+                break;
+            }
+            _ = &mut writer => break,
         }
     }
     writer.abort();
-    let _ = input_tx.send(NetInput::StreamClosed { from: peer }).await;
+    drop(wtx);
+    let ev = match failed {
+        Some(error) => NetInput::StreamFailed { peer, transport, error },
+        None => NetInput::StreamClosed { from: peer },
+    };
+    let _ = input_tx.send(ev).await;
 }
 
-/// Resolves `host` (name or IP) to an address, port `port` unless `host` has one.
-pub async fn resolve(host: &str, port: u16) -> Result<SocketAddr, SipError> {
-    if let Ok(a) = host.parse::<SocketAddr>() {
-        return Ok(a);
+/// The host and port of a `sip:`/`sips:` URI (name or IP, `None` port when not given), and
+/// the transport it asks for (`sips:` or `;transport=`). Bounded: at most 1 KiB is looked at.
+pub fn uri_host(uri: &str) -> Option<(String, Option<u16>, Option<TransportKind>)> {
+    let uri = uri.get(..uri.len().min(1024))?.trim();
+    let uri = uri.strip_prefix('<').map(|u| u.split('>').next().unwrap_or(u)).unwrap_or(uri);
+    let lower = uri.get(..5).map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    let (sips, rest) = if lower == "sips:" {
+        (true, &uri[5..])
+    } else if lower.starts_with("sip:") {
+        (false, &uri[4..])
+    } else {
+        return None;
+    };
+    let (hostpart, params) = match rest.find([';', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let hostport = hostpart.rsplit('@').next()?;
+    let transport = params.split([';', '?']).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.eq_ignore_ascii_case("transport").then(|| TransportKind::from_param(v)).flatten()
+    });
+    let transport = if sips { Some(TransportKind::Tls) } else { transport };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (ip, port) = v6.split_once(']')?;
+        let port = match port.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if port.is_empty() => None,
+            None => return None,
+        };
+        (ip.to_owned(), port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p.parse().ok()?)),
+            None => (hostport.to_owned(), None),
+        }
+    };
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c)) {
+        return None;
     }
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    let q = if host.contains(':') { host.to_owned() } else { format!("{host}:{port}") };
-    tokio::net::lookup_host(&q)
-        .await
-        .map_err(|e| SipError::Resolve { host: host.to_owned(), why: e.to_string() })?
-        .next()
-        .ok_or_else(|| SipError::Resolve { host: host.to_owned(), why: "it has no address".into() })
-}
-
-/// Where to send an INVITE for `target` when the UA has no route itself (a
-/// host name rather than an IP literal): its A/AAAA records, port 5060 unless given.
-pub async fn resolve_target(target: &str) -> Result<Destination, SipError> {
-    let uri = target.split(';').next().unwrap_or(target);
-    let rest = uri.trim_start_matches("sips:").trim_start_matches("sip:");
-    let hostport = rest.rsplit('@').next().unwrap_or(rest);
-    let transport =
-        if target.to_ascii_lowercase().contains("transport=tcp") { TransportKind::Tcp } else { TransportKind::Udp };
-    let addr = resolve(hostport, 5060).await?;
-    Ok(Destination { addr, transport })
+    Some((host.to_ascii_lowercase(), port, transport))
 }
 
 /// The first IPv4 address of an interface that is up and not loopback.
@@ -276,5 +651,43 @@ mod tests {
         let taken = held[0].local_addr().unwrap();
         let err = bind_pair(taken).await.map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(&format!("TCP {taken}")), "{err}");
+    }
+
+    fn refusal(c: rustls::CertificateError) -> String {
+        let e = std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        TransportError::from_handshake(&e, "pbx.example.org", "192.0.2.5:5061".parse().unwrap()).to_string()
+    }
+
+    #[test]
+    fn certificate_refusals_read_like_sentences() {
+        use rustls::CertificateError as C;
+        assert_eq!(refusal(C::UnknownIssuer), "certificate for pbx.example.org is signed by an unknown authority");
+        assert_eq!(refusal(C::Expired), "certificate for pbx.example.org has expired");
+        let mismatch = C::NotValidForNameContext {
+            expected: ServerName::try_from("pbx.example.org").unwrap(),
+            presented: vec!["DnsName(\"other.example\")".into(), "IpAddress(10.0.0.1)".into()],
+        };
+        assert_eq!(
+            refusal(mismatch),
+            "certificate for other.example, 10.0.0.1 does not name host pbx.example.org (host name mismatch)"
+        );
+        let e = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let t = TransportError::from_handshake(&e, "pbx.example.org", "192.0.2.5:5061".parse().unwrap());
+        assert!(t.to_string().starts_with("TLS handshake with pbx.example.org (192.0.2.5:5061) failed"));
+    }
+
+    #[test]
+    fn uri_hosts() {
+        assert_eq!(uri_host("sips:pbx.Example.org"), Some(("pbx.example.org".into(), None, Some(TransportKind::Tls))));
+        assert_eq!(
+            uri_host("sip:room@pbx.example.org:5071;transport=tls"),
+            Some(("pbx.example.org".into(), Some(5071), Some(TransportKind::Tls)))
+        );
+        assert_eq!(uri_host("<sip:a@[2001:db8::1]:5062>"), Some(("2001:db8::1".into(), Some(5062), None)));
+        assert_eq!(uri_host("sip:a@10.0.0.1"), Some(("10.0.0.1".into(), None, None)));
+        for bad in ["", "http://x", "sip:", "sip:a@b c", "sip:a@h:99999", "sip:a@[::1"] {
+            assert_eq!(uri_host(bad), None, "{bad}");
+        }
+        assert_eq!(uri_host(&"sip:a@".repeat(10_000)), None);
     }
 }
