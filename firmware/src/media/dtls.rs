@@ -74,7 +74,7 @@ impl DtlsCertificate {
                 std::thread::spawn(|| {
                     let t = Instant::now();
                     if super::elements::make("dtlssrtpdec", "DTLS-SRTP").is_ok() {
-                        tracing::info!(ms = t.elapsed().as_millis() as u64, "GStreamer's DTLS agent is ready");
+                        tracing::debug!(ms = t.elapsed().as_millis() as u64, "GStreamer's DTLS agent is ready");
                     }
                 });
                 DtlsCertificate { fingerprint: pem_fingerprint(&pem)?, pem: Some(pem) }
