@@ -173,6 +173,29 @@ fn capture(ns: &NetNs, secs: u64) -> std::thread::JoinHandle<Udp> {
     })
 }
 
+/// The PCMU (S)RTP packets of the room's audio port in a capture, and a check that neither tone
+/// (the room's 1000 Hz, baresip's 440 Hz) can be heard from their payloads played as µ-law
+/// after the 12-byte header, without the 10-byte authentication tag.
+fn assert_no_tone_on_wire(packets: &Udp, why: impl Fn() -> String) {
+    let rtp: Vec<_> = packets
+        .iter()
+        .filter(|p| p.0 == RTP_MIN || p.1 == RTP_MIN)
+        .filter(|p| p.2.len() > 12 + 10 && p.2[0] >> 6 == 2 && p.2[1] & 0x7f == 0)
+        .collect();
+    assert!(rtp.len() > 50, "only {} PCMU (S)RTP packets captured of {}\n{}", rtp.len(), packets.len(), why());
+    for (from_room, hz) in [(true, 1000.0), (false, 440.0)] {
+        let samples: Vec<f32> = rtp
+            .iter()
+            .filter(|p| (p.0 == RTP_MIN) == from_room)
+            .flat_map(|p| p.2[12..p.2.len() - 10].iter().map(|&b| ulaw(b)))
+            .collect();
+        let r = tone_fraction_of(&samples, 8000, hz, 25.0, 100, 0);
+        eprintln!("captured {} payload: {r:?}", if from_room { "room→baresip" } else { "baresip→room" });
+        assert!(r.windows >= 20, "too little payload captured: {r:?}");
+        assert!(r.fraction < 0.2, "the {hz} Hz tone can be heard from the wire: {r:?}");
+    }
+}
+
 /// G.711 µ-law to linear.
 fn ulaw(b: u8) -> f32 {
     let b = !b;
@@ -225,21 +248,7 @@ fn dtls_srtp_with_baresip_both_ways_audio_and_video_and_nothing_in_clear() {
     let audio: Vec<_> = packets.iter().filter(|p| ours(p)).collect();
     assert!(audio.len() > 100, "captured only {} audio packets of {}\n{}", audio.len(), packets.len(), why());
     assert!(audio.iter().any(|p| p.2.first() == Some(&22)), "no DTLS handshake record on the audio port");
-    let rtp: Vec<_> = audio.iter().filter(|p| p.2.len() > 12 + 10 && p.2[0] >> 6 == 2 && p.2[1] & 0x7f == 0).collect();
-    assert!(rtp.len() > 50, "only {} PCMU (S)RTP packets captured", rtp.len());
-    for (from_room, hz) in [(true, 1000.0), (false, 440.0)] {
-        // The payload as a listener would play it: µ-law after the 12-byte header, without the
-        // 10-byte authentication tag.
-        let samples: Vec<f32> = rtp
-            .iter()
-            .filter(|p| (p.0 == RTP_MIN) == from_room)
-            .flat_map(|p| p.2[12..p.2.len() - 10].iter().map(|&b| ulaw(b)))
-            .collect();
-        let r = tone_fraction_of(&samples, 8000, hz, 25.0, 100, 0);
-        eprintln!("captured {} payload: {r:?}", if from_room { "room→baresip" } else { "baresip→room" });
-        assert!(r.windows >= 20, "too little payload captured: {r:?}");
-        assert!(r.fraction < 0.2, "the {hz} Hz tone can be heard from the wire: {r:?}");
-    }
+    assert_no_tone_on_wire(&packets, why);
     let clear = |needle: &[u8]| packets.iter().any(|p| p.2.windows(needle.len()).any(|w| w == needle));
     assert!(clear(b"INVITE sip:"), "the SIP (UDP) is in the capture, as a control");
     assert!(!clear(b"a=crypto") && !clear(b"inline:"), "an SDES key crossed clear SIP");
@@ -435,22 +444,7 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     let packets = cap.join().unwrap();
     let clear = |needle: &[u8]| packets.iter().any(|p| p.2.windows(needle.len()).any(|w| w == needle));
     assert!(!clear(b"INVITE sip:") && !clear(b"a=crypto") && !clear(b"inline:"), "SIP or a key crossed in clear");
-    let rtp: Vec<_> = packets
-        .iter()
-        .filter(|p| p.0 == RTP_MIN || p.1 == RTP_MIN)
-        .filter(|p| p.2.len() > 12 + 10 && p.2[0] >> 6 == 2 && p.2[1] & 0x7f == 0)
-        .collect();
-    assert!(rtp.len() > 50, "only {} PCMU SRTP packets captured of {}\n{}", rtp.len(), packets.len(), why());
-    for (from_room, hz) in [(true, 1000.0), (false, 440.0)] {
-        let samples: Vec<f32> = rtp
-            .iter()
-            .filter(|p| (p.0 == RTP_MIN) == from_room)
-            .flat_map(|p| p.2[12..p.2.len() - 10].iter().map(|&b| ulaw(b)))
-            .collect();
-        let r = tone_fraction_of(&samples, 8000, hz, 25.0, 100, 0);
-        assert!(r.windows >= 20, "too little payload captured: {r:?}");
-        assert!(r.fraction < 0.2, "the {hz} Hz tone can be heard from the wire: {r:?}");
-    }
+    assert_no_tone_on_wire(&packets, why);
     json(&bus, &["hangup"]);
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
     wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
