@@ -131,6 +131,48 @@ pub fn addr_uri(value: &str) -> &str {
     value.split(';').next().unwrap_or("").trim()
 }
 
+/// The host and port of a bare `sip:`/`sips:` URI (name or IP literal, lower-cased; `None`
+/// port when not given) and the transport it asks for (`sips:` means TLS, RFC 3261 §26.2.2,
+/// else `;transport=`). `None` when it is not such a URI. Callers unwrap name-addrs first.
+pub fn uri_host(uri: &str) -> Option<(String, Option<u16>, Option<crate::TransportKind>)> {
+    let lower = uri.get(..5).map(|s| s.to_ascii_lowercase()).unwrap_or_default();
+    let (sips, rest) = if lower == "sips:" {
+        (true, &uri[5..])
+    } else if lower.starts_with("sip:") {
+        (false, &uri[4..])
+    } else {
+        return None;
+    };
+    let (hostpart, params) = match rest.find([';', '?']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let hostport = hostpart.rsplit('@').next()?;
+    let transport = params.split([';', '?']).find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.eq_ignore_ascii_case("transport").then(|| crate::TransportKind::from_param(v)).flatten()
+    });
+    let transport = if sips { Some(crate::TransportKind::Tls) } else { transport };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (ip, port) = v6.split_once(']')?;
+        let port = match port.strip_prefix(':') {
+            Some(p) => Some(p.parse().ok()?),
+            None if port.is_empty() => None,
+            None => return None,
+        };
+        (ip, port)
+    } else {
+        match hostport.split_once(':') {
+            Some((h, p)) => (h, Some(p.parse().ok()?)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c)) {
+        return None;
+    }
+    Some((host.to_ascii_lowercase(), port, transport))
+}
+
 /// Longest URI we keep from the network as a dialog's target or route.
 pub const MAX_NETWORK_URI: usize = 1024;
 

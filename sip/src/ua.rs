@@ -177,36 +177,9 @@ fn is_sdp(ct: Option<&str>) -> bool {
 fn uri_socket(uri: &str) -> Option<(SocketAddr, Option<TransportKind>)> {
     // Bare URIs keep their parameters (`;transport=`); name-addrs are unwrapped.
     let u = if uri.contains('<') { addr_uri(uri) } else { uri.trim() };
-    let sips = u.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("sips:"));
-    let rest = if sips { &u[5..] } else { u.strip_prefix("sip:")? };
-    let (hostpart, params) = match rest.find([';', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let hostport = hostpart.rsplit('@').next()?;
-    let transport = params.split([';', '?']).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        if !k.eq_ignore_ascii_case("transport") {
-            return None;
-        }
-        TransportKind::from_param(v)
-    });
-    // `sips:` means TLS to the next hop whatever the parameter says (RFC 3261 §26.2.2).
-    let transport = if sips { Some(TransportKind::Tls) } else { transport };
-    let default_port = transport.unwrap_or(TransportKind::Udp).default_port();
-    let addr = if let Some(v6) = hostport.strip_prefix('[') {
-        let (ip, port) = v6.split_once(']')?;
-        let ip: IpAddr = ip.parse().ok()?;
-        let port = port.strip_prefix(':').map(|p| p.parse().ok()).unwrap_or(Some(default_port))?;
-        SocketAddr::new(ip, port)
-    } else {
-        let (h, p) = match hostport.split_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (hostport, default_port),
-        };
-        SocketAddr::new(h.parse().ok()?, p)
-    };
-    Some((addr, transport))
+    let (host, port, transport) = msg::uri_host(u)?;
+    let ip: IpAddr = host.parse().ok()?;
+    Some((SocketAddr::new(ip, port.unwrap_or(transport.unwrap_or(TransportKind::Udp).default_port())), transport))
 }
 
 /// Removes the `tag` parameter from a From/To value.

@@ -563,42 +563,7 @@ async fn run_stream<S>(
 pub fn uri_host(uri: &str) -> Option<(String, Option<u16>, Option<TransportKind>)> {
     let uri = uri.get(..uri.len().min(1024))?.trim();
     let uri = uri.strip_prefix('<').map(|u| u.split('>').next().unwrap_or(u)).unwrap_or(uri);
-    let lower = uri.get(..5).map(|s| s.to_ascii_lowercase()).unwrap_or_default();
-    let (sips, rest) = if lower == "sips:" {
-        (true, &uri[5..])
-    } else if lower.starts_with("sip:") {
-        (false, &uri[4..])
-    } else {
-        return None;
-    };
-    let (hostpart, params) = match rest.find([';', '?']) {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, ""),
-    };
-    let hostport = hostpart.rsplit('@').next()?;
-    let transport = params.split([';', '?']).find_map(|p| {
-        let (k, v) = p.split_once('=')?;
-        k.eq_ignore_ascii_case("transport").then(|| TransportKind::from_param(v)).flatten()
-    });
-    let transport = if sips { Some(TransportKind::Tls) } else { transport };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (ip, port) = v6.split_once(']')?;
-        let port = match port.strip_prefix(':') {
-            Some(p) => Some(p.parse().ok()?),
-            None if port.is_empty() => None,
-            None => return None,
-        };
-        (ip.to_owned(), port)
-    } else {
-        match hostport.split_once(':') {
-            Some((h, p)) => (h.to_owned(), Some(p.parse().ok()?)),
-            None => (hostport.to_owned(), None),
-        }
-    };
-    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || "-.:".contains(c)) {
-        return None;
-    }
-    Some((host.to_ascii_lowercase(), port, transport))
+    huis_sip::msg::uri_host(uri)
 }
 
 /// The first IPv4 address of an interface that is up and not loopback.
