@@ -33,13 +33,20 @@ pub struct AecParams {
     pub shadow_psi_weight: f32,
     /// regularisation of weak bins relative to the mean step denominator
     pub reg: f32,
+    /// the most power an echo path can add in one bin, over its whole length (Σ_q |W_q(k)|²).
+    /// A loudspeaker heard through air does not amplify by more than this; a filter that would
+    /// needs the near end to explain the mic, which it must not learn.
+    pub max_gain: f32,
 }
 
 impl Default for AecParams {
     fn default() -> Self {
-        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.99, shadow_psi_weight: 0.05, reg: 1.0 }
+        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.99, shadow_psi_weight: 0.05, reg: 1.0, max_gain: MAX_GAIN }
     }
 }
+
+/// The default bound of an echo path's power gain per bin: +30 dB.
+const MAX_GAIN: f32 = 1000.0;
 
 /// One adaptive filter with its Kalman state.
 struct Kf {
@@ -119,6 +126,7 @@ fn adapt(
     e: &[f32],
     mu: f32,
     reg: f32,
+    max_gain: f32,
     fft: &mut Fft,
     wk: &mut Work,
 ) {
@@ -165,6 +173,21 @@ fn adapt(
             pq[k] = kf.a2 * pq[k] + (1.0 - kf.a2) * w[k].norm_sqr();
         }
     }
+    bound_gain(kf, p, nb, max_gain);
+}
+
+/// Scales down every bin whose echo path, summed over all partitions, gains more power than
+/// `max_gain`. Without the bound, a near end that is coherent with a faint line of the far end
+/// (a tone over a tone's quantisation harmonics, hum over hum) is learnt as echo, with a gain no
+/// room has, and cancelled: the room falls silent for the far end while both talk.
+fn bound_gain(kf: &mut Kf, p: usize, nb: usize, max_gain: f32) {
+    for k in 0..nb {
+        let g: f32 = (0..p).map(|q| kf.w[q * nb + k].norm_sqr()).sum();
+        if g > max_gain {
+            let s = (max_gain / g).sqrt();
+            (0..p).for_each(|q| kf.w[q * nb + k] *= s);
+        }
+    }
 }
 
 pub struct Aec {
@@ -174,6 +197,7 @@ pub struct Aec {
     m: usize,
     mu: f32,
     reg: f32,
+    max_gain: f32,
     /// ring of far-end spectra, newest at `pos`
     xr: Vec<Complex32>,
     pos: usize,
@@ -205,6 +229,7 @@ impl Aec {
             m: n_mics,
             mu: params.mu,
             reg: params.reg,
+            max_gain: params.max_gain,
             xr: vec![z; p * nb],
             pos: 0,
             xbuf: vec![0.0; 2 * l],
@@ -307,7 +332,7 @@ impl Aec {
         self.farend_active = fe > 1e-7 || self.farend_level > 1e-7;
         let mut sd_frame = 0.0f32;
         let mut se_frame = 0.0f32;
-        let (pos, mu, reg, active) = (self.pos, self.mu, self.reg, self.farend_active);
+        let (pos, mu, reg, gmax, active) = (self.pos, self.mu, self.reg, self.max_gain, self.farend_active);
         let (mut changed, mut conv) = (0usize, 0usize);
         for ch in 0..self.m {
             let d = &mut mics[ch * l..(ch + 1) * l];
@@ -364,8 +389,8 @@ impl Aec {
             if mf.cd_frames >= 3 {
                 changed += 1;
             }
-            adapt(&mut mf.main, &self.xr, pos, p, nb, d, mu, reg, fft, &mut self.wk);
-            adapt(&mut mf.shadow, &self.xr, pos, p, nb, &self.es, mu, reg, fft, &mut self.wk);
+            adapt(&mut mf.main, &self.xr, pos, p, nb, d, mu, reg, gmax, fft, &mut self.wk);
+            adapt(&mut mf.shadow, &self.xr, pos, p, nb, &self.es, mu, reg, gmax, fft, &mut self.wk);
             mf.s_main = 0.8 * mf.s_main + 0.2 * e_pow;
             mf.s_shadow = 0.8 * mf.s_shadow + 0.2 * es_pow;
             mf.better = if mf.s_shadow < 0.5 * mf.s_main { mf.better + 1 } else { 0 };

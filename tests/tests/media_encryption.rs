@@ -266,6 +266,7 @@ fn dtls_srtp_with_baresip_both_ways_audio_and_video_and_nothing_in_clear() {
     eprintln!("incoming call: {call}");
     assert_eq!(call["encrypted"], false);
     assert_room_hears(&d, 440.0, before + 500, why);
+    assert_baresip_hears(&b, 1000.0, why);
     assert_video_both_ways(&bus, &b, why);
     assert!(
         b.log_text().contains("verified") || b.log_text().contains("fingerprint"),
@@ -392,8 +393,8 @@ fn dtls_srtp_without_rtcp_mux_and_across_hold() {
 
 /// SIP over TLS with SDES-SRTP, against baresip with `mediaenc=srtp-mand` over TLS: the room
 /// calls baresip (tones and pictures both ways) and baresip calls the room on the room's TLS
-/// listener (the room hears baresip; see the known defect below), `MediaEncryption` names SDES and its suite, and `Encrypted` is true because the
-/// signalling and every stream are. The capture holds no SIP in clear (no `a=crypto`, no
+/// listener (the same again), `MediaEncryption` names SDES and its suite, and `Encrypted` is
+/// true because the signalling and every stream are. The capture holds no SIP in clear (no `a=crypto`, no
 /// `INVITE`), and no RTP payload that plays either tone.
 #[test]
 fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
@@ -458,9 +459,9 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     eprintln!("incoming call: {call}");
     assert_eq!(call["encrypted"], true, "{}", why());
     assert_room_hears(&d, 440.0, before + 500, why);
-    // Known defect, open: on this incoming SDES call baresip's decoder gets packets that pass
-    // its SRTP check but decode to noise (audio) and broken slices (H.264), while the same
-    // direction works on the outgoing call above; so baresip's side is not asserted here yet.
+    // The room's second call, after its echo canceller heard the first: baresip hears the room.
+    assert_baresip_hears(&b, 1000.0, why);
+    assert_video_both_ways(&bus, &b, why);
     b.hangup().unwrap();
     let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
     assert_eq!(s["last_error"], "", "{}", why());
