@@ -182,6 +182,11 @@ pub struct Config {
     pub max_calls: usize,
     /// Most server transactions at once; requests beyond are dropped (flood guard).
     pub max_server_transactions: usize,
+    /// A peer's new offer in an established call (re-INVITE or UPDATE with SDP) is handed to
+    /// the shell as [`Event::Reoffer`], which answers it with
+    /// [`crate::UserAgent::answer_reoffer`] (it may add or drop video, follow moved media). When
+    /// false the UA answers by itself with our last SDP, only the direction changed (hold).
+    pub shell_answers_reoffers: bool,
 }
 
 impl Config {
@@ -206,6 +211,7 @@ impl Config {
             ring_timeout: std::time::Duration::from_secs(120),
             max_calls: 4,
             max_server_transactions: 512,
+            shell_answers_reoffers: false,
         }
     }
 }
@@ -359,6 +365,16 @@ pub enum Event {
         /// Handle.
         call: CallId,
         /// The new remote SDP.
+        remote_sdp: String,
+    },
+    /// The peer sent a new offer in an established call (with
+    /// [`Config::shell_answers_reoffers`]): answer it with
+    /// [`crate::UserAgent::answer_reoffer`] before the next input; until then further offers
+    /// get 500 with Retry-After. Hold and resume events follow the answer.
+    Reoffer {
+        /// Handle.
+        call: CallId,
+        /// The peer's offer.
         remote_sdp: String,
     },
     /// The peer put us on hold (`sendonly`/`inactive`).

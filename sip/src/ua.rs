@@ -110,7 +110,13 @@ struct Call {
     nc: u32,
     // Incoming INVITE (initial or re-INVITE) in progress.
     server_key: Option<String>,
+    /// A peer's re-offer the shell is answering: its request, transaction key, where the
+    /// answer goes, and the headers already decided (session timer).
+    reoffer: Option<(Request, String, Destination, Vec<(String, String)>)>,
     uas_2xx: Option<Retransmit>,
+    /// The CSeq of the INVITE that `uas_2xx` answers: its ACK carries it (a later request of
+    /// the peer, refused meanwhile, may have raised `remote_cseq`).
+    uas_2xx_cseq: u32,
     bye_after_ack: bool,
     ack: Option<(Vec<u8>, Destination, u32)>,
     held_by_peer: bool,
@@ -896,7 +902,9 @@ impl UserAgent {
             se_retry: false,
             nc: 0,
             server_key: Some(key.clone()),
+            reoffer: None,
             uas_2xx: None,
+            uas_2xx_cseq: 0,
             bye_after_ack: false,
             ack: None,
             held_by_peer: false,
@@ -1044,6 +1052,11 @@ impl UserAgent {
             self.reply(now, &key, &req, src, code, None, vec![("Retry-After".into(), "1".into())], None);
             return;
         }
+        if self.calls[&id].reoffer.is_some() {
+            // The shell is still answering the last offer.
+            self.reply(now, &key, &req, src, 500, None, vec![("Retry-After".into(), "1".into())], None);
+            return;
+        }
         if our_pending && is_invite {
             self.reply(now, &key, &req, src, 491, None, vec![], None);
             return;
@@ -1094,14 +1107,19 @@ impl UserAgent {
                     return;
                 }
             };
+            if self.cfg.shell_answers_reoffers {
+                self.calls.get_mut(&id).expect("call exists").reoffer = Some((req, key, src, extra));
+                self.event(Event::Reoffer { call: id, remote_sdp: text });
+                return;
+            }
             if self.probe_media().answer(&offer).is_err() {
                 self.reply(now, &key, &req, src, 488, None, vec![], None);
                 return;
             }
-            let dir = offer.audio().map(|m| offer.media_direction(m)).unwrap_or(Direction::SendRecv);
             let local = self.calls[&id].local_sdp.clone();
             let answer = match SessionDescription::parse(&local) {
                 Ok(mut l) => {
+                    let dir = offer.audio().map(|m| offer.media_direction(m)).unwrap_or(Direction::SendRecv);
                     l.set_direction(dir.answer_to(Direction::SendRecv));
                     l.bump_version();
                     l.to_text()
@@ -1109,24 +1127,75 @@ impl UserAgent {
                 Err(_) => local,
             };
             body = Some(answer.clone());
-            let (was_held, c) = {
-                let c = self.calls.get_mut(&id).expect("call exists");
-                let was = c.held_by_peer;
-                c.held_by_peer = dir.is_hold();
-                c.local_sdp = answer;
-                c.remote_sdp = Some(text.clone());
-                (was, c.held_by_peer)
-            };
-            self.event(Event::CallUpdated { call: id, remote_sdp: text });
-            if c && !was_held {
-                self.event(Event::CallHeld { call: id });
-            } else if !c && was_held {
-                self.event(Event::CallResumed { call: id });
-            }
+            self.take_offer(id, &offer, text, answer);
         } else if is_invite {
             // Offer-less re-INVITE: our SDP is the offer, the answer comes in the ACK.
             body = Some(self.calls[&id].local_sdp.clone());
         }
+        self.accept_reinvite(now, id, req, key, src, extra, body);
+    }
+
+    /// Records the peer's new offer and our answer; tells of a hold or resume.
+    fn take_offer(&mut self, id: CallId, offer: &SessionDescription, text: String, answer: String) {
+        let dir = offer.audio().map(|m| offer.media_direction(m)).unwrap_or(Direction::SendRecv);
+        let (was_held, held) = {
+            let c = self.calls.get_mut(&id).expect("call exists");
+            let was = c.held_by_peer;
+            c.held_by_peer = dir.is_hold();
+            c.local_sdp = answer;
+            c.remote_sdp = Some(text.clone());
+            (was, c.held_by_peer)
+        };
+        self.event(Event::CallUpdated { call: id, remote_sdp: text });
+        if held && !was_held {
+            self.event(Event::CallHeld { call: id });
+        } else if !held && was_held {
+            self.event(Event::CallResumed { call: id });
+        }
+    }
+
+    /// Answers the peer's re-offer handed over as [`Event::Reoffer`]: `Ok(sdp)` accepts it
+    /// with our answer (200), `Err(code)` refuses it (4xx–6xx) and the session stays as it was.
+    pub fn answer_reoffer(&mut self, now: Instant, call: CallId, answer: Result<&str, u16>) -> Result<(), UaError> {
+        let c = self.calls.get_mut(&call).ok_or(UaError::UnknownCall(call))?;
+        let (req, key, src, extra) =
+            c.reoffer.take().ok_or(UaError::InvalidState("no offer from the peer to answer"))?;
+        match answer {
+            Err(code) => {
+                let code = if (400..700).contains(&code) { code } else { 488 };
+                self.reply(now, &key, &req, src, code, None, vec![], None);
+            }
+            Ok(sdp) => {
+                let offer_text = String::from_utf8_lossy(&req.body).into_owned();
+                let parsed =
+                    SessionDescription::parse(&offer_text).and_then(|o| SessionDescription::parse(sdp).map(|_| o));
+                let offer = match parsed {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.reply(now, &key, &req, src, 500, None, vec![], None);
+                        return Err(e.into());
+                    }
+                };
+                self.take_offer(call, &offer, offer_text, sdp.to_string());
+                self.accept_reinvite(now, call, req, key, src, extra, Some(sdp.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The 200 to a re-INVITE or UPDATE (with our SDP, if any), retransmitted until the ACK.
+    #[allow(clippy::too_many_arguments)]
+    fn accept_reinvite(
+        &mut self,
+        now: Instant,
+        id: CallId,
+        req: Request,
+        key: String,
+        src: Destination,
+        mut extra: Vec<(String, String)>,
+        body: Option<String>,
+    ) {
+        let is_invite = req.method == Method::Invite;
         let contact = self.contact(src.transport);
         extra.push(("Contact".into(), contact));
         let b = body.map(|s| ("application/sdp", s.into_bytes()));
@@ -1141,7 +1210,9 @@ impl UserAgent {
         if is_invite {
             let t1 = self.cfg.timers.t1;
             let give_up_at = now + self.cfg.timers.t64();
+            let cseq = cseq_of(&req.headers).map(|c| c.0);
             let c = self.calls.get_mut(&id).expect("call exists");
+            c.uas_2xx_cseq = cseq.unwrap_or(c.remote_cseq);
             c.uas_2xx = Some(Retransmit {
                 bytes,
                 dest: reply_to,
@@ -1159,7 +1230,7 @@ impl UserAgent {
         };
         let (establish, bye) = {
             let c = self.calls.get_mut(&id).expect("call exists");
-            if c.uas_2xx.is_none() || c.remote_cseq != cseq {
+            if c.uas_2xx.is_none() || c.uas_2xx_cseq != cseq {
                 return;
             }
             c.uas_2xx = None;
@@ -1610,7 +1681,9 @@ impl UserAgent {
             se_retry: false,
             nc: 0,
             server_key: None,
+            reoffer: None,
             uas_2xx: None,
+            uas_2xx_cseq: 0,
             bye_after_ack: false,
             ack: None,
             held_by_peer: false,
@@ -1786,6 +1859,7 @@ impl UserAgent {
         let c = self.calls.get_mut(&call).expect("call exists");
         c.state = CallState::Answered;
         c.local_sdp = local_sdp.to_string();
+        c.uas_2xx_cseq = c.remote_cseq;
         c.uas_2xx = Some(Retransmit {
             bytes,
             dest: reply_to,

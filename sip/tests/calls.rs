@@ -273,6 +273,42 @@ fn reinvite_hold_resume_by_peer() {
     assert_eq!(h.sent_one().code(), 500);
 }
 
+/// With `shell_answers_reoffers`, the peer's re-offer goes to the shell, which answers it (here
+/// with video added and the media moved) or refuses it; a second offer meanwhile waits.
+#[test]
+fn reoffer_answered_or_refused_by_the_shell() {
+    let mut cfg = config();
+    cfg.shell_answers_reoffers = true;
+    let mut h = Harness::new(cfg);
+    let (call, tag) = established_incoming(&mut h, "");
+    let offer = peer_sdp("sendrecv", true).replace("m=audio 6000", "m=audio 6100")
+        + "m=video 6102 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    h.recv(&peer_request("INVITE", "z9hG4bKr1", "e1@x", 2, "pt", Some(&tag), "", &offer));
+    assert!(h.sent().is_empty(), "nothing answered before the shell does");
+    assert_eq!(h.events(), vec![Event::Reoffer { call, remote_sdp: offer.clone() }]);
+    // Another offer meanwhile waits (500 with Retry-After).
+    h.recv(&peer_request("UPDATE", "z9hG4bKr2", "e1@x", 3, "pt", Some(&tag), "", &offer));
+    let busy = h.sent_one();
+    assert_eq!((busy.code(), busy.h("retry-after")), (500, "1".to_string()));
+    let answer = media(40002, &[huis_sip::sdp::Codec::Pcmu], huis_sip::sdp::Direction::SendRecv).offer().to_text()
+        + "m=video 40004 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\n";
+    h.ua.answer_reoffer(h.now, call, Ok(&answer)).unwrap();
+    let ok = h.sent_one();
+    assert_eq!(ok.code(), 200);
+    assert_eq!(ok.body(), answer);
+    assert_eq!(h.events(), vec![Event::CallUpdated { call, remote_sdp: offer.clone() }]);
+    assert!(h.ua.answer_reoffer(h.now, call, Ok(&answer)).is_err(), "answered once");
+    h.recv(&peer_request("ACK", "z9hG4bKr1a", "e1@x", 2, "pt", Some(&tag), "", ""));
+    // Refused: 488, the call stays.
+    h.recv(&peer_request("INVITE", "z9hG4bKr3", "e1@x", 4, "pt", Some(&tag), "", &offer));
+    let ev = h.events();
+    assert!(matches!(ev[..], [Event::Reoffer { .. }]), "{ev:?} {:?}", h.sent());
+    h.ua.answer_reoffer(h.now, call, Err(488)).unwrap();
+    assert_eq!(h.sent_one().code(), 488);
+    assert!(h.events().is_empty());
+    assert_eq!(h.ua.active_calls(), 1);
+}
+
 /// We hold and resume: re-INVITE, 200 with answer, ACK.
 #[test]
 fn reinvite_hold_resume_local() {

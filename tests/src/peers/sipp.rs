@@ -386,3 +386,64 @@ pub fn info_dtmf_scenario(digits: &str) -> String {
     );
     xml
 }
+
+/// A SIPp caller scenario that changes the session mid-call with re-INVITEs, as a peer whose
+/// media moves and that turns its camera on and off: INVITE with PCMU audio at `audio[0]`;
+/// after `hold_ms`, a re-INVITE moving audio to `audio[1]` and adding H.264 video at `video`
+/// (the 200 must answer video with a port); after `hold_ms` again, a re-INVITE that drops video
+/// (port 0; the 200 must answer it with port 0); after `hold_ms`, BYE. SIPp sends no media: the
+/// test's own sockets on those ports see what the room sends.
+pub fn reinvite_media_scenario(audio: [u16; 2], video: u16, hold_ms: u32) -> String {
+    let dialog = |method: &str, cseq: u32, to_tag: bool| -> String {
+        format!(
+            "{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+             From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]huis[call_number]\n\
+             To: <sip:[service]@[remote_ip]:[remote_port]>{}\n\
+             Call-ID: [call_id]\n\
+             CSeq: {cseq} {method}\n\
+             Contact: <sip:sipp@[local_ip]:[local_port]>\n\
+             Max-Forwards: 70\n",
+            if to_tag { "[peer_tag_param]" } else { "" }
+        )
+    };
+    let sdp = |version: u32, audio: u16, video: Option<u16>| -> String {
+        let mut s = format!(
+            "v=0\no=- 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n\
+             m=audio {audio} RTP/AVP 0\na=rtpmap:0 PCMU/8000\na=sendrecv\n"
+        );
+        if let Some(v) = video {
+            s += &format!(
+                "m=video {v} RTP/AVP 96\na=rtpmap:96 H264/90000\n\
+                 a=fmtp:96 profile-level-id=42e01f;packetization-mode=1\na=sendrecv\n"
+            );
+        }
+        s
+    };
+    let invite = |cseq: u32, to_tag: bool, body: String, check: Option<&str>| -> String {
+        let action = check.map_or(String::new(), |re| {
+            format!(
+                "<action><ereg regexp=\"{re}\" search_in=\"body\" check_it=\"true\" assign_to=\"m{cseq}\"/></action>"
+            )
+        });
+        format!(
+            "  <send retrans=\"500\"><![CDATA[\n{}Content-Type: application/sdp\nContent-Length: [len]\n\n{body}]]></send>\n\
+             \x20 <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"180\" optional=\"true\"/>\n\
+             \x20 <recv response=\"200\">{action}</recv>\n  <send><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n\
+             \x20 <pause milliseconds=\"{hold_ms}\"/>\n",
+            dialog("INVITE", cseq, to_tag),
+            dialog("ACK", cseq, true)
+        )
+    };
+    let mut xml =
+        String::from("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis re-INVITE media\">\n");
+    xml += &invite(1, false, sdp(1, audio[0], None), None);
+    xml += &invite(2, true, sdp(2, audio[1], Some(video)), Some("m=video [1-9][0-9]* "));
+    xml += &invite(3, true, sdp(3, audio[1], Some(0)), Some("m=video 0 "));
+    xml += &format!(
+        "  <send retrans=\"500\"><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <recv response=\"200\"/>\n\
+         \x20 <Reference variables=\"m2,m3\"/>\n</scenario>\n",
+        dialog("BYE", 4, true)
+    );
+    xml
+}

@@ -340,6 +340,8 @@ impl SipBackend {
         };
         let local_addr = SocketAddr::new(advertised, sockets.port());
         let mut ucfg = huis_sip::Config::new(&cfg.sip.user, &advertised.to_string(), local_addr);
+        // A peer's re-offer may move its media or add or drop video: we answer it here.
+        ucfg.shell_answers_reoffers = true;
         ucfg.tls_port = sockets.tls_port();
         ucfg.display_name = Some(cfg.room.name.clone());
         // Whether to answer is the room's decision (call.auto_answer, changeable live).
@@ -1275,6 +1277,7 @@ impl SipBackend {
             UaEvent::CallUpdated { call, remote_sdp } => {
                 tracing::debug!(?call, sdp = %remote_sdp, "remote SDP changed");
             }
+            UaEvent::Reoffer { call, remote_sdp } => self.on_reoffer(call, &remote_sdp).await,
             UaEvent::CallHeld { call } => self.peer_hold(call, true).await,
             UaEvent::CallResumed { call } => self.peer_hold(call, false).await,
             UaEvent::CallUpdateFailed { call, code } => {
@@ -1301,6 +1304,104 @@ impl SipBackend {
                 self.sockets.stream_closed(peer);
             }
         }
+    }
+
+    /// The peer's new offer in an established call: follow media that moved, start or stop
+    /// video as the offer adds or drops it, and answer (488, the call unchanged, when the offer
+    /// cannot be used).
+    async fn on_reoffer(&mut self, ua_id: huis_sip::CallId, text: &str) {
+        let r = match self.reoffer_answer(ua_id, text) {
+            Ok(sdp) => self.ua.answer_reoffer(Instant::now(), ua_id, Ok(&sdp)),
+            Err(e) => {
+                tracing::warn!(call = ?ua_id, "refusing the peer's new offer (488): {e}");
+                self.ua.answer_reoffer(Instant::now(), ua_id, Err(488))
+            }
+        };
+        if let Err(e) = r {
+            tracing::warn!(call = ?ua_id, "answering the peer's new offer: {e}");
+        }
+        self.update_call_state(ua_id).await;
+    }
+
+    fn reoffer_answer(&mut self, ua_id: huis_sip::CallId, text: &str) -> Result<String, String> {
+        let offer = SessionDescription::parse(text).map_err(|e| e.to_string())?;
+        let call = self.calls.get(&ua_id).ok_or("the call has ended")?;
+        let wants_video = offer.media.iter().any(|m| m.kind == "video" && m.port != 0);
+        if wants_video && call.video.is_none() && call.local_video.is_none() {
+            // Video added: ports and our m-line, as for a new call.
+            let (sockets, lv) = self.bind_video();
+            let call = self.calls.get_mut(&ua_id).ok_or("the call has ended")?;
+            (call.video_sockets, call.local_video) = (sockets, lv);
+        }
+        let policy_required = self.policy == EncryptionPolicy::Required;
+        let call = self.calls.get_mut(&ua_id).ok_or("the call has ended")?;
+        let cur = call.negotiated.clone().ok_or("the call's audio has not started")?;
+        let (mut answer, neg, mut vneg) =
+            call.local.answer_with_video(&offer, call.local_video.as_ref()).map_err(|e| e.to_string())?;
+        if neg.codec != cur.codec || neg.payload_type != cur.payload_type {
+            return Err(format!(
+                "the audio codec would change from {} to {}",
+                codec_label(cur.codec),
+                codec_label(neg.codec)
+            ));
+        }
+        if neg.security.keying != cur.security.keying {
+            // New keys would need the streams restarted; the agreed ones stay in force.
+            tracing::warn!(call = %call.id, "the peer's new offer changes the media keys; the agreed keys are kept");
+        }
+        if let Some(m) = answer.media.iter_mut().find(|m| m.kind == "audio" && m.port != 0) {
+            LocalSecurity::keep_agreed(m, &cur.security);
+        }
+        if vneg.as_ref().is_some_and(|v| policy_required && !v.security.keying.is_encrypted()) {
+            tracing::warn!(call = %call.id, "the peer offers video without encryption, which is required here; video refused");
+            vneg = None;
+            if let Some(m) = answer.media.iter_mut().find(|m| m.kind == "video") {
+                m.port = 0;
+            }
+        }
+        // Audio that moved.
+        let to = SocketAddr::new(neg.remote_address, neg.remote_port);
+        if to != SocketAddr::new(cur.remote_address, cur.remote_port) {
+            if let Some(m) = &call.media {
+                m.set_remote(to, None).map_err(|e| e.to_string())?;
+            }
+            tracing::info!(call = %call.id, remote = %to, "the peer moved the call's audio");
+            if let Some(n) = call.negotiated.as_mut() {
+                (n.remote_address, n.remote_port) = (neg.remote_address, neg.remote_port);
+            }
+        }
+        let mut start = None;
+        match (call.video.is_some(), vneg) {
+            (true, Some(v)) => {
+                if let Some(agreed) = &call.video_security
+                    && let Some(m) = answer.media.iter_mut().find(|m| m.kind == "video" && m.port != 0)
+                {
+                    LocalSecurity::keep_agreed(m, agreed);
+                }
+                if let Some(session) = &call.video {
+                    session
+                        .set_remote(SocketAddr::new(v.remote_address, v.remote_port), None)
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            (true, None) => {
+                if let Some(session) = call.video.take() {
+                    session.stop();
+                }
+                (call.local_video, call.video_sockets, call.video_security) = (None, None, None);
+                call.info.video_codec.clear();
+                tracing::info!(call = %call.id, "the peer dropped video; the call goes on audio only");
+            }
+            (false, Some(v)) => start = Some(v),
+            (false, None) => (call.local_video, call.video_sockets) = (None, None),
+        }
+        call.sdp_version += 1;
+        answer.origin.session_version = call.sdp_version;
+        if let Some(v) = start {
+            tracing::info!(call = %call.id, "the peer added video");
+            self.start_video(ua_id, v);
+        }
+        Ok(answer.to_text())
     }
 
     async fn peer_hold(&mut self, ua_id: huis_sip::CallId, held: bool) {
