@@ -41,7 +41,15 @@ pub struct AecParams {
 
 impl Default for AecParams {
     fn default() -> Self {
-        Self { partitions: 32, mu: 1.0, a2: 0.9995, shadow_a2: 0.99, shadow_psi_weight: 0.05, reg: 1.0, max_gain: MAX_GAIN }
+        Self {
+            partitions: 32,
+            mu: 1.0,
+            a2: 0.9995,
+            shadow_a2: 0.99,
+            shadow_psi_weight: 0.05,
+            reg: 1.0,
+            max_gain: MAX_GAIN,
+        }
     }
 }
 
