@@ -140,3 +140,76 @@ fn the_room_follows_moved_media_and_video_added_and_dropped_by_the_peer() {
         assert!(log.contains(line), "the log does not say {line:?}\nhuisd:\n{log}");
     }
 }
+
+/// Frames baresip's display gets over `window`, as the sum of its counter's increases (the
+/// counter may restart with a new video stream).
+fn frames_shown(b: &Baresip, window: Duration) -> u64 {
+    let end = Instant::now() + window;
+    let mut last = b.video_debug().map(|v| v.display_frames).unwrap_or(0);
+    let mut shown = 0;
+    while Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = b.video_debug().map(|v| v.display_frames).unwrap_or(0);
+        shown += now.saturating_sub(last);
+        last = now;
+    }
+    shown
+}
+
+/// The room stops and restarts video in a call with baresip (`huisctl call-video off|on`): each
+/// time a new offer, baresip's display stops and starts again, `Call1.VideoCodec` says so, and
+/// the audio goes on throughout.
+#[test]
+fn the_room_stops_and_restarts_video_in_a_call() {
+    let _w = watchdog("video off and on", 120);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("room-tone.wav");
+    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    // baresip sends 440 Hz: the same 1 kHz both ways would be one coherent tone, which an echo
+    // canceller rightly takes for echo.
+    let b = Baresip::start(
+        &ns,
+        BaresipOpts::new("b").codecs(&["PCMU/8000/1"]).source(AudioSource::Sine(440.0)).video(640, 360),
+    )
+    .unwrap();
+    let port = ns.port();
+    let d = huis_tests::peers::huisd::start_in_blocking(
+        &ns,
+        &bus,
+        &format!(
+            "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
+             [call]\naudio_codecs = [\"pcmu\"]\n[video]\nwidth = 640\nheight = 360\nframerate = 30\n",
+            tone.display()
+        ),
+    );
+    let why = || format!("huisd:\n{}\nbaresip:\n{}", d.log_text(), b.log_text());
+    json(&bus, &["dial", &b.contact_uri()]);
+    b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    let shown = frames_shown(&b, 3 * SEC);
+    assert!(shown >= 30, "baresip shows {shown} frames in 3 s before the change\n{}", why());
+
+    let out = huisctl(&bus, &["call-video", "off"]);
+    assert!(out.status.success(), "huisctl call-video off: {}\n{}", stderr(&out), why());
+    std::thread::sleep(SEC);
+    assert_eq!(json(&bus, &["calls"])[0]["video_codec"], "", "Call1.VideoCodec after video off\n{}", why());
+    let shown = frames_shown(&b, 3 * SEC);
+    assert!(shown <= 2, "baresip still shows {shown} frames in 3 s after video off\n{}", why());
+    assert_eq!(json(&bus, &["calls"])[0]["state"], "active", "the call goes on\n{}", why());
+
+    let out = huisctl(&bus, &["call-video", "on"]);
+    assert!(out.status.success(), "huisctl call-video on: {}\n{}", stderr(&out), why());
+    let shown = frames_shown(&b, 4 * SEC);
+    assert!(shown >= 30, "baresip shows {shown} frames in 4 s after video on\n{}", why());
+    let codec = json(&bus, &["calls"])[0]["video_codec"].clone();
+    assert!(
+        codec.as_str().unwrap_or("").starts_with("H264/90000"),
+        "Call1.VideoCodec after video on: {codec}\n{}",
+        why()
+    );
+    let r = b.wait_received_tone(1000.0, 15, 5 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    assert!(r.fraction >= 0.8, "baresip hears the room in only {:.0}% ({r:?})\n{}", r.fraction * 100.0, why());
+    json(&bus, &["hangup"]);
+    b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
+}

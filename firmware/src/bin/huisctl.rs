@@ -45,6 +45,8 @@ enum Cmd {
     Hold,
     /// Take the current call off hold.
     Resume,
+    /// Start or stop video in the current call (`on` / `off`): a new offer to the far end.
+    CallVideo { state: OnOff },
     /// List the calls in progress.
     Calls,
     /// End the call.
@@ -252,6 +254,16 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
         Cmd::Hold => {
             current_call(conn).await?.hold().await?;
             print_done(cli.json, json!({"held": true}), "on hold");
+            Ok(())
+        }
+        Cmd::CallVideo { state } => {
+            let call = current_call(conn).await?;
+            match state {
+                OnOff::On => call.start_video().await?,
+                OnOff::Off => call.stop_video().await?,
+            }
+            let on = matches!(state, OnOff::On);
+            print_done(cli.json, json!({"video": on}), if on { "video on" } else { "video off" });
             Ok(())
         }
         Cmd::Resume => {

@@ -269,6 +269,13 @@ pub enum Command {
         digits: String,
         reply: Reply,
     },
+    /// Starts (`on`) or stops sending and receiving video in an established call, by a new
+    /// offer to the far end.
+    Video {
+        id: CallId,
+        on: bool,
+        reply: Reply,
+    },
     /// The room's microphones: every call of the backend sends silence while muted.
     SetMuted(bool),
     /// End every call and stop; answered when done.

@@ -99,6 +99,14 @@ impl Call1 {
     async fn resume(&self) -> Result<(), HuisError> {
         self.op(CallOp::Hold(false)).await
     }
+    /// Sends and receives video in the call from now on (a new offer with video).
+    async fn start_video(&self) -> Result<(), HuisError> {
+        self.op(CallOp::Video(true)).await
+    }
+    /// Stops the call's video both ways (a new offer that drops it); audio goes on.
+    async fn stop_video(&self) -> Result<(), HuisError> {
+        self.op(CallOp::Video(false)).await
+    }
     async fn hangup(&self) -> Result<(), HuisError> {
         self.op(CallOp::Hangup).await
     }

@@ -107,6 +107,8 @@ pub trait Call1 {
     fn stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     fn send_dtmf(&self, digits: &str) -> zbus::Result<()>;
     fn hold(&self) -> zbus::Result<()>;
+    fn start_video(&self) -> zbus::Result<()>;
+    fn stop_video(&self) -> zbus::Result<()>;
     fn resume(&self) -> zbus::Result<()>;
     fn hangup(&self) -> zbus::Result<()>;
     fn answer(&self) -> zbus::Result<()>;

@@ -66,6 +66,8 @@ pub enum Command {
 pub enum CallOp {
     Dtmf(String),
     Hold(bool),
+    /// Start (true) or stop video in the call.
+    Video(bool),
     Hangup,
     Answer,
 }
@@ -346,6 +348,7 @@ impl Room {
             CallOp::Answer => call::Command::Answer { id, reply: tx },
             CallOp::Hangup => call::Command::Hangup { id, reply: tx },
             CallOp::Hold(on) => call::Command::Hold { id, on, reply: tx },
+            CallOp::Video(on) => call::Command::Video { id, on, reply: tx },
             CallOp::Dtmf(digits) => call::Command::Dtmf { id, digits, reply: tx },
         };
         let sent = match &self.backends[backend].commands {
@@ -370,7 +373,7 @@ impl Room {
             CallOp::Dtmf(d) if d.is_empty() || !d.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) => {
                 Err(CallError::InvalidDtmf(d.clone()))
             }
-            CallOp::Dtmf(_) | CallOp::Hold(_) if !state.is_some_and(|(_, s)| s.established()) => {
+            CallOp::Dtmf(_) | CallOp::Hold(_) | CallOp::Video(_) if !state.is_some_and(|(_, s)| s.established()) => {
                 Err(CallError::NotEstablished)
             }
             _ => Ok((id, backend)),

@@ -165,6 +165,10 @@ struct Call {
     end_reason: Option<EndReason>,
     /// The video's agreed security, kept for re-offers (the audio's is in `negotiated`).
     video_security: Option<MediaSecurity>,
+    /// Our offer that starts (true) or stops (false) video, until its answer.
+    video_change: Option<bool>,
+    /// The session has had a video m-line (our later offers keep it, at port 0 if need be).
+    had_video: bool,
     /// Where our requests for the call go first (a failed connection there ends it).
     next_hop: Option<SocketAddr>,
     /// Outgoing: the dial string, our offer, and the servers not tried yet (RFC 3263 order):
@@ -244,6 +248,45 @@ fn srtp_profile(s: CryptoSuite) -> SrtpProfile {
 }
 
 /// `Call1.MediaEncryption` for the call's streams (audio first; video when it runs).
+/// Our new offer in an established call: its m-lines in the order the session has them, video
+/// at port 0 when the session had video but has none now (m-lines are never removed, RFC 3264
+/// §8), the DTLS roles, SDES suites and rtcp-mux the call agreed, and the next `o=` version.
+fn session_offer(call: &mut Call, direction: SdpDirection) -> SessionDescription {
+    let mut local = call.local.clone();
+    local.direction = direction;
+    call.sdp_version += 1;
+    let mut sdp = local.offer_with_video(call.local_video.as_ref());
+    sdp.origin.session_version = call.sdp_version;
+    let agreed = [call.negotiated.as_ref().map(|n| &n.security), call.video_security.as_ref()];
+    for (m, agreed) in sdp.media.iter_mut().zip(agreed) {
+        if let Some(a) = agreed {
+            LocalSecurity::keep_agreed(m, a);
+        }
+    }
+    if call.local_video.is_none() && call.had_video && sdp.media.len() == 1 {
+        let proto = sdp.media[0].proto.clone();
+        sdp.media.push(huis_sip::sdp::Media {
+            kind: "video".into(),
+            port: 0,
+            proto,
+            formats: vec!["96".into()],
+            connection: None,
+            attributes: vec![],
+            other: vec![],
+        });
+    }
+    sdp
+}
+
+/// Stops the call's video and forgets its ports and keys; the call goes on audio only.
+fn stop_video(call: &mut Call) {
+    if let Some(session) = call.video.take() {
+        session.stop();
+    }
+    (call.local_video, call.video_sockets, call.video_security) = (None, None, None);
+    call.info.video_codec.clear();
+}
+
 fn encryption_label(audio: &Protection, video: Option<&Protection>) -> String {
     match video {
         Some(v) if v.label() != audio.label() => format!("audio {}; video {}", audio.label(), v.label()),
@@ -608,6 +651,10 @@ impl SipBackend {
                 let r = self.hold(id, on).await;
                 let _ = reply.send(r);
             }
+            call::Command::Video { id, on, reply } => {
+                let r = self.set_video(id, on).await;
+                let _ = reply.send(r);
+            }
             call::Command::Dtmf { id, digits, reply } => {
                 let r = self.send_dtmf(id, &digits).await;
                 let _ = reply.send(r);
@@ -956,20 +1003,9 @@ impl SipBackend {
         if !call.established {
             return Err(CallError::NotEstablished);
         }
-        let mut local = call.local.clone();
         // On hold the room is neither heard nor hears: a=inactive, nothing sent but RTCP.
-        local.direction = if hold { SdpDirection::Inactive } else { SdpDirection::SendRecv };
-        call.sdp_version += 1;
-        let mut sdp = local.offer_with_video(call.local_video.as_ref());
-        sdp.origin.session_version = call.sdp_version;
-        // Keep the DTLS roles, the SDES suite and rtcp-mux the call has.
-        let agreed = [call.negotiated.as_ref().map(|n| &n.security), call.video_security.as_ref()];
-        for (m, agreed) in sdp.media.iter_mut().zip(agreed) {
-            if let Some(a) = agreed {
-                LocalSecurity::keep_agreed(m, a);
-            }
-        }
-        let text = sdp.to_text();
+        let direction = if hold { SdpDirection::Inactive } else { SdpDirection::SendRecv };
+        let text = session_offer(call, direction).to_text();
         let r = if hold {
             self.ua.hold(Instant::now(), ua_id, &text)
         } else {
@@ -987,6 +1023,74 @@ impl SipBackend {
         self.update_call_state(ua_id).await;
         self.drain().await;
         Ok(())
+    }
+
+    /// Starts or stops the call's video by a new offer: with video on our new ports, or with the
+    /// video m-line at port 0 (our video stops at once; the answer confirms it).
+    async fn set_video(&mut self, id: CallId, on: bool) -> Result<(), CallError> {
+        let ua_id = self.ua_id(id).ok_or(CallError::NoSuchCall(id.0))?;
+        let has = self.calls.get(&ua_id).ok_or(CallError::NoSuchCall(id.0))?.video.is_some();
+        if !self.calls[&ua_id].established {
+            return Err(CallError::NotEstablished);
+        }
+        if has == on {
+            return Ok(());
+        }
+        if on {
+            if self.video.is_none() {
+                return Err(CallError::Unsupported("this room has no camera or no H.264 encoder".into()));
+            }
+            let (sockets, lv) = self.bind_video();
+            if lv.is_none() {
+                return Err(CallError::Local("no ports free for video".into()));
+            }
+            let call = self.calls.get_mut(&ua_id).ok_or(CallError::NoSuchCall(id.0))?;
+            (call.video_sockets, call.local_video) = (sockets, lv);
+        }
+        let call = self.calls.get_mut(&ua_id).ok_or(CallError::NoSuchCall(id.0))?;
+        let direction = if call.held_by_us { SdpDirection::Inactive } else { SdpDirection::SendRecv };
+        let mut sdp = session_offer(call, direction);
+        if !on {
+            for m in sdp.media.iter_mut().filter(|m| m.kind == "video") {
+                m.port = 0;
+            }
+        }
+        if let Err(e) = self.ua.reinvite(Instant::now(), ua_id, &sdp.to_text()) {
+            if on {
+                (call.local_video, call.video_sockets) = (None, None);
+            }
+            return Err(CallError::Protocol(e.to_string()));
+        }
+        call.video_change = Some(on);
+        if !on {
+            stop_video(call);
+            tracing::info!(call = %call.id, "video stopped by the room");
+        }
+        self.update_call_state(ua_id).await;
+        self.drain().await;
+        Ok(())
+    }
+
+    /// The answer to our offer that starts video: start it, or go on audio only.
+    fn video_answered(&mut self, ua_id: huis_sip::CallId, answer: &str) {
+        let Some(call) = self.calls.get_mut(&ua_id) else { return };
+        if call.video_change.take() != Some(true) {
+            return;
+        }
+        let vneg = SessionDescription::parse(answer)
+            .ok()
+            .and_then(|a| call.local_video.as_ref().and_then(|lv| lv.accept_answer(&a, &call.local.security)))
+            .filter(|v| self.policy != EncryptionPolicy::Required || v.security.keying.is_encrypted());
+        match vneg {
+            Some(v) => {
+                tracing::info!(call = %call.id, "video started by the room");
+                self.start_video(ua_id, v);
+            }
+            None => {
+                tracing::warn!(call = %call.id, "the far end did not take our video; the call stays audio only");
+                (call.local_video, call.video_sockets) = (None, None);
+            }
+        }
     }
 
     /// Sends DTMF: RFC 4733 events when negotiated, SIP INFO otherwise.
@@ -1110,6 +1214,7 @@ impl SipBackend {
                 tracing::info!(call = %call.id, size = %format!("{width}x{height}"), mode = neg.packetization_mode, "call video started");
                 call.video = Some(v);
                 call.video_security = Some(security);
+                call.had_video = true;
             }
             Err(e) => tracing::error!(call = %call.id, "cannot start the call's video, audio only: {e}"),
         }
@@ -1208,7 +1313,9 @@ impl SipBackend {
                     }
                     return;
                 }
-                self.calls.insert(ua_id, Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock));
+                let mut call = Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock);
+                call.had_video = offers_video;
+                self.calls.insert(ua_id, call);
                 self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
             }
             UaEvent::CallRinging { call: ua_id, .. } => {
@@ -1276,12 +1383,21 @@ impl SipBackend {
             }
             UaEvent::CallUpdated { call, remote_sdp } => {
                 tracing::debug!(?call, sdp = %remote_sdp, "remote SDP changed");
+                if self.calls.get(&call).is_some_and(|c| c.video_change.is_some()) {
+                    self.video_answered(call, &remote_sdp);
+                    self.update_call_state(call).await;
+                }
             }
             UaEvent::Reoffer { call, remote_sdp } => self.on_reoffer(call, &remote_sdp).await,
             UaEvent::CallHeld { call } => self.peer_hold(call, true).await,
             UaEvent::CallResumed { call } => self.peer_hold(call, false).await,
             UaEvent::CallUpdateFailed { call, code } => {
-                tracing::warn!(?call, code, "the peer refused our hold/resume");
+                tracing::warn!(?call, code, "the peer refused our new offer");
+                if let Some(c) = self.calls.get_mut(&call)
+                    && c.video_change.take() == Some(true)
+                {
+                    (c.local_video, c.video_sockets) = (None, None);
+                }
             }
             UaEvent::PictureFastUpdate { call } => {
                 if let Some(v) = self.calls.get(&call).and_then(|c| c.video.as_ref()) {
@@ -1335,6 +1451,7 @@ impl SipBackend {
         }
         let policy_required = self.policy == EncryptionPolicy::Required;
         let call = self.calls.get_mut(&ua_id).ok_or("the call has ended")?;
+        call.had_video |= offer.media.iter().any(|m| m.kind == "video");
         let cur = call.negotiated.clone().ok_or("the call's audio has not started")?;
         let (mut answer, neg, mut vneg) =
             call.local.answer_with_video(&offer, call.local_video.as_ref()).map_err(|e| e.to_string())?;
@@ -1385,11 +1502,7 @@ impl SipBackend {
                 }
             }
             (true, None) => {
-                if let Some(session) = call.video.take() {
-                    session.stop();
-                }
-                (call.local_video, call.video_sockets, call.video_security) = (None, None, None);
-                call.info.video_codec.clear();
+                stop_video(call);
                 tracing::info!(call = %call.id, "the peer dropped video; the call goes on audio only");
             }
             (false, Some(v)) => start = Some(v),
@@ -1644,6 +1757,8 @@ impl Call {
             redial: None,
             end_reason: None,
             video_security: None,
+            video_change: None,
+            had_video: false,
             next_hop: None,
             retry: None,
         }
