@@ -419,10 +419,9 @@ fn bench_srtp_cpu() {
             m.b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{}: {e}\n{}", m.name, why()));
             // Let the media settle (DTLS, first keyframes, encoder warm-up).
             std::thread::sleep(5 * SEC);
-            let w = cpu_in_call(m.name, round, d.child.id(), m.b.pid(), Duration::from_secs(secs), &|| {
-                calls_json(&bus)
-            })
-            .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+            let w =
+                cpu_in_call(m.name, round, d.child.id(), m.b.pid(), Duration::from_secs(secs), &|| calls_json(&bus))
+                    .unwrap_or_else(|e| panic!("{e}\n{}", why()));
             eprintln!("{w:?}");
             assert!(
                 w.video_frames_per_s > 20.0,

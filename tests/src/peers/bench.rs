@@ -292,7 +292,12 @@ impl TlsProxy {
         o.extra_config.push(format!("sip_cafile\t{}", self.ca.cert.display()));
         let b = Baresip::start(ns, o)?;
         b.wait_registered(Duration::from_secs(10)).with_context(|| {
-            format!("baresip {} not registered over TLS\n{}\n--- kamailio:\n{}", b.user, b.log_text(), self.kamailio.log_text())
+            format!(
+                "baresip {} not registered over TLS\n{}\n--- kamailio:\n{}",
+                b.user,
+                b.log_text(),
+                self.kamailio.log_text()
+            )
         })?;
         Ok(b)
     }
