@@ -223,39 +223,219 @@ fn malformed_sip_leaves_kamailio_and_baresip_alive_and_answering() {
 }
 
 /// The call set-up benchmark behind `bench/sip-setup.sh` (ignored in normal
-/// runs). Environment: `HUIS_BENCH_CALLS` (default 20); a second dialer row
-/// from `HUIS_BENCH_DIALER_CMD` (`sh -c` inside the namespace, `{uri}` is
-/// the callee), with optional `HUIS_BENCH_DIALER_LABEL`,
-/// `HUIS_BENCH_DIALER_SETUP` (started in the background first),
-/// `HUIS_BENCH_DIALER_READY` (polled until it succeeds) and
-/// `HUIS_BENCH_DIALER_PROCESS` (process name for RSS, e.g. `huisd`).
+/// runs). Environment: `HUIS_BENCH_CALLS` (default 20). Three cases, each with
+/// a baresip and a huisd row against the same auto-answering callee:
+/// plain SIP/UDP and RTP straight to the callee; SIP over TLS with SDES-SRTP
+/// through Kamailio, every party registered over TLS (calls reuse the
+/// registration's connection); DTLS-SRTP with SIP/UDP straight to the callee.
 #[test]
 #[ignore = "benchmark; run bench/sip-setup.sh"]
 fn bench_sip_setup() {
-    use huis_tests::peers::bench::{HuisdDial, HuisdDialer, markdown, measure};
+    use huis_tests::peers::bench::{HuisdDial, HuisdDialer, TlsProxy, markdown, measure};
     let calls: usize = std::env::var("HUIS_BENCH_CALLS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
-    let _w = watchdog("bench", 60 + calls as u64 * 10);
+    let _w = watchdog("bench", 120 + calls as u64 * 40);
     let ns = NetNs::new();
     let codecs = ["opus/48000/2", "PCMU/8000/1"];
-    let callee =
-        Baresip::start(&ns, BaresipOpts::new("callee").codecs(&codecs).source(AudioSource::Sine(440.0))).unwrap();
     let hold = Duration::from_millis(300);
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
+
+    // Plain SIP over UDP, RTP.
+    let case = "SIP/UDP, RTP";
     {
+        let callee =
+            Baresip::start(&ns, BaresipOpts::new("callee").codecs(&codecs).source(AudioSource::Sine(440.0))).unwrap();
+        let uri = callee.contact_uri();
         let mut dialer =
             Baresip::start(&ns, BaresipOpts::new("dialer").codecs(&codecs).source(AudioSource::Sine(1000.0))).unwrap();
-        rows.push(measure(&mut dialer, &callee, calls, hold).unwrap());
-    }
-    {
+        rows.push(measure(&mut dialer, &callee, &uri, case, calls, hold).unwrap());
         // Released huisd when the script builds with --release (its default).
-        let bus = huis_tests::Bus::start();
         for how in [HuisdDial::OpenConnection, HuisdDial::Huisctl] {
+            // A bus per huisd: the one before may still own the name while it exits.
+            let bus = huis_tests::Bus::start();
             let mut huisd = HuisdDialer::start(&ns, &bus, "", how).unwrap();
-            rows.push(measure(&mut huisd, &callee, calls, hold).unwrap());
+            rows.push(measure(&mut huisd, &callee, &uri, case, calls, hold).unwrap());
         }
     }
-    println!("<<<TABLE\n{}TABLE>>>", markdown(&rows));
-    for r in &rows {
-        assert_eq!(r.failures, 0, "{}: {} of {} calls failed", r.label, r.failures, r.calls);
+
+    // SIP over TLS through Kamailio, SDES-SRTP (baresip `srtp-mand`).
+    let case = "SIP/TLS via Kamailio, SDES-SRTP";
+    {
+        let users = [("room", "roompw"), ("alice", "alicepw"), ("bob", "bobpw")];
+        let proxy = TlsProxy::start(&ns, &users).unwrap();
+        let srtp = |user: &str, hz: f32| {
+            BaresipOpts::new(user).codecs(&codecs).source(AudioSource::Sine(hz)).mediaenc(MediaEnc::SrtpMand)
+        };
+        let callee = proxy.baresip(&ns, srtp("bob", 440.0), "bobpw").unwrap();
+        let uri = proxy.aor("bob");
+        let mut dialer = proxy.baresip(&ns, srtp("alice", 1000.0), "alicepw").unwrap();
+        rows.push(measure(&mut dialer, &callee, &uri, case, calls, hold).unwrap());
+        let config = proxy.huisd_config(ns.port(), "room", "roompw", "");
+        let bus = huis_tests::Bus::start();
+        let mut huisd = HuisdDialer::start(&ns, &bus, &config, HuisdDial::OpenConnection).unwrap();
+        huisd.wait_registered(15 * SEC).unwrap();
+        let row = measure(&mut huisd, &callee, &uri, case, calls, hold)
+            .unwrap_or_else(|e| panic!("{e}\nhuisd:\n{}\nkamailio:\n{}", huisd.log_text(), proxy.kamailio.log_text()));
+        let handshakes = huisd.tls_handshakes();
+        notes.push(format!(
+            "huisd over TLS: {handshakes} TLS handshake(s) for its registration and {} calls",
+            row.calls
+        ));
+        if row.failures > 0 {
+            eprintln!("huisd:\n{}\nkamailio:\n{}", huisd.log_text(), proxy.kamailio.log_text());
+        }
+        rows.push(row);
+        let from_room: std::collections::HashSet<String> =
+            proxy.kamailio.requests().into_iter().filter(|r| r.user == "room").map(|r| r.src).collect();
+        assert_eq!(handshakes, 1, "huisd opened more than one TLS connection:\n{}", huisd.log_text());
+        assert_eq!(from_room.len(), 1, "the room's requests came over several connections: {from_room:?}");
     }
+
+    // DTLS-SRTP, SIP over UDP straight to the callee (`dtls_srtp`, rtcp-mux like huisd's offer).
+    let case = "SIP/UDP, DTLS-SRTP";
+    {
+        let dtls = |user: &str, hz: f32| {
+            BaresipOpts::new(user)
+                .codecs(&codecs)
+                .source(AudioSource::Sine(hz))
+                .mediaenc(MediaEnc::DtlsSrtp)
+                .rtcp_mux(true)
+        };
+        let callee = Baresip::start(&ns, dtls("carol", 440.0)).unwrap();
+        let uri = callee.contact_uri();
+        let mut dialer = Baresip::start(&ns, dtls("dave", 1000.0)).unwrap();
+        rows.push(measure(&mut dialer, &callee, &uri, case, calls, hold).unwrap());
+        let config = "[call]\nmedia_encryption = \"required\"\n";
+        let bus = huis_tests::Bus::start();
+        let mut huisd = HuisdDialer::start(&ns, &bus, config, HuisdDial::OpenConnection).unwrap();
+        let row = measure(&mut huisd, &callee, &uri, case, calls, hold).unwrap();
+        if row.failures > 0 {
+            eprintln!("huisd:\n{}\ncallee:\n{}", huisd.log_text(), callee.log_text());
+        }
+        rows.push(row);
+    }
+
+    println!("<<<TABLE\n{}TABLE>>>", markdown(&rows));
+    for n in &notes {
+        println!("NOTE {n}");
+    }
+    for r in &rows {
+        assert_eq!(r.failures, 0, "{} ({}): {} of {} calls failed", r.label, r.case, r.failures, r.calls);
+    }
+}
+
+/// The CPU cost of SRTP in a call, behind `bench/srtp-cpu.sh` (ignored in normal runs): huisd
+/// calls baresip with audio (PCMU) and video (H.264 640×360 at 30 frames/s both ways) and its
+/// CPU time is read from /proc over a window of the established call, in plain RTP, SDES-SRTP
+/// (SIP over TLS) and DTLS-SRTP (SIP over UDP), rounds alternating. The baresip peers differ
+/// only in `mediaenc`. Environment: `HUIS_BENCH_CPU_SECS` (window, default 60),
+/// `HUIS_BENCH_CPU_ROUNDS` (default 2).
+#[test]
+#[ignore = "benchmark; run bench/srtp-cpu.sh"]
+fn bench_srtp_cpu() {
+    use huis_tests::peers::bench::{cpu_in_call, cpu_markdown};
+    let env = |k: &str, d: u64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (secs, rounds) = (env("HUIS_BENCH_CPU_SECS", 60), env("HUIS_BENCH_CPU_ROUNDS", 2) as usize);
+    let _w = watchdog("bench cpu", 120 + rounds as u64 * 3 * (secs + 40));
+    let ns = NetNs::new();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "cpu").unwrap();
+    let room_cert = ca.issue("room", &["IP:127.0.0.1"]).unwrap();
+    let peer_cert = ca.issue("peer", &["IP:127.0.0.1"]).unwrap();
+
+    // One huisd at a time, started for its window on a bus of its own: an idle huisd (the sim
+    // board's screen) costs CPU that would load the machine for the one measured.
+    struct Mode {
+        name: &'static str,
+        b: Baresip,
+        config: String,
+        uri: String,
+    }
+    let peer = |user: &str, enc: MediaEnc, tls: bool| {
+        let port = ns.port();
+        let _tls_listener = ns.port();
+        let mut o = BaresipOpts::new(user)
+            .port(port)
+            .codecs(&["PCMU/8000/1"])
+            .source(AudioSource::Sine(440.0))
+            .video(640, 360)
+            .mediaenc(enc)
+            .rtcp_mux(true);
+        if tls {
+            o.uri_params = ";transport=tls".into();
+            o.extra_config.push(format!("sip_certificate\t{}", peer_cert.both.display()));
+            o.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
+        }
+        Baresip::start(&ns, o).unwrap()
+    };
+    let tone = dir.path().join("room-tone.wav");
+    tone::write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    let sip_port = ns.port();
+    let tls_port = ns.port();
+    let room = |policy: &str, tls: bool| {
+        let sip_tls = if tls {
+            format!(
+                "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_ca_file = \"{}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+                ca.cert.display(),
+                room_cert.cert.display(),
+                room_cert.key.display()
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{sip_port}\"\n{sip_tls}\
+             [call]\naudio_codecs = [\"pcmu\"]\nmedia_encryption = \"{policy}\"\n\
+             [video]\nwidth = 640\nheight = 360\nframerate = 30\n",
+            tone.display()
+        )
+    };
+    let mut modes = Vec::new();
+    {
+        let b = peer("plain", MediaEnc::None, false);
+        let uri = b.contact_uri();
+        modes.push(Mode { name: "plain RTP (SIP/UDP)", b, config: room("off", false), uri });
+        let b = peer("sdes", MediaEnc::SrtpMand, true);
+        let uri = format!("sip:sdes@127.0.0.1:{};transport=tls", b.sip_port + 1);
+        modes.push(Mode { name: "SDES-SRTP (SIP/TLS)", b, config: room("required", true), uri });
+        let b = peer("dtls", MediaEnc::DtlsSrtp, false);
+        let uri = b.contact_uri();
+        modes.push(Mode { name: "DTLS-SRTP (SIP/UDP)", b, config: room("required", false), uri });
+    }
+    let calls_json = |bus: &huis_tests::Bus| -> anyhow::Result<serde_json::Value> {
+        let out = huis_tests::huisctl(bus, &["--json", "calls"]);
+        anyhow::ensure!(out.status.success(), "huisctl calls: {}", huis_tests::stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        Ok(v[0].clone())
+    };
+    let mut windows = Vec::new();
+    for round in 1..=rounds {
+        for m in &modes {
+            let bus = huis_tests::Bus::start();
+            let mut d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &m.config);
+            let why = || format!("--- huisd:\n{}\n--- baresip:\n{}", d.log_text(), m.b.log_text());
+            let out = huis_tests::huisctl(&bus, &["dial", &m.uri]);
+            assert!(out.status.success(), "{}: huisctl dial: {}\n{}", m.name, huis_tests::stderr(&out), why());
+            m.b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{}: {e}\n{}", m.name, why()));
+            // Let the media settle (DTLS, first keyframes, encoder warm-up).
+            std::thread::sleep(5 * SEC);
+            let w =
+                cpu_in_call(m.name, round, d.child.id(), m.b.pid(), Duration::from_secs(secs), &|| calls_json(&bus))
+                    .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+            eprintln!("{w:?}");
+            assert!(
+                w.video_frames_per_s > 20.0,
+                "{}: video is not flowing ({:.1} frames/s): the windows would not compare\n{}",
+                m.name,
+                w.video_frames_per_s,
+                why()
+            );
+            windows.push(w);
+            m.b.hangup().unwrap();
+            m.b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
+            d.terminate(5 * SEC);
+            std::thread::sleep(SEC);
+        }
+    }
+    println!("<<<TABLE\n{}TABLE>>>", cpu_markdown(&windows));
 }

@@ -184,6 +184,9 @@ fn huisd_registers_over_tls_and_calls_through_kamailio_both_ways_with_tones() {
     assert!(from_room.iter().all(|r| r.proto == "tls"), "all the room's requests came over TLS: {from_room:?}");
     let sources: std::collections::HashSet<_> = from_room.iter().map(|r| r.src.clone()).collect();
     assert_eq!(sources.len(), 1, "the room reuses its registration's connection: {sources:?}");
+    // One TLS handshake in all: the registration's; the call in and the call out reused it.
+    let handshakes = d.log_text().matches("TLS connection up").count();
+    assert_eq!(handshakes, 1, "TLS handshakes by the room (one expected):\n{}", d.log_text());
     ok(&bus, &["hangup"]);
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
 }
