@@ -9,6 +9,7 @@
 //! watchdog covers it.
 
 mod locate;
+mod conns;
 mod net;
 
 use std::collections::{HashMap, HashSet};
@@ -329,7 +330,7 @@ impl SipBackend {
         };
         let keepalive =
             (cfg.sip.keepalive_interval > 0).then(|| Duration::from_secs(cfg.sip.keepalive_interval.into()));
-        let mut sockets = SipSockets::bind(listen, &tls, keepalive, input_tx).await?;
+        let mut sockets = SipSockets::bind(listen, &tls, keepalive, conns::ConnLimits::default(), input_tx).await?;
         let tls_required = cfg.call.sip_tls == "required";
         let resolver = match locate::system_resolver() {
             Ok(r) => Some(std::sync::Arc::new(r)),
