@@ -143,7 +143,8 @@ struct Registration {
     auth_retry: bool,
     refresh_at: Option<Instant>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    /// Failures in a row since the last success (or `register()`).
+    failures: u32,
     expires: u32,
 }
 
@@ -253,7 +254,7 @@ impl UserAgent {
                 auth_retry: false,
                 refresh_at: None,
                 retry_at: None,
-                backoff: Duration::from_secs(30),
+                failures: 0,
                 expires: a.expires,
             })
             .collect();
@@ -1375,7 +1376,7 @@ impl UserAgent {
         let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
         r.auth_retry = false;
         r.challenge = None;
-        r.backoff = Duration::from_secs(30);
+        r.failures = 0;
         r.expires = self.cfg.accounts[account].expires;
         self.send_register(now, account);
         Ok(())
@@ -1443,6 +1444,7 @@ impl UserAgent {
                     RegistrationState::Failed {
                         reason: RegistrationFailure::Rejected(0, format!("invalid registrar URI: {e}")),
                         retry_at: None,
+                        failures: 0,
                     },
                 );
             }
@@ -1458,19 +1460,19 @@ impl UserAgent {
     }
 
     fn reg_failed(&mut self, now: Instant, a: AccountId, reason: RegistrationFailure) {
-        let retry_at = if reason == RegistrationFailure::AuthFailed {
-            None
+        let (retry_at, failures) = if reason == RegistrationFailure::AuthFailed {
+            (None, 0)
         } else {
+            let random = self.rand();
             let r = &mut self.regs[a];
-            let at = now + r.backoff;
-            r.backoff = (r.backoff * 2).min(Duration::from_secs(900));
-            Some(at)
+            r.failures = r.failures.saturating_add(1);
+            (Some(now + self.cfg.register_retry.wait(r.failures, random)), r.failures)
         };
         let r = &mut self.regs[a];
         r.retry_at = retry_at;
         r.refresh_at = None;
         r.tx_key = None;
-        self.set_reg_state(a, RegistrationState::Failed { reason, retry_at });
+        self.set_reg_state(a, RegistrationState::Failed { reason, retry_at, failures });
     }
 
     fn on_register_response(
@@ -1492,7 +1494,7 @@ impl UserAgent {
             200..=299 => {
                 let r = &mut self.regs[a];
                 r.auth_retry = false;
-                r.backoff = Duration::from_secs(30);
+                r.failures = 0;
                 if r.expires == 0 {
                     self.set_reg_state(a, RegistrationState::Unregistered);
                     return;

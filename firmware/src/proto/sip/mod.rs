@@ -208,6 +208,8 @@ struct SipBackend {
     dtls: Option<DtlsCertificate>,
     /// `call.sip_tls = "required"`.
     tls_required: bool,
+    /// `call.media_timeout`; `None`: never.
+    media_timeout: Option<Duration>,
     /// The registrar's servers (RFC 3263), in order, and the one in use.
     registrar_targets: Vec<Target>,
     registrar_index: usize,
@@ -347,6 +349,7 @@ impl SipBackend {
         ucfg.auto_answer = false;
         ucfg.codecs = cfg.call.audio_codecs.iter().filter_map(|c| codec_of(c)).collect();
         ucfg.rng_seed = random_u64();
+        ucfg.register_retry.base = Duration::from_secs(cfg.sip.register_retry_base.into());
         let mut account_domain = None;
         let mut registrar_targets = Vec::new();
         if !cfg.account.registrar.is_empty() {
@@ -448,6 +451,7 @@ impl SipBackend {
             policy,
             dtls,
             tls_required,
+            media_timeout: (cfg.call.media_timeout > 0).then(|| Duration::from_secs(cfg.call.media_timeout.into())),
             registrar_targets,
             registrar_index: 0,
             transport_errors: HashMap::new(),
@@ -1034,6 +1038,7 @@ impl SipBackend {
             p.telephone_event = Some(te);
         }
         p.direction = media_direction(neg.direction);
+        p.rtp_timeout = self.media_timeout;
         p.rtcp_mux = neg.security.rtcp_mux;
         p.srtp = srtp;
         p.dtls = dtls;
@@ -1158,6 +1163,16 @@ impl SipBackend {
                     if let Some(t) = self.registrar_targets.get(self.registrar_index) {
                         tracing::info!(registrar = %t.addr, transport = t.transport.param(), "registered");
                     }
+                }
+                if let RegistrationState::Failed { reason, retry_at: Some(at), failures } = &state {
+                    // The back-off, counted, so an outage's retries can be read off the log.
+                    let wait = at.saturating_duration_since(Instant::now());
+                    tracing::warn!(
+                        failures = *failures,
+                        next_attempt_ms = wait.as_millis() as u64,
+                        "registration failed ({reason:?}, {failures} in a row): next attempt in {:.1} s",
+                        wait.as_secs_f64()
+                    );
                 }
                 self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
                 if let RegistrationState::Failed {
@@ -1452,7 +1467,7 @@ impl SipBackend {
                     MediaEvent::Dtmf { digit } => tracing::info!(call = %c.id, %digit, "DTMF received (RFC 4733)"),
                     MediaEvent::RtpTimeout { silent_for } => {
                         tracing::warn!(call = %c.id, secs = silent_for.as_secs(), "no media from the peer; hanging up");
-                        hang.push(*ua_id);
+                        hang.push((*ua_id, silent_for.as_secs()));
                     }
                     MediaEvent::Error(e) => tracing::error!(call = %c.id, error = %e, "call audio failed"),
                     other => tracing::debug!(call = %c.id, ?other, "media"),
@@ -1466,7 +1481,12 @@ impl SipBackend {
         for ev in stats {
             self.emit(ev).await;
         }
-        for ua_id in hang {
+        for (ua_id, secs) in hang {
+            if let Some(c) = self.calls.get_mut(&ua_id)
+                && c.end_reason.is_none()
+            {
+                c.end_reason = Some(EndReason::MediaTimeout { secs });
+            }
             let _ = self.ua.hangup(Instant::now(), ua_id);
             self.drain().await;
         }
