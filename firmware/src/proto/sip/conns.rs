@@ -11,8 +11,10 @@
 //!   one is refused (128: well under the fd
 //!   limit with the media's sockets, and far above what a room meets, one registrar flow and a
 //!   few calls).
-//! - Connections **we** open (the registrar's flow, a call's next hop) are never refused: when
-//!   the total is reached, the inbound connection idle for longest is closed to make room.
+//! - Connections **we** open (the registrar's flow, a call's next hop), and those the
+//!   registrar's servers open to us ([`ConnTable::trust`]: a proxy may send a call over a new
+//!   connection rather than our flow), are never refused for the total: the inbound connection
+//!   idle for longest (not the registrar's) is closed to make room.
 //! - An inbound connection that has not sent one whole SIP message within
 //!   [`ConnLimits::first_message`] is closed (slowloris); the reader does the timing, the table
 //!   only counts it.
@@ -20,7 +22,7 @@
 //! Refusals are logged at most once per [`LOG_EVERY`] with how many were refused since, and
 //! counted for the lifetime of the process ([`ConnCounters`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -79,6 +81,8 @@ pub struct ConnTable {
     limits: ConnLimits,
     next: u64,
     conns: HashMap<u64, Entry>,
+    /// The registrar's addresses: their connections to us are admitted like ours.
+    trusted: HashSet<IpAddr>,
     counters: ConnCounters,
     last_log: Option<Instant>,
     unlogged: u64,
@@ -90,6 +94,7 @@ impl ConnTable {
             limits,
             next: 0,
             conns: HashMap::new(),
+            trusted: HashSet::new(),
             counters: ConnCounters::default(),
             last_log: None,
             unlogged: 0,
@@ -119,24 +124,37 @@ impl ConnTable {
         // The total counts ours too: it bounds the descriptors.
         let open = self.conns.len();
         if open >= self.limits.total {
-            self.counters.refused_total += 1;
-            return Err(Refusal::Total { open, limit: self.limits.total });
+            if self.trusted.contains(&ip) {
+                self.evict_idle();
+            } else {
+                self.counters.refused_total += 1;
+                return Err(Refusal::Total { open, limit: self.limits.total });
+            }
         }
         Ok(self.insert(ip, true, now))
+    }
+
+    /// Connections from `ip` (a registrar's server) are taken even at the total.
+    pub fn trust(&mut self, ip: IpAddr) {
+        self.trusted.insert(ip);
+    }
+
+    /// Closes the inbound connection idle for longest that is not the registrar's.
+    fn evict_idle(&mut self) -> Option<u64> {
+        let (&id, _) = self
+            .inbound()
+            .filter(|(_, e)| !self.trusted.contains(&e.ip))
+            .min_by_key(|(id, e)| (e.last_active, **id))?;
+        let e = self.conns.remove(&id).expect("just found");
+        e.close.notify_one();
+        self.counters.evicted += 1;
+        Some(id)
     }
 
     /// We open a connection: never refused. At the total, the inbound connection idle for
     /// longest is told to close; its id is returned beside ours.
     pub fn admit_outbound(&mut self, ip: IpAddr, now: Instant) -> ((u64, Arc<Notify>), Option<u64>) {
-        let mut evicted = None;
-        if self.conns.len() >= self.limits.total
-            && let Some((&id, _)) = self.inbound().min_by_key(|(id, e)| (e.last_active, **id))
-        {
-            let e = self.conns.remove(&id).expect("just found");
-            e.close.notify_one();
-            self.counters.evicted += 1;
-            evicted = Some(id);
-        }
+        let evicted = if self.conns.len() >= self.limits.total { self.evict_idle() } else { None };
         (self.insert(ip, false, now), evicted)
     }
 
@@ -286,6 +304,27 @@ mod tests {
         assert_eq!((none, none2, none3), (None, None, None));
         assert_ne!(ours, 0);
         assert_eq!(t.conns.len(), 4, "ours may exceed the total; inbound may not");
+    }
+
+    #[test]
+    fn the_registrars_connections_are_taken_at_the_total_and_never_evicted() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut t = ConnTable::new(ConnLimits { per_ip: 8, total: 3, first_message: s });
+        t.trust(ip(100));
+        let (reg, _) = t.admit_inbound(ip(100), t0).unwrap();
+        let (a, close_a) = t.admit_inbound(ip(1), t0 + s).unwrap();
+        t.admit_inbound(ip(2), t0 + 2 * s).unwrap();
+        assert!(t.admit_inbound(ip(3), t0 + 3 * s).is_err(), "a stranger at the total");
+        // The registrar's second connection is taken; the stranger idle longest goes, not the
+        // registrar's own older one.
+        let (reg2, _) = t.admit_inbound(ip(100), t0 + 4 * s).unwrap();
+        assert_ne!(reg, reg2);
+        assert!(!t.conns.contains_key(&a));
+        let waker = futures_waker();
+        assert!(Box::pin(close_a.notified()).as_mut().poll(&mut std::task::Context::from_waker(&waker)).is_ready());
+        assert!(t.conns.contains_key(&reg));
+        assert_eq!(t.counters().evicted, 1);
     }
 
     fn futures_waker() -> std::task::Waker {

@@ -210,6 +210,8 @@ struct SipBackend {
     tls_required: bool,
     /// `call.media_timeout`; `None`: never.
     media_timeout: Option<Duration>,
+    /// When a closed registrar flow last made us register again.
+    flow_reregistered: Option<Instant>,
     /// The registrar's servers (RFC 3263), in order, and the one in use.
     registrar_targets: Vec<Target>,
     registrar_index: usize,
@@ -217,6 +219,9 @@ struct SipBackend {
     transport_errors: HashMap<SocketAddr, TransportError>,
     resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
 }
+
+/// At most one immediate registration per this period after the registrar closed our flow.
+const FLOW_REREGISTER: Duration = Duration::from_secs(30);
 
 fn codec_of(name: &str) -> Option<Codec> {
     match name {
@@ -399,6 +404,9 @@ impl SipBackend {
                 targets = ?registrar_targets.iter().map(|t| format!("{}/{}", t.addr, t.transport.param())).collect::<Vec<_>>(),
                 "registrar located"
             );
+            for t in &registrar_targets {
+                sockets.trust(t.addr.ip());
+            }
             let host = registrar.split_once(':').map(|(_, r)| r).unwrap_or(registrar);
             let hostport = host.split(';').next().unwrap_or(host);
             ucfg.accounts.push(Account {
@@ -451,6 +459,7 @@ impl SipBackend {
             policy,
             dtls,
             tls_required,
+            flow_reregistered: None,
             media_timeout: (cfg.call.media_timeout > 0).then(|| Duration::from_secs(cfg.call.media_timeout.into())),
             registrar_targets,
             registrar_index: 0,
@@ -539,8 +548,23 @@ impl SipBackend {
                 self.stream_failed(peer, transport, error);
             }
             NetInput::StreamClosed { from } => {
+                let now = Instant::now();
+                let registered_here = self.registered_over(from);
                 self.sockets.stream_closed(from);
-                self.ua.handle_input(Instant::now(), Input::StreamClosed { from });
+                self.ua.handle_input(now, Input::StreamClosed { from });
+                // The registrar closed our flow (it restarted, or dropped us): requests for us
+                // have no way in until we register again (RFC 5626 §4.4). At most once per
+                // FLOW_REREGISTER, so a registrar that closes every flow is no storm: the
+                // failures that follow back off in the core.
+                if registered_here
+                    && self.flow_reregistered.is_none_or(|t| now.duration_since(t) >= FLOW_REREGISTER)
+                {
+                    self.flow_reregistered = Some(now);
+                    tracing::info!(registrar = %from, "the registrar closed the registration's flow: registering again");
+                    if let Err(e) = self.ua.register(now, 0) {
+                        tracing::warn!(error = %e, "cannot register");
+                    }
+                }
             }
         }
         self.drain().await;
@@ -553,8 +577,7 @@ impl SipBackend {
         tracing::warn!(%peer, transport = transport.param(), "SIP connection failed: {error}");
         self.sockets.stream_closed(peer);
         let now = Instant::now();
-        let registered_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer)
-            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }));
+        let registered_here = self.registered_over(peer);
         self.transport_errors.insert(peer, error);
         self.ua.handle_input(now, Input::StreamClosed { from: peer });
         self.ua.transport_failed(now, huis_sip::Destination { addr: peer, transport });
@@ -564,6 +587,12 @@ impl SipBackend {
                 tracing::warn!(error = %e, "cannot register");
             }
         }
+    }
+
+    /// True when the registration is in force over a connection to `peer` (TCP or TLS).
+    fn registered_over(&self, peer: SocketAddr) -> bool {
+        self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer && a.proxy.transport != TransportKind::Udp)
+            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }))
     }
 
     /// After the registrar's server failed (no answer, connection refused, certificate
@@ -1168,10 +1197,8 @@ impl SipBackend {
                     // The back-off, counted, so an outage's retries can be read off the log.
                     let wait = at.saturating_duration_since(Instant::now());
                     tracing::warn!(
-                        failures = *failures,
-                        next_attempt_ms = wait.as_millis() as u64,
-                        "registration failed ({reason:?}, {failures} in a row): next attempt in {:.1} s",
-                        wait.as_secs_f64()
+                        "registration failed ({reason:?}, {failures} in a row): next attempt in {} ms",
+                        wait.as_millis()
                     );
                 }
                 self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
