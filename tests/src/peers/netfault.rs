@@ -69,7 +69,8 @@ impl Nft {
 
     /// Removes the rules named `name` (the cut: `"cut"`).
     pub fn remove(&self, name: &str) -> Result<()> {
-        let text = self.run(&format!("-a list chain inet {TABLE} out"))?;
+        let out = self.ns.cmd("nft").arg("-a").arg(format!("list chain inet {TABLE} out")).output()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
         for l in text.lines().filter(|l| l.contains(&format!("comment \"{name}\""))) {
             let handle = l.rsplit("# handle ").next().unwrap_or("").trim();
             self.run(&format!("delete rule inet {TABLE} out handle {handle}"))?;

@@ -550,8 +550,16 @@ impl SipBackend {
             NetInput::StreamClosed { from } => {
                 let now = Instant::now();
                 let registered_here = self.registered_over(from);
+                let transport = self.sockets.transport_of(from);
                 self.sockets.stream_closed(from);
                 self.ua.handle_input(now, Input::StreamClosed { from });
+                // A REGISTER sent over it gets no answer now (the registrar was shutting down):
+                // fail it rather than wait 32 s, so the back-off starts.
+                let registering_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == from)
+                    && matches!(self.ua.registration_state(0), Some(RegistrationState::Registering));
+                if let Some(transport) = transport.filter(|_| registering_here) {
+                    self.ua.transport_failed(now, huis_sip::Destination { addr: from, transport });
+                }
                 // The registrar closed our flow (it restarted, or dropped us): requests for us
                 // have no way in until we register again (RFC 5626 §4.4). At most once per
                 // FLOW_REREGISTER, so a registrar that closes every flow is no storm: the

@@ -403,6 +403,11 @@ impl SipSockets {
         self.streams.insert(peer, Conn { tx, transport });
     }
 
+    /// The transport of the open connection to `peer`, if there is one.
+    pub fn transport_of(&self, peer: SocketAddr) -> Option<TransportKind> {
+        self.streams.get(&peer).map(|c| c.transport)
+    }
+
     pub fn stream_closed(&mut self, peer: SocketAddr) {
         // Dropping the sender ends the writer, which closes the connection.
         self.streams.remove(&peer);
