@@ -1712,6 +1712,12 @@ impl UserAgent {
                     }
                 }
                 Owner::Invite(id) => {
+                    // A call already up (its INVITE lingers only to absorb retransmitted 2xx)
+                    // does not hang on the hop that carried its INVITE: its media may be fine,
+                    // and the media timeout ends it if not.
+                    if self.calls.get(&id).is_some_and(|c| c.state == CallState::Established) {
+                        continue;
+                    }
                     let cancel = self.calls.get(&id).is_some_and(|c| c.cancel_requested);
                     self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Transport });
                 }

@@ -285,27 +285,23 @@ fn a_20_s_cut_is_survived_by_the_call_and_the_registration_comes_back() {
     wait_status(&bus, &d, "in call", 10 * SEC, |s| s["state"] == "in-call");
     assert_room_hears(&d, 440.0, speaker_ms(&d) + 300, "before the cut");
 
+    let registers_before = k.count("REGISTER", Some("room"));
     nft.cut().unwrap();
     let cut_at = Instant::now();
-    let mut saw_failed = None;
-    while cut_at.elapsed() < 20 * SEC {
-        let s = status(&bus);
-        if saw_failed.is_none() && s["registration"].as_str().unwrap_or("").starts_with("failed") {
-            saw_failed = Some((cut_at.elapsed(), s["registration"].clone()));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    std::thread::sleep(20 * SEC);
     let heard_from = speaker_ms(&d);
     nft.heal().unwrap();
     let healed_at = Instant::now();
     // (baresip's control connection is on the cut loopback too: asked only now.)
     let rx_before = b.audio_debug().unwrap().rx_packets.unwrap_or(0);
-    eprintln!("registration during the cut: {saw_failed:?}");
+    // A ping went out within 10 s of the cut and its pong was due 10 s later: the flow was
+    // declared dead during the cut (its TCP retransmission comes back later than that).
+    let log = d.log_text();
     assert!(
-        saw_failed.is_some(),
-        "the registration's flow was not declared dead in a 20 s cut (keep-alive 10 s, pong within 10 s)\n{}",
-        d.log_text()
+        log.contains("stopped answering keep-alives"),
+        "the registration's flow was not declared dead in a 20 s cut (keep-alive 10 s, pong within 10 s)\n{log}"
     );
+    let _ = cut_at;
 
     // The call is still up and carries audio again, both ways.
     let s = status(&bus);
@@ -321,7 +317,17 @@ fn a_20_s_cut_is_survived_by_the_call_and_the_registration_comes_back() {
     assert_eq!(calls(&bus)[0]["state"], "active");
 
     // The registration comes back by itself.
+    let deadline = Instant::now() + 30 * SEC;
+    while k.count("REGISTER", Some("room")) <= registers_before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
     wait_status(&bus, &d, "registered again after the cut", 30 * SEC, registered);
+    assert!(
+        k.count("REGISTER", Some("room")) > registers_before,
+        "no new REGISTER reached Kamailio after the cut\n{}\n{}",
+        k.log_text(),
+        d.log_text()
+    );
     eprintln!("registered again {:.1} s after the cut ended", healed_at.elapsed().as_secs_f64());
     huis_tests::huisctl(&bus, &["hangup"]);
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
