@@ -187,6 +187,45 @@ pub struct Config {
     /// [`crate::UserAgent::answer_reoffer`] (it may add or drop video, follow moved media). When
     /// false the UA answers by itself with our last SDP, only the direction changed (hold).
     pub shell_answers_reoffers: bool,
+    /// When a failed registration is tried again (RFC 5626 §4.5 style back-off with jitter).
+    pub register_retry: RetryBackoff,
+}
+
+/// Back-off after failed registrations: after the `n`th failure in a row, wait a random time
+/// between half and all of `min(max, base × 2^(n-1))` (RFC 5626 §4.5, whose base is 30 s when
+/// every flow failed and whose maximum is 1800 s). Jitter spreads the rooms of a building that
+/// lost their registrar together, so its restart is not met by all of them at the same second.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBackoff {
+    /// Upper bound of the first wait.
+    pub base: std::time::Duration,
+    /// Upper bound of any wait.
+    pub max: std::time::Duration,
+}
+
+impl Default for RetryBackoff {
+    /// 30 s as RFC 5626 for "all flows failed"; at most 15 min rather than 30: a room that
+    /// cannot take calls is noticed by people, and a meeting is shorter than half an hour.
+    fn default() -> Self {
+        RetryBackoff { base: std::time::Duration::from_secs(30), max: std::time::Duration::from_secs(900) }
+    }
+}
+
+impl RetryBackoff {
+    /// The longest wait after the `failures`th failure in a row (1 for the first).
+    pub fn ceiling(&self, failures: u32) -> std::time::Duration {
+        let doublings = failures.saturating_sub(1).min(31);
+        self.base.saturating_mul(1u32 << doublings).min(self.max)
+    }
+
+    /// The wait after the `failures`th failure in a row, `random` picking where between half
+    /// the ceiling and the ceiling.
+    pub fn wait(&self, failures: u32, random: u64) -> std::time::Duration {
+        let ceiling = self.ceiling(failures);
+        let half = ceiling / 2;
+        let span = (ceiling - half).as_millis() as u64;
+        half + std::time::Duration::from_millis(if span == 0 { 0 } else { random % (span + 1) })
+    }
 }
 
 impl Config {
@@ -212,6 +251,7 @@ impl Config {
             max_calls: 4,
             max_server_transactions: 512,
             shell_answers_reoffers: false,
+            register_retry: RetryBackoff::default(),
         }
     }
 }
@@ -252,6 +292,9 @@ pub enum RegistrationState {
         reason: RegistrationFailure,
         /// Next automatic attempt.
         retry_at: Option<Instant>,
+        /// Failures in a row, this one included (the back-off's exponent; 0 for a failure
+        /// that is not retried).
+        failures: u32,
     },
 }
 

@@ -149,7 +149,8 @@ struct Registration {
     auth_retry: bool,
     refresh_at: Option<Instant>,
     retry_at: Option<Instant>,
-    backoff: Duration,
+    /// Failures in a row since the last success (or `register()`).
+    failures: u32,
     expires: u32,
 }
 
@@ -259,7 +260,7 @@ impl UserAgent {
                 auth_retry: false,
                 refresh_at: None,
                 retry_at: None,
-                backoff: Duration::from_secs(30),
+                failures: 0,
                 expires: a.expires,
             })
             .collect();
@@ -1446,7 +1447,7 @@ impl UserAgent {
         let r = self.regs.get_mut(account).ok_or(UaError::UnknownAccount(account))?;
         r.auth_retry = false;
         r.challenge = None;
-        r.backoff = Duration::from_secs(30);
+        r.failures = 0;
         r.expires = self.cfg.accounts[account].expires;
         self.send_register(now, account);
         Ok(())
@@ -1514,6 +1515,7 @@ impl UserAgent {
                     RegistrationState::Failed {
                         reason: RegistrationFailure::Rejected(0, format!("invalid registrar URI: {e}")),
                         retry_at: None,
+                        failures: 0,
                     },
                 );
             }
@@ -1529,19 +1531,19 @@ impl UserAgent {
     }
 
     fn reg_failed(&mut self, now: Instant, a: AccountId, reason: RegistrationFailure) {
-        let retry_at = if reason == RegistrationFailure::AuthFailed {
-            None
+        let (retry_at, failures) = if reason == RegistrationFailure::AuthFailed {
+            (None, 0)
         } else {
+            let random = self.rand();
             let r = &mut self.regs[a];
-            let at = now + r.backoff;
-            r.backoff = (r.backoff * 2).min(Duration::from_secs(900));
-            Some(at)
+            r.failures = r.failures.saturating_add(1);
+            (Some(now + self.cfg.register_retry.wait(r.failures, random)), r.failures)
         };
         let r = &mut self.regs[a];
         r.retry_at = retry_at;
         r.refresh_at = None;
         r.tx_key = None;
-        self.set_reg_state(a, RegistrationState::Failed { reason, retry_at });
+        self.set_reg_state(a, RegistrationState::Failed { reason, retry_at, failures });
     }
 
     fn on_register_response(
@@ -1563,7 +1565,7 @@ impl UserAgent {
             200..=299 => {
                 let r = &mut self.regs[a];
                 r.auth_retry = false;
-                r.backoff = Duration::from_secs(30);
+                r.failures = 0;
                 if r.expires == 0 {
                     self.set_reg_state(a, RegistrationState::Unregistered);
                     return;
@@ -1783,6 +1785,12 @@ impl UserAgent {
                     }
                 }
                 Owner::Invite(id) => {
+                    // A call already up (its INVITE lingers only to absorb retransmitted 2xx)
+                    // does not hang on the hop that carried its INVITE: its media may be fine,
+                    // and the media timeout ends it if not.
+                    if self.calls.get(&id).is_some_and(|c| c.state == CallState::Established) {
+                        continue;
+                    }
                     let cancel = self.calls.get(&id).is_some_and(|c| c.cancel_requested);
                     self.end_call(now, id, if cancel { EndReason::LocalHangup } else { EndReason::Transport });
                 }

@@ -104,7 +104,7 @@ fn wrong_password_gives_auth_failed_once() {
         ev.last().unwrap(),
         &Event::Registration {
             account: 0,
-            state: RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None }
+            state: RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None, failures: 0 }
         }
     );
     let failed =
@@ -151,26 +151,79 @@ fn proxy_challenge_and_403() {
     h.recv(&respond(&reg2, 403, "Forbidden", Some("r"), "", ""));
     assert_eq!(
         h.ua.registration_state(0),
-        Some(&RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None })
+        Some(&RegistrationState::Failed { reason: RegistrationFailure::AuthFailed, retry_at: None, failures: 0 })
     );
 }
 
-/// No answer: Timeout, then retries with growing back-off (30 s, 60 s, ...), never a storm.
-#[test]
-fn registrar_timeout_backs_off() {
-    let mut h = harness("secret");
+/// The times (ms from the start) at which each new REGISTER (not a retransmission) went out
+/// while the registrar never answers, for `secs` seconds, with `seed`.
+fn unanswered_register_starts(seed: u64, secs: u64) -> (Vec<u128>, Vec<Event>) {
+    let mut cfg = config();
+    cfg.accounts.push(account("secret"));
+    cfg.rng_seed = seed;
+    let mut h = Harness::new(cfg);
     h.ua.register(h.now, 0).unwrap();
     h.sent();
-    let out = h.advance_collect(Duration::from_secs(400));
-    let starts: Vec<u128> = firsts(&out, "REGISTER").iter().map(|(t, _)| *t).collect();
-    // Timer F at 32 s, retry 30 s later; then 32 + 60; then 32 + 120 ...
+    let out = h.advance_collect(Duration::from_secs(secs));
     // (500: the first REGISTER's own retransmission.)
-    assert_eq!(starts, vec![500, 62_000, 154_000, 306_000]);
-    let ev = h.events();
-    assert!(ev.iter().any(|e| matches!(
-        e,
-        Event::Registration { state: RegistrationState::Failed { reason: RegistrationFailure::Timeout, .. }, .. }
-    )));
+    let starts = firsts(&out, "REGISTER").iter().map(|(t, _)| *t).filter(|t| *t != 500).collect();
+    (starts, h.events())
+}
+
+/// No answer: Timeout (Timer F, 32 s), then retries after a random wait between half and all
+/// of 30 s, 60 s, 120 s ... up to 900 s (RFC 5626 §4.5 with our base and maximum), never a
+/// storm; another seed (another room) waits differently.
+#[test]
+fn registrar_timeout_backs_off_with_jitter() {
+    let (starts, ev) = unanswered_register_starts(1, 4000);
+    let mut prev = 0u128;
+    for (i, s) in starts.iter().enumerate() {
+        let failures = i as u32 + 1;
+        let ceiling = RetryBackoff::default().ceiling(failures).as_millis();
+        let wait = s - (prev + 32_000);
+        assert!(
+            (ceiling / 2..=ceiling).contains(&wait),
+            "retry {failures} waited {wait} ms after the timeout, not within {}..={ceiling} ms: starts {starts:?}",
+            ceiling / 2
+        );
+        prev = *s;
+    }
+    assert!(starts.len() >= 6, "the maximum is reached in 4000 s: {starts:?}");
+    assert_eq!(RetryBackoff::default().ceiling(6).as_secs(), 900, "capped");
+    let counted: Vec<u32> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Registration {
+                state: RegistrationState::Failed { reason: RegistrationFailure::Timeout, failures, retry_at },
+                ..
+            } => {
+                assert!(retry_at.is_some());
+                Some(*failures)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counted, (1..=counted.len() as u32).collect::<Vec<_>>(), "failures are counted in a row");
+    let (other, _) = unanswered_register_starts(2, 4000);
+    assert_ne!(starts[..3], other[..3], "two rooms that lost the registrar together retry at the same times");
+}
+
+#[test]
+fn backoff_waits_stay_within_half_and_all_of_the_ceiling() {
+    let b = RetryBackoff { base: Duration::from_secs(2), max: Duration::from_secs(60) };
+    assert_eq!(
+        (1..=8).map(|n| b.ceiling(n).as_secs()).collect::<Vec<_>>(),
+        vec![2, 4, 8, 16, 32, 60, 60, 60]
+    );
+    assert_eq!(b.ceiling(u32::MAX).as_secs(), 60, "no overflow after many failures");
+    for n in 1..=8 {
+        assert_eq!(b.wait(n, 0), b.ceiling(n) / 2);
+        assert_eq!(b.wait(n, (b.ceiling(n) / 2).as_millis() as u64), b.ceiling(n));
+        for r in [1u64, 977, u64::MAX] {
+            let w = b.wait(n, r);
+            assert!(w >= b.ceiling(n) / 2 && w <= b.ceiling(n), "{n} {r} {w:?}");
+        }
+    }
 }
 
 #[test]

@@ -103,7 +103,7 @@ fn transport_failure_fails_registration_and_call_at_once() {
     match &h.events()[..] {
         [
             Event::Registration {
-                state: RegistrationState::Failed { reason: RegistrationFailure::Transport, retry_at },
+                state: RegistrationState::Failed { reason: RegistrationFailure::Transport, retry_at, .. },
                 ..
             },
         ] => {

@@ -191,6 +191,9 @@ pub enum EndReason {
     SessionExpired,
     /// Encrypted media is required here and the far end offered or answered none.
     NotEncrypted,
+    /// Nothing (no RTP, no RTCP) came from the far end for this many seconds
+    /// (`call.media_timeout`): the link or the far end is gone.
+    MediaTimeout { secs: u64 },
     /// Any other refusal, with the protocol's words (`480 Temporarily Unavailable`).
     Refused(String),
     /// Something on our side failed (no ports, the media would not start).
@@ -218,6 +221,7 @@ impl std::fmt::Display for EndReason {
             EndReason::AuthFailed => write!(f, "authentication failed: check user name and password"),
             EndReason::SessionExpired => write!(f, "session timer expired"),
             EndReason::NotEncrypted => write!(f, "the far end does not support encryption"),
+            EndReason::MediaTimeout { secs } => write!(f, "no media from the far end for {secs} s (RTP timeout)"),
             EndReason::Refused(why) | EndReason::Failed(why) => write!(f, "{why}"),
         }
     }

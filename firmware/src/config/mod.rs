@@ -57,6 +57,9 @@ pub struct Sip {
     /// Seconds between RFC 5626 CRLF keep-alive pings on TCP and TLS connections we opened;
     /// 0: none.
     pub keepalive_interval: u32,
+    /// Seconds: the longest first wait after a failed registration. Later waits double (up
+    /// to 15 min) and each is a random time between half and all of its ceiling.
+    pub register_retry_base: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +151,9 @@ pub struct Call {
     /// SIP signalling over TLS: `best-effort` (TLS when the account, the URI or DNS says so)
     /// or `required` (nothing is registered or called over anything but TLS).
     pub sip_tls: String,
+    /// Seconds without any RTP or RTCP from the far end after which a call ends ("no media
+    /// from the far end for 30 s (RTP timeout)"); 0: never.
+    pub media_timeout: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -185,6 +191,7 @@ impl Default for Sip {
             tls_key: String::new(),
             tls_ca_file: String::new(),
             keepalive_interval: 30,
+            register_retry_base: 30,
         }
     }
 }
@@ -252,6 +259,7 @@ impl Default for Call {
             audio_codecs: ["opus", "g722", "pcmu", "pcma"].map(String::from).into(),
             media_encryption: "best-effort".into(),
             sip_tls: "best-effort".into(),
+            media_timeout: 30,
         }
     }
 }
@@ -490,6 +498,18 @@ impl Config {
                 format!("{} is out of range (0 for none, or 10 to 3600 seconds)", self.sip.keepalive_interval),
             );
         }
+        if !(1..=900).contains(&self.sip.register_retry_base) {
+            return bad(
+                "sip.register_retry_base",
+                format!("{} is out of range (1 to 900 seconds)", self.sip.register_retry_base),
+            );
+        }
+        if self.call.media_timeout != 0 && !(5..=3600).contains(&self.call.media_timeout) {
+            return bad(
+                "call.media_timeout",
+                format!("{} is out of range (0 for never, or 5 to 3600 seconds)", self.call.media_timeout),
+            );
+        }
         for (i, d) in self.destinations.iter().enumerate() {
             if d.name.is_empty() {
                 return bad(&format!("destination[{i}].name"), "must be set".into());
@@ -679,6 +699,10 @@ mod tests {
         assert!(p("[sip]\ntls_certificate = \"/c.pem\"\n").is_err(), "certificate and key go together");
         assert!(p("[sip]\nkeepalive_interval = 5\n").is_err());
         assert!(p("[sip]\nkeepalive_interval = 0\n").is_ok());
+        assert!(p("[sip]\nregister_retry_base = 0\n").is_err());
+        assert!(p("[sip]\nregister_retry_base = 2\n").is_ok());
+        assert!(p("[call]\nmedia_timeout = 2\n").is_err());
+        assert!(p("[call]\nmedia_timeout = 0\n").is_ok());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod dnsmasq;
 pub mod huisd;
 pub mod kamailio;
 pub mod malformed;
+pub mod netfault;
 pub mod netns;
 pub mod picture;
 pub mod sipp;
@@ -20,6 +21,7 @@ pub use certs::{Ca, Issued};
 pub use dnsmasq::Dnsmasq;
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
+pub use netfault::{Nft, fd_count, tcp_flood};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};
 

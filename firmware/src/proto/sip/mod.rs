@@ -9,6 +9,7 @@
 //! watchdog covers it.
 
 mod locate;
+mod conns;
 mod net;
 
 use std::collections::{HashMap, HashSet};
@@ -211,6 +212,10 @@ struct SipBackend {
     dtls: Option<DtlsCertificate>,
     /// `call.sip_tls = "required"`.
     tls_required: bool,
+    /// `call.media_timeout`; `None`: never.
+    media_timeout: Option<Duration>,
+    /// When a closed registrar flow last made us register again.
+    flow_reregistered: Option<Instant>,
     /// The registrar's servers (RFC 3263), in order, and the one in use.
     registrar_targets: Vec<Target>,
     registrar_index: usize,
@@ -218,6 +223,9 @@ struct SipBackend {
     transport_errors: HashMap<SocketAddr, TransportError>,
     resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
 }
+
+/// At most one immediate registration per this period after the registrar closed our flow.
+const FLOW_REREGISTER: Duration = Duration::from_secs(30);
 
 fn codec_of(name: &str) -> Option<Codec> {
     match name {
@@ -372,7 +380,7 @@ impl SipBackend {
         };
         let keepalive =
             (cfg.sip.keepalive_interval > 0).then(|| Duration::from_secs(cfg.sip.keepalive_interval.into()));
-        let mut sockets = SipSockets::bind(listen, &tls, keepalive, input_tx).await?;
+        let mut sockets = SipSockets::bind(listen, &tls, keepalive, conns::ConnLimits::default(), input_tx).await?;
         let tls_required = cfg.call.sip_tls == "required";
         let resolver = match locate::system_resolver() {
             Ok(r) => Some(std::sync::Arc::new(r)),
@@ -391,6 +399,7 @@ impl SipBackend {
         ucfg.auto_answer = false;
         ucfg.codecs = cfg.call.audio_codecs.iter().filter_map(|c| codec_of(c)).collect();
         ucfg.rng_seed = random_u64();
+        ucfg.register_retry.base = Duration::from_secs(cfg.sip.register_retry_base.into());
         let mut account_domain = None;
         let mut registrar_targets = Vec::new();
         if !cfg.account.registrar.is_empty() {
@@ -440,6 +449,9 @@ impl SipBackend {
                 targets = ?registrar_targets.iter().map(|t| format!("{}/{}", t.addr, t.transport.param())).collect::<Vec<_>>(),
                 "registrar located"
             );
+            for t in &registrar_targets {
+                sockets.trust(t.addr.ip());
+            }
             let host = registrar.split_once(':').map(|(_, r)| r).unwrap_or(registrar);
             let hostport = host.split(';').next().unwrap_or(host);
             ucfg.accounts.push(Account {
@@ -492,6 +504,8 @@ impl SipBackend {
             policy,
             dtls,
             tls_required,
+            flow_reregistered: None,
+            media_timeout: (cfg.call.media_timeout > 0).then(|| Duration::from_secs(cfg.call.media_timeout.into())),
             registrar_targets,
             registrar_index: 0,
             transport_errors: HashMap::new(),
@@ -579,8 +593,31 @@ impl SipBackend {
                 self.stream_failed(peer, transport, error);
             }
             NetInput::StreamClosed { from } => {
+                let now = Instant::now();
+                let registered_here = self.registered_over(from);
+                let transport = self.sockets.transport_of(from);
                 self.sockets.stream_closed(from);
-                self.ua.handle_input(Instant::now(), Input::StreamClosed { from });
+                self.ua.handle_input(now, Input::StreamClosed { from });
+                // A REGISTER sent over it gets no answer now (the registrar was shutting down):
+                // fail it rather than wait 32 s, so the back-off starts.
+                let registering_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == from)
+                    && matches!(self.ua.registration_state(0), Some(RegistrationState::Registering));
+                if let Some(transport) = transport.filter(|_| registering_here) {
+                    self.ua.transport_failed(now, huis_sip::Destination { addr: from, transport });
+                }
+                // The registrar closed our flow (it restarted, or dropped us): requests for us
+                // have no way in until we register again (RFC 5626 §4.4). At most once per
+                // FLOW_REREGISTER, so a registrar that closes every flow is no storm: the
+                // failures that follow back off in the core.
+                if registered_here
+                    && self.flow_reregistered.is_none_or(|t| now.duration_since(t) >= FLOW_REREGISTER)
+                {
+                    self.flow_reregistered = Some(now);
+                    tracing::info!(registrar = %from, "the registrar closed the registration's flow: registering again");
+                    if let Err(e) = self.ua.register(now, 0) {
+                        tracing::warn!(error = %e, "cannot register");
+                    }
+                }
             }
         }
         self.drain().await;
@@ -593,8 +630,7 @@ impl SipBackend {
         tracing::warn!(%peer, transport = transport.param(), "SIP connection failed: {error}");
         self.sockets.stream_closed(peer);
         let now = Instant::now();
-        let registered_here = self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer)
-            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }));
+        let registered_here = self.registered_over(peer);
         self.transport_errors.insert(peer, error);
         self.ua.handle_input(now, Input::StreamClosed { from: peer });
         self.ua.transport_failed(now, huis_sip::Destination { addr: peer, transport });
@@ -604,6 +640,12 @@ impl SipBackend {
                 tracing::warn!(error = %e, "cannot register");
             }
         }
+    }
+
+    /// True when the registration is in force over a connection to `peer` (TCP or TLS).
+    fn registered_over(&self, peer: SocketAddr) -> bool {
+        self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer && a.proxy.transport != TransportKind::Udp)
+            && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }))
     }
 
     /// After the registrar's server failed (no answer, connection refused, certificate
@@ -1139,6 +1181,7 @@ impl SipBackend {
             p.telephone_event = Some(te);
         }
         p.direction = media_direction(neg.direction);
+        p.rtp_timeout = self.media_timeout;
         p.rtcp_mux = neg.security.rtcp_mux;
         p.srtp = srtp;
         p.dtls = dtls;
@@ -1264,6 +1307,14 @@ impl SipBackend {
                     if let Some(t) = self.registrar_targets.get(self.registrar_index) {
                         tracing::info!(registrar = %t.addr, transport = t.transport.param(), "registered");
                     }
+                }
+                if let RegistrationState::Failed { reason, retry_at: Some(at), failures } = &state {
+                    // The back-off, counted, so an outage's retries can be read off the log.
+                    let wait = at.saturating_duration_since(Instant::now());
+                    tracing::warn!(
+                        "registration failed ({reason:?}, {failures} in a row): next attempt in {} ms",
+                        wait.as_millis()
+                    );
                 }
                 self.emit(call::Event::Registration { backend: "SIP", text, error }).await;
                 if let RegistrationState::Failed {
@@ -1665,7 +1716,7 @@ impl SipBackend {
                     MediaEvent::Dtmf { digit } => tracing::info!(call = %c.id, %digit, "DTMF received (RFC 4733)"),
                     MediaEvent::RtpTimeout { silent_for } => {
                         tracing::warn!(call = %c.id, secs = silent_for.as_secs(), "no media from the peer; hanging up");
-                        hang.push(*ua_id);
+                        hang.push((*ua_id, silent_for.as_secs()));
                     }
                     MediaEvent::Error(e) => tracing::error!(call = %c.id, error = %e, "call audio failed"),
                     other => tracing::debug!(call = %c.id, ?other, "media"),
@@ -1679,7 +1730,12 @@ impl SipBackend {
         for ev in stats {
             self.emit(ev).await;
         }
-        for ua_id in hang {
+        for (ua_id, secs) in hang {
+            if let Some(c) = self.calls.get_mut(&ua_id)
+                && c.end_reason.is_none()
+            {
+                c.end_reason = Some(EndReason::MediaTimeout { secs });
+            }
             let _ = self.ua.hangup(Instant::now(), ua_id);
             self.drain().await;
         }

@@ -12,10 +12,13 @@
 //! Connections we open get RFC 5626 keep-alives: a CRLF CRLF ping every `keepalive`, and a
 //! flow from which nothing (a pong or anything else) comes back within [`PONG_TIMEOUT`] is
 //! closed and reported as failed, so the backend registers again.
+//!
+//! Connections are bounded (per remote address, in total, and a deadline for the first whole
+//! message of an inbound one): see [`super::conns`].
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use huis_sip::{Transmit, TransportKind};
@@ -27,6 +30,7 @@ use tokio::sync::mpsc;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::SipError;
+use super::conns::{self, ConnLimits, ConnTable, Tracked};
 
 /// How long a pong (or any bytes) may take to come back after a ping (RFC 5626 §4.4.1 says
 /// 10 s).
@@ -234,6 +238,34 @@ pub struct SipSockets {
     tls: Arc<Tls>,
     keepalive: Option<Duration>,
     input_tx: mpsc::Sender<NetInput>,
+    conns: Arc<Mutex<ConnTable>>,
+}
+
+/// Refuses an inbound connection over a cap (the stream is dropped, so closed, at once) and says
+/// so at most once per [`conns::LOG_EVERY`].
+fn admit(table: &Arc<Mutex<ConnTable>>, peer: SocketAddr, transport: TransportKind) -> Option<Tracked> {
+    let now = std::time::Instant::now();
+    let mut t = conns::lock(table);
+    match t.admit_inbound(peer.ip(), now) {
+        Ok(slot) => {
+            drop(t);
+            Some(Tracked::new(table.clone(), slot))
+        }
+        Err(refusal) => {
+            if let Some(unlogged) = t.log_refusal(now) {
+                let c = t.counters();
+                tracing::warn!(
+                    %peer,
+                    transport = transport.param(),
+                    refused_per_address = c.refused_per_ip,
+                    refused_total = c.refused_total,
+                    not_logged_since_last = unlogged,
+                    "SIP connection refused: {refusal}"
+                );
+            }
+            None
+        }
+    }
 }
 
 impl SipSockets {
@@ -241,9 +273,11 @@ impl SipSockets {
         listen: SocketAddr,
         tls: &TlsOptions,
         keepalive: Option<Duration>,
+        limits: ConnLimits,
         input_tx: mpsc::Sender<NetInput>,
     ) -> Result<SipSockets, SipError> {
         let tls_cfg = Arc::new(Tls::new(tls)?);
+        let conns = Arc::new(Mutex::new(ConnTable::new(limits)));
         let (udp, tcp, local) = bind_pair(listen).await?;
         let udp = Arc::new(udp);
         {
@@ -264,12 +298,21 @@ impl SipSockets {
             });
         }
         {
-            let tx = input_tx.clone();
+            let (tx, table) = (input_tx.clone(), conns.clone());
             tokio::spawn(async move {
                 loop {
                     match tcp.accept().await {
-                        Ok((stream, peer)) => spawn_accepted(stream, peer, local, TransportKind::Tcp, tx.clone()),
-                        Err(e) => tracing::debug!(error = %e, "SIP TCP accept"),
+                        Ok((stream, peer)) => {
+                            if let Some(slot) = admit(&table, peer, TransportKind::Tcp) {
+                                let _ = stream.set_nodelay(true);
+                                spawn_accepted(stream, peer, local, TransportKind::Tcp, tx.clone(), slot, limits);
+                            }
+                        }
+                        Err(e) => {
+                            // Out of fds (EMFILE) or the like: do not spin on it.
+                            tracing::warn!(error = %e, "SIP TCP accept");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
                     }
                 }
             });
@@ -283,20 +326,23 @@ impl SipSockets {
                 let here =
                     l.local_addr().map_err(|e| SipError::Listen { what: format!("TLS {at}"), why: e.to_string() })?;
                 tls_local = Some(here);
-                let (acceptor, tx) = (acceptor.clone(), input_tx.clone());
+                let (acceptor, tx, table) = (acceptor.clone(), input_tx.clone(), conns.clone());
                 tokio::spawn(async move {
                     loop {
                         let (stream, peer) = match l.accept().await {
                             Ok(x) => x,
                             Err(e) => {
-                                tracing::debug!(error = %e, "SIP TLS accept");
+                                tracing::warn!(error = %e, "SIP TLS accept");
+                                tokio::time::sleep(Duration::from_millis(100)).await;
                                 continue;
                             }
                         };
+                        // Counted before the handshake: a handshake held open is a connection too.
+                        let Some(slot) = admit(&table, peer, TransportKind::Tls) else { continue };
                         let (acceptor, tx) = (acceptor.clone(), tx.clone());
                         tokio::spawn(async move {
                             match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
-                                Ok(Ok(s)) => spawn_accepted(s, peer, here, TransportKind::Tls, tx),
+                                Ok(Ok(s)) => spawn_accepted(s, peer, here, TransportKind::Tls, tx, slot, limits),
                                 Ok(Err(e)) => tracing::warn!(%peer, error = %e, "incoming TLS handshake failed"),
                                 Err(_) => tracing::warn!(%peer, "incoming TLS handshake timed out"),
                             }
@@ -322,7 +368,19 @@ impl SipSockets {
             tls: tls_cfg,
             keepalive,
             input_tx,
+            conns,
         })
+    }
+
+    /// Connections from `ip` (a registrar's server) are taken even when the total is reached.
+    pub fn trust(&self, ip: IpAddr) {
+        conns::lock(&self.conns).trust(ip);
+    }
+
+    /// What the connection bounds have refused and closed so far (the log says it in use).
+    #[cfg(test)]
+    pub fn conn_counters(&self) -> conns::ConnCounters {
+        conns::lock(&self.conns).counters()
     }
 
     pub fn port(&self) -> u16 {
@@ -343,6 +401,11 @@ impl SipSockets {
 
     pub fn stream_opened(&mut self, peer: SocketAddr, transport: TransportKind, tx: mpsc::UnboundedSender<Vec<u8>>) {
         self.streams.insert(peer, Conn { tx, transport });
+    }
+
+    /// The transport of the open connection to `peer`, if there is one.
+    pub fn transport_of(&self, peer: SocketAddr) -> Option<TransportKind> {
+        self.streams.get(&peer).map(|c| c.transport)
     }
 
     pub fn stream_closed(&mut self, peer: SocketAddr) {
@@ -382,6 +445,11 @@ impl SipSockets {
         self.streams.insert(t.dest, Conn { tx: wtx.clone(), transport: t.transport });
         let (local, input_tx, dest, transport) = (self.local, self.input_tx.clone(), t.dest, t.transport);
         let keepalive = self.keepalive;
+        let (slot, evicted) = conns::lock(&self.conns).admit_outbound(dest.ip(), std::time::Instant::now());
+        if let Some(id) = evicted {
+            tracing::warn!(%dest, evicted = id, "SIP connections at their limit: closed the inbound one idle longest for ours");
+        }
+        let slot = Tracked::new(self.conns.clone(), slot);
         let tls = (transport == TransportKind::Tls).then(|| {
             let host = self.names.get(&dest).cloned().unwrap_or_else(|| dest.ip().to_string());
             (self.tls.connector.clone(), host)
@@ -404,7 +472,7 @@ impl SipSockets {
             let _ = tcp.set_nodelay(true);
             let Some((connector, host)) = tls else {
                 let _ = input_tx.send(NetInput::StreamUp { peer: dest, transport }).await;
-                run_stream(tcp, dest, local, transport, input_tx, wtx, wrx, keepalive).await;
+                run_stream(tcp, dest, local, transport, input_tx, wtx, wrx, keepalive, slot, None).await;
                 return;
             };
             let name = match ServerName::try_from(host.clone()) {
@@ -426,7 +494,7 @@ impl SipSockets {
                         "TLS connection up, certificate accepted"
                     );
                     let _ = input_tx.send(NetInput::StreamUp { peer: dest, transport }).await;
-                    run_stream(s, dest, local, transport, input_tx, wtx, wrx, keepalive).await;
+                    run_stream(s, dest, local, transport, input_tx, wtx, wrx, keepalive, slot, None).await;
                 }
                 Ok(Err(e)) => {
                     let error = TransportError::from_handshake(&e, &host, dest);
@@ -473,6 +541,8 @@ fn spawn_accepted<S>(
     local: SocketAddr,
     transport: TransportKind,
     input_tx: mpsc::Sender<NetInput>,
+    slot: Tracked,
+    limits: ConnLimits,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -480,7 +550,8 @@ fn spawn_accepted<S>(
     tokio::spawn(async move {
         if input_tx.send(NetInput::StreamOpened { peer, transport, tx: wtx.clone() }).await.is_ok() {
             // Connections that came to us are the peer's to keep alive.
-            run_stream(stream, peer, local, transport, input_tx, wtx, wrx, None).await;
+            let first = Some(limits.first_message);
+            run_stream(stream, peer, local, transport, input_tx, wtx, wrx, None, slot, first).await;
         }
     });
 }
@@ -495,6 +566,8 @@ async fn run_stream<S>(
     wtx: mpsc::UnboundedSender<Vec<u8>>,
     mut wrx: mpsc::UnboundedReceiver<Vec<u8>>,
     keepalive: Option<Duration>,
+    slot: Tracked,
+    first_message: Option<Duration>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -512,6 +585,11 @@ async fn run_stream<S>(
     let mut pong_due: Option<tokio::time::Instant> = None;
     let mut buf = vec![0u8; 16 * 1024];
     let mut failed = None;
+    // Inbound: until one whole message arrived, a framer of our own watches for it, and the
+    // connection is closed at the deadline (slowloris). The core frames for real.
+    let mut first = first_message.map(|d| {
+        (huis_sip::framing::StreamFramer::new(huis_sip::framing::Limits::default()), tokio::time::Instant::now() + d)
+    });
     // The writer holds the receiving end; drop our sender only when we leave.
     let wtx = Some(wtx);
     loop {
@@ -521,13 +599,26 @@ async fn run_stream<S>(
                 None => std::future::pending().await,
             }
         };
+        let first_due = async {
+            match &first {
+                Some((_, d)) => tokio::time::sleep_until(*d).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             n = r.read(&mut buf) => match n {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
                     // Anything from the peer proves the flow alive, a pong or a message.
                     pong_due = None;
+                    slot.touch();
                     let bytes = buf[..n].to_vec();
+                    if let Some((framer, _)) = &mut first
+                        && (framer.push(&bytes).iter().any(|m| m.is_ok()) || framer.is_broken())
+                    {
+                        // A whole message (or garbage, which the core closes the stream for).
+                        first = None;
+                    }
                     if input_tx.send(NetInput::Stream { from: peer, to: local, transport, bytes }).await.is_err() {
                         break;
                     }
@@ -544,6 +635,21 @@ async fn run_stream<S>(
             _ = pong_timer => {
                 tracing::warn!(%peer, "no pong within {} s: the flow is dead", PONG_TIMEOUT.as_secs());
                 failed = Some(TransportError::KeepaliveTimeout { addr: peer });
+                break;
+            }
+            _ = first_due => {
+                slot.slow();
+                let c = slot.counters();
+                tracing::warn!(
+                    %peer,
+                    closed_slow = c.slow,
+                    "SIP connection closed: no whole message within {} s",
+                    first_message.unwrap_or_default().as_secs()
+                );
+                break;
+            }
+            _ = slot.close.notified() => {
+                tracing::info!(%peer, "SIP connection closed to make room for one of ours");
                 break;
             }
             _ = &mut writer => break,
@@ -616,6 +722,50 @@ mod tests {
         let taken = held[0].local_addr().unwrap();
         let err = bind_pair(taken).await.map(|_| ()).unwrap_err().to_string();
         assert!(err.contains(&format!("TCP {taken}")), "{err}");
+    }
+
+    /// The caps on real sockets: connections over the per-address cap are closed at once, one
+    /// that sends half a message is closed at the deadline, one that sent a whole message stays.
+    #[tokio::test]
+    async fn connections_over_the_caps_and_slow_ones_are_closed() {
+        use tokio::io::AsyncReadExt as _;
+        let (tx, mut rx) = mpsc::channel(64);
+        tokio::spawn(async move { while rx.recv().await.is_some() {} });
+        let limits = ConnLimits { per_ip: 3, total: 4, first_message: Duration::from_millis(400) };
+        let sockets = SipSockets::bind("127.0.0.1:0".parse().unwrap(), &TlsOptions::default(), None, limits, tx)
+            .await
+            .unwrap();
+        let at: SocketAddr = format!("127.0.0.1:{}", sockets.port()).parse().unwrap();
+        let connect_from = |ip: [u8; 4]| async move {
+            let s = tokio::net::TcpSocket::new_v4().unwrap();
+            s.bind(SocketAddr::from((ip, 0))).unwrap();
+            s.connect(at).await.unwrap()
+        };
+        /// Closed by huisd within `within`: a read ends (0 bytes or reset).
+        async fn closed(s: &mut TcpStream, within: Duration) -> bool {
+            let mut b = [0u8; 64];
+            matches!(tokio::time::timeout(within, s.read(&mut b)).await, Ok(Ok(0) | Err(_)))
+        }
+        let mut good = connect_from([127, 0, 0, 1]).await;
+        good.write_all(b"OPTIONS sip:r@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:9;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:r@127.0.0.1>\r\nCall-ID: c1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n").await.unwrap();
+        let mut slow = connect_from([127, 0, 0, 1]).await;
+        slow.write_all(b"OPTIONS sip:r@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP").await.unwrap();
+        let mut third = connect_from([127, 0, 0, 1]).await;
+        let mut over = connect_from([127, 0, 0, 1]).await;
+        assert!(closed(&mut over, Duration::from_millis(300)).await, "the 4th connection from one address stays open");
+        assert!(!closed(&mut third, Duration::from_millis(50)).await, "the 3rd connection was closed");
+        // Another address still gets in, up to the total.
+        let mut other = connect_from([127, 0, 0, 2]).await;
+        let mut past_total = connect_from([127, 0, 0, 3]).await;
+        assert!(!closed(&mut other, Duration::from_millis(50)).await, "a connection from another address was closed");
+        assert!(closed(&mut past_total, Duration::from_millis(300)).await, "a 5th connection in all stays open");
+        // The deadline for a whole message: the slow one, and the silent ones, go.
+        assert!(closed(&mut slow, Duration::from_millis(1000)).await, "half a message kept the connection open");
+        assert!(closed(&mut third, Duration::from_millis(500)).await, "a silent connection stays open");
+        assert!(!closed(&mut good, Duration::from_millis(300)).await, "a connection that sent a message was closed");
+        let c = sockets.conn_counters();
+        assert_eq!((c.refused_per_ip, c.refused_total), (1, 1), "{c:?}");
+        assert!(c.slow >= 2, "{c:?}");
     }
 
     fn refusal(c: rustls::CertificateError) -> String {
