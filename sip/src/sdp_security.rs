@@ -431,6 +431,9 @@ pub struct LocalSecurity {
     pub rtcp_mux: bool,
     /// This offer is the best-effort retry after a refusal: plain RTP.
     pub plain_retry: bool,
+    /// The far end refused our SDES offer: offer DTLS-SRTP instead (a peer that keys media only
+    /// by DTLS, as WebRTC gateways and baresip's `dtls_srtp` do, refuses `RTP/SAVP`).
+    pub sdes_refused: bool,
     /// Accept whatever the peer asks as long as it parses (the SIP core's probe of an offer,
     /// which checks codecs only; the shell decides security).
     pub permissive: bool,
@@ -446,6 +449,7 @@ impl Default for LocalSecurity {
             sdes_keys: Vec::new(),
             rtcp_mux: false,
             plain_retry: false,
+            sdes_refused: false,
             permissive: false,
         }
     }
@@ -470,7 +474,7 @@ impl LocalSecurity {
     pub fn offer_kind(&self) -> RtpProto {
         if self.policy == EncryptionPolicy::Off || self.plain_retry {
             RtpProto::Plain
-        } else if self.signalling_tls && !self.sdes_keys.is_empty() {
+        } else if self.signalling_tls && !self.sdes_keys.is_empty() && !self.sdes_refused {
             RtpProto::Sdes
         } else if self.fingerprint.is_some() {
             RtpProto::Dtls
@@ -747,6 +751,7 @@ pub fn fuzz_security(text: &str) {
             sdes_keys: vec![SrtpKey(vec![1; MAX_KEY_LEN]); 2],
             rtcp_mux: true,
             plain_retry: false,
+            sdes_refused: false,
             permissive: false,
         };
         for (i, m) in sdp.media.iter().enumerate() {
@@ -773,6 +778,7 @@ mod tests {
             sdes_keys: vec![SrtpKey::new((0..44).collect()), SrtpKey::new((100..144).collect())],
             rtcp_mux: true,
             plain_retry: false,
+            sdes_refused: false,
             permissive: false,
         }
     }
@@ -886,6 +892,12 @@ mod tests {
         retry.plain_retry = true;
         let t = offer_text(&local(retry, 40000));
         assert!(t.contains("m=audio 40000 RTP/AVP ") && !t.contains("a=fingerprint"), "{t}");
+        // SDES refused over TLS: DTLS-SRTP next, and no key written.
+        let mut retry = sec(EncryptionPolicy::Required, true);
+        retry.sdes_refused = true;
+        let t = offer_text(&local(retry, 40000));
+        assert!(t.contains("m=audio 40000 UDP/TLS/RTP/SAVP") && t.contains("a=fingerprint"), "{t}");
+        assert!(!t.contains("a=crypto"), "{t}");
     }
 
     #[test]

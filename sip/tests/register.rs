@@ -211,10 +211,7 @@ fn registrar_timeout_backs_off_with_jitter() {
 #[test]
 fn backoff_waits_stay_within_half_and_all_of_the_ceiling() {
     let b = RetryBackoff { base: Duration::from_secs(2), max: Duration::from_secs(60) };
-    assert_eq!(
-        (1..=8).map(|n| b.ceiling(n).as_secs()).collect::<Vec<_>>(),
-        vec![2, 4, 8, 16, 32, 60, 60, 60]
-    );
+    assert_eq!((1..=8).map(|n| b.ceiling(n).as_secs()).collect::<Vec<_>>(), vec![2, 4, 8, 16, 32, 60, 60, 60]);
     assert_eq!(b.ceiling(u32::MAX).as_secs(), 60, "no overflow after many failures");
     for n in 1..=8 {
         assert_eq!(b.wait(n, 0), b.ceiling(n) / 2);

@@ -466,3 +466,71 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
     assert_eq!(s["last_error"], "", "{}", why());
 }
+
+/// SIP over TLS with DTLS-SRTP, against baresip with `mediaenc=dtls_srtp` over TLS: the room's
+/// SDES offer is refused, so it calls again offering DTLS-SRTP (one call for the room); baresip
+/// calls the room offering DTLS-SRTP and the room answers it. Tones and pictures both ways, and
+/// `Encrypted` true each time: the signalling and every stream are encrypted.
+#[test]
+fn dtls_srtp_over_tls_with_baresip_both_ways_encrypted() {
+    let _serial = one_at_a_time();
+    let _w = watchdog("DTLS-SRTP over TLS calls", 240);
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "rooms").unwrap();
+    let room_cert = ca.issue("room", &["IP:127.0.0.1"]).unwrap();
+    let peer_cert = ca.issue("peer", &["IP:127.0.0.1"]).unwrap();
+    let b_port = ns.port();
+    let _b_tls = ns.port();
+    let mut opts = BaresipOpts::new("b")
+        .port(b_port)
+        .codecs(&["PCMU/8000/1"])
+        .source(AudioSource::Sine(440.0))
+        .video(640, 360)
+        .mediaenc(MediaEnc::DtlsSrtp);
+    opts.uri_params = ";transport=tls".into();
+    opts.extra_config.push(format!("sip_certificate\t{}", peer_cert.both.display()));
+    opts.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
+    let b = Baresip::start(&ns, opts).unwrap();
+    let port = ns.port();
+    let tls_port = ns.port();
+    let sip_tls = format!(
+        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_ca_file = \"{}\"\n",
+        room_cert.cert.display(),
+        room_cert.key.display(),
+        ca.cert.display()
+    );
+    let text = config_with_sip(dir.path(), port, "required", true, &sip_tls);
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &text);
+    let why = || logs(&bus, &d, &b);
+
+    let before = speaker_ms(&d);
+    json(&bus, &["dial", &format!("sip:b@127.0.0.1:{};transport=tls", b_port + 1)]);
+    b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED" && e.direction == "incoming", 15 * SEC)
+        .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    let call = wait_media_encryption(&bus, "DTLS-SRTP AES_CM_128_HMAC_SHA1_", why);
+    eprintln!("outgoing call: {call}");
+    assert_eq!(call["encrypted"], true, "TLS signalling and DTLS-SRTP audio and video\n{}", why());
+    assert!(d.log_text().contains("calling again with DTLS-SRTP"), "the SDES offer was refused first\n{}", why());
+    assert_baresip_hears(&b, 1000.0, why);
+    assert_room_hears(&d, 440.0, before + 500, why);
+    assert_video_both_ways(&bus, &b, why);
+    json(&bus, &["hangup"]);
+    b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();
+    wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
+
+    let before = speaker_ms(&d);
+    b.dial(&format!("sip:room@127.0.0.1:{tls_port};transport=tls")).unwrap();
+    b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED" && e.direction == "outgoing", 10 * SEC)
+        .unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    let call = wait_media_encryption(&bus, "DTLS-SRTP AES_CM_128_HMAC_SHA1_", why);
+    eprintln!("incoming call: {call}");
+    assert_eq!(call["encrypted"], true, "{}", why());
+    assert_room_hears(&d, 440.0, before + 500, why);
+    assert_baresip_hears(&b, 1000.0, why);
+    assert_video_both_ways(&bus, &b, why);
+    b.hangup().unwrap();
+    let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
+    assert_eq!(s["last_error"], "", "{}", why());
+}

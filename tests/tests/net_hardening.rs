@@ -124,15 +124,14 @@ fn a_connection_flood_is_bounded_and_the_room_still_registers_and_answers() {
         .unwrap();
     b.wait_registered(10 * SEC).unwrap();
     b.dial(&k.aor("room")).unwrap();
-    b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED", 10 * SEC)
-        .unwrap_or_else(|e| {
-            panic!(
-                "bob's call to the room under the flood: {e}\nhuisd log:\n{}\nkamailio log:\n{}\nbaresip log:\n{}",
-                d.log_text(),
-                k.log_text(),
-                b.log_text()
-            )
-        });
+    b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| {
+        panic!(
+            "bob's call to the room under the flood: {e}\nhuisd log:\n{}\nkamailio log:\n{}\nbaresip log:\n{}",
+            d.log_text(),
+            k.log_text(),
+            b.log_text()
+        )
+    });
     wait_status(&bus, &d, "in call from bob", 10 * SEC, |s| s["state"] == "in-call");
     b.hangup().unwrap();
     wait_status(&bus, &d, "idle", 5 * SEC, |s| s["state"] == "idle");
@@ -246,7 +245,11 @@ fn assert_room_hears(d: &Huisd, hz: f32, skip_ms: u32, what: &str) {
             eprintln!("room hears ({what}): {r:?}");
             return;
         }
-        assert!(Instant::now() < deadline, "{what}: the room's loudspeaker does not carry {hz} Hz: {r:?}\n{}", d.log_text());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the room's loudspeaker does not carry {hz} Hz: {r:?}\n{}",
+            d.log_text()
+        );
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -270,8 +273,8 @@ fn a_20_s_cut_is_survived_by_the_call_and_the_registration_comes_back() {
     let nft = Nft::new(&ns).unwrap();
     let users = [("room", "roompw")];
     let k = Kamailio::start(&ns, None, &users, Algorithm::Md5).unwrap();
-    let b = Baresip::start(&ns, BaresipOpts::new("b").codecs(&["PCMU/8000/1"]).source(AudioSource::Sine(440.0)))
-        .unwrap();
+    let b =
+        Baresip::start(&ns, BaresipOpts::new("b").codecs(&["PCMU/8000/1"]).source(AudioSource::Sine(440.0))).unwrap();
     let port = ns.port();
     let config = format!(
         "[audio]\nsim_recording = \"{}\"\n{}",

@@ -193,7 +193,9 @@ pub enum EndReason {
     NotEncrypted,
     /// Nothing (no RTP, no RTCP) came from the far end for this many seconds
     /// (`call.media_timeout`): the link or the far end is gone.
-    MediaTimeout { secs: u64 },
+    MediaTimeout {
+        secs: u64,
+    },
     /// Any other refusal, with the protocol's words (`480 Temporarily Unavailable`).
     Refused(String),
     /// Something on our side failed (no ports, the media would not start).

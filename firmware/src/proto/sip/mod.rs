@@ -8,8 +8,8 @@
 //! arrive as [`call::Command`]s. It beats a [`Heartbeat`] from its loop, so the systemd
 //! watchdog covers it.
 
-mod locate;
 mod conns;
+mod locate;
 mod net;
 
 use std::collections::{HashMap, HashSet};
@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use huis_sip::sdp::{Codec, Direction as SdpDirection, LocalMedia, Negotiated, SdpError, SessionDescription};
 use huis_sip::sdp_security::{
-    CryptoSuite, EncryptionPolicy, Fingerprint, Keying, LocalSecurity, MAX_KEY_LEN, MediaSecurity, SecurityError,
-    SrtpKey,
+    CryptoSuite, EncryptionPolicy, Fingerprint, Keying, LocalSecurity, MAX_KEY_LEN, MediaSecurity, RtpProto,
+    SecurityError, SrtpKey,
 };
 use huis_sip::sdp_video::{LocalVideo, NegotiatedVideo};
 use huis_sip::{Account, EndReason as SipEnd, Event as UaEvent, Input, RegistrationFailure, RegistrationState};
@@ -609,9 +609,7 @@ impl SipBackend {
                 // have no way in until we register again (RFC 5626 §4.4). At most once per
                 // FLOW_REREGISTER, so a registrar that closes every flow is no storm: the
                 // failures that follow back off in the core.
-                if registered_here
-                    && self.flow_reregistered.is_none_or(|t| now.duration_since(t) >= FLOW_REREGISTER)
-                {
+                if registered_here && self.flow_reregistered.is_none_or(|t| now.duration_since(t) >= FLOW_REREGISTER) {
                     self.flow_reregistered = Some(now);
                     tracing::info!(registrar = %from, "the registrar closed the registration's flow: registering again");
                     if let Err(e) = self.ua.register(now, 0) {
@@ -644,7 +642,11 @@ impl SipBackend {
 
     /// True when the registration is in force over a connection to `peer` (TCP or TLS).
     fn registered_over(&self, peer: SocketAddr) -> bool {
-        self.ua.config().accounts.first().is_some_and(|a| a.proxy.addr == peer && a.proxy.transport != TransportKind::Udp)
+        self.ua
+            .config()
+            .accounts
+            .first()
+            .is_some_and(|a| a.proxy.addr == peer && a.proxy.transport != TransportKind::Udp)
             && matches!(self.ua.registration_state(0), Some(RegistrationState::Registered { .. }))
     }
 
@@ -786,6 +788,7 @@ impl SipBackend {
             sdes_keys,
             rtcp_mux: true,
             plain_retry: false,
+            sdes_refused: false,
             permissive: false,
         }
     }
@@ -927,7 +930,13 @@ impl SipBackend {
         let mut info = CallInfo::new(Protocol::Sip, Direction::Outgoing, r.remote);
         info.signalling_tls = tls;
         let mut call = Call::new(r.id, info.clone(), local, Some(sockets), None, lv, vsock);
-        if self.policy == EncryptionPolicy::BestEffort && call.local.security.offer_kind().is_encrypted() {
+        let sec = &call.local.security;
+        let kind = sec.offer_kind();
+        // A refused SDES offer is tried again with DTLS-SRTP; a refused encrypted one, under
+        // best-effort, with plain RTP.
+        if (kind == RtpProto::Sdes && sec.fingerprint.is_some())
+            || (self.policy == EncryptionPolicy::BestEffort && kind.is_encrypted())
+        {
             call.redial = Some((r.target.clone(), hop));
         }
         call.next_hop = Some(hop.addr);
@@ -1384,6 +1393,24 @@ impl SipBackend {
                         .as_deref()
                         .ok_or_else(|| "the answer has no SDP".to_string())
                         .and_then(|t| SessionDescription::parse(t).map_err(|e| e.to_string()));
+                    // A peer that keys media only by DTLS may answer our SDES offer with no
+                    // usable key instead of refusing it: end that dialog, call again with DTLS.
+                    let sec = &c.local.security;
+                    let sdes_unanswered = c.redial.is_some()
+                        && sec.offer_kind() == RtpProto::Sdes
+                        && sec.fingerprint.is_some()
+                        && sdp.as_ref().is_ok_and(|a| matches!(c.local.accept_answer(a), Err(SdpError::Security(_))));
+                    if sdes_unanswered {
+                        tracing::warn!(call = %c.id, "the far end answered our SDES offer without usable keys");
+                        c.established = false;
+                        let _ = self.ua.hangup(Instant::now(), ua_id);
+                        if !self.retry_refused_offer(ua_id) {
+                            if let Some(c) = self.calls.get_mut(&ua_id) {
+                                c.end_reason = Some(EndReason::Failed("unusable answer: no SDES keys".into()));
+                            }
+                        }
+                        return;
+                    }
                     let mut vneg = match (&sdp, &c.local_video) {
                         (Ok(s), Some(lv)) => lv.accept_answer(s, &c.local.security),
                         _ => None,
@@ -1600,7 +1627,7 @@ impl SipBackend {
     }
 
     async fn ended(&mut self, ua_id: huis_sip::CallId, reason: SipEnd) {
-        if reason == SipEnd::NoCommonCodec && self.retry_plain(ua_id) {
+        if reason == SipEnd::NoCommonCodec && self.retry_refused_offer(ua_id) {
             return;
         }
         let Some(mut c) = self.calls.remove(&ua_id) else { return };
@@ -1640,25 +1667,36 @@ impl SipBackend {
         self.emit(call::Event::Ended { id: c.id, reason }).await;
     }
 
-    /// Best-effort: the far end refused (488/606) our encrypted offer before answering; offer
-    /// again, once, with plain RTP. The room sees one call. Whether it retried.
-    fn retry_plain(&mut self, ua_id: huis_sip::CallId) -> bool {
+    /// The far end refused (488/606) our offer before answering: after SDES, offer DTLS-SRTP;
+    /// after that (best-effort only), plain RTP, once. The room sees one call. Whether it
+    /// called again.
+    fn retry_refused_offer(&mut self, ua_id: huis_sip::CallId) -> bool {
         let Some(c) = self.calls.get_mut(&ua_id) else { return false };
         if c.established {
             return false;
         }
-        let Some((target, hop)) = c.redial.take() else { return false };
-        c.local.security.plain_retry = true;
+        let Some((target, hop)) = c.redial.clone() else { return false };
+        let sec = &mut c.local.security;
+        let next = if sec.offer_kind() == RtpProto::Sdes && sec.fingerprint.is_some() {
+            sec.sdes_refused = true;
+            "DTLS-SRTP"
+        } else if self.policy == EncryptionPolicy::BestEffort {
+            sec.plain_retry = true;
+            c.redial = None;
+            "plain RTP (best-effort)"
+        } else {
+            return false;
+        };
         let offer = c.local.offer_with_video(c.local_video.as_ref()).to_text();
         match self.ua.invite(Instant::now(), &target, hop, &offer) {
             Ok(new_id) => {
                 let Some(c) = self.calls.remove(&ua_id) else { return false };
-                tracing::info!(call = %c.id, "the far end refused encrypted media; calling again with plain RTP (best-effort)");
+                tracing::info!(call = %c.id, "the far end refused our media offer; calling again with {next}");
                 self.calls.insert(new_id, c);
                 true
             }
             Err(e) => {
-                tracing::warn!("cannot retry with plain RTP: {e}");
+                tracing::warn!("cannot call again with {next}: {e}");
                 false
             }
         }

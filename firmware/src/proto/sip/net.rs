@@ -732,9 +732,8 @@ mod tests {
         let (tx, mut rx) = mpsc::channel(64);
         tokio::spawn(async move { while rx.recv().await.is_some() {} });
         let limits = ConnLimits { per_ip: 3, total: 4, first_message: Duration::from_millis(400) };
-        let sockets = SipSockets::bind("127.0.0.1:0".parse().unwrap(), &TlsOptions::default(), None, limits, tx)
-            .await
-            .unwrap();
+        let sockets =
+            SipSockets::bind("127.0.0.1:0".parse().unwrap(), &TlsOptions::default(), None, limits, tx).await.unwrap();
         let at: SocketAddr = format!("127.0.0.1:{}", sockets.port()).parse().unwrap();
         let connect_from = |ip: [u8; 4]| async move {
             let s = tokio::net::TcpSocket::new_v4().unwrap();
