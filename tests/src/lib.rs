@@ -249,6 +249,16 @@ pub fn huisctl(bus: &Bus, args: &[&str]) -> Output {
         .expect("run huisctl")
 }
 
+/// `huisctl --json ARGS…` parsed; a failing huisctl fails the test with its stderr.
+pub fn huisctl_json(bus: &Bus, args: &[&str]) -> serde_json::Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let out = huisctl(bus, &a);
+    assert!(out.status.success(), "huisctl {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("huisctl {args:?} printed no JSON ({e}): {}", stdout(&out)))
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

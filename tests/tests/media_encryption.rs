@@ -26,11 +26,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn json(bus: &Bus, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let out = huisctl(bus, &a);
-    assert!(out.status.success(), "huisctl {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    huis_tests::huisctl_json(bus, args)
 }
 
 fn wait_json(bus: &Bus, args: &[&str], what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
@@ -187,7 +183,7 @@ fn assert_no_tone_on_wire(packets: &Udp, why: impl Fn() -> String) {
         let samples: Vec<f32> = rtp
             .iter()
             .filter(|p| (p.0 == RTP_MIN) == from_room)
-            .flat_map(|p| p.2[12..p.2.len() - 10].iter().map(|&b| ulaw(b)))
+            .flat_map(|p| p.2[12..p.2.len() - 10].iter().map(|&b| huis_tests::peers::tone::ulaw_sample(b)))
             .collect();
         let r = tone_fraction_of(&samples, 8000, hz, 25.0, 100, 0);
         eprintln!("captured {} payload: {r:?}", if from_room { "room→baresip" } else { "baresip→room" });
@@ -197,13 +193,6 @@ fn assert_no_tone_on_wire(packets: &Udp, why: impl Fn() -> String) {
 }
 
 /// G.711 µ-law to linear.
-fn ulaw(b: u8) -> f32 {
-    let b = !b;
-    let t = ((i32::from(b & 0x0f) << 3) + 0x84) << ((b & 0x70) >> 4);
-    let v = if b & 0x80 != 0 { 0x84 - t } else { t - 0x84 };
-    v as f32 / 32768.0
-}
-
 /// The room calls baresip and baresip calls the room, both with DTLS-SRTP (UDP signalling):
 /// tones and pictures both ways, `MediaEncryption` names DTLS-SRTP and its suite, `Encrypted`
 /// stays false because the SIP is clear. A capture of the first call holds no RTP that plays
@@ -375,7 +364,21 @@ fn dtls_srtp_without_rtcp_mux_and_across_hold() {
     // Hold and resume: media comes back on the same DTLS association.
     json(&bus, &["hold"]);
     wait_json(&bus, &["calls"], "held", 5 * SEC, |c| c[0]["state"] == "held");
-    json(&bus, &["resume"]);
+    // The room takes one new offer at a time: resume once the hold's re-INVITE is answered.
+    let deadline = Instant::now() + 5 * SEC;
+    loop {
+        let out = huisctl(&bus, &["resume"]);
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            stderr(&out).contains("already in progress") && Instant::now() < deadline,
+            "huisctl resume: {}\n{}",
+            stderr(&out),
+            why()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     wait_json(&bus, &["calls"], "active again", 5 * SEC, |c| c[0]["state"] == "active");
     let before = speaker_ms(&d);
     assert_room_hears(&d, 440.0, before + 500, why);

@@ -14,18 +14,7 @@ use serde_json::Value;
 const SEC: Duration = Duration::from_secs(1);
 
 fn json(bus: &Bus, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let out = huisctl(bus, &a);
-    assert!(out.status.success(), "huisctl {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn ulaw(b: u8) -> f32 {
-    let b = !b;
-    let t = ((i32::from(b & 0x0f) << 3) + 0x84) << ((b & 0x70) >> 4);
-    let v = if b & 0x80 != 0 { 0x84 - t } else { t - 0x84 };
-    v as f32 / 32768.0
+    huis_tests::huisctl_json(bus, args)
 }
 
 /// What arrived on a UDP port: (when, payload type, payload after the RTP header).
@@ -119,7 +108,11 @@ fn the_room_follows_moved_media_and_video_added_and_dropped_by_the_peer() {
     let moved = a2[0].0;
     let late = a1.iter().filter(|p| p.0 > moved + Duration::from_millis(200)).count();
     assert_eq!(late, 0, "{late} audio packets still went to the old port after the move\nhuisd:\n{log}");
-    let samples: Vec<f32> = a2.iter().filter(|p| p.1 == 0).flat_map(|p| p.2.iter().map(|&b| ulaw(b))).collect();
+    let samples: Vec<f32> = a2
+        .iter()
+        .filter(|p| p.1 == 0)
+        .flat_map(|p| p.2.iter().map(|&b| huis_tests::peers::tone::ulaw_sample(b)))
+        .collect();
     let t = tone_fraction_of(&samples, 8000, 1000.0, 25.0, 100, 300);
     assert!(
         t.voiced >= 20 && t.fraction >= 0.8,

@@ -44,11 +44,7 @@ fn room_config(name: &str, port: u16, rtp_min: u16, extra: &str) -> String {
 }
 
 fn json(bus: &Bus, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let out = huisctl(bus, &a);
-    assert!(out.status.success(), "huisctl {args:?}: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    huis_tests::huisctl_json(bus, args)
 }
 
 fn video_stats(bus: &Bus) -> Value {

@@ -322,3 +322,11 @@ mod tests {
         assert_eq!((r.windows, r.voiced, r.fraction), (10, 0, 0.0));
     }
 }
+
+/// One G.711 µ-law byte as a sample in [-1, 1] (what a PCMU payload plays as).
+pub fn ulaw_sample(b: u8) -> f32 {
+    let b = !b;
+    let t = ((i32::from(b & 0x0f) << 3) + 0x84) << ((b & 0x70) >> 4);
+    let v = if b & 0x80 != 0 { 0x84 - t } else { t - 0x84 };
+    v as f32 / 32768.0
+}
