@@ -394,6 +394,56 @@ fn dtls_srtp_without_rtcp_mux_and_across_hold() {
     assert_eq!(s["last_error"], "", "{}", why());
 }
 
+/// A room and a baresip that both speak SIP over TLS with certificates of one test CA, in a
+/// namespace: baresip with `mediaenc` and a 440 Hz tone and video, the room with a TLS listener,
+/// `media_encryption = "required"` and video.
+struct TlsPair {
+    ns: NetNs,
+    bus: Bus,
+    _dir: tempfile::TempDir,
+    b: Baresip,
+    d: Huisd,
+    /// baresip's SIP port; its TLS listens on the next one.
+    b_port: u16,
+    /// The room's TLS listener.
+    tls_port: u16,
+}
+
+impl TlsPair {
+    fn start(mediaenc: MediaEnc) -> TlsPair {
+        let ns = NetNs::new();
+        let bus = Bus::start();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Ca::new(dir.path(), "rooms").unwrap();
+        let room_cert = ca.issue("room", &["IP:127.0.0.1"]).unwrap();
+        let peer_cert = ca.issue("peer", &["IP:127.0.0.1"]).unwrap();
+        // baresip's TLS listens on its SIP port + 1: keep that one free.
+        let b_port = ns.port();
+        let _b_tls = ns.port();
+        let mut opts = BaresipOpts::new("b")
+            .port(b_port)
+            .codecs(&["PCMU/8000/1"])
+            .source(AudioSource::Sine(440.0))
+            .video(640, 360)
+            .mediaenc(mediaenc);
+        opts.uri_params = ";transport=tls".into();
+        opts.extra_config.push(format!("sip_certificate\t{}", peer_cert.both.display()));
+        opts.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
+        let b = Baresip::start(&ns, opts).unwrap();
+        let port = ns.port();
+        let tls_port = ns.port();
+        let sip_tls = format!(
+            "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_ca_file = \"{}\"\n",
+            room_cert.cert.display(),
+            room_cert.key.display(),
+            ca.cert.display()
+        );
+        let text = config_with_sip(dir.path(), port, "required", true, &sip_tls);
+        let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &text);
+        TlsPair { ns, bus, _dir: dir, b, d, b_port, tls_port }
+    }
+}
+
 /// SIP over TLS with SDES-SRTP, against baresip with `mediaenc=srtp-mand` over TLS: the room
 /// calls baresip (tones and pictures both ways) and baresip calls the room on the room's TLS
 /// listener (the same again), `MediaEncryption` names SDES and its suite, and `Encrypted` is
@@ -403,36 +453,9 @@ fn dtls_srtp_without_rtcp_mux_and_across_hold() {
 fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     let _serial = one_at_a_time();
     let _w = watchdog("SDES-SRTP over TLS calls", 240);
-    let ns = NetNs::new();
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "rooms").unwrap();
-    let room_cert = ca.issue("room", &["IP:127.0.0.1"]).unwrap();
-    let peer_cert = ca.issue("peer", &["IP:127.0.0.1"]).unwrap();
-    // baresip's TLS listens on its SIP port + 1: keep that one free.
-    let b_port = ns.port();
-    let _b_tls = ns.port();
-    let mut opts = BaresipOpts::new("b")
-        .port(b_port)
-        .codecs(&["PCMU/8000/1"])
-        .source(AudioSource::Sine(440.0))
-        .video(640, 360)
-        .mediaenc(MediaEnc::SrtpMand);
-    opts.uri_params = ";transport=tls".into();
-    opts.extra_config.push(format!("sip_certificate\t{}", peer_cert.both.display()));
-    opts.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
-    let b = Baresip::start(&ns, opts).unwrap();
-    let port = ns.port();
-    let tls_port = ns.port();
-    let sip_tls = format!(
-        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_ca_file = \"{}\"\n",
-        room_cert.cert.display(),
-        room_cert.key.display(),
-        ca.cert.display()
-    );
-    let text = config_with_sip(dir.path(), port, "required", true, &sip_tls);
-    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &text);
-    let why = || logs(&bus, &d, &b);
+    let t = TlsPair::start(MediaEnc::SrtpMand);
+    let (ns, bus, b, d, b_port, tls_port) = (&t.ns, &t.bus, &t.b, &t.d, t.b_port, t.tls_port);
+    let why = || logs(bus, d, b);
 
     // The room calls baresip over TLS, while the namespace's traffic is captured.
     let cap = capture(&ns, 9);
@@ -478,35 +501,9 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
 fn dtls_srtp_over_tls_with_baresip_both_ways_encrypted() {
     let _serial = one_at_a_time();
     let _w = watchdog("DTLS-SRTP over TLS calls", 240);
-    let ns = NetNs::new();
-    let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "rooms").unwrap();
-    let room_cert = ca.issue("room", &["IP:127.0.0.1"]).unwrap();
-    let peer_cert = ca.issue("peer", &["IP:127.0.0.1"]).unwrap();
-    let b_port = ns.port();
-    let _b_tls = ns.port();
-    let mut opts = BaresipOpts::new("b")
-        .port(b_port)
-        .codecs(&["PCMU/8000/1"])
-        .source(AudioSource::Sine(440.0))
-        .video(640, 360)
-        .mediaenc(MediaEnc::DtlsSrtp);
-    opts.uri_params = ";transport=tls".into();
-    opts.extra_config.push(format!("sip_certificate\t{}", peer_cert.both.display()));
-    opts.extra_config.push(format!("sip_cafile\t{}", ca.cert.display()));
-    let b = Baresip::start(&ns, opts).unwrap();
-    let port = ns.port();
-    let tls_port = ns.port();
-    let sip_tls = format!(
-        "tls_listen = \"127.0.0.1:{tls_port}\"\ntls_certificate = \"{}\"\ntls_key = \"{}\"\ntls_ca_file = \"{}\"\n",
-        room_cert.cert.display(),
-        room_cert.key.display(),
-        ca.cert.display()
-    );
-    let text = config_with_sip(dir.path(), port, "required", true, &sip_tls);
-    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &text);
-    let why = || logs(&bus, &d, &b);
+    let t = TlsPair::start(MediaEnc::DtlsSrtp);
+    let (bus, b, d, b_port, tls_port) = (&t.bus, &t.b, &t.d, t.b_port, t.tls_port);
+    let why = || logs(bus, d, b);
 
     let before = speaker_ms(&d);
     json(&bus, &["dial", &format!("sip:b@127.0.0.1:{};transport=tls", b_port + 1)]);

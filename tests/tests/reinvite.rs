@@ -17,6 +17,18 @@ fn json(bus: &Bus, args: &[&str]) -> Value {
     huis_tests::huisctl_json(bus, args)
 }
 
+/// The room: a 1 kHz tone in its mics, PCMU, 640×360 video, SIP on `port`.
+fn room_config(dir: &std::path::Path, port: u16, auto_answer: bool) -> String {
+    let tone = dir.join("room-tone.wav");
+    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    format!(
+        "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
+         [call]\nauto_answer = {auto_answer}\naudio_codecs = [\"pcmu\"]\n\
+         [video]\nwidth = 640\nheight = 360\nframerate = 30\n",
+        tone.display()
+    )
+}
+
 /// What arrived on a UDP port: (when, payload type, payload after the RTP header).
 type Arrivals = Vec<(Instant, u8, Vec<u8>)>;
 
@@ -51,19 +63,8 @@ fn the_room_follows_moved_media_and_video_added_and_dropped_by_the_peer() {
     let ns = NetNs::new();
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
-    let tone = dir.path().join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
     let port = ns.port();
-    let d = huis_tests::peers::huisd::start_in_blocking(
-        &ns,
-        &bus,
-        &format!(
-            "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
-             [call]\nauto_answer = true\naudio_codecs = [\"pcmu\"]\n\
-             [video]\nwidth = 640\nheight = 360\nframerate = 30\n",
-            tone.display()
-        ),
-    );
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &room_config(dir.path(), port, true));
     let (a1, a2, v) = (ns.port(), ns.port(), ns.port());
     const HOLD_MS: u32 = 3000;
     let listeners = [listen(&ns, a1, 14), listen(&ns, a2, 14), listen(&ns, v, 14)];
@@ -158,8 +159,6 @@ fn the_room_stops_and_restarts_video_in_a_call() {
     let ns = NetNs::new();
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
-    let tone = dir.path().join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
     // baresip sends 440 Hz: the same 1 kHz both ways would be one coherent tone, which an echo
     // canceller rightly takes for echo.
     let b = Baresip::start(
@@ -168,15 +167,7 @@ fn the_room_stops_and_restarts_video_in_a_call() {
     )
     .unwrap();
     let port = ns.port();
-    let d = huis_tests::peers::huisd::start_in_blocking(
-        &ns,
-        &bus,
-        &format!(
-            "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
-             [call]\naudio_codecs = [\"pcmu\"]\n[video]\nwidth = 640\nheight = 360\nframerate = 30\n",
-            tone.display()
-        ),
-    );
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &room_config(dir.path(), port, false));
     let why = || format!("huisd:\n{}\nbaresip:\n{}", d.log_text(), b.log_text());
     json(&bus, &["dial", &b.contact_uri()]);
     b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));

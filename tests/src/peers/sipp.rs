@@ -345,24 +345,26 @@ pub fn malformed_scenario() -> String {
     xml
 }
 
+/// The head of a request of SIPp's caller in its call (`to_tag`: inside the dialog).
+fn caller_request(method: &str, cseq: u32, to_tag: bool) -> String {
+    format!(
+        "{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
+         Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+         From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]huis[call_number]\n\
+         To: <sip:[service]@[remote_ip]:[remote_port]>{}\n\
+         Call-ID: [call_id]\n\
+         CSeq: {cseq} {method}\n\
+         Contact: <sip:sipp@[local_ip]:[local_port]>\n\
+         Max-Forwards: 70\n",
+        if to_tag { "[peer_tag_param]" } else { "" }
+    )
+}
+
 /// A SIPp caller scenario: INVITE (PCMU offer), ACK, then one SIP INFO per
 /// digit with `application/dtmf-relay` (`Signal=`/`Duration=160`), each
 /// answered 200, then BYE. Run with `calls: 1` and `service: Some(user)`.
 /// baresip reports INFO digits as `CALL_DTMF_START`, like RFC 4733 ones.
 pub fn info_dtmf_scenario(digits: &str) -> String {
-    let dialog = |method: &str, cseq: u32, to_tag: bool| -> String {
-        format!(
-            "{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
-             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-             From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]huis[call_number]\n\
-             To: <sip:[service]@[remote_ip]:[remote_port]>{}\n\
-             Call-ID: [call_id]\n\
-             CSeq: {cseq} {method}\n\
-             Contact: <sip:sipp@[local_ip]:[local_port]>\n\
-             Max-Forwards: 70\n",
-            if to_tag { "[peer_tag_param]" } else { "" }
-        )
-    };
     let mut xml =
         String::from("<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"huis INFO DTMF\">\n");
     xml += &format!(
@@ -371,18 +373,18 @@ pub fn info_dtmf_scenario(digits: &str) -> String {
          m=audio [media_port] RTP/AVP 0\na=rtpmap:0 PCMU/8000\n]]></send>\n\
          \x20 <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"180\" optional=\"true\"/>\n\
          \x20 <recv response=\"200\"/>\n  <send><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <pause milliseconds=\"300\"/>\n",
-        dialog("INVITE", 1, false),
-        dialog("ACK", 1, true)
+        caller_request("INVITE", 1, false),
+        caller_request("ACK", 1, true)
     );
     for (i, d) in digits.chars().enumerate() {
         xml += &format!(
             "  <send retrans=\"500\"><![CDATA[\n{}Content-Type: application/dtmf-relay\nContent-Length: [len]\n\nSignal={d}\nDuration=160\n]]></send>\n  <recv response=\"200\"/>\n  <pause milliseconds=\"200\"/>\n",
-            dialog("INFO", 2 + i as u32, true)
+            caller_request("INFO", 2 + i as u32, true)
         );
     }
     xml += &format!(
         "  <send retrans=\"500\"><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <recv response=\"200\"/>\n</scenario>\n",
-        dialog("BYE", 2 + digits.chars().count() as u32, true)
+        caller_request("BYE", 2 + digits.chars().count() as u32, true)
     );
     xml
 }
@@ -394,19 +396,6 @@ pub fn info_dtmf_scenario(digits: &str) -> String {
 /// (port 0; the 200 must answer it with port 0); after `hold_ms`, BYE. SIPp sends no media: the
 /// test's own sockets on those ports see what the room sends.
 pub fn reinvite_media_scenario(audio: [u16; 2], video: u16, hold_ms: u32) -> String {
-    let dialog = |method: &str, cseq: u32, to_tag: bool| -> String {
-        format!(
-            "{method} sip:[service]@[remote_ip]:[remote_port] SIP/2.0\n\
-             Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-             From: <sip:sipp@[local_ip]:[local_port]>;tag=[pid]huis[call_number]\n\
-             To: <sip:[service]@[remote_ip]:[remote_port]>{}\n\
-             Call-ID: [call_id]\n\
-             CSeq: {cseq} {method}\n\
-             Contact: <sip:sipp@[local_ip]:[local_port]>\n\
-             Max-Forwards: 70\n",
-            if to_tag { "[peer_tag_param]" } else { "" }
-        )
-    };
     let sdp = |version: u32, audio: u16, video: Option<u16>| -> String {
         let mut s = format!(
             "v=0\no=- 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [media_ip]\nt=0 0\n\
@@ -431,8 +420,8 @@ pub fn reinvite_media_scenario(audio: [u16; 2], video: u16, hold_ms: u32) -> Str
              \x20 <recv response=\"100\" optional=\"true\"/>\n  <recv response=\"180\" optional=\"true\"/>\n\
              \x20 <recv response=\"200\">{action}</recv>\n  <send><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n\
              \x20 <pause milliseconds=\"{hold_ms}\"/>\n",
-            dialog("INVITE", cseq, to_tag),
-            dialog("ACK", cseq, true)
+            caller_request("INVITE", cseq, to_tag),
+            caller_request("ACK", cseq, true)
         )
     };
     let mut xml =
@@ -443,7 +432,7 @@ pub fn reinvite_media_scenario(audio: [u16; 2], video: u16, hold_ms: u32) -> Str
     xml += &format!(
         "  <send retrans=\"500\"><![CDATA[\n{}Content-Length: 0\n\n]]></send>\n  <recv response=\"200\"/>\n\
          \x20 <Reference variables=\"m2,m3\"/>\n</scenario>\n",
-        dialog("BYE", 4, true)
+        caller_request("BYE", 4, true)
     );
     xml
 }
