@@ -1131,7 +1131,7 @@ impl SipBackend {
         let vneg = SessionDescription::parse(answer)
             .ok()
             .and_then(|a| call.local_video.as_ref().and_then(|lv| lv.accept_answer(&a, &call.local.security)))
-            .filter(|v| self.policy != EncryptionPolicy::Required || v.security.keying.is_encrypted());
+            .filter(|v| call.local.security.check_policy([&v.security.keying]).is_ok());
         match vneg {
             Some(v) => {
                 tracing::info!(call = %call.id, "video started by the room");
@@ -1527,7 +1527,6 @@ impl SipBackend {
             let call = self.calls.get_mut(&ua_id).ok_or("the call has ended")?;
             (call.video_sockets, call.local_video) = (sockets, lv);
         }
-        let policy_required = self.policy == EncryptionPolicy::Required;
         let call = self.calls.get_mut(&ua_id).ok_or("the call has ended")?;
         call.had_video |= offer.media.iter().any(|m| m.kind == "video");
         let cur = call.negotiated.clone().ok_or("the call's audio has not started")?;
@@ -1547,7 +1546,7 @@ impl SipBackend {
         if let Some(m) = answer.media.iter_mut().find(|m| m.kind == "audio" && m.port != 0) {
             LocalSecurity::keep_agreed(m, &cur.security);
         }
-        if vneg.as_ref().is_some_and(|v| policy_required && !v.security.keying.is_encrypted()) {
+        if vneg.as_ref().is_some_and(|v| call.local.security.check_policy([&v.security.keying]).is_err()) {
             tracing::warn!(call = %call.id, "the peer offers video without encryption, which is required here; video refused");
             vneg = None;
             if let Some(m) = answer.media.iter_mut().find(|m| m.kind == "video") {
