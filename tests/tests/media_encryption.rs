@@ -124,15 +124,18 @@ fn wait_media_encryption(bus: &Bus, prefix: &str, why: impl Fn() -> String) -> V
 type Udp = Vec<(u16, u16, Vec<u8>)>;
 
 /// Captures every UDP/IPv4 packet on the namespace's interfaces for `secs`, with a raw
-/// AF_PACKET socket (cooked, so no link header), from inside the namespace.
+/// AF_PACKET socket (cooked, so no link header), from inside the namespace. Returns once the
+/// socket is open, so the packets sent after the call are all in the capture.
 fn capture(ns: &NetNs, secs: u64) -> std::thread::JoinHandle<Udp> {
     let ns = ns.clone();
-    std::thread::spawn(move || {
+    let (ready, opened) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
         ns.enter(move || {
             // SAFETY: plain socket calls on a descriptor this function owns and closes.
             unsafe {
                 let fd = libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, (libc::ETH_P_ALL as u16).to_be() as i32);
                 assert!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+                let _ = ready.send(());
                 let tv = libc::timeval { tv_sec: 0, tv_usec: 200_000 };
                 libc::setsockopt(
                     fd,
@@ -166,7 +169,9 @@ fn capture(ns: &NetNs, secs: u64) -> std::thread::JoinHandle<Udp> {
             }
         })
         .expect("capture inside the namespace")
-    })
+    });
+    opened.recv_timeout(Duration::from_secs(10)).expect("the capture socket opens within 10 s");
+    handle
 }
 
 /// The PCMU (S)RTP packets of the room's audio port in a capture, and a check that neither tone
