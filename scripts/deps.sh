@@ -11,10 +11,10 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 BUILD_PKGS=(build-essential pkg-config curl ca-certificates git
-  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libasound2-dev libclang-dev clang)
+  libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev libgstreamer-plugins-bad1.0-dev libasound2-dev libclang-dev clang)
 RUN_PKGS=(dbus-daemon dbus-bin systemd util-linux
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-tools gstreamer1.0-x openssl fonts-symbola)
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools gstreamer1.0-x openssl fonts-symbola)
 TEST_PKGS=(iproute2 baresip baresip-ffmpeg sip-tester kamailio kamailio-tls-modules dnsmasq-base openssl
   python3 python3-numpy sox nftables)
 

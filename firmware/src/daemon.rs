@@ -199,11 +199,28 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         }),
         _ => None,
     };
+    let webrtc_setup = crate::proto::webrtc::Setup {
+        display: cfg.room.name.clone(),
+        video: video_setup.as_ref().map(|v| crate::media::webrtc::ConferenceVideo {
+            source: v.source.clone(),
+            encoder: v.encoder.clone(),
+            width: v.width,
+            height: v.height,
+            framerate: v.framerate,
+            kbps: v.max_kbps * 3 / 4,
+        }),
+        layout: (cfg.video.width, cfg.video.height),
+        opus_bitrate: 32_000,
+        stun: None,
+        turn: Vec::new(),
+        ca_file: None,
+    };
     let sip = crate::proto::sip::start(&cfg, call_audio.clone(), video_setup, ids.clone(), events_tx.clone()).await;
     if let Err(reason) = &sip.commands {
         hw.problems.insert(0, format!("SIP cannot start: {reason}"));
     }
-    let backends = vec![sip];
+    let webrtc = crate::proto::webrtc::start(webrtc_setup, call_audio.clone(), events_tx.clone());
+    let backends = vec![sip, webrtc];
 
     let feed = Feed::new(
         RoomStatus {

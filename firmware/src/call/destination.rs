@@ -16,6 +16,9 @@ pub enum Destination {
     Tel { number: String, dtmf: String },
     /// `https://…`: a web conference (WebRTC).
     Web { url: String },
+    /// `janus+https://host/janus?room=1234&pin=…`: a Janus VideoRoom, joined as a participant.
+    /// `api` is the Janus REST endpoint (`https://host/janus`), without the query.
+    Janus { api: String, room: u64, pin: String },
 }
 
 impl Destination {
@@ -59,6 +62,9 @@ impl Destination {
             }
             return Ok(Destination::Tel { number: number.to_owned(), dtmf: String::new() });
         }
+        if let Some(rest) = lower.strip_prefix("janus+") {
+            return janus(&t[6..], rest.starts_with("https://") || rest.starts_with("http://")).map_err(|w| bad(&w));
+        }
         if lower.starts_with("https://") {
             let rest = &t[8..];
             if rest.is_empty() || rest.starts_with('/') {
@@ -66,14 +72,16 @@ impl Destination {
             }
             return Ok(Destination::Web { url: t.to_owned() });
         }
-        Err(bad("expected sip:user@host, sips:user@host, tel:+number or an https:// URL"))
+        Err(bad(
+            "expected sip:user@host, sips:user@host, tel:+number, janus+https://host/janus?room=N or an https:// URL",
+        ))
     }
 
     /// The same destination, with `digits` to send once the call is up (a meeting PIN).
     pub fn with_dtmf(mut self, digits: &str) -> Destination {
         match &mut self {
             Destination::Sip { dtmf, .. } | Destination::Tel { dtmf, .. } => *dtmf = digits.to_owned(),
-            Destination::Web { .. } => {}
+            Destination::Web { .. } | Destination::Janus { .. } => {}
         }
         self
     }
@@ -85,6 +93,7 @@ impl Destination {
             Destination::Sip { secure: true, .. } => "sips",
             Destination::Tel { .. } => "tel",
             Destination::Web { .. } => "https",
+            Destination::Janus { .. } => "janus",
         }
     }
 }
@@ -95,6 +104,48 @@ impl std::fmt::Display for Destination {
             Destination::Sip { uri, .. } => write!(f, "{uri}"),
             Destination::Tel { number, .. } => write!(f, "tel:{number}"),
             Destination::Web { url } => write!(f, "{url}"),
+            Destination::Janus { api, room, .. } => write!(f, "janus+{api}?room={room}"),
         }
     }
+}
+
+/// `http(s)://host[:port]/path?room=N[&pin=P]` after `janus+`.
+fn janus(t: &str, web: bool) -> Result<Destination, String> {
+    if !web {
+        return Err("a Janus room is janus+https://host/janus?room=N".into());
+    }
+    let (api, query) = t.split_once('?').unwrap_or((t, ""));
+    let host = api.split_once("://").map(|(_, r)| r).unwrap_or("");
+    if host.is_empty() || host.starts_with('/') {
+        return Err("the URL has no host".into());
+    }
+    let (mut room, mut pin) = (None, String::new());
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "room" => room = Some(v.parse::<u64>().map_err(|_| format!("room '{v}' is not a room number"))?),
+            "pin" => pin = percent_decode(v).ok_or_else(|| "the PIN is not valid percent-encoding".to_string())?,
+            _ => return Err(format!("unknown parameter '{k}' (room and pin are known)")),
+        }
+    }
+    let room = room.ok_or_else(|| "no room number (add ?room=N)".to_string())?;
+    Ok(Destination::Janus { api: api.to_owned(), room, pin })
+}
+
+/// `%XX` decoding of a query value (UTF-8 only).
+fn percent_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }

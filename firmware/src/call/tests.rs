@@ -16,7 +16,21 @@ fn destinations_are_parsed_once_with_a_reason_when_refused() {
         Destination::parse("https://visio.numerique.gouv.fr/abc-defg-hij").unwrap(),
         Destination::Web { url: "https://visio.numerique.gouv.fr/abc-defg-hij".into() }
     );
+    assert_eq!(
+        Destination::parse("janus+https://sfu.example.org/janus?room=1234&pin=a%26b").unwrap(),
+        Destination::Janus { api: "https://sfu.example.org/janus".into(), room: 1234, pin: "a&b".into() }
+    );
+    assert_eq!(
+        Destination::parse("janus+http://127.0.0.1:8088/janus?room=7").unwrap().to_string(),
+        "janus+http://127.0.0.1:8088/janus?room=7"
+    );
     for (bad, why) in [
+        ("janus+https://sfu.example.org/janus", "no room number"),
+        ("janus+https://sfu.example.org/janus?room=abc", "not a room number"),
+        ("janus+https://sfu.example.org/janus?room=1&x=2", "unknown parameter"),
+        ("janus+https://sfu.example.org/janus?room=1&pin=%zz", "percent-encoding"),
+        ("janus+ftp://sfu.example.org/janus?room=1", "janus+https://"),
+        ("janus+https:///janus?room=1", "no host"),
         ("", "empty"),
         ("sip:@", "no host"),
         ("sip:user@", "no host"),

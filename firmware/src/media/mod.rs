@@ -86,6 +86,7 @@ mod session;
 mod sockets;
 mod stats;
 pub mod video;
+pub mod webrtc;
 
 #[cfg(test)]
 mod tests;

@@ -68,6 +68,21 @@ struct Shared {
     events: tokio::sync::mpsc::Sender<MediaEvent>,
 }
 
+/// What the pacer reads of its session: stop, and send silence.
+pub(super) trait Paced: Send + Sync {
+    fn stopping(&self) -> bool;
+    fn muted(&self) -> bool;
+}
+
+impl Paced for Shared {
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+    fn muted(&self) -> bool {
+        self.muted.load(Ordering::Relaxed)
+    }
+}
+
 impl Shared {
     fn emit(&self, ev: MediaEvent) {
         if let Err(e) = self.events.try_send(ev) {
@@ -222,7 +237,7 @@ fn rtp_caps(encoding: &str, clock_rate: u32, pt: u8) -> gst::Caps {
         .build()
 }
 
-fn dsp_caps() -> gst::Caps {
+pub(super) fn dsp_caps() -> gst::Caps {
     gst_audio::AudioCapsBuilder::new_interleaved()
         .format(gst_audio::AudioFormat::F32le)
         .rate(DSP_RATE as i32)
@@ -558,7 +573,13 @@ const TX_POLL: Duration = Duration::from_millis(5);
 /// buffer rather than a hole in the audio. When a packet is more than [`TX_GRACE`] overdue on the
 /// wall clock (the DSP thread is stalled or absent), it goes out padded with silence: RTP keeps
 /// flowing no matter what, every ptime.
-fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipeline: gst::Pipeline, ptime: Duration) {
+pub(super) fn pace<S: Paced + ?Sized>(
+    shared: Arc<S>,
+    mut reader: TxReader,
+    appsrc: gst_app::AppSrc,
+    pipeline: gst::Pipeline,
+    ptime: Duration,
+) {
     let samples = (u64::from(DSP_RATE) * ptime.as_millis() as u64 / 1000) as usize;
     let mut frame = vec![0f32; samples];
     let waited = Instant::now();
@@ -566,7 +587,7 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
         if let Some(t) = pipeline.current_running_time() {
             break t;
         }
-        if shared.stop.load(Ordering::Relaxed) || waited.elapsed() > Duration::from_secs(2) {
+        if shared.stopping() || waited.elapsed() > Duration::from_secs(2) {
             break gst::ClockTime::ZERO;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -574,7 +595,7 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
     let start = Instant::now();
     let mut k: u32 = 0;
     let mut discont = false;
-    'run: while !shared.stop.load(Ordering::Relaxed) {
+    'run: while !shared.stopping() {
         loop {
             let now = Instant::now();
             let due = start + ptime * (k + 1) + TX_GRACE;
@@ -589,7 +610,7 @@ fn pace(shared: Arc<Shared>, mut reader: TxReader, appsrc: gst_app::AppSrc, pipe
                 break;
             }
             reader.read(&mut frame);
-            if shared.muted.load(Ordering::Relaxed) {
+            if shared.muted() {
                 frame.fill(0.0);
             }
             let Ok(mut buffer) = gst::Buffer::with_size(samples * 4) else {

@@ -229,7 +229,7 @@ pub struct VideoSession {
     stopped: AtomicBool,
 }
 
-fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
+pub(super) fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
     gst::ElementFactory::make(factory)
         .build()
         .map_err(|e| MediaError::Pipeline(format!("cannot create the {factory} element: {e}")))
@@ -238,7 +238,7 @@ fn make_named(factory: &str) -> Result<gst::Element, MediaError> {
 /// H.264 decoders, hardware first; the first that exists and reaches READY is used.
 const DECODERS: &[&str] = &["v4l2slh264dec", "v4l2h264dec", "vah264dec", "vaapih264dec", "avdec_h264"];
 
-fn pick_decoder() -> Result<gst::Element, MediaError> {
+pub(super) fn pick_decoder() -> Result<gst::Element, MediaError> {
     for name in DECODERS {
         if gst::ElementFactory::find(name).is_none() {
             continue;
@@ -254,7 +254,7 @@ fn pick_decoder() -> Result<gst::Element, MediaError> {
 }
 
 /// Configures a known encoder for real-time calls at `kbps`.
-fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: u32, mode0: bool) {
+pub(super) fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: u32, mode0: bool) {
     let has = |p: &str| enc.find_property(p).is_some();
     match name {
         "x264enc" => {

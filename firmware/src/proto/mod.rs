@@ -3,3 +3,4 @@
 //! add one).
 
 pub mod sip;
+pub mod webrtc;

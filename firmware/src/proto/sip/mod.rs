@@ -831,8 +831,8 @@ impl SipBackend {
                     number.split(';').next().unwrap_or("").chars().filter(|c| !"-.()".contains(*c)).collect();
                 (format!("sip:{n}@{domain};user=phone"), dtmf)
             }
-            Destination::Web { url } => {
-                return Err(CallError::Unsupported(format!("SIP does not call {url}")));
+            Destination::Web { .. } | Destination::Janus { .. } => {
+                return Err(CallError::Unsupported(format!("SIP does not call {to}")));
             }
         };
         if dtmf.is_empty() || uri.contains(";dtmf=") {
