@@ -1,6 +1,7 @@
 //! Real SIP peers for end-to-end tests: baresip, Kamailio and SIPp in a
 //! private network namespace per test, plus tone analysis and a sender of
-//! malformed SIP. See `README-peers.md` here for how each peer is configured
+//! malformed SIP; and WebRTC peers: Janus's VideoRoom with headless Chromium
+//! participants. See `README-peers.md` here for how each peer is configured
 //! and the quirks found on the way.
 
 pub mod baresip;
@@ -8,6 +9,7 @@ pub mod bench;
 pub mod certs;
 pub mod dnsmasq;
 pub mod huisd;
+pub mod janus;
 pub mod kamailio;
 pub mod malformed;
 pub mod netfault;
@@ -19,6 +21,7 @@ pub mod tone;
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
 pub use certs::{Ca, Issued};
 pub use dnsmasq::Dnsmasq;
+pub use janus::{Janus, Participant};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netfault::{Nft, fd_count, tcp_flood};
