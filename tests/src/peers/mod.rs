@@ -7,6 +7,7 @@
 pub mod baresip;
 pub mod bench;
 pub mod certs;
+pub mod chromium;
 pub mod dnsmasq;
 pub mod huisd;
 pub mod janus;
@@ -20,6 +21,7 @@ pub mod tone;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
 pub use certs::{Ca, Issued};
+pub use chromium::{Chromium, ChromiumOpts, FeedStats, PageStats, PublishStats};
 pub use dnsmasq::Dnsmasq;
 pub use janus::{Janus, Participant};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
