@@ -114,6 +114,8 @@ pub struct PublishStats {
     /// e.g. `video/H264`.
     pub video_codec: String,
     pub audio_codec: String,
+    /// The selected ICE candidate pair: `TYPE ADDR:PORT -> TYPE ADDR:PORT` (local, remote).
+    pub route: String,
 }
 
 /// One remote feed, from its subscriber RTCPeerConnection's `getStats()` and
@@ -142,6 +144,8 @@ pub struct FeedStats {
     pub audio_peak_hz: f64,
     /// Its level in dB (analyser scale); -200 when silent.
     pub audio_peak_db: f64,
+    /// The selected ICE candidate pair: `TYPE ADDR:PORT -> TYPE ADDR:PORT` (local, remote).
+    pub route: String,
 }
 
 impl PageStats {
