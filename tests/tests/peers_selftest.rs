@@ -222,6 +222,46 @@ fn malformed_sip_leaves_kamailio_and_baresip_alive_and_answering() {
     assert!(b.is_running(), "baresip died:\n{}", b.log_text());
 }
 
+/// Janus with a pin-protected room: a publishing Chromium and one that only
+/// subscribes (both with the pin) get in, the subscriber decodes the
+/// publisher, Janus lists one publisher and one non-publisher, and a wrong
+/// pin keeps a third out. The two-way case is `tests/webrtc_peers.rs`.
+#[test]
+fn janus_room_with_a_pin_a_subscriber_only_chromium_and_a_wrong_pin() {
+    if !huis_tests::peers::netns::is_root() {
+        eprintln!(
+            "SKIPPED janus_room_with_a_pin…: needs root (Janus's ICE interface is made in a private network namespace)"
+        );
+        return;
+    }
+    let _w = watchdog("janus", 60);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(42, Some("2468"), "pin room").unwrap();
+    assert!(janus.create_room(42, None, "again").is_err(), "a second room 42");
+    assert!(janus.participants(43).is_err(), "participants of a room that does not exist");
+    let opts = || ChromiumOpts::new(&janus.http_url(), 42).pin("2468");
+    let p = Chromium::start(&ns, opts().display("P").tone(1000.0)).unwrap_or_else(|e| panic!("{e:#}\n{}", janus.log()));
+    let s = Chromium::start(&ns, opts().display("S")).unwrap_or_else(|e| panic!("{e:#}\n{}", janus.log()));
+    let got = s
+        .wait_until(
+            |st| st.feed("P").is_some_and(|f| f.frames_decoded > 10 && (f.audio_peak_hz - 1000.0).abs() < 20.0),
+            20 * SEC,
+        )
+        .unwrap_or_else(|e| panic!("S gets nothing from P: {e}\n{}\n{}", p.explain(), janus.log()));
+    eprintln!("S receives P: {:?}", got.feed("P").unwrap());
+    assert_eq!(got.publish.pc_state, "none", "S published");
+    assert!(p.stats().feeds.is_empty(), "P subscribed to a non-publisher: {:?}", p.stats().feeds);
+    let mut listed: Vec<(String, bool)> =
+        janus.participants(42).unwrap().into_iter().map(|x| (x.display, x.publisher)).collect();
+    listed.sort();
+    assert_eq!(listed, [("P".to_string(), true), ("S".to_string(), false)]);
+
+    let wrong = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), 42).pin("1111").display("W"));
+    let err = format!("{:#}", wrong.err().expect("joined with a wrong pin"));
+    assert!(err.contains("433") || err.to_lowercase().contains("pin"), "{err}");
+}
+
 /// The call set-up benchmark behind `bench/sip-setup.sh` (ignored in normal
 /// runs). Environment: `HUIS_BENCH_CALLS` (default 20). Three cases, each with
 /// a baresip and a huisd row against the same auto-answering callee:

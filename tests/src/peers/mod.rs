@@ -1,13 +1,16 @@
 //! Real SIP peers for end-to-end tests: baresip, Kamailio and SIPp in a
 //! private network namespace per test, plus tone analysis and a sender of
-//! malformed SIP. See `README-peers.md` here for how each peer is configured
+//! malformed SIP; and WebRTC peers: Janus's VideoRoom with headless Chromium
+//! participants. See `README-peers.md` here for how each peer is configured
 //! and the quirks found on the way.
 
 pub mod baresip;
 pub mod bench;
 pub mod certs;
+pub mod chromium;
 pub mod dnsmasq;
 pub mod huisd;
+pub mod janus;
 pub mod kamailio;
 pub mod malformed;
 pub mod netfault;
@@ -18,7 +21,9 @@ pub mod tone;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
 pub use certs::{Ca, Issued};
+pub use chromium::{Chromium, ChromiumOpts, FeedStats, PageStats, PublishStats};
 pub use dnsmasq::Dnsmasq;
+pub use janus::{Janus, Participant};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netfault::{Nft, fd_count, tcp_flood};
