@@ -185,6 +185,14 @@ impl ConferenceMedia {
 
     /// Our offer to publish (complete SDP text, candidates included).
     pub async fn publish_offer(&self) -> Result<String, MediaError> {
+        // The offer names each stream's SSRC from its caps (an SFU such as Janus drops packets
+        // of SSRCs it was not told of): wait until every stream has them, up to a second.
+        let since = Instant::now();
+        while self.publisher.sink_pads().iter().any(|p| p.current_caps().is_none())
+            && since.elapsed() < Duration::from_secs(1)
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let offer = promise(&self.publisher, "create-offer", None).await?;
         let desc = offer
             .get::<gst_webrtc::WebRTCSessionDescription>("offer")
@@ -347,6 +355,14 @@ fn new_webrtcbin(p: &ConferenceParams, name: &str) -> Result<gst::Element, Media
         package: "gstreamer1.0-plugins-bad and gstreamer1.0-nice",
     })?;
     webrtc.set_property_from_str("bundle-policy", "max-bundle");
+    // No UPnP port mapping (libnice's default): nothing leaves the room's network unasked.
+    let ice = webrtc.property::<gst::glib::Object>("ice-agent");
+    if ice.find_property("agent").is_some() {
+        let agent = ice.property::<gst::glib::Object>("agent");
+        if agent.find_property("upnp").is_some() {
+            agent.set_property("upnp", false);
+        }
+    }
     webrtc.set_property("latency", LATENCY_MS);
     if let Some(stun) = &p.stun {
         webrtc.set_property("stun-server", stun);
@@ -537,7 +553,6 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
             .field("clock-rate", 90_000i32)
             .field("payload", H264_PT as i32)
             .field("packetization-mode", "1")
-            .field("profile-level-id", "42e01f")
             .field("rtcp-fb-nack-pli", true)
             .field("rtcp-fb-ccm-fir", true)
             .field("rtcp-fb-nack", true)
@@ -740,7 +755,10 @@ fn add_far_stream(
     bin.add_many(refs.iter().copied()).map_err(MediaError::pipeline)?;
     link_chain(&refs)?;
     let last = els.last().expect("a chain");
-    let ghost = gst::GhostPad::with_target(&static_pad(last, "src")?).map_err(MediaError::pipeline)?;
+    let ghost = gst::GhostPad::builder_with_target(&static_pad(last, "src")?)
+        .map_err(MediaError::pipeline)?
+        .name(format!("out-{}", pad.name()))
+        .build();
     ghost.set_active(true).map_err(MediaError::pipeline)?;
     bin.add_pad(&ghost).map_err(MediaError::pipeline)?;
     let sink = request_pad(target, "sink_%u")?;

@@ -40,6 +40,18 @@ pub struct Janus {
     session: u64,
     /// Events read while waiting for something else.
     pending: VecDeque<Value>,
+    /// The session's events, from the poller task (a long poll cut short would lose the
+    /// events Janus had handed to it, so it runs apart and never is).
+    events: tokio::sync::mpsc::Receiver<Result<Value, JanusError>>,
+    poller: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        if let Some(p) = self.poller.take() {
+            p.abort();
+        }
+    }
 }
 
 fn transaction() -> String {
@@ -75,7 +87,15 @@ fn janus_error(v: &Value) -> Option<JanusError> {
 impl Janus {
     /// Creates a session on the server at `api` (`https://host/janus`).
     pub async fn connect(http: reqwest::Client, api: &str) -> Result<Janus, JanusError> {
-        let mut j = Janus { http, api: api.trim_end_matches('/').to_owned(), session: 0, pending: VecDeque::new() };
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut j = Janus {
+            http,
+            api: api.trim_end_matches('/').to_owned(),
+            session: 0,
+            pending: VecDeque::new(),
+            events: rx,
+            poller: None,
+        };
         let url = j.api.clone();
         let v = j.post(&url, json!({"janus": "create"})).await?;
         j.session = v
@@ -83,6 +103,28 @@ impl Janus {
             .and_then(|d| d.get("id"))
             .and_then(Value::as_u64)
             .ok_or_else(|| JanusError::Protocol("a new session has no id".into()))?;
+        let (http, api, session) = (j.http.clone(), j.api.clone(), j.session);
+        j.poller = Some(tokio::spawn(async move {
+            loop {
+                match poll(&http, &api, session).await {
+                    Ok(batch) => {
+                        for ev in batch {
+                            if tx.send(Ok(ev)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e @ JanusError::Refused { .. }) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::debug!("Janus event poll failed, again in a second: {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }));
         Ok(j)
     }
 
@@ -129,11 +171,20 @@ impl Janus {
     }
 
     /// The next events: those kept back first, else one long poll.
+    /// Cancel-safe.
     pub async fn events(&mut self) -> Result<Vec<Value>, JanusError> {
         if !self.pending.is_empty() {
             return Ok(self.pending.drain(..).collect());
         }
-        self.poll().await
+        let mut out = vec![self.next_event().await?];
+        while let Ok(ev) = self.events.try_recv() {
+            out.push(ev?);
+        }
+        Ok(out)
+    }
+
+    async fn next_event(&mut self) -> Result<Value, JanusError> {
+        self.events.recv().await.unwrap_or_else(|| Err(JanusError::Protocol("the event poll stopped".into())))
     }
 
     /// Waits up to `limit` for the event answering `tx`; other events are kept for
@@ -149,20 +200,13 @@ impl Janus {
         }
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let batch = tokio::time::timeout_at(deadline, self.poll())
+            let ev = tokio::time::timeout_at(deadline, self.next_event())
                 .await
                 .map_err(|_| JanusError::Timeout { what, secs: limit.as_secs() })??;
-            let mut found = None;
-            for ev in batch {
-                if found.is_none() && is_answer(&ev) {
-                    found = Some(ev);
-                } else {
-                    self.pending.push_back(ev);
-                }
-            }
-            if let Some(ev) = found {
+            if is_answer(&ev) {
                 return plugin_error(&ev).map_or(Ok(ev), Err);
             }
+            self.pending.push_back(ev);
         }
     }
 
@@ -173,23 +217,6 @@ impl Janus {
             v["transaction"] = Value::String(tx.to_owned());
             self.pending.push_back(v);
         }
-    }
-
-    async fn poll(&mut self) -> Result<Vec<Value>, JanusError> {
-        let url = format!("{}/{}?maxev=10", self.api, self.session);
-        let resp = tokio::time::timeout(POLL_TIMEOUT, self.http.get(&url).send())
-            .await
-            .map_err(|_| JanusError::Timeout { what: "the event poll", secs: POLL_TIMEOUT.as_secs() })?
-            .map_err(|e| JanusError::Unreachable { url: self.api.clone(), why: reqwest_reason(&e) })?;
-        let v = read_json(resp, &self.api).await?;
-        if let Some(e) = janus_error(&v) {
-            return Err(e);
-        }
-        Ok(match v {
-            Value::Array(a) => a,
-            Value::Object(_) if v.get("janus").and_then(Value::as_str) == Some("keepalive") => Vec::new(),
-            other => vec![other],
-        })
     }
 
     async fn post(&mut self, url: &str, mut body: Value) -> Result<Value, JanusError> {
@@ -208,6 +235,24 @@ impl Janus {
         }
         Ok(v)
     }
+}
+
+/// One long poll of the session's events.
+async fn poll(http: &reqwest::Client, api: &str, session: u64) -> Result<Vec<Value>, JanusError> {
+    let url = format!("{api}/{session}?maxev=10");
+    let resp = tokio::time::timeout(POLL_TIMEOUT, http.get(&url).send())
+        .await
+        .map_err(|_| JanusError::Timeout { what: "the event poll", secs: POLL_TIMEOUT.as_secs() })?
+        .map_err(|e| JanusError::Unreachable { url: api.to_owned(), why: reqwest_reason(&e) })?;
+    let v = read_json(resp, api).await?;
+    if let Some(e) = janus_error(&v) {
+        return Err(e);
+    }
+    Ok(match v {
+        Value::Array(a) => a,
+        Value::Object(_) if v.get("janus").and_then(Value::as_str) == Some("keepalive") => Vec::new(),
+        other => vec![other],
+    })
 }
 
 /// The innermost cause of a reqwest error (`connection refused`, a certificate problem).

@@ -396,8 +396,6 @@ impl Conference {
         let mut down_since: Option<tokio::time::Instant> = None;
         let mut far_ends = String::new();
         loop {
-            // A long poll cut short by a command or a tick is sent again; events Janus had
-            // already handed to it are lost (publishers are listed again on the next change).
             let events = tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(ConfCommand::Hangup(reply)) => {
@@ -449,11 +447,7 @@ impl Conference {
                 Err(e @ JanusError::Refused { .. }) => {
                     return Ending::Failed(EndReason::Failed(format!("the conference session ended: {e}")));
                 }
-                Err(e) => {
-                    tracing::warn!(call = %self.id, "Janus event poll failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
+                Err(e) => return Ending::Failed(EndReason::Failed(format!("the conference session ended: {e}"))),
             };
             for ev in events {
                 let sender = ev.get("sender").and_then(Value::as_u64).unwrap_or(0);

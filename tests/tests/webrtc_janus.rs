@@ -1,0 +1,278 @@
+//! The room joins a Janus VideoRoom as a participant, with real programs in one network
+//! namespace: Janus (Debian's `janus`) and headless Chromium publishing a fake camera and a
+//! 440 Hz tone. huisd decodes Chromium's video and plays its tone on the loudspeaker; Chromium
+//! decodes the room's video and hears the room's 1 kHz; hanging up leaves the room cleanly
+//! (Janus lists the room no more). Bad destinations end with a reason and the room idle.
+//!
+//! Needs root (namespaces): skipped, saying so, otherwise.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use huis_tests::peers::netns::is_root;
+use huis_tests::peers::picture::Picture;
+use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
+use huis_tests::peers::*;
+use huis_tests::*;
+use serde_json::Value;
+
+const SEC: Duration = Duration::from_secs(1);
+const ROOM: u64 = 1234;
+const ROOM_NAME: &str = "Salle Curie";
+
+/// Video calls are encoders and decoders in real time: one test at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn config(dir: &Path, port: u16) -> String {
+    let tone = dir.join("room-tone.wav");
+    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    format!(
+        "[room]\nname = \"{ROOM_NAME}\"\n[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
+         [video]\nwidth = 640\nheight = 360\nframerate = 30\n",
+        tone.display()
+    )
+}
+
+fn why(bus: &Bus, d: &Huisd, janus: &Janus, pages: &[&Chromium]) -> String {
+    let st = huisctl_json(bus, &["status"]);
+    let mut s = format!("LastError: {}\n--- huisd:\n{}\n", st["last_error"], d.log_text());
+    for p in pages {
+        s.push_str(&p.explain());
+    }
+    let log = janus.log();
+    let lines: Vec<&str> = log.lines().collect();
+    s.push_str(&format!("--- janus (last 80 lines):\n{}\n", lines[lines.len().saturating_sub(80)..].join("\n")));
+    s
+}
+
+fn speaker_ms(d: &Huisd) -> u32 {
+    let bytes = std::fs::metadata(d.state_dir.join("speaker.wav")).map(|m| m.len()).unwrap_or(0);
+    (bytes.saturating_sub(44) / (48 * 2 * 2)) as u32
+}
+
+/// The current call as `huisctl calls --json` shows it, once `pred` holds.
+fn wait_call(bus: &Bus, pred: impl Fn(&Value) -> bool, timeout: Duration, explain: impl Fn() -> String) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let calls = huisctl_json(bus, &["calls"]);
+        if let Some(c) = calls.as_array().and_then(|a| a.iter().find(|c| pred(c))) {
+            return c.clone();
+        }
+        assert!(Instant::now() < deadline, "no call as expected within {timeout:?}: {calls}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn huis_joins_a_janus_room_sees_and_hears_chromium_and_leaves_cleanly() {
+    if !is_root() {
+        eprintln!("SKIPPED huis_joins_a_janus_room…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("huis in a Janus room", 150);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "huis test room").unwrap();
+    let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("Chromium").tone(440.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let explain = || why(&bus, &d, &janus, &[&chromium]);
+
+    let before = speaker_ms(&d);
+    let pressed = Instant::now();
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial {dial}: {}\n{}", stderr(&out), explain());
+    let call = wait_call(&bus, |c| c["state"] == "active", 15 * SEC, explain);
+    assert_eq!(call["protocol"], "webrtc", "{call}");
+    assert_eq!(call["media_encryption"], "DTLS-SRTP", "{call}");
+    assert_eq!(call["encrypted"], false, "signalling over plain HTTP: not encrypted end to end\n{call}");
+
+    // huisd decodes Chromium's video and plays its tone.
+    let deadline = Instant::now() + 20 * SEC;
+    let first_frame = loop {
+        let v = huisctl_json(&bus, &["video"]);
+        if v["stats"]["frames_decoded"].as_f64().unwrap_or(0.0) >= 30.0 {
+            break pressed.elapsed();
+        }
+        assert!(Instant::now() < deadline, "huisd decodes no video from Chromium: {v}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("30 frames from Chromium decoded {first_frame:?} after the dial");
+    let speaker = d.state_dir.join("speaker.wav");
+    let deadline = Instant::now() + 15 * SEC;
+    loop {
+        let r = tone_fraction(&speaker, 440.0, 25.0, 100, before + 1000).unwrap();
+        if r.voiced >= 15 && r.fraction >= 0.8 {
+            eprintln!("the loudspeaker plays Chromium's tone: {r:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the loudspeaker does not carry Chromium's 440 Hz: {r:?}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Chromium decodes the room's video and hears the room's 1 kHz.
+    let s = chromium
+        .wait_until(
+            |s| {
+                s.feed(ROOM_NAME).is_some_and(|f| {
+                    f.frames_decoded > 30 && f.audio_packets_received > 50 && (f.audio_peak_hz - 1000.0).abs() < 30.0
+                })
+            },
+            20 * SEC,
+        )
+        .unwrap_or_else(|e| panic!("Chromium does not see and hear the room: {e}\n{}", explain()));
+    eprintln!("Chromium receives the room: {:?}", s.feed(ROOM_NAME));
+    let listed = janus.participants(ROOM).unwrap();
+    assert!(listed.iter().any(|p| p.display == ROOM_NAME && p.publisher), "{listed:?}\n{}", explain());
+
+    // Hanging up leaves the room: Janus forgets us, the room is idle.
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}\n{}", stderr(&out), explain());
+    let deadline = Instant::now() + 5 * SEC;
+    while janus.participants(ROOM).unwrap().iter().any(|p| p.display == ROOM_NAME) {
+        assert!(Instant::now() < deadline, "Janus still lists the room 5 s after hang-up\n{}", explain());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let deadline = Instant::now() + 5 * SEC;
+    while huisctl_json(&bus, &["status"])["state"] != "idle" {
+        assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    chromium
+        .wait_until(|s| s.feed(ROOM_NAME).is_none_or(|f| f.gone), 5 * SEC)
+        .unwrap_or_else(|e| panic!("Chromium still has the room's feed: {e}\n{}", explain()));
+}
+
+#[test]
+fn bad_conferences_end_with_a_reason_and_the_room_idle() {
+    if !is_root() {
+        eprintln!("SKIPPED bad_conferences_end_with_a_reason…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("bad conferences", 90);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, Some("4711"), "with a PIN").unwrap();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let closed = ns.port();
+    let cases = [
+        (format!("janus+http://127.0.0.1:{closed}/janus?room={ROOM}"), "cannot be reached"),
+        (format!("janus+{}?room=999", janus.http_url()), "No such room"),
+        (format!("janus+{}?room={ROOM}&pin=0000", janus.http_url()), "wrong pin"),
+    ];
+    for (dest, expect) in cases {
+        let out = huisctl(&bus, &["dial", &dest]);
+        assert!(out.status.success(), "dial {dest}: {}", stderr(&out));
+        let deadline = Instant::now() + 15 * SEC;
+        loop {
+            let st = huisctl_json(&bus, &["status"]);
+            let err = st["last_error"].as_str().unwrap_or("");
+            if st["state"] == "idle" && err.contains(expect) {
+                eprintln!("{dest}: {err}");
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{dest}: expected the room idle with a LastError containing {expect:?}, got {st}\n{}",
+                why(&bus, &d, &janus, &[])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn screenshot(bus: &Bus, dir: &Path, name: &str) -> Picture {
+    let path = dir.join(name);
+    let out = huisctl(bus, &["screenshot", &path.display().to_string()]);
+    assert!(out.status.success(), "huisctl screenshot: {}", stderr(&out));
+    Picture::load_png(&path).unwrap()
+}
+
+/// Is the region (fractions of the picture) showing something rather than the black layout?
+fn shows(p: &Picture, x: f64, y: f64, w: f64, h: f64) -> bool {
+    let (pw, ph) = (f64::from(p.width), f64::from(p.height));
+    let r = p.region((x * pw) as u32, (y * ph) as u32, (w * pw) as u32, (h * ph) as u32);
+    !r.near([0, 0, 0], 12.0)
+}
+
+/// Waits until `huisctl video` counts `n` far ends, all connected.
+fn wait_far_ends(bus: &Bus, n: f64, explain: impl Fn() -> String) {
+    let deadline = Instant::now() + 20 * SEC;
+    loop {
+        let v = huisctl_json(bus, &["video"]);
+        if v["stats"]["far_ends"] == n && v["stats"]["far_ends_connected"] == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not {n} far ends within 20 s: {v}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn three_parties_share_the_screen_and_one_leaving_relays_it() {
+    if !is_root() {
+        eprintln!("SKIPPED three_parties_share_the_screen…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("three parties in a Janus room", 150);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "three parties").unwrap();
+    let a = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("A").tone(440.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
+    wait_far_ends(&bus, 1.0, || why(&bus, &d, &janus, &[&a]));
+
+    // B comes after the room joined: the room subscribes to it as it arrives.
+    let b = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("B").tone(880.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let explain = || why(&bus, &d, &janus, &[&a, &b]);
+    wait_far_ends(&bus, 2.0, explain);
+    // Two far ends side by side, letterboxed: both halves show a picture, the band above
+    // them is the black layout.
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let p = screenshot(&bus, dir.path(), "two-far-ends.png");
+        let (left, right, above) =
+            (shows(&p, 0.2, 0.45, 0.1, 0.1), shows(&p, 0.7, 0.45, 0.1, 0.1), shows(&p, 0.4, 0.13, 0.2, 0.06));
+        if left && right && !above {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the screen does not show two far ends side by side (left {left}, right {right}, band above {above}); \
+             see {}\n{}",
+            dir.path().join("two-far-ends.png").display(),
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // B leaves: A alone fills the screen again.
+    b.leave().unwrap_or_else(|e| panic!("B does not leave: {e}"));
+    wait_far_ends(&bus, 1.0, explain);
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let p = screenshot(&bus, dir.path(), "one-far-end.png");
+        if shows(&p, 0.4, 0.13, 0.2, 0.06) && shows(&p, 0.45, 0.45, 0.1, 0.1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A does not fill the screen after B left\n{}", explain());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}", stderr(&out));
+}
