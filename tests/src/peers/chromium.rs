@@ -334,10 +334,11 @@ impl Chromium {
             (raw, g.reports, g.page_log.join("\n"))
         };
         let out = self.log_text();
-        let lines: Vec<&str> = out.lines().collect();
+        // Without a system bus Chromium logs a dozen D-Bus failures at start: noise here.
+        let lines: Vec<&str> = out.lines().filter(|l| !l.contains(":dbus/") && !l.contains("bluez_dbus")).collect();
         let tail = lines[lines.len().saturating_sub(80)..].join("\n");
         format!(
-            "--- {} page: last of {reports} reports:\n{raw}\n--- {} page log:\n{page_log}\n--- {} chromium output (last 80 lines):\n{tail}\n",
+            "--- {} page: last of {reports} reports:\n{raw}\n--- {} page log:\n{page_log}\n--- {} chromium output (last 80 lines, D-Bus noise left out):\n{tail}\n",
             self.display, self.display, self.display
         )
     }
