@@ -179,6 +179,11 @@ impl ConferenceMedia {
         self.rx.clone()
     }
 
+    /// The room publishes its camera.
+    pub fn sends_video(&self) -> bool {
+        self.params.video.is_some()
+    }
+
     pub fn set_muted(&self, muted: bool) {
         self.shared.muted.store(muted, Ordering::Relaxed);
     }
@@ -225,6 +230,46 @@ impl ConferenceMedia {
             self.remove_far_end(id);
         }
         answer
+    }
+
+    /// Adds far end `id` that we offer to receive from (WHEP): our recvonly offer for Opus audio
+    /// and H.264, VP8 or VP9 video. The far end's answer goes to [`Self::receive_answer`].
+    pub async fn receive_offer(&self, id: u64, display: &str, video: bool) -> Result<String, MediaError> {
+        let webrtc = self.add_far_end(id, display)?;
+        let recv = gst_webrtc::WebRTCRTPTransceiverDirection::Recvonly;
+        let mut kinds = vec![opus_caps()];
+        if video {
+            kinds.push(receive_video_caps());
+        }
+        for caps in kinds {
+            let _ = webrtc.emit_by_name::<gst_webrtc::WebRTCRTPTransceiver>("add-transceiver", &[&recv, &caps]);
+        }
+        let offer = async {
+            let offer = promise(&webrtc, "create-offer", None).await?;
+            let desc = offer
+                .get::<gst_webrtc::WebRTCSessionDescription>("offer")
+                .map_err(|_| MediaError::pipeline("webrtcbin made no offer"))?;
+            set_description(&webrtc, "set-local-description", &desc).await?;
+            local_sdp(&webrtc).await
+        }
+        .await;
+        if offer.is_err() {
+            self.remove_far_end(id);
+        }
+        offer
+    }
+
+    /// The far end's answer to [`Self::receive_offer`].
+    pub async fn receive_answer(&self, id: u64, sdp: &str) -> Result<(), MediaError> {
+        let desc = parse_sdp(gst_webrtc::WebRTCSDPType::Answer, sdp)?;
+        let webrtc = self
+            .far_ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .map(|f| f.webrtc.clone())
+            .ok_or_else(|| MediaError::Pipeline(format!("no far end {id}")))?;
+        set_description(&webrtc, "set-remote-description", &desc).await
     }
 
     /// Far end `id` left: its streams leave the mix and the layout.
@@ -459,6 +504,41 @@ fn send_pad(webrtc: &gst::Element, caps: &gst::Caps) -> Result<gst::Pad, MediaEr
     Ok(pad)
 }
 
+/// Opus as browsers and SFUs offer it (stereo signalled, mono sent).
+fn opus_caps() -> gst::Caps {
+    gst::Caps::builder("application/x-rtp")
+        .field("media", "audio")
+        .field("encoding-name", "OPUS")
+        .field("clock-rate", 48_000i32)
+        .field("payload", OPUS_PT as i32)
+        .field("encoding-params", "2")
+        .field("useinbandfec", "1")
+        .build()
+}
+
+/// The video we can decode, in order of preference: H.264 (hardware decoders), VP8, VP9.
+fn receive_video_caps() -> gst::Caps {
+    let mut caps = gst::Caps::new_empty();
+    let caps_mut = caps.get_mut().expect("new caps are writable");
+    for (name, pt) in [("H264", H264_PT as i32), ("VP8", 97), ("VP9", 98)] {
+        let mut s = gst::Structure::builder("application/x-rtp")
+            .field("media", "video")
+            .field("encoding-name", name)
+            .field("clock-rate", 90_000i32)
+            .field("payload", pt)
+            .field("rtcp-fb-nack-pli", true)
+            .field("rtcp-fb-nack", true)
+            .field("rtcp-fb-ccm-fir", true)
+            .build();
+        if name == "H264" {
+            s.set("packetization-mode", "1");
+            s.set("profile-level-id", "42e01f");
+        }
+        caps_mut.append_structure(s);
+    }
+    caps
+}
+
 fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -493,15 +573,7 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
     let appsrc_el: &gst::Element = appsrc.upcast_ref();
     add(&[appsrc_el, &conv, &resample, &enc, &pay])?;
     link_chain(&[appsrc_el, &conv, &resample, &enc, &pay])?;
-    let opus = gst::Caps::builder("application/x-rtp")
-        .field("media", "audio")
-        .field("encoding-name", "OPUS")
-        .field("clock-rate", 48_000i32)
-        .field("payload", OPUS_PT as i32)
-        .field("encoding-params", "2")
-        .field("useinbandfec", "1")
-        .build();
-    link_pads(&static_pad(&pay, "src")?, &send_pad(&publisher, &opus)?)?;
+    link_pads(&static_pad(&pay, "src")?, &send_pad(&publisher, &opus_caps())?)?;
 
     // ---- our camera: H.264 constrained baseline, and the self-view ----
     if let Some(v) = &p.video {

@@ -105,7 +105,16 @@ impl Janus {
             .ok_or_else(|| JanusError::Protocol("a new session has no id".into()))?;
         let (http, api, session) = (j.http.clone(), j.api.clone(), j.session);
         j.poller = Some(tokio::spawn(async move {
+            let mut alive = tokio::time::Instant::now();
             loop {
+                // Janus drops a session after 60 s without a request; a poll returns within 30.
+                if alive.elapsed() > Duration::from_secs(20) {
+                    alive = tokio::time::Instant::now();
+                    let body = json!({"janus": "keepalive", "transaction": transaction()});
+                    if let Err(e) = http.post(format!("{api}/{session}")).json(&body).send().await {
+                        tracing::debug!("Janus keepalive failed: {e}");
+                    }
+                }
                 match poll(&http, &api, session).await {
                     Ok(batch) => {
                         for ev in batch {
@@ -159,28 +168,18 @@ impl Janus {
         Ok(tx)
     }
 
-    /// Keeps the session alive (Janus drops it after 60 s without a request).
-    pub async fn keepalive(&mut self) -> Result<(), JanusError> {
-        let url = format!("{}/{}", self.api, self.session);
-        self.post(&url, json!({"janus": "keepalive"})).await.map(drop)
-    }
-
     pub async fn destroy(&mut self) {
         let url = format!("{}/{}", self.api, self.session);
         let _ = self.post(&url, json!({"janus": "destroy"})).await;
     }
 
     /// The next events: those kept back first, else one long poll.
-    /// Cancel-safe.
-    pub async fn events(&mut self) -> Result<Vec<Value>, JanusError> {
-        if !self.pending.is_empty() {
-            return Ok(self.pending.drain(..).collect());
+    /// The next event: one kept back first, else the next from the poller. Cancel-safe.
+    pub async fn next(&mut self) -> Result<Value, JanusError> {
+        match self.pending.pop_front() {
+            Some(ev) => Ok(ev),
+            None => self.next_event().await,
         }
-        let mut out = vec![self.next_event().await?];
-        while let Ok(ev) = self.events.try_recv() {
-            out.push(ev?);
-        }
-        Ok(out)
     }
 
     async fn next_event(&mut self) -> Result<Value, JanusError> {

@@ -13,12 +13,12 @@
 //! echo canceller hears, and lay out far ends as they come. Janus's API is a few JSON requests.
 
 mod janus;
+mod janus_room;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::audio::{CallAudio, CallAudioSlot};
@@ -31,7 +31,7 @@ use crate::media::webrtc::{ConferenceMedia, ConferenceParams, ConferenceVideo, C
 pub use janus::JanusError;
 
 /// How long joining (each request's answer) may take.
-const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the publishing connection may stay down before the call ends.
 const LOST_AFTER: Duration = Duration::from_secs(30);
 
@@ -128,14 +128,16 @@ async fn run_backend(
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    Command::Dial { id, to: Destination::Janus { api, room, pin }, reply } => {
+                    Command::Dial { id, to: to @ Destination::Janus { .. }, reply } => {
+                        let Destination::Janus { api, room, pin } = &to else { unreachable!() };
                         let (tx, rx) = mpsc::channel(8);
                         conferences.insert(id, tx);
                         let _ = reply.send(Ok(()));
-                        let info = CallInfo::new(Protocol::WebRtc, Direction::Outgoing, format!("janus+{api}?room={room}"));
+                        let info = CallInfo::new(Protocol::WebRtc, Direction::Outgoing, to.to_string());
                         let _ = events.send(call::Event::Started { id, info: info.clone(), answer: false }).await;
                         let conf = Conference { id, info, events: events.clone(), audio: audio.clone(), muted };
-                        tokio::spawn(conf.run(setup.clone(), http.clone(), api, room, pin, rx));
+                        let room = janus_room::JanusRoom::new(http.clone(), api, *room, pin, &setup.display);
+                        tokio::spawn(conf.run(setup.clone(), room, rx));
                     }
                     Command::Dial { reply, to, .. } => {
                         let _ = reply.send(Err(CallError::Unsupported(format!("WebRTC does not call {to}"))));
@@ -175,6 +177,30 @@ async fn run_backend(
     }
 }
 
+/// What differs between ways into a conference (Janus VideoRoom, WHIP/WHEP, later LiveKit);
+/// [`Conference::run`] does the rest (media, the room's events, figures, leaving).
+pub(super) trait Signaller: Send {
+    /// What the far side says while we are in the conference.
+    type Event: Send;
+    /// Signalling runs over TLS (then, with DTLS-SRTP, the call counts as encrypted).
+    fn tls(&self) -> bool;
+    /// Sets up the session, publishes `media`, and receives what is there already.
+    fn join(&mut self, media: &Arc<ConferenceMedia>) -> impl Future<Output = Result<(), EndReason>> + Send;
+    /// The next event from the far side. Cancel-safe: the runner races it with commands and
+    /// its ticks. An error ends the conference.
+    fn next_event(&mut self) -> impl Future<Output = Result<Self::Event, EndReason>> + Send;
+    /// Acts on an event (far ends arriving or leaving); runs to completion.
+    fn handle(
+        &mut self,
+        ev: Self::Event,
+        media: &Arc<ConferenceMedia>,
+    ) -> impl Future<Output = Result<(), EndReason>> + Send;
+    /// Leaves politely (we hung up); the server side of the session is freed by `close`.
+    fn leave(&mut self) -> impl Future<Output = ()> + Send;
+    /// Frees the server-side session; called last, whatever happened.
+    fn close(&mut self) -> impl Future<Output = ()> + Send;
+}
+
 /// One conference in progress.
 struct Conference {
     id: CallId,
@@ -184,16 +210,10 @@ struct Conference {
     muted: bool,
 }
 
-/// What a conference holds, for leaving whatever happened while joining.
-struct Parts {
-    janus: Option<janus::Janus>,
-    media: Option<Arc<ConferenceMedia>>,
-}
-
-/// How a conference ended: by us (with the reply to send once we left) or by a failure.
+/// How a conference ended: by us (with the reply to send once we left) or otherwise.
 enum Ending {
     Hangup(call::Reply),
-    Failed(EndReason),
+    Ended(EndReason),
 }
 
 impl Conference {
@@ -201,20 +221,12 @@ impl Conference {
         let _ = self.events.send(ev).await;
     }
 
-    async fn run(
-        mut self,
-        setup: Setup,
-        http: reqwest::Client,
-        api: String,
-        room: u64,
-        pin: String,
-        mut commands: mpsc::Receiver<ConfCommand>,
-    ) {
-        self.info.signalling_tls = api.starts_with("https://");
-        let mut parts = Parts { janus: None, media: None };
+    async fn run<S: Signaller>(mut self, setup: Setup, mut sig: S, mut commands: mpsc::Receiver<ConfCommand>) {
+        self.info.signalling_tls = sig.tls();
+        let mut media: Option<Arc<ConferenceMedia>> = None;
         let mut late_mute = None;
-        let early = {
-            let join = self.join(&setup, http, &api, room, &pin, &mut parts);
+        let joined = {
+            let join = self.join(&setup, &mut sig, &mut media);
             tokio::pin!(join);
             // A hang-up while joining stops the join.
             loop {
@@ -223,26 +235,24 @@ impl Conference {
                     cmd = commands.recv() => match cmd {
                         Some(ConfCommand::Hangup(reply)) => break Err(Ending::Hangup(reply)),
                         Some(ConfCommand::Mute(on)) => late_mute = Some(on),
-                        None => break Err(Ending::Failed(EndReason::LocalHangup)),
+                        None => break Err(Ending::Ended(EndReason::LocalHangup)),
                     },
                 }
             }
         };
-        let ending = match (early, parts.janus.as_mut(), parts.media.clone()) {
-            (Ok(handles), Some(j), Some(m)) => {
-                if let Some(on) = late_mute {
-                    m.set_muted(on);
-                }
-                self.in_conference(j, &m, room, &pin, handles, &mut commands).await
-            }
-            (Ok(_), ..) => Ending::Failed(EndReason::Failed("joined without a session".into())),
-            (Err(e), ..) => e,
-        };
-        let (mut janus, mut media) = (parts.janus, parts.media);
-        // Leave: the SFU first (others see us go at once), then the media.
-        if let Some(j) = janus.as_mut() {
-            let _ = tokio::time::timeout(Duration::from_secs(3), j.destroy()).await;
+        if let Some(on) = late_mute {
+            self.muted = on;
         }
+        let ending = match (joined, media.clone()) {
+            (Ok(()), Some(m)) => {
+                m.set_muted(self.muted);
+                self.in_conference(&mut sig, &m, &mut commands).await
+            }
+            (Ok(()), None) => Ending::Ended(EndReason::Failed("joined without media".into())),
+            (Err(e), _) => e,
+        };
+        // Leave: the server first (others see us go at once), then the media.
+        let _ = tokio::time::timeout(Duration::from_secs(3), sig.close()).await;
         self.audio.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(m) = media.take() {
             let _ = tokio::task::spawn_blocking(move || m.stop()).await;
@@ -252,32 +262,19 @@ impl Conference {
                 let _ = reply.send(Ok(()));
                 EndReason::LocalHangup
             }
-            Ending::Failed(r) => r,
+            Ending::Ended(r) => r,
         };
         tracing::info!(call = %self.id, reason = %reason, "left the conference");
         self.emit(call::Event::Ended { id: self.id, reason }).await;
     }
 
-    /// Creates the session, starts the media, joins as a publisher and publishes. Returns the
-    /// handles of the far ends subscribed to so far.
-    #[allow(clippy::too_many_arguments)]
-    async fn join(
+    /// Starts the media and lets the signaller join with it.
+    async fn join<S: Signaller>(
         &mut self,
         setup: &Setup,
-        http: reqwest::Client,
-        api: &str,
-        room: u64,
-        pin: &str,
-        parts: &mut Parts,
-    ) -> Result<HashMap<u64, u64>, Ending> {
-        let failed = |e: JanusError| {
-            Ending::Failed(match e {
-                JanusError::Refused { .. } | JanusError::Http { .. } => EndReason::Refused(e.to_string()),
-                _ => EndReason::Failed(e.to_string()),
-            })
-        };
-        let j = parts.janus.insert(janus::Janus::connect(http, api).await.map_err(failed)?);
-        let handle = j.attach().await.map_err(failed)?;
+        sig: &mut S,
+        media_out: &mut Option<Arc<ConferenceMedia>>,
+    ) -> Result<(), Ending> {
         let params = ConferenceParams {
             video: setup.video.clone(),
             layout: setup.layout,
@@ -289,36 +286,12 @@ impl Conference {
         };
         let media = tokio::task::spawn_blocking(move || ConferenceMedia::start(params))
             .await
-            .map_err(|e| Ending::Failed(EndReason::Failed(format!("the conference media crashed: {e}"))))?
-            .map_err(|e| Ending::Failed(EndReason::Failed(format!("cannot start the conference media: {e}"))))?;
+            .map_err(|e| Ending::Ended(EndReason::Failed(format!("the conference media crashed: {e}"))))?
+            .map_err(|e| Ending::Ended(EndReason::Failed(format!("cannot start the conference media: {e}"))))?;
         media.set_muted(self.muted);
         let media = Arc::new(media);
-        parts.media = Some(media.clone());
-
-        let mut body = json!({"request": "join", "ptype": "publisher", "room": room, "display": setup.display});
-        if !pin.is_empty() {
-            body["pin"] = Value::String(pin.to_owned());
-        }
-        let tx = j.message(handle, body, None).await.map_err(failed)?;
-        let joined = j.wait(&tx, JOIN_TIMEOUT, "the join").await.map_err(failed)?;
-        let data = janus::plugin_data(&joined).cloned().unwrap_or(Value::Null);
-        if data.get("videoroom").and_then(Value::as_str) != Some("joined") {
-            return Err(failed(JanusError::Protocol(format!("the join was answered with {data}"))));
-        }
-        tracing::info!(call = %self.id, room, id = ?data.get("id"), "joined the Janus room");
-
-        let offer = media.publish_offer().await.map_err(|e| Ending::Failed(EndReason::Failed(e.to_string())))?;
-        let body = json!({"request": "configure", "audio": true, "video": setup.video.is_some()});
-        let tx = j.message(handle, body, Some(json!({"type": "offer", "sdp": offer}))).await.map_err(failed)?;
-        let answer = j.wait(&tx, JOIN_TIMEOUT, "the offer to publish").await.map_err(failed)?;
-        let sdp = answer
-            .get("jsep")
-            .and_then(|js| js.get("sdp"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| failed(JanusError::Protocol("the offer to publish got no answer SDP".into())))?;
-        media.publish_answer(sdp).await.map_err(|e| {
-            Ending::Failed(EndReason::Failed(format!("the conference server's answer cannot be used: {e}")))
-        })?;
+        *media_out = Some(media.clone());
+        sig.join(&media).await.map_err(Ending::Ended)?;
 
         *self.audio.lock().unwrap_or_else(|e| e.into_inner()) =
             Some(CallAudio { tx: media.sender(), rx: media.receiver() });
@@ -330,91 +303,32 @@ impl Conference {
         self.info.media_encryption = "DTLS-SRTP".into();
         self.info.encrypted = self.info.signalling_tls;
         self.emit(call::Event::Changed { id: self.id, info: self.info.clone() }).await;
-
-        let mut handles = HashMap::new();
-        handles.insert(0, handle);
-        for p in publishers(&data) {
-            self.subscribe(j, &media, room, pin, p, &mut handles).await;
-        }
-        Ok(handles)
+        Ok(())
     }
 
-    /// Subscribes to one publisher; a failure costs that far end only.
-    async fn subscribe(
-        &self,
-        j: &mut janus::Janus,
-        media: &ConferenceMedia,
-        room: u64,
-        pin: &str,
-        (feed, name): (u64, String),
-        handles: &mut HashMap<u64, u64>,
-    ) {
-        let r: Result<u64, String> = async {
-            let handle = j.attach().await.map_err(|e| e.to_string())?;
-            let mut body = json!({"request": "join", "ptype": "subscriber", "room": room, "streams": [{"feed": feed}]});
-            if !pin.is_empty() {
-                body["pin"] = Value::String(pin.to_owned());
-            }
-            let tx = j.message(handle, body, None).await.map_err(|e| e.to_string())?;
-            let ev = j.wait(&tx, JOIN_TIMEOUT, "the subscription").await.map_err(|e| e.to_string())?;
-            let offer = ev
-                .get("jsep")
-                .and_then(|js| js.get("sdp"))
-                .and_then(Value::as_str)
-                .ok_or("the subscription came without an offer")?;
-            let answer = media.subscribe(feed, &name, offer).await.map_err(|e| e.to_string())?;
-            let tx = j
-                .message(handle, json!({"request": "start"}), Some(json!({"type": "answer", "sdp": answer})))
-                .await
-                .map_err(|e| e.to_string())?;
-            j.wait(&tx, JOIN_TIMEOUT, "the start of a subscription").await.map_err(|e| e.to_string())?;
-            Ok(handle)
-        }
-        .await;
-        match r {
-            Ok(h) => {
-                tracing::info!(call = %self.id, feed, far_end = %name, "receiving a far end");
-                handles.insert(feed, h);
-            }
-            Err(e) => tracing::warn!(call = %self.id, feed, far_end = %name, "cannot receive a far end: {e}"),
-        }
-    }
-
-    /// In the conference: far ends come and go, figures every second, until we hang up or the
-    /// connection is lost for good.
-    async fn in_conference(
+    /// In the conference: the signaller's events, figures every second, until we hang up or
+    /// the connection is lost for good.
+    async fn in_conference<S: Signaller>(
         &mut self,
-        j: &mut janus::Janus,
+        sig: &mut S,
         media: &Arc<ConferenceMedia>,
-        room: u64,
-        pin: &str,
-        mut handles: HashMap<u64, u64>,
         commands: &mut mpsc::Receiver<ConfCommand>,
     ) -> Ending {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut keepalive = tokio::time::interval(Duration::from_secs(25));
         let mut down_since: Option<tokio::time::Instant> = None;
         let mut far_ends = String::new();
         loop {
-            let events = tokio::select! {
+            let ev = tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(ConfCommand::Hangup(reply)) => {
-                        let tx = j.message(handles[&0], json!({"request": "leave"}), None).await;
-                        if tx.is_err() { tracing::debug!("the leave request failed; destroying the session"); }
+                        sig.leave().await;
                         return Ending::Hangup(reply);
                     }
                     Some(ConfCommand::Mute(on)) => { media.set_muted(on); continue; }
-                    None => return Ending::Failed(EndReason::LocalHangup),
+                    None => return Ending::Ended(EndReason::LocalHangup),
                 },
                 _ = tick.tick() => {
-                    let s = media.stats();
-                    let mut stats = CallStats::default();
-                    stats.audio.insert("buffers_received".into(), s.audio_buffers_received as f64);
-                    stats.video.insert("frames_decoded".into(), s.frames_decoded as f64);
-                    stats.video.insert("frames_sent".into(), s.frames_sent as f64);
-                    stats.video.insert("far_ends".into(), s.far_ends as f64);
-                    stats.video.insert("far_ends_connected".into(), s.far_ends_connected as f64);
-                    self.emit(call::Event::Stats { id: self.id, stats }).await;
+                    self.emit(call::Event::Stats { id: self.id, stats: stats_of(media) }).await;
                     let names: Vec<String> = media.far_ends().into_iter().map(|(_, d)| d).collect();
                     let now = names.join(", ");
                     if now != far_ends {
@@ -426,7 +340,7 @@ impl Conference {
                         other => {
                             let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
                             if since.elapsed() > LOST_AFTER {
-                                return Ending::Failed(EndReason::Failed(format!(
+                                return Ending::Ended(EndReason::Failed(format!(
                                     "the connection to the conference is {} since {} s", other.name(), LOST_AFTER.as_secs()
                                 )));
                             }
@@ -434,79 +348,27 @@ impl Conference {
                     }
                     continue;
                 }
-                _ = keepalive.tick() => {
-                    if let Err(e) = j.keepalive().await {
-                        tracing::warn!(call = %self.id, "Janus keepalive failed: {e}");
-                    }
-                    continue;
-                }
-                evs = j.events() => evs,
+                ev = sig.next_event() => ev,
             };
-            let events = match events {
-                Ok(evs) => evs,
-                Err(e @ JanusError::Refused { .. }) => {
-                    return Ending::Failed(EndReason::Failed(format!("the conference session ended: {e}")));
-                }
-                Err(e) => return Ending::Failed(EndReason::Failed(format!("the conference session ended: {e}"))),
+            let handled = match ev {
+                Ok(ev) => sig.handle(ev, media).await,
+                Err(reason) => Err(reason),
             };
-            for ev in events {
-                let sender = ev.get("sender").and_then(Value::as_u64).unwrap_or(0);
-                let kind = ev.get("janus").and_then(Value::as_str).unwrap_or("");
-                if kind == "hangup" && sender == handles[&0] {
-                    tracing::warn!(call = %self.id, reason = ?ev.get("reason"), "Janus hung up our publishing connection");
-                }
-                let Some(data) = janus::plugin_data(&ev) else { continue };
-                for p in publishers(data) {
-                    if !handles.contains_key(&p.0) {
-                        self.subscribe(j, media, room, pin, p, &mut handles).await;
-                    }
-                }
-                for key in ["unpublished", "leaving"] {
-                    if let Some(feed) = data.get(key).and_then(Value::as_u64)
-                        && let Some(h) = handles.remove(&feed)
-                    {
-                        media.remove_far_end(feed);
-                        j.detach(h).await;
-                    }
-                }
-                if data.get("videoroom").and_then(Value::as_str) == Some("destroyed") {
-                    return Ending::Failed(EndReason::RemoteHangup);
-                }
+            if let Err(reason) = handled {
+                return Ending::Ended(reason);
             }
         }
     }
 }
 
-/// The publishers (id, display) an event lists.
-fn publishers(data: &Value) -> Vec<(u64, String)> {
-    data.get("publishers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| {
-                    let id = p.get("id")?.as_u64()?;
-                    let display = p.get("display").and_then(Value::as_str).unwrap_or("").chars().take(64).collect();
-                    Some((id, display))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn publishers_are_read_from_events_and_names_are_bounded() {
-        let ev = json!({"videoroom": "event", "publishers": [
-            {"id": 7, "display": "Chromium"}, {"id": 8}, {"display": "no id"}, {"id": 9, "display": "x".repeat(500)}
-        ]});
-        let p = publishers(&ev);
-        assert_eq!(p.len(), 3);
-        assert_eq!(p[0], (7, "Chromium".into()));
-        assert_eq!(p[1], (8, String::new()));
-        assert_eq!(p[2].1.len(), 64);
-        assert!(publishers(&json!({"videoroom": "joined"})).is_empty());
-    }
+/// A conference's figures for Call1.Stats and Video1.Stats.
+fn stats_of(media: &ConferenceMedia) -> CallStats {
+    let s = media.stats();
+    let mut stats = CallStats::default();
+    stats.audio.insert("buffers_received".into(), s.audio_buffers_received as f64);
+    stats.video.insert("frames_decoded".into(), s.frames_decoded as f64);
+    stats.video.insert("frames_sent".into(), s.frames_sent as f64);
+    stats.video.insert("far_ends".into(), s.far_ends as f64);
+    stats.video.insert("far_ends_connected".into(), s.far_ends_connected as f64);
+    stats
 }
