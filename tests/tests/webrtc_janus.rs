@@ -276,3 +276,83 @@ fn three_parties_share_the_screen_and_one_leaving_relays_it() {
     let out = huisctl(&bus, &["hangup"]);
     assert!(out.status.success(), "hangup: {}", stderr(&out));
 }
+
+/// `huisctl video` figures of the conference.
+fn video_stats(bus: &Bus) -> Value {
+    huisctl_json(bus, &["video"])["stats"].clone()
+}
+
+/// Waits until `key` of the conference's video figures reaches `at_least`.
+fn wait_video_stat(bus: &Bus, key: &str, at_least: f64, timeout: Duration, explain: impl Fn() -> String) -> f64 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let v = video_stats(bus);
+        let n = v[key].as_f64().unwrap_or(0.0);
+        if n >= at_least {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "{key} not ≥ {at_least} within {timeout:?}: {v}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_five_second_network_cut_interrupts_the_conference_and_media_comes_back() {
+    if !is_root() {
+        eprintln!("SKIPPED a_five_second_network_cut…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("a network cut in a Janus room", 150);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "network cut").unwrap();
+    let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("Chromium").tone(440.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let explain = || why(&bus, &d, &janus, &[&chromium]);
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
+    wait_video_stat(&bus, "frames_decoded", 30.0, 20 * SEC, explain);
+
+    // Everything in the namespace is dropped for 5 s.
+    let nft = netfault::Nft::new(&ns).unwrap();
+    nft.cut().unwrap();
+    std::thread::sleep(5 * SEC);
+    let during = video_stats(&bus);
+    nft.heal().unwrap();
+    let healed = Instant::now();
+    let healed_ms = speaker_ms(&d);
+    eprintln!("figures at the end of the cut: {during}");
+    assert_eq!(during["media_interrupted"], 1.0, "Call1 does not show the interruption: {during}\n{}", explain());
+
+    // Media comes back by itself: frames decoded again, Chromium's tone on the loudspeaker,
+    // the room's picture at Chromium; one interruption counted, the call still up.
+    let before = during["frames_decoded"].as_f64().unwrap_or(0.0);
+    wait_video_stat(&bus, "frames_decoded", before + 30.0, 20 * SEC, explain);
+    eprintln!("video back {:?} after the cut healed", healed.elapsed());
+    let speaker = d.state_dir.join("speaker.wav");
+    let deadline = Instant::now() + 15 * SEC;
+    loop {
+        let r = tone_fraction(&speaker, 440.0, 25.0, 100, healed_ms + 500).unwrap();
+        if r.voiced >= 10 && r.fraction >= 0.8 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Chromium's tone does not come back: {r:?}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let seen = chromium.stats().feed(ROOM_NAME).map_or(0, |f| f.frames_decoded);
+    chromium
+        .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > seen + 30), 20 * SEC)
+        .unwrap_or_else(|e| panic!("Chromium does not see the room again: {e}\n{}", explain()));
+    let after = video_stats(&bus);
+    assert_eq!(after["interruptions"], 1.0, "{after}");
+    assert_eq!(after["media_interrupted"], 0.0, "{after}");
+    let calls = huisctl_json(&bus, &["calls"]);
+    assert_eq!(calls[0]["state"], "active", "{calls}");
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}", stderr(&out));
+}

@@ -286,7 +286,7 @@ pub(super) fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: 
 }
 
 /// Sets the encoder's target bitrate (each family names and scales it its own way).
-fn set_encoder_bitrate(enc: &gst::Element, name: &str, kbps: u32) {
+pub(super) fn set_encoder_bitrate(enc: &gst::Element, name: &str, kbps: u32) {
     match name {
         "x264enc" | "vah264enc" | "vah264lpenc" | "vaapih264enc" | "qsvh264enc" | "nvh264enc"
             if enc.find_property("bitrate").is_some() =>

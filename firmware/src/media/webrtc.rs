@@ -32,7 +32,7 @@ use gst::prelude::*;
 use super::elements::{link_chain, link_pads, make, request_pad, static_pad};
 use super::ring::{self, AudioRx, AudioTx};
 use super::session::{Paced, dsp_caps, pace};
-use super::video::{configure_encoder, make_named, pick_decoder};
+use super::video::{configure_encoder, make_named, next_bitrate, pick_decoder, set_encoder_bitrate};
 use super::{DSP_RATE, MediaError};
 
 /// Payload types we offer when publishing (what browsers use too).
@@ -148,6 +148,79 @@ pub struct ConferenceStats {
     pub far_ends_connected: usize,
 }
 
+/// What webrtcbin's statistics say, summed over the connections. GStreamer 1.22 labels the
+/// kind of streams wrongly under max-bundle, so the kind is read from the RTP clock rate
+/// (48 kHz audio, 90 kHz video) where it can be.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Figures {
+    pub audio_bytes_sent: u64,
+    pub video_bytes_sent: u64,
+    pub audio_packets_sent: u64,
+    pub video_packets_sent: u64,
+    /// Round trip and loss the far side reports about our streams.
+    pub audio_rtt_ms: Option<f64>,
+    pub video_rtt_ms: Option<f64>,
+    pub audio_fraction_lost: Option<f64>,
+    pub video_fraction_lost: Option<f64>,
+    /// What far ends send us, all streams.
+    pub bytes_received: u64,
+    pub packets_received: u64,
+    pub packets_lost: i64,
+    pub jitter_ms: f64,
+}
+
+impl Figures {
+    fn add(&mut self, conn: &gst::StructureRef, ours: bool) {
+        use gst_webrtc::WebRTCStatsType as T;
+        let mut kinds = std::collections::HashMap::new();
+        let items: Vec<gst::Structure> = conn.iter().filter_map(|(_, v)| v.get::<gst::Structure>().ok()).collect();
+        // Our streams' kinds by SSRC, from their clock rates.
+        for s in &items {
+            if s.get::<T>("type").ok() == Some(T::OutboundRtp)
+                && let (Ok(ssrc), Ok(src)) = (s.get::<u32>("ssrc"), s.get::<gst::Structure>("gst-rtpsource-stats"))
+            {
+                kinds.insert(ssrc, src.get::<i32>("clock-rate").unwrap_or(0) == 90_000);
+            }
+        }
+        for s in &items {
+            let u64_of = |f: &str| s.get::<u64>(f).unwrap_or(0);
+            match s.get::<T>("type") {
+                Ok(T::OutboundRtp) if ours => {
+                    let video = s.get::<u32>("ssrc").ok().and_then(|x| kinds.get(&x).copied()).unwrap_or(false);
+                    if video {
+                        self.video_bytes_sent += u64_of("bytes-sent");
+                        self.video_packets_sent += u64_of("packets-sent");
+                    } else {
+                        self.audio_bytes_sent += u64_of("bytes-sent");
+                        self.audio_packets_sent += u64_of("packets-sent");
+                    }
+                }
+                Ok(T::RemoteInboundRtp) if ours => {
+                    let Some(video) = s.get::<u32>("ssrc").ok().and_then(|x| kinds.get(&x).copied()) else { continue };
+                    let rtt = s.get::<f64>("round-trip-time").ok().filter(|r| *r > 0.0).map(|r| r * 1000.0);
+                    let lost = s.get::<f64>("fraction-lost").ok();
+                    if video {
+                        self.video_rtt_ms = rtt.or(self.video_rtt_ms);
+                        self.video_fraction_lost = lost.or(self.video_fraction_lost);
+                    } else {
+                        self.audio_rtt_ms = rtt.or(self.audio_rtt_ms);
+                        self.audio_fraction_lost = lost.or(self.audio_fraction_lost);
+                    }
+                }
+                Ok(T::InboundRtp) if !ours => {
+                    self.bytes_received += u64_of("bytes-received");
+                    self.packets_received += u64_of("packets-received");
+                    if let Ok(src) = s.get::<gst::Structure>("gst-rtpsource-stats") {
+                        self.packets_lost += i64::from(src.get::<i32>("packets-lost").unwrap_or(0).max(0));
+                    }
+                    self.jitter_ms = self.jitter_ms.max(s.get::<f64>("jitter").unwrap_or(0.0).max(0.0) * 1000.0);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A conference's media. See the module documentation.
 pub struct ConferenceMedia {
     pipeline: gst::Pipeline,
@@ -158,6 +231,9 @@ pub struct ConferenceMedia {
     tx: AudioTx,
     rx: AudioRx,
     params: ConferenceParams,
+    /// The camera's encoder and its bitrate now (kbit/s), for congestion control.
+    encoder: Option<gst::Element>,
+    bitrate_kbps: std::sync::atomic::AtomicU32,
     far_ends: Mutex<BTreeMap<u64, FarEnd>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     stopped: AtomicBool,
@@ -297,6 +373,50 @@ impl ConferenceMedia {
         self.far_ends.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, f)| (*k, f.display.clone())).collect()
     }
 
+    /// webrtcbin's statistics of the publishing connection and of every far end's.
+    pub async fn raw_stats(&self) -> Vec<(String, gst::Structure)> {
+        let mut els = vec![("publish".to_owned(), self.publisher.clone())];
+        els.extend(
+            self.far_ends
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .map(|f| (f.display.clone(), f.webrtc.clone())),
+        );
+        let mut out = Vec::new();
+        for (who, el) in els {
+            if let Ok(s) =
+                promise_with("get-stats", |p| el.emit_by_name::<()>("get-stats", &[&None::<gst::Pad>, p])).await
+            {
+                out.push((who, s));
+            }
+        }
+        out
+    }
+
+    /// The figures of every connection, summed up per kind (see [`Figures`]).
+    pub async fn figures(&self) -> Figures {
+        let mut f = Figures::default();
+        for (who, s) in self.raw_stats().await {
+            f.add(&s, who == "publish");
+        }
+        f
+    }
+
+    /// Congestion control, once a second: the loss the far side reports about our video
+    /// (`None`: no new report) moves the encoder's bitrate between 150 kbit/s and the ceiling
+    /// (the rule of SIP calls' video: down by half the loss above 10 %, up 8 % below 2 %).
+    pub fn adapt_bitrate(&self, loss: Option<f64>) -> u32 {
+        let (Some(enc), Some(v)) = (&self.encoder, &self.params.video) else { return 0 };
+        let now = self.bitrate_kbps.load(Ordering::Relaxed);
+        let next = next_bitrate(now, loss, 150, v.kbps);
+        if next != now {
+            set_encoder_bitrate(enc, &v.encoder, next);
+            self.bitrate_kbps.store(next, Ordering::Relaxed);
+        }
+        next
+    }
+
     pub fn publisher_connection(&self) -> Connection {
         connection_of(&self.publisher)
     }
@@ -427,6 +547,15 @@ async fn promise(
     signal: &str,
     arg: Option<&gst_webrtc::WebRTCSessionDescription>,
 ) -> Result<gst::Structure, MediaError> {
+    promise_with(signal, |p| match arg {
+        Some(desc) => el.emit_by_name::<()>(signal, &[desc, p]),
+        None => el.emit_by_name::<()>(signal, &[&None::<gst::Structure>, p]),
+    })
+    .await
+}
+
+/// Runs `emit` with a new promise and waits for its reply.
+async fn promise_with(signal: &str, emit: impl FnOnce(&gst::Promise)) -> Result<gst::Structure, MediaError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let p = gst::Promise::with_change_func(move |reply| {
         let r = match reply {
@@ -439,10 +568,7 @@ async fn promise(
         };
         let _ = tx.send(r);
     });
-    match arg {
-        Some(desc) => el.emit_by_name::<()>(signal, &[desc, &p]),
-        None => el.emit_by_name::<()>(signal, &[&None::<gst::Structure>, &p]),
-    }
+    emit(&p);
     match tokio::time::timeout(PROMISE, rx).await {
         Ok(Ok(Ok(s))) => Ok(s),
         Ok(Ok(Err(e))) => Err(MediaError::Pipeline(format!("webrtcbin {signal}: {e}"))),
@@ -576,6 +702,7 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
     link_pads(&static_pad(&pay, "src")?, &send_pad(&publisher, &opus_caps())?)?;
 
     // ---- our camera: H.264 constrained baseline, and the self-view ----
+    let mut camera_encoder = None;
     if let Some(v) = &p.video {
         let caps = format!(
             "video/x-raw,format=I420,width={},height={},framerate={}/1,pixel-aspect-ratio=1/1",
@@ -602,7 +729,9 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
         q_enc.set_property_from_str("leaky", "downstream");
         q_enc.set_property("max-size-buffers", 2u32);
         let encoder = make_named(&v.encoder)?;
-        configure_encoder(&encoder, &v.encoder, v.kbps, v.framerate, false);
+        // Start below the ceiling and climb while the far side reports little loss.
+        configure_encoder(&encoder, &v.encoder, v.kbps * 3 / 4, v.framerate, false);
+        camera_encoder = Some(encoder.clone());
         let enc_caps = make("capsfilter", "caps filter")?;
         enc_caps
             .set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline").build());
@@ -729,7 +858,9 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
         shared,
         tx,
         rx,
+        bitrate_kbps: std::sync::atomic::AtomicU32::new(p.video.as_ref().map_or(0, |v| v.kbps * 3 / 4)),
         params: p,
+        encoder: camera_encoder,
         far_ends: Mutex::new(BTreeMap::new()),
         threads: Mutex::new(threads),
         stopped: AtomicBool::new(false),

@@ -26,7 +26,7 @@ use crate::call::{
     self, Backend, CallError, CallId, CallInfo, CallState, CallStats, Command, Destination, Direction, EndReason,
     EventSender, Heartbeat, Protocol,
 };
-use crate::media::webrtc::{ConferenceMedia, ConferenceParams, ConferenceVideo, Connection};
+use crate::media::webrtc::{ConferenceMedia, ConferenceParams, ConferenceVideo, Connection, Figures};
 
 pub use janus::JanusError;
 
@@ -317,6 +317,7 @@ impl Conference {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut down_since: Option<tokio::time::Instant> = None;
         let mut far_ends = String::new();
+        let mut rates = Rates::default();
         loop {
             let ev = tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -328,7 +329,13 @@ impl Conference {
                     None => return Ending::Ended(EndReason::LocalHangup),
                 },
                 _ = tick.tick() => {
-                    self.emit(call::Event::Stats { id: self.id, stats: stats_of(media) }).await;
+                    let figures = media.figures().await;
+                    let kbps = media.adapt_bitrate(figures.video_fraction_lost);
+                    let (stats, interrupted) = rates.stats(media, &figures, kbps);
+                    if interrupted {
+                        tracing::warn!(call = %self.id, "no media from the conference for 2 s");
+                    }
+                    self.emit(call::Event::Stats { id: self.id, stats }).await;
                     let names: Vec<String> = media.far_ends().into_iter().map(|(_, d)| d).collect();
                     let now = names.join(", ");
                     if now != far_ends {
@@ -361,14 +368,63 @@ impl Conference {
     }
 }
 
-/// A conference's figures for Call1.Stats and Video1.Stats.
-fn stats_of(media: &ConferenceMedia) -> CallStats {
-    let s = media.stats();
-    let mut stats = CallStats::default();
-    stats.audio.insert("buffers_received".into(), s.audio_buffers_received as f64);
-    stats.video.insert("frames_decoded".into(), s.frames_decoded as f64);
-    stats.video.insert("frames_sent".into(), s.frames_sent as f64);
-    stats.video.insert("far_ends".into(), s.far_ends as f64);
-    stats.video.insert("far_ends_connected".into(), s.far_ends_connected as f64);
-    stats
+/// A conference's figures for Call1.Stats and Video1.Stats, from one second to the next, and
+/// the interruptions seen (no media from any far end for 2 s while some are there).
+#[derive(Default)]
+struct Rates {
+    last: Option<(tokio::time::Instant, Figures)>,
+    quiet_ticks: u32,
+    interrupted: bool,
+    interruptions: u32,
+}
+
+impl Rates {
+    /// The figures, and whether an interruption has just started.
+    fn stats(&mut self, media: &ConferenceMedia, f: &Figures, kbps: u32) -> (CallStats, bool) {
+        let s = media.stats();
+        let now = tokio::time::Instant::now();
+        let mut stats = CallStats::default();
+        let (a, v) = (&mut stats.audio, &mut stats.video);
+        if let Some((then, prev)) = &self.last {
+            let secs = now.duration_since(*then).as_secs_f64().max(0.1);
+            let kbit = |now: u64, before: u64| now.saturating_sub(before) as f64 * 8.0 / 1000.0 / secs;
+            a.insert("bitrate_sent_kbps".into(), kbit(f.audio_bytes_sent, prev.audio_bytes_sent));
+            v.insert("bitrate_sent_kbps".into(), kbit(f.video_bytes_sent, prev.video_bytes_sent));
+            v.insert("bitrate_received_kbps".into(), kbit(f.bytes_received, prev.bytes_received));
+            // Packets, not decoded audio: the decoder conceals losses with audio of its own.
+            let arriving = f.packets_received > prev.packets_received;
+            self.quiet_ticks = if arriving || s.far_ends == 0 { 0 } else { self.quiet_ticks + 1 };
+        }
+        let quiet = self.quiet_ticks >= 2;
+        let started = quiet && !self.interrupted;
+        self.interruptions += u32::from(started);
+        self.interrupted = quiet;
+        a.insert("packets_sent".into(), f.audio_packets_sent as f64);
+        a.insert("buffers_received".into(), s.audio_buffers_received as f64);
+        a.insert("packets_received".into(), f.packets_received as f64);
+        a.insert("packets_lost".into(), f.packets_lost as f64);
+        a.insert("jitter_ms".into(), f.jitter_ms);
+        if let Some(r) = f.audio_rtt_ms {
+            a.insert("rtt_ms".into(), r);
+        }
+        if let Some(l) = f.audio_fraction_lost {
+            a.insert("remote_loss_percent".into(), l * 100.0);
+        }
+        if let Some(r) = f.video_rtt_ms {
+            v.insert("rtt_ms".into(), r);
+        }
+        if let Some(l) = f.video_fraction_lost {
+            v.insert("remote_loss_percent".into(), l * 100.0);
+        }
+        v.insert("packets_sent".into(), f.video_packets_sent as f64);
+        v.insert("bitrate_kbps".into(), f64::from(kbps));
+        v.insert("frames_decoded".into(), s.frames_decoded as f64);
+        v.insert("frames_sent".into(), s.frames_sent as f64);
+        v.insert("far_ends".into(), s.far_ends as f64);
+        v.insert("far_ends_connected".into(), s.far_ends_connected as f64);
+        v.insert("interruptions".into(), f64::from(self.interruptions));
+        v.insert("media_interrupted".into(), if quiet { 1.0 } else { 0.0 });
+        self.last = Some((now, f.clone()));
+        (stats, started)
+    }
 }
