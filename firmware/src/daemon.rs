@@ -211,9 +211,9 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         }),
         layout: (cfg.video.width, cfg.video.height),
         opus_bitrate: 32_000,
-        stun: None,
-        turn: Vec::new(),
-        ca_file: None,
+        stun: Some(cfg.webrtc.stun_server.clone()).filter(|s| !s.is_empty()),
+        turn: cfg.webrtc.turn_servers.clone(),
+        ca_file: Some(cfg.webrtc.ca_file.clone()).filter(|s| !s.is_empty()).map(Into::into),
     };
     let sip = crate::proto::sip::start(&cfg, call_audio.clone(), video_setup, ids.clone(), events_tx.clone()).await;
     if let Err(reason) = &sip.commands {

@@ -25,10 +25,23 @@ pub struct Config {
     pub call: Call,
     pub sip: Sip,
     pub account: Account,
+    pub webrtc: Webrtc,
     /// Named destinations (`[[destination]]` tables).
     #[serde(rename = "destination")]
     pub destinations: Vec<Destination>,
     pub log: Log,
+}
+
+/// Web conferences (Janus, WHIP/WHEP). ICE uses the room's own addresses unless servers are set.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Webrtc {
+    /// `stun://host:port`, for rooms behind NAT; empty: none (nothing is asked of the Internet).
+    pub stun_server: String,
+    /// `turn://user:password@host:port` or `turns://…` (TURN over TLS) relays.
+    pub turn_servers: Vec<String>,
+    /// Extra CA certificates (PEM) trusted for `https` signalling, besides the system's.
+    pub ca_file: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -172,6 +185,7 @@ impl Default for Config {
             call: Call::default(),
             sip: Sip::default(),
             account: Account::default(),
+            webrtc: Webrtc::default(),
             destinations: Vec::new(),
             log: Log::default(),
         }
@@ -371,6 +385,21 @@ impl Config {
                 format!("{} is out of range (0 to 100 percent)", self.audio.output_volume),
             );
         }
+        let w = &self.webrtc;
+        if !w.stun_server.is_empty() && (!w.stun_server.starts_with("stun://") || w.stun_server.len() <= 7) {
+            return bad("webrtc.stun_server", format!("'{}' is not stun://host:port", w.stun_server));
+        }
+        for t in &w.turn_servers {
+            let rest = t.strip_prefix("turn://").or_else(|| t.strip_prefix("turns://"));
+            if !rest.is_some_and(|r| r.contains('@') && !r.ends_with('@')) {
+                // The entry holds a password: the message names the server only.
+                let host = t.rsplit('@').next().unwrap_or("");
+                return bad("webrtc.turn_servers", format!("an entry for '{host}' is not turn(s)://user:password@host:port"));
+            }
+        }
+        if !w.ca_file.is_empty() && !Path::new(&w.ca_file).is_absolute() {
+            return bad("webrtc.ca_file", format!("'{}' must be an absolute path (or empty)", w.ca_file));
+        }
         if !VIDEO_SIZES.contains(&(self.video.width, self.video.height)) {
             let sizes: Vec<String> = VIDEO_SIZES.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             return bad(
@@ -534,8 +563,11 @@ impl Config {
     }
 
     /// Reads one key (dotted path) as TOML text, or the whole configuration for "".
+    /// One key's value (or everything, for ""), as TOML, with secrets masked: passwords, tokens
+    /// and the passwords inside TURN URIs read as `********` (they can be set, never read back).
     pub fn get(&self, key: &str) -> Result<String, ConfigError> {
-        let value = toml::Value::try_from(self).expect("the configuration serialises");
+        let mut value = toml::Value::try_from(self).expect("the configuration serialises");
+        mask_secrets(&mut value);
         if key.is_empty() {
             return Ok(toml::to_string(&value).expect("a table serialises"));
         }
@@ -552,6 +584,35 @@ impl Config {
             toml::Value::Table(_) => toml::to_string(v).expect("a table serialises"),
             other => other.to_string(),
         })
+    }
+}
+
+const MASK: &str = "********";
+
+/// Replaces every secret in a configuration tree (see [`Config::get`]).
+fn mask_secrets(v: &mut toml::Value) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t.iter_mut() {
+                match (k.as_str(), &mut *v) {
+                    ("password" | "token", toml::Value::String(s)) if !s.is_empty() => *s = MASK.into(),
+                    ("turn_servers", toml::Value::Array(a)) => {
+                        for e in a.iter_mut() {
+                            if let toml::Value::String(s) = e
+                                && let Some((scheme, rest)) = s.split_once("://")
+                                && let Some((cred, host)) = rest.rsplit_once('@')
+                            {
+                                let user = cred.split(':').next().unwrap_or("");
+                                *s = format!("{scheme}://{user}:{MASK}@{host}");
+                            }
+                        }
+                    }
+                    _ => mask_secrets(v),
+                }
+            }
+        }
+        toml::Value::Array(a) => a.iter_mut().for_each(mask_secrets),
+        _ => {}
     }
 }
 
@@ -769,12 +830,36 @@ mod tests {
             ("[call]\naudio_codecs = [\"opus\", \"opus\"]", "call.audio_codecs"),
             ("[call]\nmedia_encryption = \"maybe\"", "call.media_encryption"),
             ("[log]\nlevel = \"loud\"", "log.level"),
+            ("[webrtc]\nstun_server = \"stun.example.org\"", "webrtc.stun_server"),
+            ("[webrtc]\nturn_servers = [\"turn://relay.example.org\"]", "webrtc.turn_servers"),
+            ("[webrtc]\nca_file = \"ca.pem\"", "webrtc.ca_file"),
         ];
         for (text, key) in cases {
             let e = Config::parse("f", text).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
             assert_eq!(e.line, Some(2), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn secrets_are_never_read_back() {
+        let text = "[account]\nregistrar = \"sip:pbx.example.org\"\nuser = \"room\"\npassword = \"hunter2\"\n\
+                    [webrtc]\nturn_servers = [\"turns://alice:s3cret@relay.example.org:5349\"]\n";
+        let cfg = Config::parse("f", text).unwrap();
+        for key in ["", "account", "account.password", "webrtc", "webrtc.turn_servers"] {
+            let v = cfg.get(key).unwrap();
+            assert!(!v.contains("hunter2") && !v.contains("s3cret"), "{key}: {v}");
+        }
+        assert!(cfg.get("webrtc.turn_servers").unwrap().contains("turns://alice:********@relay.example.org:5349"));
+        assert_eq!(cfg.account.password, "hunter2", "the running configuration keeps the secret");
+    }
+
+    #[test]
+    fn a_bad_turn_entry_is_refused_without_its_password() {
+        let e = Config::parse("f", "[webrtc]\nturn_servers = [\"turn:/alice:s3cret@relay.example.org\"]").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("webrtc.turn_servers"), "{e}");
+        assert!(!e.to_string().contains("s3cret"), "{e}");
+        assert!(e.to_string().contains("relay.example.org"), "{e}");
     }
 
     #[test]
