@@ -356,3 +356,46 @@ fn a_five_second_network_cut_interrupts_the_conference_and_media_comes_back() {
     let out = huisctl(&bus, &["hangup"]);
     assert!(out.status.success(), "hangup: {}", stderr(&out));
 }
+
+#[test]
+fn browsers_vp8_and_vp9_are_decoded() {
+    if !is_root() {
+        eprintln!("SKIPPED browsers_vp8_and_vp9_are_decoded: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("VP8 and VP9 from Chromium", 150);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    for (room, codecs, name) in [(2001u64, "vp8,h264", "VP8"), (2002, "vp9,h264", "VP9")] {
+        janus.create_room_with_codecs(room, None, name, codecs).unwrap();
+        let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), room).display("Chromium").tone(440.0))
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        let explain = || why(&bus, &d, &janus, &[&chromium]);
+        let dial = format!("janus+{}?room={room}", janus.http_url());
+        let out = huisctl(&bus, &["dial", &dial]);
+        assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
+        // Chromium publishes the room's first codec, and huisd decodes it.
+        let deadline = Instant::now() + 20 * SEC;
+        while !d.log_text().contains(&format!("media=video encoding={name}")) {
+            assert!(Instant::now() < deadline, "no {name} stream from Chromium within 20 s\n{}", explain());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // This call's own figures (Video1's may still be the last call's).
+        wait_call(&bus, |c| c["stats"]["video_frames_decoded"].as_f64().unwrap_or(0.0) >= 30.0, 20 * SEC, explain);
+        // The room's H.264 reaches Chromium in the same room.
+        chromium
+            .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > 30), 20 * SEC)
+            .unwrap_or_else(|e| panic!("Chromium does not see the room: {e}\n{}", explain()));
+        let out = huisctl(&bus, &["hangup"]);
+        assert!(out.status.success(), "hangup: {}", stderr(&out));
+        let deadline = Instant::now() + 5 * SEC;
+        while huisctl_json(&bus, &["status"])["state"] != "idle" {
+            assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}

@@ -394,7 +394,10 @@ impl Config {
             if !rest.is_some_and(|r| r.contains('@') && !r.ends_with('@')) {
                 // The entry holds a password: the message names the server only.
                 let host = t.rsplit('@').next().unwrap_or("");
-                return bad("webrtc.turn_servers", format!("an entry for '{host}' is not turn(s)://user:password@host:port"));
+                return bad(
+                    "webrtc.turn_servers",
+                    format!("an entry for '{host}' is not turn(s)://user:password@host:port"),
+                );
             }
         }
         if !w.ca_file.is_empty() && !Path::new(&w.ca_file).is_absolute() {

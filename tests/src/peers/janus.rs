@@ -167,12 +167,24 @@ impl Janus {
     /// Creates room `room` for H.264 or VP8 video and Opus audio, with audio
     /// level events, up to 16 publishers, optionally protected by `pin`.
     pub fn create_room(&self, room: u64, pin: Option<&str>, description: &str) -> Result<()> {
+        self.create_room_with_codecs(room, pin, description, "h264,vp8")
+    }
+
+    /// [`Janus::create_room`] with the room's video codecs in order of preference
+    /// (`"vp8,h264"`: a browser publishes VP8, a publisher offering only H.264 still gets in).
+    pub fn create_room_with_codecs(
+        &self,
+        room: u64,
+        pin: Option<&str>,
+        description: &str,
+        videocodec: &str,
+    ) -> Result<()> {
         let mut body = json!({
             "request": "create",
             "room": room,
             "description": description,
             "publishers": 16,
-            "videocodec": "h264,vp8",
+            "videocodec": videocodec,
             "audiocodec": "opus",
             "audiolevel_event": true,
             "permanent": false,
