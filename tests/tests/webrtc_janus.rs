@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use huis_tests::peers::bench;
 use huis_tests::peers::netns::is_root;
 use huis_tests::peers::picture::Picture;
 use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
@@ -397,5 +398,106 @@ fn browsers_vp8_and_vp9_are_decoded() {
             assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// VmRSS of `pid` in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kb: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kb / 1024.0
+}
+
+/// huisd's CPU (percent of one core) over `window`.
+fn huisd_cpu(pid: u32, window: Duration) -> f64 {
+    let t0 = bench::cpu_ticks(pid).unwrap_or(0);
+    let started = Instant::now();
+    std::thread::sleep(window);
+    let t1 = bench::cpu_ticks(pid).unwrap_or(0);
+    (t1 - t0) as f64 / bench::ticks_per_second() / started.elapsed().as_secs_f64() * 100.0
+}
+
+fn median_p95(mut v: Vec<f64>) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let at = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    (at(0.5), at(0.95))
+}
+
+/// The benchmark behind `bench/webrtc-join.sh` (ignored in normal runs): from the button to the
+/// first far-end frame decoded, for huisd (from its backend taking the dial) beside headless
+/// Chromium (from its page's start), joining the same Janus room where Chromium "A" publishes;
+/// then huisd's CPU and RSS with one and with three far ends.
+#[test]
+#[ignore = "benchmark; run bench/webrtc-join.sh"]
+fn bench_webrtc_join() {
+    let runs: usize = std::env::var("HUIS_BENCH_JOINS").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "bench").unwrap();
+    let a = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("A").tone(440.0)).unwrap();
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let explain = || why(&bus, &d, &janus, &[&a]);
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+
+    let mut ours = Vec::new();
+    for _ in 0..runs {
+        let out = huisctl(&bus, &["dial", &dial]);
+        assert!(out.status.success(), "dial: {}", stderr(&out));
+        let c = wait_call(&bus, |c| c["stats"]["video_first_frame_ms"].as_f64().is_some(), 20 * SEC, explain);
+        ours.push(c["stats"]["video_first_frame_ms"].as_f64().unwrap());
+        let out = huisctl(&bus, &["hangup"]);
+        assert!(out.status.success(), "hangup: {}", stderr(&out));
+        let deadline = Instant::now() + 5 * SEC;
+        while huisctl_json(&bus, &["status"])["state"] != "idle" {
+            assert!(Instant::now() < deadline, "not idle\n{}", explain());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let mut theirs = Vec::new();
+    for i in 0..runs {
+        let c =
+            Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display(&format!("viewer {i}"))).unwrap();
+        let s = c
+            .wait_until(|s| s.feed("A").is_some_and(|f| f.first_frame_ms > 0.0), 20 * SEC)
+            .unwrap_or_else(|e| panic!("the viewer sees no frame from A: {e}"));
+        theirs.push(s.feed("A").unwrap().first_frame_ms);
+    }
+    let (m1, p1) = median_p95(ours.clone());
+    let (m2, p2) = median_p95(theirs.clone());
+
+    // CPU and RSS in the conference with one far end, then three.
+    let pid = d.child.id();
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial: {}", stderr(&out));
+    wait_far_ends(&bus, 1.0, explain);
+    std::thread::sleep(3 * SEC);
+    let (cpu1, rss1) = (huisd_cpu(pid, 10 * SEC), rss_mib(pid));
+    let b = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("B").tone(660.0)).unwrap();
+    let c = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("C").tone(880.0)).unwrap();
+    wait_far_ends(&bus, 3.0, || why(&bus, &d, &janus, &[&a, &b, &c]));
+    std::thread::sleep(3 * SEC);
+    let (cpu3, rss3) = (huisd_cpu(pid, 10 * SEC), rss_mib(pid));
+
+    println!("<<<TABLE");
+    println!("| joining a Janus room, {runs} runs | first far-end frame, median (ms) | p95 (ms) |");
+    println!("| --- | --- | --- |");
+    println!("| huisd (from the dial reaching its WebRTC backend) | {m1:.0} | {p1:.0} |");
+    println!("| headless Chromium (from its page's start) | {m2:.0} | {p2:.0} |");
+    println!();
+    println!("| huisd in the conference | CPU (% of one core, 10 s) | RSS (MiB) |");
+    println!("| --- | --- | --- |");
+    println!("| 1 far end | {cpu1:.1} | {rss1:.1} |");
+    println!("| 3 far ends | {cpu3:.1} | {rss3:.1} |");
+    println!("TABLE>>>");
+    println!("NOTE huisd: {ours:.0?}; Chromium: {theirs:.0?}");
+    if std::env::var_os("HUIS_BENCH_LOG").is_some() {
+        eprintln!("{}", d.log_text());
     }
 }

@@ -111,6 +111,8 @@ fn connection_of(el: &gst::Element) -> Connection {
 }
 
 struct Shared {
+    /// When the first far-end frame was decoded.
+    first_frame: std::sync::OnceLock<Instant>,
     stop: AtomicBool,
     muted: AtomicBool,
     frames_decoded: AtomicU64,
@@ -417,6 +419,11 @@ impl ConferenceMedia {
         next
     }
 
+    /// When the first far-end frame was decoded.
+    pub fn first_frame(&self) -> Option<Instant> {
+        self.shared.first_frame.get().copied()
+    }
+
     pub fn publisher_connection(&self) -> Connection {
         connection_of(&self.publisher)
     }
@@ -667,6 +674,7 @@ fn receive_video_caps() -> gst::Caps {
 
 fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
     let shared = Arc::new(Shared {
+        first_frame: std::sync::OnceLock::new(),
         stop: AtomicBool::new(false),
         muted: AtomicBool::new(false),
         frames_decoded: AtomicU64::new(0),
@@ -939,6 +947,7 @@ fn add_far_stream(
         let dec = els.last().expect("a chain").clone();
         let counter = shared.clone();
         static_pad(&dec, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            counter.first_frame.get_or_init(Instant::now);
             counter.frames_decoded.fetch_add(1, Ordering::Relaxed);
             gst::PadProbeReturn::Ok
         });

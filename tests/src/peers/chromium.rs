@@ -125,6 +125,8 @@ pub struct PublishStats {
 pub struct FeedStats {
     /// The publisher's id in the room.
     pub feed: u64,
+    /// Milliseconds from the page's start to this feed's first frame on screen (-1: none yet).
+    pub first_frame_ms: f64,
     pub display: String,
     /// The publisher left or unpublished (its counters then read 0).
     pub gone: bool,

@@ -108,8 +108,13 @@ impl Signaller for JanusRoom {
         }
         tracing::info!(room = self.room, id = ?data.get("id"), "joined the Janus room");
 
+        // Far ends first: their pictures appear while ours is still being offered.
+        for p in publishers(&data) {
+            self.subscribe(media, p).await;
+        }
         let offer = media.publish_offer().await.map_err(|e| EndReason::Failed(e.to_string()))?;
         let body = json!({"request": "configure", "audio": true, "video": media.sends_video()});
+        let j = self.janus.as_mut().expect("connected");
         let tx = j.message(self.publisher, body, Some(json!({"type": "offer", "sdp": offer}))).await.map_err(ended)?;
         let answer = j.wait(&tx, JOIN_TIMEOUT, "the offer to publish").await.map_err(ended)?;
         let sdp = answer
@@ -121,9 +126,6 @@ impl Signaller for JanusRoom {
             .publish_answer(sdp)
             .await
             .map_err(|e| EndReason::Failed(format!("the conference server's answer cannot be used: {e}")))?;
-        for p in publishers(&data) {
-            self.subscribe(media, p).await;
-        }
         Ok(())
     }
 

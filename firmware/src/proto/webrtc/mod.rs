@@ -135,7 +135,14 @@ async fn run_backend(
                         let _ = reply.send(Ok(()));
                         let info = CallInfo::new(Protocol::WebRtc, Direction::Outgoing, to.to_string());
                         let _ = events.send(call::Event::Started { id, info: info.clone(), answer: false }).await;
-                        let conf = Conference { id, info, events: events.clone(), audio: audio.clone(), muted };
+                        let conf = Conference {
+                            id,
+                            dialled: std::time::Instant::now(),
+                            info,
+                            events: events.clone(),
+                            audio: audio.clone(),
+                            muted,
+                        };
                         let room = janus_room::JanusRoom::new(http.clone(), api, *room, pin, &setup.display);
                         tokio::spawn(conf.run(setup.clone(), room, rx));
                     }
@@ -204,6 +211,8 @@ pub(super) trait Signaller: Send {
 /// One conference in progress.
 struct Conference {
     id: CallId,
+    /// When the room asked for it (the button, `Dial`).
+    dialled: std::time::Instant,
     info: CallInfo,
     events: EventSender,
     audio: CallAudioSlot,
@@ -331,7 +340,11 @@ impl Conference {
                 _ = tick.tick() => {
                     let figures = media.figures().await;
                     let kbps = media.adapt_bitrate(figures.video_fraction_lost);
-                    let (stats, interrupted) = rates.stats(media, &figures, kbps);
+                    let (mut stats, interrupted) = rates.stats(media, &figures, kbps);
+                    if let Some(t) = media.first_frame() {
+                        let ms = t.saturating_duration_since(self.dialled).as_secs_f64() * 1000.0;
+                        stats.video.insert("first_frame_ms".into(), ms);
+                    }
                     if interrupted {
                         tracing::warn!(call = %self.id, "no media from the conference for 2 s");
                     }
