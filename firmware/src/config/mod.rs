@@ -89,6 +89,10 @@ pub struct Destination {
     pub uri: String,
     /// Digits sent once the call is up (a meeting PIN: `1234567890#`; `,` waits a second).
     pub dtmf: String,
+    /// Bearer token for a `whip+https://` destination (WHIP and WHEP requests). Never shown:
+    /// [`Config::get`] masks it, and it is not part of the destination's text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,7 +216,7 @@ impl Default for Account {
 #[allow(clippy::derivable_impls)]
 impl Default for Destination {
     fn default() -> Self {
-        Self { name: String::new(), uri: String::new(), dtmf: String::new() }
+        Self { name: String::new(), uri: String::new(), dtmf: String::new(), token: String::new() }
     }
 }
 
@@ -517,6 +521,17 @@ impl Config {
             if let Err(e) = crate::call::Destination::parse(&d.uri) {
                 return bad(&format!("destination[{i}].uri"), e.to_string());
             }
+            if !d.token.is_empty() {
+                if !d.uri.to_ascii_lowercase().starts_with("whip+") {
+                    return bad(&format!("destination[{i}].token"), "only whip+ destinations take a token".into());
+                }
+                if d.token.len() > 4096 || !d.token.chars().all(|c| c.is_ascii_graphic()) {
+                    return bad(
+                        &format!("destination[{i}].token"),
+                        "a bearer token is at most 4096 printable ASCII characters, without spaces".into(),
+                    );
+                }
+            }
             if !d.dtmf.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
                 return bad(
                     &format!("destination[{i}].dtmf"),
@@ -535,7 +550,8 @@ impl Config {
 
     /// Reads one key (dotted path) as TOML text, or the whole configuration for "".
     pub fn get(&self, key: &str) -> Result<String, ConfigError> {
-        let value = toml::Value::try_from(self).expect("the configuration serialises");
+        let mut value = toml::Value::try_from(self).expect("the configuration serialises");
+        mask_secrets(&mut value);
         if key.is_empty() {
             return Ok(toml::to_string(&value).expect("a table serialises"));
         }
@@ -552,6 +568,20 @@ impl Config {
             toml::Value::Table(_) => toml::to_string(v).expect("a table serialises"),
             other => other.to_string(),
         })
+    }
+}
+
+/// What [`Config::get`] shows instead of a destination's token.
+pub const HIDDEN: &str = "(hidden)";
+
+/// Replaces the `[[destination]]` tokens by [`HIDDEN`]: shown configurations never carry them.
+fn mask_secrets(value: &mut toml::Value) {
+    if let Some(toml::Value::Array(dests)) = value.get_mut("destination") {
+        for d in dests {
+            if let Some(t) = d.get_mut("token") {
+                *t = toml::Value::String(HIDDEN.into());
+            }
+        }
     }
 }
 
@@ -775,6 +805,24 @@ mod tests {
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
             assert_eq!(e.line, Some(2), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn destination_tokens_are_never_shown() {
+        let text = "[[destination]]\nname = \"stream\"\nuri = \"whip+https://sfu.example.org/whip/room\"\n\
+                    token = \"s3cret-token\"\n";
+        let c = Config::parse("f", text).unwrap();
+        assert_eq!(c.destinations[0].token, "s3cret-token");
+        for key in ["", "destination"] {
+            let shown = c.get(key).unwrap();
+            assert!(!shown.contains("s3cret"), "{key:?}: {shown}");
+            assert!(shown.contains(HIDDEN), "{key:?}: {shown}");
+        }
+        let e = Config::parse("f", "[[destination]]\nname = \"a\"\nuri = \"sip:a@b\"\ntoken = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("only whip+"), "{e}");
+        let e = Config::parse("f", "[[destination]]\nname = \"a\"\nuri = \"whip+https://h/w\"\ntoken = \"a b\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("printable"), "{e}");
     }
 
     #[test]
