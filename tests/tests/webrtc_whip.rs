@@ -155,6 +155,7 @@ fn huis_publishes_over_whip_receives_over_whep_and_deletes_both() {
         .wait_until(|s| s.sessions.len() == 2 && s.sessions.iter().all(|x| x.deleted), 5 * SEC)
         .unwrap_or_else(|e| panic!("the server did not see both DELETEs: {e}\n{}", explain()));
     assert_eq!(s.refused, 0, "{s:?}\n{}", explain());
+    eprintln!("WHEP sent {:?}", s.last("whep"));
     wait_idle(&bus, 5 * SEC, explain);
 }
 

@@ -50,6 +50,9 @@ pub struct WhipSession {
     /// WHEP: video frames and audio samples sent to us.
     pub frames_sent: u64,
     pub audio_samples_sent: u64,
+    /// The negotiated codecs (`audio/opus`, `video/H264`, `video/VP8`), empty before.
+    pub audio_codec: String,
+    pub video_codec: String,
 }
 
 /// What `GET /stats` answers.

@@ -114,8 +114,18 @@ class Session:
         peak = float(np.argmax(spectrum)) * RATE / len(a)
         return peak, float(level)
 
+    def codecs(self):
+        """The negotiated codec of each kind (aiortc keeps them on the transceivers)."""
+        out = {}
+        for t in self.pc.getTransceivers() if self.pc else []:
+            codecs = getattr(t, "_codecs", None)
+            if codecs:
+                out[t.kind] = codecs[0].mimeType
+        return out
+
     def stats(self):
         peak, level = self.audio_figures()
+        codecs = self.codecs()
         return {
             "id": self.id,
             "kind": self.kind,
@@ -129,6 +139,8 @@ class Session:
             "audio_level_dbfs": level,
             "frames_sent": self.video.sent if self.video else 0,
             "audio_samples_sent": self.tone.sent if self.tone else 0,
+            "audio_codec": codecs.get("audio", ""),
+            "video_codec": codecs.get("video", ""),
         }
 
     async def consume(self, track):

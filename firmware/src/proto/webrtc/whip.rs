@@ -1,6 +1,16 @@
 //! WHIP (RFC 9725) to publish the room and, optionally, WHEP to receive one stream, as a
 //! [`Signaller`]: `whip+https://host/path[#whep=<percent-encoded URL>]`.
 //!
+//! The bearer token is never part of the dial string (which shows in `huisctl calls` and logs);
+//! it comes from a named destination, and `huisctl config get` shows it as `(hidden)`:
+//!
+//! ```toml
+//! [[destination]]
+//! name = "stream"
+//! uri = "whip+https://sfu.example.org/whip/room1#whep=https%3A%2F%2Fsfu.example.org%2Fwhep%2Froom1"
+//! token = "…"
+//! ```
+//!
 //! Joining is one HTTP exchange per direction: we POST our complete offer (ICE candidates
 //! gathered first, no trickle) as `application/sdp`, with `Authorization: Bearer <token>` when
 //! the `[[destination]]` has a token; the server answers `201 Created` with its SDP answer and
