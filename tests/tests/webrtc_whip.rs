@@ -110,8 +110,8 @@ fn huis_publishes_over_whip_receives_over_whep_and_deletes_both() {
     assert_eq!(call["media_encryption"], "DTLS-SRTP", "{call}\n{}", explain());
     // The token is shown nowhere: not in the call, not in the configuration.
     let shown = format!("{call}{}", String::from_utf8_lossy(&huisctl(&bus, &["config", "get"]).stdout));
-    assert!(!shown.contains(TOKEN), "the token is shown: {shown}");
-    assert!(shown.contains("(hidden)"), "the configuration shows no hidden token: {shown}");
+    assert!(!shown.contains(TOKEN), "the token is shown: {shown}\n{}", explain());
+    assert!(shown.contains("(hidden)"), "the configuration shows no hidden token: {shown}\n{}", explain());
 
     // The server decodes our video and hears the room's 1 kHz.
     let s = server
@@ -202,9 +202,13 @@ fn a_wrong_token_and_a_malformed_answer_end_with_a_reason() {
         .unwrap_or_else(|e| panic!("sessions left on the server: {e}\n{}", explain()));
     assert_eq!(s.refused, 1, "{s:?}\n{}", explain());
     assert_eq!(s.sessions.len(), 1, "only the malformed answer's session: {s:?}\n{}", explain());
-    assert_eq!(s.sessions[0].name, "malformed", "{s:?}");
+    assert_eq!(s.sessions[0].name, "malformed", "{s:?}\n{}", explain());
     // huisd is still there.
     let st = huisctl(&bus, &["status"]);
     assert!(st.status.success(), "huisctl status after the bad sessions: {}\n{}", stderr(&st), explain());
-    assert!(d.log_text().lines().all(|l| !l.contains(TOKEN) && !l.contains("not-the-token")), "a token is logged");
+    assert!(
+        d.log_text().lines().all(|l| !l.contains(TOKEN) && !l.contains("not-the-token")),
+        "a token is logged\n{}",
+        explain()
+    );
 }
