@@ -104,8 +104,8 @@ impl Whip {
     /// SDP answer, checked for form.
     async fn post(&mut self, what: &'static str, url: &str, offer: String) -> Result<String, WhipError> {
         let mut req = self.http.post(url).header(CONTENT_TYPE, "application/sdp").body(offer);
-        if !self.token.is_empty() {
-            req = req.header(AUTHORIZATION, format!("Bearer {}", self.token));
+        if let Some(auth) = bearer(&self.token) {
+            req = req.header(AUTHORIZATION, auth);
         }
         let timeout = WhipError::Timeout { what, secs: REQUEST_TIMEOUT.as_secs() };
         let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
@@ -146,8 +146,8 @@ impl Whip {
 
     async fn delete(http: reqwest::Client, token: String, what: &'static str, url: String) {
         let mut req = http.delete(&url);
-        if !token.is_empty() {
-            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        if let Some(auth) = bearer(&token) {
+            req = req.header(AUTHORIZATION, auth);
         }
         match tokio::time::timeout(DELETE_TIMEOUT, req.send()).await {
             Ok(Ok(r)) if r.status().is_success() => tracing::info!(what, resource = %url, "{what} session deleted"),
@@ -210,6 +210,17 @@ impl Signaller for Whip {
             let _ = d.await;
         }
     }
+}
+
+/// `Bearer <token>`, marked sensitive (never in a header's Debug output), if there is a token
+/// that fits in a header (the configuration checks it is printable ASCII).
+fn bearer(token: &str) -> Option<reqwest::header::HeaderValue> {
+    if token.is_empty() {
+        return None;
+    }
+    let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 /// Reads a body of at most [`MAX_BODY`] bytes.
@@ -305,5 +316,8 @@ mod tests {
         let e = WhipError::Malformed { what: "WHIP", why: "it does not start with v=0".into() };
         assert!(matches!(e.ended(), EndReason::Failed(_)));
         assert_eq!(bounded(&"x\u{7}".repeat(500)).len(), 120);
+        let auth = bearer("s3cret").unwrap();
+        assert!(auth.is_sensitive() && !format!("{auth:?}").contains("s3cret"));
+        assert!(bearer("").is_none());
     }
 }
