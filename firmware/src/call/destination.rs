@@ -19,6 +19,11 @@ pub enum Destination {
     /// `janus+https://host/janus?room=1234&pin=…`: a Janus VideoRoom, joined as a participant.
     /// `api` is the Janus REST endpoint (`https://host/janus`), without the query.
     Janus { api: String, room: u64, pin: String },
+    /// `whip+https://host/path[#whep=<percent-encoded URL>]`: publish to a WHIP endpoint
+    /// (RFC 9725) and, with a WHEP URL, receive from it. The fragment never reaches a server.
+    /// `token` (the bearer token) never is in the dial string: it comes from the
+    /// `[[destination]]` table ([`Destination::with_token`]) and is never shown.
+    Whip { whip: String, whep: Option<String>, token: String },
 }
 
 impl Destination {
@@ -65,6 +70,9 @@ impl Destination {
         if let Some(rest) = lower.strip_prefix("janus+") {
             return janus(&t[6..], rest.starts_with("https://") || rest.starts_with("http://")).map_err(|w| bad(&w));
         }
+        if let Some(rest) = lower.strip_prefix("whip+") {
+            return whip(&t[5..], rest.starts_with("https://") || rest.starts_with("http://")).map_err(|w| bad(&w));
+        }
         if lower.starts_with("https://") {
             let rest = &t[8..];
             if rest.is_empty() || rest.starts_with('/') {
@@ -73,7 +81,7 @@ impl Destination {
             return Ok(Destination::Web { url: t.to_owned() });
         }
         Err(bad(
-            "expected sip:user@host, sips:user@host, tel:+number, janus+https://host/janus?room=N or an https:// URL",
+            "expected sip:user@host, sips:user@host, tel:+number, janus+https://host/janus?room=N, whip+https://host/path or an https:// URL",
         ))
     }
 
@@ -81,7 +89,16 @@ impl Destination {
     pub fn with_dtmf(mut self, digits: &str) -> Destination {
         match &mut self {
             Destination::Sip { dtmf, .. } | Destination::Tel { dtmf, .. } => *dtmf = digits.to_owned(),
-            Destination::Web { .. } | Destination::Janus { .. } => {}
+            Destination::Web { .. } | Destination::Janus { .. } | Destination::Whip { .. } => {}
+        }
+        self
+    }
+
+    /// The same destination, with the bearer token of a `[[destination]]` (WHIP/WHEP only;
+    /// other destinations have no use for one).
+    pub fn with_token(mut self, secret: &str) -> Destination {
+        if let Destination::Whip { token, .. } = &mut self {
+            *token = secret.to_owned();
         }
         self
     }
@@ -94,6 +111,7 @@ impl Destination {
             Destination::Tel { .. } => "tel",
             Destination::Web { .. } => "https",
             Destination::Janus { .. } => "janus",
+            Destination::Whip { .. } => "whip",
         }
     }
 }
@@ -105,6 +123,11 @@ impl std::fmt::Display for Destination {
             Destination::Tel { number, .. } => write!(f, "tel:{number}"),
             Destination::Web { url } => write!(f, "{url}"),
             Destination::Janus { api, room, .. } => write!(f, "janus+{api}?room={room}"),
+            // Never the token.
+            Destination::Whip { whip, whep: None, .. } => write!(f, "whip+{whip}"),
+            Destination::Whip { whip, whep: Some(whep), .. } => {
+                write!(f, "whip+{whip}#whep={}", percent_encode(whep))
+            }
         }
     }
 }
@@ -130,6 +153,55 @@ fn janus(t: &str, web: bool) -> Result<Destination, String> {
     }
     let room = room.ok_or_else(|| "no room number (add ?room=N)".to_string())?;
     Ok(Destination::Janus { api: api.to_owned(), room, pin })
+}
+
+/// `http(s)://host[:port]/path[#whep=<percent-encoded URL>]` after `whip+`.
+fn whip(t: &str, web: bool) -> Result<Destination, String> {
+    if !web {
+        return Err("a WHIP endpoint is whip+https://host/path".into());
+    }
+    let (url, fragment) = t.split_once('#').unwrap_or((t, ""));
+    web_url(url).map_err(|w| format!("the WHIP URL {w}"))?;
+    let mut whep = None;
+    for pair in fragment.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "whep" => {
+                let u = percent_decode(v).ok_or_else(|| "the WHEP URL is not valid percent-encoding".to_string())?;
+                web_url(&u).map_err(|w| format!("the WHEP URL {w}"))?;
+                whep = Some(u);
+            }
+            _ => return Err(format!("unknown parameter '{k}' after # (whep is known)")),
+        }
+    }
+    Ok(Destination::Whip { whip: url.to_owned(), whep, token: String::new() })
+}
+
+/// Checks an `http(s)://host[:port]/…` URL: the scheme, a host, no spaces or fragment.
+fn web_url(u: &str) -> Result<(), &'static str> {
+    let lower = u.to_ascii_lowercase();
+    let rest =
+        lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://")).ok_or("is not http:// or https://")?;
+    if rest.is_empty() || rest.starts_with(['/', ':', '?']) {
+        return Err("has no host");
+    }
+    if u.chars().any(|c| c.is_whitespace() || c.is_control() || c == '#') {
+        return Err("holds spaces, control characters or a #");
+    }
+    Ok(())
+}
+
+/// `%XX` encoding of everything but unreserved characters and `/` `:`.
+fn percent_encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// `%XX` decoding of a query value (UTF-8 only).

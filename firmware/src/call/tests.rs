@@ -24,7 +24,35 @@ fn destinations_are_parsed_once_with_a_reason_when_refused() {
         Destination::parse("janus+http://127.0.0.1:8088/janus?room=7").unwrap().to_string(),
         "janus+http://127.0.0.1:8088/janus?room=7"
     );
+    assert_eq!(
+        Destination::parse("whip+https://sfu.example.org/whip/room1").unwrap(),
+        Destination::Whip { whip: "https://sfu.example.org/whip/room1".into(), whep: None, token: String::new() }
+    );
+    let both =
+        Destination::parse("whip+http://127.0.0.1:8080/whip/a#whep=http%3A%2F%2F127.0.0.1%3A8080%2Fwhep%2Fa%3Fx%3D1")
+            .unwrap()
+            .with_token("s3cret");
+    assert_eq!(
+        both,
+        Destination::Whip {
+            whip: "http://127.0.0.1:8080/whip/a".into(),
+            whep: Some("http://127.0.0.1:8080/whep/a?x=1".into()),
+            token: "s3cret".into()
+        }
+    );
+    // Shown without the token, and parsed back to the same endpoints.
+    let shown = both.to_string();
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert_eq!(Destination::parse(&shown).unwrap(), both.clone().with_token(""));
+    assert_eq!(both.scheme(), "whip");
     for (bad, why) in [
+        ("whip+ftp://sfu.example.org/whip", "whip+https://"),
+        ("whip+https:///whip", "the WHIP URL has no host"),
+        ("whip+https://sfu.example.org/whip#whep=ftp%3A%2F%2Fx", "the WHEP URL is not http"),
+        ("whip+https://sfu.example.org/whip#whep=http%3A%2F%2F", "the WHEP URL has no host"),
+        ("whip+https://sfu.example.org/whip#whep=%zz", "percent-encoding"),
+        ("whip+https://sfu.example.org/whip#token=abc", "unknown parameter 'token'"),
+        ("whip+https://sfu.example.org/whip#whep=http%3A%2F%2Fh%2F%23x", "a #"),
         ("janus+https://sfu.example.org/janus", "no room number"),
         ("janus+https://sfu.example.org/janus?room=abc", "not a room number"),
         ("janus+https://sfu.example.org/janus?room=1&x=2", "unknown parameter"),

@@ -102,6 +102,10 @@ pub struct Destination {
     pub uri: String,
     /// Digits sent once the call is up (a meeting PIN: `1234567890#`; `,` waits a second).
     pub dtmf: String,
+    /// Bearer token for a `whip+https://` destination (WHIP and WHEP requests). Never shown:
+    /// [`Config::get`] masks it, and it is not part of the destination's text.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,7 +230,7 @@ impl Default for Account {
 #[allow(clippy::derivable_impls)]
 impl Default for Destination {
     fn default() -> Self {
-        Self { name: String::new(), uri: String::new(), dtmf: String::new() }
+        Self { name: String::new(), uri: String::new(), dtmf: String::new(), token: String::new() }
     }
 }
 
@@ -549,6 +553,17 @@ impl Config {
             if let Err(e) = crate::call::Destination::parse(&d.uri) {
                 return bad(&format!("destination[{i}].uri"), e.to_string());
             }
+            if !d.token.is_empty() {
+                if !d.uri.to_ascii_lowercase().starts_with("whip+") {
+                    return bad(&format!("destination[{i}].token"), "only whip+ destinations take a token".into());
+                }
+                if d.token.len() > 4096 || !d.token.chars().all(|c| c.is_ascii_graphic()) {
+                    return bad(
+                        &format!("destination[{i}].token"),
+                        "a bearer token is at most 4096 printable ASCII characters, without spaces".into(),
+                    );
+                }
+            }
             if !d.dtmf.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
                 return bad(
                     &format!("destination[{i}].dtmf"),
@@ -565,9 +580,8 @@ impl Config {
         Ok(())
     }
 
-    /// Reads one key (dotted path) as TOML text, or the whole configuration for "".
     /// One key's value (or everything, for ""), as TOML, with secrets masked: passwords, tokens
-    /// and the passwords inside TURN URIs read as `********` (they can be set, never read back).
+    /// and the passwords inside TURN URIs read as `(hidden)` (they can be set, never read back).
     pub fn get(&self, key: &str) -> Result<String, ConfigError> {
         let mut value = toml::Value::try_from(self).expect("the configuration serialises");
         mask_secrets(&mut value);
@@ -590,7 +604,8 @@ impl Config {
     }
 }
 
-const MASK: &str = "********";
+/// What [`Config::get`] shows instead of a secret.
+pub const HIDDEN: &str = "(hidden)";
 
 /// Replaces every secret in a configuration tree (see [`Config::get`]).
 fn mask_secrets(v: &mut toml::Value) {
@@ -598,7 +613,7 @@ fn mask_secrets(v: &mut toml::Value) {
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
                 match (k.as_str(), &mut *v) {
-                    ("password" | "token", toml::Value::String(s)) if !s.is_empty() => *s = MASK.into(),
+                    ("password" | "token", toml::Value::String(s)) if !s.is_empty() => *s = HIDDEN.into(),
                     ("turn_servers", toml::Value::Array(a)) => {
                         for e in a.iter_mut() {
                             if let toml::Value::String(s) = e
@@ -606,7 +621,7 @@ fn mask_secrets(v: &mut toml::Value) {
                                 && let Some((cred, host)) = rest.rsplit_once('@')
                             {
                                 let user = cred.split(':').next().unwrap_or("");
-                                *s = format!("{scheme}://{user}:{MASK}@{host}");
+                                *s = format!("{scheme}://{user}:{HIDDEN}@{host}");
                             }
                         }
                     }
@@ -853,7 +868,7 @@ mod tests {
             let v = cfg.get(key).unwrap();
             assert!(!v.contains("hunter2") && !v.contains("s3cret"), "{key}: {v}");
         }
-        assert!(cfg.get("webrtc.turn_servers").unwrap().contains("turns://alice:********@relay.example.org:5349"));
+        assert!(cfg.get("webrtc.turn_servers").unwrap().contains("turns://alice:(hidden)@relay.example.org:5349"));
         assert_eq!(cfg.account.password, "hunter2", "the running configuration keeps the secret");
     }
 
@@ -863,6 +878,24 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("webrtc.turn_servers"), "{e}");
         assert!(!e.to_string().contains("s3cret"), "{e}");
         assert!(e.to_string().contains("relay.example.org"), "{e}");
+    }
+
+    #[test]
+    fn destination_tokens_are_never_shown() {
+        let text = "[[destination]]\nname = \"stream\"\nuri = \"whip+https://sfu.example.org/whip/room\"\n\
+                    token = \"s3cret-token\"\n";
+        let c = Config::parse("f", text).unwrap();
+        assert_eq!(c.destinations[0].token, "s3cret-token");
+        for key in ["", "destination"] {
+            let shown = c.get(key).unwrap();
+            assert!(!shown.contains("s3cret"), "{key:?}: {shown}");
+            assert!(shown.contains(HIDDEN), "{key:?}: {shown}");
+        }
+        let e = Config::parse("f", "[[destination]]\nname = \"a\"\nuri = \"sip:a@b\"\ntoken = \"x\"\n").unwrap_err();
+        assert!(e.to_string().contains("only whip+"), "{e}");
+        let e = Config::parse("f", "[[destination]]\nname = \"a\"\nuri = \"whip+https://h/w\"\ntoken = \"a b\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("printable"), "{e}");
     }
 
     #[test]

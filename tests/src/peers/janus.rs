@@ -9,8 +9,8 @@
 //! `janus -F DIR -C DIR/janus.jcfg` in the foreground inside the namespace.
 //!
 //! Janus gathers ICE candidates only on non-loopback interfaces, so the
-//! namespace gets a veth pair (`huisjanus0`/`huisjanus1`, both ends inside)
-//! with `127.0.0.42/32` on `huisjanus0`, and `ice_enforce_list` names it.
+//! namespace gets a veth pair (`huisice0`/`huisice1`, both ends inside)
+//! with `127.0.0.42/32` on `huisice0`, and `ice_enforce_list` names it.
 //! Hence Janus needs a real namespace (root). See `README-peers.md`.
 //!
 //! [`http_request`] is the tiny blocking HTTP/1.1 client the harness uses to
@@ -26,13 +26,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::{Value, json};
 
 use super::baresip::wait_exit;
-use super::netns::NetNs;
+use super::netns::{NetNs, add_ice_interface};
 
 /// The interface Janus gathers its ICE candidates on, and its address.
-pub const ICE_IFACE: &str = "huisjanus0";
-pub const ICE_ADDR: &str = "127.0.0.42";
-/// The other end of the veth pair (up, no address).
-const ICE_PEER: &str = "huisjanus1";
+pub use super::netns::{ICE_ADDR, ICE_IFACE};
 
 /// Plugins of the Debian package other than the VideoRoom: all disabled.
 const OTHER_PLUGINS: &[&str] = &[
@@ -266,30 +263,6 @@ impl Drop for Janus {
             }
         }
     }
-}
-
-/// A veth pair inside `ns` (both ends stay there) with [`ICE_ADDR`] on
-/// [`ICE_IFACE`]. A `dummy` link would do, but not every kernel has that
-/// driver; veth is everywhere network namespaces are. Kept if it exists.
-fn add_ice_interface(ns: &NetNs) -> Result<()> {
-    let exists = ns.cmd("ip").args(["link", "show", ICE_IFACE]).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
-    if exists.success() {
-        return Ok(());
-    }
-    let addr = format!("{ICE_ADDR}/32");
-    let steps: [&[&str]; 4] = [
-        &["link", "add", ICE_IFACE, "type", "veth", "peer", "name", ICE_PEER],
-        &["addr", "add", &addr, "dev", ICE_IFACE],
-        &["link", "set", ICE_IFACE, "up"],
-        &["link", "set", ICE_PEER, "up"],
-    ];
-    for args in steps {
-        let out = ns.cmd("ip").args(args).output().context("run ip")?;
-        if !out.status.success() {
-            bail!("`ip {}` in the namespace failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
-        }
-    }
-    Ok(())
 }
 
 fn write_config(dir: &Path, port: u16) -> Result<()> {

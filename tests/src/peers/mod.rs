@@ -1,7 +1,7 @@
 //! Real SIP peers for end-to-end tests: baresip, Kamailio and SIPp in a
 //! private network namespace per test, plus tone analysis and a sender of
 //! malformed SIP; and WebRTC peers: Janus's VideoRoom with headless Chromium
-//! participants. See `README-peers.md` here for how each peer is configured
+//! participants, and our own WHIP/WHEP server on aiortc. See `README-peers.md` here for how each peer is configured
 //! and the quirks found on the way.
 
 pub mod baresip;
@@ -18,6 +18,7 @@ pub mod netns;
 pub mod picture;
 pub mod sipp;
 pub mod tone;
+pub mod whip;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
 pub use certs::{Ca, Issued};
@@ -29,6 +30,7 @@ pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netfault::{Nft, fd_count, tcp_flood};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};
+pub use whip::{WhipServer, WhipSession, WhipStats};
 
 /// Aborts the whole test binary if one test runs past `secs`: a hung peer
 /// must fail CI, not stall it. Keep the returned sender alive for the test's

@@ -15,7 +15,7 @@
 //! runs can still collide with other programs on the host; CI runs as root.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -187,6 +187,41 @@ fn remove_stale() {
         }
         let _ = Command::new("ip").args(["netns", "del", name]).status();
     }
+}
+
+/// The interface ICE agents (libnice in webrtcbin and Janus, aioice in aiortc) gather their
+/// candidates on inside a namespace: they skip loopback interfaces, so `lo` alone gives none.
+pub const ICE_IFACE: &str = "huisice0";
+/// [`ICE_IFACE`]'s address: in the loopback range, so traffic never leaves the machine.
+pub const ICE_ADDR: &str = "127.0.0.42";
+/// The other end of the veth pair (up, no address).
+const ICE_PEER: &str = "huisice1";
+
+/// A veth pair inside `ns` (both ends stay there) with [`ICE_ADDR`] on
+/// [`ICE_IFACE`]. A `dummy` link would do, but not every kernel has that
+/// driver; veth is everywhere network namespaces are. Kept if it exists.
+pub fn add_ice_interface(ns: &NetNs) -> Result<()> {
+    if !ns.is_isolated() {
+        bail!("an ICE interface needs a private network namespace (run as root)");
+    }
+    let exists = ns.cmd("ip").args(["link", "show", ICE_IFACE]).stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    if exists.success() {
+        return Ok(());
+    }
+    let addr = format!("{ICE_ADDR}/32");
+    let steps: [&[&str]; 4] = [
+        &["link", "add", ICE_IFACE, "type", "veth", "peer", "name", ICE_PEER],
+        &["addr", "add", &addr, "dev", ICE_IFACE],
+        &["link", "set", ICE_IFACE, "up"],
+        &["link", "set", ICE_PEER, "up"],
+    ];
+    for args in steps {
+        let out = ns.cmd("ip").args(args).output().context("run ip")?;
+        if !out.status.success() {
+            bail!("`ip {}` in the namespace failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
 }
 
 impl Default for NetNs {

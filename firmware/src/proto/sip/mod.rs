@@ -831,7 +831,7 @@ impl SipBackend {
                     number.split(';').next().unwrap_or("").chars().filter(|c| !"-.()".contains(*c)).collect();
                 (format!("sip:{n}@{domain};user=phone"), dtmf)
             }
-            Destination::Web { .. } | Destination::Janus { .. } => {
+            Destination::Web { .. } | Destination::Janus { .. } | Destination::Whip { .. } => {
                 return Err(CallError::Unsupported(format!("SIP does not call {to}")));
             }
         };

@@ -1,5 +1,6 @@
 //! The WebRTC backend: the room joins web conferences as a participant. Today: a Janus
-//! VideoRoom (`janus+https://host/janus?room=N&pin=P`), over Janus's REST API.
+//! VideoRoom (`janus+https://host/janus?room=N&pin=P`), over Janus's REST API, and WHIP/WHEP
+//! endpoints (`whip+https://host/path#whep=<URL>`, see [`whip`]).
 //!
 //! Each conference is a task of its own (`run`), which owns the Janus session and the media
 //! ([`crate::media::webrtc::ConferenceMedia`]): it publishes the room's camera and microphone,
@@ -14,6 +15,7 @@
 
 mod janus;
 mod janus_room;
+pub mod whip;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ const LOST_AFTER: Duration = Duration::from_secs(30);
 
 /// The destinations this backend takes.
 pub fn accepts(d: &Destination) -> bool {
-    matches!(d, Destination::Janus { .. })
+    matches!(d, Destination::Janus { .. } | Destination::Whip { .. })
 }
 
 /// What every conference of this room uses.
@@ -128,11 +130,11 @@ async fn run_backend(
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { break };
                 match cmd {
-                    Command::Dial { id, to: to @ Destination::Janus { .. }, reply } => {
-                        let Destination::Janus { api, room, pin } = &to else { unreachable!() };
+                    Command::Dial { id, to: to @ (Destination::Janus { .. } | Destination::Whip { .. }), reply } => {
                         let (tx, rx) = mpsc::channel(8);
                         conferences.insert(id, tx);
                         let _ = reply.send(Ok(()));
+                        // The destination's text never holds a WHIP token.
                         let info = CallInfo::new(Protocol::WebRtc, Direction::Outgoing, to.to_string());
                         let _ = events.send(call::Event::Started { id, info: info.clone(), answer: false }).await;
                         let conf = Conference {
@@ -143,8 +145,17 @@ async fn run_backend(
                             audio: audio.clone(),
                             muted,
                         };
-                        let room = janus_room::JanusRoom::new(http.clone(), api, *room, pin, &setup.display);
-                        tokio::spawn(conf.run(setup.clone(), room, rx));
+                        match &to {
+                            Destination::Janus { api, room, pin } => {
+                                let room = janus_room::JanusRoom::new(http.clone(), api, *room, pin, &setup.display);
+                                tokio::spawn(conf.run(setup.clone(), room, rx));
+                            }
+                            Destination::Whip { whip, whep, token } => {
+                                let sig = whip::Whip::new(http.clone(), whip, whep.as_deref(), token);
+                                tokio::spawn(conf.run(setup.clone(), sig, rx));
+                            }
+                            _ => unreachable!("matched above"),
+                        }
                     }
                     Command::Dial { reply, to, .. } => {
                         let _ = reply.send(Err(CallError::Unsupported(format!("WebRTC does not call {to}"))));
