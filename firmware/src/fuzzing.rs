@@ -28,3 +28,8 @@ pub fn rtcp_feedback(data: &[u8]) {
     let fci = data.get(4..).unwrap_or_default();
     let _ = crate::media::video::fuzz_tmmbr(fci, ssrc);
 }
+
+/// What conference servers send: Janus events (JSON) and WHIP/WHEP SDP answers.
+pub fn webrtc_signalling(data: &[u8]) {
+    crate::proto::webrtc::fuzz_signalling(data);
+}

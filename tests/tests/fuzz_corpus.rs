@@ -20,6 +20,7 @@ const TARGETS: &[(&str, Entry, &[&str])] = &[
     ("board", drivers::board, &["board/boards"]),
     ("wav", drivers::wav, &[]),
     ("rtcp_feedback", huis_firmware::fuzzing::rtcp_feedback, &[]),
+    ("webrtc_signalling", huis_firmware::fuzzing::webrtc_signalling, &[]),
 ];
 
 fn root() -> PathBuf {

@@ -60,6 +60,13 @@ fn transaction() -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
+/// The event readers, on an event from the network (fuzzing).
+pub(super) fn fuzz_event(v: &Value) {
+    let _ = plugin_data(v);
+    let _ = plugin_error(v);
+    let _ = janus_error(v);
+}
+
 /// The `plugindata.data` of an event, if it has one.
 pub fn plugin_data(ev: &Value) -> Option<&Value> {
     ev.get("plugindata").and_then(|p| p.get("data"))

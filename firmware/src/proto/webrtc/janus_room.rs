@@ -177,6 +177,16 @@ impl Signaller for JanusRoom {
     }
 }
 
+/// What the room reads of an event (fuzzing).
+pub(super) fn fuzz_event(ev: &Value) {
+    if let Some(data) = janus::plugin_data(ev) {
+        let _ = publishers(data);
+        for key in ["unpublished", "leaving"] {
+            let _ = data.get(key).and_then(Value::as_u64);
+        }
+    }
+}
+
 /// The publishers (id, display) an event lists.
 fn publishers(data: &Value) -> Vec<(u64, String)> {
     data.get("publishers")

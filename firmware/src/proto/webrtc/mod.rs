@@ -37,6 +37,21 @@ pub(super) const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the publishing connection may stay down before the call ends.
 const LOST_AFTER: Duration = Duration::from_secs(30);
 
+/// For `cargo fuzz` (`huis_firmware::fuzzing::webrtc_signalling`): what conference servers
+/// send us, on arbitrary bytes. The first byte picks the parser: a Janus event (JSON) as the
+/// Janus room reads it, or a WHIP/WHEP SDP answer's form check.
+pub fn fuzz_signalling(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else { return };
+    if which % 2 == 0 {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(rest) {
+            janus::fuzz_event(&v);
+            janus_room::fuzz_event(&v);
+        }
+    } else if let Ok(text) = std::str::from_utf8(rest) {
+        whip::fuzz_answer(text);
+    }
+}
+
 /// The destinations this backend takes.
 pub fn accepts(d: &Destination) -> bool {
     matches!(d, Destination::Janus { .. } | Destination::Whip { .. })

@@ -241,6 +241,12 @@ async fn read_body(mut resp: reqwest::Response, what: &'static str) -> Result<Ve
     Ok(body)
 }
 
+/// The answer's form check on any text (fuzzing).
+pub(super) fn fuzz_answer(text: &str) {
+    let _ = check_sdp(text);
+    let _ = detail(text.as_bytes());
+}
+
 /// The form of an SDP answer: `v=0` first, `x=value` lines, at least one `m=` section.
 fn check_sdp(sdp: &str) -> Result<(), String> {
     if !sdp.starts_with("v=0") {
