@@ -15,7 +15,7 @@ BUILD_PKGS=(build-essential pkg-config curl ca-certificates git
 RUN_PKGS=(dbus-daemon dbus-bin systemd util-linux
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools gstreamer1.0-x openssl fonts-symbola)
-TEST_PKGS=(iproute2 baresip baresip-ffmpeg sip-tester kamailio kamailio-tls-modules dnsmasq-base openssl
+TEST_PKGS=(iproute2 coturn baresip baresip-ffmpeg sip-tester kamailio kamailio-tls-modules dnsmasq-base openssl
   python3 python3-numpy sox nftables janus chromium
   python3-aiortc python3-aiohttp python3-av)
 

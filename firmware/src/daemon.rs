@@ -213,6 +213,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         opus_bitrate: 32_000,
         stun: Some(cfg.webrtc.stun_server.clone()).filter(|s| !s.is_empty()),
         turn: cfg.webrtc.turn_servers.clone(),
+        relay_only: cfg.webrtc.ice_transport_policy == "relay",
         ca_file: Some(cfg.webrtc.ca_file.clone()).filter(|s| !s.is_empty()).map(Into::into),
     };
     let sip = crate::proto::sip::start(&cfg, call_audio.clone(), video_setup, ids.clone(), events_tx.clone()).await;

@@ -25,11 +25,16 @@ const ROOM_NAME: &str = "Salle Curie";
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn config(dir: &Path, port: u16) -> String {
+    config_with(dir, port, "")
+}
+
+/// [`config`] with more sections (`[webrtc]`).
+fn config_with(dir: &Path, port: u16, extra: &str) -> String {
     let tone = dir.join("room-tone.wav");
     write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
     format!(
         "[room]\nname = \"{ROOM_NAME}\"\n[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
-         [video]\nwidth = 640\nheight = 360\nframerate = 30\n",
+         [video]\nwidth = 640\nheight = 360\nframerate = 30\n{extra}",
         tone.display()
     )
 }
@@ -399,6 +404,56 @@ fn browsers_vp8_and_vp9_are_decoded() {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+}
+
+#[test]
+fn a_relay_only_room_joins_through_turn() {
+    if !is_root() {
+        eprintln!("SKIPPED a_relay_only_room_joins_through_turn: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("a Janus room through TURN", 150);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "through TURN").unwrap();
+    let turn = Turn::start(&ns, "huis", "s3cret").unwrap();
+    let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("Chromium").tone(440.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let webrtc =
+        format!("[webrtc]\nturn_servers = [\"{}\"]\nice_transport_policy = \"relay\"\n", turn.uri("huis", "s3cret"));
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config_with(dir.path(), ns.port(), &webrtc));
+    let explain = || format!("{}--- coturn:\n{}", why(&bus, &d, &janus, &[&chromium]), turn.log_text());
+    let before = speaker_ms(&d);
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
+    wait_video_stat(&bus, "frames_decoded", 30.0, 20 * SEC, explain);
+    let speaker = d.state_dir.join("speaker.wav");
+    let deadline = Instant::now() + 15 * SEC;
+    loop {
+        let r = tone_fraction(&speaker, 440.0, 25.0, 100, before + 1000).unwrap();
+        if r.voiced >= 15 && r.fraction >= 0.8 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the loudspeaker does not carry Chromium's 440 Hz: {r:?}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    chromium
+        .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > 30), 20 * SEC)
+        .unwrap_or_else(|e| panic!("Chromium does not see the room: {e}\n{}", explain()));
+    // Relay only: the media went through allocations coturn granted to the room's user.
+    let log = turn.log_text();
+    assert!(
+        log.contains("user <huis>") && log.contains("ALLOCATE processed, success"),
+        "coturn granted the room no allocation\n{}",
+        explain()
+    );
+    assert!(!huisctl_json(&bus, &["config", "get", "webrtc.turn_servers"]).to_string().contains("s3cret"));
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}", stderr(&out));
 }
 
 /// VmRSS of `pid` in MiB.

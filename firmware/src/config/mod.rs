@@ -33,7 +33,7 @@ pub struct Config {
 }
 
 /// Web conferences (Janus, WHIP/WHEP). ICE uses the room's own addresses unless servers are set.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Webrtc {
     /// `stun://host:port`, for rooms behind NAT; empty: none (nothing is asked of the Internet).
@@ -42,6 +42,9 @@ pub struct Webrtc {
     pub turn_servers: Vec<String>,
     /// Extra CA certificates (PEM) trusted for `https` signalling, besides the system's.
     pub ca_file: String,
+    /// `all` (direct paths first, relays when needed) or `relay` (media only through the TURN
+    /// servers: for networks that allow nothing else, or to hide the room's addresses).
+    pub ice_transport_policy: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -254,6 +257,17 @@ impl Default for Audio {
     }
 }
 
+impl Default for Webrtc {
+    fn default() -> Self {
+        Self {
+            stun_server: String::new(),
+            turn_servers: Vec::new(),
+            ca_file: String::new(),
+            ice_transport_policy: "all".into(),
+        }
+    }
+}
+
 impl Default for Video {
     fn default() -> Self {
         Self {
@@ -403,6 +417,12 @@ impl Config {
                     format!("an entry for '{host}' is not turn(s)://user:password@host:port"),
                 );
             }
+        }
+        match w.ice_transport_policy.as_str() {
+            "all" => {}
+            "relay" if !w.turn_servers.is_empty() => {}
+            "relay" => return bad("webrtc.ice_transport_policy", "\"relay\" needs webrtc.turn_servers".into()),
+            other => return bad("webrtc.ice_transport_policy", format!("'{other}' is not \"all\" or \"relay\"")),
         }
         if !w.ca_file.is_empty() && !Path::new(&w.ca_file).is_absolute() {
             return bad("webrtc.ca_file", format!("'{}' must be an absolute path (or empty)", w.ca_file));
@@ -851,6 +871,8 @@ mod tests {
             ("[webrtc]\nstun_server = \"stun.example.org\"", "webrtc.stun_server"),
             ("[webrtc]\nturn_servers = [\"turn://relay.example.org\"]", "webrtc.turn_servers"),
             ("[webrtc]\nca_file = \"ca.pem\"", "webrtc.ca_file"),
+            ("[webrtc]\nice_transport_policy = \"relay\"", "webrtc.ice_transport_policy"),
+            ("[webrtc]\nice_transport_policy = \"direct\"", "webrtc.ice_transport_policy"),
         ];
         for (text, key) in cases {
             let e = Config::parse("f", text).unwrap_err();

@@ -69,6 +69,8 @@ pub struct ConferenceParams {
     pub stun: Option<String>,
     /// `turn(s)://user:password@host:port` servers.
     pub turn: Vec<String>,
+    /// Media only through the TURN servers.
+    pub relay_only: bool,
     pub far_channel: String,
     pub self_channel: String,
 }
@@ -538,6 +540,9 @@ fn new_webrtcbin(p: &ConferenceParams, name: &str) -> Result<gst::Element, Media
     webrtc.set_property("latency", LATENCY_MS);
     if let Some(stun) = &p.stun {
         webrtc.set_property("stun-server", stun);
+    }
+    if p.relay_only {
+        webrtc.set_property_from_str("ice-transport-policy", "relay");
     }
     for turn in &p.turn {
         let ok = webrtc.emit_by_name::<bool>("add-turn-server", &[turn]);

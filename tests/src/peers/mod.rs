@@ -18,6 +18,7 @@ pub mod netns;
 pub mod picture;
 pub mod sipp;
 pub mod tone;
+pub mod turn;
 pub mod whip;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
@@ -30,6 +31,7 @@ pub use malformed::{Transport, options_ping, options_ping_uri};
 pub use netfault::{Nft, fd_count, tcp_flood};
 pub use netns::NetNs;
 pub use sipp::{Sipp, SippOpts, SippResult};
+pub use turn::Turn;
 pub use whip::{WhipServer, WhipSession, WhipStats};
 
 /// Aborts the whole test binary if one test runs past `secs`: a hung peer

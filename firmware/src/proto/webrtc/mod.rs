@@ -67,6 +67,8 @@ pub struct Setup {
     pub opus_bitrate: u32,
     pub stun: Option<String>,
     pub turn: Vec<String>,
+    /// Media only through the TURN servers (`webrtc.ice_transport_policy = "relay"`).
+    pub relay_only: bool,
     /// Extra CA certificates (PEM) for `https` signalling, besides the system's.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -316,6 +318,7 @@ impl Conference {
             opus_bitrate: setup.opus_bitrate,
             stun: setup.stun.clone(),
             turn: setup.turn.clone(),
+            relay_only: setup.relay_only,
             far_channel: crate::media::video::FAR_CHANNEL.into(),
             self_channel: crate::media::video::SELF_CHANNEL.into(),
         };
