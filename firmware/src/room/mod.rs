@@ -428,12 +428,13 @@ impl Room {
                 } else {
                     reason.to_string()
                 };
-                // LastError first, so a client reacting to the signal reads the reason.
+                // State first (LastError, idle, the LEDs), so a client reacting to the signal
+                // reads the room as it is after the call.
                 if reason.is_failure() {
                     self.set_error(&text);
                 }
-                self.feed.event(StatusEvent::CallEnded { reason: text });
                 self.refresh_state();
+                self.feed.event(StatusEvent::CallEnded { reason: text });
             }
             call::Event::Registration { backend, text, error } => {
                 tracing::info!(backend, registration = %text, "account");
