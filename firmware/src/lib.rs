@@ -17,4 +17,5 @@ pub mod media;
 pub mod proto;
 pub mod room;
 pub mod status;
+pub mod text;
 pub mod update;

@@ -88,29 +88,34 @@ pub fn parse_source(source: &str) -> Result<Source, String> {
     if s.is_empty() {
         return Err("no update source given: pass the path of a .raucb bundle or an http(s):// URL".into());
     }
+    if s.len() > 4096 {
+        return Err(format!("an update source of {} bytes is too long (at most 4096)", s.len()));
+    }
+    // Quoted back bounded (the source comes from a D-Bus caller).
+    let q = crate::text::excerpt_long(s);
     if let Some((scheme, rest)) = s.split_once("://") {
         return match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" if !rest.is_empty() && !rest.starts_with('/') => Ok(Source::Url(s.to_owned())),
-            "http" | "https" => Err(format!("update source '{s}': the URL has no host")),
+            "http" | "https" => Err(format!("update source '{q}': the URL has no host")),
             other => Err(format!(
-                "update source '{s}': unsupported URL scheme '{other}' (give a local path or an http:// or https:// URL)"
+                "update source '{q}': unsupported URL scheme '{other}' (give a local path or an http:// or https:// URL)"
             )),
         };
     }
     let p = Path::new(s);
     if !p.is_absolute() {
         return Err(format!(
-            "update bundle '{s}': huisd needs an absolute path (huisctl makes relative paths absolute)"
+            "update bundle '{q}': huisd needs an absolute path (huisctl makes relative paths absolute)"
         ));
     }
     match std::fs::metadata(p) {
         Ok(m) if m.is_file() => Ok(Source::Path(p.to_owned())),
-        Ok(_) => Err(format!("update bundle {s}: not a regular file")),
+        Ok(_) => Err(format!("update bundle {q}: not a regular file")),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(format!(
-            "update bundle {s}: no such file (as huisd sees it; huisd's /tmp and /home are private, \
+            "update bundle {q}: no such file (as huisd sees it; huisd's /tmp and /home are private, \
              put bundles under /data or a mounted medium)"
         )),
-        Err(e) => Err(format!("update bundle {s}: {e}")),
+        Err(e) => Err(format!("update bundle {q}: {e}")),
     }
 }
 

@@ -30,7 +30,9 @@ impl Destination {
     /// Parses `sip:`, `sips:`, `tel:` and `https://` destinations. The error says what is wrong.
     pub fn parse(text: &str) -> Result<Destination, CallError> {
         let t = text.trim();
-        let bad = |why: &str| CallError::InvalidDestination(format!("'{t}' is not a destination: {why}"));
+        let bad = |why: &str| {
+            CallError::InvalidDestination(format!("'{}' is not a destination: {why}", crate::text::excerpt(t)))
+        };
         if t.is_empty() {
             return Err(bad("it is empty"));
         }

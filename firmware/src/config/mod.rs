@@ -331,7 +331,7 @@ impl fmt::Display for ConfigError {
             sep = ": ";
         }
         if let Some(k) = &self.key {
-            write!(f, "{sep}key '{k}'")?;
+            write!(f, "{sep}key '{}'", crate::text::excerpt(k))?;
             sep = ": ";
         }
         write!(f, "{sep}{}", self.reason)
@@ -387,6 +387,13 @@ impl Config {
     /// Checks values beyond their types. Returns the offending key and why.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, r: String| Err((k.to_owned(), r));
+        // No value of ours needs more than 4096 characters (a URI, a path, a password); a
+        // megabyte is a mistake or an attack, refused before it reaches the file.
+        if let Some((key, n)) = longest_string(&toml::Value::try_from(self).expect("the configuration serialises"), "")
+            && n > MAX_VALUE_CHARS
+        {
+            return bad(&key, format!("a value of {n} characters is too long (at most {MAX_VALUE_CHARS})"));
+        }
         let n = self.room.name.trim();
         if n.is_empty() || self.room.name.chars().count() > 64 || self.room.name.chars().any(char::is_control) {
             return bad("room.name", "must be 1 to 64 printable characters".into());
@@ -624,6 +631,21 @@ impl Config {
     }
 }
 
+/// The longest string value a configuration may hold.
+const MAX_VALUE_CHARS: usize = 4096;
+
+/// The dotted key and length of the longest string in a configuration tree.
+fn longest_string(v: &toml::Value, at: &str) -> Option<(String, usize)> {
+    let join = |k: &str| if at.is_empty() { k.to_owned() } else { format!("{at}.{k}") };
+    match v {
+        toml::Value::String(s) => Some((at.to_owned(), s.chars().count())),
+        toml::Value::Table(t) => t.iter().filter_map(|(k, v)| longest_string(v, &join(k))).max_by_key(|(_, n)| *n),
+        // Arrays of tables (`[[destination]]`) name the table; arrays of strings the key.
+        toml::Value::Array(a) => a.iter().filter_map(|v| longest_string(v, at)).max_by_key(|(_, n)| *n),
+        _ => None,
+    }
+}
+
 /// What [`Config::get`] shows instead of a secret.
 pub const HIDDEN: &str = "(hidden)";
 
@@ -707,10 +729,11 @@ pub fn apply_set(current_text: &str, key: &str, value: &str) -> Result<(String, 
     table.insert(name, toml_edit::Item::Value(parsed));
     let text = doc.to_string();
     let cfg = Config::parse("D-Bus", &text).map_err(|e| {
+        let reason = e.reason.trim_start_matches(&format!("{} ", value.trim())).to_owned();
         err(format!(
             "{} refused: {}; nothing was changed",
-            value.trim(),
-            e.reason.trim_start_matches(&format!("{} ", value.trim()))
+            crate::text::excerpt(value.trim()),
+            crate::text::excerpt_long(&reason)
         ))
     })?;
     Ok((text, cfg))
@@ -873,9 +896,11 @@ mod tests {
             ("[webrtc]\nca_file = \"ca.pem\"", "webrtc.ca_file"),
             ("[webrtc]\nice_transport_policy = \"relay\"", "webrtc.ice_transport_policy"),
             ("[webrtc]\nice_transport_policy = \"direct\"", "webrtc.ice_transport_policy"),
+            ("[account]\npassword = \"LONG\"", "account.password"),
         ];
         for (text, key) in cases {
-            let e = Config::parse("f", text).unwrap_err();
+            let text = text.replace("LONG", &"p".repeat(5000));
+            let e = Config::parse("f", &text).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
             assert_eq!(e.line, Some(2), "{text}: {e}");
         }

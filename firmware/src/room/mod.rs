@@ -198,7 +198,10 @@ impl Room {
             }
             Command::PressButton(name, r) => {
                 let reply = match Button::parse(&name) {
-                    None => Err(RoomError::InvalidArgument(format!("no button '{name}' (use call or mute)"))),
+                    None => Err(RoomError::InvalidArgument(format!(
+                        "no button '{}' (use call or mute)",
+                        crate::text::excerpt(&name)
+                    ))),
                     Some(b) => {
                         match &self.sim_buttons {
                             // The simulated board delivers it through its button backend.
