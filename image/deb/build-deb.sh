@@ -75,7 +75,7 @@ Version: $deb_version
 Architecture: $arch
 Maintainer: huis developers <huis@example.invalid>
 Installed-Size: $installed_kb
-Depends: libc6, libgcc-s1, libglib2.0-0, libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), libasound2, dbus, systemd
+Depends: libc6, libgcc-s1, libglib2.0-0, libgstreamer1.0-0 (>= 1.22), libgstreamer-plugins-base1.0-0 (>= 1.22), libgstreamer-plugins-bad1.0-0 (>= 1.22), gstreamer1.0-nice, libasound2, dbus, systemd
 Recommends: rauc-service
 Section: misc
 Priority: optional

@@ -35,7 +35,7 @@ command -v mmdebstrap >/dev/null || die "cross-build.sh needs mmdebstrap (apt-ge
 packages=(
     rustc-web cargo-web "libstd-rust-web-dev:$arch"
     "gcc-$gnu_triplet" "libc6-dev:$arch" pkg-config ca-certificates
-    "libgstreamer1.0-dev:$arch" "libgstreamer-plugins-base1.0-dev:$arch"
+    "libgstreamer1.0-dev:$arch" "libgstreamer-plugins-base1.0-dev:$arch" "libgstreamer-plugins-bad1.0-dev:$arch"
     "libasound2-dev:$arch"
     # bindgen (v4l2-sys-mit) needs libclang; it finds the arm64 headers by multiarch
     libclang-dev
