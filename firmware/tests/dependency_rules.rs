@@ -100,16 +100,17 @@ fn the_dependency_rules_hold() {
     }
     // (module, the firmware modules it may use; None = any)
     let allowed: BTreeMap<&str, &[&str]> = [
-        ("call", &[][..]),
+        ("text", &[][..]),
+        ("call", &["text"][..]),
         ("status", &["call"][..]),
-        ("config", &["call"][..]),
+        ("config", &["call", "text"][..]),
         ("media", &[][..]),
         ("audio", &["media", "config"][..]),
         ("hardware", &["config"][..]),
-        ("room", &["audio", "call", "config", "media", "status"][..]),
-        ("proto", &["audio", "call", "config", "media"][..]),
-        ("update", &["status"][..]),
-        ("dbus", &["call", "config", "room", "status", "update"][..]),
+        ("room", &["audio", "call", "config", "media", "status", "text"][..]),
+        ("proto", &["audio", "call", "config", "media", "text"][..]),
+        ("update", &["status", "text"][..]),
+        ("dbus", &["call", "config", "room", "status", "update", "text"][..]),
         ("health", &["audio", "dbus", "update"][..]),
     ]
     .into_iter()
