@@ -4,7 +4,7 @@
 //! end (A's camera) full screen with a self-view.
 //!
 //! Capture time: every frame leaving A's camera gets the wall-clock time (ms) written into its
-//! picture as 32 black/white blocks (24 bits of time, 8 check bits). Display time: when a frame
+//! picture as 32 black/white blocks (24 bits of time, 8 check bits; `media::stamp`). Display time: when a frame
 //! reaches the screen's sink, the blocks are read back from the far-end picture and the
 //! difference to now is one latency sample. Frames whose check bits do not match (a block
 //! under the ball, a damaged frame) are not counted.
@@ -17,68 +17,14 @@
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use gstreamer as gst;
-use gstreamer_video as gst_video;
-use gstreamer_video::prelude::*;
 use huis_firmware::media::screen::{Screen, ScreenStatus};
+use huis_firmware::media::stamp;
 use huis_firmware::media::video::{CaptureHook, FAR_CHANNEL};
 use huis_firmware::media::{Direction, RtpSockets, VideoFeedback, VideoSession, VideoSessionParams};
 use huis_hal::camera::{Camera, SimCamera};
-
-const X0: usize = 64;
-const Y0: usize = 200;
-const BLOCK: usize = 24;
-const BITS: usize = 32;
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
-}
-
-fn code_of(ms: u64) -> u32 {
-    let t = (ms & 0xff_ffff) as u32;
-    t | ((((t & 0xff) ^ ((t >> 8) & 0xff) ^ 0xa5) & 0xff) << 24)
-}
-
-fn decode(code: u32) -> Option<u32> {
-    let t = code & 0xff_ffff;
-    ((code >> 24) == ((t & 0xff) ^ ((t >> 8) & 0xff) ^ 0xa5)).then_some(t)
-}
-
-fn stamp(buf: &mut gst::BufferRef, info: &gst_video::VideoInfo) {
-    let code = code_of(now_ms());
-    let Ok(mut frame) = gst_video::VideoFrameRef::from_buffer_ref_writable(buf, info) else { return };
-    let stride = frame.comp_stride(0) as usize;
-    let Ok(y) = frame.plane_data_mut(0) else { return };
-    for bit in 0..BITS {
-        let v = if code >> bit & 1 == 1 { 235 } else { 16 };
-        for row in Y0..Y0 + BLOCK {
-            let start = row * stride + X0 + bit * BLOCK;
-            if let Some(px) = y.get_mut(start..start + BLOCK) {
-                px.fill(v);
-            }
-        }
-    }
-}
-
-fn read_stamp(buf: &gst::BufferRef, caps: &gst::Caps) -> Option<u32> {
-    let info = gst_video::VideoInfo::from_caps(caps).ok()?;
-    if info.format() != gst_video::VideoFormat::I420 {
-        return None;
-    }
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buf, &info).ok()?;
-    let stride = frame.comp_stride(0) as usize;
-    let y = frame.plane_data(0).ok()?;
-    let mut code = 0u32;
-    for bit in 0..BITS {
-        let centre = (Y0 + BLOCK / 2) * stride + X0 + bit * BLOCK + BLOCK / 2;
-        if *y.get(centre)? > 128 {
-            code |= 1 << bit;
-        }
-    }
-    decode(code)
-}
 
 fn cpu_seconds() -> f64 {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -156,14 +102,8 @@ fn main() {
     let unreadable = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
         let (samples, unreadable) = (samples.clone(), unreadable.clone());
-        screen.on_frame(move |buf, caps| match read_stamp(buf, caps) {
-            Some(t) => {
-                let now = (now_ms() & 0xff_ffff) as u32;
-                let d = now.wrapping_sub(t) & 0xff_ffff;
-                if d < 10_000 {
-                    samples.lock().unwrap().push(f64::from(d));
-                }
-            }
+        screen.on_frame(move |buf, caps| match stamp::latency_ms(buf, caps) {
+            Some(d) => samples.lock().unwrap().push(f64::from(d)),
             None => {
                 unreadable.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
@@ -178,7 +118,7 @@ fn main() {
     let lo = "127.0.0.1:0".parse().unwrap();
     let (sa, sb) = (RtpSockets::bind(lo).unwrap(), RtpSockets::bind(lo).unwrap());
     let (ra, rb) = (sa.local_rtp(), sb.local_rtp());
-    let hook: CaptureHook = Arc::new(stamp);
+    let hook: CaptureHook = Arc::new(stamp::write);
     let a = session(sa, rb, &encoder, (w, h, fps), "bench-a-far", "huis-self", Some(hook));
     let b = session(sb, ra, &encoder, (w, h, fps), FAR_CHANNEL, "bench-b-self", None);
     // Warm-up (first keyframes, jitter buffers filling), then measure.

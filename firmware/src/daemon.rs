@@ -208,6 +208,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
             height: v.height,
             framerate: v.framerate,
             kbps: v.max_kbps * 3 / 4,
+            on_capture: None,
         }),
         layout: (cfg.video.width, cfg.video.height),
         opus_bitrate: 32_000,

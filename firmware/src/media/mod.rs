@@ -84,6 +84,7 @@ mod rtp;
 pub mod screen;
 mod session;
 mod sockets;
+pub mod stamp;
 mod stats;
 pub mod video;
 pub mod webrtc;

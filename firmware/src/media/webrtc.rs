@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use gstreamer as gst;
 use gstreamer_app as gst_app;
 use gstreamer_sdp as gst_sdp;
+use gstreamer_video as gst_video;
 use gstreamer_webrtc as gst_webrtc;
 
 use gst::prelude::*;
@@ -32,7 +33,7 @@ use gst::prelude::*;
 use super::elements::{link_chain, link_pads, make, request_pad, static_pad};
 use super::ring::{self, AudioRx, AudioTx};
 use super::session::{Paced, dsp_caps, pace};
-use super::video::{configure_encoder, make_named, next_bitrate, pick_decoder, set_encoder_bitrate};
+use super::video::{CaptureHook, configure_encoder, make_named, next_bitrate, pick_decoder, set_encoder_bitrate};
 use super::{DSP_RATE, MediaError};
 
 /// Payload types we offer when publishing (what browsers use too).
@@ -46,7 +47,7 @@ const PROMISE: Duration = Duration::from_secs(5);
 const LATENCY_MS: u32 = 100;
 
 /// The camera side of a conference (`None` in [`ConferenceParams`]: audio only).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConferenceVideo {
     /// gst-launch description of the camera's live source (from hal).
     pub source: String,
@@ -56,6 +57,24 @@ pub struct ConferenceVideo {
     pub height: u32,
     pub framerate: u32,
     pub kbps: u32,
+    /// Called on every captured frame before it is encoded (and shown as the self-view), as
+    /// [`super::video::VideoSessionParams::on_capture`]: benchmarks stamp the capture time into
+    /// the picture; conferences leave it `None`.
+    pub on_capture: Option<CaptureHook>,
+}
+
+impl std::fmt::Debug for ConferenceVideo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConferenceVideo")
+            .field("source", &self.source)
+            .field("encoder", &self.encoder)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("framerate", &self.framerate)
+            .field("kbps", &self.kbps)
+            .field("on_capture", &self.on_capture.is_some())
+            .finish()
+    }
 }
 
 /// What a conference's media needs.
@@ -756,6 +775,18 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
         add(&[&camera, &tee, &q_self, &self_sink, &q_enc, &encoder, &enc_caps, &parse, &pay])?;
         link_chain(&[&camera, &tee, &q_self, &self_sink])?;
         link_chain(&[&tee, &q_enc, &encoder, &enc_caps, &parse, &pay])?;
+        if let Some(hook) = v.on_capture.clone() {
+            let info = gst_video::VideoInfo::builder(gst_video::VideoFormat::I420, v.width, v.height)
+                .fps(gst::Fraction::new(v.framerate as i32, 1))
+                .build()
+                .map_err(MediaError::pipeline)?;
+            static_pad(&tee, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, probe| {
+                if let Some(gst::PadProbeData::Buffer(b)) = &mut probe.data {
+                    hook(b.make_mut(), &info);
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
         let counter = shared.clone();
         static_pad(&parse, "src")?.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
             counter.frames_sent.fetch_add(1, Ordering::Relaxed);
