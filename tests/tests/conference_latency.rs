@@ -161,6 +161,7 @@ fn conference(w: u32, h: u32, far: &str, own: &str, hook: bool) -> Result<Confer
         opus_bitrate: 32_000,
         stun: None,
         turn: Vec::new(),
+        relay_only: false,
         far_channel: far.into(),
         self_channel: own.into(),
     })?)
