@@ -69,6 +69,33 @@ fn wait_call(bus: &Bus, pred: impl Fn(&Value) -> bool, timeout: Duration, explai
     }
 }
 
+/// Waits until the room's loudspeaker carries `hz` (at least `voiced` voiced windows after
+/// `skip_ms`, 80 % of them at `hz`).
+fn assert_speaker_tone(d: &Huisd, hz: f32, skip_ms: u32, voiced: usize, explain: impl Fn() -> String) {
+    let speaker = d.state_dir.join("speaker.wav");
+    let deadline = Instant::now() + 15 * SEC;
+    loop {
+        let r = tone_fraction(&speaker, hz, 25.0, 100, skip_ms).unwrap();
+        if r.voiced >= voiced && r.fraction >= 0.8 {
+            eprintln!("the loudspeaker plays {hz} Hz: {r:?}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the loudspeaker does not carry {hz} Hz: {r:?}\n{}", explain());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Hangs up and waits until the room is idle.
+fn hang_up_to_idle(bus: &Bus, explain: impl Fn() -> String) {
+    let out = huisctl(bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}\n{}", stderr(&out), explain());
+    let deadline = Instant::now() + 5 * SEC;
+    while huisctl_json(bus, &["status"])["state"] != "idle" {
+        assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn huis_joins_a_janus_room_sees_and_hears_chromium_and_leaves_cleanly() {
     if !is_root() {
@@ -108,17 +135,7 @@ fn huis_joins_a_janus_room_sees_and_hears_chromium_and_leaves_cleanly() {
         std::thread::sleep(Duration::from_millis(100));
     };
     eprintln!("30 frames from Chromium decoded {first_frame:?} after the dial");
-    let speaker = d.state_dir.join("speaker.wav");
-    let deadline = Instant::now() + 15 * SEC;
-    loop {
-        let r = tone_fraction(&speaker, 440.0, 25.0, 100, before + 1000).unwrap();
-        if r.voiced >= 15 && r.fraction >= 0.8 {
-            eprintln!("the loudspeaker plays Chromium's tone: {r:?}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the loudspeaker does not carry Chromium's 440 Hz: {r:?}\n{}", explain());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    assert_speaker_tone(&d, 440.0, before + 1000, 15, explain);
 
     // Chromium decodes the room's video and hears the room's 1 kHz.
     let s = chromium
@@ -136,17 +153,11 @@ fn huis_joins_a_janus_room_sees_and_hears_chromium_and_leaves_cleanly() {
     assert!(listed.iter().any(|p| p.display == ROOM_NAME && p.publisher), "{listed:?}\n{}", explain());
 
     // Hanging up leaves the room: Janus forgets us, the room is idle.
-    let out = huisctl(&bus, &["hangup"]);
-    assert!(out.status.success(), "hangup: {}\n{}", stderr(&out), explain());
+    hang_up_to_idle(&bus, explain);
     let deadline = Instant::now() + 5 * SEC;
     while janus.participants(ROOM).unwrap().iter().any(|p| p.display == ROOM_NAME) {
         assert!(Instant::now() < deadline, "Janus still lists the room 5 s after hang-up\n{}", explain());
         std::thread::sleep(Duration::from_millis(200));
-    }
-    let deadline = Instant::now() + 5 * SEC;
-    while huisctl_json(&bus, &["status"])["state"] != "idle" {
-        assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
-        std::thread::sleep(Duration::from_millis(100));
     }
     chromium
         .wait_until(|s| s.feed(ROOM_NAME).is_none_or(|f| f.gone), 5 * SEC)
@@ -340,16 +351,7 @@ fn a_five_second_network_cut_interrupts_the_conference_and_media_comes_back() {
     let before = during["frames_decoded"].as_f64().unwrap_or(0.0);
     wait_video_stat(&bus, "frames_decoded", before + 30.0, 20 * SEC, explain);
     eprintln!("video back {:?} after the cut healed", healed.elapsed());
-    let speaker = d.state_dir.join("speaker.wav");
-    let deadline = Instant::now() + 15 * SEC;
-    loop {
-        let r = tone_fraction(&speaker, 440.0, 25.0, 100, healed_ms + 500).unwrap();
-        if r.voiced >= 10 && r.fraction >= 0.8 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "Chromium's tone does not come back: {r:?}\n{}", explain());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    assert_speaker_tone(&d, 440.0, healed_ms + 500, 10, explain);
     let seen = chromium.stats().feed(ROOM_NAME).map_or(0, |f| f.frames_decoded);
     chromium
         .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > seen + 30), 20 * SEC)
@@ -396,13 +398,7 @@ fn browsers_vp8_and_vp9_are_decoded() {
         chromium
             .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > 30), 20 * SEC)
             .unwrap_or_else(|e| panic!("Chromium does not see the room: {e}\n{}", explain()));
-        let out = huisctl(&bus, &["hangup"]);
-        assert!(out.status.success(), "hangup: {}", stderr(&out));
-        let deadline = Instant::now() + 5 * SEC;
-        while huisctl_json(&bus, &["status"])["state"] != "idle" {
-            assert!(Instant::now() < deadline, "the room is not idle after hang-up\n{}", explain());
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        hang_up_to_idle(&bus, explain);
     }
 }
 
@@ -431,16 +427,7 @@ fn a_relay_only_room_joins_through_turn() {
     let out = huisctl(&bus, &["dial", &dial]);
     assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
     wait_video_stat(&bus, "frames_decoded", 30.0, 20 * SEC, explain);
-    let speaker = d.state_dir.join("speaker.wav");
-    let deadline = Instant::now() + 15 * SEC;
-    loop {
-        let r = tone_fraction(&speaker, 440.0, 25.0, 100, before + 1000).unwrap();
-        if r.voiced >= 15 && r.fraction >= 0.8 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the loudspeaker does not carry Chromium's 440 Hz: {r:?}\n{}", explain());
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    assert_speaker_tone(&d, 440.0, before + 1000, 15, explain);
     chromium
         .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > 30), 20 * SEC)
         .unwrap_or_else(|e| panic!("Chromium does not see the room: {e}\n{}", explain()));
@@ -507,13 +494,7 @@ fn bench_webrtc_join() {
         assert!(out.status.success(), "dial: {}", stderr(&out));
         let c = wait_call(&bus, |c| c["stats"]["video_first_frame_ms"].as_f64().is_some(), 20 * SEC, explain);
         ours.push(c["stats"]["video_first_frame_ms"].as_f64().unwrap());
-        let out = huisctl(&bus, &["hangup"]);
-        assert!(out.status.success(), "hangup: {}", stderr(&out));
-        let deadline = Instant::now() + 5 * SEC;
-        while huisctl_json(&bus, &["status"])["state"] != "idle" {
-            assert!(Instant::now() < deadline, "not idle\n{}", explain());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        hang_up_to_idle(&bus, explain);
     }
     let mut theirs = Vec::new();
     for i in 0..runs {
