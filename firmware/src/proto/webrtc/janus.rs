@@ -234,7 +234,7 @@ impl Janus {
         let resp = tokio::time::timeout(REQUEST_TIMEOUT, self.http.post(url).json(&body).send())
             .await
             .map_err(|_| JanusError::Timeout { what: "a request", secs: REQUEST_TIMEOUT.as_secs() })?
-            .map_err(|e| JanusError::Unreachable { url: self.api.clone(), why: reqwest_reason(&e) })?;
+            .map_err(|e| JanusError::Unreachable { url: self.api.clone(), why: super::http_reason(&e) })?;
         let v = read_json(resp, &self.api).await?;
         if let Some(e) = janus_error(&v) {
             return Err(e);
@@ -249,7 +249,7 @@ async fn poll(http: &reqwest::Client, api: &str, session: u64) -> Result<Vec<Val
     let resp = tokio::time::timeout(POLL_TIMEOUT, http.get(&url).send())
         .await
         .map_err(|_| JanusError::Timeout { what: "the event poll", secs: POLL_TIMEOUT.as_secs() })?
-        .map_err(|e| JanusError::Unreachable { url: api.to_owned(), why: reqwest_reason(&e) })?;
+        .map_err(|e| JanusError::Unreachable { url: api.to_owned(), why: super::http_reason(&e) })?;
     let v = read_json(resp, api).await?;
     if let Some(e) = janus_error(&v) {
         return Err(e);
@@ -259,15 +259,6 @@ async fn poll(http: &reqwest::Client, api: &str, session: u64) -> Result<Vec<Val
         Value::Object(_) if v.get("janus").and_then(Value::as_str) == Some("keepalive") => Vec::new(),
         other => vec![other],
     })
-}
-
-/// The innermost cause of a reqwest error (`connection refused`, a certificate problem).
-fn reqwest_reason(e: &reqwest::Error) -> String {
-    let mut src: &dyn std::error::Error = e;
-    while let Some(s) = src.source() {
-        src = s;
-    }
-    src.to_string()
 }
 
 /// Reads a bounded JSON body.
@@ -282,7 +273,7 @@ async fn read_json(resp: reqwest::Response, api: &str) -> Result<Value, JanusErr
     let mut resp = resp;
     let mut body = Vec::new();
     while let Some(chunk) =
-        resp.chunk().await.map_err(|e| JanusError::Unreachable { url: api.to_owned(), why: reqwest_reason(&e) })?
+        resp.chunk().await.map_err(|e| JanusError::Unreachable { url: api.to_owned(), why: super::http_reason(&e) })?
     {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(JanusError::Protocol(format!("an answer of more than {MAX_BODY} bytes")));

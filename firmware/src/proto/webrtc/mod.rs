@@ -52,6 +52,16 @@ pub fn fuzz_signalling(data: &[u8]) {
     }
 }
 
+/// The innermost cause of an HTTP client error (`Connection refused`, a certificate problem),
+/// which is what a person can act on.
+pub(super) fn http_reason(e: &reqwest::Error) -> String {
+    let mut src: &dyn std::error::Error = e;
+    while let Some(s) = src.source() {
+        src = s;
+    }
+    src.to_string()
+}
+
 /// The destinations this backend takes.
 pub fn accepts(d: &Destination) -> bool {
     matches!(d, Destination::Janus { .. } | Destination::Whip { .. })

@@ -112,7 +112,7 @@ impl Whip {
         let resp = tokio::time::timeout_at(deadline, req.send())
             .await
             .map_err(|_| timeout.clone())?
-            .map_err(|e| WhipError::Unreachable { what, url: url.to_owned(), why: reqwest_reason(&e) })?;
+            .map_err(|e| WhipError::Unreachable { what, url: url.to_owned(), why: super::http_reason(&e) })?;
         let status = resp.status();
         let reason = status.canonical_reason().unwrap_or("").to_owned();
         let location = resp.headers().get(LOCATION).map(|l| l.to_str().map(str::to_owned));
@@ -152,7 +152,9 @@ impl Whip {
         match tokio::time::timeout(DELETE_TIMEOUT, req.send()).await {
             Ok(Ok(r)) if r.status().is_success() => tracing::info!(what, resource = %url, "{what} session deleted"),
             Ok(Ok(r)) => tracing::warn!(what, resource = %url, status = %r.status(), "{what} session not deleted"),
-            Ok(Err(e)) => tracing::warn!(what, resource = %url, "{what} session not deleted: {}", reqwest_reason(&e)),
+            Ok(Err(e)) => {
+                tracing::warn!(what, resource = %url, "{what} session not deleted: {}", super::http_reason(&e))
+            }
             Err(_) => tracing::warn!(what, resource = %url, "{what} session not deleted within {DELETE_TIMEOUT:?}"),
         }
     }
@@ -230,9 +232,11 @@ async fn read_body(mut resp: reqwest::Response, what: &'static str) -> Result<Ve
     }
     let url = resp.url().to_string();
     let mut body = Vec::new();
-    while let Some(chunk) =
-        resp.chunk().await.map_err(|e| WhipError::Unreachable { what, url: url.clone(), why: reqwest_reason(&e) })?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| WhipError::Unreachable {
+        what,
+        url: url.clone(),
+        why: super::http_reason(&e),
+    })? {
         if body.len() + chunk.len() > MAX_BODY {
             return Err(WhipError::TooLong { what, max: MAX_BODY });
         }
@@ -282,15 +286,6 @@ fn detail(body: &[u8]) -> String {
 /// At most 120 characters of outside text, without control characters.
 fn bounded(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(120).collect()
-}
-
-/// The innermost cause of a reqwest error (`connection refused`, a certificate problem).
-fn reqwest_reason(e: &reqwest::Error) -> String {
-    let mut src: &dyn std::error::Error = e;
-    while let Some(s) = src.source() {
-        src = s;
-    }
-    src.to_string()
 }
 
 #[cfg(test)]
