@@ -201,20 +201,24 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     };
     let webrtc_setup = crate::proto::webrtc::Setup {
         display: cfg.room.name.clone(),
-        video: video_setup.as_ref().map(|v| crate::media::webrtc::ConferenceVideo {
-            source: v.source.clone(),
-            encoder: v.encoder.clone(),
-            width: v.width,
-            height: v.height,
-            framerate: v.framerate,
-            kbps: v.max_kbps * 3 / 4,
-            on_capture: None,
-        }),
-        layout: (cfg.video.width, cfg.video.height),
-        opus_bitrate: 32_000,
-        stun: Some(cfg.webrtc.stun_server.clone()).filter(|s| !s.is_empty()),
-        turn: cfg.webrtc.turn_servers.clone(),
-        relay_only: cfg.webrtc.ice_transport_policy == "relay",
+        media: crate::media::webrtc::ConferenceParams {
+            video: video_setup.as_ref().map(|v| crate::media::webrtc::ConferenceVideo {
+                source: v.source.clone(),
+                encoder: v.encoder.clone(),
+                width: v.width,
+                height: v.height,
+                framerate: v.framerate,
+                kbps: v.max_kbps * 3 / 4,
+                on_capture: None,
+            }),
+            layout: (cfg.video.width, cfg.video.height),
+            opus_bitrate: 32_000,
+            stun: Some(cfg.webrtc.stun_server.clone()).filter(|s| !s.is_empty()),
+            turn: cfg.webrtc.turn_servers.clone(),
+            relay_only: cfg.webrtc.ice_transport_policy == "relay",
+            far_channel: crate::media::video::FAR_CHANNEL.into(),
+            self_channel: crate::media::video::SELF_CHANNEL.into(),
+        },
         ca_file: Some(cfg.webrtc.ca_file.clone()).filter(|s| !s.is_empty()).map(Into::into),
     };
     let sip = crate::proto::sip::start(&cfg, call_audio.clone(), video_setup, ids.clone(), events_tx.clone()).await;

@@ -28,7 +28,7 @@ use crate::call::{
     self, Backend, CallError, CallId, CallInfo, CallState, CallStats, Command, Destination, Direction, EndReason,
     EventSender, Heartbeat, Protocol,
 };
-use crate::media::webrtc::{ConferenceMedia, ConferenceParams, ConferenceVideo, Connection, Figures};
+use crate::media::webrtc::{ConferenceMedia, ConferenceParams, Connection, Figures};
 
 pub use janus::JanusError;
 
@@ -72,13 +72,8 @@ pub fn accepts(d: &Destination) -> bool {
 pub struct Setup {
     /// Our name in the conference (the room's name).
     pub display: String,
-    pub video: Option<ConferenceVideo>,
-    pub layout: (u32, u32),
-    pub opus_bitrate: u32,
-    pub stun: Option<String>,
-    pub turn: Vec<String>,
-    /// Media only through the TURN servers (`webrtc.ice_transport_policy = "relay"`).
-    pub relay_only: bool,
+    /// Every conference's media starts from these (camera, layout, ICE servers, channels).
+    pub media: ConferenceParams,
     /// Extra CA certificates (PEM) for `https` signalling, besides the system's.
     pub ca_file: Option<std::path::PathBuf>,
 }
@@ -322,16 +317,7 @@ impl Conference {
         sig: &mut S,
         media_out: &mut Option<Arc<ConferenceMedia>>,
     ) -> Result<(), Ending> {
-        let params = ConferenceParams {
-            video: setup.video.clone(),
-            layout: setup.layout,
-            opus_bitrate: setup.opus_bitrate,
-            stun: setup.stun.clone(),
-            turn: setup.turn.clone(),
-            relay_only: setup.relay_only,
-            far_channel: crate::media::video::FAR_CHANNEL.into(),
-            self_channel: crate::media::video::SELF_CHANNEL.into(),
-        };
+        let params = setup.media.clone();
         let media = tokio::task::spawn_blocking(move || ConferenceMedia::start(params))
             .await
             .map_err(|e| Ending::Ended(EndReason::Failed(format!("the conference media crashed: {e}"))))?
@@ -345,7 +331,7 @@ impl Conference {
             Some(CallAudio { tx: media.sender(), rx: media.receiver() });
         self.info.state = CallState::Active;
         self.info.audio_codec = "opus/48000".into();
-        if let Some(v) = &setup.video {
+        if let Some(v) = &setup.media.video {
             self.info.video_codec = format!("H264/90000 {}x{}", v.width, v.height);
         }
         self.info.media_encryption = "DTLS-SRTP".into();
