@@ -537,3 +537,69 @@ fn bench_webrtc_join() {
         eprintln!("{}", d.log_text());
     }
 }
+
+#[test]
+fn a_fifteen_second_cut_makes_the_room_join_again_and_leave_no_ghost() {
+    if !is_root() {
+        eprintln!("SKIPPED a_fifteen_second_cut…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("a long network cut in a Janus room", 180);
+    let ns = NetNs::new();
+    let janus = Janus::start(&ns).unwrap();
+    janus.create_room(ROOM, None, "long network cut").unwrap();
+    let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("Chromium").tone(440.0))
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port()));
+    let explain = || why(&bus, &d, &janus, &[&chromium]);
+    let dial = format!("janus+{}?room={ROOM}", janus.http_url());
+    let out = huisctl(&bus, &["dial", &dial]);
+    assert!(out.status.success(), "dial {dial}: {}", stderr(&out));
+    wait_video_stat(&bus, "frames_decoded", 30.0, 20 * SEC, explain);
+    let first_id = janus.participants(ROOM).unwrap().into_iter().find(|p| p.display == ROOM_NAME).map(|p| p.id);
+
+    // 15 s without any packet: longer than the 10 s of silence after which the room leaves
+    // and joins again, shorter than Chromium's own 30 s before its connections fail.
+    let nft = netfault::Nft::new(&ns).unwrap();
+    nft.cut().unwrap();
+    std::thread::sleep(15 * SEC);
+    let during = video_stats(&bus);
+    nft.heal().unwrap();
+    let healed_ms = speaker_ms(&d);
+
+    // The room is back in by itself: its video and tone at Chromium, Chromium's at the room,
+    // the call never ended, and Call1 counts the rejoin.
+    let v = wait_video_stat(&bus, "rejoins", 1.0, 30 * SEC, explain);
+    eprintln!("rejoins: {v}");
+    let before = during["frames_decoded"].as_f64().unwrap_or(0.0);
+    wait_video_stat(&bus, "frames_decoded", before + 30.0, 30 * SEC, explain);
+    assert_speaker_tone(&d, 440.0, healed_ms + 500, 10, explain);
+    chromium
+        .wait_until(|s| s.feed(ROOM_NAME).is_some_and(|f| f.frames_decoded > 30), 30 * SEC)
+        .unwrap_or_else(|e| panic!("Chromium does not see the room again: {e}\n{}", explain()));
+    let calls = huisctl_json(&bus, &["calls"]);
+    assert_eq!(calls[0]["state"], "active", "{calls}\n{}", explain());
+    assert_eq!(calls[0]["path"], "/org/huis/Room1/Calls/1", "the same call goes on: {calls}");
+
+    // No ghost: the room is in the room once, as a new participant (the session it could not
+    // leave during the cut was destroyed when it came back).
+    let deadline = Instant::now() + 10 * SEC;
+    loop {
+        let ps = janus.participants(ROOM).unwrap();
+        let us: Vec<_> = ps.iter().filter(|p| p.display == ROOM_NAME).collect();
+        if us.len() == 1 && Some(us[0].id) != first_id {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the room is not in Janus exactly once, anew: {ps:?} (first id {first_id:?})\n{}",
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}", stderr(&out));
+}

@@ -175,9 +175,24 @@ impl Janus {
         Ok(tx)
     }
 
-    pub async fn destroy(&mut self) {
-        let url = format!("{}/{}", self.api, self.session);
-        let _ = self.post(&url, json!({"janus": "destroy"})).await;
+    /// This session's id.
+    pub fn session(&self) -> u64 {
+        self.session
+    }
+
+    /// Destroys a session of ours on this server (this one when we leave, or one we could not
+    /// leave earlier); true if the server took it or has no such session any more.
+    pub async fn destroy_session(&mut self, session: u64) -> bool {
+        let url = format!("{}/{}", self.api, session);
+        match self.post(&url, json!({"janus": "destroy"})).await {
+            Ok(_) => true,
+            // 458: no such session (Janus timed it out already).
+            Err(JanusError::Refused { code: 458, .. }) => true,
+            Err(e) => {
+                tracing::debug!(session, "the session was not destroyed: {e}");
+                false
+            }
+        }
     }
 
     /// The next events: those kept back first, else one long poll.

@@ -22,6 +22,11 @@ pub(super) struct JanusRoom {
     publisher: u64,
     /// Far ends received: feed id → their subscriber handle.
     feeds: HashMap<u64, u64>,
+    /// The feed ids we published as: after joining again, our old self is no far end.
+    own_feeds: Vec<u64>,
+    /// Sessions we could not destroy when we left (the network was down): destroyed once we
+    /// are back, so the room does not see us twice until Janus times them out.
+    stale_sessions: Vec<u64>,
 }
 
 /// A refusal by the server is the far end's answer; anything else is a failure.
@@ -43,6 +48,8 @@ impl JanusRoom {
             janus: None,
             publisher: 0,
             feeds: HashMap::new(),
+            own_feeds: Vec::new(),
+            stale_sessions: Vec::new(),
         }
     }
 
@@ -95,7 +102,14 @@ impl Signaller for JanusRoom {
     }
 
     async fn join(&mut self, media: &Arc<ConferenceMedia>) -> Result<(), EndReason> {
+        self.feeds.clear();
         let j = self.janus.insert(Janus::connect(self.http.clone(), &self.api).await.map_err(ended)?);
+        // Our old self leaves before we come back.
+        for session in std::mem::take(&mut self.stale_sessions) {
+            if j.destroy_session(session).await {
+                tracing::info!(session, "destroyed the session we could not leave");
+            }
+        }
         self.publisher = j.attach().await.map_err(ended)?;
         let body =
             self.with_pin(json!({"request": "join", "ptype": "publisher", "room": self.room, "display": self.display}));
@@ -107,10 +121,17 @@ impl Signaller for JanusRoom {
             return Err(ended(JanusError::Protocol(format!("the join was answered with {data}"))));
         }
         tracing::info!(room = self.room, id = ?data.get("id"), "joined the Janus room");
+        if let Some(id) = data.get("id").and_then(Value::as_u64) {
+            self.own_feeds.push(id);
+            let n = self.own_feeds.len();
+            self.own_feeds.drain(..n.saturating_sub(8));
+        }
 
         // Far ends first: their pictures appear while ours is still being offered.
         for p in publishers(&data) {
-            self.subscribe(media, p).await;
+            if !self.own_feeds.contains(&p.0) {
+                self.subscribe(media, p).await;
+            }
         }
         let offer = media.publish_offer().await.map_err(|e| EndReason::Failed(e.to_string()))?;
         let body = json!({"request": "configure", "audio": true, "video": media.sends_video()});
@@ -137,14 +158,19 @@ impl Signaller for JanusRoom {
     async fn handle(&mut self, ev: Value, media: &Arc<ConferenceMedia>) -> Result<(), EndReason> {
         let sender = ev.get("sender").and_then(Value::as_u64).unwrap_or(0);
         if ev.get("janus").and_then(Value::as_str) == Some("hangup") && sender == self.publisher {
-            tracing::warn!(reason = ?ev.get("reason"), "Janus hung up our publishing connection");
+            let reason = ev.get("reason").and_then(Value::as_str).unwrap_or("no reason");
+            return Err(EndReason::Failed(format!("Janus hung up our connection ({})", crate::text::excerpt(reason))));
         }
         let Some(data) = janus::plugin_data(&ev) else { return Ok(()) };
         if data.get("videoroom").and_then(Value::as_str) == Some("destroyed") {
             return Err(EndReason::RemoteHangup);
         }
+        // A moderator removed us (Janus says "leaving": "ok" to the one kicked).
+        if sender == self.publisher && data.get("leaving").and_then(Value::as_str) == Some("ok") {
+            return Err(EndReason::RemoteHangup);
+        }
         for p in publishers(data) {
-            if !self.feeds.contains_key(&p.0) {
+            if !self.feeds.contains_key(&p.0) && !self.own_feeds.contains(&p.0) {
                 self.subscribe(media, p).await;
             }
         }
@@ -171,8 +197,15 @@ impl Signaller for JanusRoom {
     }
 
     async fn close(&mut self) {
-        if let Some(j) = self.janus.as_mut() {
-            j.destroy().await;
+        if let Some(mut j) = self.janus.take() {
+            // Kept as stale first: the caller may give up waiting for the server.
+            let session = j.session();
+            self.stale_sessions.push(session);
+            if j.destroy_session(session).await {
+                self.stale_sessions.retain(|s| *s != session);
+            }
+            let n = self.stale_sessions.len();
+            self.stale_sessions.drain(..n.saturating_sub(8));
         }
     }
 }

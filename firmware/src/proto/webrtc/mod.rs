@@ -34,8 +34,20 @@ pub use janus::JanusError;
 
 /// How long joining (each request's answer) may take.
 pub(super) const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the publishing connection may stay down before the call ends.
-const LOST_AFTER: Duration = Duration::from_secs(30);
+/// How long our publishing connection may stay down, or every far end silent, before we
+/// leave and join again (a fresh session, fresh ICE and DTLS: the ICE restart and WHIP re-POST
+/// of the specifications, done the one way every server takes).
+const REJOIN_AFTER: Duration = Duration::from_secs(10);
+/// The longest silence of the far ends before joining again, when joining again did not bring
+/// them back (the far ends themselves may be gone): the wait doubles up to this.
+const REJOIN_AFTER_MAX: Duration = Duration::from_secs(160);
+/// How long we keep trying to get back in before the call ends.
+const GIVE_UP_AFTER: Duration = Duration::from_secs(60);
+
+/// The wait before the `tries`-th attempt to get back in: 0.5 s, then doubling up to 8 s.
+fn rejoin_pause(tries: u32) -> Duration {
+    Duration::from_millis(500 << tries.saturating_sub(1).min(4))
+}
 
 /// For `cargo fuzz` (`huis_firmware::fuzzing::webrtc_signalling`): what conference servers
 /// send us, on arbitrary bytes. The first byte picks the parser: a Janus event (JSON) as the
@@ -166,6 +178,8 @@ async fn run_backend(
                             events: events.clone(),
                             audio: audio.clone(),
                             muted,
+                            rates: Rates::default(),
+                            silence_limit: REJOIN_AFTER,
                         };
                         match &to {
                             Destination::Janus { api, room, pin } => {
@@ -250,12 +264,18 @@ struct Conference {
     events: EventSender,
     audio: CallAudioSlot,
     muted: bool,
+    /// The figures, across every time we had to join again.
+    rates: Rates,
+    /// How long every far end may be silent before we join again.
+    silence_limit: Duration,
 }
 
-/// How a conference ended: by us (with the reply to send once we left) or otherwise.
+/// How a conference ended: by us (with the reply to send once we left), otherwise, or not
+/// yet (the connection or the session was lost: join again).
 enum Ending {
     Hangup(call::Reply),
     Ended(EndReason),
+    Lost(String),
 }
 
 impl Conference {
@@ -266,9 +286,69 @@ impl Conference {
     async fn run<S: Signaller>(mut self, setup: Setup, mut sig: S, mut commands: mpsc::Receiver<ConfCommand>) {
         self.info.signalling_tls = sig.tls();
         let mut media: Option<Arc<ConferenceMedia>> = None;
+        // Since when, and how many times, we have been trying to get back in.
+        let mut lost: Option<(tokio::time::Instant, u32)> = None;
+        let ending = loop {
+            let pause = lost.map(|(_, tries)| rejoin_pause(tries));
+            let joined = self.join_unless_hung_up(&setup, &mut sig, &mut media, &mut commands, pause).await;
+            let ending = match (joined, media.clone()) {
+                (Ok(()), Some(m)) => {
+                    if lost.take().is_some() {
+                        tracing::info!(call = %self.id, "back in the conference");
+                    }
+                    self.in_conference(&mut sig, &m, &mut commands).await
+                }
+                (Ok(()), None) => Ending::Ended(EndReason::Failed("joined without media".into())),
+                // Getting back in failed the way a network fails: try again (a refusal, such
+                // as a room that is gone, ends the call).
+                (Err(Ending::Ended(EndReason::Failed(why))), _) if lost.is_some() => Ending::Lost(why),
+                (Err(e), _) => e,
+            };
+            let Ending::Lost(why) = ending else { break ending };
+            let (since, tries) = lost.get_or_insert((tokio::time::Instant::now(), 0));
+            if since.elapsed() > GIVE_UP_AFTER {
+                break Ending::Ended(EndReason::Failed(format!(
+                    "cannot get back into the conference for {} s: {why}",
+                    GIVE_UP_AFTER.as_secs()
+                )));
+            }
+            *tries += 1;
+            self.rates.lost_connection();
+            tracing::warn!(call = %self.id, attempt = *tries, "lost the conference ({why}): joining again");
+            self.leave_media(&mut sig, &mut media).await;
+        };
+        self.leave_media(&mut sig, &mut media).await;
+        let reason = match ending {
+            Ending::Hangup(reply) => {
+                let _ = reply.send(Ok(()));
+                EndReason::LocalHangup
+            }
+            Ending::Ended(r) => r,
+            Ending::Lost(why) => EndReason::Failed(why),
+        };
+        tracing::info!(call = %self.id, reason = %reason, "left the conference");
+        self.emit(call::Event::Ended { id: self.id, reason }).await;
+    }
+
+    /// Joins (after `pause`, when joining again), unless the room hangs up first.
+    async fn join_unless_hung_up<S: Signaller>(
+        &mut self,
+        setup: &Setup,
+        sig: &mut S,
+        media: &mut Option<Arc<ConferenceMedia>>,
+        commands: &mut mpsc::Receiver<ConfCommand>,
+        pause: Option<Duration>,
+    ) -> Result<(), Ending> {
         let mut late_mute = None;
         let joined = {
-            let join = self.join(&setup, &mut sig, &mut media);
+            let id = self.id;
+            let join = async {
+                if let Some(p) = pause {
+                    tracing::info!(call = %id, "joining again in {} ms", p.as_millis());
+                    tokio::time::sleep(p).await;
+                }
+                self.join(setup, sig, media).await
+            };
             tokio::pin!(join);
             // A hang-up while joining stops the join.
             loop {
@@ -285,29 +365,19 @@ impl Conference {
         if let Some(on) = late_mute {
             self.muted = on;
         }
-        let ending = match (joined, media.clone()) {
-            (Ok(()), Some(m)) => {
-                m.set_muted(self.muted);
-                self.in_conference(&mut sig, &m, &mut commands).await
-            }
-            (Ok(()), None) => Ending::Ended(EndReason::Failed("joined without media".into())),
-            (Err(e), _) => e,
-        };
-        // Leave: the server first (others see us go at once), then the media.
+        if let Some(m) = media {
+            m.set_muted(self.muted);
+        }
+        joined
+    }
+
+    /// Leaves the server first (others see us go at once), then stops the media.
+    async fn leave_media<S: Signaller>(&mut self, sig: &mut S, media: &mut Option<Arc<ConferenceMedia>>) {
         let _ = tokio::time::timeout(Duration::from_secs(3), sig.close()).await;
         self.audio.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(m) = media.take() {
             let _ = tokio::task::spawn_blocking(move || m.stop()).await;
         }
-        let reason = match ending {
-            Ending::Hangup(reply) => {
-                let _ = reply.send(Ok(()));
-                EndReason::LocalHangup
-            }
-            Ending::Ended(r) => r,
-        };
-        tracing::info!(call = %self.id, reason = %reason, "left the conference");
-        self.emit(call::Event::Ended { id: self.id, reason }).await;
     }
 
     /// Starts the media and lets the signaller join with it.
@@ -351,7 +421,7 @@ impl Conference {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut down_since: Option<tokio::time::Instant> = None;
         let mut far_ends = String::new();
-        let mut rates = Rates::default();
+        let mut last_conn = Connection::New;
         loop {
             let ev = tokio::select! {
                 cmd = commands.recv() => match cmd {
@@ -365,7 +435,7 @@ impl Conference {
                 _ = tick.tick() => {
                     let figures = media.figures().await;
                     let kbps = media.adapt_bitrate(figures.video_fraction_lost);
-                    let (mut stats, interrupted) = rates.stats(media, &figures, kbps);
+                    let (mut stats, interrupted) = self.rates.stats(media, &figures, kbps);
                     if let Some(t) = media.first_frame() {
                         let ms = t.saturating_duration_since(self.dialled).as_secs_f64() * 1000.0;
                         stats.video.insert("first_frame_ms".into(), ms);
@@ -380,16 +450,31 @@ impl Conference {
                         far_ends = now;
                         tracing::info!(call = %self.id, far_ends = %far_ends, "in the conference");
                     }
-                    match media.publisher_connection() {
+                    let conn = media.publisher_connection();
+                    if conn != last_conn {
+                        tracing::info!(call = %self.id, "the connection to the conference is {}", conn.name());
+                        last_conn = conn;
+                    }
+                    match conn {
                         Connection::Connected | Connection::New | Connection::Connecting => down_since = None,
                         other => {
                             let since = *down_since.get_or_insert_with(tokio::time::Instant::now);
-                            if since.elapsed() > LOST_AFTER {
-                                return Ending::Ended(EndReason::Failed(format!(
-                                    "the connection to the conference is {} since {} s", other.name(), LOST_AFTER.as_secs()
-                                )));
+                            if since.elapsed() > REJOIN_AFTER {
+                                return Ending::Lost(format!(
+                                    "the connection is {} since {} s", other.name(), REJOIN_AFTER.as_secs()
+                                ));
                             }
                         }
+                    }
+                    // ICE may keep calling a dead path connected (libnice checks no consent):
+                    // silence from every far end says more. When joining again did not bring
+                    // them back, the far ends themselves may be gone: wait longer each time.
+                    if self.rates.arriving {
+                        self.silence_limit = REJOIN_AFTER;
+                    } else if Duration::from_secs(self.rates.quiet_ticks.into()) >= self.silence_limit {
+                        let secs = self.silence_limit.as_secs();
+                        self.silence_limit = (self.silence_limit * 2).min(REJOIN_AFTER_MAX);
+                        return Ending::Lost(format!("no media from the conference for {secs} s"));
                     }
                     continue;
                 }
@@ -399,8 +484,11 @@ impl Conference {
                 Ok(ev) => sig.handle(ev, media).await,
                 Err(reason) => Err(reason),
             };
-            if let Err(reason) = handled {
-                return Ending::Ended(reason);
+            match handled {
+                Ok(()) => {}
+                // The session or our connection is gone on the server's side: join again.
+                Err(EndReason::Failed(why)) => return Ending::Lost(why),
+                Err(reason) => return Ending::Ended(reason),
             }
         }
     }
@@ -412,11 +500,33 @@ impl Conference {
 struct Rates {
     last: Option<(tokio::time::Instant, Figures)>,
     quiet_ticks: u32,
+    /// Packets came from the far ends in the last second.
+    arriving: bool,
     interrupted: bool,
     interruptions: u32,
+    /// How many times we left and joined again because the conference was lost.
+    rejoins: u32,
+    /// Counters of the media before the last rejoin (each media's start from zero), so that
+    /// Call1's counters only grow within a call.
+    before: CallStats,
+    /// The counters last reported.
+    last_counts: CallStats,
 }
 
+/// The figures that count since the call began (the others are rates and states).
+const COUNTERS: [&str; 6] =
+    ["packets_sent", "buffers_received", "packets_received", "packets_lost", "frames_decoded", "frames_sent"];
+
 impl Rates {
+    /// We leave to join again: the next media's counters start from zero, and the silence
+    /// goes on (the interruption is the one already counted).
+    fn lost_connection(&mut self) {
+        self.last = None;
+        self.arriving = false;
+        self.rejoins += 1;
+        self.before = std::mem::take(&mut self.last_counts);
+    }
+
     /// The figures, and whether an interruption has just started.
     fn stats(&mut self, media: &ConferenceMedia, f: &Figures, kbps: u32) -> (CallStats, bool) {
         let s = media.stats();
@@ -430,8 +540,8 @@ impl Rates {
             v.insert("bitrate_sent_kbps".into(), kbit(f.video_bytes_sent, prev.video_bytes_sent));
             v.insert("bitrate_received_kbps".into(), kbit(f.bytes_received, prev.bytes_received));
             // Packets, not decoded audio: the decoder conceals losses with audio of its own.
-            let arriving = f.packets_received > prev.packets_received;
-            self.quiet_ticks = if arriving || s.far_ends == 0 { 0 } else { self.quiet_ticks + 1 };
+            self.arriving = f.packets_received > prev.packets_received;
+            self.quiet_ticks = if self.arriving || s.far_ends == 0 { 0 } else { self.quiet_ticks + 1 };
         }
         let quiet = self.quiet_ticks >= 2;
         let started = quiet && !self.interrupted;
@@ -462,7 +572,29 @@ impl Rates {
         v.insert("far_ends_connected".into(), s.far_ends_connected as f64);
         v.insert("interruptions".into(), f64::from(self.interruptions));
         v.insert("media_interrupted".into(), if quiet { 1.0 } else { 0.0 });
+        for (kind, before) in [(&mut stats.audio, &self.before.audio), (&mut stats.video, &self.before.video)] {
+            for key in COUNTERS {
+                if let Some(n) = kind.get_mut(key) {
+                    *n += before.get(key).copied().unwrap_or(0.0);
+                }
+            }
+        }
+        stats.video.insert("rejoins".into(), f64::from(self.rejoins));
+        self.last_counts = stats.clone();
         self.last = Some((now, f.clone()));
         (stats, started)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn joining_again_backs_off_from_half_a_second_to_eight() {
+        let waits: Vec<u128> = (1..=7).map(|t| rejoin_pause(t).as_millis()).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 8000, 8000]);
+        // Trying for a minute at most: the back-off never outgrows the time given up after.
+        assert!(rejoin_pause(u32::MAX) < GIVE_UP_AFTER);
     }
 }

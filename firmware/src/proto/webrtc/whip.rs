@@ -87,6 +87,9 @@ pub(super) struct Whip {
     token: String,
     /// The resources the servers created (absolute `Location` URLs), deleted when we leave.
     resources: Vec<(&'static str, String)>,
+    /// Resources we could not delete when we left (the network was down): deleted once we
+    /// are back in, so the server does not carry us twice.
+    stale: Vec<(&'static str, String)>,
 }
 
 impl Whip {
@@ -97,6 +100,7 @@ impl Whip {
             whep: whep.map(str::to_owned),
             token: token.to_owned(),
             resources: Vec::new(),
+            stale: Vec::new(),
         }
     }
 
@@ -144,7 +148,13 @@ impl Whip {
         Ok(sdp)
     }
 
-    async fn delete(http: reqwest::Client, token: String, what: &'static str, url: String) {
+    /// DELETEs a resource; gives it back if the server could not be reached (to try again).
+    async fn delete(
+        http: reqwest::Client,
+        token: String,
+        what: &'static str,
+        url: String,
+    ) -> Option<(&'static str, String)> {
         let mut req = http.delete(&url);
         if let Some(auth) = bearer(&token) {
             req = req.header(AUTHORIZATION, auth);
@@ -153,10 +163,29 @@ impl Whip {
             Ok(Ok(r)) if r.status().is_success() => tracing::info!(what, resource = %url, "{what} session deleted"),
             Ok(Ok(r)) => tracing::warn!(what, resource = %url, status = %r.status(), "{what} session not deleted"),
             Ok(Err(e)) => {
-                tracing::warn!(what, resource = %url, "{what} session not deleted: {}", super::http_reason(&e))
+                tracing::warn!(what, resource = %url, "{what} session not deleted: {}", super::http_reason(&e));
+                return Some((what, url));
             }
-            Err(_) => tracing::warn!(what, resource = %url, "{what} session not deleted within {DELETE_TIMEOUT:?}"),
+            Err(_) => {
+                tracing::warn!(what, resource = %url, "{what} session not deleted within {DELETE_TIMEOUT:?}");
+                return Some((what, url));
+            }
         }
+        None
+    }
+
+    /// DELETEs `resources` at once; keeps those the servers could not be asked about.
+    async fn delete_all(&mut self, resources: Vec<(&'static str, String)>) {
+        let deletes: Vec<_> = resources
+            .into_iter()
+            .map(|(what, url)| tokio::spawn(Self::delete(self.http.clone(), self.token.clone(), what, url)))
+            .collect();
+        for d in deletes {
+            if let Ok(Some(kept)) = d.await {
+                self.stale.push(kept);
+            }
+        }
+        self.stale.truncate(8);
     }
 }
 
@@ -187,6 +216,9 @@ impl Signaller for Whip {
                 .map_err(|e| WhipError::Malformed { what: "WHEP", why: e.to_string() }.ended())?;
             tracing::info!(endpoint = %url, "receiving over WHEP");
         }
+        // Back in after a lost connection: our old sessions go now.
+        let stale = std::mem::take(&mut self.stale);
+        self.delete_all(stale).await;
         Ok(())
     }
 
@@ -203,14 +235,8 @@ impl Signaller for Whip {
     }
 
     async fn close(&mut self) {
-        let deletes: Vec<_> = self
-            .resources
-            .drain(..)
-            .map(|(what, url)| tokio::spawn(Self::delete(self.http.clone(), self.token.clone(), what, url)))
-            .collect();
-        for d in deletes {
-            let _ = d.await;
-        }
+        let resources = std::mem::take(&mut self.resources);
+        self.delete_all(resources).await;
     }
 }
 
