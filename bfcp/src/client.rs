@@ -1,4 +1,4 @@
-//! The floor participant (RFC 8855 §9): huis asks the far end's floor control server for the
+//! The floor participant (RFC 8855 §10): huis asks the far end's floor control server for the
 //! presentation floor, learns when it is granted, revoked or taken by someone else, and
 //! releases it.
 
@@ -99,13 +99,13 @@ impl Client {
         }
     }
 
-    /// Sends Hello (RFC 8855 §10.1): checks that the server is there; HelloAck gives [`Event::Connected`].
+    /// Sends Hello (RFC 8855 §12): checks that the server is there; HelloAck gives [`Event::Connected`].
     pub fn hello(&mut self, now: Instant) {
         let m = self.message(Primitive::Hello, vec![]);
         self.link.request(now, SERVER, m);
     }
 
-    /// Asks for `floor_id` (FloorRequest, RFC 8855 §9.1).
+    /// Asks for `floor_id` (FloorRequest, RFC 8855 §10).
     pub fn request_floor(&mut self, now: Instant, floor_id: u16) -> Result<(), ClientError> {
         if let Some(r) = &self.request {
             return Err(ClientError::AlreadyRequested { floor_id: r.floor_id });
@@ -116,7 +116,7 @@ impl Client {
         Ok(())
     }
 
-    /// Releases our floor request, granted or not (FloorRelease, RFC 8855 §9.2). The server's
+    /// Releases our floor request, granted or not (FloorRelease, RFC 8855 §10). The server's
     /// Released (or Cancelled) status gives the event.
     pub fn release(&mut self, now: Instant) -> Result<(), ClientError> {
         let Some(r) = &mut self.request else { return Err(ClientError::NothingToRelease) };
@@ -130,14 +130,14 @@ impl Client {
         Ok(())
     }
 
-    /// Subscribes to the state of `floor_id` (FloorQuery, RFC 8855 §9.5): the server then sends
+    /// Subscribes to the state of `floor_id` (FloorQuery, RFC 8855 §12): the server then sends
     /// FloorStatus on every change, which tells who else holds the floor.
     pub fn query_floor(&mut self, now: Instant, floor_id: u16) {
         let m = self.message(Primitive::FloorQuery, vec![Attribute::new(Value::FloorId(floor_id))]);
         self.link.request(now, SERVER, m);
     }
 
-    /// Ends the BFCP session (Goodbye, RFC 8855 §10.3).
+    /// Ends the BFCP session (Goodbye).
     pub fn goodbye(&mut self, now: Instant) {
         let m = self.message(Primitive::Goodbye, vec![]);
         self.link.request(now, SERVER, m);

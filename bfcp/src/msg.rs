@@ -4,8 +4,8 @@
 //! input, never panics, and its errors name what is wrong and at which byte offset. [`encode`]
 //! writes what [`decode`] reads: `decode(&encode(m)?) == Ok(m)` for every message that encodes.
 //!
-//! Fragmentation (the F bit, RFC 8855 §5.1 and §6.2.3) is refused: huis only sends small messages
-//! and the floor control messages of room systems fit one datagram.
+//! Fragmentation (the F bit, RFC 8855 §5.1; fragments are for UDP, §6.2) is refused: huis only
+//! sends small messages, and the floor control messages of room systems fit one datagram.
 
 use thiserror::Error;
 

@@ -1,5 +1,5 @@
 //! The SDP of a BFCP stream (RFC 8856): the `m=application <port> <proto> *` line, its
-//! attributes, and who is floor control server (§4, the `floorctrl` table).
+//! attributes, and who is floor control server (the `floorctrl` table).
 //!
 //! [`parse_media`] reads one media section (the `m=` line and the lines after it) with bounds on
 //! lines and values, and says which line is wrong; [`build_media`] writes what it reads.
@@ -13,7 +13,7 @@ pub const MAX_LINE: usize = 1024;
 /// `a=floorid` lines, and stream labels per line, at most.
 pub const MAX_FLOORS: usize = 16;
 
-/// The transport protocol of the `m=` line (RFC 8856 §3).
+/// The transport protocol of the `m=` line (RFC 8856).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     /// `TCP/BFCP`.
@@ -52,7 +52,7 @@ impl Proto {
     }
 }
 
-/// A value of `a=floorctrl` (RFC 8856 §4).
+/// A value of `a=floorctrl` (RFC 8856).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FloorCtrl {
     /// `c-only`: floor control client only.
@@ -113,7 +113,7 @@ pub enum Connection {
     Existing,
 }
 
-/// `a=floorid:<id> mstrm:<label> ...` (RFC 8856 §6): a floor and the media streams it controls.
+/// `a=floorid:<id> mstrm:<label> ...` (RFC 8856): a floor and the media streams it controls.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FloorId {
     /// The floor.
@@ -316,7 +316,7 @@ pub enum Role {
     Both,
 }
 
-/// The roles an offer/answer exchange gives (RFC 8856 §4).
+/// The roles an offer/answer exchange gives (RFC 8856).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
     /// The offerer's role.
@@ -335,8 +335,8 @@ pub struct RoleError {
     pub answer: Vec<FloorCtrl>,
 }
 
-/// Who is floor control server, from the offer's and the answer's `a=floorctrl` (RFC 8856 §4,
-/// Table 1). Absent (empty) in the offer means `c-only`; absent in the answer means the
+/// Who is floor control server, from the offer's and the answer's `a=floorctrl` (RFC 8856's
+/// table). Absent (empty) in the offer means `c-only`; absent in the answer means the
 /// answerer is server. The answer holds one value, which the offer must allow:
 ///
 /// | offer        | answer  | offerer | answerer |
@@ -407,10 +407,9 @@ a=unknown:kept out\r\n";
 
     #[test]
     fn tcp_with_setup_and_old_m_stream_spelling() {
-        let m = parse_media(
-            "m=application 9 TCP/TLS/BFCP *\na=setup:actpass\na=connection:new\na=floorctrl:c-only s-only\na=floorid:2 m-stream:3 mstrm:4\n",
-        )
-        .unwrap();
+        let text = "m=application 9 TCP/TLS/BFCP *\na=setup:actpass\na=connection:new\n\
+            a=floorctrl:c-only s-only\na=floorid:2 m-stream:3 mstrm:4\n";
+        let m = parse_media(text).unwrap();
         assert_eq!(m.proto, Proto::TcpTlsBfcp);
         assert_eq!(m.proto.transport(), crate::Transport::Tcp);
         assert_eq!((m.setup, m.connection), (Some(Setup::ActPass), Some(Connection::New)));
@@ -436,7 +435,7 @@ a=unknown:kept out\r\n";
         assert_eq!(parse_media(&long), Err(SdpError::TooLong { line: 2 }));
     }
 
-    /// RFC 8856 §4, every row of the table, and the default when the attribute is absent.
+    /// RFC 8856's floorctrl table, every row of the table, and the default when the attribute is absent.
     #[test]
     fn roles_table() {
         let r = |o: Role, a: Role| Ok(Roles { offerer: o, answerer: a });

@@ -1,4 +1,4 @@
-//! A minimal floor control server (RFC 8855 §11), for calls where huis offered
+//! A minimal floor control server (RFC 8855 §13, a subset), for calls where huis offered
 //! `a=floorctrl:c-s` and the far end answered `c-only`.
 //!
 //! One floor, no chair, no queue: whoever asks gets the floor at once, and the holder before is

@@ -1,4 +1,4 @@
-//! Transactions shared by the participant and the server (RFC 8855 §8 and, for UDP, §6.2.2).
+//! Transactions shared by the participant and the server (RFC 8855 §8 and, for UDP, §6.2).
 //!
 //! Over UDP a request is retransmitted after T1 (500 ms), then at doubling intervals, and fails
 //! after [`Timing::max_retransmits`] retransmissions without a response. A response is kept for
