@@ -431,6 +431,14 @@ pub enum EncodeError {
     /// A version other than 1 or 2.
     #[error("version {0} cannot be sent")]
     BadVersion(u8),
+    /// A value wider than its field: a PRIORITY above 7, an attribute type above 127.
+    #[error("attribute {name}: value {value} does not fit its field")]
+    OutOfRange {
+        /// The RFC's name of the attribute type.
+        name: &'static str,
+        /// The value.
+        value: u8,
+    },
 }
 
 fn pad4(n: usize) -> usize {
@@ -633,13 +641,24 @@ pub fn encode(m: &Message) -> Result<Vec<u8>, EncodeError> {
 fn encode_attribute(out: &mut Vec<u8>, a: &Attribute) -> Result<(), EncodeError> {
     let start = out.len();
     let kind = a.kind();
+    let range = |value: u8| EncodeError::OutOfRange { name: attr_type::name(kind), value };
+    match &a.value {
+        Value::Priority(p) if *p > 7 => return Err(range(*p)),
+        Value::SupportedAttributes(v)
+        | Value::ErrorCode { code: error_code::UNKNOWN_MANDATORY_ATTRIBUTE, details: v } => {
+            if let Some(t) = v.iter().find(|t| **t > 127) {
+                return Err(range(*t));
+            }
+        }
+        _ => {}
+    }
     out.push(kind << 1 | u8::from(a.mandatory));
     out.push(0);
     match &a.value {
         Value::BeneficiaryId(v) | Value::FloorId(v) | Value::FloorRequestId(v) => {
             out.extend_from_slice(&v.to_be_bytes())
         }
-        Value::Priority(p) => out.extend_from_slice(&(u16::from(*p & 7) << 13).to_be_bytes()),
+        Value::Priority(p) => out.extend_from_slice(&(u16::from(*p) << 13).to_be_bytes()),
         Value::RequestStatus { status, queue_position } => out.extend_from_slice(&[*status as u8, *queue_position]),
         Value::ErrorCode { code, details } => {
             out.push(*code);
@@ -915,6 +934,21 @@ mod tests {
             decode(&with_payload(&[0x04, 0x04, 0, 1, 100 << 1 | 1, 4, 0, 0])),
             Err(DecodeError::UnknownMandatory { kinds: vec![100], offset: 16 })
         );
+    }
+
+    #[test]
+    fn encoder_refuses_values_wider_than_their_field() {
+        for v in [
+            Value::Priority(8),
+            Value::SupportedAttributes(vec![1, 128]),
+            Value::ErrorCode { code: 4, details: vec![200] },
+        ] {
+            let m = msg(Primitive::Hello, vec![Attribute::new(v)]);
+            assert!(matches!(encode(&m), Err(EncodeError::OutOfRange { .. })), "{m:?}");
+        }
+        // Other error codes carry free-form details.
+        let m = msg(Primitive::Error, vec![Attribute::new(Value::ErrorCode { code: 14, details: vec![200] })]);
+        assert_eq!(decode(&encode(&m).unwrap()).unwrap(), m);
     }
 
     #[test]

@@ -188,7 +188,12 @@ impl Link {
     ) {
         let mut attributes = vec![Attribute { mandatory: true, value: Value::ErrorCode { code, details } }];
         if !info.is_empty() {
-            attributes.push(Attribute::new(Value::ErrorInfo(info.chars().take(200).collect())));
+            // At most 200 bytes, cut at a character boundary: the attribute's length is 8 bits.
+            let mut end = info.len().min(200);
+            while !info.is_char_boundary(end) {
+                end -= 1;
+            }
+            attributes.push(Attribute::new(Value::ErrorInfo(info[..end].to_owned())));
         }
         let m = Message {
             version: 0,
