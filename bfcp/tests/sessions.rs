@@ -368,3 +368,164 @@ fn release_before_the_server_answered_is_sent_once_the_id_is_known() {
     assert_eq!(n.server.holder(), None);
     assert!(n.client(2).release(now).is_err());
 }
+
+/// A FloorRequestStatus as a server would send it: `responder` for the answer to our request.
+fn status(tid: u16, responder: bool, frid: u16, st: msg::RequestStatus, info: Option<&str>) -> Vec<u8> {
+    let mut fri = huis_bfcp::floor::floor_request_information(frid, FLOOR, st, None);
+    if let (Some(text), Value::Grouped { attributes, .. }) = (info, &mut fri.value) {
+        attributes.push(Attribute::group(
+            msg::Group::OverallRequestStatus,
+            frid,
+            vec![Attribute::new(Value::StatusInfo(text.into()))],
+        ));
+    }
+    encode(&Message {
+        version: 2,
+        responder,
+        primitive: Primitive::FloorRequestStatus,
+        conference_id: CONF,
+        transaction_id: tid,
+        user_id: 2,
+        attributes: vec![fri],
+    })
+    .unwrap()
+}
+
+fn udp_client() -> Client {
+    Client::new(ClientConfig { transport: Transport::Udp, conference_id: CONF, user_id: 2, timing: Timing::default() })
+}
+
+#[test]
+fn client_follows_every_request_status() {
+    use msg::RequestStatus::*;
+    let now = Instant::now();
+    let mut c = udp_client();
+    c.request_floor(now, FLOOR).unwrap();
+    let req = decode(&c.poll_transmit().unwrap()).unwrap();
+    // Pending as the answer, then Accepted (queue position 0 in our builder), Granted, Revoked as
+    // notices from the server, each acknowledged with FloorRequestStatusAck in its transaction.
+    c.handle_input(now, &status(req.transaction_id, true, 40, Pending, None)).unwrap();
+    assert_eq!(c.poll_event(), Some(Event::FloorPending { floor_id: FLOOR }));
+    assert_eq!(c.poll_transmit(), None, "an answer is not acknowledged");
+    for (tid, st, want) in [
+        (100, Accepted, Event::FloorAccepted { floor_id: FLOOR, queue_position: 0 }),
+        (101, Granted, Event::FloorGranted { floor_id: FLOOR }),
+        (102, Revoked, Event::FloorRevoked { floor_id: FLOOR }),
+    ] {
+        c.handle_input(now, &status(tid, false, 40, st, None)).unwrap();
+        assert_eq!(c.poll_event(), Some(want));
+        let ack = decode(&c.poll_transmit().unwrap()).unwrap();
+        assert_eq!((ack.primitive, ack.transaction_id, ack.responder), (Primitive::FloorRequestStatusAck, tid, true));
+    }
+    assert_eq!(c.floor_request_id(), None, "a revoked request is over");
+    // A notice about a request that is not ours changes nothing (but is acknowledged).
+    c.handle_input(now, &status(103, false, 41, Granted, None)).unwrap();
+    assert_eq!(c.poll_event(), None);
+    assert!(c.poll_transmit().is_some());
+
+    // Denied with a reason; Cancelled; Released.
+    for (st, want) in [
+        (Denied, Event::FloorDenied { floor_id: FLOOR, reason: Some("busy".into()) }),
+        (Cancelled, Event::FloorCancelled { floor_id: FLOOR }),
+        (Released, Event::FloorReleased { floor_id: FLOOR }),
+    ] {
+        let mut c = udp_client();
+        c.request_floor(now, FLOOR).unwrap();
+        let req = decode(&c.poll_transmit().unwrap()).unwrap();
+        c.handle_input(now, &status(req.transaction_id, true, 7, st, Some("busy"))).unwrap();
+        assert_eq!(c.poll_event(), Some(want));
+        assert_eq!(c.floor_request_id(), None);
+        assert_eq!(c.poll_timeout(), None, "the transaction is over");
+    }
+}
+
+#[test]
+fn client_answers_unknown_mandatory_attributes_with_error_4() {
+    let now = Instant::now();
+    let mut c = udp_client();
+    let mut b = status(55, false, 1, msg::RequestStatus::Granted, None);
+    b.extend_from_slice(&[99 << 1 | 1, 4, 0, 0]);
+    b[3] += 1;
+    assert!(c.handle_input(now, &b).is_err());
+    let e = decode(&c.poll_transmit().unwrap()).unwrap();
+    assert_eq!((e.primitive, e.transaction_id), (Primitive::Error, 55));
+    assert_eq!(
+        e.find(|v| match v {
+            Value::ErrorCode { code, details } => Some((*code, details.clone())),
+            _ => None,
+        }),
+        Some((error_code::UNKNOWN_MANDATORY_ATTRIBUTE, vec![99]))
+    );
+    // Garbage that is not even a header gets no answer.
+    assert!(c.handle_input(now, b"hello").is_err());
+    assert_eq!(c.poll_transmit(), None);
+}
+
+/// Over TCP the messages of both sides go through `StreamFramer`, cut into 3-byte pieces.
+#[test]
+fn tcp_stream_in_small_pieces() {
+    use huis_bfcp::framer::StreamFramer;
+    let now = Instant::now();
+    let mut s = Server::new(ServerConfig {
+        transport: Transport::Tcp,
+        conference_id: CONF,
+        floor_id: FLOOR,
+        user_id: ME,
+        timing: Timing::default(),
+    });
+    let mut c = Client::new(ClientConfig {
+        transport: Transport::Tcp,
+        conference_id: CONF,
+        user_id: 2,
+        timing: Timing::default(),
+    });
+    let (mut to_server, mut to_client) = (StreamFramer::new(), StreamFramer::new());
+    c.hello(now);
+    c.query_floor(now, FLOOR);
+    c.request_floor(now, FLOOR).unwrap();
+    for _ in 0..4 {
+        let mut stream = Vec::new();
+        while let Some(b) = c.poll_transmit() {
+            stream.extend(b);
+        }
+        for piece in stream.chunks(3) {
+            to_server.push(piece);
+            while let Some(m) = to_server.next_message() {
+                s.handle_input(now, &m.unwrap()).unwrap();
+            }
+        }
+        let mut stream = Vec::new();
+        while let Some(t) = s.poll_transmit() {
+            stream.extend(t.bytes);
+        }
+        for piece in stream.chunks(3) {
+            to_client.push(piece);
+            while let Some(m) = to_client.next_message() {
+                c.handle_input(now, &m.unwrap()).unwrap();
+            }
+        }
+    }
+    // huis (the server's own user) takes the floor: the client is revoked and told who holds it.
+    s.request_floor(now);
+    let mut stream = Vec::new();
+    while let Some(t) = s.poll_transmit() {
+        stream.extend(t.bytes);
+    }
+    for piece in stream.chunks(3) {
+        to_client.push(piece);
+        while let Some(m) = to_client.next_message() {
+            c.handle_input(now, &m.unwrap()).unwrap();
+        }
+    }
+    let events: Vec<Event> = std::iter::from_fn(|| c.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![
+            Event::Connected,
+            Event::FloorGranted { floor_id: FLOOR },
+            Event::FloorRevoked { floor_id: FLOOR },
+            Event::OtherHoldsFloor { floor_id: FLOOR, user_id: Some(ME) },
+        ]
+    );
+    assert_eq!(c.poll_timeout(), None, "no timers over TCP");
+}
