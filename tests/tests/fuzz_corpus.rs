@@ -21,6 +21,7 @@ const TARGETS: &[(&str, Entry, &[&str])] = &[
     ("wav", drivers::wav, &[]),
     ("rtcp_feedback", huis_firmware::fuzzing::rtcp_feedback, &[]),
     ("webrtc_signalling", huis_firmware::fuzzing::webrtc_signalling, &[]),
+    ("bfcp", huis_bfcp::fuzzing::fuzz_bfcp, &[]),
 ];
 
 fn root() -> PathBuf {
