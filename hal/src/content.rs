@@ -510,11 +510,19 @@ pub struct SimContentConfig {
     pub page_interval: Duration,
     /// Pages in the deck; after the last the first comes again.
     pub pages: u32,
+    /// The board's limits: a larger mode is plugged as `Unsupported`, as
+    /// the real backends report it.
+    pub limits: ContentLimits,
 }
 
 impl Default for SimContentConfig {
     fn default() -> Self {
-        Self { mode: Some(VideoMode::progressive(1920, 1080, 15)), page_interval: Duration::from_secs(5), pages: 10 }
+        Self {
+            mode: Some(VideoMode::progressive(1920, 1080, 15)),
+            page_interval: Duration::from_secs(5),
+            pages: 10,
+            limits: ContentLimits::default(),
+        }
     }
 }
 
@@ -530,6 +538,7 @@ struct SimShared {
     state: Mutex<SimState>,
     page_interval: Duration,
     pages: u32,
+    limits: ContentLimits,
 }
 
 impl SimShared {
@@ -590,12 +599,13 @@ impl SimContent {
                 reason: "needs at least one page and a page interval above zero".into(),
             });
         }
-        let signal = config.mode.map_or(Signal::NoSignal, Signal::Active);
+        let signal = config.limits.apply(config.mode.map_or(Signal::NoSignal, Signal::Active));
         Ok(Self {
             shared: Arc::new(SimShared {
                 state: Mutex::new(SimState { signal, plugged_at: Instant::now(), sinks: Vec::new() }),
                 page_interval: config.page_interval,
                 pages: config.pages,
+                limits: config.limits,
             }),
         })
     }
@@ -607,7 +617,8 @@ impl SimContent {
         if !matches!(st.signal, Signal::Active(_)) {
             st.plugged_at = Instant::now();
         }
-        set_signal(&mut st, Signal::Active(mode));
+        let signal = self.shared.limits.apply(Signal::Active(mode));
+        set_signal(&mut st, signal);
         Ok(())
     }
 
@@ -662,8 +673,10 @@ impl ContentSource for SimContent {
     /// wait, older ones are dropped, so a slow consumer sees fresh pages.
     fn gst_source(&self) -> Result<gst::Element> {
         gst::init().map_err(|e| HalError::Gst(e.to_string()))?;
-        let Signal::Active(mode) = self.signal()? else {
-            return Err(HalError::NoSignal { device: "sim".into() });
+        let mode = match self.signal()? {
+            Signal::Active(mode) => mode,
+            Signal::NoSignal => return Err(HalError::NoSignal { device: "sim".into() }),
+            Signal::Unsupported { reason } => return Err(HalError::Device { device: "sim".into(), reason }),
         };
         let src = gst_app::AppSrc::builder()
             .name("content-sim")

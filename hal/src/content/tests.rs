@@ -111,6 +111,24 @@ fn sim_refuses_modes_a_cable_cannot_carry() {
     assert!(matches!(unplugged.gst_source().unwrap_err(), HalError::NoSignal { .. }));
 }
 
+#[test]
+fn sim_reports_modes_beyond_the_boards_limits_as_unsupported() {
+    let limits = ContentLimits { max_width: Some(1920), max_height: Some(1080), max_fps: Some(30) };
+    let sim = SimContent::new(SimContentConfig { limits, ..Default::default() }).unwrap();
+    let (sink, rx) = channel_sink();
+    sim.watch(sink).unwrap();
+    sim.plug(VideoMode::progressive(3840, 2160, 30)).unwrap();
+    sim.plug(VideoMode::progressive(1920, 1080, 60)).unwrap();
+    sim.plug(VideoMode::progressive(1280, 720, 30)).unwrap();
+    let got: Vec<Signal> = rx.try_iter().collect();
+    assert_eq!(got[0], Signal::Active(VideoMode::progressive(1920, 1080, 15)));
+    assert!(matches!(&got[1], Signal::Unsupported { reason } if reason.contains("wider")), "{got:?}");
+    assert!(matches!(&got[2], Signal::Unsupported { reason } if reason.contains("frames per second")), "{got:?}");
+    assert_eq!(got[3], Signal::Active(VideoMode::progressive(1280, 720, 30)));
+    sim.plug(VideoMode::progressive(3840, 2160, 30)).unwrap();
+    assert!(matches!(sim.gst_source().unwrap_err(), HalError::Device { .. }));
+}
+
 /// A pipeline `source ! appsink`, playing.
 struct Capture {
     pipeline: gst::Pipeline,
@@ -172,6 +190,7 @@ fn sim_turns_pages_on_time() {
         mode: Some(VideoMode::progressive(320, 240, 30)),
         page_interval: Duration::from_millis(300),
         pages: 3,
+        ..Default::default()
     })
     .unwrap();
     let cap = Capture::new(sim.gst_source().unwrap());
@@ -369,6 +388,7 @@ fn deck_pages_read_back_after_h264() {
         mode: Some(VideoMode::progressive(1280, 720, 15)),
         page_interval: Duration::from_millis(400),
         pages: 10,
+        ..Default::default()
     })
     .unwrap();
     let source = sim.gst_source().unwrap();
