@@ -188,7 +188,7 @@ fn sim_source_gives_the_rendered_pages_exactly_and_follows_the_cable() {
 fn sim_turns_pages_on_time() {
     let sim = SimContent::new(SimContentConfig {
         mode: Some(VideoMode::progressive(320, 240, 30)),
-        page_interval: Duration::from_millis(300),
+        page_interval: Duration::from_millis(500),
         pages: 3,
         ..Default::default()
     })
@@ -196,7 +196,7 @@ fn sim_turns_pages_on_time() {
     let cap = Capture::new(sim.gst_source().unwrap());
     let start = Instant::now();
     let mut seen = Vec::new();
-    while start.elapsed() < Duration::from_millis(1500) {
+    while start.elapsed() < Duration::from_millis(2200) {
         if let Some(f) = cap.pull(1000) {
             let i = page_index_of(&f).expect("every frame is a page");
             assert_eq!(f, render_page(i, 320, 240));
@@ -205,7 +205,8 @@ fn sim_turns_pages_on_time() {
             }
         }
     }
-    // 1.5 s at 0.3 s a page: 0, 1, 2, then 0 and 1 again (allowing for start-up).
+    // 2.2 s at 0.5 s a page: 0, 1, 2, 0, 1 (a page is half a second, so
+    // even a loaded machine does not skip one).
     assert!(seen.len() >= 4, "{seen:?}");
     for w in seen.windows(2) {
         assert_eq!(w[1], (w[0] + 1) % 3, "{seen:?}");
