@@ -36,6 +36,7 @@
 //! | `[buttons]` | table | `backend`; for linux at least one of `call`, `mute`: `{ chip = "gpiochipN", line = N, active_low = bool }`; none for sim |
 //! | `[leds]` | table | `driver` = `"sim"`, `"none"`, `"gpio"` (with `red`/`green`/`blue` GPIO lines, at least one) or `"apa102"` (with `spidev = "/dev/spidevB.C"`, `count`, optional `power` GPIO line) |
 //! | `[display]` | table | `kind` = `"kms"` (with `connector`, e.g. `"HDMI-A-1"`), `"wayland"` or `"sim"`; `width`, `height` |
+//! | `[content]` | table | optional, the HDMI input (none when absent): `kind` = `"v4l2-dv"` (HDMI-to-CSI bridge with DV timings, TC358743), `"uvc"` (USB capture dongle) or `"sim"` (slide deck); for v4l2-dv and uvc exactly one of `device` (a `/dev/...` path) and `match` (a V4L2 driver or card name, case-insensitive substring, at most 32 characters); optional `max_width` (160..=7680), `max_height` (120..=4320), `max_fps` (1..=240); sim only: `page_seconds` (1..=3600, default 5) |
 //!
 //! A GPIO line (chip and offset) may serve only one function. A linux
 //! backend must name its device; a sim backend must not.

@@ -18,6 +18,9 @@ pub struct Board {
     pub buttons: Buttons,
     pub leds: Leds,
     pub display: Display,
+    /// The HDMI input a laptop's screen comes in on; `None` when the board
+    /// has none.
+    pub content: Option<Content>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -139,4 +142,40 @@ pub struct Display {
     pub connector: String,
     pub width: u32,
     pub height: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentKind {
+    /// An HDMI-to-CSI bridge with DV timings and source-change events
+    /// (Toshiba TC358743).
+    V4l2Dv,
+    /// A USB (UVC) HDMI capture dongle: signal = the device is there.
+    Uvc,
+    /// The simulated slide deck.
+    Sim,
+}
+
+/// How a content input's V4L2 capture node is found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContentDevice {
+    /// A `/dev/...` path (`/dev/video0`, a `/dev/v4l/by-id/...` link).
+    Path(String),
+    /// The first video capture node whose V4L2 driver or card name contains
+    /// this, case-insensitive (`unicam`, `USB3 Video`): for when the node's
+    /// number depends on probe order.
+    Match(String),
+    /// The sim.
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Content {
+    pub kind: ContentKind,
+    pub device: ContentDevice,
+    /// Largest input taken; larger signals are reported as unsupported.
+    pub max_width: Option<u32>,
+    pub max_height: Option<u32>,
+    pub max_fps: Option<u32>,
+    /// Sim only: seconds each page of the deck is shown (default 5).
+    pub page_seconds: Option<u32>,
 }

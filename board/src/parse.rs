@@ -62,6 +62,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError> 
         "buttons",
         "leds",
         "display",
+        "content",
     ])?;
 
     let description = root.req("description")?.nonempty_str()?.to_owned();
@@ -78,6 +79,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError> 
     let buttons = buttons(&root.req("buttons")?.table()?, &mut gpio)?;
     let leds = leds(&root.req("leds")?.table()?, &mut gpio)?;
     let display = display(&root.req("display")?.table()?)?;
+    let content = root.get("content").map(|v| content(&v.table()?)).transpose()?;
 
     Ok(Board {
         name: name.to_owned(),
@@ -90,6 +92,7 @@ pub fn parse(name: &str, origin: &str, text: &str) -> Result<Board, BoardError> 
         buttons,
         leds,
         display,
+        content,
     })
 }
 
@@ -635,6 +638,62 @@ fn display(t: &Tbl<'_>) -> Res<Display> {
     let width = t.req("width")?.int_in(160, 7680, "pixels")? as u32;
     let height = t.req("height")?.int_in(120, 4320, "pixels")? as u32;
     Ok(Display { kind, connector, width, height })
+}
+
+fn content(t: &Tbl<'_>) -> Res<Content> {
+    let kind_v = t.req("kind")?;
+    let kind = match kind_v.str()? {
+        "v4l2-dv" => ContentKind::V4l2Dv,
+        "uvc" => ContentKind::Uvc,
+        "sim" => ContentKind::Sim,
+        other => {
+            return Err(kind_v.err(format!(
+                "'{other}' is not a content input kind (use \"v4l2-dv\" for an HDMI-to-CSI bridge such as the TC358743, \"uvc\" for a USB capture dongle, or \"sim\")"
+            )));
+        }
+    };
+    let limits = ["max_width", "max_height", "max_fps"];
+    let device = if kind == ContentKind::Sim {
+        let mut known = vec!["kind", "page_seconds"];
+        known.extend(limits);
+        t.deny_unknown_because(&known, Some("a sim content input has no device"))?;
+        ContentDevice::None
+    } else {
+        let mut known = vec!["kind", "device", "match"];
+        known.extend(limits);
+        t.deny_unknown_because(&known, Some("page_seconds is for the sim only"))?;
+        match (t.get("device"), t.get("match")) {
+            (Some(_), Some(m)) => return Err(m.err("give 'device' or 'match', not both")),
+            (None, None) => {
+                return Err(t.missing(
+                    "device",
+                    "a content input needs 'device' (a /dev path) or 'match' (a V4L2 driver or card name, e.g. \"unicam\")",
+                ));
+            }
+            (Some(d), None) => {
+                let p = d.str()?;
+                if !p.starts_with("/dev/") || p.len() <= "/dev/".len() || p.chars().any(char::is_whitespace) {
+                    return Err(
+                        d.err(format!("'{p}' is not a device path (use /dev/videoN or a /dev/v4l/by-id/... link)"))
+                    );
+                }
+                ContentDevice::Path(p.to_owned())
+            }
+            (None, Some(m)) => {
+                let name = m.nonempty_str()?;
+                if name.len() > 32 || name.chars().any(char::is_control) {
+                    return Err(m.err("a V4L2 driver or card name is at most 32 printable characters"));
+                }
+                ContentDevice::Match(name.to_owned())
+            }
+        }
+    };
+    let max_width = t.get("max_width").map(|v| v.int_in(160, 7680, "pixels")).transpose()?.map(|n| n as u32);
+    let max_height = t.get("max_height").map(|v| v.int_in(120, 4320, "pixels")).transpose()?.map(|n| n as u32);
+    let max_fps = t.get("max_fps").map(|v| v.int_in(1, 240, "frames per second")).transpose()?.map(|n| n as u32);
+    let page_seconds =
+        t.get("page_seconds").map(|v| v.int_in(1, 3600, "seconds a page is shown")).transpose()?.map(|n| n as u32);
+    Ok(Content { kind, device, max_width, max_height, max_fps, page_seconds })
 }
 
 /// DRM connector names look like `HDMI-A-1`, `DP-2`, `eDP-1`, `Virtual-1`.

@@ -769,3 +769,108 @@ fn a_descriptor_larger_than_the_bound_is_refused_whole() {
     let err = load_file(&path).unwrap_err().to_string();
     assert!(err.contains("at most 65536 bytes"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// The content input.
+
+/// BASE with a `[content]` table of `body` at its end.
+fn with_content(body: &str) -> String {
+    format!("{BASE}\n[content]\n{body}")
+}
+
+#[test]
+fn content_is_optional() {
+    assert_eq!(parse("t", ORIGIN, BASE).unwrap().content, None);
+}
+
+#[test]
+fn content_kinds_and_their_devices() {
+    let b = parse(
+        "t",
+        ORIGIN,
+        &with_content("kind = \"v4l2-dv\"\nmatch = \"unicam\"\nmax_width = 1920\nmax_height = 1080\nmax_fps = 30\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        b.content,
+        Some(Content {
+            kind: ContentKind::V4l2Dv,
+            device: ContentDevice::Match("unicam".into()),
+            max_width: Some(1920),
+            max_height: Some(1080),
+            max_fps: Some(30),
+            page_seconds: None,
+        })
+    );
+    let b =
+        parse("t", ORIGIN, &with_content("kind = \"uvc\"\ndevice = \"/dev/v4l/by-id/usb-x-video-index0\"\n")).unwrap();
+    let c = b.content.unwrap();
+    assert_eq!((c.kind, c.device), (ContentKind::Uvc, ContentDevice::Path("/dev/v4l/by-id/usb-x-video-index0".into())));
+    let b = parse("t", ORIGIN, &with_content("kind = \"sim\"\npage_seconds = 3\n")).unwrap();
+    let c = b.content.unwrap();
+    assert_eq!((c.kind, c.device, c.page_seconds), (ContentKind::Sim, ContentDevice::None, Some(3)));
+}
+
+#[test]
+fn content_bad_kind_is_named_with_its_line() {
+    let t = with_content("kind = \"hdmi\"\n");
+    expect_err(&t, "content.kind", Some(line_of(&t, "kind = \"hdmi\"")), "'hdmi' is not a content input kind");
+}
+
+#[test]
+fn content_device_rules() {
+    let t = with_content("kind = \"v4l2-dv\"\n");
+    expect_err(&t, "content.device", Some(line_of(&t, "[content]")), "needs 'device' (a /dev path) or 'match'");
+    let t = with_content("kind = \"uvc\"\ndevice = \"/dev/video2\"\nmatch = \"USB\"\n");
+    expect_err(&t, "content.match", Some(line_of(&t, "match = ")), "not both");
+    let t = with_content("kind = \"uvc\"\ndevice = \"video2\"\n");
+    expect_err(&t, "content.device", Some(line_of(&t, "device = \"video2\"")), "is not a device path");
+    let t = with_content("kind = \"uvc\"\nmatch = \"\"\n");
+    expect_err(&t, "content.match", Some(line_of(&t, "match = ")), "must not be empty");
+    let t = with_content("kind = \"sim\"\ndevice = \"/dev/video2\"\n");
+    expect_err(
+        &t,
+        "content.device",
+        Some(line_of(&t, "device = \"/dev/video2\"")),
+        "a sim content input has no device",
+    );
+    let t = with_content("kind = \"v4l2-dv\"\nmatch = \"unicam\"\npage_seconds = 5\n");
+    expect_err(&t, "content.page_seconds", Some(line_of(&t, "page_seconds")), "page_seconds is for the sim only");
+}
+
+#[test]
+fn content_sizes_are_sane() {
+    for (key, value, reason) in [
+        ("max_width", "100", "out of range (pixels: 160 to 7680)"),
+        ("max_height", "5000", "out of range (pixels: 120 to 4320)"),
+        ("max_fps", "0", "out of range (frames per second: 1 to 240)"),
+        ("max_fps", "\"30\"", "expected an integer"),
+        ("page_seconds", "0", "out of range (seconds a page is shown: 1 to 3600)"),
+    ] {
+        let t = with_content(&format!("kind = \"sim\"\n{key} = {value}\n"));
+        expect_err(&t, &format!("content.{key}"), Some(line_of(&t, &format!("{key} = "))), reason);
+    }
+}
+
+#[test]
+fn content_unknown_key_is_named_with_its_line() {
+    let t = with_content("kind = \"uvc\"\ndevice = \"/dev/video2\"\nfps = 30\n");
+    expect_err(&t, "content.fps", Some(line_of(&t, "fps = 30")), "unknown key");
+}
+
+#[test]
+fn builtin_content_inputs() {
+    let sim = builtin("sim").unwrap().content.unwrap();
+    assert_eq!((sim.kind, sim.page_seconds), (ContentKind::Sim, Some(5)));
+    for name in ["rpi4-respeaker-4mic", "rpi4-respeaker-6mic"] {
+        let c = builtin(name).unwrap().content.unwrap();
+        assert_eq!(c.kind, ContentKind::V4l2Dv, "{name}");
+        // Found by the CSI receiver's driver, never by the camera's path.
+        assert_eq!(c.device, ContentDevice::Match("unicam".into()), "{name}");
+        assert_eq!((c.max_width, c.max_height, c.max_fps), (Some(1920), Some(1080), Some(30)), "{name}");
+    }
+    for name in ["pc-x86_64", "rpi5-respeaker-4mic", "rpi5-respeaker-6mic", "rk3588-uma8", "qemu-x86_64", "qemu-arm64"]
+    {
+        assert_eq!(builtin(name).unwrap().content, None, "{name}");
+    }
+}

@@ -5,7 +5,8 @@
 //! simulated backend for machines without the hardware. The simulated ones
 //! are honest: the mic array plays a real multichannel room recording at
 //! real-time pace, the loudspeaker writes exactly what it was given to a WAV
-//! file, the camera is a live GStreamer test source.
+//! file, the camera is a live GStreamer test source, the HDMI content input is a
+//! slide deck whose pages can be regenerated exactly from their index.
 //!
 //! This crate knows nothing of SIP, D-Bus or board descriptors; the firmware
 //! picks backends from the board descriptor and drives them through these
@@ -15,6 +16,7 @@
 pub mod audio;
 pub mod buttons;
 pub mod camera;
+pub mod content;
 pub mod display;
 pub mod encoder;
 pub mod leds;
@@ -44,6 +46,12 @@ pub enum HalError {
     Gpio { chip: String, line: u32, reason: String },
     #[error("GStreamer: {0}")]
     Gst(String),
+    /// A content input asked for video while nothing is coming in.
+    #[error("{device}: no signal on the input (is a source plugged in and awake?)")]
+    NoSignal { device: String },
+    /// A value given to a backend that it cannot take.
+    #[error("{what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, HalError>;
