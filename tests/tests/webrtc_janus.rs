@@ -404,8 +404,20 @@ fn browsers_vp8_and_vp9_are_decoded() {
 
 #[test]
 fn a_relay_only_room_joins_through_turn() {
+    relay_only_join(false);
+}
+
+#[test]
+fn a_relay_only_room_joins_through_turn_over_tls() {
+    relay_only_join(true);
+}
+
+/// The room behind a relay-only policy joins through coturn (over UDP, or over TLS only) and
+/// media flows both ways through the room user's allocations; the credentials never show.
+fn relay_only_join(tls: bool) {
+    let what = if tls { "TURN over TLS" } else { "TURN" };
     if !is_root() {
-        eprintln!("SKIPPED a_relay_only_room_joins_through_turn: needs root (network namespaces)");
+        eprintln!("SKIPPED a relay-only room through {what}: needs root (network namespaces)");
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,13 +425,22 @@ fn a_relay_only_room_joins_through_turn() {
     let ns = NetNs::new();
     let janus = Janus::start(&ns).unwrap();
     janus.create_room(ROOM, None, "through TURN").unwrap();
-    let turn = Turn::start(&ns, "huis", "s3cret").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Over TLS, the relay's certificate comes from the test's CA, which huisd is given.
+    let (turn, ca_file) = if tls {
+        let ca = certs::Ca::new(dir.path(), "turn").unwrap();
+        let cert = ca.issue("turn", &[&format!("IP:{}", netns::ICE_ADDR)]).unwrap();
+        (Turn::start_tls(&ns, "huis", "s3cret", &cert).unwrap(), format!("ca_file = \"{}\"\n", ca.cert.display()))
+    } else {
+        (Turn::start(&ns, "huis", "s3cret").unwrap(), String::new())
+    };
     let chromium = Chromium::start(&ns, ChromiumOpts::new(&janus.http_url(), ROOM).display("Chromium").tone(440.0))
         .unwrap_or_else(|e| panic!("{e:#}"));
     let bus = Bus::start();
-    let dir = tempfile::tempdir().unwrap();
-    let webrtc =
-        format!("[webrtc]\nturn_servers = [\"{}\"]\nice_transport_policy = \"relay\"\n", turn.uri("huis", "s3cret"));
+    let webrtc = format!(
+        "[webrtc]\nturn_servers = [\"{}\"]\nice_transport_policy = \"relay\"\n{ca_file}",
+        turn.uri("huis", "s3cret")
+    );
     let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config_with(dir.path(), ns.port(), &webrtc));
     let explain = || format!("{}--- coturn:\n{}", why(&bus, &d, &janus, &[&chromium]), turn.log_text());
     let before = speaker_ms(&d);
@@ -438,6 +459,14 @@ fn a_relay_only_room_joins_through_turn() {
         "coturn granted the room no allocation\n{}",
         explain()
     );
+    if tls {
+        // coturn listens on TLS only, and says which cipher the room's session took.
+        assert!(
+            log.contains("username=<huis>, lifetime=600, cipher=TLS_"),
+            "the room's TURN session did not run over TLS\n{}",
+            explain()
+        );
+    }
     assert!(!huisctl_json(&bus, &["config", "get", "webrtc.turn_servers"]).to_string().contains("s3cret"));
     let out = huisctl(&bus, &["hangup"]);
     assert!(out.status.success(), "hangup: {}", stderr(&out));

@@ -645,9 +645,14 @@ async fn local_sdp(el: &gst::Element) -> Result<String, MediaError> {
         .ok_or_else(|| MediaError::pipeline("webrtcbin has no local description"))?;
     let text = desc.sdp().as_text().map_err(MediaError::pipeline)?;
     if !text.contains("a=candidate") {
-        return Err(MediaError::Pipeline(format!(
-            "no ICE candidate was found in {GATHERING:?} (no usable network interface?)"
-        )));
+        let relay_only = el.property_value("ice-transport-policy").get::<gst_webrtc::WebRTCICETransportPolicy>()
+            == Ok(gst_webrtc::WebRTCICETransportPolicy::Relay);
+        let why = if relay_only {
+            "no TURN server gave us a relay (unreachable, refused our credentials or, over TLS, its certificate)"
+        } else {
+            "no usable network interface?"
+        };
+        return Err(MediaError::Pipeline(format!("no ICE candidate was found in {GATHERING:?} ({why})")));
     }
     Ok(text)
 }

@@ -15,6 +15,7 @@
 
 mod janus;
 mod janus_room;
+mod turn_tls;
 pub mod whip;
 
 use std::collections::HashMap;
@@ -91,32 +92,25 @@ pub struct Setup {
 }
 
 /// Starts the backend's task. It cannot fail to start: conferences fail one by one.
-pub fn start(setup: Setup, audio: CallAudioSlot, events: EventSender) -> Backend {
+pub fn start(mut setup: Setup, audio: CallAudioSlot, events: EventSender) -> Backend {
     let heartbeat = Heartbeat::default();
     let (tx, rx) = mpsc::channel(64);
-    let http = match http_client(&setup) {
-        Ok(h) => h,
+    let ready = http_client(&setup).and_then(|http| {
+        setup.media.turn = turn_tls::carry(&setup.media.turn, setup.ca_file.as_deref()).map_err(|e| e.to_string())?;
+        Ok(http)
+    });
+    let commands = match ready {
+        Ok(http) => {
+            tokio::spawn(run_backend(setup, http, audio, events, rx, heartbeat.clone()));
+            Ok(tx)
+        }
         Err(reason) => {
             tracing::error!("WebRTC cannot start: {reason}");
-            return Backend {
-                name: "WebRTC",
-                protocol: Protocol::WebRtc,
-                accepts,
-                commands: Err(reason),
-                address: String::new(),
-                heartbeat: None,
-            };
+            Err(reason)
         }
     };
-    tokio::spawn(run_backend(setup, http, audio, events, rx, heartbeat.clone()));
-    Backend {
-        name: "WebRTC",
-        protocol: Protocol::WebRtc,
-        accepts,
-        commands: Ok(tx),
-        address: String::new(),
-        heartbeat: Some(heartbeat),
-    }
+    let heartbeat = commands.is_ok().then_some(heartbeat);
+    Backend { name: "WebRTC", protocol: Protocol::WebRtc, accepts, commands, address: String::new(), heartbeat }
 }
 
 fn http_client(setup: &Setup) -> Result<reqwest::Client, String> {
