@@ -320,3 +320,48 @@ async fn without_sip_the_room_still_serves_and_says_why() {
     assert!(said.contains("SIP is not running") && said.contains("in use"), "huisctl dial said: {said}");
     drop(taken);
 }
+
+/// The shipped unit's sandbox, as systemd itself scores it (`systemd-analyze security`):
+/// exposure at most 2.0 of 10 ("OK"), and the directives that matter most for a daemon that
+/// parses network input hold. Loosening the unit fails here, naming what systemd found.
+#[test]
+fn the_huisd_unit_is_sandboxed_as_systemd_scores_it() {
+    if std::process::Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIPPED the_huisd_unit_is_sandboxed…: no systemd-analyze");
+        return;
+    }
+    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rootfs-overlay/usr/lib/systemd/system/huisd.service");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("huisd.service");
+    std::fs::copy(&unit, &copy).unwrap();
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager", "--threshold=20"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let exposure: f64 = report
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for huisd.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in systemd-analyze's report:\n{report}"));
+    assert!(out.status.success() && exposure <= 2.0, "exposure {exposure} (at most 2.0):\n{report}");
+    for held in [
+        "NoNewPrivileges=",
+        "CapabilityBoundingSet=~CAP_SYS_ADMIN",
+        "CapabilityBoundingSet=~CAP_NET_(BIND_SERVICE|BROADCAST|RAW)",
+        "ProtectSystem=",
+        "ProtectHome=",
+        "PrivateTmp=",
+        "RestrictNamespaces=~user",
+        "RestrictAddressFamilies=~AF_PACKET",
+        "UMask=",
+    ] {
+        assert!(
+            report.lines().any(|l| l.starts_with('✓') && l.contains(held)),
+            "systemd does not see {held} held:\n{report}"
+        );
+    }
+}
