@@ -518,10 +518,9 @@ impl Drop for ConferenceMedia {
     }
 }
 
-/// Lays the far ends' pictures out as a grid (one: full screen), over the background (the
-/// compositor's first input).
+/// Lays the far ends' pictures out as a grid (one: full screen).
 fn relayout(compositor: &gst::Element, (w, h): (u32, u32)) {
-    let pads: Vec<gst::Pad> = compositor.sink_pads().into_iter().skip(1).collect();
+    let pads: Vec<gst::Pad> = compositor.sink_pads();
     for (i, pad) in pads.iter().enumerate() {
         let (x, y, cw, ch) = grid_cell(i, pads.len(), w, h);
         pad.set_property("xpos", x as i32);
@@ -846,13 +845,16 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
     add(&[&silence, &silence_caps, &mixer, &mix_conv, &mix_resample, &mix_caps, appsink.upcast_ref()])?;
     link_chain(&[&silence, &silence_caps, &mixer, &mix_conv, &mix_resample, &mix_caps, appsink.upcast_ref()])?;
 
-    // ---- far ends' video: a grid over a black background, to the screen ----
+    // ---- far ends' video: a grid, to the screen ----
+    // No live background source: with one, every far end's frame waited for the background's
+    // next 30 fps tick before the compositor let it through (up to a frame of latency, a
+    // second clock phase after the screen's own). With only the far ends as inputs, the
+    // compositor outputs as soon as every far end has a frame; its `background` fills the gaps.
     let (w, h) = p.layout;
-    let background = make("videotestsrc", "layout background")?;
-    background.set_property_from_str("pattern", "black");
-    background.set_property("is-live", true);
-    let bg_caps = make("capsfilter", "caps filter")?;
-    bg_caps.set_property(
+    let compositor = make("compositor", "far ends' layout")?;
+    compositor.set_property_from_str("background", "black");
+    let layout_caps = make("capsfilter", "caps filter")?;
+    layout_caps.set_property(
         "caps",
         gst::Caps::builder("video/x-raw")
             .field("format", "I420")
@@ -861,14 +863,12 @@ fn build(p: ConferenceParams) -> Result<ConferenceMedia, MediaError> {
             .field("framerate", gst::Fraction::new(30, 1))
             .build(),
     );
-    let compositor = make("compositor", "far ends' layout")?;
-    compositor.set_property_from_str("background", "black");
     let far_sink = make("intervideosink", "far ends to the screen")?;
     far_sink.set_property("channel", &p.far_channel);
     far_sink.set_property("sync", false);
     far_sink.set_property("async", false);
-    add(&[&background, &bg_caps, &compositor, &far_sink])?;
-    link_chain(&[&background, &bg_caps, &compositor, &far_sink])?;
+    add(&[&compositor, &layout_caps, &far_sink])?;
+    link_chain(&[&compositor, &layout_caps, &far_sink])?;
 
     // ---- go ----
     let bus = pipeline.bus().ok_or_else(|| MediaError::pipeline("the pipeline has no bus"))?;
