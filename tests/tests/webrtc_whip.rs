@@ -212,3 +212,71 @@ fn a_wrong_token_and_a_malformed_answer_end_with_a_reason() {
         explain()
     );
 }
+
+/// `huisctl video`'s figures of the conference.
+fn video_stat(bus: &Bus, key: &str) -> f64 {
+    huisctl_json(bus, &["video"])["stats"][key].as_f64().unwrap_or(0.0)
+}
+
+fn wait_video_stat(bus: &Bus, key: &str, at_least: f64, within: Duration, explain: impl Fn() -> String) {
+    let deadline = Instant::now() + within;
+    while video_stat(bus, key) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{key} not ≥ {at_least} within {within:?}: {}\n{}",
+            huisctl_json(bus, &["video"]),
+            explain()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_fifteen_second_cut_makes_the_room_post_again_and_delete_its_old_sessions() {
+    if !is_root() {
+        eprintln!("SKIPPED a_fifteen_second_cut…: needs root (network namespaces)");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _w = watchdog("a long network cut over WHIP and WHEP", 150);
+    let ns = NetNs::new();
+    let server = WhipServer::start(&ns, TOKEN).unwrap_or_else(|e| panic!("{e:#}"));
+    let bus = Bus::start();
+    let dir = tempfile::tempdir().unwrap();
+    let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &config(dir.path(), ns.port(), &server));
+    let explain = || why(&bus, &d, &server);
+    let out = huisctl(&bus, &["dial", "stream"]);
+    assert!(out.status.success(), "dial stream: {}\n{}", stderr(&out), explain());
+    wait_video_stat(&bus, "frames_decoded", 30.0, 20 * SEC, explain);
+
+    // 15 s without a packet: the WHEP stream is silent for more than 10 s, so the room leaves
+    // (its DELETEs cannot get through) and POSTs again until the server answers.
+    let nft = Nft::new(&ns).unwrap();
+    nft.cut().unwrap();
+    std::thread::sleep(15 * SEC);
+    let before = video_stat(&bus, "frames_decoded");
+    nft.heal().unwrap();
+
+    wait_video_stat(&bus, "rejoins", 1.0, 30 * SEC, explain);
+    wait_video_stat(&bus, "frames_decoded", before + 30.0, 30 * SEC, explain);
+    // The server has new WHIP and WHEP sessions carrying media, and the two it had before the
+    // cut were deleted once the room was back.
+    let s = server
+        .wait_until(
+            |s| {
+                s.sessions.len() >= 4
+                    && s.sessions[..2].iter().all(|x| x.deleted)
+                    && s.last("whip").is_some_and(|w| !w.deleted && w.state == "connected" && w.frames_decoded >= 30)
+            },
+            20 * SEC,
+        )
+        .unwrap_or_else(|e| panic!("the room did not come back cleanly: {e}\n{}", explain()));
+    eprintln!("sessions after the cut: {:?}", s.sessions.iter().map(|x| (&x.kind, x.deleted)).collect::<Vec<_>>());
+    let calls = huisctl_json(&bus, &["calls"]);
+    assert_eq!(calls[0]["state"], "active", "the call goes on: {calls}\n{}", explain());
+    let out = huisctl(&bus, &["hangup"]);
+    assert!(out.status.success(), "hangup: {}\n{}", stderr(&out), explain());
+    server
+        .wait_until(|s| s.sessions.iter().all(|x| x.deleted), 5 * SEC)
+        .unwrap_or_else(|e| panic!("sessions left on the server after hanging up: {e}\n{}", explain()));
+}
