@@ -124,6 +124,8 @@ struct Call {
     /// Session timer agreed on an incoming INVITE, applied when we answer.
     pending_timer: Option<(u32, bool, bool)>,
     reinvite_sdp: Option<String>,
+    /// The headers of our pending re-INVITE (a session refresh's), for its retry after 491.
+    reinvite_extra: Vec<(String, String)>,
     reinvite_retry_at: Option<Instant>,
     dtmf: VecDeque<DtmfItem>,
     dtmf_next_at: Option<Instant>,
@@ -313,7 +315,7 @@ impl UserAgent {
             t.push(c.uas_2xx.as_ref().map(|r| r.give_up_at));
             t.push(c.cancel_deadline);
             t.push(c.timer.and_then(|s| s.refresh_at));
-            t.push(c.timer.map(|s| s.expire_at));
+            t.push(c.timer.filter(|s| !s.we_refresh).map(|s| s.expire_at));
             t.push(c.dtmf_next_at.filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()));
             t.push(c.reinvite_retry_at);
             t.push(c.auto_dtmf_at);
@@ -918,6 +920,7 @@ impl UserAgent {
             timer: None,
             pending_timer,
             reinvite_sdp: None,
+            reinvite_extra: Vec::new(),
             reinvite_retry_at: None,
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
@@ -1721,6 +1724,7 @@ impl UserAgent {
             timer: None,
             pending_timer: opts.session_expires.map(|n| (n, true, true)),
             reinvite_sdp: None,
+            reinvite_extra: Vec::new(),
             reinvite_retry_at: None,
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
@@ -2020,10 +2024,11 @@ impl UserAgent {
 
     fn send_reinvite(&mut self, now: Instant, id: CallId, sdp: String, extra: Vec<(String, String)>) {
         let body = Some(("application/sdp", sdp.clone().into_bytes()));
-        if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra, body) {
+        if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra.clone(), body) {
             let c = self.calls.get_mut(&id).expect("call exists");
             c.invite_key = Some(key);
             c.reinvite_sdp = Some(sdp);
+            c.reinvite_extra = extra;
         }
     }
 
@@ -2676,7 +2681,10 @@ impl UserAgent {
             return;
         }
         if let Some(t) = c.timer {
-            if t.expire_at <= now {
+            // Only the side that is refreshed ends the session when the interval passes; the
+            // refresher ends it when its refresh fails (408, 481), not while a refresh that met
+            // glare waits for its retry (RFC 4028 §10).
+            if t.expire_at <= now && !t.we_refresh {
                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
                 self.end_call(now, id, EndReason::SessionExpired);
                 return;
@@ -2717,7 +2725,8 @@ impl UserAgent {
             if let Some(sdp) = c.reinvite_sdp.clone()
                 && c.invite_key.is_none()
             {
-                self.send_reinvite(now, id, sdp, vec![]);
+                let extra = c.reinvite_extra.clone();
+                self.send_reinvite(now, id, sdp, extra);
             }
         }
         self.pump_dtmf(now, id);

@@ -214,3 +214,43 @@ fn dtmf_wait_ends_with_the_call() {
     h.advance(Duration::from_secs(5));
     assert!(!h.events().iter().any(|e| matches!(e, Event::AutoDtmf { .. })));
 }
+
+/// Our refresh meets glare near the end of a short interval: the retry waits its back-off and
+/// the session is not ended under it (only the refreshed side ends a session at expiry).
+#[test]
+fn a_refresh_that_met_glare_is_retried_not_expired() {
+    let mut h = Harness::new(config());
+    let opts = InviteOptions { session_expires: Some(10), ..visio_options() };
+    let (call, inv) = gateway_call(&mut h, "sip:gw@192.0.2.2", opts);
+    assert_eq!(inv.h("min-se"), "10");
+    h.recv(&respond(
+        &inv,
+        200,
+        "OK",
+        Some("gw"),
+        "Contact: <sip:gw@192.0.2.2>\r\nSession-Expires: 10;refresher=uac\r\n",
+        &peer_sdp("sendrecv", true),
+    ));
+    h.sent();
+    h.events();
+    let out = h.advance_collect(Duration::from_secs(5));
+    let re = firsts(&out, "INVITE");
+    assert_eq!(re.len(), 1);
+    h.recv(&respond(&re[0].1, 491, "Request Pending", None, "", ""));
+    let out = h.advance_collect(Duration::from_secs(4));
+    assert!(firsts(&out, "BYE").is_empty(), "not ended while the retry waits");
+    let retry = firsts(&out, "INVITE");
+    assert_eq!(retry.len(), 1);
+    assert_eq!(retry[0].1.h("session-expires"), "10;refresher=uac", "the retry is still a refresh");
+    h.recv(&respond(
+        &retry[0].1,
+        200,
+        "OK",
+        None,
+        "Session-Expires: 10;refresher=uac\r\n",
+        &peer_sdp("sendrecv", true),
+    ));
+    assert_eq!(h.ua.active_calls(), 1);
+    assert!(!h.events().iter().any(|e| matches!(e, Event::CallEnded { .. })));
+    let _ = call;
+}

@@ -130,12 +130,14 @@ fn gateway_request(method: &str, cseq: u32, body: Option<String>) -> String {
     )
 }
 
-/// A 200 to the room's last request (INVITE: with the gateway's SDP and the session timer).
-fn ok_to_invite(version: u32, audio: u16) -> String {
+/// A 200 to the room's last INVITE, with the gateway's SDP and, with `timer`, the session
+/// timer the room asked for (the room refreshes).
+fn ok_to_invite(version: u32, audio: u16, timer: bool) -> String {
+    let timer = if timer { "Require: timer\nSession-Expires: 10;refresher=uac\n" } else { "" };
     format!(
         "  <send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:];tag=[pid]SIPpTag01[call_number]\n\
          [last_Call-ID:]\n[last_CSeq:]\nContact: <sip:visio@[local_ip]:[local_port]>\nSupported: timer\n\
-         Require: timer\nSession-Expires: 10;refresher=uac\nAllow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\n\
+         {timer}Allow: INVITE, ACK, BYE, CANCEL, OPTIONS, INFO\n\
          Content-Type: application/sdp\nContent-Length: [len]\n\n{}]]></send>\n",
         gateway_sdp(version, audio)
     )
@@ -155,7 +157,7 @@ fn gateway_scenario(kind: Gateway, audio: u16) -> String {
          \x20   <ereg regexp=\"&lt;sip:[^&gt;]*&gt;\" search_in=\"hdr\" header=\"To:\" assign_to=\"gto\"/>\n\
          \x20 </action></recv>\n"
     );
-    x += &ok_to_invite(1, audio);
+    x += &ok_to_invite(1, audio, kind == Gateway::Joins);
     x += "  <recv request=\"ACK\"/>\n";
     match kind {
         Gateway::RefusesPin => {
@@ -182,11 +184,11 @@ fn gateway_scenario(kind: Gateway, audio: u16) -> String {
             x += "  <recv request=\"ACK\"/>\n";
             // Our retry after the back-off (the owner of the Call-ID: 2.1-4 s), answered.
             x += "  <recv request=\"INVITE\" timeout=\"6000\"/>\n";
-            x += &ok_to_invite(3, audio);
+            x += &ok_to_invite(3, audio, true);
             x += "  <recv request=\"ACK\"/>\n";
             // The next refresh, 5 s later: the session timer goes on.
             x += "  <recv request=\"INVITE\" timeout=\"8000\"/>\n";
-            x += &ok_to_invite(4, audio);
+            x += &ok_to_invite(4, audio, true);
             x += "  <recv request=\"ACK\"/>\n";
             x += "  <recv request=\"BYE\" timeout=\"20000\"/>\n";
             x += "  <send><![CDATA[\nSIP/2.0 200 OK\n[last_Via:]\n[last_From:]\n[last_To:]\n[last_Call-ID:]\n\
@@ -224,7 +226,11 @@ impl Run {
 
     fn why(&self, sipp: Option<&SippResult>) -> String {
         let s = sipp.map(|r| format!("{r}\n--- SIPp messages ---\n{}", r.messages)).unwrap_or_default();
-        format!("--- status ---\n{}\n--- huisd ---\n{}\n--- SIPp ---\n{s}", json(&self.bus, &["status"]), self.d.log_text())
+        format!(
+            "--- status ---\n{}\n--- huisd ---\n{}\n--- SIPp ---\n{s}",
+            json(&self.bus, &["status"]),
+            self.d.log_text()
+        )
     }
 
     fn wait_state(&self, state: &str, within: Duration) {
