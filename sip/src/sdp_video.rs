@@ -67,6 +67,11 @@ pub struct LocalVideo {
     pub max_kbps: u32,
     /// Offer and accept RTCP feedback and RTX; without it keyframes go by SIP INFO.
     pub rtcp_feedback: bool,
+    /// Offer High and Main profile before constrained Baseline (a meeting gateway's wish).
+    /// Off, only constrained Baseline is offered: against baresip 1.0, huisd decoded none of
+    /// the video baresip sent after answering High (not understood yet), so other peers keep
+    /// the offer that works.
+    pub high_profiles: bool,
 }
 
 /// RTCP feedback both sides agreed on (RFC 4585, RFC 5104, REMB).
@@ -275,18 +280,23 @@ impl LocalVideo {
         if self.rtcp_feedback { SUPPORTED_FEEDBACK } else { Feedback::default() }
     }
 
+    /// The formats we offer, in order.
+    fn offered(&self) -> impl Iterator<Item = (u8, &'static str, u8, u8)> {
+        OFFERED.into_iter().skip(if self.high_profiles { 0 } else { 2 })
+    }
+
     /// Our `m=video` section for an offer.
     pub fn offer_media(&self, direction: Direction, security: &LocalSecurity) -> Media {
         let mut m = Media {
             kind: "video".into(),
             port: self.port,
             proto: "RTP/AVP".into(),
-            formats: OFFERED.iter().map(|o| o.0.to_string()).collect(),
+            formats: self.offered().map(|o| o.0.to_string()).collect(),
             connection: None,
             attributes: Vec::new(),
             other: self.bandwidth_lines(),
         };
-        for (pt, profile, mode, _) in OFFERED {
+        for (pt, profile, mode, _) in self.offered() {
             m.attributes.push(("rtpmap".into(), Some(format!("{pt} H264/90000"))));
             m.attributes.push((
                 "fmtp".into(),
@@ -295,7 +305,7 @@ impl LocalVideo {
             push_fb(&mut m, pt, self.supported());
         }
         if self.supported().nack {
-            for (apt, _, _, rtx) in OFFERED {
+            for (apt, _, _, rtx) in self.offered() {
                 m.formats.push(rtx.to_string());
                 push_rtx(&mut m, rtx, apt);
             }
@@ -434,7 +444,7 @@ mod tests {
                 direction: Direction::SendRecv,
                 security: Default::default(),
             },
-            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true },
+            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true, high_profiles: true },
         )
     }
 
@@ -580,6 +590,9 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         let text = audio.offer_with_video(Some(&video)).to_text();
         assert!(!text.contains("rtcp-fb") && !text.contains("rtx"), "{text}");
         assert!(text.contains("m=video 40002 RTP/AVP 104 105 96 97\r\n"), "{text}");
+        video.high_profiles = false;
+        let text = audio.offer_with_video(Some(&video)).to_text();
+        assert!(text.contains("m=video 40002 RTP/AVP 96 97\r\n") && !text.contains("104"), "{text}");
         let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(OFFER).unwrap(), Some(&video)).unwrap();
         let n = n.unwrap();
         assert_eq!((n.feedback, n.rtx), (Feedback::default(), None));

@@ -787,6 +787,7 @@ impl SipBackend {
                     level_idc: v.level_idc(),
                     max_kbps: v.max_kbps,
                     rtcp_feedback: v.rtcp_feedback,
+                    high_profiles: false,
                 };
                 (Some(s), Some(lv))
             }
@@ -990,7 +991,11 @@ impl SipBackend {
         // SDES keys are written only into an INVITE that goes over TLS.
         let tls = hop.transport == TransportKind::Tls;
         let local = self.local_media(sockets.local_rtp().port(), tls);
-        let (vsock, lv) = self.bind_video();
+        let (vsock, mut lv) = self.bind_video();
+        if let Some(v) = lv.as_mut() {
+            // Visio's gateway takes H.264 High first (see `LocalVideo::high_profiles`).
+            v.high_profiles = r.visio.is_some();
+        }
         let offer = local.offer_with_video(lv.as_ref()).to_text();
         let (ua_target, opts) = invite_args(r.visio.as_ref(), &r.target);
         let ua_id = match self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) {
