@@ -55,7 +55,7 @@ fn local_security() -> LocalSecurity {
 }
 
 fn local_video() -> LocalVideo {
-    LocalVideo { port: 30002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true }
+    LocalVideo { port: 30002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true, high_profiles: true }
 }
 
 /// A call from the peer is answered, then every message of `data` (split at [`SEPARATOR`],

@@ -796,7 +796,7 @@ mod tests {
     }
 
     fn video(port: u16) -> LocalVideo {
-        LocalVideo { port, level_idc: 31, max_kbps: 2000, rtcp_feedback: true }
+        LocalVideo { port, level_idc: 31, max_kbps: 2000, rtcp_feedback: true, high_profiles: false }
     }
 
     fn offer_text(l: &LocalMedia) -> String {

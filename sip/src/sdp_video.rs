@@ -35,6 +35,24 @@ pub const PT_MODE0: u8 = 97;
 pub const PT_RTX_MODE1: u8 = 98;
 /// See [`PT_RTX_MODE1`].
 pub const PT_RTX_MODE0: u8 = 99;
+/// H.264 High profile (`profile_idc` 100), packetization mode 1: offered first, as a meeting
+/// gateway (Visio's, on LiveKit) prefers High, then Main, then constrained Baseline. We send
+/// constrained Baseline whichever is chosen (a subset every one of them decodes).
+pub const PT_HIGH: u8 = 104;
+/// H.264 Main profile (`profile_idc` 77), packetization mode 1.
+pub const PT_MAIN: u8 = 105;
+/// Retransmission payload types for [`PT_HIGH`] and [`PT_MAIN`].
+pub const PT_RTX_HIGH: u8 = 106;
+/// See [`PT_RTX_HIGH`].
+pub const PT_RTX_MAIN: u8 = 107;
+/// What we offer, in order: (payload type, profile_idc and constraint flags, packetization
+/// mode, its rtx payload type).
+const OFFERED: [(u8, &str, u8, u8); 4] = [
+    (PT_HIGH, "6400", 1, PT_RTX_HIGH),
+    (PT_MAIN, "4d00", 1, PT_RTX_MAIN),
+    (PT_MODE1, "42e0", 1, PT_RTX_MODE1),
+    (PT_MODE0, "42e0", 0, PT_RTX_MODE0),
+];
 /// How long we keep sent packets for retransmission, ms (`rtx-time`).
 pub const RTX_TIME_MS: u32 = 1000;
 
@@ -49,6 +67,11 @@ pub struct LocalVideo {
     pub max_kbps: u32,
     /// Offer and accept RTCP feedback and RTX; without it keyframes go by SIP INFO.
     pub rtcp_feedback: bool,
+    /// Offer High and Main profile before constrained Baseline (a meeting gateway's wish).
+    /// Off, only constrained Baseline is offered: against baresip 1.0, huisd decoded none of
+    /// the video baresip sent after answering High (not understood yet), so other peers keep
+    /// the offer that works.
+    pub high_profiles: bool,
 }
 
 /// RTCP feedback both sides agreed on (RFC 4585, RFC 5104, REMB).
@@ -257,27 +280,32 @@ impl LocalVideo {
         if self.rtcp_feedback { SUPPORTED_FEEDBACK } else { Feedback::default() }
     }
 
+    /// The formats we offer, in order.
+    fn offered(&self) -> impl Iterator<Item = (u8, &'static str, u8, u8)> {
+        OFFERED.into_iter().skip(if self.high_profiles { 0 } else { 2 })
+    }
+
     /// Our `m=video` section for an offer.
     pub fn offer_media(&self, direction: Direction, security: &LocalSecurity) -> Media {
         let mut m = Media {
             kind: "video".into(),
             port: self.port,
             proto: "RTP/AVP".into(),
-            formats: vec![PT_MODE1.to_string(), PT_MODE0.to_string()],
+            formats: self.offered().map(|o| o.0.to_string()).collect(),
             connection: None,
             attributes: Vec::new(),
             other: self.bandwidth_lines(),
         };
-        for (pt, mode) in [(PT_MODE1, 1), (PT_MODE0, 0)] {
+        for (pt, profile, mode, _) in self.offered() {
             m.attributes.push(("rtpmap".into(), Some(format!("{pt} H264/90000"))));
             m.attributes.push((
                 "fmtp".into(),
-                Some(format!("{pt} profile-level-id=42e0{:02x};packetization-mode={mode}", self.level_idc)),
+                Some(format!("{pt} profile-level-id={profile}{:02x};packetization-mode={mode}", self.level_idc)),
             ));
             push_fb(&mut m, pt, self.supported());
         }
         if self.supported().nack {
-            for (rtx, apt) in [(PT_RTX_MODE1, PT_MODE1), (PT_RTX_MODE0, PT_MODE0)] {
+            for (apt, _, _, rtx) in self.offered() {
                 m.formats.push(rtx.to_string());
                 push_rtx(&mut m, rtx, apt);
             }
@@ -370,9 +398,13 @@ impl LocalVideo {
         let sec = security.accept_answer_media(answer, m, 1).ok()?;
         for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
             let Some(f) = parse_h264_fmtp(m.fmtp(pt)) else { continue };
-            // Our PT for the same packetization mode is where we receive.
-            let (ours, our_rtx) =
-                if f.packetization_mode == 1 { (PT_MODE1, PT_RTX_MODE1) } else { (PT_MODE0, PT_RTX_MODE0) };
+            // The answer names one of our payload types (RFC 3264 §6.1): we receive there. A
+            // peer that renumbered gets ours for the same packetization mode.
+            let (ours, our_rtx) = match OFFERED.iter().find(|o| o.0 == pt) {
+                Some(o) => (o.0, o.3),
+                None if f.packetization_mode == 1 => (PT_MODE1, PT_RTX_MODE1),
+                None => (PT_MODE0, PT_RTX_MODE0),
+            };
             let mut fb = offered_feedback(m, pt).and(self.supported());
             let rtx = rtx_for(m, pt).filter(|_| fb.nack).map(|send| RtxPayloadTypes { send, recv: our_rtx });
             fb.nack &= rtx.is_some();
@@ -412,7 +444,7 @@ mod tests {
                 direction: Direction::SendRecv,
                 security: Default::default(),
             },
-            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true },
+            LocalVideo { port: 40002, level_idc: 31, max_kbps: 2000, rtcp_feedback: true, high_profiles: true },
         )
     }
 
@@ -482,19 +514,29 @@ a=rtcp-fb:* nack pli\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb
         let s = SessionDescription::parse(&text).unwrap();
         assert_eq!(s.media.len(), 2);
         let m = &s.media[1];
-        assert_eq!(m.formats, vec!["96", "97", "98", "99"]);
+        // High, Main, constrained Baseline (mode 1, then mode 0), then their rtx.
+        assert_eq!(m.formats, vec!["104", "105", "96", "97", "106", "107", "98", "99"]);
+        assert_eq!(m.fmtp(104), Some("profile-level-id=64001f;packetization-mode=1"));
+        assert_eq!(m.fmtp(105), Some("profile-level-id=4d001f;packetization-mode=1"));
         assert_eq!(m.fmtp(96), Some("profile-level-id=42e01f;packetization-mode=1"));
         assert_eq!(m.fmtp(98), Some("apt=96;rtx-time=1000"));
         assert_eq!((rtx_for(m, 96), rtx_for(m, 97), rtx_for(m, 98)), (Some(98), Some(99), None));
+        assert_eq!((rtx_for(m, 104), rtx_for(m, 105)), (Some(106), Some(107)));
         assert_eq!(offered_feedback(m, 97), SUPPORTED_FEEDBACK);
-        // An answerer that is us agrees NACK with RTX, and we read its answer back.
+        // An answerer that is us takes the first mode-1 format (High), agrees NACK with RTX,
+        // and we read its answer back.
         let (ans, _, n) = audio.answer_with_video(&s, Some(&video)).unwrap();
         let n = n.unwrap();
         assert_eq!(n.packetization_mode, 1);
-        assert_eq!(n.rtx, Some(RtxPayloadTypes { send: 98, recv: 98 }));
+        assert_eq!(n.profile_level_id, "64001f");
+        assert_eq!(n.rtx, Some(RtxPayloadTypes { send: 106, recv: 106 }));
         assert!(n.feedback.nack);
         let text = ans.to_text();
-        assert!(text.contains("m=video 40002 RTP/AVP 96 98\r\n"), "{text}");
+        assert!(text.contains("m=video 40002 RTP/AVP 104 106\r\n"), "{text}");
+        let back = video.accept_answer(&ans, &Default::default()).unwrap();
+        assert_eq!((back.payload_type, back.recv_payload_type), (104, 104));
+        assert_eq!(back.rtx, Some(RtxPayloadTypes { send: 106, recv: 106 }));
+        let text = text.replace("104", "96").replace("106", "98");
         assert!(text.contains("a=rtcp-fb:96 nack\r\n") && text.contains("a=fmtp:98 apt=96;rtx-time=1000"), "{text}");
         let back = video.accept_answer(&SessionDescription::parse(&text).unwrap(), &Default::default()).unwrap();
         assert_eq!(back.rtx, Some(RtxPayloadTypes { send: 98, recv: 98 }));
@@ -547,7 +589,10 @@ a=rtcp-fb:* nack\r\na=rtcp-fb:* nack pli\r\n";
         video.rtcp_feedback = false;
         let text = audio.offer_with_video(Some(&video)).to_text();
         assert!(!text.contains("rtcp-fb") && !text.contains("rtx"), "{text}");
-        assert!(text.contains("m=video 40002 RTP/AVP 96 97\r\n"), "{text}");
+        assert!(text.contains("m=video 40002 RTP/AVP 104 105 96 97\r\n"), "{text}");
+        video.high_profiles = false;
+        let text = audio.offer_with_video(Some(&video)).to_text();
+        assert!(text.contains("m=video 40002 RTP/AVP 96 97\r\n") && !text.contains("104"), "{text}");
         let (ans, _, n) = audio.answer_with_video(&SessionDescription::parse(OFFER).unwrap(), Some(&video)).unwrap();
         let n = n.unwrap();
         assert_eq!((n.feedback, n.rtx), (Feedback::default(), None));

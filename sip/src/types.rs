@@ -57,6 +57,20 @@ impl TransportKind {
     }
 }
 
+/// What an outgoing call asks for beyond its target and SDP ([`crate::UserAgent::invite_with`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InviteOptions {
+    /// Extra headers on the INVITE (a gateway's `X-PIN`). Names must be tokens and values one
+    /// line of printable text; the UA refuses the call otherwise.
+    pub headers: Vec<(String, String)>,
+    /// Ask for a session timer (RFC 4028) of this many seconds with us as refresher
+    /// (`Session-Expires: N;refresher=uac`). `None`: only `Supported: timer`, the peer decides.
+    pub session_expires: Option<u32>,
+    /// How long after the call is up the dial string's DTMF digits start (a gateway's prompt
+    /// is played first).
+    pub dtmf_delay: std::time::Duration,
+}
+
 /// A resolved next hop: where to send and how. Name resolution (RFC 3263 NAPTR/SRV/A) is the
 /// shell's job; the core only handles IP addresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -124,6 +124,8 @@ struct Call {
     /// Session timer agreed on an incoming INVITE, applied when we answer.
     pending_timer: Option<(u32, bool, bool)>,
     reinvite_sdp: Option<String>,
+    /// The headers of our pending re-INVITE (a session refresh's), for its retry after 491.
+    reinvite_extra: Vec<(String, String)>,
     reinvite_retry_at: Option<Instant>,
     dtmf: VecDeque<DtmfItem>,
     dtmf_next_at: Option<Instant>,
@@ -134,6 +136,11 @@ struct Call {
     fast_update_last: Option<Instant>,
     fast_update_refused: bool,
     auto_dtmf: Vec<DtmfItem>,
+    /// When the dial string's digits start (`InviteOptions::dtmf_delay` after the call is up).
+    auto_dtmf_at: Option<Instant>,
+    auto_dtmf_delay: Duration,
+    /// `InviteOptions::headers`, on every INVITE that starts the call (auth and 422 retries too).
+    invite_headers: Vec<(String, String)>,
     ring_until: Option<Instant>,
     remove_at: Option<Instant>,
 }
@@ -308,9 +315,10 @@ impl UserAgent {
             t.push(c.uas_2xx.as_ref().map(|r| r.give_up_at));
             t.push(c.cancel_deadline);
             t.push(c.timer.and_then(|s| s.refresh_at));
-            t.push(c.timer.map(|s| s.expire_at));
+            t.push(c.timer.filter(|s| !s.we_refresh).map(|s| s.expire_at));
             t.push(c.dtmf_next_at.filter(|_| !c.dtmf_busy && !c.dtmf.is_empty()));
             t.push(c.reinvite_retry_at);
+            t.push(c.auto_dtmf_at);
             t.push(c.remove_at);
             t.push(c.ring_until.filter(|_| c.state == CallState::Ringing));
         }
@@ -912,6 +920,7 @@ impl UserAgent {
             timer: None,
             pending_timer,
             reinvite_sdp: None,
+            reinvite_extra: Vec::new(),
             reinvite_retry_at: None,
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
@@ -920,6 +929,9 @@ impl UserAgent {
             fast_update_last: None,
             fast_update_refused: false,
             auto_dtmf: Vec::new(),
+            auto_dtmf_at: None,
+            auto_dtmf_delay: Duration::ZERO,
+            invite_headers: Vec::new(),
             ring_until: Some(now + self.cfg.ring_timeout),
             remove_at: None,
         };
@@ -1645,6 +1657,26 @@ impl UserAgent {
         next_hop: Destination,
         local_sdp: &str,
     ) -> Result<CallId, UaError> {
+        self.invite_with(now, target, next_hop, local_sdp, InviteOptions::default())
+    }
+
+    /// [`UserAgent::invite`] with extra headers, a session timer we refresh, or a wait before
+    /// the dial string's DTMF ([`InviteOptions`]).
+    pub fn invite_with(
+        &mut self,
+        now: Instant,
+        target: &str,
+        next_hop: Destination,
+        local_sdp: &str,
+        opts: InviteOptions,
+    ) -> Result<CallId, UaError> {
+        for (name, value) in &opts.headers {
+            let token =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b));
+            if !token || value.len() > 1024 || value.chars().any(|c| c.is_control()) {
+                return Err(UaError::InvalidTarget(target.into(), format!("header {name:?} cannot be sent")));
+            }
+        }
         let (uri, digits) = dtmf::parse_dial_string(target)?;
         if !(uri.starts_with("sip:") || uri.starts_with("sips:")) {
             return Err(UaError::InvalidTarget(target.into(), "not a sip: URI".into()));
@@ -1690,8 +1722,9 @@ impl UserAgent {
             ack: None,
             held_by_peer: false,
             timer: None,
-            pending_timer: None,
+            pending_timer: opts.session_expires.map(|n| (n, true, true)),
             reinvite_sdp: None,
+            reinvite_extra: Vec::new(),
             reinvite_retry_at: None,
             dtmf: VecDeque::new(),
             dtmf_next_at: None,
@@ -1700,19 +1733,25 @@ impl UserAgent {
             fast_update_last: None,
             fast_update_refused: false,
             auto_dtmf: digits,
+            auto_dtmf_at: None,
+            auto_dtmf_delay: opts.dtmf_delay,
+            invite_headers: opts.headers,
             ring_until: None,
             remove_at: None,
         };
         self.calls.insert(id, call);
-        if let Err(e) = self.send_initial_invite(now, id, vec![]) {
+        let extra = self.se_extra(id);
+        if let Err(e) = self.send_initial_invite(now, id, extra) {
             self.calls.remove(&id);
             return Err(e);
         }
         Ok(id)
     }
 
-    fn send_initial_invite(&mut self, now: Instant, id: CallId, extra: Vec<(String, String)>) -> Result<(), UaError> {
+    fn send_initial_invite(&mut self, now: Instant, id: CallId, more: Vec<(String, String)>) -> Result<(), UaError> {
         let c = &self.calls[&id];
+        let mut extra = c.invite_headers.clone();
+        extra.extend(more);
         let (uri, from, to, cid, cseq, dest, sdp) = (
             c.remote_target.clone(),
             format!("{};tag={}", c.local_uri, c.local_tag),
@@ -1985,10 +2024,11 @@ impl UserAgent {
 
     fn send_reinvite(&mut self, now: Instant, id: CallId, sdp: String, extra: Vec<(String, String)>) {
         let body = Some(("application/sdp", sdp.clone().into_bytes()));
-        if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra, body) {
+        if let Some(key) = self.send_in_dialog(now, id, Method::Invite, extra.clone(), body) {
             let c = self.calls.get_mut(&id).expect("call exists");
             c.invite_key = Some(key);
             c.reinvite_sdp = Some(sdp);
+            c.reinvite_extra = extra;
         }
     }
 
@@ -2271,7 +2311,8 @@ impl UserAgent {
                     .max(90);
                 let c = self.calls.get_mut(&id).expect("call exists");
                 c.se_retry = true;
-                c.pending_timer = Some((min, false, true));
+                let we = c.pending_timer.is_some_and(|p| p.1);
+                c.pending_timer = Some((min, we, true));
                 c.local_cseq += 1;
                 let extra = self.se_extra(id);
                 if self.send_initial_invite(now, id, extra).is_err() {
@@ -2285,8 +2326,9 @@ impl UserAgent {
     /// Session-Expires/Min-SE headers for an INVITE retried after 422.
     fn se_extra(&self, id: CallId) -> Vec<(String, String)> {
         match self.calls[&id].pending_timer {
-            Some((n, _, _)) if self.calls[&id].outgoing => {
-                vec![("Session-Expires".into(), n.to_string()), ("Min-SE".into(), n.to_string())]
+            Some((n, we, _)) if self.calls[&id].outgoing => {
+                let se = if we { format!("{n};refresher=uac") } else { n.to_string() };
+                vec![("Session-Expires".into(), se), ("Min-SE".into(), if we { n.min(90) } else { n }.to_string())]
             }
             _ => vec![],
         }
@@ -2378,7 +2420,14 @@ impl UserAgent {
     }
 
     fn start_auto_dtmf(&mut self, now: Instant, id: CallId, remote_sdp: Option<&str>) {
-        let digits = std::mem::take(&mut self.calls.get_mut(&id).expect("call exists").auto_dtmf);
+        let c = self.calls.get_mut(&id).expect("call exists");
+        if !c.auto_dtmf.is_empty() && !c.auto_dtmf_delay.is_zero() && c.auto_dtmf_at.is_none() {
+            // Later, from handle_timeout (the peer's prompt plays first).
+            c.auto_dtmf_at = Some(now + c.auto_dtmf_delay);
+            return;
+        }
+        c.auto_dtmf_at = None;
+        let digits = std::mem::take(&mut c.auto_dtmf);
         if digits.is_empty() {
             return;
         }
@@ -2443,8 +2492,8 @@ impl UserAgent {
                     c.invite_key = None;
                     match code {
                         491 => {
-                            // Glare (RFC 3261 §14.1): try again after 2.1–4 s.
-                            let wait = Duration::from_millis(2100 + self.rand() % 1900);
+                            let owner = self.calls[&id].outgoing;
+                            let wait = glare_wait(owner, self.rand());
                             self.calls.get_mut(&id).expect("call exists").reinvite_retry_at = Some(now + wait);
                         }
                         408 | 481 => {
@@ -2632,7 +2681,10 @@ impl UserAgent {
             return;
         }
         if let Some(t) = c.timer {
-            if t.expire_at <= now {
+            // Only the side that is refreshed ends the session when the interval passes; the
+            // refresher ends it when its refresh fails (408, 481), not while a refresh that met
+            // glare waits for its retry (RFC 4028 §10).
+            if t.expire_at <= now && !t.we_refresh {
                 self.send_in_dialog(now, id, Method::Bye, vec![], None);
                 self.end_call(now, id, EndReason::SessionExpired);
                 return;
@@ -2657,14 +2709,34 @@ impl UserAgent {
         let Some(c) = self.calls.get_mut(&id) else {
             return;
         };
+        if c.auto_dtmf_at.is_some_and(|t| t <= now) {
+            if c.state == CallState::Established {
+                let remote = c.remote_sdp.clone();
+                self.start_auto_dtmf(now, id, remote.as_deref());
+            } else {
+                c.auto_dtmf_at = None;
+            }
+        }
+        let Some(c) = self.calls.get_mut(&id) else {
+            return;
+        };
         if c.reinvite_retry_at.is_some_and(|t| t <= now) {
             c.reinvite_retry_at = None;
             if let Some(sdp) = c.reinvite_sdp.clone()
                 && c.invite_key.is_none()
             {
-                self.send_reinvite(now, id, sdp, vec![]);
+                let extra = c.reinvite_extra.clone();
+                self.send_reinvite(now, id, sdp, extra);
             }
         }
         self.pump_dtmf(now, id);
     }
+}
+
+/// How long to wait before retrying a re-INVITE that got 491 (glare, RFC 3261 §14.1): the
+/// owner of the Call-ID (it sent the dialog's first INVITE) waits a random 2.1–4 s, the other
+/// side 0–2 s, in 10 ms units, so the two sides' retries do not collide again.
+pub fn glare_wait(call_id_owner: bool, random: u64) -> Duration {
+    let (base, span) = if call_id_owner { (210, 191) } else { (0, 201) };
+    Duration::from_millis((base + random % span) * 10)
 }

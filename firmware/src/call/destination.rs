@@ -24,6 +24,26 @@ pub enum Destination {
     /// `token` (the bearer token) never is in the dial string: it comes from the
     /// `[[destination]]` table ([`Destination::with_token`]) and is never shown.
     Whip { whip: String, whep: Option<String>, token: String },
+    /// `visio:<PIN>`: a Visio (La Suite Meet) meeting through its SIP video gateway, which takes
+    /// the meeting's PIN. `gateway` is the gateway's `sip:` URI from a `[[destination]]` with a
+    /// `pin`; empty: the configured `visio.gateway`. The PIN is never shown in full.
+    Visio { gateway: String, pin: String },
+}
+
+/// The most digits a meeting PIN has. LiveKit's SIP service, under Visio's gateway, takes at
+/// most 16 digits before `#` and refuses the call beyond (`pinLimit` in its `inbound.go`).
+pub const MAX_PIN_DIGITS: usize = 16;
+
+/// A meeting PIN: 4 to [`MAX_PIN_DIGITS`] digits, nothing else. The error says why, without
+/// quoting the PIN.
+pub fn check_pin(pin: &str) -> Result<(), String> {
+    if !pin.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a meeting PIN holds digits only (0-9)".into());
+    }
+    if !(4..=MAX_PIN_DIGITS).contains(&pin.len()) {
+        return Err(format!("a meeting PIN has 4 to {MAX_PIN_DIGITS} digits, not {}", pin.len()));
+    }
+    Ok(())
 }
 
 impl Destination {
@@ -41,6 +61,13 @@ impl Destination {
                 "a destination of {} characters is too long (at most {MAX_LEN})",
                 t.len()
             )));
+        }
+        if t.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("visio:")) {
+            // Not quoted back: the text holds a PIN.
+            let pin = t[6..].strip_suffix('#').unwrap_or(&t[6..]);
+            return check_pin(pin)
+                .map(|()| Destination::Visio { gateway: String::new(), pin: pin.to_owned() })
+                .map_err(|why| CallError::InvalidDestination(format!("'visio:…' is not a destination: {why}")));
         }
         if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("it contains spaces or control characters"));
@@ -83,7 +110,7 @@ impl Destination {
             return Ok(Destination::Web { url: t.to_owned() });
         }
         Err(bad(
-            "expected sip:user@host, sips:user@host, tel:+number, janus+https://host/janus?room=N, whip+https://host/path or an https:// URL",
+            "expected sip:user@host, sips:user@host, tel:+number, visio:PIN, janus+https://host/janus?room=N, whip+https://host/path or an https:// URL",
         ))
     }
 
@@ -91,9 +118,21 @@ impl Destination {
     pub fn with_dtmf(mut self, digits: &str) -> Destination {
         match &mut self {
             Destination::Sip { dtmf, .. } | Destination::Tel { dtmf, .. } => *dtmf = digits.to_owned(),
-            Destination::Web { .. } | Destination::Janus { .. } | Destination::Whip { .. } => {}
+            Destination::Web { .. }
+            | Destination::Janus { .. }
+            | Destination::Whip { .. }
+            | Destination::Visio { .. } => {}
         }
         self
+    }
+
+    /// A `[[destination]]`'s `pin`: its `sip:` URI is then a Visio gateway given that PIN.
+    /// Without a PIN, the destination as it was.
+    pub fn with_pin(self, pin: &str) -> Destination {
+        match self {
+            Destination::Sip { uri, .. } if !pin.is_empty() => Destination::Visio { gateway: uri, pin: pin.to_owned() },
+            other => other,
+        }
     }
 
     /// The same destination, with the bearer token of a `[[destination]]` (WHIP/WHEP only;
@@ -114,6 +153,7 @@ impl Destination {
             Destination::Web { .. } => "https",
             Destination::Janus { .. } => "janus",
             Destination::Whip { .. } => "whip",
+            Destination::Visio { .. } => "visio",
         }
     }
 }
@@ -130,6 +170,8 @@ impl std::fmt::Display for Destination {
             Destination::Whip { whip, whep: Some(whep), .. } => {
                 write!(f, "whip+{whip}#whep={}", percent_encode(whep))
             }
+            // Never the PIN: its last two digits, enough to tell two meetings apart.
+            Destination::Visio { pin, .. } => write!(f, "visio:{}", masked_pin(pin)),
         }
     }
 }
@@ -222,4 +264,11 @@ fn percent_decode(v: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+/// A PIN as logs and the screen show it: `••••••••90`.
+pub fn masked_pin(pin: &str) -> String {
+    let keep = if pin.len() >= 8 { 2 } else { 0 };
+    let (hidden, shown) = pin.split_at(pin.len() - keep);
+    format!("{}{shown}", "•".repeat(hidden.chars().count()))
 }

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use destination::Destination;
+pub use destination::{Destination, MAX_PIN_DIGITS, check_pin};
 pub use error::CallError;
 
 /// One call, room-wide: the `<n>` of `/org/huis/Room1/Calls/<n>`. Never 0 (0 means "the current
@@ -189,6 +189,8 @@ pub enum EndReason {
     NoCommonCodec,
     AuthFailed,
     SessionExpired,
+    /// A meeting gateway (Visio) hung up on us right after our PIN: it refused it.
+    PinRefused,
     /// Encrypted media is required here and the far end offered or answered none.
     NotEncrypted,
     /// Nothing (no RTP, no RTCP) came from the far end for this many seconds
@@ -222,6 +224,7 @@ impl std::fmt::Display for EndReason {
             EndReason::NoCommonCodec => write!(f, "no common audio codec"),
             EndReason::AuthFailed => write!(f, "authentication failed: check user name and password"),
             EndReason::SessionExpired => write!(f, "session timer expired"),
+            EndReason::PinRefused => write!(f, "the meeting PIN was refused"),
             EndReason::NotEncrypted => write!(f, "the far end does not support encryption"),
             EndReason::MediaTimeout { secs } => write!(f, "no media from the far end for {secs} s (RTP timeout)"),
             EndReason::Refused(why) | EndReason::Failed(why) => write!(f, "{why}"),

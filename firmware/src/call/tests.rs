@@ -111,3 +111,23 @@ fn a_heartbeat_ages_until_it_beats() {
     h.beat();
     assert!(h.age() < Duration::from_millis(30));
 }
+
+#[test]
+fn visio_destinations_take_a_pin_and_never_show_it() {
+    let d = Destination::parse("visio:1234567890").unwrap();
+    assert_eq!(d, Destination::Visio { gateway: String::new(), pin: "1234567890".into() });
+    assert_eq!(Destination::parse("VISIO:1234567890#").unwrap(), d, "a trailing # is the PIN's end");
+    assert_eq!(d.to_string(), "visio:••••••••90");
+    assert_eq!(d.scheme(), "visio");
+    for bad in ["visio:", "visio:123", "visio:12345678901234567", "visio:12a456", "visio:1234 5678", "visio:12#34"] {
+        let e = Destination::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("meeting PIN"), "{bad}: {e}");
+        assert!(!e.contains("1234") && !e.contains("5678"), "the PIN is not quoted back: {e}");
+    }
+    // A [[destination]] with a gateway URI and a pin.
+    let g = Destination::parse("sip:visio@gw.example.org").unwrap().with_pin("55554444");
+    assert_eq!(g, Destination::Visio { gateway: "sip:visio@gw.example.org".into(), pin: "55554444".into() });
+    assert_eq!(Destination::parse("sip:a@b").unwrap().with_pin(""), Destination::parse("sip:a@b").unwrap());
+    assert_eq!(EndReason::PinRefused.to_string(), "the meeting PIN was refused");
+    assert!(EndReason::PinRefused.is_failure());
+}

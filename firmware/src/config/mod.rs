@@ -29,7 +29,25 @@ pub struct Config {
     /// Named destinations (`[[destination]]` tables).
     #[serde(rename = "destination")]
     pub destinations: Vec<Destination>,
+    pub visio: Visio,
     pub log: Log,
+}
+
+/// Visio (La Suite Meet) meetings through their SIP video gateway: `visio:<PIN>` dials
+/// `gateway` and gives it the meeting's PIN (an `X-PIN` header, and DTMF when it prompts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Visio {
+    /// The gateway's SIP URI (`sip:visio@sip.example.gouv.fr`); empty: `visio:` cannot be dialled.
+    pub gateway: String,
+    /// Milliseconds from the answer to the first PIN digit (the gateway's prompt plays first).
+    pub pin_delay_ms: u32,
+    /// Send the PIN by DTMF (RFC 4733, `#` at the end): `auto` (after the wait, since nothing in
+    /// the gateway's answer says it took the `X-PIN` header), `always`, or `never` (header only).
+    pub pin_dtmf: String,
+    /// Session timer we ask for, as refresher (RFC 4028), seconds; 0: none asked. Values under
+    /// 90 are for tests only (a gateway answers them 422 and the call goes on with its minimum).
+    pub session_expires: u32,
 }
 
 /// Web conferences (Janus, WHIP/WHEP). ICE uses the room's own addresses unless servers are set.
@@ -105,6 +123,10 @@ pub struct Destination {
     pub uri: String,
     /// Digits sent once the call is up (a meeting PIN: `1234567890#`; `,` waits a second).
     pub dtmf: String,
+    /// A Visio meeting's PIN: `uri` is then the Visio gateway (`sip:`/`sips:`), given the PIN as
+    /// `visio:<PIN>` would (see [`Visio`]). Never shown: [`Config::get`] masks it.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub pin: String,
     /// Bearer token for a `whip+https://` destination (WHIP and WHEP requests). Never shown:
     /// [`Config::get`] masks it, and it is not part of the destination's text.
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -194,6 +216,7 @@ impl Default for Config {
             account: Account::default(),
             webrtc: Webrtc::default(),
             destinations: Vec::new(),
+            visio: Visio::default(),
             log: Log::default(),
         }
     }
@@ -233,7 +256,13 @@ impl Default for Account {
 #[allow(clippy::derivable_impls)]
 impl Default for Destination {
     fn default() -> Self {
-        Self { name: String::new(), uri: String::new(), dtmf: String::new(), token: String::new() }
+        Self { name: String::new(), uri: String::new(), dtmf: String::new(), pin: String::new(), token: String::new() }
+    }
+}
+
+impl Default for Visio {
+    fn default() -> Self {
+        Self { gateway: String::new(), pin_delay_ms: 2000, pin_dtmf: "auto".into(), session_expires: 1800 }
     }
 }
 
@@ -303,6 +332,8 @@ impl Default for Log {
 }
 
 pub const AUDIO_CODECS: &[&str] = &["opus", "g722", "pcmu", "pcma"];
+/// The values of `visio.pin_dtmf`.
+pub const VISIO_PIN_DTMF: &[&str] = &["auto", "always", "never"];
 /// The values of `call.media_encryption`.
 pub const MEDIA_ENCRYPTION: &[&str] = &["best-effort", "required", "off"];
 /// The picture sizes huis sends, smallest first.
@@ -591,12 +622,56 @@ impl Config {
                     );
                 }
             }
+            if !d.pin.is_empty() {
+                let lower = d.uri.to_ascii_lowercase();
+                if lower.starts_with("visio:") {
+                    return bad(&format!("destination[{i}].pin"), "the visio: URI already holds the PIN".into());
+                }
+                if !(lower.starts_with("sip:") || lower.starts_with("sips:")) {
+                    return bad(&format!("destination[{i}].pin"), "a PIN goes with a sip: or sips: gateway URI".into());
+                }
+                if let Err(why) = crate::call::check_pin(&d.pin) {
+                    return bad(&format!("destination[{i}].pin"), why);
+                }
+            }
             if !d.dtmf.chars().all(|c| c.is_ascii_digit() || "*#ABCD,".contains(c)) {
                 return bad(
                     &format!("destination[{i}].dtmf"),
                     format!("'{}' may hold only 0-9 * # A-D and , (a pause)", d.dtmf),
                 );
             }
+        }
+        let g = &self.visio.gateway;
+        if !g.is_empty() {
+            let lower = g.to_ascii_lowercase();
+            let sip = crate::call::Destination::parse(g)
+                .ok()
+                .filter(|_| lower.starts_with("sip:") || lower.starts_with("sips:"));
+            if sip.is_none() || g.contains(";dtmf=") {
+                return bad(
+                    "visio.gateway",
+                    format!("'{}' is not a gateway URI (expected sip:user@host)", crate::text::excerpt(g)),
+                );
+            }
+        }
+        if self.visio.pin_delay_ms > 30_000 {
+            return bad(
+                "visio.pin_delay_ms",
+                format!("{} is out of range (0 to 30000 milliseconds)", self.visio.pin_delay_ms),
+            );
+        }
+        if !VISIO_PIN_DTMF.contains(&self.visio.pin_dtmf.as_str()) {
+            return bad(
+                "visio.pin_dtmf",
+                format!("'{}' is not one of {}", crate::text::excerpt(&self.visio.pin_dtmf), VISIO_PIN_DTMF.join(", ")),
+            );
+        }
+        let se = self.visio.session_expires;
+        if se != 0 && !(10..=86_400).contains(&se) {
+            return bad(
+                "visio.session_expires",
+                format!("{se} is out of range (0 for none, or 90 to 86400 seconds; 10 to 89 for tests only)"),
+            );
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
             return bad(
@@ -655,7 +730,13 @@ fn mask_secrets(v: &mut toml::Value) {
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
                 match (k.as_str(), &mut *v) {
-                    ("password" | "token", toml::Value::String(s)) if !s.is_empty() => *s = HIDDEN.into(),
+                    ("password" | "token" | "pin", toml::Value::String(s)) if !s.is_empty() => *s = HIDDEN.into(),
+                    // A Visio meeting's PIN in its dial string.
+                    ("uri" | "default_destination", toml::Value::String(s))
+                        if s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("visio:")) =>
+                    {
+                        *s = format!("visio:{HIDDEN}");
+                    }
                     ("turn_servers", toml::Value::Array(a)) => {
                         for e in a.iter_mut() {
                             if let toml::Value::String(s) = e
@@ -874,6 +955,37 @@ mod tests {
         let e = Config::parse("f", "[room]\nname = \"unterminated\n").unwrap_err();
         assert_eq!(e.line, Some(2), "{e}");
         assert!(e.reason.contains("not valid TOML"));
+    }
+
+    #[test]
+    fn visio_section_and_pins() {
+        let c = Config::parse("f", "[visio]\ngateway = \"sip:visio@gw.example.org\"\n").unwrap();
+        assert_eq!((c.visio.pin_delay_ms, c.visio.pin_dtmf.as_str(), c.visio.session_expires), (2000, "auto", 1800));
+        for (text, key) in [
+            ("[visio]\ngateway = \"https://meet.example.org\"", "visio.gateway"),
+            ("[visio]\ngateway = \"sip:gw.example.org;dtmf=1\"", "visio.gateway"),
+            ("[visio]\npin_delay_ms = 60000", "visio.pin_delay_ms"),
+            ("[visio]\npin_dtmf = \"sometimes\"", "visio.pin_dtmf"),
+            ("[visio]\nsession_expires = 5", "visio.session_expires"),
+            ("[[destination]]\nname = \"a\"\nuri = \"visio:12x4\"", "destination[0].uri"),
+            ("[[destination]]\nname = \"a\"\nuri = \"sip:gw@h\"\npin = \"12\"", "destination[0].pin"),
+            ("[[destination]]\nname = \"a\"\nuri = \"visio:12345\"\npin = \"1234\"", "destination[0].pin"),
+            ("[[destination]]\nname = \"a\"\nuri = \"tel:+331\"\npin = \"1234\"", "destination[0].pin"),
+        ] {
+            let e = Config::parse("f", text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(!e.reason.contains("12x4"), "no PIN quoted back: {e}");
+        }
+        let text = "[call]\ndefault_destination = \"visio:99998888\"\n[[destination]]\nname = \"weekly\"\n\
+uri = \"sip:visio@gw.example.org\"\npin = \"1234567890\"\n[[destination]]\nname = \"board\"\nuri = \"visio:5556667778\"\n";
+        let c = Config::parse("f", text).unwrap();
+        assert_eq!(c.destinations[0].pin, "1234567890", "the running configuration keeps the PIN");
+        for key in ["", "destination", "call", "call.default_destination"] {
+            let shown = c.get(key).unwrap();
+            for pin in ["1234567890", "5556667778", "99998888"] {
+                assert!(!shown.contains(pin), "{key}: {shown}");
+            }
+        }
     }
 
     #[test]

@@ -255,7 +255,7 @@ impl Room {
     /// The destination `target` names: a `[[destination]]` or a URI.
     fn destination(&self, target: &str) -> Result<Destination, CallError> {
         match self.config.destinations.iter().find(|d| d.name == target) {
-            Some(d) => Ok(Destination::parse(&d.uri)?.with_dtmf(&d.dtmf).with_token(&d.token)),
+            Some(d) => Ok(Destination::parse(&d.uri)?.with_dtmf(&d.dtmf).with_token(&d.token).with_pin(&d.pin)),
             None => Destination::parse(target).map_err(|e| match e {
                 CallError::InvalidDestination(m) => {
                     CallError::InvalidDestination(format!("{m}, or the name of a [[destination]]"))

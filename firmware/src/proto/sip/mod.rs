@@ -23,7 +23,7 @@ use huis_sip::sdp_security::{
 };
 use huis_sip::sdp_video::{LocalVideo, NegotiatedVideo};
 use huis_sip::{Account, EndReason as SipEnd, Event as UaEvent, Input, RegistrationFailure, RegistrationState};
-use huis_sip::{TransportKind, UserAgent};
+use huis_sip::{InviteOptions, TransportKind, UserAgent};
 use tokio::sync::mpsc;
 
 use crate::audio::{CallAudio, CallAudioSlot};
@@ -90,7 +90,48 @@ impl VideoSetup {
 
 /// The destinations SIP takes.
 pub fn accepts(d: &Destination) -> bool {
-    matches!(d, Destination::Sip { .. } | Destination::Tel { .. })
+    matches!(d, Destination::Sip { .. } | Destination::Tel { .. } | Destination::Visio { .. })
+}
+
+/// A Visio call: how it gives the meeting's PIN to the gateway, and when it did.
+///
+/// What the gateway does, from LiveKit's SIP service (github.com/livekit/sip, `pkg/sip/inbound.go`,
+/// `pinPrompt`, read at commit be5d3f5), which Visio's gateway forks: a meeting that needs a PIN
+/// is answered at once (200 OK, so the "enter PIN" prompt can be played), then DTMF digits are
+/// gathered up to `#` (at most 16); a wrong PIN plays a "wrong PIN" prompt and the call is closed
+/// with a plain BYE (`closeWithTerm(… "wrong-pin")` → `CloseWithStatus`, which sends BYE with no
+/// Reason: "TODO: add cause"). After the room is joined, digits are forwarded into the room as
+/// data (`handleDTMF`, `forwardDTMF`), never read as a PIN again. `X-PIN` is the fork's; nothing
+/// in its answer says whether it took the header, so `auto` sends the DTMF PIN too, after the
+/// wait (a gateway that took the header passes the digits to the room; that Visio's web clients
+/// ignore them is assumed, not checked).
+#[derive(Debug, Clone)]
+struct VisioCall {
+    pin: String,
+    /// Send the PIN by DTMF (`visio.pin_dtmf` is not `never`).
+    dtmf: bool,
+    opts: InviteOptions,
+    /// When the PIN was last given (the DTMF's end, or the answer when only `X-PIN` gave it):
+    /// a BYE from the gateway within [`PIN_REFUSED_WINDOW`] of it is a refusal.
+    given_at: Option<Instant>,
+}
+
+/// How soon after our PIN a gateway's BYE means the PIN was refused. LiveKit's gateway plays
+/// its short "wrong PIN" prompt, then hangs up; a meeting that was joined lasts much longer.
+const PIN_REFUSED_WINDOW: Duration = Duration::from_secs(15);
+
+impl VisioCall {
+    /// The dial string and options the UA is given: the PIN as `;dtmf=…%23` (sent by the UA
+    /// after the wait) only here, never in anything logged.
+    fn invite_args(&self, target: &str) -> (String, InviteOptions) {
+        let t = if self.dtmf { format!("{target};dtmf={}%23", self.pin) } else { target.to_owned() };
+        (t, self.opts.clone())
+    }
+}
+
+/// The UA's dial string and options for a call (plain SIP: the target as it is).
+fn invite_args(visio: Option<&VisioCall>, target: &str) -> (String, InviteOptions) {
+    visio.map(|v| v.invite_args(target)).unwrap_or_else(|| (target.to_owned(), InviteOptions::default()))
 }
 
 /// Binds the SIP sockets and starts the backend's task. A SIP that cannot start is returned as a
@@ -175,11 +216,14 @@ struct Call {
     /// Outgoing: the dial string, our offer, and the servers not tried yet (RFC 3263 order):
     /// a call no server answered moves on to the next.
     retry: Option<(String, String, Vec<Target>)>,
+    /// A Visio meeting's PIN and how it is given.
+    visio: Option<VisioCall>,
 }
 
 /// A dial whose destination is being looked up.
 struct Resolved {
     id: CallId,
+    visio: Option<VisioCall>,
     target: String,
     remote: String,
     reply: call::Reply,
@@ -222,6 +266,8 @@ struct SipBackend {
     /// The last transport failure per next hop: what a registration or call failure says.
     transport_errors: HashMap<SocketAddr, TransportError>,
     resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
+    /// `[visio]`.
+    visio: crate::config::Visio,
 }
 
 /// At most one immediate registration per this period after the registrar closed our flow.
@@ -501,6 +547,7 @@ impl SipBackend {
             muted: false,
             video,
             account_domain,
+            visio: cfg.visio.clone(),
             policy,
             dtls,
             tls_required,
@@ -740,6 +787,7 @@ impl SipBackend {
                     level_idc: v.level_idc(),
                     max_kbps: v.max_kbps,
                     rtcp_feedback: v.rtcp_feedback,
+                    high_profiles: false,
                 };
                 (Some(s), Some(lv))
             }
@@ -831,6 +879,15 @@ impl SipBackend {
                     number.split(';').next().unwrap_or("").chars().filter(|c| !"-.()".contains(*c)).collect();
                 (format!("sip:{n}@{domain};user=phone"), dtmf)
             }
+            Destination::Visio { gateway, .. } => {
+                let g = if gateway.is_empty() { &self.visio.gateway } else { gateway };
+                if g.is_empty() {
+                    return Err(CallError::Unsupported(
+                        "visio: needs the Visio gateway: set visio.gateway (its sip: URI)".into(),
+                    ));
+                }
+                return Ok(g.clone());
+            }
             Destination::Web { .. } | Destination::Janus { .. } | Destination::Whip { .. } => {
                 return Err(CallError::Unsupported(format!("SIP does not call {to}")));
             }
@@ -849,6 +906,19 @@ impl SipBackend {
             Err(e) => return self.dial_failed(id, reply, e),
         };
         let remote = target.split(";dtmf=").next().unwrap_or(&target).to_owned();
+        let visio = match &to {
+            Destination::Visio { pin, .. } => Some(VisioCall {
+                pin: pin.clone(),
+                dtmf: self.visio.pin_dtmf != "never",
+                opts: InviteOptions {
+                    headers: vec![("X-PIN".into(), pin.clone())],
+                    session_expires: (self.visio.session_expires > 0).then_some(self.visio.session_expires),
+                    dtmf_delay: Duration::from_millis(self.visio.pin_delay_ms.into()),
+                },
+                given_at: None,
+            }),
+            _ => None,
+        };
         let allowed = if self.tls_required { Allowed::TlsOnly } else { Allowed::Any };
         self.resolving.insert(id);
         let tx = self.resolved_tx.clone();
@@ -872,7 +942,7 @@ impl SipBackend {
                     Ok(std::iter::once(Target { addr: hop.addr, transport: hop.transport, host }).chain(rest).collect())
                 };
                 tokio::spawn(async move {
-                    let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
+                    let _ = tx.send(Resolved { id, visio, target, remote, reply, hop }).await;
                 });
             }
             None => {
@@ -882,7 +952,7 @@ impl SipBackend {
                         Some(r) => locate::locate(&r, &target, TransportKind::Udp, allowed).await,
                         None => Err(SipError::Resolve { host: target.clone(), why: "no DNS resolver".into() }),
                     };
-                    let _ = tx.send(Resolved { id, target, remote, reply, hop }).await;
+                    let _ = tx.send(Resolved { id, visio, target, remote, reply, hop }).await;
                 });
             }
         }
@@ -921,9 +991,14 @@ impl SipBackend {
         // SDES keys are written only into an INVITE that goes over TLS.
         let tls = hop.transport == TransportKind::Tls;
         let local = self.local_media(sockets.local_rtp().port(), tls);
-        let (vsock, lv) = self.bind_video();
+        let (vsock, mut lv) = self.bind_video();
+        if let Some(v) = lv.as_mut() {
+            // Visio's gateway takes H.264 High first (see `LocalVideo::high_profiles`).
+            v.high_profiles = r.visio.is_some();
+        }
         let offer = local.offer_with_video(lv.as_ref()).to_text();
-        let ua_id = match self.ua.invite(Instant::now(), &r.target, hop, &offer) {
+        let (ua_target, opts) = invite_args(r.visio.as_ref(), &r.target);
+        let ua_id = match self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) {
             Ok(i) => i,
             Err(e) => return self.dial_failed(r.id, r.reply, CallError::Protocol(e.to_string())),
         };
@@ -943,6 +1018,7 @@ impl SipBackend {
         // An offer that holds SDES keys may only move on to another TLS server.
         let rest: Vec<Target> = targets.filter(|t| !tls || t.transport == TransportKind::Tls).collect();
         call.retry = Some((r.target, offer, rest));
+        call.visio = r.visio;
         self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
@@ -964,7 +1040,8 @@ impl SipBackend {
         let (target, offer) = (target.clone(), offer.clone());
         self.sockets.set_name(next.addr, &next.host);
         let hop = huis_sip::Destination { addr: next.addr, transport: next.transport };
-        let Ok(new_id) = self.ua.invite(Instant::now(), &target, hop, &offer) else { return false };
+        let (ua_target, opts) = invite_args(c.visio.as_ref(), &target);
+        let Ok(new_id) = self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) else { return false };
         let Some(mut c) = self.calls.remove(&ua_id) else { return false };
         tracing::warn!(call = %c.id, next = %next.addr, transport = next.transport.param(), "no answer from the server: trying the next one");
         c.next_hop = Some(hop.addr);
@@ -1306,7 +1383,13 @@ impl SipBackend {
     }
 
     async fn on_event(&mut self, ev: UaEvent) {
-        tracing::debug!(?ev, "SIP event");
+        match &ev {
+            // The digits may be a meeting PIN: only how many.
+            UaEvent::AutoDtmf { call, digits, rfc4733 } => {
+                tracing::debug!(?call, digits = digits.len(), rfc4733, "SIP event: AutoDtmf")
+            }
+            ev => tracing::debug!(?ev, "SIP event"),
+        }
         match ev {
             UaEvent::Registration { state, .. } => {
                 let proxy = self.ua.config().accounts.first().map(|a| a.proxy.addr);
@@ -1388,6 +1471,10 @@ impl SipBackend {
             UaEvent::CallEstablished { call: ua_id, remote_sdp } => {
                 let Some(c) = self.calls.get_mut(&ua_id) else { return };
                 c.established = true;
+                if let Some(v) = c.visio.as_mut().filter(|v| !v.dtmf) {
+                    // The PIN went in the INVITE's X-PIN only.
+                    v.given_at = Some(Instant::now());
+                }
                 if c.info.direction == Direction::Outgoing {
                     let sdp = remote_sdp
                         .as_deref()
@@ -1617,7 +1704,14 @@ impl SipBackend {
                 huis_sip::dtmf::DtmfItem::Pause => ',',
             })
             .collect();
-        tracing::info!(call = ?ua_id, digits = %s, rfc4733, "sending the destination's DTMF");
+        let visio = self.calls.get_mut(&ua_id).and_then(|c| c.visio.as_mut());
+        if let Some(v) = visio {
+            // About 0.25 s a digit (tone and gap); the refusal window counts from the last.
+            v.given_at = Some(Instant::now() + Duration::from_millis(250 * digits.len() as u64));
+            tracing::info!(call = ?ua_id, digits = digits.len(), rfc4733, "sending the meeting PIN by DTMF");
+        } else {
+            tracing::info!(call = ?ua_id, digits = %s, rfc4733, "sending the destination's DTMF");
+        }
         if rfc4733 && let Some(m) = self.calls.get(&ua_id).and_then(|c| c.media.as_ref()) {
             if let Err(e) = m.send_dtmf(&s) {
                 tracing::warn!("DTMF: {e}");
@@ -1657,9 +1751,13 @@ impl SipBackend {
             && c.info.direction == Direction::Outgoing
             && self.policy == EncryptionPolicy::Required
             && c.local.security.offer_kind().is_encrypted();
+        // A gateway that hangs up soon after our PIN refused it (see `VisioCall`).
+        let pin_refused = reason == EndReason::RemoteHangup
+            && c.visio.as_ref().and_then(|v| v.given_at).is_some_and(|t| Instant::now() < t + PIN_REFUSED_WINDOW);
         let reason = match c.end_reason.take() {
             Some(r) => r,
             None if refused_encryption => EndReason::NotEncrypted,
+            None if pin_refused => EndReason::PinRefused,
             None => reason,
         };
         tracing::info!(call = %c.id, reason = %reason, "call ended");
@@ -1687,7 +1785,8 @@ impl SipBackend {
             return false;
         };
         let offer = c.local.offer_with_video(c.local_video.as_ref()).to_text();
-        match self.ua.invite(Instant::now(), &target, hop, &offer) {
+        let (ua_target, opts) = invite_args(c.visio.as_ref(), &target);
+        match self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) {
             Ok(new_id) => {
                 let Some(c) = self.calls.remove(&ua_id) else { return false };
                 tracing::info!(call = %c.id, "the far end refused our media offer; calling again with {next}");
@@ -1854,6 +1953,7 @@ impl Call {
             had_video: false,
             next_hop: None,
             retry: None,
+            visio: None,
         }
     }
 }
