@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audio::{Controls, Meters};
 use crate::call::{self, Backend, CallError, CallId, CallIds, CallInfo, CallState, Destination, Direction, Rejection};
 use crate::config::{self, Config};
-use crate::media::screen::{Screen, ScreenStatus};
+use crate::media::screen::{ContentFeed, Screen, ScreenStatus};
 use crate::status::{CallStatus, Feed, RoomState, StatusEvent, set};
 
 #[cfg(test)]
@@ -133,6 +133,8 @@ pub struct Room {
     content_signal: Signal,
     /// Someone asked to present (or plugged a laptop in) and has not stopped or unplugged.
     share_wanted: bool,
+    /// The input on the room's screen (a local presentation).
+    content_feed: Option<ContentFeed>,
 }
 
 /// The mode `SimulateContentInput` plugs the simulated laptop in at: 1080p at 15 frames per
@@ -165,6 +167,7 @@ impl Room {
             sim_content: p.sim_content,
             content_signal: Signal::NoSignal,
             share_wanted: false,
+            content_feed: None,
         };
         if let Some(c) = &room.content {
             room.content_signal = c.signal().unwrap_or(Signal::NoSignal);
@@ -624,6 +627,7 @@ impl Room {
             Some(_) => ("local", "local"),
         };
         let (w, h, fps) = mode.map_or((0, 0, 0), |m| (m.width, m.height, (m.fps_milli() + 500) / 1000));
+        self.show_content(presentation == "local");
         self.feed.room(|r| {
             let mut changed = set(&mut r.content_input, input);
             changed |= set(&mut r.presentation, presentation.to_owned());
@@ -633,6 +637,23 @@ impl Room {
             changed |= set(&mut r.content_framerate, fps);
             changed
         });
+    }
+
+    /// Feeds the input to the screen (or stops), and tells the screen's layout.
+    fn show_content(&mut self, show: bool) {
+        if show == self.content_feed.is_some() {
+            return;
+        }
+        self.content_feed = None;
+        if show && self.screen.is_some() {
+            let feed = self.content.as_ref().map(|c| c.gst_source().map_err(|e| e.to_string())).and_then(|r| {
+                r.and_then(|src| ContentFeed::start(src).map_err(|e| e.to_string()))
+                    .map_err(|e| tracing::warn!("cannot show the content input: {e}"))
+                    .ok()
+            });
+            self.content_feed = feed;
+        }
+        self.update_screen();
     }
 
     fn refresh_state(&mut self) {
@@ -697,6 +718,7 @@ impl Room {
             encrypted: self.calls.values().next().is_some_and(|c| c.info.encrypted),
             sip_uri: self.feed.room_now().sip_uri,
             self_view: self.config.video.self_view,
+            content: self.content_feed.is_some(),
         });
     }
 
