@@ -58,8 +58,8 @@ pub struct RoomStatus {
     /// The HDMI content input: `none` (the board has none), `no-signal`, `active` or
     /// `unsupported: why`.
     pub content_input: String,
-    /// The presentation: `none`, `local` (the input on the room's screen, no call), `requesting`
-    /// (asked for the floor), `sending` (we hold the floor), `receiving` (the far end holds it).
+    /// The presentation: `none` or `local` (the input on the room's screen, no call); calls
+    /// carrying content will add `requesting`, `sending` and `receiving`.
     pub presentation: String,
     /// Who holds the floor: `""`, `local` or the far end's URI.
     pub presentation_holder: String,

@@ -146,3 +146,30 @@ async fn the_simulated_laptop_is_presented_locally_while_plugged_in() {
     wait_share(&bus, Duration::from_secs(1), |v| v["presentation"] == "none" && v["holder"] == "");
     assert!(t.elapsed() < Duration::from_secs(1), "unplug took {:?}", t.elapsed());
 }
+
+/// In a call the screen shows the call: presenting is refused with a reason (calls do not carry
+/// content yet), a laptop plugged in waits, and is shown once the call ends.
+#[tokio::test]
+async fn in_a_call_the_presentation_waits_for_the_call_to_end() {
+    let bus_a = Bus::start();
+    let bus_b = Bus::start();
+    let _a = Huisd::start(&bus_a, Some("[video]\nenable = false\n")).await;
+    let _b = Huisd::start(&bus_b, Some("[video]\nenable = false\n[call]\nauto_answer = true\n")).await;
+    let uri_b = huisctl_json(&bus_b, &["status"])["sip_uri"].as_str().unwrap().to_owned();
+    assert!(uri_b.starts_with("sip:"), "{uri_b}");
+    huisctl_json(&bus_a, &["dial", &uri_b]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while huisctl_json(&bus_a, &["status"])["state"] != "in-call" {
+        assert!(Instant::now() < deadline, "room A never got into the call");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let v = share(&bus_a, "plug");
+    assert_eq!((v["input"].as_str(), v["presentation"].as_str()), (Some("active"), Some("none")), "{v}");
+    let out = huisctl(&bus_a, &["share", "start"]);
+    assert!(!out.status.success() && stderr(&out).contains("not supported yet"), "{}", stderr(&out));
+
+    huisctl_json(&bus_a, &["hangup"]);
+    let v = wait_share(&bus_a, Duration::from_secs(10), |v| v["presentation"] == "local");
+    assert_eq!(v["width"], 1920, "{v}");
+}

@@ -136,7 +136,7 @@ impl Room1 {
         self.p().content_input.clone()
     }
 
-    /// `none`, `local`, `requesting`, `sending` or `receiving`.
+    /// `none` or `local` (idle, the input on the room's screen).
     #[zbus(property)]
     fn presentation(&self) -> String {
         self.p().presentation.clone()

@@ -552,6 +552,13 @@ impl Room {
                 return Err(RoomError::InvalidState(format!("the content input's signal cannot be shared: {reason}")));
             }
         }
+        if !self.calls.is_empty() {
+            // The content channel (BFCP and the slides stream) is not negotiated in calls yet.
+            return Err(RoomError::NotAvailable(
+                "presenting into a call is not supported yet; the laptop shows on the room's screen once the call ends"
+                    .into(),
+            ));
+        }
         self.share_wanted = true;
         tracing::info!("presentation started");
         self.refresh_presentation();
@@ -621,11 +628,13 @@ impl Room {
             _ => None,
         };
         let in_call = !self.calls.is_empty();
+        // In a call the screen shows the call: the presentation waits for the call's end (no
+        // content channel in calls yet, see firmware/MEDIA.md).
         let (presentation, holder) = match mode {
-            None => ("none", ""),
-            Some(_) if in_call => ("requesting", ""),
-            Some(_) => ("local", "local"),
+            Some(_) if !in_call => ("local", "local"),
+            _ => ("none", ""),
         };
+        let mode = mode.filter(|_| !in_call);
         let (w, h, fps) = mode.map_or((0, 0, 0), |m| (m.width, m.height, (m.fps_milli() + 500) / 1000));
         self.show_content(presentation == "local");
         self.feed.room(|r| {
