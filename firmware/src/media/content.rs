@@ -22,7 +22,7 @@ use gst::prelude::*;
 
 use super::MediaError;
 use super::elements::{link_chain, make};
-use super::video::{configure_encoder, set_encoder_bitrate};
+use super::video::{configure_encoder, pick_decoder, set_encoder_bitrate};
 
 /// What the slides stream is sent as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +128,85 @@ impl Drop for SlidesSender {
     }
 }
 
+/// The far end's slides, received and decoded into an inter channel (the screen's
+/// [`super::screen::CONTENT_CHANNEL`]: content large, people small); stops when dropped.
+pub struct SlidesReceiver {
+    pipeline: gst::Pipeline,
+    frames: Arc<AtomicU64>,
+    size: Arc<std::sync::Mutex<(u32, u32)>>,
+}
+
+impl SlidesReceiver {
+    /// Receives H.264 RTP of `payload_type` on UDP `port` into `channel`.
+    pub fn start(port: u16, payload_type: u8, channel: &str) -> Result<SlidesReceiver, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        let pipeline = gst::Pipeline::with_name("slides-in");
+        let src = make("udpsrc", "slides RTP")?;
+        src.set_property("port", i32::from(port));
+        src.set_property(
+            "caps",
+            gst::Caps::builder("application/x-rtp")
+                .field("media", "video")
+                .field("encoding-name", "H264")
+                .field("clock-rate", 90000i32)
+                .field("payload", i32::from(payload_type))
+                .build(),
+        );
+        let jb = make("rtpjitterbuffer", "slides jitter buffer")?;
+        jb.set_property("latency", 200u32);
+        let depay = make("rtph264depay", "slides RTP depacketizer")?;
+        let dec = pick_decoder()?;
+        let convert = make("videoconvert", "slides conversion")?;
+        let sink = make("intervideosink", "the slides on the screen")?;
+        sink.set_property("channel", channel);
+        let els = [&src, &jb, &depay, &dec, &convert, &sink];
+        pipeline.add_many(els).map_err(MediaError::pipeline)?;
+        link_chain(&els)?;
+        let frames = Arc::new(AtomicU64::new(0));
+        let size = Arc::new(std::sync::Mutex::new((0, 0)));
+        if let Some(pad) = sink.static_pad("sink") {
+            let (n, sz) = (frames.clone(), size.clone());
+            pad.add_probe(gst::PadProbeType::BUFFER, move |pad, _| {
+                // The size, on the first frame and every 30th after (the far end may change it).
+                let k = n.fetch_add(1, Ordering::Relaxed);
+                let caps = pad.current_caps().filter(|_| k.is_multiple_of(30));
+                if let Some(info) = caps.and_then(|c| gstreamer_video::VideoInfo::from_caps(&c).ok()) {
+                    *sz.lock().unwrap_or_else(|e| e.into_inner()) = (info.width(), info.height());
+                }
+                gst::PadProbeReturn::Ok
+            });
+        }
+        if let Some(bus) = pipeline.bus() {
+            bus.set_sync_handler(|_, msg| {
+                if let gst::MessageView::Error(e) = msg.view() {
+                    tracing::warn!("received slides: {} ({:?})", e.error(), e.debug());
+                }
+                gst::BusSyncReply::Drop
+            });
+        }
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("the slides receiver does not start: {e}")))?;
+        Ok(SlidesReceiver { pipeline, frames, size })
+    }
+
+    /// Frames decoded so far.
+    pub fn frames(&self) -> u64 {
+        self.frames.load(Ordering::Relaxed)
+    }
+
+    /// The received content's width and height (zeros before the first frame).
+    pub fn size(&self) -> (u32, u32) {
+        *self.size.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for SlidesReceiver {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
@@ -216,5 +295,61 @@ mod tests {
         while out.try_pull_sample(gst::ClockTime::from_mseconds(50)).is_some() {}
         assert!(out.try_pull_sample(gst::ClockTime::from_mseconds(700)).is_none(), "frames still arrive after stop");
         rx.set_state(gst::State::Null).unwrap();
+    }
+
+    /// The receiver decodes the far end's slides into its inter channel, at their size.
+    #[test]
+    fn received_slides_go_to_the_screen_channel() {
+        gst::init().unwrap();
+        if gst::ElementFactory::find("x264enc").is_none() || gst::ElementFactory::find("avdec_h264").is_none() {
+            eprintln!("x264enc or avdec_h264 missing: slides receiver not checked");
+            return;
+        }
+        let deck = SimContent::new(SimContentConfig {
+            mode: Some(VideoMode::progressive(1280, 720, 15)),
+            page_interval: Duration::from_secs(60),
+            ..SimContentConfig::default()
+        })
+        .unwrap();
+        let port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let channel = "huis-test-slides";
+        let rx = SlidesReceiver::start(port, 96, channel).unwrap();
+        let screen = gst::parse::launch(&format!(
+            "intervideosrc channel={channel} ! videoconvert ! video/x-raw,format=I420 ! appsink name=out sync=false max-buffers=2 drop=true"
+        ))
+        .unwrap()
+        .downcast::<gst::Pipeline>()
+        .unwrap();
+        screen.set_state(gst::State::Playing).unwrap();
+        let params = SlidesParams {
+            encoder: "x264enc".into(),
+            kbps: 1200,
+            fps: 10,
+            width: 1280,
+            height: 720,
+            payload_type: 96,
+            remote: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let _tx = SlidesSender::start(deck.gst_source().unwrap(), &params).unwrap();
+        let out = screen.by_name("out").unwrap().downcast::<gst_app::AppSink>().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut best = 0.0f64;
+        while Instant::now() < deadline && best < 30.0 {
+            let Some(s) = out.try_pull_sample(gst::ClockTime::from_mseconds(500)) else { continue };
+            let info = gstreamer_video::VideoInfo::from_caps(s.caps().unwrap()).unwrap();
+            if (info.width(), info.height()) != (1280, 720) {
+                continue;
+            }
+            let buf = s.buffer().unwrap().map_readable().unwrap();
+            let frame = Frame::from_bytes(1280, 720, &buf).unwrap();
+            if page_index_of(&frame) == Some(0) {
+                best = best.max(psnr_luma(&frame, &render_page(0, 1280, 720)).unwrap());
+            }
+        }
+        eprintln!("slides receiver: {} frames, {:?}, page 0 at {best:.1} dB", rx.frames(), rx.size());
+        assert!(best >= 30.0, "the received page reached only {best:.1} dB");
+        assert!(rx.frames() > 0);
+        assert_eq!(rx.size(), (1280, 720));
+        screen.set_state(gst::State::Null).unwrap();
     }
 }
