@@ -284,7 +284,18 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         screen,
         backends,
         ids,
+        content: hw.content.clone(),
+        sim_content: hw.sim_content.clone(),
     });
+    if let Some(c) = &hw.content {
+        let ctx = tx.clone();
+        // Called from the input's thread, or from the room task itself (the sim): never block.
+        if let Err(e) = c.watch(Arc::new(move |s| {
+            let _ = ctx.try_send(Command::ContentSignal(s));
+        })) {
+            tracing::warn!("content input: cannot watch its signal: {e}");
+        }
+    }
 
     let sub = feed.subscribe();
     let (flush_tx, flush_rx) = mpsc::channel(16);

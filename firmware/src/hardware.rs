@@ -6,11 +6,15 @@
 //! missing in `LastError`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use huis_board::{Backend, Board, LedDriver};
 use huis_hal::audio::{AlsaCapture, AlsaPlayback, AudioOutput, MicArray, SimAudioOut, SimMicArray, StreamFormat};
 use huis_hal::buttons::{ButtonLine, Buttons, GpioButtons, SimButtons};
 use huis_hal::camera::{Camera, SimCamera, V4l2Camera};
+use huis_hal::content::{
+    ContentLimits, ContentSource, DeviceMatch, SimContent, SimContentConfig, V4l2Content, V4l2Kind,
+};
 use huis_hal::leds::{Apa102Leds, GpioLeds, Leds, NoLeds, SimLeds};
 
 use crate::config::Config;
@@ -27,6 +31,10 @@ pub struct Hardware {
     pub problems: Vec<String>,
     /// Where the simulated loudspeaker writes, when simulated.
     pub speaker_file: Option<PathBuf>,
+    /// The HDMI input a laptop is plugged into, on boards that have one.
+    pub content: Option<Arc<dyn ContentSource>>,
+    /// The same input when it is the simulated slide deck: plugged and unplugged over D-Bus.
+    pub sim_content: Option<Arc<SimContent>>,
 }
 
 fn line(l: &huis_board::GpioLine) -> (String, u32, bool) {
@@ -146,7 +154,51 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
         }
     };
 
-    Hardware { mic, out, camera, leds, sim_buttons, gpio_buttons, problems, speaker_file }
+    let (content, sim_content) = match &board.content {
+        None => (None, None),
+        Some(c) => match open_content(c) {
+            Ok(pair) => pair,
+            Err(e) => {
+                problems.push(format!("content input: {e}"));
+                (None, None)
+            }
+        },
+    };
+
+    Hardware { mic, out, camera, leds, sim_buttons, gpio_buttons, problems, speaker_file, content, sim_content }
+}
+
+type ContentPair = (Option<Arc<dyn ContentSource>>, Option<Arc<SimContent>>);
+
+/// The board's `[content]` input. The simulated deck starts with nothing plugged in, as a room
+/// does; `Room1.SimulateContentInput` plugs the laptop.
+fn open_content(c: &huis_board::Content) -> Result<ContentPair, String> {
+    let limits = ContentLimits { max_width: c.max_width, max_height: c.max_height, max_fps: c.max_fps };
+    let device = || match &c.device {
+        huis_board::ContentDevice::Path(p) => DeviceMatch::Path(PathBuf::from(p)),
+        huis_board::ContentDevice::Match(m) => DeviceMatch::Name(m.clone()),
+        huis_board::ContentDevice::None => DeviceMatch::Name(String::new()),
+    };
+    Ok(match c.kind {
+        huis_board::ContentKind::Sim => {
+            let sim = Arc::new(
+                SimContent::new(SimContentConfig {
+                    mode: None,
+                    page_interval: std::time::Duration::from_secs(u64::from(c.page_seconds.unwrap_or(5).max(1))),
+                    limits,
+                    ..SimContentConfig::default()
+                })
+                .map_err(|e| e.to_string())?,
+            );
+            (Some(sim.clone() as Arc<dyn ContentSource>), Some(sim))
+        }
+        huis_board::ContentKind::V4l2Dv => {
+            (Some(Arc::new(V4l2Content::new(V4l2Kind::DvTimings, device(), limits)) as Arc<dyn ContentSource>), None)
+        }
+        huis_board::ContentKind::Uvc => {
+            (Some(Arc::new(V4l2Content::new(V4l2Kind::Uvc, device(), limits)) as Arc<dyn ContentSource>), None)
+        }
+    })
 }
 
 impl Hardware {

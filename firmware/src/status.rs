@@ -55,6 +55,19 @@ pub struct RoomStatus {
     pub registration: String,
     /// How to call this room (`sip:room@192.0.2.10:5060`), "" when SIP is not running.
     pub sip_uri: String,
+    /// The HDMI content input: `none` (the board has none), `no-signal`, `active` or
+    /// `unsupported: why`.
+    pub content_input: String,
+    /// The presentation: `none` or `local` (the input on the room's screen, no call); calls
+    /// carrying content will add `requesting`, `sending` and `receiving`.
+    pub presentation: String,
+    /// Who holds the floor: `""`, `local` or the far end's URI.
+    pub presentation_holder: String,
+    /// The content's size and frame rate (ours while local or sending, the far end's while
+    /// receiving); zeros when there is none.
+    pub content_width: u32,
+    pub content_height: u32,
+    pub content_framerate: u32,
 }
 
 /// `org.huis.Audio1`.

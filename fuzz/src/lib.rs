@@ -168,6 +168,8 @@ pub fn sdp_negotiation(data: &[u8]) {
     }
     let _ = video.answer(&sdp, Direction::SendRecv, &security);
     let _ = video.accept_answer(&sdp, &security);
+    // The presentation: slides video and BFCP, answered and read back.
+    huis_sip::sdp_content::fuzz_content(text);
     let _ = sdp.to_text();
 }
 

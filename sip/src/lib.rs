@@ -11,6 +11,7 @@ pub mod dtmf;
 pub mod framing;
 pub mod msg;
 pub mod sdp;
+pub mod sdp_content;
 pub mod sdp_security;
 pub mod sdp_video;
 pub mod transaction;

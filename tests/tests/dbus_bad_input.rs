@@ -84,6 +84,10 @@ async fn bad_input_over_dbus_is_refused_with_a_reason_and_changes_nothing() {
     for (b, what) in [("", "an empty button"), (big.as_str(), "a 1 MiB button"), ("eject", "an unknown button")] {
         seen.push(refused(&conn, ROOM, r1, "PressButton", &(b,), what).await);
     }
+    seen.push(refused(&conn, ROOM, r1, "StartPresentation", &(), "present with nothing plugged in").await);
+    seen.push(refused(&conn, ROOM, r1, "StopPresentation", &(), "stop with nothing presented").await);
+    seen.push(refused(&conn, ROOM, r1, "SimulateContentInput", &("yes",), "a string for plugged").await);
+    seen.push(refused(&conn, ROOM, r1, "SimulateContentInput", &(), "plugged missing").await);
     seen.push(refused(&conn, ROOM, r1, "NoSuchMethod", &(), "an unknown method").await);
 
     // Settable properties: wrong types and out-of-range values.

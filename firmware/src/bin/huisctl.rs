@@ -55,6 +55,9 @@ enum Cmd {
     Watch,
     /// Show the video of the current (or last) call: encoder, sizes, frames, keyframes, bitrate.
     Video,
+    /// The presentation: share the laptop on the HDMI input, stop, or (simulated board) plug
+    /// and unplug it; `status` shows who holds the floor and the content's mode.
+    Share { op: ShareOp },
     /// Save what the screen shows now as a PNG file.
     Screenshot { file: std::path::PathBuf },
     /// Install an update bundle (a path or an http(s) URL) into the other
@@ -83,6 +86,15 @@ enum ConfigOp {
 enum OnOff {
     On,
     Off,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShareOp {
+    Start,
+    Stop,
+    Plug,
+    Unplug,
+    Status,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -229,6 +241,34 @@ async fn run(cli: &Cli, conn: &zbus::Connection) -> zbus::Result<()> {
             };
             room.press_button(b).await?;
             print_done(cli.json, json!({"pressed": b}), &format!("pressed {b}"));
+            Ok(())
+        }
+        Cmd::Share { op } => {
+            match op {
+                ShareOp::Start => room.start_presentation().await?,
+                ShareOp::Stop => room.stop_presentation().await?,
+                ShareOp::Plug => room.simulate_content_input(true).await?,
+                ShareOp::Unplug => room.simulate_content_input(false).await?,
+                ShareOp::Status => {}
+            }
+            let input = room.content_input().await?;
+            let presentation = room.presentation().await?;
+            let holder = room.presentation_holder().await?;
+            let (w, h, fps) = room.content_mode().await?;
+            if cli.json {
+                println!(
+                    "{}",
+                    json!({"input": input, "presentation": presentation, "holder": holder,
+                           "width": w, "height": h, "framerate": fps})
+                );
+            } else {
+                println!("input:        {input}");
+                println!("presentation: {presentation}");
+                println!("floor holder: {}", if holder.is_empty() { "nobody" } else { holder.as_str() });
+                if w > 0 {
+                    println!("content:      {w}x{h} at {fps} fps");
+                }
+            }
             Ok(())
         }
         Cmd::Dial { uri } => {

@@ -27,6 +27,17 @@ pub trait Room1 {
     fn hangup(&self) -> zbus::Result<()>;
     fn set_muted(&self, muted: bool) -> zbus::Result<()>;
     fn press_button(&self, button: &str) -> zbus::Result<()>;
+    fn start_presentation(&self) -> zbus::Result<()>;
+    fn stop_presentation(&self) -> zbus::Result<()>;
+    fn simulate_content_input(&self, plugged: bool) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn content_input(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn presentation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn presentation_holder(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn content_mode(&self) -> zbus::Result<(u32, u32, u32)>;
     #[zbus(signal)]
     fn incoming_call(&self, remote_uri: &str) -> zbus::Result<()>;
     #[zbus(signal)]

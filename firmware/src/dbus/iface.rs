@@ -115,6 +115,46 @@ impl Room1 {
         self.room.ask(|r| Command::PressButton(button, r)).await.map(drop)
     }
 
+    /// Shares the content input: into the call (asking for the floor), or on the room's screen
+    /// when idle. Fails when nothing is plugged in.
+    async fn start_presentation(&self) -> Result<(), HuisError> {
+        self.room.ask(Command::StartPresentation).await.map(drop)
+    }
+
+    async fn stop_presentation(&self) -> Result<(), HuisError> {
+        self.room.ask(Command::StopPresentation).await.map(drop)
+    }
+
+    /// The simulated board's HDMI input: plug the laptop in (true) or pull its cable (false).
+    async fn simulate_content_input(&self, plugged: bool) -> Result<(), HuisError> {
+        self.room.ask(|r| Command::SimulateContentInput(plugged, r)).await.map(drop)
+    }
+
+    /// `none` (no input on this board), `no-signal`, `active` or `unsupported: why`.
+    #[zbus(property)]
+    fn content_input(&self) -> String {
+        self.p().content_input.clone()
+    }
+
+    /// `none` or `local` (idle, the input on the room's screen).
+    #[zbus(property)]
+    fn presentation(&self) -> String {
+        self.p().presentation.clone()
+    }
+
+    /// Who holds the floor: "", `local` or the far end's URI.
+    #[zbus(property)]
+    fn presentation_holder(&self) -> String {
+        self.p().presentation_holder.clone()
+    }
+
+    /// The presented content's width, height and frame rate (zeros when none).
+    #[zbus(property)]
+    fn content_mode(&self) -> (u32, u32, u32) {
+        let p = self.p();
+        (p.content_width, p.content_height, p.content_framerate)
+    }
+
     #[zbus(signal)]
     pub async fn incoming_call(emitter: &SignalEmitter<'_>, remote_uri: &str) -> zbus::Result<()>;
     #[zbus(signal)]

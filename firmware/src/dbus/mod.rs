@@ -63,6 +63,7 @@ impl From<RoomError> for HuisError {
             RoomError::Call(c) => c.into(),
             RoomError::InvalidArgument(m) => HuisError::InvalidArgument(m),
             RoomError::NotAvailable(m) => HuisError::NotAvailable(m),
+            RoomError::InvalidState(m) => HuisError::InvalidState(m),
             RoomError::Failed(m) => HuisError::Failed(m),
         }
     }

@@ -96,6 +96,11 @@ impl Told {
         diff(&mut c, "Leds", &o.leds, &room.leds);
         diff(&mut c, "Registration", &o.registration, &room.registration);
         diff(&mut c, "SipUri", &o.sip_uri, &room.sip_uri);
+        diff(&mut c, "ContentInput", &o.content_input, &room.content_input);
+        diff(&mut c, "Presentation", &o.presentation, &room.presentation);
+        diff(&mut c, "PresentationHolder", &o.presentation_holder, &room.presentation_holder);
+        let mode = |r: &RoomStatus| (r.content_width, r.content_height, r.content_framerate);
+        diff(&mut c, "ContentMode", &mode(o), &mode(&room));
         emit(conn, ROOM_PATH, "org.huis.Room1", c).await;
         self.room = room;
 

@@ -23,6 +23,10 @@ use gst::prelude::*;
 use super::MediaError;
 use super::video::{FAR_CHANNEL, SELF_CHANNEL};
 
+/// The inter channel the presentation (the HDMI input, or later the far end's slides) is fed
+/// into, see [`ContentFeed`].
+pub const CONTENT_CHANNEL: &str = "huis-content";
+
 /// What the status bar and the idle screen say.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScreenStatus {
@@ -37,6 +41,9 @@ pub struct ScreenStatus {
     pub sip_uri: String,
     /// Show the self-view picture-in-picture in calls.
     pub self_view: bool,
+    /// A presentation is fed into [`CONTENT_CHANNEL`]: it fills the screen, and in a call the
+    /// far end's camera goes small (bottom right) and the self-view away.
+    pub content: bool,
 }
 
 pub struct Screen {
@@ -46,6 +53,10 @@ pub struct Screen {
     status_text: gst::Element,
     far_pad: gst::Pad,
     self_pad: gst::Pad,
+    content_pad: gst::Pad,
+    /// Screen size and the picture-in-picture's size and place.
+    size: (u32, u32),
+    pip: (u32, u32, i32, i32),
     status: Mutex<ScreenStatus>,
 }
 
@@ -115,7 +126,9 @@ impl Screen {
              intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
              ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_1 \
              intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
-             ! video/x-raw,format=I420,width={pw},height={ph},pixel-aspect-ratio=1/1 ! mix.sink_2"
+             ! video/x-raw,format=I420,width={pw},height={ph},pixel-aspect-ratio=1/1 ! mix.sink_2 \
+             intervideosrc channel={CONTENT_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
+             ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_3"
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| MediaError::Pipeline(format!("screen pipeline: {e}")))?
@@ -135,13 +148,19 @@ impl Screen {
             .ok_or_else(|| MediaError::pipeline("screen pipeline has no sink"))?;
         let far_pad = mix.static_pad("sink_1").ok_or_else(|| MediaError::pipeline("compositor sink_1"))?;
         let self_pad = mix.static_pad("sink_2").ok_or_else(|| MediaError::pipeline("compositor sink_2"))?;
+        let content_pad = mix.static_pad("sink_3").ok_or_else(|| MediaError::pipeline("compositor sink_3"))?;
+        // Under the people's pictures: in a call with a presentation the far end is drawn small
+        // over it.
+        content_pad.set_property("zorder", 1u32);
+        content_pad.set_property("alpha", 0.0f64);
         self_pad.set_property("xpos", (width - pw - margin) as i32);
         self_pad.set_property("ypos", (height - ph - margin) as i32);
         if let Some(p) = mix.static_pad("sink_0") {
             p.set_property("zorder", 0u32);
         }
-        far_pad.set_property("zorder", 1u32);
-        self_pad.set_property("zorder", 2u32);
+        far_pad.set_property("zorder", 2u32);
+        self_pad.set_property("zorder", 3u32);
+        let pip = (pw, ph, (width - pw - margin) as i32, (height - ph - margin) as i32);
         let s = Screen {
             idle_text: by_name("idle")?,
             status_text: by_name("status")?,
@@ -149,6 +168,9 @@ impl Screen {
             sink,
             far_pad,
             self_pad,
+            content_pad,
+            size: (width, height),
+            pip,
             status: Mutex::new(ScreenStatus::default()),
         };
         s.set_status(status);
@@ -189,9 +211,16 @@ impl Screen {
             format!("<b>{}</b>\nCall this room: {}", escape(&st.room_name), escape(&st.sip_uri))
         };
         self.idle_text.set_property("text", idle);
-        self.idle_text.set_property("silent", in_call);
+        self.idle_text.set_property("silent", in_call || st.content);
+        self.content_pad.set_property("alpha", if st.content { 1.0f64 } else { 0.0 });
+        // Content large, people small: the far end's camera takes the picture-in-picture's place.
+        let (w, h, x, y) = if st.content { self.pip } else { (self.size.0, self.size.1, 0, 0) };
+        self.far_pad.set_property("width", w as i32);
+        self.far_pad.set_property("height", h as i32);
+        self.far_pad.set_property("xpos", x);
+        self.far_pad.set_property("ypos", y);
         self.far_pad.set_property("alpha", if in_call { 1.0f64 } else { 0.0 });
-        self.self_pad.set_property("alpha", if in_call && st.self_view { 1.0f64 } else { 0.0 });
+        self.self_pad.set_property("alpha", if in_call && st.self_view && !st.content { 1.0f64 } else { 0.0 });
         *cur = st;
     }
 
@@ -241,6 +270,39 @@ impl Screen {
     pub fn stop(&self) {
         let _ = self.pipeline.set_state(gst::State::Null);
         let _ = self.pipeline.state(gst::ClockTime::from_mseconds(Duration::from_secs(1).as_millis() as u64));
+    }
+}
+
+/// The presentation fed to the screen: a content source (the HDMI input's live raw video)
+/// into [`CONTENT_CHANNEL`]. Stops when dropped.
+pub struct ContentFeed {
+    pipeline: gst::Pipeline,
+}
+
+impl ContentFeed {
+    pub fn start(source: gst::Element) -> Result<ContentFeed, MediaError> {
+        gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
+        let pipeline = gst::Pipeline::with_name("content-feed");
+        let rest = gst::parse::bin_from_description(
+            &format!(
+                "queue max-size-buffers=2 leaky=downstream ! videoconvert ! intervideosink channel={CONTENT_CHANNEL}"
+            ),
+            true,
+        )
+        .map_err(|e| MediaError::Pipeline(format!("content feed: {e}")))?;
+        pipeline.add_many([&source, rest.upcast_ref()]).map_err(MediaError::pipeline)?;
+        source.link(&rest).map_err(MediaError::pipeline)?;
+        drain_bus(&pipeline)?;
+        pipeline
+            .set_state(gst::State::Playing)
+            .map_err(|e| MediaError::Pipeline(format!("the content feed does not start: {e}")))?;
+        Ok(ContentFeed { pipeline })
+    }
+}
+
+impl Drop for ContentFeed {
+    fn drop(&mut self) {
+        let _ = self.pipeline.set_state(gst::State::Null);
     }
 }
 

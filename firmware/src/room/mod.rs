@@ -13,13 +13,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use huis_hal::buttons::{Button, Press, SimButtons};
+use huis_hal::content::{ContentSource, Signal, SimContent, VideoMode};
 use huis_hal::leds::{LedPattern, Leds};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audio::{Controls, Meters};
 use crate::call::{self, Backend, CallError, CallId, CallIds, CallInfo, CallState, Destination, Direction, Rejection};
 use crate::config::{self, Config};
-use crate::media::screen::{Screen, ScreenStatus};
+use crate::media::screen::{ContentFeed, Screen, ScreenStatus};
 use crate::status::{CallStatus, Feed, RoomState, StatusEvent, set};
 
 #[cfg(test)]
@@ -36,6 +37,9 @@ pub enum RoomError {
     /// The room has no such part (no screen).
     #[error("{0}")]
     NotAvailable(String),
+    /// The request does not fit the room's state (present with nothing plugged in).
+    #[error("{0}")]
+    InvalidState(String),
     /// Carrying the request out failed (the configuration file cannot be written).
     #[error("{0}")]
     Failed(String),
@@ -60,6 +64,13 @@ pub enum Command {
     Call(u32, CallOp, Reply),
     /// What the screen shows, as PNG bytes.
     Screenshot(Reply<Vec<u8>>),
+    /// Share the content input (into the call, or on the room's screen when idle).
+    StartPresentation(Reply),
+    StopPresentation(Reply),
+    /// The simulated board's HDMI input: plug (true) or pull (false) the laptop's cable.
+    SimulateContentInput(bool, Reply),
+    /// The content input's signal changed (from its backend's thread).
+    ContentSignal(Signal),
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +98,10 @@ pub struct Parts {
     /// The signalling backends, in the order they are asked to take a destination.
     pub backends: Vec<Backend>,
     pub ids: CallIds,
+    /// The HDMI content input, on boards that have one.
+    pub content: Option<Arc<dyn ContentSource>>,
+    /// The same input when simulated: `SimulateContentInput` plugs and pulls it.
+    pub sim_content: Option<Arc<SimContent>>,
 }
 
 /// A call as the room knows it: which backend has it and what it said last.
@@ -112,7 +127,19 @@ pub struct Room {
     state: RoomState,
     muted: bool,
     last_error: String,
+    content: Option<Arc<dyn ContentSource>>,
+    sim_content: Option<Arc<SimContent>>,
+    /// What is on the content input now.
+    content_signal: Signal,
+    /// Someone asked to present (or plugged a laptop in) and has not stopped or unplugged.
+    share_wanted: bool,
+    /// The input on the room's screen (a local presentation).
+    content_feed: Option<ContentFeed>,
 }
+
+/// The mode `SimulateContentInput` plugs the simulated laptop in at: 1080p at 15 frames per
+/// second, the most a shared slide deck needs.
+const SIM_CONTENT_MODE: (u32, u32, u32) = (1920, 1080, 15);
 
 /// How long a backend may go without a heartbeat before the room stops vouching for huisd.
 const HEARTBEAT_LIMIT: Duration = Duration::from_secs(10);
@@ -136,7 +163,16 @@ impl Room {
             state: RoomState::Idle,
             muted: false,
             last_error,
+            content: p.content,
+            sim_content: p.sim_content,
+            content_signal: Signal::NoSignal,
+            share_wanted: false,
+            content_feed: None,
         };
+        if let Some(c) = &room.content {
+            room.content_signal = c.signal().unwrap_or(Signal::NoSignal);
+        }
+        room.refresh_presentation();
         let uri = room.backends.iter().map(|b| b.address.clone()).find(|a| !a.is_empty()).unwrap_or_default();
         room.feed.room(|r| set(&mut r.sip_uri, uri));
         room.update_leds();
@@ -214,6 +250,16 @@ impl Room {
                 let _ = r.send(reply);
             }
             Command::Button(p) => self.on_press(p),
+            Command::StartPresentation(r) => {
+                let _ = r.send(self.start_presentation().map(|()| String::new()));
+            }
+            Command::StopPresentation(r) => {
+                let _ = r.send(self.stop_presentation().map(|()| String::new()));
+            }
+            Command::SimulateContentInput(plugged, r) => {
+                let _ = r.send(self.simulate_content_input(plugged).map(|()| String::new()));
+            }
+            Command::ContentSignal(s) => self.on_content_signal(s),
             Command::ConfigGet(key, r) => {
                 let _ = r.send(self.config.get(&key).map_err(|e| RoomError::InvalidArgument(e.to_string())));
             }
@@ -487,7 +533,140 @@ impl Room {
     }
 
     /// The room's state follows its current call (or a dial on its way).
+    /// `Room1.StartPresentation`: needs an input with a signal; idle, the input is shown on the
+    /// room's screen, in a call it is shared.
+    fn start_presentation(&mut self) -> Result<(), RoomError> {
+        if self.content.is_none() {
+            return Err(RoomError::NotAvailable(
+                "this board has no content input (no [content] in its descriptor)".into(),
+            ));
+        }
+        match &self.content_signal {
+            Signal::Active(_) => {}
+            Signal::NoSignal => {
+                return Err(RoomError::InvalidState(
+                    "nothing is plugged into the content input (no signal): plug a laptop in first".into(),
+                ));
+            }
+            Signal::Unsupported { reason } => {
+                return Err(RoomError::InvalidState(format!("the content input's signal cannot be shared: {reason}")));
+            }
+        }
+        if !self.calls.is_empty() {
+            // The content channel (BFCP and the slides stream) is not negotiated in calls yet.
+            return Err(RoomError::NotAvailable(
+                "presenting into a call is not supported yet; the laptop shows on the room's screen once the call ends"
+                    .into(),
+            ));
+        }
+        self.share_wanted = true;
+        tracing::info!("presentation started");
+        self.refresh_presentation();
+        Ok(())
+    }
+
+    fn stop_presentation(&mut self) -> Result<(), RoomError> {
+        if self.content.is_none() {
+            return Err(RoomError::NotAvailable(
+                "this board has no content input (no [content] in its descriptor)".into(),
+            ));
+        }
+        if !self.share_wanted {
+            return Err(RoomError::InvalidState("nothing is being presented".into()));
+        }
+        self.share_wanted = false;
+        tracing::info!("presentation stopped");
+        self.refresh_presentation();
+        Ok(())
+    }
+
+    fn simulate_content_input(&mut self, plugged: bool) -> Result<(), RoomError> {
+        let Some(sim) = self.sim_content.clone() else {
+            return Err(RoomError::NotAvailable(
+                "only a simulated content input can be plugged in software (this board's is real, or it has none)"
+                    .into(),
+            ));
+        };
+        if plugged {
+            sim.plug(VideoMode::progressive(SIM_CONTENT_MODE.0, SIM_CONTENT_MODE.1, SIM_CONTENT_MODE.2))
+                .map_err(|e| RoomError::Failed(e.to_string()))?;
+        } else {
+            sim.unplug();
+        }
+        // The watcher's message follows; apply the change now so the caller sees it on return.
+        let signal = sim.signal().unwrap_or(Signal::NoSignal);
+        self.on_content_signal(signal);
+        Ok(())
+    }
+
+    /// A laptop plugged in is presented (room systems share on plug); pulling it stops.
+    pub(crate) fn on_content_signal(&mut self, signal: Signal) {
+        if signal == self.content_signal {
+            return;
+        }
+        tracing::info!(?signal, "content input");
+        let was_active = matches!(self.content_signal, Signal::Active(_));
+        self.content_signal = signal;
+        match &self.content_signal {
+            Signal::Active(_) if !was_active => self.share_wanted = true,
+            Signal::Active(_) => {}
+            Signal::NoSignal | Signal::Unsupported { .. } => self.share_wanted = false,
+        }
+        self.refresh_presentation();
+    }
+
+    /// Writes the content input and the presentation to the feed.
+    fn refresh_presentation(&mut self) {
+        let input = match (&self.content, &self.content_signal) {
+            (None, _) => "none".to_owned(),
+            (Some(_), Signal::NoSignal) => "no-signal".to_owned(),
+            (Some(_), Signal::Active(_)) => "active".to_owned(),
+            (Some(_), Signal::Unsupported { reason }) => format!("unsupported: {reason}"),
+        };
+        let mode = match &self.content_signal {
+            Signal::Active(m) if self.share_wanted => Some(*m),
+            _ => None,
+        };
+        let in_call = !self.calls.is_empty();
+        // In a call the screen shows the call: the presentation waits for the call's end (no
+        // content channel in calls yet, see firmware/MEDIA.md).
+        let (presentation, holder) = match mode {
+            Some(_) if !in_call => ("local", "local"),
+            _ => ("none", ""),
+        };
+        let mode = mode.filter(|_| !in_call);
+        let (w, h, fps) = mode.map_or((0, 0, 0), |m| (m.width, m.height, (m.fps_milli() + 500) / 1000));
+        self.show_content(presentation == "local");
+        self.feed.room(|r| {
+            let mut changed = set(&mut r.content_input, input);
+            changed |= set(&mut r.presentation, presentation.to_owned());
+            changed |= set(&mut r.presentation_holder, holder.to_owned());
+            changed |= set(&mut r.content_width, w);
+            changed |= set(&mut r.content_height, h);
+            changed |= set(&mut r.content_framerate, fps);
+            changed
+        });
+    }
+
+    /// Feeds the input to the screen (or stops), and tells the screen's layout.
+    fn show_content(&mut self, show: bool) {
+        if show == self.content_feed.is_some() {
+            return;
+        }
+        self.content_feed = None;
+        if show && self.screen.is_some() {
+            let feed = self.content.as_ref().map(|c| c.gst_source().map_err(|e| e.to_string())).and_then(|r| {
+                r.and_then(|src| ContentFeed::start(src).map_err(|e| e.to_string()))
+                    .map_err(|e| tracing::warn!("cannot show the content input: {e}"))
+                    .ok()
+            });
+            self.content_feed = feed;
+        }
+        self.update_screen();
+    }
+
     fn refresh_state(&mut self) {
+        self.refresh_presentation();
         let s = match self.calls.values().next().map(|c| c.info.state) {
             Some(CallState::Dialing | CallState::Alerting) => RoomState::Dialing,
             Some(CallState::Incoming) => RoomState::Ringing,
@@ -548,6 +727,7 @@ impl Room {
             encrypted: self.calls.values().next().is_some_and(|c| c.info.encrypted),
             sip_uri: self.feed.room_now().sip_uri,
             self_view: self.config.video.self_view,
+            content: self.content_feed.is_some(),
         });
     }
 

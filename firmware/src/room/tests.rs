@@ -60,6 +60,8 @@ fn harness_with(config_text: &str, backend_up: bool) -> Harness {
         screen: None,
         backends: vec![backend],
         ids: CallIds::default(),
+        content: None,
+        sim_content: None,
     });
     let (ctx, crx) = mpsc::channel(16);
     let (etx, erx) = mpsc::channel(16);
@@ -380,6 +382,8 @@ async fn a_backend_that_stops_beating_is_noticed() {
             heartbeat: Some(call::Heartbeat::stale_for_tests(HEARTBEAT_LIMIT * 2)),
         }],
         ids: CallIds::default(),
+        content: None,
+        sim_content: None,
     });
     assert!(!room_view.backends_alive(), "a backend silent for 20 s must stop the watchdog pings");
 }

@@ -8,6 +8,7 @@
 //! arrive as [`call::Command`]s. It beats a [`Heartbeat`] from its loop, so the systemd
 //! watchdog covers it.
 
+pub mod bfcp;
 mod conns;
 mod locate;
 mod net;
