@@ -97,7 +97,13 @@ wait_ready() {
     timeout $(($1 + 60)) python3 "$here/guest.py" "$sock" wait-ready "$1" "$log"
 }
 rauc_field() { # rauc_field NAME: from `rauc status --output-format=shell`
-    g 60 "rauc status --detailed --output-format=shell" | sed -n "s/^$1=//p" | tr -d "'\""
+    # Asked again when empty: on a starved host the serial console once returned nothing.
+    local v="" i
+    for i in 1 2 3; do
+        v=$(g 60 "rauc status --detailed --output-format=shell" | sed -n "s/^$1=//p" | tr -d "'\"")
+        [ -n "$v" ] && break
+    done
+    printf '%s\n' "$v"
 }
 slot_state() { # boot status of the slot with bootname $1
     g 60 "rauc status --detailed --output-format=shell" | awk -F= -v want="$1" '

@@ -304,7 +304,7 @@ fn dedup_attrs(m: &mut Media) {
 pub fn fuzz_content(text: &str) {
     let Ok(offer) = SessionDescription::parse(text) else { return };
     let local = LocalContent {
-        video: LocalVideo { port: 40004, level_idc: 40, max_kbps: 1500, rtcp_feedback: true },
+        video: LocalVideo { port: 40004, level_idc: 40, max_kbps: 1500, rtcp_feedback: true, high_profiles: false },
         bfcp_port: 40006,
         conf_id: 1,
         user_id: 2,
@@ -331,9 +331,21 @@ mod tests {
                 direction: Direction::SendRecv,
                 security: Default::default(),
             },
-            LocalVideo { port: port_base + 2, level_idc: 31, max_kbps: 2000, rtcp_feedback: true },
+            LocalVideo {
+                port: port_base + 2,
+                level_idc: 31,
+                max_kbps: 2000,
+                rtcp_feedback: true,
+                high_profiles: false,
+            },
             LocalContent {
-                video: LocalVideo { port: port_base + 4, level_idc: 40, max_kbps: 1200, rtcp_feedback: true },
+                video: LocalVideo {
+                    port: port_base + 4,
+                    level_idc: 40,
+                    max_kbps: 1200,
+                    rtcp_feedback: true,
+                    high_profiles: false,
+                },
                 bfcp_port: port_base + 6,
                 conf_id: 7,
                 user_id: user,

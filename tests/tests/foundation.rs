@@ -330,8 +330,8 @@ fn the_huisd_unit_is_sandboxed_as_systemd_scores_it() {
         eprintln!("SKIPPED the_huisd_unit_is_sandboxed…: no systemd-analyze");
         return;
     }
-    let unit = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../rootfs-overlay/usr/lib/systemd/system/huisd.service");
+    let unit =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rootfs-overlay/usr/lib/systemd/system/huisd.service");
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("huisd.service");
     std::fs::copy(&unit, &copy).unwrap();
