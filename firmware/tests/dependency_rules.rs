@@ -104,7 +104,7 @@ fn the_dependency_rules_hold() {
         ("call", &["text"][..]),
         ("status", &["call"][..]),
         ("config", &["call", "text"][..]),
-        ("media", &[][..]),
+        ("media", &["text"][..]),
         ("audio", &["media", "config"][..]),
         ("hardware", &["config"][..]),
         ("room", &["audio", "call", "config", "media", "status", "text"][..]),
