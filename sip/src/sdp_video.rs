@@ -327,11 +327,8 @@ impl LocalVideo {
         direction: Direction,
         security: &LocalSecurity,
     ) -> Option<(usize, Media, NegotiatedVideo)> {
-        let (idx, om) = offer
-            .media
-            .iter()
-            .enumerate()
-            .find(|(_, m)| m.kind == "video" && m.port != 0 && RtpProto::parse(&m.proto).is_some())?;
+        let usable = |m: &Media| m.kind == "video" && m.port != 0 && RtpProto::parse(&m.proto).is_some();
+        let (idx, om) = pick_video(offer.media.iter().enumerate(), usable)?;
         let address = offer.media_address(om)?;
         let mut best: Option<(u8, H264Fmtp)> = None;
         for pt in om.payload_types().filter(|pt| is_h264(om, *pt)) {
@@ -393,7 +390,7 @@ impl LocalVideo {
     /// Reads the answer to our offer (made with [`LocalVideo::offer_media`]). `None`: the
     /// answerer refused video (port 0, no m-line, or no H.264 format we offered).
     pub fn accept_answer(&self, answer: &SessionDescription, security: &LocalSecurity) -> Option<NegotiatedVideo> {
-        let m = answer.media.iter().find(|m| m.kind == "video" && m.port != 0)?;
+        let (_, m) = pick_video(answer.media.iter().enumerate(), |m| m.kind == "video" && m.port != 0)?;
         let address = answer.media_address(m)?;
         let sec = security.accept_answer_media(answer, m, 1).ok()?;
         for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
@@ -428,10 +425,42 @@ impl LocalVideo {
     }
 }
 
+/// The first usable video stream that is not a presentation (`a=content:slides`, RFC 4796: room
+/// systems may list their slides first), else the first usable one (the presentation's own
+/// negotiation hands us a description holding only its stream).
+fn pick_video<'a>(
+    media: impl Iterator<Item = (usize, &'a Media)> + Clone,
+    usable: impl Fn(&Media) -> bool,
+) -> Option<(usize, &'a Media)> {
+    let slides = |m: &Media| m.attrs("content").any(|c| c.split(',').any(|v| v.trim().eq_ignore_ascii_case("slides")));
+    media.clone().find(|(_, m)| usable(m) && !slides(m)).or_else(|| media.into_iter().find(|(_, m)| usable(m)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sdp::{Codec, LocalMedia};
+
+    #[test]
+    fn a_slides_stream_listed_first_is_not_taken_for_the_camera() {
+        let (audio, video) = local();
+        let slides = "m=video 5010 RTP/AVP 109\r\na=rtpmap:109 H264/90000\r\n\
+a=fmtp:109 packetization-mode=1;profile-level-id=42e01f\r\na=content:slides\r\na=label:3\r\n";
+        let offer = OFFER.replace("m=video 5006", &format!("{slides}m=video 5006"));
+        let offer = SessionDescription::parse(&offer).unwrap();
+        let (ans, _, n) = audio.answer_with_video(&offer, Some(&video)).unwrap();
+        let n = n.expect("the camera's stream is answered");
+        assert_eq!((n.remote_port, n.payload_type), (5006, 102));
+        // The answer keeps the offer's order: the slides line (refused here) before the camera's.
+        let kinds: Vec<(&str, u16)> = ans.media.iter().map(|m| (m.kind.as_str(), m.port)).collect();
+        assert_eq!(kinds, [("audio", 40000), ("video", 0), ("video", 40002)], "{}", ans.to_text());
+        // Reading an answer: the camera's stream, even when a slides stream comes first.
+        let plain = SessionDescription::parse(OFFER).unwrap();
+        let (ans, _, _) = audio.answer_with_video(&plain, Some(&video)).unwrap();
+        let text = ans.to_text().replace("m=video 40002", &format!("{}m=video 40002", slides.replace("5010", "40010")));
+        let back = video.accept_answer(&SessionDescription::parse(&text).unwrap(), &Default::default()).unwrap();
+        assert_eq!(back.remote_port, 40002, "{text}");
+    }
 
     fn local() -> (LocalMedia, LocalVideo) {
         (
