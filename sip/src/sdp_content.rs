@@ -44,8 +44,14 @@ pub struct LocalContent {
     pub bfcp_port: u16,
     /// `a=confid` we offer (any number, stable for the call).
     pub conf_id: u32,
-    /// `a=userid` we offer or answer with.
+    /// `a=userid` we offer or answer with when we may run the floor: the user id the far end
+    /// takes as our floor client (RFC 8856 §5: the server hands the client its ids).
     pub user_id: u16,
+}
+
+/// Our own user id as the floor control server: never the one we handed to the far end.
+pub fn server_user_id(client: u16) -> u16 {
+    if client >= u16::MAX - 1 { 1 } else { client + 1 }
 }
 
 /// The BFCP stream both sides agreed.
@@ -61,9 +67,10 @@ pub struct NegotiatedBfcp {
     pub role: Role,
     /// The conference id of the BFCP messages.
     pub conf_id: u32,
-    /// Our user id.
+    /// Our user id in BFCP messages: as a client the one the far end's server gave us in its
+    /// SDP, as the server our own (see [`server_user_id`]).
     pub user_id: u16,
-    /// The far end's user id, when it said.
+    /// The far end's user id: as the server, the one we gave it; as a client, unknown.
     pub remote_user_id: Option<u16>,
     /// The floor that controls the slides stream.
     pub floor_id: u16,
@@ -189,7 +196,7 @@ impl LocalContent {
                 m.port = 0;
             }
         }
-        let Some((_, mut vm, nv)) = self.video.answer(&only, direction, security) else {
+        let Some((_, mut vm, nv)) = self.video.answer_keyed(&only, direction, security, CONTENT_INDEX) else {
             refuse_both(&mut out);
             return (out, None);
         };
@@ -221,6 +228,11 @@ impl LocalContent {
         };
         let role = if fc == FloorCtrl::ServerOnly { Role::Server } else { Role::Client };
         let conf_id = theirs.confid.unwrap_or(self.conf_id);
+        // As a client we are who the far end's server says; as the server we name the far end.
+        let (user_id, remote_user_id) = match role {
+            Role::Client => (theirs.userid.unwrap_or(self.user_id), None),
+            _ => (server_user_id(self.user_id), Some(self.user_id)),
+        };
         // Over TCP we answer passive: the offerer connects (RFC 8856 §8, RFC 4145).
         let tcp = theirs.proto == Proto::TcpBfcp;
         let ours = BfcpMedia {
@@ -228,7 +240,7 @@ impl LocalContent {
             proto: theirs.proto,
             floorctrl: vec![fc],
             confid: Some(conf_id),
-            userid: Some(self.user_id),
+            userid: Some(if role == Role::Client { user_id } else { self.user_id }),
             floors: vec![FloorId { id: floor, labels: vec![label.to_owned()] }],
             bfcpver: if theirs.bfcpver.is_empty() { vec![] } else { vec![if tcp { 1 } else { 2 }] },
             setup: tcp.then_some(bfcp_sdp::Setup::Passive),
@@ -242,8 +254,8 @@ impl LocalContent {
             remote_port: ob.port,
             role,
             conf_id,
-            user_id: self.user_id,
-            remote_user_id: theirs.userid,
+            user_id,
+            remote_user_id,
             floor_id: floor,
         };
         (out, Some(NegotiatedContent { video: nv, bfcp }))
@@ -259,7 +271,7 @@ impl LocalContent {
         // The video reader takes the first video stream: hand it the slides one alone.
         let mut only = answer.clone();
         only.media.retain(|m| !(m.kind == "video" && m.port != 0) || is_content(m));
-        let video = self.video.accept_answer(&only, security)?;
+        let video = self.video.accept_answer_keyed(&only, security, CONTENT_INDEX)?;
         let theirs = bfcp_sdp::parse_media(&section_text(bm)).ok()?;
         if !matches!(theirs.proto, Proto::UdpBfcp) {
             return None;
@@ -270,6 +282,10 @@ impl LocalContent {
             Role::Both | Role::Server => Role::Server,
             Role::Client => Role::Client,
         };
+        let (user_id, remote_user_id) = match role {
+            Role::Client => (theirs.userid.unwrap_or(self.user_id), None),
+            _ => (server_user_id(self.user_id), Some(self.user_id)),
+        };
         Some(NegotiatedContent {
             video,
             bfcp: NegotiatedBfcp {
@@ -278,8 +294,8 @@ impl LocalContent {
                 remote_port: bm.port,
                 role,
                 conf_id: theirs.confid.unwrap_or(self.conf_id),
-                user_id: self.user_id,
-                remote_user_id: theirs.userid,
+                user_id,
+                remote_user_id,
                 floor_id: theirs.floors.first().map_or(FLOOR_ID, |f| f.id),
             },
         })
@@ -396,7 +412,8 @@ mod tests {
         let nb = nb.expect("content agreed");
         assert_eq!(nb.bfcp.role, Role::Client);
         assert_eq!((nb.bfcp.remote_port, nb.bfcp.conf_id, nb.bfcp.floor_id), (40006, 7, 1));
-        assert_eq!(nb.bfcp.remote_user_id, Some(1));
+        // B is A's client: it takes the user id A's offer gave it.
+        assert_eq!((nb.bfcp.user_id, nb.bfcp.remote_user_id), (1, None));
         assert_eq!(nb.video.remote_port, 40004);
         let text = answer.to_text();
         assert!(text.contains("m=application 50006 UDP/BFCP *\r\na=floorctrl:c-only\r\n"), "{text}");
@@ -405,7 +422,9 @@ mod tests {
         let answer = SessionDescription::parse(&text).unwrap();
         let na = ca.accept_answer(&answer, &ma.security).expect("content accepted");
         assert_eq!(na.bfcp.role, Role::Server);
-        assert_eq!((na.bfcp.remote_port, na.bfcp.remote_user_id), (50006, Some(2)));
+        // A runs the floor: B is user 1, A itself another.
+        assert_eq!((na.bfcp.remote_port, na.bfcp.remote_user_id), (50006, Some(1)));
+        assert_ne!(na.bfcp.user_id, 1);
         assert_eq!(na.video.remote_port, 50004);
         // The main video reader still takes the camera's stream.
         assert_eq!(va.accept_answer(&answer, &ma.security).unwrap().remote_port, 50002);
@@ -428,6 +447,8 @@ a=floorid:2 mstrm:12\r\na=setup:actpass\r\na=connection:new\r\n";
         // It offers c-only and s-only; we prefer client, so it is the server.
         assert_eq!(n.bfcp.role, Role::Client);
         assert_eq!((n.bfcp.proto, n.bfcp.conf_id, n.bfcp.floor_id), (Proto::TcpBfcp, 4321, 2));
+        // Its server named us user 9.
+        assert_eq!(n.bfcp.user_id, 9);
         assert_eq!(lines.iter().map(|(i, _)| *i).collect::<Vec<_>>(), vec![2, 3]);
         let b = &lines[1].1;
         assert!(b.attrs("setup").any(|v| v == "passive"));

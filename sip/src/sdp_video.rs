@@ -327,6 +327,18 @@ impl LocalVideo {
         direction: Direction,
         security: &LocalSecurity,
     ) -> Option<(usize, Media, NegotiatedVideo)> {
+        self.answer_keyed(offer, direction, security, 1)
+    }
+
+    /// [`LocalVideo::answer`] with the SDES key of stream `key_index` (0 audio, 1 video, 2 the
+    /// slides), so no two streams share a master key.
+    pub fn answer_keyed(
+        &self,
+        offer: &SessionDescription,
+        direction: Direction,
+        security: &LocalSecurity,
+        key_index: usize,
+    ) -> Option<(usize, Media, NegotiatedVideo)> {
         let usable = |m: &Media| m.kind == "video" && m.port != 0 && RtpProto::parse(&m.proto).is_some();
         let (idx, om) = pick_video(offer.media.iter().enumerate(), usable)?;
         let address = offer.media_address(om)?;
@@ -368,7 +380,7 @@ impl LocalVideo {
         }
         m.set_direction(d);
         // A video stream whose security we cannot use is refused (port 0); audio goes on.
-        let sec = security.answer_media(offer, om, &mut m, 1).ok()?;
+        let sec = security.answer_media(offer, om, &mut m, key_index).ok()?;
         let n = NegotiatedVideo {
             payload_type: pt,
             recv_payload_type: pt,
@@ -390,9 +402,19 @@ impl LocalVideo {
     /// Reads the answer to our offer (made with [`LocalVideo::offer_media`]). `None`: the
     /// answerer refused video (port 0, no m-line, or no H.264 format we offered).
     pub fn accept_answer(&self, answer: &SessionDescription, security: &LocalSecurity) -> Option<NegotiatedVideo> {
+        self.accept_answer_keyed(answer, security, 1)
+    }
+
+    /// [`LocalVideo::accept_answer`] for the stream whose SDES key is number `key_index`.
+    pub fn accept_answer_keyed(
+        &self,
+        answer: &SessionDescription,
+        security: &LocalSecurity,
+        key_index: usize,
+    ) -> Option<NegotiatedVideo> {
         let (_, m) = pick_video(answer.media.iter().enumerate(), |m| m.kind == "video" && m.port != 0)?;
         let address = answer.media_address(m)?;
-        let sec = security.accept_answer_media(answer, m, 1).ok()?;
+        let sec = security.accept_answer_media(answer, m, key_index).ok()?;
         for pt in m.payload_types().filter(|pt| is_h264(m, *pt)) {
             let Some(f) = parse_h264_fmtp(m.fmtp(pt)) else { continue };
             // The answer names one of our payload types (RFC 3264 §6.1): we receive there. A
