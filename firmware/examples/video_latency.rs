@@ -78,6 +78,7 @@ fn session(
         rtcp_mux: false,
         srtp: None,
         dtls: None,
+        text: false,
     })
     .expect("start a video session")
 }

@@ -58,8 +58,9 @@ pub struct RoomStatus {
     /// The HDMI content input: `none` (the board has none), `no-signal`, `active` or
     /// `unsupported: why`.
     pub content_input: String,
-    /// The presentation: `none` or `local` (the input on the room's screen, no call); calls
-    /// carrying content will add `requesting`, `sending` and `receiving`.
+    /// The presentation: `none`, `local` (the input on the room's screen, no call), and in a
+    /// call with a presentation channel `requesting` (the floor asked for), `sending` (ours,
+    /// the input goes to the far end) or `receiving` (the far end's on our screen).
     pub presentation: String,
     /// Who holds the floor: `""`, `local` or the far end's URI.
     pub presentation_holder: String,

@@ -147,8 +147,9 @@ async fn the_simulated_laptop_is_presented_locally_while_plugged_in() {
     assert!(t.elapsed() < Duration::from_secs(1), "unplug took {:?}", t.elapsed());
 }
 
-/// In a call the screen shows the call: presenting is refused with a reason (calls do not carry
-/// content yet), a laptop plugged in waits, and is shown once the call ends.
+/// In a call without a presentation channel (here: rooms without video, so neither offers the
+/// slides stream and BFCP) presenting is refused with a reason, a laptop plugged in waits, and
+/// is shown once the call ends.
 #[tokio::test]
 async fn in_a_call_the_presentation_waits_for_the_call_to_end() {
     let bus_a = Bus::start();
@@ -167,9 +168,133 @@ async fn in_a_call_the_presentation_waits_for_the_call_to_end() {
     let v = share(&bus_a, "plug");
     assert_eq!((v["input"].as_str(), v["presentation"].as_str()), (Some("active"), Some("none")), "{v}");
     let out = huisctl(&bus_a, &["share", "start"]);
-    assert!(!out.status.success() && stderr(&out).contains("not supported yet"), "{}", stderr(&out));
+    assert!(!out.status.success() && stderr(&out).contains("no presentation channel"), "{}", stderr(&out));
 
     huisctl_json(&bus_a, &["hangup"]);
     let v = wait_share(&bus_a, Duration::from_secs(10), |v| v["presentation"] == "local");
     assert_eq!(v["width"], 1920, "{v}");
+}
+
+/// The presentation as `huisctl calls` shows it for the room's call: the floor word and the
+/// content mode.
+fn call_presentation(bus: &Bus) -> (String, serde_json::Value) {
+    let calls = huisctl_json(bus, &["calls"]);
+    let c = &calls[0];
+    (c["presentation"].as_str().unwrap_or("").to_owned(), c["content_mode"].clone())
+}
+
+fn wait_call_presentation(bus: &Bus, want: &str, within: Duration, logs: &dyn Fn() -> String) -> Duration {
+    let t = Instant::now();
+    loop {
+        let (p, _) = call_presentation(bus);
+        if p == want {
+            return t.elapsed();
+        }
+        assert!(t.elapsed() < within, "the call's presentation stayed {p:?}, not {want:?}:\n{}", logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The page of the deck on `bus`'s screen, and how sharp it is (luma PSNR in dB against the
+/// page as drawn), with the status bar and the picture-in-picture corner left out.
+fn content_on_screen(bus: &Bus, path: &std::path::Path) -> Option<(u32, f64)> {
+    let out = huisctl(bus, &["screenshot", &path.display().to_string()]);
+    assert!(out.status.success(), "huisctl screenshot: {}", stderr(&out));
+    let shot = luma_frame(&Picture::load_png(path).unwrap());
+    let page = page_index_of(&shot)?;
+    let reference = scaled(&render_page(page, 1920, 1080), shot.width, shot.height);
+    let mask = |f: Frame| without_corner(without_status_bar(f));
+    Some((page, psnr_luma(&mask(shot), &mask(reference)).unwrap()))
+}
+
+/// Blanks the bottom-right quarter (the far end's camera, small, while content is shown).
+fn without_corner(mut f: Frame) -> Frame {
+    let stride = f.layout().stride[0];
+    for y in f.height / 2..f.height {
+        let row = y as usize * stride;
+        f.data[row + f.width as usize / 2..row + f.width as usize].fill(16);
+    }
+    f
+}
+
+/// Waits until `bus`'s screen shows a deck page at `min_db` or better.
+fn wait_content_on_screen(bus: &Bus, name: &str, min_db: f64, logs: &dyn Fn() -> String) -> (u32, f64) {
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("content-{name}.png"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = None;
+    loop {
+        if let Some((page, db)) = content_on_screen(bus, &path) {
+            if db >= min_db {
+                return (page, db);
+            }
+            last = Some((page, db));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: no legible deck page on the screen (best {last:?}, see {}):\n{}",
+            path.display(),
+            logs()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Two rooms in a call share content both ways over BFCP and the slides stream: room A's laptop
+/// is plugged in, A gets the floor and its deck is legible on B's screen (large, B's camera
+/// view small); B plugs its own laptop in, takes the floor over, A yields and shows B's deck;
+/// pulling B's cable stops B's slides and frees the floor within a second.
+#[tokio::test]
+async fn two_rooms_share_content_both_ways_and_unplugging_frees_the_floor() {
+    let video = "[video]\nwidth = 640\nheight = 360\nframerate = 15\n";
+    let bus_a = Bus::start();
+    let bus_b = Bus::start();
+    let a = Huisd::start(&bus_a, Some(video)).await;
+    let b = Huisd::start(&bus_b, Some(&format!("{video}[call]\nauto_answer = true\n"))).await;
+    let logs = || format!("room A:\n{}\nroom B:\n{}", a.log_text(), b.log_text());
+    let uri_b = huisctl_json(&bus_b, &["status"])["sip_uri"].as_str().unwrap().to_owned();
+    huisctl_json(&bus_a, &["dial", &uri_b]);
+    // Both sides agree a presentation channel: the floor is free on both.
+    wait_call_presentation(&bus_a, "free", Duration::from_secs(20), &logs);
+    wait_call_presentation(&bus_b, "free", Duration::from_secs(5), &logs);
+
+    // A's laptop is plugged in: A asks for the floor and sends; B receives it, 1080p.
+    let v = share(&bus_a, "plug");
+    assert_eq!(v["input"], "active", "{v}");
+    wait_call_presentation(&bus_a, "sending", Duration::from_secs(3), &logs);
+    wait_call_presentation(&bus_b, "receiving", Duration::from_secs(3), &logs);
+    let (page, db) = wait_content_on_screen(&bus_b, "a-on-b", MIN_SCREEN_PSNR_DB, &logs);
+    eprintln!("A's deck on B's screen: page {page} at {db:.1} dB luma PSNR");
+    let v = wait_share(&bus_b, Duration::from_secs(5), |v| v["width"] == 1920);
+    assert_eq!((v["presentation"].as_str(), v["height"].as_u64()), (Some("receiving"), Some(1080)), "{v}");
+    assert!(v["holder"].as_str().unwrap_or("").contains("sip:"), "B names A as the holder: {v}");
+    let v = share(&bus_a, "status");
+    assert_eq!((v["presentation"].as_str(), v["holder"].as_str()), (Some("sending"), Some("local")), "{v}");
+
+    // B plugs its laptop in: it takes the floor, A yields and shows B's deck.
+    share(&bus_b, "plug");
+    wait_call_presentation(&bus_b, "sending", Duration::from_secs(3), &logs);
+    wait_call_presentation(&bus_a, "receiving", Duration::from_secs(3), &logs);
+    let (page, db) = wait_content_on_screen(&bus_a, "b-on-a", MIN_SCREEN_PSNR_DB, &logs);
+    eprintln!("B's deck on A's screen: page {page} at {db:.1} dB luma PSNR");
+    // A's laptop is still plugged in but A no longer presents: its slides have stopped.
+    // (Call1.Stats is published every second: read it once that second has passed.)
+    let sent = |bus: &Bus| huisctl_json(bus, &["calls"])[0]["stats"]["content_frames_sent"].as_f64().unwrap_or(0.0);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a_sent = sent(&bus_a);
+    std::thread::sleep(Duration::from_millis(1500));
+    let a_later = sent(&bus_a);
+    assert_eq!(a_later, a_sent, "A still sends slides after yielding the floor ({a_sent} then {a_later}):\n{}", logs());
+
+    // B's cable is pulled: B stops sending and the floor is free on both sides within 1 s.
+    let t = Instant::now();
+    share(&bus_b, "unplug");
+    let b_free = wait_call_presentation(&bus_b, "free", Duration::from_secs(1), &logs);
+    let a_free = wait_call_presentation(&bus_a, "free", Duration::from_secs(1), &logs);
+    eprintln!("unplugged: B free after {b_free:?}, A after {a_free:?} (both within {:?})", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(1) + Duration::from_millis(300), "{:?}", t.elapsed());
+    std::thread::sleep(Duration::from_millis(1500));
+    let b_sent = sent(&bus_b);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sent(&bus_b), b_sent, "B still sends slides after its cable was pulled");
+    huisctl_json(&bus_a, &["hangup"]);
 }

@@ -2,9 +2,13 @@
 //! H.264 and BFCP): the room dials `visio:<PIN>`, gives the PIN as `X-PIN` (each scenario checks
 //! it with a regexp and fails without it) and, when configured, by RFC 4733 DTMF after the
 //! prompt, which a UDP listener at the gateway's audio address decodes. The gateway answers
-//! H.264 High, G.722 and telephone-event, plus a slides `m=video` and a BFCP line the room
-//! must not choke on. The calls live through session-timer refreshes and re-INVITE glare; a
+//! H.264 High, G.722 and telephone-event, plus a slides `m=video` and a BFCP line (the room
+//! offers both in its INVITE; each scenario checks that too). The calls live through session-timer refreshes and re-INVITE glare; a
 //! gateway that hangs up after the PIN ends the call as "the meeting PIN was refused".
+//!
+//! The gateway's BFCP (it answers `s-only`: it runs the floor) is an independent implementation,
+//! libre's, in `bfcp_peer.c`: the room asks for the floor when its laptop is plugged in and gets
+//! it, yields when the peer takes the floor over, and releases it when the cable is pulled.
 
 use std::net::UdpSocket;
 use std::time::{Duration, Instant};
@@ -100,7 +104,7 @@ enum Gateway {
 }
 
 /// The gateway's SDP: G.722 + telephone-event (our payload type 100), H.264 High on our 104,
-/// a slides stream and BFCP (answer lines the room does not use and must not choke on).
+/// a slides stream and BFCP, the gateway running the floor (`s-only`, the room is user 2).
 fn gateway_sdp(version: u32, audio: u16) -> String {
     format!(
         "v=0\no=gw 1 {version} IN IP4 [local_ip]\ns=-\nc=IN IP4 [local_ip]\nt=0 0\n\
@@ -152,6 +156,8 @@ fn gateway_scenario(kind: Gateway, audio: u16) -> String {
          \x20   <ereg regexp=\"10;refresher=uac\" search_in=\"hdr\" header=\"Session-Expires:\" check_it=\"true\" assign_to=\"se\"/>\n\
          \x20   <ereg regexp=\"m=video [0-9]+ RTP/AVP 104 105 96 97\" search_in=\"body\" check_it=\"true\" assign_to=\"high\"/>\n\
          \x20   <ereg regexp=\"a=fmtp:104 profile-level-id=64[0-9a-f]{{4}};packetization-mode=1\" search_in=\"body\" check_it=\"true\" assign_to=\"highfmtp\"/>\n\
+         \x20   <ereg regexp=\"a=content:slides\" search_in=\"body\" check_it=\"true\" assign_to=\"slides\"/>\n\
+         \x20   <ereg regexp=\"m=application [0-9]+ UDP/BFCP \\*\" search_in=\"body\" check_it=\"true\" assign_to=\"bfcp\"/>\n\
          \x20   <ereg regexp=\"sip:[^>;]*\" search_in=\"hdr\" header=\"Contact:\" assign_to=\"contact\"/>\n\
          \x20   <ereg regexp=\"&lt;sip:[^&gt;]*&gt;;tag=[^;]*\" search_in=\"hdr\" header=\"From:\" assign_to=\"hfrom\"/>\n\
          \x20   <ereg regexp=\"&lt;sip:[^&gt;]*&gt;\" search_in=\"hdr\" header=\"To:\" assign_to=\"gto\"/>\n\
@@ -195,11 +201,13 @@ fn gateway_scenario(kind: Gateway, audio: u16) -> String {
                   [last_CSeq:]\nContent-Length: 0\n\n]]></send>\n";
         }
     }
-    x += "  <Reference variables=\"xpin,se,high,highfmtp\"/>\n</scenario>\n";
+    x += "  <Reference variables=\"xpin,se,high,highfmtp,slides,bfcp\"/>\n</scenario>\n";
     x
 }
 
 struct Run {
+    ns: NetNs,
+    audio: u16,
     bus: Bus,
     d: Huisd,
     sipp: Option<Sipp>,
@@ -217,7 +225,7 @@ impl Run {
         o.timeout = Duration::from_secs(45);
         let sipp = Sipp::spawn(&ns, o).unwrap();
         let d = huis_tests::peers::huisd::start_in_blocking(&ns, &bus, &room_config(port, gw, pin_dtmf));
-        Run { bus, d, sipp: Some(sipp), listener: Some(listener) }
+        Run { ns, audio, bus, d, sipp: Some(sipp), listener: Some(listener) }
     }
 
     fn sipp(&mut self) -> SippResult {
@@ -306,4 +314,85 @@ fn visio_wrong_pin_ends_the_call_with_its_reason() {
     assert!(!err.contains(PIN), "{err}");
     let arrivals = r.listener.take().unwrap().join().unwrap();
     assert_eq!(dtmf_digits(&arrivals, 100), format!("{PIN}#"), "{}", r.why(Some(&sipp)));
+}
+
+/// The call's presentation (`Call1.Presentation`).
+fn presentation(bus: &Bus) -> String {
+    json(bus, &["calls"])[0]["presentation"].as_str().unwrap_or("").to_owned()
+}
+
+impl Run {
+    fn wait_presentation(&self, ok: impl Fn(&str) -> bool, what: &str, within: Duration) -> Duration {
+        let t = Instant::now();
+        loop {
+            let p = presentation(&self.bus);
+            if ok(&p) {
+                return t.elapsed();
+            }
+            assert!(
+                t.elapsed() < within,
+                "the presentation is {p:?}, not {what}, after {within:?}\n{}",
+                self.why(None)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The floor of the gateway's presentation, run by libre's BFCP (the gateway's answer says
+/// `s-only`, conference 1, user 2 for the room): plugging the laptop in asks for the floor and
+/// gets it; the gateway's own user taking the floor over makes the room yield; asked again and
+/// granted, pulling the cable releases it within a second.
+#[test]
+fn visio_floor_against_libre_bfcp_request_yield_and_release_on_unplug() {
+    let _w = watchdog("visio: BFCP against libre", 150);
+    let Some(bin) = bfcp_peer::peer_binary() else { return };
+    let mut r = Run::start(Gateway::Joins, "never", 20);
+    let bfcp_port = (r.audio + 6).to_string();
+    let (mut peer, _) =
+        bfcp_peer::BfcpPeer::start(&bin, Some(&r.ns), &["server", "127.0.0.1", &bfcp_port, "1", "1", "3"]);
+    let out = huisctl(&r.bus, &["dial", &format!("visio:{PIN}")]);
+    assert!(out.status.success(), "huisctl dial: {}\n{}", stderr(&out), r.why(None));
+    r.wait_state("in-call", 10 * SEC);
+    r.wait_presentation(|p| p == "free", "free (a presentation channel agreed)", 5 * SEC);
+
+    // The laptop is plugged in: the room asks the gateway's floor server and is granted.
+    assert!(huisctl(&r.bus, &["share", "plug"]).status.success());
+    peer.wait_line("GRANTED floor=1 user=2");
+    r.wait_presentation(|p| p == "sending", "sending", 2 * SEC);
+
+    // The gateway's own participant takes the floor: the room is revoked and yields.
+    peer.send("take");
+    peer.wait_line("REVOKED user=2");
+    let t = r.wait_presentation(|p| p != "sending", "no longer sending", 2 * SEC);
+    eprintln!("yielded {t:?} after the revocation was seen");
+
+    // Asked again (the laptop is still plugged in): the gateway's user is revoked, the room
+    // granted (the peer prints them in that order).
+    assert!(huisctl(&r.bus, &["share", "start"]).status.success());
+    peer.wait_line("REVOKED user=3");
+    peer.wait_line("GRANTED floor=1 user=2");
+    r.wait_presentation(|p| p == "sending", "sending again", 2 * SEC);
+
+    // Pulling the cable releases the floor at the server within a second.
+    let t = Instant::now();
+    assert!(huisctl(&r.bus, &["share", "unplug"]).status.success());
+    peer.wait_line("RELEASED user=2");
+    let released = t.elapsed();
+    eprintln!("floor released at libre {released:?} after the unplug");
+    assert!(released < SEC, "the release reached the floor server after {released:?}\n{}", r.why(None));
+    r.wait_presentation(|p| p == "free", "free", SEC);
+
+    // Through the gateway's session-timer refresh and its glare re-INVITE (5-14 s), the
+    // presentation channel stays as agreed: plugged in again, the room is granted again.
+    std::thread::sleep(15 * SEC);
+    assert_eq!(json(&r.bus, &["calls"])[0]["state"], "active", "{}", r.why(None));
+    assert!(huisctl(&r.bus, &["share", "plug"]).status.success());
+    peer.wait_line("GRANTED floor=1 user=2");
+    r.wait_presentation(|p| p == "sending", "sending after the re-INVITEs", 2 * SEC);
+    assert!(!peer.has_line("FAILED"), "libre saw a failed transaction: {:?}", peer.seen);
+
+    assert!(huisctl(&r.bus, &["hangup"]).status.success());
+    let sipp = r.sipp();
+    assert!(sipp.success(), "SIPp, the gateway, saw a broken call\n{}", r.why(Some(&sipp)));
 }

@@ -493,6 +493,8 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
             "media_encryption": c.media_encryption().await?,
             "audio_codec": c.audio_codec().await?,
             "video_codec": c.video_codec().await?,
+            "presentation": c.presentation().await?,
+            "content_mode": c.content_mode().await?,
             "stats": stats,
         }));
     }
@@ -503,7 +505,7 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
     } else {
         for c in &out {
             println!(
-                "{}  {} {} ({}), {} {} (media: {}), {}  sent {} received {} lost {}",
+                "{}  {} {} ({}), {} {} (media: {}), {}  sent {} received {} lost {}, presentation {}",
                 c["path"].as_str().unwrap_or(""),
                 c["direction"].as_str().unwrap_or(""),
                 c["remote_uri"].as_str().unwrap_or(""),
@@ -515,6 +517,7 @@ async fn calls(json: bool, conn: &zbus::Connection) -> zbus::Result<()> {
                 c["stats"]["packets_sent"],
                 c["stats"]["packets_received"],
                 c["stats"]["packets_lost"],
+                c["presentation"].as_str().unwrap_or(""),
             );
         }
     }

@@ -143,6 +143,47 @@ pub struct CallInfo {
     pub audio_codec: String,
     /// `H264/90000 1280x720`, "" without video.
     pub video_codec: String,
+    /// The presentation channel of the call (BFCP and the slides stream) and who holds it.
+    pub presentation: Presentation,
+}
+
+/// Who holds a call's presentation floor (BFCP, RFC 8855), as `Call1.Presentation` says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Floor {
+    /// The call carries no presentation: the far end offered none, or refused ours.
+    #[default]
+    Unavailable,
+    /// Nobody presents.
+    Free,
+    /// We asked for the floor and wait for the answer.
+    Requesting,
+    /// We hold it: the content input goes to the far end.
+    Ours,
+    /// The far end holds it: its content is on our screen.
+    Theirs,
+}
+
+impl Floor {
+    /// `none`, `free`, `requesting`, `sending`, `receiving`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Floor::Unavailable => "none",
+            Floor::Free => "free",
+            Floor::Requesting => "requesting",
+            Floor::Ours => "sending",
+            Floor::Theirs => "receiving",
+        }
+    }
+}
+
+/// A call's presentation: the floor, and the content's size and frame rate (what we send while
+/// ours, what arrives while theirs; zeros otherwise).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presentation {
+    pub floor: Floor,
+    pub width: u32,
+    pub height: u32,
+    pub framerate: u32,
 }
 
 impl CallInfo {
@@ -158,6 +199,7 @@ impl CallInfo {
             signalling_tls: false,
             audio_codec: String::new(),
             video_codec: String::new(),
+            presentation: Presentation::default(),
         }
     }
 }
@@ -169,6 +211,8 @@ pub struct CallStats {
     pub audio: HashMap<String, f64>,
     /// Empty without video.
     pub video: HashMap<String, f64>,
+    /// The presentation stream's (the video's names); empty without one.
+    pub content: HashMap<String, f64>,
 }
 
 /// Why a call ended, in words for people (`Room1.CallEnded`).
@@ -284,6 +328,12 @@ pub enum Command {
         id: CallId,
         on: bool,
         reply: Reply,
+    },
+    /// The room wants to present into call `id` (`on`: ask for the floor and send the content
+    /// input once granted) or stops (release it). Calls without a presentation ignore it.
+    Present {
+        id: CallId,
+        on: bool,
     },
     /// The room's microphones: every call of the backend sends silence while muted.
     SetMuted(bool),

@@ -76,15 +76,32 @@ impl Call1 {
     fn video_codec(&self) -> String {
         self.read(|c| c.info.video_codec.clone())
     }
-    /// packets_sent, packets_received, packets_lost, jitter_ms, rtt_ms, bitrate_kbps, … and the
-    /// video's as `video_*` (updated every second).
+    /// The call's presentation channel: `none` (the call has none), `free`, `requesting`,
+    /// `sending` (we hold the floor) or `receiving` (the far end does).
+    #[zbus(property)]
+    fn presentation(&self) -> String {
+        self.read(|c| c.info.presentation.floor.name().to_owned())
+    }
+    /// The presentation's width, height and frame rate: what we send while `sending`, what
+    /// arrives while `receiving` (frame rate 0: not measured); zeros otherwise.
+    #[zbus(property)]
+    fn content_mode(&self) -> (u32, u32, u32) {
+        self.read(|c| {
+            let p = c.info.presentation;
+            (p.width, p.height, p.framerate)
+        })
+    }
+    /// packets_sent, packets_received, packets_lost, jitter_ms, rtt_ms, bitrate_kbps, … the
+    /// video's as `video_*` and the presentation stream's as `content_*` (every second).
     #[zbus(property)]
     fn stats(&self) -> HashMap<String, OwnedVariant> {
         self.read(|c| {
             let audio = c.stats.audio.iter().map(|(k, v)| (k.clone(), *v));
             let video = c.stats.video.iter().map(|(k, v)| (format!("video_{k}"), *v));
+            let content = c.stats.content.iter().map(|(k, v)| (format!("content_{k}"), *v));
             audio
                 .chain(video)
+                .chain(content)
                 .map(|(k, v)| (k, OwnedVariant::try_from(Variant::from(v)).expect("a double is always owned")))
                 .collect()
         })

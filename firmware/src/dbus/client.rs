@@ -115,6 +115,10 @@ pub trait Call1 {
     #[zbus(property)]
     fn video_codec(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn presentation(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn content_mode(&self) -> zbus::Result<(u32, u32, u32)>;
+    #[zbus(property)]
     fn stats(&self) -> zbus::Result<std::collections::HashMap<String, zbus::OwnedVariant>>;
     fn send_dtmf(&self, digits: &str) -> zbus::Result<()>;
     fn hold(&self) -> zbus::Result<()>;

@@ -166,6 +166,11 @@ impl Told {
             diff(&mut c, "MediaEncryption", &old.info.media_encryption, &now.info.media_encryption);
             diff(&mut c, "AudioCodec", &old.info.audio_codec, &now.info.audio_codec);
             diff(&mut c, "VideoCodec", &old.info.video_codec, &now.info.video_codec);
+            if old.info.presentation.floor != now.info.presentation.floor {
+                c.push(("Presentation", now.info.presentation.floor.name().to_owned().into()));
+            }
+            let mode = |p: &crate::call::Presentation| (p.width, p.height, p.framerate);
+            diff(&mut c, "ContentMode", &mode(&old.info.presentation), &mode(&now.info.presentation));
             let path = call_path(id.0);
             emit(conn, &path, "org.huis.Call1", c).await;
             if old.stats != now.stats {

@@ -74,7 +74,7 @@
 //! ptime, whether the room is muted or the DSP thread is late: the pacer thread fills the gap
 //! with digital silence, because some gateways drop calls that send nothing.
 
-pub mod content;
+pub mod content_tap;
 mod dtls;
 mod dtmf;
 mod elements;

@@ -281,15 +281,38 @@ pub struct ContentFeed {
 
 impl ContentFeed {
     pub fn start(source: gst::Element) -> Result<ContentFeed, MediaError> {
+        Self::start_into(source, CONTENT_CHANNEL)
+    }
+
+    /// The feed into `channel` (benchmarks use their own), and into the slides session's tap
+    /// ([`super::content_tap`]).
+    pub fn start_into(source: gst::Element, channel: &str) -> Result<ContentFeed, MediaError> {
         gst::init().map_err(|e| MediaError::Init(e.to_string()))?;
         let pipeline = gst::Pipeline::with_name("content-feed");
         let rest = gst::parse::bin_from_description(
             &format!(
-                "queue max-size-buffers=2 leaky=downstream ! videoconvert ! intervideosink channel={CONTENT_CHANNEL}"
+                // Not synchronised to the clock: the source is live and stamps on capture.
+                "queue max-size-buffers=2 leaky=downstream ! videoconvert ! tee name=t \
+                 t. ! queue max-size-buffers=2 leaky=downstream ! intervideosink sync=false channel={channel} \
+                 t. ! queue max-size-buffers=2 leaky=downstream ! appsink name=tap sync=false max-buffers=1 drop=true"
             ),
             true,
         )
         .map_err(|e| MediaError::Pipeline(format!("content feed: {e}")))?;
+        let tap = rest
+            .by_name("tap")
+            .and_then(|t| t.downcast::<gstreamer_app::AppSink>().ok())
+            .ok_or_else(|| MediaError::pipeline("the content feed has no tap"))?;
+        tap.set_callbacks(
+            gstreamer_app::AppSinkCallbacks::builder()
+                .new_sample(|sink| {
+                    if let Ok(s) = sink.pull_sample() {
+                        super::content_tap::push(&s);
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
         pipeline.add_many([&source, rest.upcast_ref()]).map_err(MediaError::pipeline)?;
         source.link(&rest).map_err(MediaError::pipeline)?;
         drain_bus(&pipeline)?;

@@ -765,6 +765,7 @@ fn tmmbr_caps_the_bitrate_and_gets_a_tmmbn(rtcp_mux: bool) {
         rtcp_mux,
         srtp: None,
         dtls: None,
+        text: false,
     })
     .expect("video session starts");
     // Our SSRC, from the first RTP packet.
@@ -856,6 +857,7 @@ fn video_params(sockets: RtpSockets, remote: SocketAddr, name: &str) -> VideoSes
         rtcp_mux: false,
         srtp: None,
         dtls: None,
+        text: false,
     }
 }
 

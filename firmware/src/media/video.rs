@@ -123,6 +123,9 @@ pub struct VideoSessionParams {
     pub srtp: Option<SrtpParams>,
     /// DTLS-SRTP instead of SDES keys (not both).
     pub dtls: Option<super::DtlsParams>,
+    /// The stream is a presentation (slides): the encoder keeps edges sharp rather than
+    /// texture, and sends a keyframe every 2 s so a lost one is not missed for long.
+    pub text: bool,
 }
 
 /// See [`VideoSessionParams::on_capture`].
@@ -154,6 +157,8 @@ pub struct VideoStats {
     /// Loss the peer reports on our stream, percent (last receiver report).
     pub remote_loss_percent: f64,
     pub packets_received: u64,
+    /// RTP payload bytes of the peer's stream received.
+    pub bytes_received: u64,
     /// Packets of the peer's stream lost on the network.
     pub packets_lost: u64,
     /// Retransmissions we asked for (NACKed packets) and received in the RTX stream.
@@ -285,6 +290,22 @@ pub(super) fn configure_encoder(enc: &gst::Element, name: &str, kbps: u32, fps: 
     set_encoder_bitrate(enc, name, kbps);
 }
 
+/// Tunes a configured encoder for slides: x264's psychovisual and adaptive-quantisation tools
+/// trade edges for texture, which blurs text; and a keyframe every 2 s.
+pub(super) fn tune_for_text(enc: &gst::Element, name: &str, fps: u32, mode0: bool) {
+    let every = fps.max(1) * 2;
+    match name {
+        "x264enc" => {
+            let slices = if mode0 { ":slice-max-size=1100" } else { "" };
+            enc.set_property("option-string", format!("psy=0:aq-mode=0{slices}"));
+            enc.set_property("key-int-max", every);
+        }
+        "openh264enc" => enc.set_property("gop-size", every),
+        _ if enc.find_property("key-int-max").is_some() => enc.set_property_from_str("key-int-max", &every.to_string()),
+        _ => {}
+    }
+}
+
 /// Sets the encoder's target bitrate (each family names and scales it its own way).
 pub(super) fn set_encoder_bitrate(enc: &gst::Element, name: &str, kbps: u32) {
     match name {
@@ -381,6 +402,7 @@ impl VideoSession {
                     continue;
                 }
                 out.packets_received += num(&src, "packets-received") as u64;
+                out.bytes_received += num(&src, "octets-received") as u64;
                 out.packets_lost += num(&src, "packets-lost").max(0.0) as u64;
             }
         }
@@ -534,6 +556,9 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
         true,
     )
     .map_err(|e| MediaError::Pipeline(format!("camera source '{}': {e}", p.source)))?;
+    if let Some(tap) = camera.by_name(super::content_tap::TAP_NAME) {
+        super::content_tap::attach(&tap);
+    }
     let camera: gst::Element = camera.upcast();
     let tee = make("tee", "tee")?;
     let q_self = make("queue", "queue")?;
@@ -553,6 +578,9 @@ fn build(p: VideoSessionParams) -> Result<VideoSession, MediaError> {
     send_valve.set_property("drop", !p.direction.sends());
     let encoder = make_named(&p.encoder)?;
     configure_encoder(&encoder, &p.encoder, start_kbps, p.framerate, p.packetization_mode == 0);
+    if p.text {
+        tune_for_text(&encoder, &p.encoder, p.framerate, p.packetization_mode == 0);
+    }
     let enc_caps = make("capsfilter", "caps filter")?;
     enc_caps.set_property("caps", gst::Caps::builder("video/x-h264").field("profile", "constrained-baseline").build());
     let parse = make("h264parse", "H.264 parser")?;

@@ -18,7 +18,9 @@ use huis_hal::leds::{LedPattern, Leds};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::audio::{Controls, Meters};
-use crate::call::{self, Backend, CallError, CallId, CallIds, CallInfo, CallState, Destination, Direction, Rejection};
+use crate::call::{
+    self, Backend, CallError, CallId, CallIds, CallInfo, CallState, Destination, Direction, Floor, Rejection,
+};
 use crate::config::{self, Config};
 use crate::media::screen::{ContentFeed, Screen, ScreenStatus};
 use crate::status::{CallStatus, Feed, RoomState, StatusEvent, set};
@@ -133,8 +135,12 @@ pub struct Room {
     content_signal: Signal,
     /// Someone asked to present (or plugged a laptop in) and has not stopped or unplugged.
     share_wanted: bool,
-    /// The input on the room's screen (a local presentation).
+    /// The input on the room's screen (a local presentation, or ours in a call).
     content_feed: Option<ContentFeed>,
+    /// What the room last told a call's backend about presenting (`Command::Present`).
+    present_sent: Option<(CallId, bool)>,
+    /// The far end's presentation is on the screen.
+    receiving_content: bool,
 }
 
 /// The mode `SimulateContentInput` plugs the simulated laptop in at: 1080p at 15 frames per
@@ -168,6 +174,8 @@ impl Room {
             content_signal: Signal::NoSignal,
             share_wanted: false,
             content_feed: None,
+            present_sent: None,
+            receiving_content: false,
         };
         if let Some(c) = &room.content {
             room.content_signal = c.signal().unwrap_or(Signal::NoSignal);
@@ -443,6 +451,20 @@ impl Room {
             }
             call::Event::Changed { id, info } => {
                 if let Some(c) = self.calls.get_mut(&id) {
+                    let was = c.info.presentation.floor;
+                    let now = info.presentation.floor;
+                    if was != now {
+                        tracing::info!(call = %id, from = was.name(), to = now.name(), "presentation");
+                    }
+                    // The far end took the floor over, revoked or refused ours: this share is over
+                    // (the backend stopped wanting it too).
+                    let lost = (now == Floor::Theirs && was != Floor::Theirs)
+                        || (was == Floor::Ours && now != Floor::Ours)
+                        || (was == Floor::Requesting && now == Floor::Free);
+                    if lost {
+                        self.share_wanted = false;
+                        self.present_sent = Some((id, false));
+                    }
                     c.info = info.clone();
                     self.feed.calls(|calls| match calls.get_mut(&id) {
                         Some(s) => set(&mut s.info, info),
@@ -552,10 +574,12 @@ impl Room {
                 return Err(RoomError::InvalidState(format!("the content input's signal cannot be shared: {reason}")));
             }
         }
-        if !self.calls.is_empty() {
-            // The content channel (BFCP and the slides stream) is not negotiated in calls yet.
+        if let Some(c) = self.calls.values().next()
+            && c.info.presentation.floor == Floor::Unavailable
+        {
             return Err(RoomError::NotAvailable(
-                "presenting into a call is not supported yet; the laptop shows on the room's screen once the call ends"
+                "this call has no presentation channel (the far end offered or accepted no BFCP and slides \
+                 stream, or the call is not up yet); the laptop shows on the room's screen once the call ends"
                     .into(),
             ));
         }
@@ -623,24 +647,41 @@ impl Room {
             (Some(_), Signal::Active(_)) => "active".to_owned(),
             (Some(_), Signal::Unsupported { reason }) => format!("unsupported: {reason}"),
         };
-        let mode = match &self.content_signal {
-            Signal::Active(m) if self.share_wanted => Some(*m),
+        let input_mode = match &self.content_signal {
+            Signal::Active(m) => {
+                let m = *m;
+                Some((m.width, m.height, (m.fps_milli() + 500) / 1000))
+            }
             _ => None,
         };
-        let in_call = !self.calls.is_empty();
-        // In a call the screen shows the call: the presentation waits for the call's end (no
-        // content channel in calls yet, see firmware/MEDIA.md).
-        let (presentation, holder) = match mode {
-            Some(_) if !in_call => ("local", "local"),
-            _ => ("none", ""),
+        let wanted = self.share_wanted && input_mode.is_some();
+        let zeros = (0, 0, 0);
+        let call = self.calls.iter().next().map(|(id, c)| (*id, c.backend, c.info.presentation, c.info.remote.clone()));
+        // What the room says, what the screen shows: the input (ours), the far end's content.
+        let (presentation, holder, (w, h, fps), local, far) = match call {
+            None if wanted => ("local", "local".to_owned(), input_mode.unwrap_or(zeros), true, false),
+            None => ("none", String::new(), zeros, false, false),
+            Some((id, backend, p, remote)) => {
+                if self.present_sent != Some((id, wanted)) {
+                    self.present_sent = Some((id, wanted));
+                    if let Ok(tx) = &self.backends[backend].commands {
+                        let _ = tx.try_send(call::Command::Present { id, on: wanted });
+                    }
+                }
+                match p.floor {
+                    Floor::Ours => ("sending", "local".to_owned(), (p.width, p.height, p.framerate), true, false),
+                    Floor::Requesting => ("requesting", "local".to_owned(), input_mode.unwrap_or(zeros), true, false),
+                    Floor::Theirs => ("receiving", remote, (p.width, p.height, p.framerate), false, true),
+                    Floor::Free | Floor::Unavailable => ("none", String::new(), zeros, false, false),
+                }
+            }
         };
-        let mode = mode.filter(|_| !in_call);
-        let (w, h, fps) = mode.map_or((0, 0, 0), |m| (m.width, m.height, (m.fps_milli() + 500) / 1000));
-        self.show_content(presentation == "local");
+        self.receiving_content = far;
+        self.show_content(local);
         self.feed.room(|r| {
             let mut changed = set(&mut r.content_input, input);
             changed |= set(&mut r.presentation, presentation.to_owned());
-            changed |= set(&mut r.presentation_holder, holder.to_owned());
+            changed |= set(&mut r.presentation_holder, holder);
             changed |= set(&mut r.content_width, w);
             changed |= set(&mut r.content_height, h);
             changed |= set(&mut r.content_framerate, fps);
@@ -651,6 +692,7 @@ impl Room {
     /// Feeds the input to the screen (or stops), and tells the screen's layout.
     fn show_content(&mut self, show: bool) {
         if show == self.content_feed.is_some() {
+            self.update_screen();
             return;
         }
         self.content_feed = None;
@@ -727,7 +769,7 @@ impl Room {
             encrypted: self.calls.values().next().is_some_and(|c| c.info.encrypted),
             sip_uri: self.feed.room_now().sip_uri,
             self_view: self.config.video.self_view,
-            content: self.content_feed.is_some(),
+            content: self.content_feed.is_some() || self.receiving_content,
         });
     }
 

@@ -6,6 +6,7 @@
 
 pub mod baresip;
 pub mod bench;
+pub mod bfcp_peer;
 pub mod certs;
 pub mod chromium;
 pub mod dnsmasq;

@@ -10,6 +10,7 @@
 
 pub mod bfcp;
 mod conns;
+mod content;
 mod locate;
 mod net;
 
@@ -38,6 +39,7 @@ use crate::media::{
     DtlsParams, MediaEvent, Protection, RtpSockets, RtxPayloadTypes, SrtpParams, SrtpProfile, TelephoneEvent,
     VideoFeedback, VideoSession, VideoSessionParams,
 };
+use content::{CallContent, FloorChange};
 use locate::{Allowed, Target};
 use net::{NetInput, SipSockets, TlsOptions, TransportError};
 
@@ -219,6 +221,8 @@ struct Call {
     retry: Option<(String, String, Vec<Target>)>,
     /// A Visio meeting's PIN and how it is given.
     visio: Option<VisioCall>,
+    /// The presentation channel (slides and BFCP), when both sides have one.
+    content: Option<CallContent>,
 }
 
 /// A dial whose destination is being looked up.
@@ -269,6 +273,9 @@ struct SipBackend {
     resolver: Option<std::sync::Arc<hickory_resolver::TokioResolver>>,
     /// `[visio]`.
     visio: crate::config::Visio,
+    /// Floor changes of the calls' BFCP links (see [`content`]).
+    floors_tx: mpsc::Sender<FloorChange>,
+    floors_rx: Option<mpsc::Receiver<FloorChange>>,
 }
 
 /// At most one immediate registration per this period after the registrar closed our flow.
@@ -330,7 +337,19 @@ fn session_offer(call: &mut Call, direction: SdpDirection) -> SessionDescription
             other: vec![],
         });
     }
+    if let Some(c) = &call.content {
+        sdp.media.extend(c.offer_media(direction, &call.local.security));
+    }
     sdp
+}
+
+/// A call's first offer: audio, video when there is some, and the presentation channel.
+fn first_offer(local: &LocalMedia, video: Option<&LocalVideo>, content: Option<&CallContent>) -> String {
+    let mut sdp = local.offer_with_video(video);
+    if let Some(c) = content {
+        sdp.media.extend(c.offer_media(local.direction, &local.security));
+    }
+    sdp.to_text()
 }
 
 /// Stops the call's video and forgets its ports and keys; the call goes on audio only.
@@ -531,7 +550,10 @@ impl SipBackend {
             }
         };
         let (resolved_tx, resolved_rx) = mpsc::channel(8);
+        let (floors_tx, floors_rx) = mpsc::channel(16);
         let b = SipBackend {
+            floors_tx,
+            floors_rx: Some(floors_rx),
             ua: UserAgent::new(ucfg),
             sockets,
             advertised,
@@ -575,6 +597,7 @@ impl SipBackend {
 
     async fn run(mut self, mut commands: mpsc::Receiver<call::Command>, mut inputs: mpsc::Receiver<NetInput>) {
         let Some(mut resolved) = self.resolved_rx.take() else { return };
+        let Some(mut floors) = self.floors_rx.take() else { return };
         let mut tick = tokio::time::interval(Duration::from_millis(200));
         let mut beat = tokio::time::interval(Heartbeat::PERIOD);
         let mut ticks = 0u64;
@@ -607,6 +630,7 @@ impl SipBackend {
                 },
                 Some(input) = inputs.recv() => self.input(input).await,
                 Some(r) = resolved.recv() => self.dial_resolved(r).await,
+                Some(f) = floors.recv() => self.on_floor(f).await,
                 _ = timer => {
                     self.ua.handle_timeout(Instant::now());
                     self.drain().await;
@@ -751,6 +775,13 @@ impl SipBackend {
                 let r = self.send_dtmf(id, &digits).await;
                 let _ = reply.send(r);
             }
+            call::Command::Present { id, on } => {
+                let Some(ua_id) = self.ua_id(id) else { return };
+                if let Some(c) = self.calls.get_mut(&ua_id).and_then(|c| c.content.as_mut()) {
+                    c.present(on);
+                }
+                self.update_presentation(ua_id).await;
+            }
             call::Command::SetMuted(m) => {
                 self.muted = m;
                 for c in self.calls.values() {
@@ -799,6 +830,13 @@ impl SipBackend {
         }
     }
 
+    /// The presentation channel's ports and SDP, for a call with video.
+    fn bind_content(&self) -> Option<CallContent> {
+        let v = self.video.as_ref()?;
+        let bind_ip = if self.advertised.is_loopback() { self.advertised } else { IpAddr::from([0, 0, 0, 0]) };
+        CallContent::bind(bind_ip, self.rtp_ports.clone(), v)
+    }
+
     /// Our side of a call's SDP. `signalling_tls`: the call's SIP runs over TLS (only then
     /// are SDES keys written or accepted).
     fn local_media(&self, port: u16, signalling_tls: bool) -> LocalMedia {
@@ -818,7 +856,8 @@ impl SipBackend {
     fn local_security(&self, signalling_tls: bool) -> LocalSecurity {
         let mut sdes_keys = Vec::new();
         if signalling_tls && self.policy != EncryptionPolicy::Off {
-            for _ in 0..2 {
+            // Audio, video, slides: no two streams share a master key.
+            for _ in 0..3 {
                 let mut k = vec![0u8; MAX_KEY_LEN];
                 match getrandom::getrandom(&mut k) {
                     Ok(()) => sdes_keys.push(SrtpKey::new(k)),
@@ -844,24 +883,29 @@ impl SipBackend {
 
     /// The media parameters of one negotiated stream's security.
     fn media_keys(&self, s: &MediaSecurity) -> (Option<SrtpParams>, Option<DtlsParams>) {
-        match &s.keying {
-            Keying::Plain => (None, None),
-            Keying::Sdes { suite, local, remote } => (
-                Some(SrtpParams {
-                    profile: srtp_profile(*suite),
-                    send_key: local.bytes().to_vec(),
-                    recv_key: remote.bytes().to_vec(),
-                }),
-                None,
-            ),
-            Keying::Dtls { client, remote } => (
-                None,
-                Some(DtlsParams {
-                    pem: self.dtls.as_ref().and_then(|c| c.pem.clone()),
-                    client: *client,
-                    remote_fingerprint: remote.0,
-                }),
-            ),
+        media_keys(self.dtls.as_ref(), s)
+    }
+
+    /// Starts the call's presentation channel once SDP agreed it. A failure leaves the call
+    /// without one; the call goes on.
+    fn start_content(&mut self, ua_id: huis_sip::CallId) {
+        let Some(setup) = self.video.clone() else { return };
+        let cname = format!("huis@{}", self.advertised);
+        let floors = self.floors_tx.clone();
+        let dtls = self.dtls.clone();
+        let Some(call) = self.calls.get_mut(&ua_id) else { return };
+        let Call { content: Some(content), local, id, .. } = call else { return };
+        let policy = &local.security;
+        let r = content.start(
+            ua_id,
+            &setup,
+            |s| media_keys(dtls.as_ref(), s),
+            cname,
+            |s| policy.check_policy([&s.keying]).is_ok(),
+            floors,
+        );
+        if let Err(e) = r {
+            tracing::warn!(call = %id, "no presentation in this call: {e}");
         }
     }
 
@@ -997,7 +1041,8 @@ impl SipBackend {
             // Visio's gateway takes H.264 High first (see `LocalVideo::high_profiles`).
             v.high_profiles = r.visio.is_some();
         }
-        let offer = local.offer_with_video(lv.as_ref()).to_text();
+        let content = lv.as_ref().and_then(|_| self.bind_content());
+        let offer = first_offer(&local, lv.as_ref(), content.as_ref());
         let (ua_target, opts) = invite_args(r.visio.as_ref(), &r.target);
         let ua_id = match self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) {
             Ok(i) => i,
@@ -1020,6 +1065,7 @@ impl SipBackend {
         let rest: Vec<Target> = targets.filter(|t| !tls || t.transport == TransportKind::Tls).collect();
         call.retry = Some((r.target, offer, rest));
         call.visio = r.visio;
+        call.content = content;
         self.calls.insert(ua_id, call);
         let _ = r.reply.send(Ok(()));
         self.emit(call::Event::Started { id: r.id, info, answer: false }).await;
@@ -1066,6 +1112,7 @@ impl SipBackend {
                 if let Some(v) = vneg {
                     self.start_video(ua_id, v);
                 }
+                self.start_content(ua_id);
                 self.drain().await;
                 Ok(())
             }
@@ -1094,10 +1141,13 @@ impl SipBackend {
             .clone()
             .ok_or_else(|| CallError::Unusable("the caller sent no SDP offer; such calls are not supported".into()))?;
         let offer = SessionDescription::parse(&offer_text).map_err(|e| CallError::Unusable(e.to_string()))?;
-        let (answer, neg, vneg) = call
+        let (mut answer, neg, vneg) = call
             .local
             .answer_with_video(&offer, call.local_video.as_ref())
             .map_err(|e| CallError::Unusable(e.to_string()))?;
+        if let Some(c) = call.content.as_mut() {
+            c.answer_into(&offer, &mut answer, call.local.direction, &call.local.security);
+        }
         if vneg.is_none() {
             // Audio only: the video m-line (if any) went back with port 0; free the ports.
             call.local_video = None;
@@ -1335,6 +1385,7 @@ impl SipBackend {
             rtcp_mux: neg.security.rtcp_mux,
             srtp,
             dtls,
+            text: false,
         };
         match VideoSession::start(p) {
             Ok(v) => {
@@ -1347,6 +1398,25 @@ impl SipBackend {
                 call.had_video = true;
             }
             Err(e) => tracing::error!(call = %call.id, "cannot start the call's video, audio only: {e}"),
+        }
+    }
+
+    /// A call's BFCP floor changed: the slides valve follows, and the room is told.
+    async fn on_floor(&mut self, f: FloorChange) {
+        if let Some(c) = self.calls.get_mut(&f.call).and_then(|c| c.content.as_mut()) {
+            c.on_floor(f.floor);
+        }
+        self.update_presentation(f.call).await;
+    }
+
+    /// Tells the room the call's presentation when it changed.
+    async fn update_presentation(&mut self, ua_id: huis_sip::CallId) {
+        let Some(c) = self.calls.get_mut(&ua_id) else { return };
+        let p = c.content.as_ref().map(|c| c.presentation()).unwrap_or_default();
+        if p != c.info.presentation {
+            c.info.presentation = p;
+            let ev = call::Event::Changed { id: c.id, info: c.info.clone() };
+            self.emit(ev).await;
         }
     }
 
@@ -1457,8 +1527,11 @@ impl SipBackend {
                     }
                     return;
                 }
+                let offers_content = remote_sdp.as_deref().is_some_and(|s| s.contains("a=content:"));
+                let content = if offers_content && lv.is_some() { self.bind_content() } else { None };
                 let mut call = Call::new(id, info.clone(), local, Some(sockets), remote_sdp, lv, vsock);
                 call.had_video = offers_video;
+                call.content = content;
                 self.calls.insert(ua_id, call);
                 self.emit(call::Event::Started { id, info, answer: auto_answer }).await;
             }
@@ -1511,6 +1584,10 @@ impl SipBackend {
                     if vneg.is_none() {
                         c.video_sockets = None;
                     }
+                    let has_content = match (&sdp, c.content.as_mut()) {
+                        (Ok(s), Some(content)) => content.accept_answer(s, &c.local.security),
+                        _ => false,
+                    };
                     let neg = sdp.and_then(|sdp| c.local.accept_answer(&sdp).map_err(|e| e.to_string())).and_then(
                         |n| match c.local.security.check_policy([&n.security.keying]) {
                             Ok(()) => Ok(n),
@@ -1525,6 +1602,9 @@ impl SipBackend {
                             }
                             if let Some(v) = vneg {
                                 self.start_video(ua_id, v);
+                            }
+                            if has_content {
+                                self.start_content(ua_id);
                             }
                         }
                         Err(e) => {
@@ -1673,12 +1753,21 @@ impl SipBackend {
             (false, Some(v)) => start = Some(v),
             (false, None) => (call.local_video, call.video_sockets) = (None, None),
         }
+        let direction = offer
+            .media
+            .first()
+            .map_or(SdpDirection::SendRecv, |m| offer.media_direction(m).answer_to(SdpDirection::SendRecv));
+        if let Some(c) = call.content.as_mut() {
+            c.answer_into(&offer, &mut answer, direction, &call.local.security);
+            c.follow(&offer);
+        }
         call.sdp_version += 1;
         answer.origin.session_version = call.sdp_version;
         if let Some(v) = start {
             tracing::info!(call = %call.id, "the peer added video");
             self.start_video(ua_id, v);
         }
+        self.start_content(ua_id);
         Ok(answer.to_text())
     }
 
@@ -1735,6 +1824,9 @@ impl SipBackend {
         if let Some(v) = c.video.take() {
             tokio::task::spawn_blocking(move || v.stop());
         }
+        if let Some(content) = c.content.as_mut() {
+            content.stop();
+        }
         let no_common_codec = reason == SipEnd::NoCommonCodec;
         let reason = match reason {
             SipEnd::Transport => EndReason::Failed(
@@ -1785,7 +1877,7 @@ impl SipBackend {
         } else {
             return false;
         };
-        let offer = c.local.offer_with_video(c.local_video.as_ref()).to_text();
+        let offer = first_offer(&c.local, c.local_video.as_ref(), c.content.as_ref());
         let (ua_target, opts) = invite_args(c.visio.as_ref(), &target);
         match self.ua.invite_with(Instant::now(), &ua_target, hop, &offer, opts) {
             Ok(new_id) => {
@@ -1811,14 +1903,17 @@ impl SipBackend {
             let Some(m) = &c.media else { continue };
             let audio = m.protection();
             let video = c.video.as_ref().map(|v| v.protection());
-            for p in std::iter::once(&audio).chain(video.as_ref()) {
+            let slides = c.content.as_ref().and_then(|c| c.session()).map(|v| v.protection());
+            for p in std::iter::once(&audio).chain(video.as_ref()).chain(slides.as_ref()) {
                 if let Protection::DtlsFailed(why) = p {
                     failed.push((*ua_id, c.id, why.clone()));
                 }
             }
             let label = encryption_label(&audio, video.as_ref());
-            let encrypted =
-                c.info.signalling_tls && audio.is_encrypted() && video.as_ref().is_none_or(|v| v.is_encrypted());
+            let encrypted = c.info.signalling_tls
+                && audio.is_encrypted()
+                && video.as_ref().is_none_or(|v| v.is_encrypted())
+                && slides.as_ref().is_none_or(|v| v.is_encrypted());
             if label != c.info.media_encryption || encrypted != c.info.encrypted {
                 c.info.media_encryption = label;
                 c.info.encrypted = encrypted;
@@ -1861,11 +1956,27 @@ impl SipBackend {
             }
             if publish_stats {
                 let video = c.video.as_ref().map(|v| video_stats_map(&v.stats())).unwrap_or_default();
-                stats.push(call::Event::Stats { id: c.id, stats: CallStats { audio: stats_map(&m.stats()), video } });
+                let content = c
+                    .content
+                    .as_ref()
+                    .and_then(|c| c.session())
+                    .map(|v| video_stats_map(&v.stats()))
+                    .unwrap_or_default();
+                stats.push(call::Event::Stats {
+                    id: c.id,
+                    stats: CallStats { audio: stats_map(&m.stats()), video, content },
+                });
             }
         }
         for ev in stats {
             self.emit(ev).await;
+        }
+        if publish_stats {
+            // The received content's size is known only once frames arrive.
+            let ids: Vec<huis_sip::CallId> = self.calls.keys().copied().collect();
+            for ua_id in ids {
+                self.update_presentation(ua_id).await;
+            }
         }
         for (ua_id, secs) in hang {
             if let Some(c) = self.calls.get_mut(&ua_id)
@@ -1915,8 +2026,30 @@ impl SipBackend {
         for (_, mut c) in self.calls.drain() {
             c.media.take();
             c.video.take();
+            if let Some(content) = c.content.as_mut() {
+                content.stop();
+            }
         }
         *self.audio.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+/// The media parameters of one negotiated stream's security.
+fn media_keys(dtls: Option<&DtlsCertificate>, s: &MediaSecurity) -> (Option<SrtpParams>, Option<DtlsParams>) {
+    match &s.keying {
+        Keying::Plain => (None, None),
+        Keying::Sdes { suite, local, remote } => (
+            Some(SrtpParams {
+                profile: srtp_profile(*suite),
+                send_key: local.bytes().to_vec(),
+                recv_key: remote.bytes().to_vec(),
+            }),
+            None,
+        ),
+        Keying::Dtls { client, remote } => (
+            None,
+            Some(DtlsParams { pem: dtls.and_then(|c| c.pem.clone()), client: *client, remote_fingerprint: remote.0 }),
+        ),
     }
 }
 
@@ -1955,6 +2088,7 @@ impl Call {
             next_hop: None,
             retry: None,
             visio: None,
+            content: None,
         }
     }
 }

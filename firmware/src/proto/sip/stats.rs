@@ -41,6 +41,7 @@ pub fn video_stats_map(s: &VideoStats) -> HashMap<String, f64> {
         ("tmmbr_kbps", f64::from(s.tmmbr_kbps)),
         ("remote_loss_percent", s.remote_loss_percent),
         ("packets_received", s.packets_received as f64),
+        ("bytes_received", s.bytes_received as f64),
         ("packets_lost", s.packets_lost as f64),
         ("retransmissions_requested", s.retransmissions_requested as f64),
         ("retransmissions_received", s.retransmissions_received as f64),

@@ -205,7 +205,9 @@ async fn run_backend(
                         }
                     }
                     Command::Answer { reply, .. } => { let _ = reply.send(Err(CallError::NothingToAnswer)); }
-                    Command::Reject { .. } => {}
+                    // Conferences carry no presentation channel (screen sharing there is a
+                    // second published track, not yet sent): their Presentation stays "none".
+                    Command::Reject { .. } | Command::Present { .. } => {}
                     Command::Hold { reply, .. } | Command::Dtmf { reply, .. } | Command::Video { reply, .. } => {
                         let _ = reply.send(Err(CallError::Unsupported("not in a web conference".into())));
                     }
