@@ -448,6 +448,37 @@ pub fn psnr_luma(a: &Frame, b: &Frame) -> Option<f64> {
     Some(10.0 * (255.0f64 * 255.0 / mse).log10())
 }
 
+/// Luma SSIM between two frames of the same size: the mean over 8×8 windows (a step of 4) of
+/// Wang et al.'s SSIM with the usual constants (K1 = 0.01, K2 = 0.03, L = 255). 1 is equal.
+pub fn ssim_luma(a: &Frame, b: &Frame) -> Option<f64> {
+    if (a.width, a.height) != (b.width, b.height) || a.width < 8 || a.height < 8 {
+        return None;
+    }
+    let stride = a.layout().stride[0];
+    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (mut sum, mut n) = (0.0f64, 0u64);
+    for y0 in (0..=a.height as usize - 8).step_by(4) {
+        for x0 in (0..=a.width as usize - 8).step_by(4) {
+            let (mut sa, mut sb, mut saa, mut sbb, mut sab) = (0u64, 0u64, 0u64, 0u64, 0u64);
+            for y in y0..y0 + 8 {
+                let row = y * stride;
+                for x in x0..x0 + 8 {
+                    let (p, q) = (u64::from(a.data[row + x]), u64::from(b.data[row + x]));
+                    (sa, sb, saa, sbb, sab) = (sa + p, sb + q, saa + p * p, sbb + q * q, sab + p * q);
+                }
+            }
+            let k = 64.0;
+            let (ma, mb) = (sa as f64 / k, sb as f64 / k);
+            let va = saa as f64 / k - ma * ma;
+            let vb = sbb as f64 / k - mb * mb;
+            let cov = sab as f64 / k - ma * mb;
+            sum += ((2.0 * ma * mb + c1) * (2.0 * cov + c2)) / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+            n += 1;
+        }
+    }
+    Some(sum / n as f64)
+}
+
 /// The built-in 5x7 font: seven rows of five bits, the leftmost pixel in
 /// bit 4. Lowercase is drawn as uppercase; anything else unknown as a space.
 fn glyph(c: char) -> [u8; 7] {

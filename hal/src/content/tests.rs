@@ -71,6 +71,29 @@ fn the_index_survives_noise_and_psnr_measures_it() {
 }
 
 #[test]
+fn ssim_is_one_for_equal_pages_and_falls_with_blur_more_than_with_a_shift_of_light() {
+    let p = render_page(7, 640, 360);
+    assert!((ssim_luma(&p, &p).unwrap() - 1.0).abs() < 1e-9);
+    // A 3-tap horizontal blur smears the glyphs' edges: structure is lost.
+    let stride = p.layout().stride[0];
+    let mut blur = p.clone();
+    for y in 0..360usize {
+        for x in 1..639usize {
+            let i = y * stride + x;
+            blur.data[i] = ((u32::from(p.data[i - 1]) + u32::from(p.data[i]) + u32::from(p.data[i + 1])) / 3) as u8;
+        }
+    }
+    // A uniform brightening of 8 levels keeps every edge.
+    let mut light = p.clone();
+    for b in &mut light.data[..I420Layout::new(640, 360).offset[1]] {
+        *b = b.saturating_add(8);
+    }
+    let (sb, sl) = (ssim_luma(&p, &blur).unwrap(), ssim_luma(&p, &light).unwrap());
+    assert!(sb < 0.95 && sl > 0.98 && sl > sb, "blur {sb}, light {sl}");
+    assert_eq!(ssim_luma(&p, &render_page(7, 320, 180)), None);
+}
+
+#[test]
 fn sim_signal_changes_arrive_in_order() {
     let sim = SimContent::default();
     let (sink, rx) = channel_sink();
