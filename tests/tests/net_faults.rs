@@ -473,3 +473,209 @@ fn a_20_s_cut_in_a_video_call_is_survived_and_registration_comes_back() {
         huisctl_json(&r.bus_a, &["hangup"]);
     }
 }
+
+/// Parses huisd's "registration failed (…, N in a row): next attempt in M ms" lines.
+fn backoff_lines(log: &str) -> Vec<(u32, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("registration failed (").nth(1)?;
+            let n = rest.split(" in a row").next()?.rsplit(", ").next()?.parse().ok()?;
+            let ms = rest.split("next attempt in ").nth(1)?.split(" ms").next()?.parse().ok()?;
+            Some((n, ms))
+        })
+        .collect()
+}
+
+/// Sends `sig` to `pid` and to all its children (Kamailio's workers are its children and hold
+/// its sockets).
+fn signal_tree(pid: u32, sig: libc::c_int) {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the comm may hold spaces, so read after its ')'.
+            let ppid = stat.rsplit(')').next().and_then(|r| r.split_whitespace().nth(1)).and_then(|s| s.parse().ok());
+            if ppid == Some(pid) {
+                pids.push(p);
+            }
+        }
+    }
+    for p in pids {
+        // SAFETY: a signal to processes this test started.
+        unsafe { libc::kill(p as i32, sig) };
+    }
+}
+
+/// The registrar goes away in the middle of the room's first registration: Kamailio is frozen
+/// (SIGSTOP) before huisd starts, so the room's REGISTER reaches it and is never answered, and
+/// killed a second later; `down` later it starts again on the same port. Meanwhile the room
+/// retries with back-off and jitter (base 2 s: each wait between half and all of 2, 4, 8 … s,
+/// so attempts come further and further apart), which is counted on the wire by nftables, in
+/// huisd's log and in the restarted Kamailio's; and it registers by itself once Kamailio is
+/// back, within `back_within`.
+fn registrar_restarted_mid_registration(transport: &str, down: Duration, back_within: Duration) -> RegistrarFigures {
+    let ns = NetNs::new();
+    let bus = Bus::start();
+    let nft = Nft::new(&ns).unwrap();
+    let (kport, port) = (ns.port(), ns.port());
+    let users = [("room", "roompw")];
+    let mut k = Kamailio::start(&ns, Some(kport), &users, Algorithm::Md5).unwrap();
+    // What counts as an attempt on the wire: a REGISTER datagram (first sends and RFC 3261
+    // retransmissions alike) over UDP; a connection (SYN) over TCP.
+    let attempt = match transport {
+        "udp" => format!("udp sport {port} udp dport {kport}"),
+        _ => format!("tcp dport {kport} tcp flags & (syn|ack) == syn"),
+    };
+    nft.counter("attempts", &attempt).unwrap();
+    signal_tree(k.pid(), libc::SIGSTOP);
+    let config = format!(
+        "[sip]\nlisten = \"127.0.0.1:{port}\"\nregister_retry_base = 2\n[account]\nregistrar = \"sip:127.0.0.1:{kport}\"\n\
+         transport = \"{transport}\"\nuser = \"room\"\npassword = \"roompw\"\n"
+    );
+    let d = huisd::start_in_blocking(&ns, &bus, &config);
+    let deadline = Instant::now() + 10 * SEC;
+    while nft.count("attempts").unwrap() == 0 {
+        assert!(Instant::now() < deadline, "no REGISTER towards the registrar within 10 s\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(SEC);
+    let s = status(&bus);
+    assert!(!registered(&s), "registered at a frozen registrar? {s}\n{}", d.log_text());
+    eprintln!("[{transport}] mid-registration, registrar frozen: {}", s["registration"]);
+    signal_tree(k.pid(), libc::SIGKILL);
+    k.stop();
+    let down_at = Instant::now();
+    let sent_before = nft.count("attempts").unwrap();
+
+    // Down: note when each counted failure shows in the log.
+    let mut failures: Vec<(f64, u32, u64)> = Vec::new();
+    while down_at.elapsed() < down {
+        let lines = backoff_lines(&d.log_text());
+        for &(n, ms) in &lines[failures.len().min(lines.len())..] {
+            failures.push((down_at.elapsed().as_secs_f64(), n, ms));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let sent = nft.count("attempts").unwrap() - sent_before;
+    let log = d.log_text();
+    let why = || {
+        format!(
+            "failures (s after the registrar went, n in a row, next wait ms): {failures:?}\n{}\n{log}",
+            nft.listing()
+        )
+    };
+    eprintln!("[{transport}] registrar down {down:?}: {sent} attempts on the wire; failures {failures:?}");
+
+    // Back-off with jitter: each wait between half and all of 2 s · 2^(n-1), so each is at
+    // least as long as the one before, not all at their ceiling, and the next failure came
+    // no sooner than announced.
+    assert!(!failures.is_empty(), "no counted failure while the registrar was down\n{}", why());
+    let first = failures[0].1;
+    for (i, &(at, n, ms)) in failures.iter().enumerate() {
+        assert_eq!(n, first + i as u32, "failures are counted in a row\n{}", why());
+        let ceiling = 2000u64 << (n - 1).min(20);
+        assert!(
+            (ceiling / 2..=ceiling).contains(&ms),
+            "failure {n}: next attempt in {ms} ms, outside [{}, {ceiling}]\n{}",
+            ceiling / 2,
+            why()
+        );
+        if i > 0 {
+            let (prev_at, _, prev_ms) = failures[i - 1];
+            assert!(ms >= prev_ms, "failure {n}: the wait shrank ({prev_ms} → {ms} ms)\n{}", why());
+            assert!(
+                at - prev_at >= prev_ms as f64 / 1000.0 - 0.3,
+                "failure {n} came {:.1} s after the one before, which announced {prev_ms} ms\n{}",
+                at - prev_at,
+                why()
+            );
+        }
+    }
+    let jittered = failures.iter().filter(|&&(_, n, ms)| ms < (2000u64 << (n - 1).min(20)) * 95 / 100).count();
+    let attempts = failures.len() as u64;
+    match transport {
+        "udp" => {
+            // One transaction (11 datagrams at most, T1 500 ms to Timer F's 32 s) per attempt,
+            // plus the one in flight when the registrar came back.
+            assert!(
+                attempts <= 2,
+                "{attempts} failed attempts in {down:?} over UDP: each should take Timer F's 32 s\n{}",
+                why()
+            );
+            assert!(
+                sent <= 11 * (attempts + 1),
+                "{sent} REGISTER datagrams for {attempts} failed attempts: a storm\n{}",
+                why()
+            );
+        }
+        _ => {
+            // Refused at once: base 2 s doubling gives 4 or 5 attempts in 20 s where a fixed
+            // 2 s retry makes 10 and no back-off hundreds.
+            assert!(
+                (3..=6).contains(&sent),
+                "{sent} connection attempts in {down:?}; back-off from 2 s makes 4 or 5\n{}",
+                why()
+            );
+            assert!(jittered > 0, "no jitter: every wait at its ceiling\n{}", why());
+            // Every connection on the wire is a counted failure (the first failure is the
+            // reset of the flow the REGISTER was on; the last connection may still be pending).
+            assert!(
+                sent + 1 >= attempts && sent <= attempts + 1,
+                "{sent} connections for {attempts} counted failures\n{}",
+                why()
+            );
+        }
+    }
+
+    let k = Kamailio::start(&ns, Some(kport), &users, Algorithm::Md5).unwrap();
+    let back_at = Instant::now();
+    wait_status(&bus, &d, "registered again once the registrar was back", back_within, registered);
+    let back_after = back_at.elapsed();
+    let registers = k.count("REGISTER", Some("room"));
+    eprintln!(
+        "[{transport}] registered {:.1} s after the registrar came back; {registers} REGISTERs at the new Kamailio",
+        back_after.as_secs_f64()
+    );
+    assert!(k.has_registered("room"), "{}", k.log_text());
+    // The challenge and the answer to it, and a retransmission or two of the first.
+    assert!(
+        registers <= 4,
+        "{registers} REGISTERs at the restarted registrar: a burst\n{}\n{}",
+        k.log_text(),
+        d.log_text()
+    );
+    RegistrarFigures { attempts, sent, back_after }
+}
+
+struct RegistrarFigures {
+    attempts: u64,
+    sent: u64,
+    back_after: Duration,
+}
+
+/// Over UDP, the default: every attempt is a client transaction that lasts Timer F (32 s) with
+/// its retransmissions, then back-off; the registrar is away 45 s and the room is registered
+/// within 10 s of its return (the transaction in flight retransmits at least every 4 s).
+#[test]
+fn a_registrar_restarted_mid_registration_over_udp_gets_no_storm() {
+    let _w = watchdog("registrar restarted mid-registration (UDP)", 120);
+    let f = registrar_restarted_mid_registration("udp", 45 * SEC, 10 * SEC);
+    eprintln!(
+        "registrar figures (udp): {} failures, {} datagrams in 45 s, back {:?}",
+        f.attempts, f.sent, f.back_after
+    );
+}
+
+/// Over TCP: the frozen registrar's connection is reset when it dies, so the attempt in flight
+/// fails at once, and so does each reconnection: the back-off alone spaces them. Away 20 s;
+/// the next attempt is at most 32 s away when it comes back.
+#[test]
+fn a_registrar_restarted_mid_registration_over_tcp_is_met_with_backoff() {
+    let _w = watchdog("registrar restarted mid-registration (TCP)", 120);
+    let f = registrar_restarted_mid_registration("tcp", 20 * SEC, 35 * SEC);
+    eprintln!(
+        "registrar figures (tcp): {} failures, {} connections in 20 s, back {:?}",
+        f.attempts, f.sent, f.back_after
+    );
+}
