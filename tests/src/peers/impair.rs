@@ -16,6 +16,9 @@
 //! random delay, so with a jitter larger than the packet spacing later packets overtake earlier
 //! ones, as real jitter does (counted in [`DirStats::reordered`]).
 //!
+//! The threads run at the lowest real-time priority when they may (the tests run as root):
+//! otherwise a loaded machine wakes them late and the link delays more than it was asked to.
+//!
 //! Faults that need no delay (a cut link, a share of drops on one port) are simpler with
 //! nftables in the namespaces (`super::netfault::Nft`), which work on this link too: a rule in
 //! a namespace's output hook sees the packets before they reach the TUN device.
@@ -68,7 +71,12 @@ pub struct DirStats {
     pub dropped: u64,
     /// Packets written out after one that was read after them.
     pub reordered: u64,
-    /// Mean and largest time a delivered packet spent on the link, in ms.
+    /// Packets written to the receiving namespace, and the time they spent on the link in all
+    /// (ms): the mean over a stretch is the difference of two snapshots' `delay_ms_total` over
+    /// that of their `delivered`.
+    pub delivered: u64,
+    pub delay_ms_total: f64,
+    /// Mean and largest time a delivered packet spent on the link, in ms, since it was made.
     pub mean_delay_ms: f64,
     pub max_delay_ms: f64,
 }
@@ -91,6 +99,8 @@ impl Counters {
             packets: self.packets.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             reordered: self.reordered.load(Ordering::Relaxed),
+            delivered,
+            delay_ms_total: sum as f64 / 1000.0,
             mean_delay_ms: if delivered == 0 { 0.0 } else { sum as f64 / delivered as f64 / 1000.0 },
             max_delay_ms: self.delay_us_max.load(Ordering::Relaxed) as f64 / 1000.0,
         }
@@ -240,6 +250,7 @@ impl Ord for Queued {
 /// One direction: reads `from`, queues each packet with its delay (or drops it), writes it to
 /// `to` when due. Polls at least every 20 ms for the stop flag.
 fn forward(from: &File, to: &File, shared: &Shared, dir: usize, mut rng: Rng) {
+    realtime();
     let c = &shared.dirs[dir];
     let mut queue = BinaryHeap::<Queued>::new();
     let mut seq = 0u64;
@@ -292,6 +303,16 @@ fn forward(from: &File, to: &File, shared: &Shared, dir: usize, mut rng: Rng) {
             c.delay_us_max.fetch_max(us, Ordering::Relaxed);
         }
     }
+}
+
+/// Asks for the lowest real-time priority for the calling thread (root only; kept as is
+/// otherwise). On a loaded machine a normal thread woke up to 150 ms late and so delayed
+/// packets far beyond the jitter asked for; a real-time one is woken on time, and it spends
+/// nearly all of its time blocked in poll(2), so it takes little from the programs under test.
+fn realtime() {
+    let p = libc::sched_param { sched_priority: 1 };
+    // SAFETY: the calling thread's own handle and a valid sched_param.
+    let _ = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) };
 }
 
 /// xorshift64*: enough randomness for loss and jitter, and no dependency.
