@@ -1801,6 +1801,21 @@ impl UserAgent {
         Ok(())
     }
 
+    /// Sends `account`'s REGISTER now through `proxy`, the registrar's next server after the one
+    /// in use failed, keeping the count of failures in a row: RFC 5626 §4.5 backs off on the
+    /// failures of all flows, so a registrar whose every server is down is retried less and
+    /// less often. ([`Self::register`] starts the count again: with it, a cycle through the
+    /// servers went back to the shortest wait each time and never backed off.)
+    pub fn fail_over(&mut self, now: Instant, account: AccountId, proxy: Destination) -> Result<(), UaError> {
+        self.set_proxy(account, proxy)?;
+        let r = &mut self.regs[account];
+        // Another server: another realm and nonce.
+        r.auth_retry = false;
+        r.challenge = None;
+        self.send_register(now, account);
+        Ok(())
+    }
+
     /// The shell could not deliver to `dest` (connection refused or timed out, TLS handshake or
     /// certificate refused): RFC 3261 §8.1.3.1 treats this like a timeout. Client transactions
     /// to `dest` end at once; a REGISTER's failure is [`RegistrationFailure::Transport`] (retried

@@ -208,6 +208,52 @@ fn registrar_timeout_backs_off_with_jitter() {
     assert_ne!(starts[..3], other[..3], "two rooms that lost the registrar together retry at the same times");
 }
 
+/// A registrar of two servers (DNS SRV), both down: the shell fails over to the second after
+/// the first fails, and back to the first at the core's retry. The failures are counted in a
+/// row across both, so the waits grow (30, 60, 120 s ceilings), where restarting the count at
+/// each failover kept them at the first (a retry of both every 15–30 s, for ever).
+#[test]
+fn failing_over_between_servers_that_are_all_down_still_backs_off() {
+    let second = Destination { addr: "192.0.2.3:5060".parse().unwrap(), transport: TransportKind::Udp };
+    let mut h = harness("secret");
+    h.ua.register(h.now, 0).unwrap();
+    let mut waits = Vec::new();
+    for round in 0..3u32 {
+        for (server, dest) in [("first", peer_dest()), ("second", second)] {
+            let reg = h.sent_one();
+            assert_eq!(reg.dest, dest.addr, "round {round}: the REGISTER goes to the {server} server");
+            let _ = h.events();
+            h.ua.transport_failed(h.now, dest);
+            let (failures, retry_at) = match h.ua.registration_state(0) {
+                Some(RegistrationState::Failed { reason: RegistrationFailure::Transport, failures, retry_at }) => {
+                    (*failures, retry_at.expect("retried later"))
+                }
+                other => panic!("round {round}, {server} server: {other:?}"),
+            };
+            assert_eq!(failures, 2 * round + if server == "first" { 1 } else { 2 }, "counted in a row across servers");
+            if server == "first" {
+                // The shell's failover: the next server, at once.
+                h.ua.fail_over(h.now, 0, second).unwrap();
+            } else {
+                // The shell goes back to the first server for the core's retry.
+                waits.push(retry_at - h.now);
+                h.ua.set_proxy(0, peer_dest()).unwrap();
+                h.advance(retry_at - h.now);
+            }
+        }
+    }
+    let b = RetryBackoff::default();
+    for (i, w) in waits.iter().enumerate() {
+        let n = 2 * i as u32 + 2;
+        assert!(
+            *w >= b.ceiling(n) / 2 && *w <= b.ceiling(n),
+            "wait {i}: {w:?}, not within half and all of {:?}",
+            b.ceiling(n)
+        );
+    }
+    assert!(waits[2] >= Duration::from_secs(240), "the back-off did not grow across failovers: {waits:?}");
+}
+
 #[test]
 fn backoff_waits_stay_within_half_and_all_of_the_ceiling() {
     let b = RetryBackoff { base: Duration::from_secs(2), max: Duration::from_secs(60) };

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod huisd;
+pub mod impair;
 pub mod janus;
 pub mod kamailio;
 pub mod malformed;
@@ -26,6 +27,7 @@ pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, Video
 pub use certs::{Ca, Issued};
 pub use chromium::{Chromium, ChromiumOpts, FeedStats, PageStats, PublishStats};
 pub use dnsmasq::Dnsmasq;
+pub use impair::{ImpairedLink, Impairment};
 pub use janus::{Janus, Participant};
 pub use kamailio::{Algorithm, Kamailio, KamailioOpts, KamailioTls};
 pub use malformed::{Transport, options_ping, options_ping_uri};

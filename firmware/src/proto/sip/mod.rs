@@ -738,8 +738,8 @@ impl SipBackend {
         self.registrar_index += 1;
         let t = self.registrar_targets[self.registrar_index].clone();
         tracing::warn!(next = %t.addr, transport = t.transport.param(), "registrar failover to the next server");
-        let _ = self.ua.set_proxy(0, huis_sip::Destination { addr: t.addr, transport: t.transport });
-        self.ua.register(Instant::now(), 0).is_ok()
+        // The count of failures in a row goes on across servers, so the back-off grows.
+        self.ua.fail_over(Instant::now(), 0, huis_sip::Destination { addr: t.addr, transport: t.transport }).is_ok()
     }
 
     async fn command(&mut self, cmd: call::Command) {
