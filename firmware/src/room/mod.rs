@@ -662,7 +662,9 @@ impl Room {
             None if wanted => ("local", "local".to_owned(), input_mode.unwrap_or(zeros), true, false),
             None => ("none", String::new(), zeros, false, false),
             Some((id, backend, p, remote)) => {
-                if self.present_sent != Some((id, wanted)) {
+                // A new call starts without a presentation: only a change is sent.
+                let sent = matches!(self.present_sent, Some((p, true)) if p == id);
+                if sent != wanted {
                     self.present_sent = Some((id, wanted));
                     if let Ok(tx) = &self.backends[backend].commands {
                         let _ = tx.try_send(call::Command::Present { id, on: wanted });

@@ -10,6 +10,8 @@ use huis_hal::leds::SimLeds;
 use tokio::sync::{mpsc, oneshot};
 
 use super::*;
+use huis_hal::content::{ContentSource, SimContent};
+
 use crate::call::{self, CallInfo, CallState, Destination, Direction, EndReason, Protocol};
 use crate::status::{AudioStatus, Feed, RoomStatus, StatusEvent, Subscriber, VideoStatus};
 
@@ -32,6 +34,10 @@ fn harness(config_text: &str) -> Harness {
 }
 
 fn harness_with(config_text: &str, backend_up: bool) -> Harness {
+    harness_full(config_text, backend_up, None)
+}
+
+fn harness_full(config_text: &str, backend_up: bool, sim: Option<Arc<SimContent>>) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("huis.toml");
     std::fs::write(&config_path, config_text).unwrap();
@@ -60,8 +66,8 @@ fn harness_with(config_text: &str, backend_up: bool) -> Harness {
         screen: None,
         backends: vec![backend],
         ids: CallIds::default(),
-        content: None,
-        sim_content: None,
+        content: sim.clone().map(|s| s as Arc<dyn ContentSource>),
+        sim_content: sim,
     });
     let (ctx, crx) = mpsc::channel(16);
     let (etx, erx) = mpsc::channel(16);
@@ -386,4 +392,53 @@ async fn a_backend_that_stops_beating_is_noticed() {
         sim_content: None,
     });
     assert!(!room_view.backends_alive(), "a backend silent for 20 s must stop the watchdog pings");
+}
+
+/// The call's info as the backend reports it, with its presentation.
+fn with_floor(floor: call::Floor, size: (u32, u32, u32)) -> CallInfo {
+    let mut info = CallInfo::new(Protocol::Sip, Direction::Outgoing, "sip:far@192.0.2.20");
+    info.state = CallState::Active;
+    info.presentation = call::Presentation { floor, width: size.0, height: size.1, framerate: size.2 };
+    info
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_call_the_room_asks_for_the_floor_and_follows_it() {
+    let sim =
+        Arc::new(SimContent::new(huis_hal::content::SimContentConfig { mode: None, ..Default::default() }).unwrap());
+    let mut h = harness_full("[call]\ndefault_destination = \"sip:meet@192.0.2.20\"\n", true, Some(sim));
+    h.press(Button::Call).await;
+    let (id, _) = h.accept_dial().await;
+    // Up, but without a presentation channel yet: presenting is refused with the reason.
+    h.event(call::Event::Changed { id, info: with_floor(call::Floor::Unavailable, (0, 0, 0)) }).await;
+    h.room_until("in a call", |r| r.state == RoomState::InCall).await;
+    h.ask(|r| Command::SimulateContentInput(true, r)).await.unwrap();
+    let e = h.ask(Command::StartPresentation).await.unwrap_err();
+    assert!(e.to_string().contains("no presentation channel"), "{e}");
+
+    // The channel is agreed: the plugged laptop is shared, the backend asked for the floor.
+    h.event(call::Event::Changed { id, info: with_floor(call::Floor::Free, (0, 0, 0)) }).await;
+    match h.next_backend_command().await {
+        call::Command::Present { id: pid, on: true } => assert_eq!(pid, id),
+        other => panic!("expected the floor to be asked for, got {other:?}"),
+    }
+    h.event(call::Event::Changed { id, info: with_floor(call::Floor::Ours, (1920, 1080, 15)) }).await;
+    let r = h.room_until("sending", |r| r.presentation == "sending").await;
+    assert_eq!((r.presentation_holder.as_str(), r.content_width, r.content_framerate), ("local", 1920, 15));
+
+    // The far end takes over: the room shows theirs and no longer wants to present.
+    h.event(call::Event::Changed { id, info: with_floor(call::Floor::Theirs, (1280, 720, 0)) }).await;
+    let r = h.room_until("receiving", |r| r.presentation == "receiving").await;
+    assert_eq!((r.presentation_holder.as_str(), r.content_width), ("sip:far@192.0.2.20", 1280));
+    // Pulling the cable now asks the backend nothing (it yielded already).
+    h.ask(|r| Command::SimulateContentInput(false, r)).await.unwrap();
+    h.event(call::Event::Changed { id, info: with_floor(call::Floor::Free, (0, 0, 0)) }).await;
+    h.room_until("free", |r| r.presentation == "none" && r.presentation_holder.is_empty()).await;
+    assert!(h.backend.try_recv().is_err(), "the room asked the backend something after yielding");
+
+    // Plugged in and asked again, then stopped: the backend is told to release.
+    h.ask(|r| Command::SimulateContentInput(true, r)).await.unwrap();
+    assert!(matches!(h.next_backend_command().await, call::Command::Present { on: true, .. }));
+    h.ask(Command::StopPresentation).await.unwrap();
+    assert!(matches!(h.next_backend_command().await, call::Command::Present { on: false, .. }));
 }

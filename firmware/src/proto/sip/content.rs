@@ -180,7 +180,14 @@ impl CallContent {
         match agreed {
             Some(a) if !self.running() => self.agreed = Some(a),
             Some(_) => {}
-            None => self.refused = true,
+            None => {
+                // Refused, or dropped by a new offer: the presentation ends, the call goes on.
+                if self.running() {
+                    tracing::info!("the far end dropped the presentation channel");
+                    self.stop();
+                }
+                self.refused = true;
+            }
         }
     }
 
