@@ -259,6 +259,36 @@ pub fn huisctl_json(bus: &Bus, args: &[&str]) -> serde_json::Value {
         .unwrap_or_else(|e| panic!("huisctl {args:?} printed no JSON ({e}): {}", stdout(&out)))
 }
 
+/// Polls `huisctl status` until `pred` holds and returns that status. On failure: the status
+/// (with `last_error`, Room1.LastError) and huisd's log.
+pub fn wait_status(
+    bus: &Bus,
+    d: &Huisd,
+    what: &str,
+    timeout: Duration,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = huisctl_json(bus, &["status"]);
+        if pred(&s) {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {timeout:?}; status: {s}\nLastError: {}\nhuisd log:\n{}",
+            s["last_error"],
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status says the account is registered.
+pub fn registered(s: &serde_json::Value) -> bool {
+    s["registration"].as_str().unwrap_or("").starts_with("registered")
+}
+
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }

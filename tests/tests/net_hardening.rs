@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::*;
-use huis_tests::{Bus, Huisd, huisctl, stderr};
+use huis_tests::{Bus, Huisd, huisctl, registered, stderr, wait_status};
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -16,24 +16,6 @@ fn status(bus: &Bus) -> Value {
     let out = huisctl(bus, &["--json", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Polls `huisctl status` until `pred` holds; returns the last status. On failure: the status
-/// (Room1.LastError among it) and huisd's log.
-fn wait_status(bus: &Bus, d: &Huisd, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status(bus);
-        if pred(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}; status: {s}\nhuisd log:\n{}", d.log_text());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn registered(s: &Value) -> bool {
-    s["registration"].as_str().unwrap_or("").starts_with("registered")
 }
 
 fn room_config(port: u16, registrar: &str, extra_sip: &str) -> String {

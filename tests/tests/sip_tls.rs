@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
 use huis_tests::peers::*;
-use huis_tests::{Bus, Huisd, huisctl, stderr};
+use huis_tests::{Bus, Huisd, huisctl, stderr, wait_status};
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -20,25 +20,6 @@ fn status(bus: &Bus) -> Value {
     let out = huisctl(bus, &["--json", "status"]);
     assert!(out.status.success(), "{}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// Polls `huisctl status` until `pred` holds; prints huisd's log and fails otherwise.
-fn wait_status(bus: &Bus, d: &Huisd, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = status(bus);
-        if pred(&s) {
-            return s;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "{what}: not within {timeout:?}; status: {s}\nLastError: {}\nhuisd log:\n{}",
-                s["last_error"],
-                d.log_text()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn ok(bus: &Bus, args: &[&str]) {
