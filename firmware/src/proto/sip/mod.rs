@@ -1817,15 +1817,26 @@ impl SipBackend {
         if c.media.is_some() {
             *self.audio.lock().unwrap_or_else(|e| e.into_inner()) = None;
         }
-        if let Some(m) = c.media.take() {
-            // Stopping flushes the last packets and an RTCP BYE (up to a second): not on this task.
-            tokio::task::spawn_blocking(move || m.stop());
-        }
-        if let Some(v) = c.video.take() {
-            tokio::task::spawn_blocking(move || v.stop());
-        }
         if let Some(content) = c.content.as_mut() {
             content.stop();
+        }
+        // Stopping flushes the last packets and an RTCP BYE (up to a second): not on this task.
+        // Audio and video stop side by side; once both are gone, what their threads freed goes
+        // back to the system (see `release_freed_memory`).
+        let stopping: Vec<_> = [
+            c.media.take().map(|m| tokio::task::spawn_blocking(move || m.stop())),
+            c.video.take().map(|v| tokio::task::spawn_blocking(move || v.stop())),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !stopping.is_empty() {
+            tokio::spawn(async move {
+                for t in stopping {
+                    let _ = t.await;
+                }
+                let _ = tokio::task::spawn_blocking(crate::media::release_freed_memory).await;
+            });
         }
         let no_common_codec = reason == SipEnd::NoCommonCodec;
         let reason = match reason {
