@@ -284,6 +284,19 @@ pub fn wait_status(
     }
 }
 
+/// huisd's "registration failed (…, N in a row): next attempt in M ms" log lines, as
+/// (failures in a row, wait in ms): the registration back-off as the room logged it.
+pub fn backoff_lines(log: &str) -> Vec<(u32, u64)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("registration failed (").nth(1)?;
+            let n = rest.split(" in a row").next()?.rsplit(", ").next()?.parse().ok()?;
+            let ms = rest.split("next attempt in ").nth(1)?.split(" ms").next()?.parse().ok()?;
+            Some((n, ms))
+        })
+        .collect()
+}
+
 /// The status says the account is registered.
 pub fn registered(s: &serde_json::Value) -> bool {
     s["registration"].as_str().unwrap_or("").starts_with("registered")

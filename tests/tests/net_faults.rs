@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use huis_tests::peers::impair::{A_ADDR, B_ADDR};
 use huis_tests::peers::*;
-use huis_tests::{Bus, Huisd, huisctl, huisctl_json, registered, stderr, wait_status};
+use huis_tests::{Bus, Huisd, backoff_lines, huisctl, huisctl_json, registered, stderr, wait_status};
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -468,18 +468,6 @@ fn a_20_s_cut_in_a_video_call_is_survived_and_registration_comes_back() {
     if sa["state"] == "in-call" {
         huisctl_json(&r.bus_a, &["hangup"]);
     }
-}
-
-/// Parses huisd's "registration failed (…, N in a row): next attempt in M ms" lines.
-fn backoff_lines(log: &str) -> Vec<(u32, u64)> {
-    log.lines()
-        .filter_map(|l| {
-            let rest = l.split("registration failed (").nth(1)?;
-            let n = rest.split(" in a row").next()?.rsplit(", ").next()?.parse().ok()?;
-            let ms = rest.split("next attempt in ").nth(1)?.split(" ms").next()?.parse().ok()?;
-            Some((n, ms))
-        })
-        .collect()
 }
 
 /// Sends `sig` to `pid` and to all its children (Kamailio's workers are its children and hold

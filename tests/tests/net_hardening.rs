@@ -7,7 +7,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::*;
-use huis_tests::{Bus, Huisd, huisctl, registered, stderr, wait_status};
+use huis_tests::{Bus, Huisd, backoff_lines, huisctl, registered, stderr, wait_status};
 use serde_json::Value;
 
 const SEC: Duration = Duration::from_secs(1);
@@ -132,18 +132,6 @@ fn a_connection_flood_is_bounded_and_the_room_still_registers_and_answers() {
     // The talkers that got in are still served: not everything was just dropped.
     assert!(after >= before + 60, "{after} fds now, {before} before: the talkers' connections were closed too\n{log}");
     drop((talkers, silent, top_up));
-}
-
-/// Parses huisd's "registration failed (…, N in a row): next attempt in M ms" lines.
-fn backoff_lines(log: &str) -> Vec<(u32, u64)> {
-    log.lines()
-        .filter_map(|l| {
-            let rest = l.split("registration failed (").nth(1)?;
-            let n = rest.split(" in a row").next()?.rsplit(", ").next()?.parse().ok()?;
-            let ms = rest.split("next attempt in ").nth(1)?.split(" ms").next()?.parse().ok()?;
-            Some((n, ms))
-        })
-        .collect()
 }
 
 /// Kamailio stops while the room is registered over TCP and comes back 30 s later: huis

@@ -178,8 +178,13 @@ impl CallContent {
             answer.media[i] = m;
         }
         match agreed {
-            Some(a) if !self.running() => self.agreed = Some(a),
-            Some(_) => {}
+            Some(a) => match &self.session {
+                // A new offer in the call: the far end's slides may have moved.
+                Some(s) => {
+                    let _ = s.set_remote(SocketAddr::new(a.video.remote_address, a.video.remote_port), None);
+                }
+                None => self.agreed = Some(a),
+            },
             None => {
                 // Refused, or dropped by a new offer: the presentation ends, the call goes on.
                 if self.running() {
@@ -372,16 +377,6 @@ impl CallContent {
     /// The slides session, for statistics and protection.
     pub fn session(&self) -> Option<&VideoSession> {
         self.session.as_ref()
-    }
-
-    /// Moves the far end's slides or BFCP after a new offer (re-INVITE).
-    pub fn follow(&self, offer: &SessionDescription) {
-        let Some(s) = &self.session else { return };
-        if let Some(m) = offer.media.iter().find(|m| huis_sip::sdp_content::is_content(m) && m.port != 0)
-            && let Some(ip) = offer.media_address(m)
-        {
-            let _ = s.set_remote(SocketAddr::new(ip, m.port), None);
-        }
     }
 
     /// Stops both (the call ended): Goodbye to the floor, the stream stopped off this task.

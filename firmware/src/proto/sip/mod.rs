@@ -1753,13 +1753,8 @@ impl SipBackend {
             (false, Some(v)) => start = Some(v),
             (false, None) => (call.local_video, call.video_sockets) = (None, None),
         }
-        let direction = offer
-            .media
-            .first()
-            .map_or(SdpDirection::SendRecv, |m| offer.media_direction(m).answer_to(SdpDirection::SendRecv));
         if let Some(c) = call.content.as_mut() {
-            c.answer_into(&offer, &mut answer, direction, &call.local.security);
-            c.follow(&offer);
+            c.answer_into(&offer, &mut answer, call.local.direction, &call.local.security);
         }
         call.sdp_version += 1;
         answer.origin.session_version = call.sdp_version;
