@@ -152,3 +152,184 @@ async fn bad_input_over_dbus_is_refused_with_a_reason_and_changes_nothing() {
     assert_eq!(std::fs::read(&d.config).unwrap(), config_before, "bad input changed the configuration file");
     eprintln!("{} refusals, e.g.:\n{}", seen.len(), seen.iter().take(12).cloned().collect::<Vec<_>>().join("\n"));
 }
+
+/// `busctl` arguments for a D-Bus signature: an empty or zero value of each complete type.
+fn busctl_args(sig: &str) -> Vec<String> {
+    fn one(s: &[u8], at: &mut usize, out: &mut Vec<String>) {
+        let c = s[*at];
+        *at += 1;
+        match c {
+            b's' | b'g' => out.push("x".into()),
+            b'o' => out.push("/x".into()),
+            b'b' => out.push("false".into()),
+            b'v' => out.extend(["s".to_string(), "x".to_string()]),
+            b'a' => {
+                // An empty array: its count, then skip the element type.
+                out.push("0".into());
+                let mut skip = Vec::new();
+                one(s, at, &mut skip);
+            }
+            b'(' => {
+                while s[*at] != b')' {
+                    one(s, at, out);
+                }
+                *at += 1;
+            }
+            b'{' => {
+                while s[*at] != b'}' {
+                    one(s, at, out);
+                }
+                *at += 1;
+            }
+            _ => out.push("0".into()),
+        }
+    }
+    let (s, mut at, mut out) = (sig.as_bytes(), 0, Vec::new());
+    while at < s.len() {
+        one(s, &mut at, &mut out);
+    }
+    out
+}
+
+/// What introspection shows of an object: (interface, member, signature) for every method, and
+/// (interface, property, type) for every writable property, plus its child nodes.
+struct Introspected {
+    methods: Vec<(String, String, String)>,
+    writable: Vec<(String, String, String)>,
+    children: Vec<String>,
+}
+
+fn attr(line: &str, name: &str) -> Option<String> {
+    let at = line.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(line[at..].split('"').next()?.to_owned())
+}
+
+async fn introspect(conn: &zbus::Connection, path: &str) -> Introspected {
+    let reply = conn
+        .call_method(Some(DEST), path, Some("org.freedesktop.DBus.Introspectable"), "Introspect", &())
+        .await
+        .unwrap();
+    let xml: String = reply.body().deserialize().unwrap();
+    let mut out = Introspected { methods: Vec::new(), writable: Vec::new(), children: Vec::new() };
+    let (mut iface, mut method, mut sig) = (String::new(), None::<String>, String::new());
+    // Child nodes may come with their own interfaces inline: only this object's are taken.
+    let mut depth = 0;
+    for line in xml.lines().map(str::trim) {
+        if line.starts_with("<node name=") {
+            if depth == 0 {
+                out.children.extend(attr(line, "name"));
+            }
+            if !line.ends_with("/>") {
+                depth += 1;
+            }
+            continue;
+        } else if line.starts_with("</node>") && depth > 0 {
+            depth -= 1;
+            continue;
+        } else if depth > 0 {
+            continue;
+        }
+        if line.starts_with("<interface ") {
+            iface = attr(line, "name").unwrap_or_default();
+        } else if line.starts_with("<method ") {
+            method = attr(line, "name");
+            sig.clear();
+            if line.ends_with("/>") {
+                out.methods.push((iface.clone(), method.take().unwrap_or_default(), String::new()));
+            }
+        } else if line.starts_with("<arg ") && method.is_some() && attr(line, "direction").as_deref() != Some("out") {
+            sig += &attr(line, "type").unwrap_or_default();
+        } else if line.starts_with("</method>") {
+            out.methods.push((iface.clone(), method.take().unwrap_or_default(), sig.clone()));
+        } else if line.starts_with("<property ") && attr(line, "access").is_some_and(|a| a.contains("write")) {
+            out.writable.push((
+                iface.clone(),
+                attr(line, "name").unwrap_or_default(),
+                attr(line, "type").unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+/// The shipped D-Bus policy against an unprivileged caller (uid 65534, through `busctl` under
+/// `setpriv`): every method of huisd's own interfaces and every writable property, called with
+/// well-typed arguments, is refused by the bus ("Access denied") except the reads the policy
+/// grants (Config1.Get and Keys, Get and GetAll of properties), and the room's status and
+/// configuration file are unchanged afterwards. (The privileged caller's bad input is the test
+/// above.)
+#[tokio::test]
+async fn an_unprivileged_caller_can_read_but_no_method_or_property_changes_anything() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to call as another user");
+        return;
+    }
+    let policy = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../rootfs-overlay/usr/share/dbus-1/system.d/org.huis.Room1.conf");
+    let bus = Bus::start_with_policy(Some(&policy));
+    let d = Huisd::start(&bus, Some("[room]\nname = \"Room 4.12\"\n")).await;
+    let conn = bus.connect().await;
+    let config_before = std::fs::read(&d.config).unwrap();
+    let before = status(&bus);
+    let as_nobody = |args: &[String]| {
+        let out = std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "busctl", "--timeout=10"])
+            .arg(format!("--address={}", bus.address))
+            .args(args)
+            .output()
+            .expect("setpriv (util-linux) and busctl (systemd)");
+        (out.status.success(), format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr)))
+    };
+
+    let (mut paths, mut refusals, mut reads, mut tried) = (vec![ROOM.to_owned()], 0, 0, Vec::new());
+    while let Some(path) = paths.pop() {
+        let obj = introspect(&conn, &path).await;
+        paths.extend(obj.children.iter().map(|c| format!("{path}/{c}")));
+        for (iface, member, sig) in &obj.methods {
+            if !iface.starts_with("org.huis.") {
+                continue;
+            }
+            let mut args = vec!["call".to_owned(), DEST.into(), path.clone(), iface.clone(), member.clone()];
+            if !sig.is_empty() {
+                args.push(sig.clone());
+                args.extend(busctl_args(sig));
+            }
+            let (ok, said) = as_nobody(&args);
+            let granted = iface == "org.huis.Config1" && (member == "Get" || member == "Keys");
+            if granted {
+                reads += 1;
+                continue;
+            }
+            assert!(!ok, "uid 65534 called {iface}.{member} on {path}: {said}");
+            assert!(
+                said.to_lowercase().contains("access denied"),
+                "{iface}.{member} on {path}: not the bus's refusal: {said}"
+            );
+            refusals += 1;
+            tried.push(format!("{iface}.{member}"));
+        }
+        for (iface, prop, ty) in &obj.writable {
+            let mut args =
+                vec!["set-property".to_owned(), DEST.into(), path.clone(), iface.clone(), prop.clone(), ty.clone()];
+            args.extend(busctl_args(ty));
+            let (ok, said) = as_nobody(&args);
+            assert!(!ok, "uid 65534 set {iface}.{prop} on {path}: {said}");
+            assert!(said.to_lowercase().contains("access denied"), "{iface}.{prop}: {said}");
+            refusals += 1;
+            tried.push(format!("{iface}.{prop}="));
+            let (ok, said) =
+                as_nobody(&["get-property".into(), DEST.into(), path.clone(), iface.clone(), prop.clone()]);
+            assert!(ok, "uid 65534 cannot read {iface}.{prop} on {path}: {said}");
+            reads += 1;
+        }
+    }
+    // Room1's calls and buttons, Config1.Set, Update1.Install, Audio1's and Video1's settings.
+    for must in
+        ["org.huis.Room1.Dial", "org.huis.Config1.Set", "org.huis.Update1.Install", "org.huis.Audio1.OutputVolume="]
+    {
+        assert!(tried.iter().any(|t| t == must), "{must} was not tried: introspection is incomplete: {tried:?}");
+    }
+    assert_eq!(status(&bus), before, "an unprivileged caller changed the room's status");
+    assert_eq!(std::fs::read(&d.config).unwrap(), config_before, "an unprivileged caller changed the configuration");
+    eprintln!("{refusals} changes refused to uid 65534, {reads} reads allowed: {}", tried.join(" "));
+}
