@@ -309,3 +309,21 @@ pub fn stdout(o: &Output) -> String {
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Keeps `bytes`, a message a real peer sent, as a fuzz seed of `target` when the run was asked
+/// to (`HUIS_KEEP_SEEDS=1`, as `bench/fuzz-seeds.sh` does): `fuzz/seeds/TARGET/real-PEER-HASH`,
+/// named by a hash of the content so that a message seen again is kept once. Returns whether it
+/// was new.
+pub fn keep_seed(target: &str, peer: &str, bytes: &[u8]) -> bool {
+    if std::env::var_os("HUIS_KEEP_SEEDS").is_none() || bytes.is_empty() {
+        return false;
+    }
+    // FNV-1a, 64 bits: a stable name, not a security property.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds").join(target);
+    let file = dir.join(format!("real-{peer}-{hash:016x}"));
+    if file.exists() {
+        return false;
+    }
+    std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&file, bytes)).is_ok()
+}

@@ -55,6 +55,7 @@ impl ClientShell {
             }
             assert!(Instant::now() < end, "no {what}; events: {:?}", self.events);
             if let Ok((n, _)) = self.sock.recv_from(&mut buf) {
+                huis_tests::keep_seed("bfcp", "libre-server", &buf[..n]);
                 self.client.handle_input(Instant::now(), &buf[..n]).expect("libre's message decodes");
             }
             if self.client.poll_timeout().is_some_and(|t| t <= Instant::now()) {
@@ -142,6 +143,7 @@ fn libre_client_against_huis_server() {
             }
             assert!(Instant::now() < end, "no {what}; events: {events:?}");
             if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                huis_tests::keep_seed("bfcp", "libre-client", &buf[..n]);
                 far = Some(from);
                 server.handle_input(Instant::now(), &buf[..n]).expect("libre's message decodes");
             }

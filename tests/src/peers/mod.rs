@@ -7,6 +7,7 @@
 pub mod baresip;
 pub mod bench;
 pub mod bfcp_peer;
+pub mod capture;
 pub mod certs;
 pub mod chromium;
 pub mod dnsmasq;
@@ -24,6 +25,7 @@ pub mod turn;
 pub mod whip;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
+pub use capture::{Udp, capture};
 pub use certs::{Ca, Issued};
 pub use chromium::{Chromium, ChromiumOpts, FeedStats, PageStats, PublishStats};
 pub use dnsmasq::Dnsmasq;
