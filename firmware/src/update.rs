@@ -134,6 +134,9 @@ pub struct Updater {
     busy: Mutex<bool>,
     /// The file huisd downloaded for the install in progress, removed at the end.
     downloaded: Mutex<Option<PathBuf>>,
+    /// The slots as they were when huisd handed a bundle to RAUC: a failed
+    /// install is reported against them (what changed, if anything).
+    slots_before: Mutex<Vec<Slot>>,
 }
 
 impl Updater {
@@ -144,6 +147,7 @@ impl Updater {
             watching: false.into(),
             busy: Mutex::new(false),
             downloaded: Mutex::new(None),
+            slots_before: Mutex::new(Vec::new()),
         })
     }
 
@@ -282,7 +286,8 @@ impl Updater {
         } else {
             let e = rauc.last_error().await.unwrap_or_default();
             let e = if e.is_empty() { format!("RAUC reported failure {result}") } else { e };
-            format!("installation failed, nothing was changed: {e}")
+            let before = std::mem::take(&mut *self.slots_before.lock().unwrap_or_else(|e| e.into_inner()));
+            failure_message(&e, &before, &self.feed.update_now().slots)
         };
         tracing::info!(result, %message, ours = was_ours, "update completed");
         let last = if result == 0 { String::new() } else { message.clone() };
@@ -383,6 +388,8 @@ impl Updater {
 
     async fn hand_to_rauc(&self, rauc: &InstallerProxy<'_>, bundle: &Path) -> Result<(), String> {
         let path = bundle.to_string_lossy();
+        self.refresh(rauc).await;
+        *self.slots_before.lock().unwrap_or_else(|e| e.into_inner()) = self.feed.update_now().slots;
         tracing::info!(bundle = %path, "asking RAUC to install");
         rauc.install_bundle(&path, HashMap::new()).await.map_err(|e| match e {
             zbus::Error::MethodError(name, msg, _) if name.as_str() == "org.freedesktop.DBus.Error.AccessDenied" => {
@@ -396,6 +403,46 @@ impl Updater {
     /// Stores a health check failure for people to see (`Update1.LastError`).
     pub fn report(&self, message: String) {
         self.set(None, None, Some(message));
+    }
+}
+
+/// The exit code of the image's RAUC pre-install check
+/// (`/usr/libexec/huis/rauc-check-bundle`) when part of the bundle's payload
+/// fails its verity check: RAUC then stops before it marks or writes a slot.
+pub const DAMAGED_BUNDLE_EXIT: i32 = 65;
+
+/// What a failed install did, in words for people: RAUC's `LastError`, and the
+/// slots before and after. RAUC marks the target slot bad before it writes it,
+/// so a failure in the middle of the copy costs the room its fallback until a
+/// good bundle is installed: that is said, never "nothing was changed".
+pub fn failure_message(rauc_error: &str, before: &[Slot], after: &[Slot]) -> String {
+    let e = crate::text::excerpt_long(rauc_error.trim());
+    if rauc_error.contains(&format!("exited with code {DAMAGED_BUNDLE_EXIT}")) {
+        return format!(
+            "the bundle is damaged: part of its payload fails its verity check (a corrupted download or a tampered \
+             file); it was refused before any slot was written, nothing was changed ({e})"
+        );
+    }
+    let changed: Vec<String> = after
+        .iter()
+        .filter(|s| s.state != "booted")
+        .filter(|s| before.iter().find(|b| b.bootname == s.bootname).is_none_or(|b| b.boot_status != s.boot_status))
+        .map(|s| {
+            format!(
+                "slot {} is now marked {}",
+                s.bootname,
+                if s.boot_status.is_empty() { "unknown" } else { &s.boot_status }
+            )
+        })
+        .collect();
+    if changed.is_empty() {
+        format!("installation failed, nothing was changed: {e}")
+    } else {
+        format!(
+            "installation failed after RAUC began writing: {}; the running slot is unchanged, and the room has no \
+             other slot to fall back to until an update succeeds: {e}",
+            changed.join(", ")
+        )
     }
 }
 
@@ -450,6 +497,27 @@ async fn download(url: &str, file: &Path) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn slot(bootname: &str, state: &str, boot_status: &str) -> Slot {
+        Slot { bootname: bootname.into(), state: state.into(), boot_status: boot_status.into(), version: String::new() }
+    }
+
+    #[test]
+    fn a_failed_install_says_what_it_cost() {
+        let before = [slot("A", "inactive", "good"), slot("B", "booted", "good")];
+        // The pre-install check refused a damaged bundle: no slot was touched.
+        let m = failure_message("Pre-install handler error: Child process exited with code 65", &before, &before);
+        assert!(m.starts_with("the bundle is damaged") && m.contains("nothing was changed"), "{m}");
+        // Refused before RAUC wrote anything (a signature, say): the slots are as they were.
+        let m = failure_message("signature verification failed", &before, &before);
+        assert!(m.starts_with("installation failed, nothing was changed: signature"), "{m}");
+        // Failed in the middle of the copy: RAUC had marked the target bad first.
+        let after = [slot("A", "inactive", "bad"), slot("B", "booted", "good")];
+        let m = failure_message("Failed splicing data: Input/output error", &before, &after);
+        assert!(!m.contains("nothing was changed"), "{m}");
+        assert!(m.contains("slot A is now marked bad") && m.contains("no other slot to fall back to"), "{m}");
+        assert!(m.contains("Input/output error"), "{m}");
+    }
 
     #[test]
     fn sources_are_checked_and_named() {

@@ -179,6 +179,15 @@ if b2=$(timeout 900 "$IMAGE_DIR/bundle.sh" amd64 --version "$v2" --out "$work/sh
 else
     bad "making bundles"; finish
 fi
+# A copy of the good bundle with one byte flipped in its middle: the signature
+# (over the manifest) still verifies; the payload fails dm-verity where it was hit.
+python3 - "$work/share/v2.raucb" "$work/share/v2-damaged.raucb" <<'PY'
+import shutil, sys
+shutil.copyfile(sys.argv[1], sys.argv[2])
+with open(sys.argv[2], "r+b") as f:
+    f.seek(0, 2); mid = f.tell() // 2
+    f.seek(mid); b = f.read(1); f.seek(mid); f.write(bytes([b[0] ^ 0xFF]))
+PY
 info=$(rauc info --keyring "$out/keyring.pem" "$work/share/v2.raucb" 2>&1)
 if printf '%s\n' "$info" | grep -q "Bundle Format:.*verity"; then
     ok "bundle is in verity format and verifies against the image's keyring"
@@ -272,6 +281,30 @@ st=$(slot_state B)
 [ "$st" = good ] && ok "rauc: slot B boot status good" || bad "rauc: slot B boot status '$st'"
 hs=$(g 30 "huisctl status 2>&1")
 printf '%s' "$hs" | grep -q "Version *$v2" && ok "huisctl status reports version $v2" || bad "huisctl status after the update: $(printf '%s' "$hs" | head -c 300 | tr '\n' ' ')"
+
+# --- 5b. a damaged bundle is refused before a slot is touched -----------------
+# Slot B runs, slot A (the factory image) is the good fallback: the damaged
+# bundle would go to A. Every boot flag, RAUC's view of both slots and the first
+# 64 MiB of slot A must be the same afterwards.
+slots_now() { g 60 "rauc status --detailed --output-format=shell 2>/dev/null" | grep -E '^RAUC_SLOT_(BOOTNAME|STATE|BOOT_STATUS)_' | tr -d "'\"\r" | sort | tr '\n' ' '; }
+slot_a_hash() { g 300 "head -c 64M /dev/disk/by-partlabel/rootfs-a | sha256sum" | tr -d '\r' | cut -c1-64; }
+g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share" >/dev/null
+env_before=$(grubenv); slots_before=$(slots_now); hash_before=$(slot_a_hash)
+msg=$(g 1500 "huisctl update /mnt/share/v2-damaged.raucb 2>&1 | tail -3; echo rc=\${PIPESTATUS[0]}")
+env_after=$(grubenv); slots_after=$(slots_now); hash_after=$(slot_a_hash)
+if printf '%s' "$msg" | grep -q 'rc=[1-9]' && printf '%s' "$msg" | grep -q 'the bundle is damaged.*nothing was changed'; then
+    ok "damaged bundle refused: $(printf '%s' "$msg" | grep '^huisctl:' | tail -1 | cut -c1-200)"
+else
+    bad "damaged bundle: $msg"
+fi
+if [ -n "$env_before" ] && [ "$env_before" = "$env_after" ] && [ -n "$slots_before" ] && [ "$slots_before" = "$slots_after" ] \
+   && [ ${#hash_before} -eq 64 ] && [ "$hash_before" = "$hash_after" ]; then
+    ok "after the damaged bundle: boot flags, both slots' states and slot A's data unchanged ($env_after; $slots_after)"
+else
+    bad "the damaged bundle changed the slots: grubenv '$env_before' -> '$env_after'; rauc '$slots_before' -> '$slots_after'; slot A sha256 ${hash_before:-?} -> ${hash_after:-?}"
+fi
+st=$(slot_state A)
+[ "$st" = good ] && ok "rauc: slot A still good, the room keeps its fallback" || bad "rauc: slot A boot status '$st' after the damaged bundle"
 
 # --- 6. a slot that fails its health check rolls back --------------------------
 g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share; echo kept > /var/lib/huis/marker" >/dev/null
