@@ -2,8 +2,8 @@
 //!
 //! ```text
 //!  videotestsrc (background) ─▶ textoverlay "idle" (room name, how to call it) ─┐
-//!  intervideosrc "huis-far"  ─▶ videoscale ─▶ full screen ───────────────────────┼▶ compositor
-//!  intervideosrc "huis-self" ─▶ videoscale ─▶ quarter size, bottom right (PiP) ──┘      │
+//!  intervideosrc "huis-far"  ─▶ scaled by the compositor: full screen ───────────┼▶ compositor
+//!  intervideosrc "huis-self" ─▶ scaled by the compositor: quarter size, bottom right (PiP) ┘ │
 //!       ─▶ textoverlay "status" (room · call state · mute · encryption) ─▶ clockoverlay ─▶ display sink
 //! ```
 //!
@@ -123,12 +123,12 @@ impl Screen {
              ! video/x-raw,format=I420,width={width},height={height},framerate={fps}/1 \
              ! textoverlay name=idle valignment=center halignment=center line-alignment=center font-desc=\"Sans 28\" \
              ! mix.sink_0 \
-             intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
-             ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_1 \
-             intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
-             ! video/x-raw,format=I420,width={pw},height={ph},pixel-aspect-ratio=1/1 ! mix.sink_2 \
-             intervideosrc channel={CONTENT_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert ! videoscale \
-             ! video/x-raw,format=I420,width={width},height={height},pixel-aspect-ratio=1/1 ! mix.sink_3"
+             intervideosrc channel={FAR_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert \
+             ! video/x-raw,format=I420 ! mix.sink_1 \
+             intervideosrc channel={SELF_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert \
+             ! video/x-raw,format=I420 ! mix.sink_2 \
+             intervideosrc channel={CONTENT_CHANNEL} timeout=2000000000 ! {INTER_QUEUE} ! videoconvert \
+             ! video/x-raw,format=I420 ! mix.sink_3"
         );
         let pipeline = gst::parse::launch(&desc)
             .map_err(|e| MediaError::Pipeline(format!("screen pipeline: {e}")))?
@@ -149,6 +149,15 @@ impl Screen {
         let far_pad = mix.static_pad("sink_1").ok_or_else(|| MediaError::pipeline("compositor sink_1"))?;
         let self_pad = mix.static_pad("sink_2").ok_or_else(|| MediaError::pipeline("compositor sink_2"))?;
         let content_pad = mix.static_pad("sink_3").ok_or_else(|| MediaError::pipeline("compositor sink_3"))?;
+        // The compositor scales each picture to its pad's size, keeping its aspect (black bars
+        // around a 4:3 slide). Not a videoscale per branch: each would make a full-screen frame
+        // of every black frame its idle intervideosrc produces, 30 times a second, and hold a
+        // pool of them (18 MB of a 1080p screen's memory); a pad at alpha 0 is skipped whole.
+        for (pad, (w, h)) in [(&far_pad, (width, height)), (&self_pad, (pw, ph)), (&content_pad, (width, height))] {
+            pad.set_property("width", w as i32);
+            pad.set_property("height", h as i32);
+            pad.set_property_from_str("sizing-policy", "keep-aspect-ratio");
+        }
         // Under the people's pictures: in a call with a presentation the far end is drawn small
         // over it.
         content_pad.set_property("zorder", 1u32);
