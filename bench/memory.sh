@@ -3,10 +3,14 @@
 # (heap, stacks, GStreamer's buffers) every 30 s, and the growth per hour fitted after warm-up.
 #
 #   bench/memory.sh idle|call [--minutes N] [--display sim|wayland] [--out DIR]
+#   bench/memory.sh breakdown [--out DIR]
 #
 # idle: one huisd on the simulated board, no call, no client.
 # call: room A calls room B (both huisd on the simulated board, on loopback, audio and
 #       720p30 H.264 video both ways); A's memory is watched for the whole call.
+# breakdown: huisd's resident memory by component (bench/py/smaps.py: its own code, GStreamer,
+#       TLS, codecs, fonts, heap, stacks, large anonymous mappings) in room A idle, in an
+#       audio-only call (room B has no camera) and in a video call, as a Markdown table.
 # --display wayland runs the screen into waylandsink under a headless weston (Debian package
 #       weston), the sink used on boards with a Wayland kiosk. kmssink needs a DRM device,
 #       which a machine without a GPU (or vkms) does not have.
@@ -14,7 +18,7 @@
 # release build of this tree.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-mode=${1:?"usage: $0 idle|call [--minutes N] [--display sim|wayland] [--out DIR]"}
+mode=${1:?"usage: $0 idle|call|breakdown [--minutes N] [--display sim|wayland] [--out DIR]"}
 shift
 minutes=60 display=sim out=""
 while [ $# -gt 0 ]; do
@@ -25,7 +29,7 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-case "$mode" in idle|call) ;; *) echo "mode must be idle or call" >&2; exit 2 ;; esac
+case "$mode" in idle|call|breakdown) ;; *) echo "mode must be idle, call or breakdown" >&2; exit 2 ;; esac
 case "$display" in sim|wayland) ;; *) echo "display must be sim or wayland" >&2; exit 2 ;; esac
 
 if [ -z "${HUISD_BIN_DIR:-}" ]; then
@@ -87,6 +91,39 @@ start_room() {
 port_a=$((20000 + RANDOM % 20000))
 start_room a "$port_a" 30000 ""
 pid_a=$room_pid bus_a=$room_bus
+
+# wait_state BUS STATE: until that room's state is STATE (20 s at most).
+wait_state() {
+  local state=""
+  for _ in $(seq 100); do
+    state=$(DBUS_SESSION_BUS_ADDRESS=$1 "$HUISD_BIN_DIR/huisctl" --session --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
+    [ "$state" = "$2" ] && return 0
+    sleep 0.2
+  done
+  echo "a room is $state, not $2; logs in $out" >&2
+  exit 1
+}
+
+if [ "$mode" = breakdown ]; then
+  smaps() { python3 "$root/bench/py/smaps.py" "$pid_a" "$1" >"$out/$2.json"; }
+  sleep 20; smaps "idle (20 s after start)" 1-idle
+  # Room B without a camera: the call is audio only.
+  start_room b $((port_a + 1)) 31000 '[call]\nauto_answer = true\n[video]\nenable = false\n'
+  pid_b=$room_pid
+  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
+  wait_state "$bus_a" in-call; sleep 10; smaps "audio-only call (10 s in)" 2-audio
+  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session hangup >/dev/null
+  wait_state "$bus_a" idle; sleep 5; smaps "idle after it" 3-idle-after
+  kill "$pid_b"; wait "$pid_b" 2>/dev/null || true
+  start_room c $((port_a + 2)) 32000 '[call]\nauto_answer = true\n'
+  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 2))" >/dev/null
+  wait_state "$bus_a" in-call; sleep 10; smaps "video call, 720p30 both ways (10 s in)" 4-video
+  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session hangup >/dev/null
+  wait_state "$bus_a" idle; sleep 5; smaps "idle after it" 5-idle-after
+  echo "==> huisd's resident memory by component ($HUISD_BIN_DIR/huisd), tables in $out"
+  python3 "$root/bench/py/smaps.py" --table "$out"/[1-5]-*.json | tee "$out/breakdown.md"
+  exit 0
+fi
 if [ "$mode" = call ]; then
   port_b=$((port_a + 1))
   start_room b "$port_b" 31000 '[call]\nauto_answer = true\n'
