@@ -4,6 +4,7 @@
 #
 #   bench/memory.sh idle|call [--minutes N] [--display sim|wayland] [--out DIR]
 #   bench/memory.sh breakdown [--out DIR]
+#   bench/memory.sh cpu [--minutes N]
 #
 # idle: one huisd on the simulated board, no call, no client.
 # call: room A calls room B (both huisd on the simulated board, on loopback, audio and
@@ -11,6 +12,9 @@
 # breakdown: huisd's resident memory by component (bench/py/smaps.py: its own code, GStreamer,
 #       TLS, codecs, fonts, heap, stacks, large anonymous mappings) in room A idle, in an
 #       audio-only call (room B has no camera) and in a video call, as a Markdown table.
+# cpu: room A in a video call with room B for N minutes (default 1): huisd A's CPU (share of
+#       one core, from /proc/PID/stat) and its RssAnon at the end. HUISD_ENV="VAR=value ..."
+#       is put in both rooms' environment (e.g. MALLOC_ARENA_MAX=2, to compare allocators).
 # --display wayland runs the screen into waylandsink under a headless weston (Debian package
 #       weston), the sink used on boards with a Wayland kiosk. kmssink needs a DRM device,
 #       which a machine without a GPU (or vkms) does not have.
@@ -18,7 +22,7 @@
 # release build of this tree.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
-mode=${1:?"usage: $0 idle|call|breakdown [--minutes N] [--display sim|wayland] [--out DIR]"}
+mode=${1:?"usage: $0 idle|call|breakdown|cpu [--minutes N] [--display sim|wayland] [--out DIR]"}
 shift
 minutes=60 display=sim out=""
 while [ $# -gt 0 ]; do
@@ -29,7 +33,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
 done
-case "$mode" in idle|call|breakdown) ;; *) echo "mode must be idle, call or breakdown" >&2; exit 2 ;; esac
+case "$mode" in idle|call|breakdown|cpu) ;; *) echo "mode must be idle, call, breakdown or cpu" >&2; exit 2 ;; esac
+[ "$mode" = cpu ] && [ "$minutes" = 60 ] && minutes=1
 case "$display" in sim|wayland) ;; *) echo "display must be sim or wayland" >&2; exit 2 ;; esac
 
 if [ -z "${HUISD_BIN_DIR:-}" ]; then
@@ -76,7 +81,8 @@ start_room() {
   printf '[room]\nname = "%s"\n[sip]\nlisten = "127.0.0.1:%s"\nrtp_port_min = %s\nrtp_port_max = %s\n%b' \
     "$name" "$port" "$rtp" "$((rtp + 40))" "$extra" >"$dir/huis.toml"
   start_bus "$name"
-  DBUS_SESSION_BUS_ADDRESS=$room_bus "$HUISD_BIN_DIR/huisd" --session --board "$board" \
+  # shellcheck disable=SC2086 # HUISD_ENV is a list of VAR=value words
+  env ${HUISD_ENV:-} DBUS_SESSION_BUS_ADDRESS=$room_bus "$HUISD_BIN_DIR/huisd" --session --board "$board" \
     --config "$dir/huis.toml" --state-dir "$dir/state" >"$out/huisd-$name.log" 2>&1 &
   room_pid=$!
   pids+=("$room_pid")
@@ -122,6 +128,17 @@ if [ "$mode" = breakdown ]; then
   wait_state "$bus_a" idle; sleep 5; smaps "idle after it" 5-idle-after
   echo "==> huisd's resident memory by component ($HUISD_BIN_DIR/huisd), tables in $out"
   python3 "$root/bench/py/smaps.py" --table "$out"/[1-5]-*.json | tee "$out/breakdown.md"
+  exit 0
+fi
+if [ "$mode" = cpu ]; then
+  start_room b $((port_a + 1)) 31000 '[call]\nauto_answer = true\n'
+  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
+  wait_state "$bus_a" in-call; sleep 5
+  ticks() { awk '{print $14 + $15}' "/proc/$pid_a/stat"; }
+  hz=$(getconf CLK_TCK); t0=$(date +%s.%N); c0=$(ticks)
+  sleep $((minutes * 60))
+  c1=$(ticks); t1=$(date +%s.%N)
+  python3 -c "import sys; print(f'cpu: huisd A {100*($c1-$c0)/$hz/($t1-$t0):.1f} % of one core over {$t1-$t0:.0f} s in a video call, RssAnon {$(awk '/^RssAnon:/ {print $2}' /proc/$pid_a/status)/1024:.1f} MiB; HUISD_ENV=\"${HUISD_ENV:-}\"')"
   exit 0
 fi
 if [ "$mode" = call ]; then
