@@ -22,6 +22,7 @@ const TARGETS: &[(&str, Entry, &[&str])] = &[
     ("rtcp_feedback", huis_firmware::fuzzing::rtcp_feedback, &[]),
     ("webrtc_signalling", huis_firmware::fuzzing::webrtc_signalling, &[]),
     ("bfcp", huis_bfcp::fuzzing::fuzz_bfcp, &[]),
+    ("fleet", huis_fleet_proto::fuzz, &[]),
 ];
 
 fn root() -> PathBuf {
