@@ -1,0 +1,81 @@
+//! mosquitto (Debian package `mosquitto`) as the fleet's MQTT broker in a test's namespace, with
+//! the configuration the fleet ships (`fleet/broker/mosquitto.conf.in` and `fleet/broker/acl`):
+//! MQTT over mutual TLS only, clients named by their certificates, access by the ACL.
+
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::certs::{Ca, Issued};
+use super::netns::NetNs;
+
+pub struct Mosquitto {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    pub port: u16,
+}
+
+impl Mosquitto {
+    /// Starts the broker in `ns` on 127.0.0.1 and a free port, trusting `ca` for clients and
+    /// presenting `server`.
+    pub fn start(ns: &NetNs, ca: &Ca, server: &Issued) -> Result<Mosquitto> {
+        let port = ns.port();
+        let dir = tempfile::Builder::new().prefix("mosquitto-").tempdir()?;
+        let broker = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/broker");
+        std::fs::create_dir(dir.path().join("data"))?;
+        let conf = std::fs::read_to_string(broker.join("mosquitto.conf.in"))?
+            .replace("@PORT@", &port.to_string())
+            .replace("@BIND@", "127.0.0.1")
+            .replace("@CA@", &ca.cert.display().to_string())
+            .replace("@CERT@", &server.cert.display().to_string())
+            .replace("@KEY@", &server.key.display().to_string())
+            .replace("@ACL@", &broker.join("acl").display().to_string())
+            .replace("@DATA@", &dir.path().join("data").display().to_string())
+            // Started as root, mosquitto would drop to its own user, who cannot read the test's
+            // private files; the fleet service runs it as its own unprivileged user instead.
+            + "user root\n";
+        let conf_file = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_file, conf)?;
+        let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
+        let child = ns
+            .cmd("mosquitto")
+            .arg("-c")
+            .arg(&conf_file)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start mosquitto (Debian package mosquitto)")?;
+        let mut m = Mosquitto { child: Some(child), dir, port };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // mosquitto's stdout is block-buffered into the log: ask its port instead.
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())? {
+                return Ok(m);
+            }
+            if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
+                bail!("mosquitto exited with {st}:\n{}", m.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("mosquitto not listening within 5 s:\n{}", m.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
