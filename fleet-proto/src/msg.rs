@@ -20,7 +20,7 @@ pub const MAX_ENTRIES: usize = 256;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MsgError {
-    #[error("payload of {0} bytes is over the limit of 65536")]
+    #[error("payload of {0} bytes is over the limit of {max}", max = crate::MAX_PAYLOAD)]
     TooLarge(usize),
     #[error("payload is not a valid {what}: {reason}")]
     Json { what: &'static str, reason: String },
@@ -61,20 +61,16 @@ fn bound_str(what: &'static str, field: &str, s: &str) -> Result<(), MsgError> {
     Ok(())
 }
 
-fn bound_map<V>(
-    what: &'static str,
-    field: &str,
-    m: &BTreeMap<String, V>,
-    each: impl Fn(&V) -> usize,
-) -> Result<(), MsgError> {
+/// A map of strings: at most [`MAX_ENTRIES`] entries, each key and value within [`MAX_STRING`].
+fn bound_map(what: &'static str, field: &str, m: &BTreeMap<String, String>) -> Result<(), MsgError> {
     if m.len() > MAX_ENTRIES {
         return Err(MsgError::Bound { what, field: field.to_owned(), len: m.len(), limit: MAX_ENTRIES });
     }
     for (k, v) in m {
         bound_str(what, field, k)?;
-        let n = each(v);
-        if n > MAX_STRING {
-            return Err(MsgError::Bound { what, field: format!("{field}.{}", excerpt(k)), len: n, limit: MAX_STRING });
+        if v.len() > MAX_STRING {
+            let field = format!("{field}.{}", excerpt(k));
+            return Err(MsgError::Bound { what, field, len: v.len(), limit: MAX_STRING });
         }
     }
     Ok(())
@@ -169,7 +165,7 @@ impl Payload for Reported {
             bound_str(Self::WHAT, f, s)?;
         }
         bound_str(Self::WHAT, "update.campaign", self.update.campaign.as_deref().unwrap_or_default())?;
-        bound_map(Self::WHAT, "peripherals", &self.peripherals, String::len)
+        bound_map(Self::WHAT, "peripherals", &self.peripherals)
     }
 }
 
@@ -196,7 +192,7 @@ pub struct Desired {
 impl Payload for Desired {
     const WHAT: &'static str = "desired state";
     fn check(&self) -> Result<(), MsgError> {
-        bound_map(Self::WHAT, "config", &self.config, String::len)?;
+        bound_map(Self::WHAT, "config", &self.config)?;
         if let Some(b) = &self.bundle {
             for (f, s) in [("bundle.campaign", &b.campaign), ("bundle.version", &b.version), ("bundle.url", &b.url)] {
                 bound_str(Self::WHAT, f, s)?;
@@ -226,7 +222,7 @@ impl Payload for Command {
         if self.id.is_empty() || self.id.len() > 64 {
             return Err(MsgError::Invalid("id must be 1–64 characters".into(), Self::WHAT));
         }
-        bound_map(Self::WHAT, "args", &self.args, String::len)
+        bound_map(Self::WHAT, "args", &self.args)
     }
 }
 
@@ -298,7 +294,7 @@ pub struct Event {
 impl Payload for Event {
     const WHAT: &'static str = "event";
     fn check(&self) -> Result<(), MsgError> {
-        bound_map(Self::WHAT, "fields", &self.fields, String::len)
+        bound_map(Self::WHAT, "fields", &self.fields)
     }
 }
 
