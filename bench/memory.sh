@@ -98,6 +98,9 @@ port_a=$((20000 + RANDOM % 20000))
 start_room a "$port_a" 30000 ""
 pid_a=$room_pid bus_a=$room_bus
 
+# huisctl of room A.
+ctl_a() { DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session "$@"; }
+
 # wait_state BUS STATE: until that room's state is STATE (20 s at most).
 wait_state() {
   local state=""
@@ -116,15 +119,15 @@ if [ "$mode" = breakdown ]; then
   # Room B without a camera: the call is audio only.
   start_room b $((port_a + 1)) 31000 '[call]\nauto_answer = true\n[video]\nenable = false\n'
   pid_b=$room_pid
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
+  ctl_a dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
   wait_state "$bus_a" in-call; sleep 10; smaps "audio-only call (10 s in)" 2-audio
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session hangup >/dev/null
+  ctl_a hangup >/dev/null
   wait_state "$bus_a" idle; sleep 5; smaps "idle after it" 3-idle-after
   kill "$pid_b"; wait "$pid_b" 2>/dev/null || true
   start_room c $((port_a + 2)) 32000 '[call]\nauto_answer = true\n'
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 2))" >/dev/null
+  ctl_a dial "sip:room@127.0.0.1:$((port_a + 2))" >/dev/null
   wait_state "$bus_a" in-call; sleep 10; smaps "video call, 720p30 both ways (10 s in)" 4-video
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session hangup >/dev/null
+  ctl_a hangup >/dev/null
   wait_state "$bus_a" idle; sleep 5; smaps "idle after it" 5-idle-after
   echo "==> huisd's resident memory by component ($HUISD_BIN_DIR/huisd), tables in $out"
   python3 "$root/bench/py/smaps.py" --table "$out"/[1-5]-*.json | tee "$out/breakdown.md"
@@ -132,7 +135,7 @@ if [ "$mode" = breakdown ]; then
 fi
 if [ "$mode" = cpu ]; then
   start_room b $((port_a + 1)) 31000 '[call]\nauto_answer = true\n'
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
+  ctl_a dial "sip:room@127.0.0.1:$((port_a + 1))" >/dev/null
   wait_state "$bus_a" in-call; sleep 5
   ticks() { awk '{print $14 + $15}' "/proc/$pid_a/stat"; }
   hz=$(getconf CLK_TCK); t0=$(date +%s.%N); c0=$(ticks)
@@ -145,13 +148,8 @@ if [ "$mode" = call ]; then
   port_b=$((port_a + 1))
   start_room b "$port_b" 31000 '[call]\nauto_answer = true\n'
   pid_b=$room_pid
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session dial "sip:room@127.0.0.1:$port_b"
-  for _ in $(seq 100); do
-    state=$(DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session --json status | python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])')
-    [ "$state" = in-call ] && break
-    sleep 0.2
-  done
-  [ "$state" = in-call ] || { echo "room A is not in a call ($state); logs in $out" >&2; exit 1; }
+  ctl_a dial "sip:room@127.0.0.1:$port_b"
+  wait_state "$bus_a" in-call
 fi
 
 rss() { awk '/^RssAnon:/ {print $2}' "/proc/$1/status"; }
@@ -169,7 +167,7 @@ while [ "$(date +%s)" -le "$end" ]; do
   sleep 30
 done
 if [ "$mode" = call ]; then
-  DBUS_SESSION_BUS_ADDRESS=$bus_a "$HUISD_BIN_DIR/huisctl" --session --json status >"$out/status-end.json" || true
+  ctl_a --json status >"$out/status-end.json" || true
   grep -q '"in-call"' "$out/status-end.json" || echo "warning: the call had ended before the last sample" >&2
 fi
 

@@ -2,10 +2,13 @@
 //!
 //! ```text
 //!  videotestsrc (background) ─▶ textoverlay "idle" (room name, how to call it) ─┐
-//!  intervideosrc "huis-far"  ─▶ scaled by the compositor: full screen ───────────┼▶ compositor
-//!  intervideosrc "huis-self" ─▶ scaled by the compositor: quarter size, bottom right (PiP) ┘ │
+//!  intervideosrc "huis-far"     (full screen) ───────────────────────────────────┤
+//!  intervideosrc "huis-self"    (quarter size, bottom right: PiP) ────────────────┼▶ compositor
+//!  intervideosrc "huis-content" (the presentation, full screen) ──────────────────┘      │
 //!       ─▶ textoverlay "status" (room · call state · mute · encryption) ─▶ clockoverlay ─▶ display sink
 //! ```
+//!
+//! The compositor scales each input to its place (pad `width`/`height`, aspect kept).
 //!
 //! While idle the far-end and self-view inputs are transparent (the compositor skips them) and
 //! the idle text shows; in a call the idle text is hidden and both pictures show. The display
