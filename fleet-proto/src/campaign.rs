@@ -90,6 +90,8 @@ pub struct Campaign {
     policy: Policy,
     groups: Vec<Vec<RoomId>>,
     rooms: BTreeMap<RoomId, (usize, RoomState)>,
+    /// Each group's counts, kept as rooms move, so a report costs no walk over every room.
+    counts: Vec<GroupProgress>,
     phase: Phase,
 }
 
@@ -122,7 +124,9 @@ impl Campaign {
                 }
             }
         }
-        Ok(Campaign { id: id.to_owned(), policy, groups, rooms, phase: Phase::NotStarted })
+        let counts =
+            groups.iter().map(|g| GroupProgress { size: g.len(), waiting: g.len(), ..Default::default() }).collect();
+        Ok(Campaign { id: id.to_owned(), policy, groups, rooms, counts, phase: Phase::NotStarted })
     }
 
     /// Splits `rooms` into groups: the first of `first` rooms, then groups growing by `factor`.
@@ -147,18 +151,7 @@ impl Campaign {
     }
 
     pub fn progress(&self) -> Vec<GroupProgress> {
-        let mut out = vec![GroupProgress::default(); self.groups.len()];
-        for (g, s) in self.rooms.values() {
-            let p = &mut out[*g];
-            p.size += 1;
-            match s {
-                RoomState::Waiting => p.waiting += 1,
-                RoomState::Updating { .. } => p.updating += 1,
-                RoomState::Succeeded => p.succeeded += 1,
-                _ => p.failed += 1,
-            }
-        }
-        out
+        self.counts.clone()
     }
 
     /// Starts the first group.
@@ -175,6 +168,8 @@ impl Campaign {
         for r in &self.groups[g] {
             if let Some((_, s)) = self.rooms.get_mut(r) {
                 *s = RoomState::Updating { since: now, phase: UpdatePhase::Idle };
+                self.counts[g].waiting -= 1;
+                self.counts[g].updating += 1;
                 out.push(Action::Install(r.clone()));
             }
         }
@@ -188,7 +183,7 @@ impl Campaign {
         if report.campaign.as_deref() != Some(self.id.as_str()) {
             return Vec::new();
         }
-        let Some((_, state)) = self.rooms.get_mut(room) else { return Vec::new() };
+        let Some((g, state)) = self.rooms.get_mut(room) else { return Vec::new() };
         let RoomState::Updating { phase, .. } = state else { return Vec::new() };
         if report.phase < *phase && !report.phase.is_final() {
             return Vec::new();
@@ -202,6 +197,13 @@ impl Campaign {
                 return Vec::new();
             }
         };
+        let c = &mut self.counts[*g];
+        c.updating -= 1;
+        if report.phase == UpdatePhase::Succeeded {
+            c.succeeded += 1;
+        } else {
+            c.failed += 1;
+        }
         self.evaluate(now)
     }
 
@@ -209,11 +211,13 @@ impl Campaign {
     pub fn on_tick(&mut self, now: Instant) -> Vec<Action> {
         let timeout = self.policy.room_timeout;
         let mut changed = false;
-        for (_, s) in self.rooms.values_mut() {
+        for (g, s) in self.rooms.values_mut() {
             if let RoomState::Updating { since, .. } = s
                 && now.saturating_duration_since(*since) >= timeout
             {
                 *s = RoomState::TimedOut;
+                self.counts[*g].updating -= 1;
+                self.counts[*g].failed += 1;
                 changed = true;
             }
         }
@@ -233,7 +237,7 @@ impl Campaign {
 
     fn evaluate(&mut self, now: Instant) -> Vec<Action> {
         let Phase::Running(current) = self.phase else { return Vec::new() };
-        let progress = self.progress();
+        let progress = &self.counts;
         // A group already left behind may still fail late (a room timing out): it halts too.
         if let Some(g) = (0..=current)
             .find(|g| progress[*g].failed as f64 > self.policy.failure_threshold * progress[*g].size as f64)
@@ -256,7 +260,7 @@ impl Campaign {
                 failed.join(", ")
             ))];
         }
-        let (g, p) = (current, &progress[current]);
+        let (g, p) = (current, progress[current].clone());
         if p.succeeded as f64 >= self.policy.success_share * p.size as f64 {
             if g + 1 < self.groups.len() {
                 return self.start_group(g + 1, now);
@@ -284,6 +288,22 @@ mod tests {
 
     fn policy() -> Policy {
         Policy { success_share: 0.95, failure_threshold: 0.05, room_timeout: Duration::from_secs(1800) }
+    }
+
+    /// The kept counts agree with a walk over every room.
+    fn assert_counts(c: &Campaign) {
+        let mut walk = vec![GroupProgress::default(); c.groups.len()];
+        for (g, s) in c.rooms.values() {
+            let p = &mut walk[*g];
+            p.size += 1;
+            match s {
+                RoomState::Waiting => p.waiting += 1,
+                RoomState::Updating { .. } => p.updating += 1,
+                RoomState::Succeeded => p.succeeded += 1,
+                _ => p.failed += 1,
+            }
+        }
+        assert_eq!(c.progress(), walk);
     }
 
     fn installs(a: &[Action]) -> Vec<RoomId> {
@@ -316,6 +336,7 @@ mod tests {
         assert!(why.contains("3 of 50 rooms failed") && why.contains("room-00009"), "{why}");
         assert_eq!(c.phase(), Phase::Halted);
         assert!(all[50..].iter().all(|r| c.room(r) == Some(&RoomState::Waiting)));
+        assert_counts(&c);
     }
 
     #[test]
@@ -337,6 +358,7 @@ mod tests {
         assert!(c.on_tick(t0 + Duration::from_secs(600)).is_empty());
         assert_eq!(c.room(&all[1]), Some(&RoomState::TimedOut));
         assert_eq!(c.phase(), Phase::Running(0), "a group short of its success share does not move on");
+        assert_counts(&c);
     }
 
     #[test]
@@ -360,6 +382,7 @@ mod tests {
         let done = c.on_report(&all[1], &report(UpdatePhase::Succeeded, "c3"), t0);
         assert_eq!(done, [Action::Completed]);
         assert_eq!(c.phase(), Phase::Completed);
+        assert_counts(&c);
     }
 
     #[test]
@@ -375,6 +398,7 @@ mod tests {
         }
         assert_eq!(next.first(), Some(&Action::GroupStarted(1)));
         assert_eq!(installs(&next), all[10..30]);
+        assert_counts(&c);
         assert!(Campaign::new("x", vec![], policy()).is_err());
         assert_eq!(
             Campaign::new("x", vec![all[..1].to_vec(), all[..1].to_vec()], policy()).unwrap_err(),
