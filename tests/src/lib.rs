@@ -48,6 +48,18 @@ impl Bus {
         Self::start_with_policy(None)
     }
 
+    /// A bus under the D-Bus policy huis ships (`rootfs-overlay/…/org.huis.Room1.conf`), for
+    /// tests that call as another user; `None` (the caller says it skipped) unless run as root,
+    /// which switching users needs.
+    pub fn start_with_shipped_policy() -> Option<Bus> {
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let policy = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../rootfs-overlay/usr/share/dbus-1/system.d/org.huis.Room1.conf");
+        Some(Self::start_with_policy(Some(&policy)))
+    }
+
     /// Starts a bus; with `policy`, a system-bus-like configuration that
     /// denies by default and includes the given policy file.
     pub fn start_with_policy(policy: Option<&Path>) -> Bus {
