@@ -274,6 +274,7 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
         video_source: hw.camera.gst_source(cfg.video.width, cfg.video.height, cfg.video.framerate),
         encoder: picked.as_ref().map(|p| p.element.clone()).unwrap_or_default(),
     };
+    let fleet_cfg = cfg.fleet.clone();
     let room = Room::new(crate::room::Parts {
         feed: feed.clone(),
         config: cfg,
@@ -307,6 +308,14 @@ async fn run(args: Args, cfg: Config) -> anyhow::Result<()> {
     let config_iface = Config1 { room: link.clone(), path: args.config.display().to_string() };
     let updater = crate::update::Updater::new(feed.clone());
     let update_iface = Update1 { updater: updater.clone(), status: sub.update.clone() };
+    crate::fleet::start(crate::fleet::Setup {
+        cfg: fleet_cfg,
+        state_dir: args.state_dir.clone(),
+        room: tx.clone(),
+        feed: feed.subscribe(),
+        updater: updater.clone(),
+        may_reboot: !args.session,
+    });
 
     let builder = if args.session { zbus::connection::Builder::session() } else { zbus::connection::Builder::system() };
     let conn = builder

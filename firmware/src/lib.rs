@@ -9,6 +9,7 @@ pub mod call;
 pub mod config;
 pub mod daemon;
 pub mod dbus;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hardware;

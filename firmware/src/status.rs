@@ -246,6 +246,11 @@ impl Feed {
         self.update.send_if_modified(f)
     }
 
+    /// A reader of the update's state alone.
+    pub fn watch_update(&self) -> watch::Receiver<UpdateStatus> {
+        self.update.subscribe()
+    }
+
     pub fn room_now(&self) -> RoomStatus {
         self.room.borrow().clone()
     }

@@ -151,6 +151,11 @@ impl Updater {
         })
     }
 
+    /// Follows `Update1`'s state.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<crate::status::UpdateStatus> {
+        self.feed.watch_update()
+    }
+
     /// The system bus connection (RAUC's, logind's).
     pub async fn system_bus(&self) -> Result<Connection, String> {
         let mut g = self.system.lock().await;

@@ -95,7 +95,7 @@ fn crate_refs(code: &str, modules: &BTreeSet<String>) -> Vec<String> {
 fn the_dependency_rules_hold() {
     let files = load();
     let modules: BTreeSet<String> = files.iter().map(|f| f.module.clone()).filter(|m| !m.is_empty()).collect();
-    for m in ["room", "call", "proto", "dbus", "media", "status", "audio", "update"] {
+    for m in ["room", "call", "proto", "dbus", "media", "status", "audio", "update", "fleet"] {
         assert!(modules.contains(m), "module {m} not found: the rules below would check nothing");
     }
     // (module, the firmware modules it may use; None = any)
@@ -111,6 +111,7 @@ fn the_dependency_rules_hold() {
         ("proto", &["audio", "call", "config", "media", "text"][..]),
         ("update", &["status", "text"][..]),
         ("dbus", &["call", "config", "room", "status", "update", "text"][..]),
+        ("fleet", &["call", "config", "room", "status", "update", "text"][..]),
         ("health", &["audio", "dbus", "update"][..]),
     ]
     .into_iter()
@@ -158,7 +159,7 @@ fn the_dependency_rules_hold() {
             {
                 broken.push(format!("{at}\n    zbus server code lives only in dbus/ (daemon only registers it)"));
             }
-            if ["room", "call", "status", "media", "proto", "audio"].contains(&f.module.as_str())
+            if ["room", "call", "status", "media", "proto", "audio", "fleet"].contains(&f.module.as_str())
                 && code.contains("zbus")
             {
                 broken.push(format!("{at}\n    {} knows no D-Bus", f.module));

@@ -150,6 +150,10 @@ pub struct Reported {
     pub update: UpdateReport,
     #[serde(default)]
     pub peripherals: BTreeMap<String, String>,
+    /// Configuration keys set by the fleet or changed in the room since, and which
+    /// (`fleet` or `local`), as the precedence setting left them.
+    #[serde(default)]
+    pub config_sources: BTreeMap<String, String>,
 }
 
 impl Payload for Reported {
@@ -165,7 +169,8 @@ impl Payload for Reported {
             bound_str(Self::WHAT, f, s)?;
         }
         bound_str(Self::WHAT, "update.campaign", self.update.campaign.as_deref().unwrap_or_default())?;
-        bound_map(Self::WHAT, "peripherals", &self.peripherals)
+        bound_map(Self::WHAT, "peripherals", &self.peripherals)?;
+        bound_map(Self::WHAT, "config_sources", &self.config_sources)
     }
 }
 
@@ -332,6 +337,7 @@ mod tests {
                 detail: String::new(),
             },
             peripherals: BTreeMap::from([("camera".into(), "UVC 1080p".into())]),
+            config_sources: BTreeMap::from([("audio.output_volume".into(), "fleet".into())]),
         }
     }
 

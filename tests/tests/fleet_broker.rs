@@ -5,127 +5,14 @@
 //! a room's certificate reaches its own topics only, never another room's, and never the desired
 //! state the service writes for it; a client without a certificate of the fleet's CA gets nowhere.
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use huis_fleet_proto::topic::{Kind, RoomId, Topic};
-use huis_tests::peers::certs::{Ca, Issued};
+use huis_tests::peers::certs::Ca;
+use huis_tests::peers::mqtt::{Client, Seen, tls};
 use huis_tests::peers::*;
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::sync::mpsc;
-
-/// A client's TLS on ring, as huisd's own (`proto/sip/net.rs`, where the deprecation is explained).
-#[allow(deprecated)]
-fn tls(ca: &Path, client: Option<&Issued>) -> TlsConfiguration {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(ca).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let b = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let cfg = match client {
-        Some(i) => {
-            let chain: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_file_iter(&i.cert).unwrap().map(|c| c.unwrap()).collect();
-            b.with_client_auth_cert(chain, PrivateKeyDer::from_pem_file(&i.key).unwrap()).unwrap()
-        }
-        None => b.with_no_client_auth(),
-    };
-    TlsConfiguration::Rustls(Arc::new(cfg))
-}
-
-/// What a client's event loop saw: publishes received (topic, payload) and acknowledgements of
-/// its own QoS 1 publishes (reason).
-#[derive(Debug)]
-enum Seen {
-    Publish(String, Vec<u8>),
-    PubAck(PubAckReason),
-    SubAck(Vec<String>),
-    Error(String),
-}
-
-struct Client {
-    mqtt: AsyncClient,
-    seen: mpsc::UnboundedReceiver<Seen>,
-}
-
-impl Client {
-    fn connect(port: u16, id: &str, tls: TlsConfiguration) -> Client {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(10));
-        o.set_transport(Transport::Tls(tls));
-        let (mqtt, mut ev) = AsyncClient::new(o, 16);
-        let (tx, seen) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                let s = match ev.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        Seen::Publish(String::from_utf8_lossy(&p.topic).into_owned(), p.payload.to_vec())
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(a))) => Seen::PubAck(a.reason),
-                    Ok(Event::Incoming(Packet::SubAck(a))) => {
-                        Seen::SubAck(a.return_codes.iter().map(|c| format!("{c:?}")).collect())
-                    }
-                    Ok(_) => continue,
-                    Err(e) => {
-                        let _ = tx.send(Seen::Error(e.to_string()));
-                        return;
-                    }
-                };
-                if tx.send(s).is_err() {
-                    return;
-                }
-            }
-        });
-        Client { mqtt, seen }
-    }
-
-    /// The next event matching `want` within `secs`, or None.
-    async fn next(&mut self, secs: u64, want: impl Fn(&Seen) -> bool) -> Option<Seen> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
-        loop {
-            match tokio::time::timeout_at(deadline, self.seen.recv()).await {
-                Ok(Some(s)) if want(&s) => return Some(s),
-                Ok(Some(Seen::Error(e))) => panic!("the client's connection failed: {e}"),
-                Ok(Some(_)) => continue,
-                _ => return None,
-            }
-        }
-    }
-
-    async fn publish(&mut self, topic: &str, payload: &str) -> PubAckReason {
-        self.mqtt.publish(topic, QoS::AtLeastOnce, false, payload.as_bytes().to_vec()).await.unwrap();
-        match self.next(5, |s| matches!(s, Seen::PubAck(_))).await {
-            Some(Seen::PubAck(r)) => r,
-            other => panic!("no PUBACK for {topic}: {other:?}"),
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str) -> Vec<String> {
-        self.mqtt.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        match self.next(5, |s| matches!(s, Seen::SubAck(_))).await {
-            Some(Seen::SubAck(codes)) => codes,
-            other => panic!("no SUBACK for {filter}: {other:?}"),
-        }
-    }
-
-    /// Publishes received on `topic` within `secs`.
-    async fn received(&mut self, topic: &str, secs: u64) -> Option<Vec<u8>> {
-        let t = topic.to_owned();
-        match self.next(secs, move |s| matches!(s, Seen::Publish(got, _) if *got == t)).await {
-            Some(Seen::Publish(_, p)) => Some(p),
-            _ => None,
-        }
-    }
-}
+use rumqttc::v5::mqttbytes::v5::PubAckReason;
 
 fn topic(room: &str, kind: Kind) -> String {
     Topic::new(RoomId::new(room).unwrap(), kind).to_string()

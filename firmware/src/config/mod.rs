@@ -30,7 +30,42 @@ pub struct Config {
     #[serde(rename = "destination")]
     pub destinations: Vec<Destination>,
     pub visio: Visio,
+    pub fleet: Fleet,
     pub log: Log,
+}
+
+/// The fleet agent: the room managed from a fleet service over MQTT 5 with mutual TLS. With
+/// `broker` empty there is none. The room's identity is either got by enrolment (a one-time
+/// `claim_code` exchanged at `enrol_url` for a certificate of a key made here) or the
+/// organisation's own (`cert_file`, `key_file`, `ca_file`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fleet {
+    /// `mqtts://host:port` (8883 when the port is left out); empty: no fleet agent.
+    pub broker: String,
+    /// The room's id in the fleet and its certificate's name: 1–64 of `a-z`, `0-9`, `-`.
+    pub room_id: String,
+    /// The fleet service's enrolment address (`https://fleet.example.org/api/v1/enrol`).
+    pub enrol_url: String,
+    /// The one-time code an administrator gave for this room; used once, then not needed.
+    pub claim_code: String,
+    /// The organisation's own PKI instead of enrolment: the room's certificate and key (PEM).
+    pub cert_file: String,
+    pub key_file: String,
+    /// The CA (PEM) that signed the broker's and the fleet service's certificates; with
+    /// enrolment, the service gives it and this may stay empty.
+    pub ca_file: String,
+    /// Whose change wins for a key both set: `fleet`, or `local` (a key changed in the room,
+    /// over D-Bus or huisctl, keeps the room's value until it is changed back by the fleet's
+    /// precedence being set to `fleet`).
+    pub config_precedence: String,
+    /// Updates from the fleet install only inside this daily window, local time, `HH:MM-HH:MM`
+    /// (it may pass midnight); empty: at any time. Never during a call in any case.
+    pub maintenance_window: String,
+    /// Seconds between telemetry messages.
+    pub telemetry_interval_s: u32,
+    /// Seconds a lost connection may last before the broker says the room is offline.
+    pub will_delay_s: u32,
 }
 
 /// Visio (La Suite Meet) meetings through their SIP video gateway: `visio:<PIN>` dials
@@ -217,6 +252,7 @@ impl Default for Config {
             webrtc: Webrtc::default(),
             destinations: Vec::new(),
             visio: Visio::default(),
+            fleet: Fleet::default(),
             log: Log::default(),
         }
     }
@@ -263,6 +299,112 @@ impl Default for Destination {
 impl Default for Visio {
     fn default() -> Self {
         Self { gateway: String::new(), pin_delay_ms: 2000, pin_dtmf: "auto".into(), session_expires: 1800 }
+    }
+}
+
+impl Fleet {
+    /// Checks the section; returns the key (without `fleet.`) and why.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        for (k, v) in [("cert_file", &self.cert_file), ("key_file", &self.key_file), ("ca_file", &self.ca_file)] {
+            if !v.is_empty() && !Path::new(v).is_absolute() {
+                return Err((k, format!("'{v}' must be an absolute path (or empty)")));
+            }
+        }
+        if !self.enrol_url.is_empty() && !self.enrol_url.starts_with("https://") {
+            return Err((
+                "enrol_url",
+                format!("'{}' is not an https:// address", crate::text::excerpt(&self.enrol_url)),
+            ));
+        }
+        if !matches!(self.config_precedence.as_str(), "fleet" | "local") {
+            return Err(("config_precedence", format!("'{}' is not \"fleet\" or \"local\"", self.config_precedence)));
+        }
+        parse_window(&self.maintenance_window).map_err(|e| ("maintenance_window", e))?;
+        if !(5..=3600).contains(&self.telemetry_interval_s) {
+            return Err((
+                "telemetry_interval_s",
+                format!("{} is out of range (5 to 3600 seconds)", self.telemetry_interval_s),
+            ));
+        }
+        if self.will_delay_s > 3600 {
+            return Err(("will_delay_s", format!("{} is out of range (0 to 3600 seconds)", self.will_delay_s)));
+        }
+        if self.broker.is_empty() {
+            return Ok(());
+        }
+        self.broker_address().map_err(|e| ("broker", e))?;
+        if let Err(e) = huis_fleet_proto::topic::RoomId::new(&self.room_id) {
+            return Err(("room_id", format!("{e} (1 to 64 of a-z, 0-9 and -, as the fleet named the room)")));
+        }
+        let own = [&self.cert_file, &self.key_file].iter().filter(|v| !v.is_empty()).count();
+        match (own, self.enrol_url.is_empty()) {
+            (0, true) => {
+                Err(("enrol_url", "the fleet needs enrol_url (and a claim_code) or cert_file and key_file".into()))
+            }
+            (2, true) if self.ca_file.is_empty() => {
+                Err(("ca_file", "must name the CA of the broker with cert_file and key_file".into()))
+            }
+            (2, true) | (0, false) => Ok(()),
+            (1, _) => Err(("key_file", "cert_file and key_file go together".into())),
+            _ => Err(("enrol_url", "set either enrol_url or cert_file and key_file, not both".into())),
+        }
+    }
+
+    /// The broker's host and port from `mqtts://host[:port]`.
+    pub fn broker_address(&self) -> Result<(String, u16), String> {
+        let b = crate::text::excerpt(&self.broker);
+        let rest = self
+            .broker
+            .strip_prefix("mqtts://")
+            .ok_or_else(|| format!("'{b}' is not mqtts://host:port (the fleet is reached over TLS only)"))?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => match p.parse::<u16>() {
+                Ok(p) if p > 0 => (h, p),
+                _ => return Err(format!("'{b}': the port is not a number from 1 to 65535")),
+            },
+            _ => (rest, 8883),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || host.contains(['/', '@', '?', '#', ' ']) {
+            return Err(format!("'{b}' has no usable host name"));
+        }
+        Ok((host.to_owned(), port))
+    }
+}
+
+/// A daily window `HH:MM-HH:MM` as minutes of the day (start, end); `None` for "" (always).
+/// The end may be before the start: the window passes midnight.
+pub fn parse_window(s: &str) -> Result<Option<(u16, u16)>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let minute = |t: &str| -> Option<u16> {
+        let (h, m) = t.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h < 24 && m < 60 && t.trim().len() == 5).then_some(h * 60 + m)
+    };
+    match s.split_once('-').and_then(|(a, b)| Some((minute(a)?, minute(b)?))) {
+        Some((a, b)) if a != b => Ok(Some((a, b))),
+        _ => Err(format!("'{}' is not a daily window HH:MM-HH:MM (e.g. 02:00-05:00)", crate::text::excerpt(s))),
+    }
+}
+
+impl Default for Fleet {
+    fn default() -> Self {
+        Self {
+            broker: String::new(),
+            room_id: String::new(),
+            enrol_url: String::new(),
+            claim_code: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            ca_file: String::new(),
+            config_precedence: "fleet".into(),
+            maintenance_window: String::new(),
+            telemetry_interval_s: 60,
+            will_delay_s: 30,
+        }
     }
 }
 
@@ -465,6 +607,7 @@ impl Config {
         if !w.ca_file.is_empty() && !Path::new(&w.ca_file).is_absolute() {
             return bad("webrtc.ca_file", format!("'{}' must be an absolute path (or empty)", w.ca_file));
         }
+        self.fleet.check().map_err(|(k, r)| (format!("fleet.{k}"), r))?;
         if !VIDEO_SIZES.contains(&(self.video.width, self.video.height)) {
             let sizes: Vec<String> = VIDEO_SIZES.iter().map(|(w, h)| format!("{w}x{h}")).collect();
             return bad(
@@ -730,7 +873,9 @@ fn mask_secrets(v: &mut toml::Value) {
         toml::Value::Table(t) => {
             for (k, v) in t.iter_mut() {
                 match (k.as_str(), &mut *v) {
-                    ("password" | "token" | "pin", toml::Value::String(s)) if !s.is_empty() => *s = HIDDEN.into(),
+                    ("password" | "token" | "pin" | "claim_code", toml::Value::String(s)) if !s.is_empty() => {
+                        *s = HIDDEN.into()
+                    }
                     // A Visio meeting's PIN in its dial string.
                     ("uri" | "default_destination", toml::Value::String(s))
                         if s.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("visio:")) =>
@@ -906,6 +1051,43 @@ mod tests {
         assert!(p("[sip]\nregister_retry_base = 2\n").is_ok());
         assert!(p("[call]\nmedia_timeout = 2\n").is_err());
         assert!(p("[call]\nmedia_timeout = 0\n").is_ok());
+    }
+
+    #[test]
+    fn fleet_settings_are_checked_and_refusals_name_the_key() {
+        let p = |t: &str| Config::parse("f", &format!("[fleet]\n{t}\n"));
+        let ok = "broker = \"mqtts://fleet.example.org\"\nroom_id = \"paris-4-12\"\nenrol_url = \"https://fleet.example.org/api/v1/enrol\"";
+        let cfg = p(ok).unwrap();
+        assert_eq!(cfg.fleet.broker_address().unwrap(), ("fleet.example.org".into(), 8883));
+        let cfg = p("broker = \"mqtts://[2001:db8::1]:8884\"\nroom_id = \"r1\"\ncert_file = \"/c\"\nkey_file = \"/k\"\nca_file = \"/ca\"").unwrap();
+        assert_eq!(cfg.fleet.broker_address().unwrap(), ("2001:db8::1".into(), 8884));
+        for (text, key, why) in [
+            (
+                "broker = \"mqtt://fleet.example.org\"\nroom_id = \"r\"\nenrol_url = \"https://f/e\"",
+                "fleet.broker",
+                "over TLS only",
+            ),
+            ("broker = \"mqtts://f:99999\"\nroom_id = \"r\"\nenrol_url = \"https://f/e\"", "fleet.broker", "port"),
+            ("broker = \"mqtts://f\"\nroom_id = \"Room 1\"\nenrol_url = \"https://f/e\"", "fleet.room_id", "a-z"),
+            ("broker = \"mqtts://f\"\nroom_id = \"r\"", "fleet.enrol_url", "enrol_url"),
+            ("broker = \"mqtts://f\"\nroom_id = \"r\"\ncert_file = \"/c\"", "fleet.key_file", "together"),
+            ("broker = \"mqtts://f\"\nroom_id = \"r\"\ncert_file = \"/c\"\nkey_file = \"/k\"", "fleet.ca_file", "CA"),
+            ("enrol_url = \"http://f/e\"", "fleet.enrol_url", "https"),
+            ("cert_file = \"room.crt\"", "fleet.cert_file", "absolute"),
+            ("config_precedence = \"room\"", "fleet.config_precedence", "\"local\""),
+            ("maintenance_window = \"2-5\"", "fleet.maintenance_window", "HH:MM-HH:MM"),
+            ("maintenance_window = \"24:00-05:00\"", "fleet.maintenance_window", "HH:MM-HH:MM"),
+            ("telemetry_interval_s = 1", "fleet.telemetry_interval_s", "5 to 3600"),
+        ] {
+            let e = p(text).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");
+            assert!(e.reason.contains(why), "{text}: {e}");
+        }
+        assert_eq!(parse_window("22:30-04:00"), Ok(Some((22 * 60 + 30, 4 * 60))));
+        assert_eq!(parse_window(""), Ok(None));
+        // The claim code is a secret: never shown by Config.Get.
+        let cfg = p("claim_code = \"K7Q2-9XWM\"").unwrap();
+        assert!(!cfg.get("fleet.claim_code").unwrap().contains("K7Q2"));
     }
 
     #[test]

@@ -17,12 +17,14 @@ pub mod janus;
 pub mod kamailio;
 pub mod malformed;
 pub mod mosquitto;
+pub mod mqtt;
 pub mod netfault;
 pub mod netns;
 pub mod picture;
 pub mod sipp;
 pub mod tone;
 pub mod turn;
+pub mod upload;
 pub mod whip;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};

@@ -1,0 +1,838 @@
+//! The fleet agent: the room as a fleet service sees it, over MQTT 5 with mutual TLS.
+//!
+//! A second management surface beside D-Bus, and like D-Bus a reader of the status feed and a
+//! sender of the room's commands, never a way into the room's insides. It publishes the room's
+//! status (retained, and its Last Will with a delay, so short drops are never reported),
+//! reported state (on change, at most once a second, and on every reconnect), telemetry and
+//! events; it takes commands (answered on `ack`: accepted, then done, failed or expired) and the
+//! desired configuration. The topics and payloads are `huis_fleet_proto`'s (ARCHITECTURE.md,
+//! "The fleet contract").
+//!
+//! rumqttc carries MQTT; its outgoing window is capped (it otherwise reserves room for the
+//! broker's receive maximum, 65,535 publishes, about 14 MB) and TCP_NODELAY is set.
+
+pub mod identity;
+pub mod saved;
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use huis_fleet_proto::msg::{
+    self, Ack, AckState, CallQuality, Desired, Event as FleetEvent, Reported, Status, Telemetry, UpdatePhase,
+    UpdateReport,
+};
+use huis_fleet_proto::topic::{Kind, RoomId, Topic};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{LastWill, LastWillProperties, Packet};
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::{NetworkOptions, TlsConfiguration, Transport};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config;
+use crate::room::{Command as RoomCommand, RoomError};
+use crate::status::{RoomState, StatusEvent, Subscriber};
+use crate::text::excerpt;
+use crate::update::Updater;
+use identity::Identity;
+use saved::{Saved, Sequence, Store};
+
+/// Outgoing QoS 1 publishes in flight at once.
+const INFLIGHT: u16 = 16;
+/// Requests queued for the connection before publishes are dropped (and said).
+const REQUEST_QUEUE: usize = 64;
+/// Least time between two reported states.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Command ids remembered, so that a command delivered twice is answered, not run, again.
+const REMEMBERED_COMMANDS: usize = 256;
+/// Longest a command may run before it is answered failed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+/// Largest screenshot or log upload.
+const MAX_UPLOAD: usize = 16 * 1024 * 1024;
+
+/// Everything the agent is built from.
+pub struct Setup {
+    pub cfg: config::Fleet,
+    pub state_dir: PathBuf,
+    pub room: mpsc::Sender<RoomCommand>,
+    pub feed: Subscriber,
+    pub updater: Arc<Updater>,
+    /// The room may reboot the machine (false for a development or test huisd).
+    pub may_reboot: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    #[error("fleet: {0}")]
+    Config(String),
+    #[error("fleet: {0}")]
+    Identity(#[from] identity::IdentityError),
+}
+
+/// Starts the agent when `[fleet]` names a broker.
+pub fn start(s: Setup) -> Option<tokio::task::JoinHandle<()>> {
+    if s.cfg.broker.is_empty() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        if let Err(e) = run(s).await {
+            tracing::error!("{e}; the fleet agent stops (the room goes on)");
+        }
+    }))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// 1 s, 2 s, 4 s … up to `max`, each with up to a quarter more at random, so a fleet that lost
+/// its broker does not come back all at once.
+fn backoff(attempt: u32, max: Duration) -> Duration {
+    let base = Duration::from_secs(1u64 << attempt.min(16)).min(max);
+    let mut b = [0u8; 2];
+    let _ = getrandom::getrandom(&mut b);
+    base + base.mul_f64(u16::from_le_bytes(b) as f64 / u16::MAX as f64 / 4.0)
+}
+
+async fn identity(s: &Setup) -> Result<Identity, FleetError> {
+    let mut attempt = 0;
+    loop {
+        if let Some(id) = identity::load(&s.cfg, &s.state_dir)? {
+            return Ok(id);
+        }
+        match identity::enrol(&s.cfg, &s.state_dir).await {
+            Ok(id) => {
+                tracing::info!(room_id = %s.cfg.room_id, "enrolled in the fleet");
+                return Ok(id);
+            }
+            Err(e) => {
+                let wait = backoff(attempt, Duration::from_secs(600));
+                tracing::warn!("{e}; trying again in {} s", wait.as_secs());
+                attempt += 1;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// What the connection's task tells the agent.
+enum Incoming {
+    Connected,
+    Lost,
+    Publish(String, Vec<u8>),
+}
+
+/// A command's end, from its task.
+struct Finished {
+    id: String,
+    state: AckState,
+    detail: String,
+}
+
+async fn run(s: Setup) -> Result<(), FleetError> {
+    let room_id = RoomId::new(&s.cfg.room_id).map_err(|e| FleetError::Config(e.to_string()))?;
+    let (host, port) = s.cfg.broker_address().map_err(FleetError::Config)?;
+    let id = identity(&s).await?;
+    let tls = identity::client_tls(&id)?;
+    let topic = |k: Kind| Topic::new(room_id.clone(), k).to_string();
+
+    let mut o = MqttOptions::new(room_id.as_str(), host.clone(), port);
+    o.set_keep_alive(Duration::from_secs(30));
+    // The session outlives short drops, so commands sent meanwhile still arrive.
+    o.set_clean_start(false);
+    o.set_session_expiry_interval(Some(3600));
+    o.set_outgoing_inflight_upper_limit(INFLIGHT);
+    o.set_max_packet_size(Some((huis_fleet_proto::MAX_PAYLOAD + 1024) as u32));
+    o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
+    let will = msg::encode(&Status { online: false, at_ms: 0 });
+    o.set_last_will(LastWill {
+        topic: topic(Kind::Status).into(),
+        message: will.into(),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Some(LastWillProperties {
+            delay_interval: Some(s.cfg.will_delay_s),
+            payload_format_indicator: Some(1),
+            message_expiry_interval: None,
+            content_type: Some("application/json".into()),
+            response_topic: None,
+            correlation_data: None,
+            user_properties: Vec::new(),
+        }),
+    });
+    let mut net = NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(15);
+    o.set_network_options(net);
+    let (client, mut eventloop) = AsyncClient::new(o, REQUEST_QUEUE);
+
+    let (in_tx, mut incoming) = mpsc::channel::<Incoming>(64);
+    let broker = format!("{host}:{port}");
+    tokio::spawn(async move {
+        let mut attempt = 0;
+        loop {
+            let m = match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    attempt = 0;
+                    Incoming::Connected
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Incoming::Publish(String::from_utf8_lossy(&p.topic).into_owned(), p.payload.to_vec())
+                }
+                Ok(_) => continue,
+                Err(e) => {
+                    let wait = backoff(attempt, Duration::from_secs(60));
+                    attempt += 1;
+                    tracing::warn!(broker = %broker, "fleet broker: {}; again in {} ms", identity::error_chain(&e), wait.as_millis());
+                    if in_tx.send(Incoming::Lost).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            };
+            if in_tx.send(m).await.is_err() {
+                return;
+            }
+        }
+    });
+
+    let http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .https_only(true)
+        .timeout(Duration::from_secs(60))
+        .identity(reqwest::Identity::from_pem(&id.pem).map_err(|e| FleetError::Config(format!("identity: {e}")))?);
+    let http = reqwest::Certificate::from_pem_bundle(&id.ca_pem)
+        .unwrap_or_default()
+        .into_iter()
+        .fold(http, |b, c| b.add_root_certificate(c))
+        .build()
+        .map_err(|e| FleetError::Config(e.to_string()))?;
+
+    let store = Store::new(&s.state_dir);
+    let (saved, problem) = store.load();
+    if let Some(p) = problem {
+        tracing::warn!("fleet: {p}");
+    }
+    let mut agent = Agent {
+        room_id: room_id.clone(),
+        client,
+        room: s.room.clone(),
+        updater: s.updater.clone(),
+        http,
+        seq: Sequence::resume(&saved),
+        saved,
+        store,
+        connected: false,
+        last_report: None,
+        report_due: true,
+        commands: HashMap::new(),
+        order: VecDeque::new(),
+        own_changes: Arc::new(Mutex::new(HashSet::new())),
+        precedence_local: s.cfg.config_precedence == "local",
+        may_reboot: s.may_reboot,
+        cpu: CpuMeter::new(),
+        known_calls: HashSet::new(),
+        last_error: String::new(),
+    };
+    let mut feed = s.feed;
+    let (done_tx, mut done_rx) = mpsc::channel::<Finished>(32);
+    let mut report_tick = tokio::time::interval(REPORT_EVERY);
+    report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut telemetry = tokio::time::interval(Duration::from_secs(s.cfg.telemetry_interval_s.into()));
+    telemetry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    agent.known_calls = feed.calls.borrow().keys().map(|k| k.to_string()).collect();
+
+    loop {
+        tokio::select! {
+            m = incoming.recv() => match m {
+                Some(Incoming::Connected) => agent.on_connected(&feed).await,
+                Some(Incoming::Lost) => agent.connected = false,
+                Some(Incoming::Publish(t, p)) => agent.on_publish(&t, &p, &done_tx).await,
+                None => return Ok(()),
+            },
+            Ok(()) = feed.room.changed() => {
+                agent.report_due = true;
+                let err = feed.room.borrow_and_update().last_error.clone();
+                if err != agent.last_error {
+                    if !err.is_empty() {
+                        agent.event("error", [("message", err.clone())]);
+                    }
+                    agent.last_error = err;
+                }
+            }
+            Ok(()) = feed.update.changed() => agent.report_due = true,
+            Ok(()) = feed.calls.changed() => {
+                agent.report_due = true;
+                let calls = feed.calls.borrow_and_update().clone();
+                for (id, c) in &calls {
+                    if agent.known_calls.insert(id.to_string()) {
+                        agent.event("call_started", [
+                            ("call", id.to_string()),
+                            ("remote", c.info.remote.clone()),
+                            ("direction", format!("{:?}", c.info.direction).to_lowercase()),
+                        ]);
+                    }
+                }
+                agent.known_calls.retain(|k| calls.keys().any(|id| id.to_string() == *k));
+            }
+            e = feed.events.recv() => match e {
+                Ok(e) => agent.on_status_event(e).await,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!("fleet: {n} room events were lost (the broker is slow)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = report_tick.tick() => {
+                if agent.report_due && agent.connected {
+                    agent.publish_reported(&feed);
+                }
+            }
+            _ = telemetry.tick() => if agent.connected { agent.publish_telemetry(&feed) },
+            Some(f) = done_rx.recv() => agent.finish(f),
+        }
+    }
+}
+
+struct Agent {
+    room_id: RoomId,
+    client: AsyncClient,
+    room: mpsc::Sender<RoomCommand>,
+    updater: Arc<Updater>,
+    http: reqwest::Client,
+    saved: Saved,
+    store: Store,
+    seq: Sequence,
+    connected: bool,
+    /// The last reported state sent, without its number and time.
+    last_report: Option<Reported>,
+    report_due: bool,
+    /// Commands seen: their last answer.
+    commands: HashMap<String, Ack>,
+    order: VecDeque<String>,
+    /// Configuration keys the agent is changing itself, so their change events are not taken
+    /// for changes made in the room.
+    own_changes: Arc<Mutex<HashSet<String>>>,
+    precedence_local: bool,
+    may_reboot: bool,
+    cpu: CpuMeter,
+    known_calls: HashSet<String>,
+    last_error: String,
+}
+
+impl Agent {
+    /// Queues a publish; never waits. A full queue (the broker is away) drops it and says so:
+    /// state is sent again whole on reconnect, and events are best effort beyond the queue.
+    fn publish(&self, kind: Kind, payload: Vec<u8>) {
+        let t = Topic::new(self.room_id.clone(), kind);
+        let qos = if t.qos() == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce };
+        if let Err(e) = self.client.try_publish(t.to_string(), qos, t.retained(), payload) {
+            tracing::warn!(topic = %t, "fleet: not sent: {e}");
+        }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        let (n, reserve) = self.seq.take();
+        if let Some(r) = reserve {
+            self.saved.seq_reserved = r;
+            self.save();
+        }
+        n
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.store.save(&self.saved) {
+            tracing::warn!("fleet: cannot save the agent's state: {e}");
+        }
+    }
+
+    fn event<const N: usize>(&mut self, kind: &str, fields: [(&str, String); N]) {
+        let ev = FleetEvent {
+            seq: self.next_seq(),
+            at_ms: now_ms(),
+            fields: fields.into_iter().map(|(k, v)| (k.to_owned(), excerpt_field(&v))).collect(),
+        };
+        self.publish(Kind::Event(kind.to_owned()), msg::encode(&ev));
+    }
+
+    async fn on_connected(&mut self, feed: &Subscriber) {
+        self.connected = true;
+        tracing::info!(room_id = %self.room_id, "connected to the fleet broker");
+        self.publish(Kind::Status, msg::encode(&Status { online: true, at_ms: now_ms() }));
+        for f in huis_fleet_proto::topic::room_subscriptions(&self.room_id) {
+            if let Err(e) = self.client.try_subscribe(f, QoS::AtLeastOnce) {
+                tracing::warn!("fleet: cannot subscribe: {e}");
+            }
+        }
+        self.last_report = None;
+        self.publish_reported(feed);
+    }
+
+    fn reported(&self, feed: &Subscriber) -> Reported {
+        let room = feed.room.borrow().clone();
+        let update = feed.update.borrow().clone();
+        let video = feed.video.borrow();
+        let mut peripherals = BTreeMap::new();
+        for (k, v) in [
+            ("camera", video.camera.clone()),
+            ("encoder", video.encoder.clone()),
+            ("content_input", room.content_input.clone()),
+            ("registration", room.registration.clone()),
+            ("room_name", room.room_name.clone()),
+        ] {
+            if !v.is_empty() {
+                peripherals.insert(k.to_owned(), excerpt_field(&v));
+            }
+        }
+        let phase = match update.operation.as_str() {
+            "downloading" => UpdatePhase::Downloading,
+            "installing" => UpdatePhase::Installing,
+            _ => UpdatePhase::Idle,
+        };
+        let mut config_sources: BTreeMap<String, String> =
+            self.saved.fleet_keys.keys().map(|k| (k.clone(), "fleet".to_owned())).collect();
+        for k in &self.saved.local_keys {
+            config_sources.insert(k.clone(), "local".into());
+        }
+        Reported {
+            seq: 0,
+            at_ms: 0,
+            version: room.version,
+            slot: update.boot_slot,
+            board: room.board,
+            in_call: room.state != RoomState::Idle,
+            config_version: self.saved.config_version,
+            update: UpdateReport {
+                phase,
+                campaign: None,
+                target_version: String::new(),
+                detail: excerpt_field(&update.last_error),
+            },
+            peripherals,
+            config_sources,
+        }
+    }
+
+    fn publish_reported(&mut self, feed: &Subscriber) {
+        self.report_due = false;
+        let r = self.reported(feed);
+        if self.last_report.as_ref() == Some(&r) {
+            return;
+        }
+        let sent = Reported { seq: self.next_seq(), at_ms: now_ms(), ..r.clone() };
+        self.publish(Kind::Reported, msg::encode(&sent));
+        self.last_report = Some(r);
+    }
+
+    fn publish_telemetry(&mut self, feed: &Subscriber) {
+        let audio = feed.audio.borrow().clone();
+        let call = feed.calls.borrow().values().next().map(|c| {
+            let a = &c.stats.audio;
+            let v = &c.stats.video;
+            let get = |m: &HashMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+            let (lost, got) = (get(a, "packets_lost"), get(a, "packets_received"));
+            CallQuality {
+                loss_percent: if lost + got > 0.0 { (lost / (lost + got) * 100.0) as f32 } else { 0.0 },
+                jitter_ms: get(a, "jitter_ms") as f32,
+                rtt_ms: get(a, "rtt_ms") as f32,
+                kbps: (get(a, "bitrate_kbps") + get(v, "bitrate_kbps")) as f32,
+            }
+        });
+        let t = Telemetry {
+            at_ms: now_ms(),
+            cpu_percent: self.cpu.percent(),
+            temperature_c: temperature(),
+            input_level_dbfs: audio.input_level as f32,
+            output_level_dbfs: audio.output_level as f32,
+            call,
+        };
+        self.publish(Kind::Telemetry, msg::encode(&t));
+    }
+
+    async fn on_status_event(&mut self, e: StatusEvent) {
+        tracing::info!(event = ?e, "fleet: room event");
+        match e {
+            StatusEvent::IncomingCall { remote } => self.event("call_incoming", [("remote", remote)]),
+            StatusEvent::CallEnded { reason } => self.event("call_ended", [("reason", reason)]),
+            StatusEvent::UpdateCompleted { result, message } => {
+                let phase = if result == 0 { "installed" } else { "failed" };
+                self.event("update", [("phase", phase.to_owned()), ("detail", message)]);
+            }
+            StatusEvent::ConfigChanged { key, .. } => self.on_config_changed(key).await,
+        }
+    }
+
+    /// A configuration key changed: by the agent itself, or in the room (D-Bus, huisctl).
+    async fn on_config_changed(&mut self, key: String) {
+        let own = self.own_changes.lock().unwrap_or_else(|e| e.into_inner()).remove(&key);
+        if own {
+            self.event("config_changed", [("key", key), ("source", "fleet".into())]);
+            return;
+        }
+        let Some(fleet_value) = self.saved.fleet_keys.get(&key).cloned() else {
+            self.event("config_changed", [("key", key), ("source", "local".into())]);
+            return;
+        };
+        if self.precedence_local {
+            self.saved.local_keys.insert(key.clone());
+            self.save();
+            self.report_due = true;
+            self.event("config_changed", [("key", key), ("source", "local".into())]);
+        } else {
+            // The fleet's value wins: the room's change is undone, and said.
+            let r = set_config(&self.room, &self.own_changes, &key, &fleet_value).await;
+            let detail = match r {
+                Ok(()) => "changed in the room; the fleet's value was put back (fleet.config_precedence = \"fleet\")"
+                    .to_owned(),
+                Err(e) => format!("changed in the room; putting the fleet's value back failed: {e}"),
+            };
+            self.event("config_changed", [("key", key), ("source", "local".into()), ("detail", detail)]);
+        }
+    }
+
+    async fn on_publish(&mut self, topic: &str, payload: &[u8], done: &mpsc::Sender<Finished>) {
+        let t = match Topic::parse(topic) {
+            Ok(t) if t.room == self.room_id => t,
+            Ok(_) | Err(_) => {
+                tracing::warn!(topic = %excerpt(topic), "fleet: a message on a topic that is not this room's; ignored");
+                return;
+            }
+        };
+        match t.kind {
+            Kind::Desired => match msg::decode::<Desired>(payload) {
+                Ok(d) => self.apply_desired(d).await,
+                Err(e) => {
+                    tracing::warn!("fleet: desired state refused: {e}");
+                    self.event("error", [("message", format!("desired state refused: {e}"))]);
+                }
+            },
+            Kind::Command(name) => match msg::decode::<msg::Command>(payload) {
+                Ok(c) => self.on_command(name, c, done),
+                Err(e) => {
+                    // Without a readable id there is no one to answer; the event says it.
+                    tracing::warn!(command = %name, "fleet: command refused: {e}");
+                    self.event("error", [("message", format!("command {name} refused: {e}"))]);
+                }
+            },
+            _ => {}
+        }
+    }
+
+    /// Applies a newer desired configuration, key by key, with the precedence setting.
+    async fn apply_desired(&mut self, d: Desired) {
+        if d.config_version <= self.saved.config_version {
+            return;
+        }
+        let (mut applied, mut kept, mut failed) = (0, Vec::new(), Vec::new());
+        for (k, v) in &d.config {
+            if k.starts_with("fleet.") {
+                failed.push(format!("{k}: the fleet settings are set in the room only"));
+                continue;
+            }
+            if self.precedence_local && self.saved.local_keys.contains(k) {
+                kept.push(k.clone());
+                continue;
+            }
+            match set_config(&self.room, &self.own_changes, k, v).await {
+                Ok(()) => {
+                    applied += 1;
+                    self.saved.fleet_keys.insert(k.clone(), v.clone());
+                    self.saved.local_keys.remove(k);
+                }
+                Err(e) => failed.push(format!("{k}: {e}")),
+            }
+        }
+        self.saved.config_version = d.config_version;
+        self.save();
+        self.report_due = true;
+        tracing::info!(
+            version = d.config_version,
+            applied,
+            kept = kept.len(),
+            failed = failed.len(),
+            "fleet configuration applied"
+        );
+        self.event(
+            "config_applied",
+            [
+                ("version", d.config_version.to_string()),
+                ("applied", applied.to_string()),
+                ("kept_local", kept.join(",")),
+                ("failed", failed.join("; ")),
+            ],
+        );
+    }
+
+    fn ack(&mut self, id: &str, state: AckState, detail: String) {
+        let a = Ack { id: id.to_owned(), state, detail: excerpt_field(&detail) };
+        self.publish(Kind::Ack, msg::encode(&a));
+        if !self.commands.contains_key(id) {
+            self.order.push_back(id.to_owned());
+            if self.order.len() > REMEMBERED_COMMANDS
+                && let Some(old) = self.order.pop_front()
+            {
+                self.commands.remove(&old);
+            }
+        }
+        self.commands.insert(id.to_owned(), a);
+    }
+
+    fn on_command(&mut self, name: String, c: msg::Command, done: &mpsc::Sender<Finished>) {
+        if let Some(last) = self.commands.get(&c.id).cloned() {
+            // Delivered again (QoS 1, a reconnect): answered again, never run twice.
+            self.publish(Kind::Ack, msg::encode(&last));
+            return;
+        }
+        if c.expires_at_ms != 0 && c.expires_at_ms < now_ms() {
+            self.ack(&c.id, AckState::Expired, format!("expired {} ms ago; not run", now_ms() - c.expires_at_ms));
+            return;
+        }
+        tracing::info!(command = %name, id = %c.id, "fleet command");
+        let ctx = CommandCtx {
+            room: self.room.clone(),
+            updater: self.updater.clone(),
+            http: self.http.clone(),
+            own_changes: self.own_changes.clone(),
+            may_reboot: self.may_reboot,
+        };
+        let job = match ctx.prepare(&name, &c.args) {
+            Ok(job) => job,
+            Err(e) => {
+                self.ack(&c.id, AckState::Failed, e);
+                return;
+            }
+        };
+        self.ack(&c.id, AckState::Accepted, String::new());
+        let (id, done) = (c.id.clone(), done.clone());
+        tokio::spawn(async move {
+            let (state, detail) = match tokio::time::timeout(COMMAND_TIMEOUT, job).await {
+                Ok(Ok(d)) => (AckState::Done, d),
+                Ok(Err(e)) => (AckState::Failed, e),
+                Err(_) => (AckState::Failed, format!("not done within {} s", COMMAND_TIMEOUT.as_secs())),
+            };
+            let _ = done.send(Finished { id, state, detail }).await;
+        });
+    }
+
+    fn finish(&mut self, f: Finished) {
+        tracing::info!(id = %f.id, state = ?f.state, detail = %f.detail, "fleet command finished");
+        self.ack(&f.id, f.state, f.detail);
+    }
+}
+
+/// A command's work, run off the agent's loop.
+type Job = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+struct CommandCtx {
+    room: mpsc::Sender<RoomCommand>,
+    updater: Arc<Updater>,
+    http: reqwest::Client,
+    own_changes: Arc<Mutex<HashSet<String>>>,
+    may_reboot: bool,
+}
+
+/// Sends the room a command and waits for its answer.
+async fn ask<T>(
+    room: &mpsc::Sender<RoomCommand>,
+    make: impl FnOnce(oneshot::Sender<Result<T, RoomError>>) -> RoomCommand,
+) -> Result<T, String> {
+    let (tx, rx) = oneshot::channel();
+    room.send(make(tx)).await.map_err(|_| "huisd is shutting down".to_owned())?;
+    match rx.await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("huisd is shutting down".to_owned()),
+    }
+}
+
+async fn set_config(
+    room: &mpsc::Sender<RoomCommand>,
+    own: &Arc<Mutex<HashSet<String>>>,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    own.lock().unwrap_or_else(|e| e.into_inner()).insert(key.to_owned());
+    let r = ask(room, |r| RoomCommand::ConfigSet(key.to_owned(), value.to_owned(), r)).await;
+    if r.is_err() {
+        own.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+    r.map(|_| ())
+}
+
+/// An argument a command needs.
+fn arg<'a>(args: &'a BTreeMap<String, String>, name: &str) -> Result<&'a str, String> {
+    args.get(name).map(String::as_str).filter(|v| !v.is_empty()).ok_or_else(|| format!("needs the argument '{name}'"))
+}
+
+fn https_url(args: &BTreeMap<String, String>) -> Result<String, String> {
+    let u = arg(args, "upload_url")?;
+    if !u.starts_with("https://") {
+        return Err(format!("upload_url '{}' is not https://", excerpt(u)));
+    }
+    Ok(u.to_owned())
+}
+
+impl CommandCtx {
+    /// Checks a command's name and arguments before it is accepted, and returns its work.
+    fn prepare(self, name: &str, args: &BTreeMap<String, String>) -> Result<Job, String> {
+        let room = self.room.clone();
+        Ok(match name {
+            "dial" => {
+                let to = arg(args, "uri")?.to_owned();
+                Box::pin(async move { ask(&room, |r| RoomCommand::Dial(to, r)).await })
+            }
+            "hangup" => Box::pin(async move { ask(&room, RoomCommand::Hangup).await.map(|_| "hung up".into()) }),
+            "answer" => Box::pin(async move { ask(&room, RoomCommand::Answer).await.map(|_| "answered".into()) }),
+            "mute" => {
+                let on = match args.get("on").map(String::as_str).unwrap_or("true") {
+                    "true" => true,
+                    "false" => false,
+                    other => return Err(format!("'on' must be true or false, not '{}'", excerpt(other))),
+                };
+                Box::pin(async move {
+                    ask(&room, |r| RoomCommand::SetMuted(on, r)).await?;
+                    Ok(if on { "muted" } else { "unmuted" }.into())
+                })
+            }
+            "screenshot" => {
+                let url = https_url(args)?;
+                let http = self.http.clone();
+                Box::pin(async move {
+                    let png = ask(&room, RoomCommand::Screenshot).await?;
+                    upload(&http, &url, png, "image/png").await
+                })
+            }
+            "apply_config" => {
+                if args.is_empty() {
+                    return Err("needs at least one key = value".into());
+                }
+                if let Some(k) = args.keys().find(|k| k.starts_with("fleet.")) {
+                    return Err(format!("{k}: the fleet settings are set in the room only"));
+                }
+                let args = args.clone();
+                let own = self.own_changes.clone();
+                Box::pin(async move {
+                    let mut failed = Vec::new();
+                    for (k, v) in &args {
+                        if let Err(e) = set_config(&room, &own, k, v).await {
+                            failed.push(format!("{k}: {e}"));
+                        }
+                    }
+                    if failed.is_empty() { Ok(format!("{} keys set", args.len())) } else { Err(failed.join("; ")) }
+                })
+            }
+            "install_update" => {
+                let url = arg(args, "url")?.to_owned();
+                if !url.starts_with("https://") {
+                    return Err(format!("url '{}' is not https://", excerpt(&url)));
+                }
+                let updater = self.updater.clone();
+                Box::pin(async move {
+                    let mut status = updater.subscribe();
+                    updater.install(url).await.map_err(|e| e.to_string())?;
+                    // Done when the updater is idle again; RAUC's own end is its answer.
+                    loop {
+                        if status.changed().await.is_err() {
+                            return Err("huisd is shutting down".into());
+                        }
+                        let u = status.borrow_and_update().clone();
+                        if u.operation == "idle" {
+                            return if u.last_error.is_empty() {
+                                Ok("installed; the room boots into it at its next restart".into())
+                            } else {
+                                Err(u.last_error)
+                            };
+                        }
+                    }
+                })
+            }
+            "reboot" => {
+                if !self.may_reboot {
+                    return Err("this huisd does not reboot its machine (it runs on the session bus)".into());
+                }
+                Box::pin(async move {
+                    // Answered before the machine goes down.
+                    tokio::spawn(async {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                        let _ = tokio::process::Command::new("systemctl").arg("reboot").status().await;
+                    });
+                    Ok("rebooting".into())
+                })
+            }
+            other => return Err(format!("unknown command '{}'", excerpt(other))),
+        })
+    }
+}
+
+/// PUTs `body` to the fleet service, which knows the room by its certificate.
+async fn upload(http: &reqwest::Client, url: &str, body: Vec<u8>, kind: &str) -> Result<String, String> {
+    if body.len() > MAX_UPLOAD {
+        return Err(format!("{} bytes is over the upload limit", body.len()));
+    }
+    let n = body.len();
+    let resp = http
+        .put(url)
+        .header(reqwest::header::CONTENT_TYPE, kind)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| format!("upload to {}: {}", excerpt(url), identity::error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(format!("upload to {}: the service answered {}", excerpt(url), resp.status()));
+    }
+    Ok(format!("uploaded {n} bytes"))
+}
+
+/// A field of an event or report: within the contract's string bound.
+fn excerpt_field(s: &str) -> String {
+    if s.len() <= msg::MAX_STRING {
+        return s.to_owned();
+    }
+    let mut end = msg::MAX_STRING;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// The hottest thermal zone, in °C; `None` where the machine has none.
+fn temperature() -> Option<f32> {
+    let dir = std::fs::read_dir("/sys/class/thermal").ok()?;
+    dir.filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("thermal_zone"))
+        .filter_map(|e| std::fs::read_to_string(e.path().join("temp")).ok())
+        .filter_map(|t| t.trim().parse::<f32>().ok())
+        .map(|m| m / 1000.0)
+        .reduce(f32::max)
+}
+
+/// huisd's own share of one core since the last reading, from /proc/self/stat.
+struct CpuMeter {
+    last: Option<(u64, std::time::Instant)>,
+}
+
+impl CpuMeter {
+    fn new() -> CpuMeter {
+        CpuMeter { last: None }
+    }
+
+    fn ticks() -> Option<u64> {
+        let s = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // The fields after the command's closing parenthesis; utime and stime are 14 and 15.
+        let rest = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    }
+
+    fn percent(&mut self) -> f32 {
+        let Some(t) = Self::ticks() else { return 0.0 };
+        let now = std::time::Instant::now();
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        let p = match self.last {
+            Some((t0, at)) if now > at => (t - t0) as f64 / hz / (now - at).as_secs_f64() * 100.0,
+            _ => 0.0,
+        };
+        self.last = Some((t, now));
+        p as f32
+    }
+}
