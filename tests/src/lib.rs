@@ -26,12 +26,12 @@ pub fn bin_dir() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "huis-firmware", "--bins"]);
+        cmd.args(["build", "-q", "-p", "huis-firmware", "-p", "huis-fleet", "--bins"]);
         if release {
             cmd.arg("--release");
         }
-        let st = cmd.status().expect("run cargo build for huisd and huisctl");
-        assert!(st.success(), "building huisd and huisctl failed");
+        let st = cmd.status().expect("run cargo build for huisd, huisctl and huis-fleet");
+        assert!(st.success(), "building huisd, huisctl and huis-fleet failed");
     });
     dir
 }

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod certs;
 pub mod chromium;
 pub mod dnsmasq;
+pub mod fleet;
 pub mod huisd;
 pub mod impair;
 pub mod janus;

@@ -38,11 +38,25 @@ impl Mosquitto {
             + "user root\n";
         let conf_file = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_file, conf)?;
+        Self::run(ns, dir, &conf_file, port)
+    }
+
+    /// Starts the broker in `ns` with a configuration written elsewhere (by `huis-fleet init`),
+    /// listening on `port`.
+    pub fn start_conf(ns: &NetNs, conf: &Path, port: u16) -> Result<Mosquitto> {
+        let dir = tempfile::Builder::new().prefix("mosquitto-").tempdir()?;
+        let text = std::fs::read_to_string(conf)? + "user root\n";
+        let conf_file = dir.path().join("mosquitto.conf");
+        std::fs::write(&conf_file, text)?;
+        Self::run(ns, dir, &conf_file, port)
+    }
+
+    fn run(ns: &NetNs, dir: tempfile::TempDir, conf_file: &Path, port: u16) -> Result<Mosquitto> {
         let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
         let child = ns
             .cmd("mosquitto")
             .arg("-c")
-            .arg(&conf_file)
+            .arg(conf_file)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

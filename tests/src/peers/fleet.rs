@@ -1,0 +1,118 @@
+//! The fleet service as its README starts it: `huis-fleet init` (CA, certificates, the first
+//! admin token, huis-fleet.toml, mosquitto.conf), the shipped mosquitto on that configuration,
+//! and `huis-fleet serve`, all in a test's namespace; `cli` runs the `huis-fleet` client there.
+
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use super::mosquitto::Mosquitto;
+use super::netns::NetNs;
+use crate::bin_dir;
+
+pub struct FleetService {
+    child: Child,
+    ns: NetNs,
+    pub dir: tempfile::TempDir,
+    /// HTTPS of the API.
+    pub port: u16,
+    pub broker: Mosquitto,
+    pub broker_port: u16,
+}
+
+impl FleetService {
+    pub fn start(ns: &NetNs) -> Result<FleetService> {
+        let dir = tempfile::Builder::new().prefix("huis-fleet-").tempdir()?;
+        let (port, broker_port) = (ns.port(), ns.port());
+        let exe = bin_dir().join("huis-fleet");
+        let out = ns
+            .cmd(&exe)
+            .args(["init", "--host", "127.0.0.1", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--broker-port", &broker_port.to_string(), "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .context("run huis-fleet init")?;
+        if !out.status.success() {
+            bail!("huis-fleet init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let broker = Mosquitto::start_conf(ns, &dir.path().join("mosquitto/mosquitto.conf"), broker_port)?;
+        let log = std::fs::File::create(dir.path().join("huis-fleet.log"))?;
+        let child = ns
+            .cmd(&exe)
+            .arg("serve")
+            .arg("--config")
+            .arg(dir.path().join("huis-fleet.toml"))
+            .env("RUST_LOG", "info,huis_fleet=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("start huis-fleet serve")?;
+        let mut f = FleetService { child, ns: ns.clone(), dir, port, broker, broker_port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())? {
+                return Ok(f);
+            }
+            if let Ok(Some(st)) = f.child.try_wait() {
+                bail!("huis-fleet exited with {st}:\n{}", f.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!("huis-fleet not listening within 20 s:\n{}", f.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("pki/ca.crt")
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// `huis-fleet ARGS` as the admin, inside the namespace.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_as(&self.dir.path().join("admin.token"), args)
+    }
+
+    /// `huis-fleet ARGS` with the token in `token_file`.
+    pub fn cli_as(&self, token_file: &std::path::Path, args: &[&str]) -> Output {
+        self.ns
+            .cmd(bin_dir().join("huis-fleet"))
+            .args(["--url", &self.url(), "--token-file"])
+            .arg(token_file)
+            .arg("--ca")
+            .arg(self.ca())
+            .args(args)
+            .output()
+            .expect("run the huis-fleet client")
+    }
+
+    /// `huis-fleet ARGS` that must succeed, its output as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "huis-fleet {args:?} failed: {}\nservice log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_text()
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("huis-fleet {args:?}: not JSON ({e})"))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("huis-fleet.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for FleetService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

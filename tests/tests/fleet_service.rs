@@ -1,0 +1,182 @@
+//! The fleet service end to end, as an IT team runs it: `huis-fleet init` and `serve` with
+//! SQLite and the shipped mosquitto, two real huisd rooms that enrol by one-time claim codes
+//! (their keys made on the room), appear in the inventory with their reported state, and carry
+//! out a dial, a mute and a screenshot command sent with the `huis-fleet` client, and take a
+//! desired configuration. A used claim code is refused, a read-only token cannot command, and
+//! every change is in the audit log.
+
+use std::time::{Duration, Instant};
+
+use huis_tests::peers::fleet::FleetService;
+use huis_tests::peers::*;
+use huis_tests::{Bus, Huisd, huisctl_json, stdout};
+use serde_json::Value;
+
+fn room_config(id: &str, f: &FleetService, code: &str) -> String {
+    format!(
+        "[room]\nname = \"Room {id}\"\n[call]\nauto_answer = true\n[fleet]\nbroker = \"mqtts://127.0.0.1:{}\"\n\
+         room_id = \"{id}\"\nenrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\n\
+         telemetry_interval_s = 5\n",
+        f.broker_port,
+        f.url(),
+        f.ca().display()
+    )
+}
+
+/// Polls `what` until `ok` holds; on failure the last value and the service's log.
+fn wait(f: &FleetService, what: &str, secs: u64, mut get: impl FnMut() -> Value, ok: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = get();
+        if ok(&v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {secs} s; last: {v}\nservice log:\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Sends a command with the client and waits for the room's final answer.
+fn command(f: &FleetService, room: &str, args: &[&str]) -> Value {
+    let mut a = vec!["command", room];
+    a.extend_from_slice(args);
+    let sent = f.json(&a);
+    let id = sent["id"].as_str().unwrap().to_owned();
+    wait(
+        f,
+        &format!("command {args:?}"),
+        30,
+        || f.json(&["room", room])["commands"].clone(),
+        |cs| {
+            cs.as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["id"] == id && !["sent", "accepted"].contains(&c["state"].as_str().unwrap()))
+        },
+    )
+    .as_array()
+    .unwrap()
+    .iter()
+    .find(|c| c["id"] == id)
+    .unwrap()
+    .clone()
+}
+
+#[test]
+fn rooms_enrol_by_claim_code_and_are_commanded_from_the_service() {
+    let _w = watchdog("fleet_service", 180);
+    let ns = NetNs::new();
+    let f = FleetService::start(&ns).unwrap();
+    let code_a = f.json(&["claim", "room-a"])["claim_code"].as_str().unwrap().to_owned();
+    let code_b = f.json(&["claim", "room-b"])["claim_code"].as_str().unwrap().to_owned();
+    assert_eq!(code_a.len(), 19, "four groups of four: {code_a}");
+
+    let (bus_a, bus_b) = (Bus::start(), Bus::start());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let a: Huisd = rt.block_on(huisd::start_in(&ns, &bus_a, Some(&room_config("room-a", &f, &code_a))));
+    let b: Huisd = rt.block_on(huisd::start_in(&ns, &bus_b, Some(&room_config("room-b", &f, &code_b))));
+    let logs = || format!("room A's log:\n{}\nroom B's log:\n{}", a.log_text(), b.log_text());
+
+    // Both enrol, connect with their new certificates and report.
+    let rooms = wait(
+        &f,
+        "both rooms online and reporting",
+        40,
+        || f.json(&["rooms"]),
+        |rs| {
+            let rs = rs.as_array().unwrap();
+            rs.len() == 2
+                && rs.iter().all(|r| {
+                    r["online"] == true && r["reported"]["board"] == "sim" && r["enrolled_at"].as_i64() > Some(0)
+                })
+        },
+    );
+    assert_eq!(rooms[0]["id"], "room-a", "{rooms}");
+    assert_eq!(rooms[1]["reported"]["peripherals"]["room_name"], "Room room-b", "{rooms}");
+    // The room's key was made on the room and stays there, readable by huisd alone.
+    let key = a.state_dir.join("fleet/room.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "{}", key.display());
+
+    // A claim code works once.
+    let replay = serde_json::json!({ "room_id": "room-a", "claim_code": code_a, "csr_pem": "x" });
+    let out = ns
+        .cmd("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(f.ca())
+        .args(["-H", "content-type: application/json", "-d", &replay.to_string()])
+        .arg(format!("{}/api/v1/enrol", f.url()))
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "403", "a used claim code must be refused");
+
+    // Commands from the service: dial room B, mute, a screenshot uploaded to the service.
+    let b_uri = huisctl_json(&bus_b, &["status"])["sip_uri"].as_str().unwrap().to_owned();
+    let c = command(&f, "room-a", &["dial", &format!("uri={b_uri}")]);
+    assert_eq!(c["state"], "done", "{c}\n{}", logs());
+    wait(
+        &f,
+        "room B in a call",
+        20,
+        || f.json(&["room", "room-b"])["room"].clone(),
+        |r| r["reported"]["in_call"] == true,
+    );
+    let c = command(&f, "room-a", &["mute", "on=true"]);
+    assert_eq!(c["state"], "done", "{c}");
+    assert_eq!(huisctl_json(&bus_a, &["status"])["muted"], true);
+    let c = command(&f, "room-a", &["screenshot"]);
+    assert_eq!(c["state"], "done", "{c}\n{}", logs());
+    let name = c["args"]["upload_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let shot = f.dir.path().join("uploads/room-a").join(&name);
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}\n{}", shot.display(), f.log_text()));
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let c = command(&f, "room-a", &["hangup"]);
+    assert_eq!(c["state"], "done", "{c}");
+
+    // A desired configuration, through the client.
+    f.json(&["desired", "room-b", "2", "audio.output_volume=35"]);
+    wait(
+        &f,
+        "room B applied configuration 2",
+        20,
+        || f.json(&["room", "room-b"])["room"].clone(),
+        |r| r["reported"]["config_version"] == 2 && r["reported"]["config_sources"]["audio.output_volume"] == "fleet",
+    );
+
+    // A read-only token reads but cannot command.
+    let token = ns
+        .cmd(huis_tests::bin_dir().join("huis-fleet"))
+        .args(["token", "--config"])
+        .arg(f.dir.path().join("huis-fleet.toml"))
+        .args(["--user", "auditor", "--role", "readonly"])
+        .output()
+        .unwrap();
+    assert!(token.status.success(), "{}", huis_tests::stderr(&token));
+    let token_file = f.dir.path().join("auditor.token");
+    std::fs::write(&token_file, &token.stdout).unwrap();
+    assert!(f.cli_as(&token_file, &["rooms"]).status.success());
+    let out = f.cli_as(&token_file, &["command", "room-a", "reboot"]);
+    assert!(!out.status.success(), "a read-only token commanded a room");
+    assert!(huis_tests::stderr(&out).contains("403"), "{}", huis_tests::stderr(&out));
+
+    // Every change is in the audit log, by whom.
+    let out = ns
+        .cmd("curl")
+        .args(["-s", "--cacert"])
+        .arg(f.ca())
+        .args(["-H", &format!("authorization: Bearer {}", String::from_utf8_lossy(&token.stdout).trim())])
+        .arg(format!("{}/api/v1/audit", f.url()))
+        .output()
+        .unwrap();
+    let audit: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let actions: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
+        .collect();
+    for want in [("admin", "claim"), ("room-a", "enrol"), ("admin", "command"), ("admin", "desired")] {
+        assert!(actions.iter().any(|(a, b)| a == want.0 && b == want.1), "{want:?} not in the audit log: {actions:?}");
+    }
+    drop((a, b));
+}
