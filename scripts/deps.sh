@@ -17,7 +17,7 @@ RUN_PKGS=(dbus-daemon dbus-bin systemd util-linux
   gstreamer1.0-plugins-ugly gstreamer1.0-libav gstreamer1.0-nice gstreamer1.0-tools gstreamer1.0-x openssl fonts-symbola)
 TEST_PKGS=(iproute2 coturn baresip baresip-ffmpeg sip-tester kamailio kamailio-tls-modules dnsmasq-base openssl
   python3 python3-numpy sox nftables janus chromium
-  python3-aiortc python3-aiohttp python3-av libre-dev mosquitto)
+  python3-aiortc python3-aiohttp python3-av libre-dev mosquitto postgresql)
 
 pkgs=("${BUILD_PKGS[@]}")
 case "$want" in

@@ -449,9 +449,8 @@ fn command_row(r: &sqlx::any::AnyRow) -> CommandRow {
 /// A database URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let cred = &url[s + 3..at];
-            let user = cred.split(':').next().unwrap_or("");
+        (Some(s), Some(at)) if at > s && url[s + 3..at].contains(':') => {
+            let user = url[s + 3..at].split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..s + 3], &url[at..])
         }
         _ => url.to_owned(),
@@ -494,5 +493,6 @@ mod tests {
         assert!(db.use_claim("h", "r3", 10).await.unwrap());
         assert!(!db.use_claim("h", "r3", 11).await.unwrap(), "used once");
         assert_eq!(redact("postgres://fleet:s3cret@db/fleet"), "postgres://fleet:***@db/fleet");
+        assert_eq!(redact("postgres://fleet@db/fleet"), "postgres://fleet@db/fleet");
     }
 }

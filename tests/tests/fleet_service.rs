@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::fleet::FleetService;
+use huis_tests::peers::postgres::Postgres;
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl_json, stdout};
 use serde_json::Value;
@@ -63,10 +64,32 @@ fn command(f: &FleetService, room: &str, args: &[&str]) -> Value {
 }
 
 #[test]
-fn rooms_enrol_by_claim_code_and_are_commanded_from_the_service() {
+fn on_sqlite_rooms_enrol_by_claim_code_and_are_commanded_from_the_service() {
     let _w = watchdog("fleet_service", 180);
     let ns = NetNs::new();
-    let f = FleetService::start(&ns).unwrap();
+    scenario(&ns, &FleetService::start(&ns).unwrap());
+}
+
+#[test]
+fn on_postgresql_rooms_enrol_by_claim_code_and_are_commanded_from_the_service() {
+    let _w = watchdog("fleet_service_pg", 180);
+    let ns = NetNs::new();
+    let pg = Postgres::start(&ns).unwrap();
+    let f = FleetService::start_on(&ns, Some(&pg.url())).unwrap();
+    assert!(f.log_text().contains("postgres://fleet@127.0.0.1"), "not on PostgreSQL:\n{}", f.log_text());
+    scenario(&ns, &f);
+    // The rooms, their commands and the audit log are in PostgreSQL's tables.
+    let out = ns
+        .cmd("psql")
+        .args(["-h", "127.0.0.1", "-p", &pg.port.to_string(), "-U", "fleet", "-d", "postgres", "-tAc"])
+        .arg("SELECT count(*) FROM rooms WHERE reported <> ''")
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out).trim(), "2", "psql: {}\npostgres log:\n{}", huis_tests::stderr(&out), pg.log_text());
+}
+
+fn scenario(ns: &NetNs, f: &FleetService) {
+    let (ns, f) = (ns.clone(), f);
     let code_a = f.json(&["claim", "room-a"])["claim_code"].as_str().unwrap().to_owned();
     let code_b = f.json(&["claim", "room-b"])["claim_code"].as_str().unwrap().to_owned();
     assert_eq!(code_a.len(), 19, "four groups of four: {code_a}");

@@ -23,7 +23,13 @@ pub struct FleetService {
 }
 
 impl FleetService {
+    /// On SQLite in its data directory (the embedded default).
     pub fn start(ns: &NetNs) -> Result<FleetService> {
+        Self::start_on(ns, None)
+    }
+
+    /// On `database` (a `postgres://` URL), or SQLite with `None`.
+    pub fn start_on(ns: &NetNs, database: Option<&str>) -> Result<FleetService> {
         let dir = tempfile::Builder::new().prefix("huis-fleet-").tempdir()?;
         let (port, broker_port) = (ns.port(), ns.port());
         let exe = bin_dir().join("huis-fleet");
@@ -32,6 +38,7 @@ impl FleetService {
             .args(["init", "--host", "127.0.0.1", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--broker-port", &broker_port.to_string(), "--data-dir"])
             .arg(dir.path())
+            .args(database.map(|d| ["--database", d]).into_iter().flatten())
             .output()
             .context("run huis-fleet init")?;
         if !out.status.success() {

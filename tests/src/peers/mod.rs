@@ -22,6 +22,7 @@ pub mod mqtt;
 pub mod netfault;
 pub mod netns;
 pub mod picture;
+pub mod postgres;
 pub mod sipp;
 pub mod tone;
 pub mod turn;
