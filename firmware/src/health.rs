@@ -64,6 +64,7 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
                 tracing::info!(%slot, %msg, %what, "slot marked good");
                 say(&format!("slot {booted} marked good (version {version})"));
                 updater.refresh(&rauc).await;
+                updater.set_health("passed".into());
             }
             Err(e) => {
                 let m = format!("slot {booted} is healthy but RAUC did not mark it good: {e}");
@@ -74,6 +75,7 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
         Err(why) => {
             say(&format!("slot {booted} (version {version}) failed its health check: {why}"));
             updater.report(format!("slot {booted} failed its boot health check: {why}"));
+            updater.set_health(format!("failed: {why}"));
             let slots = rauc.get_slot_status().await.unwrap_or_default();
             let other_good = crate::update::slots_from_status(&slots, "")
                 .iter()
@@ -89,7 +91,7 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
                 return;
             }
             say(&format!("slot {booted} marked bad; rebooting into the other slot"));
-            if let Err(e) = reboot(&sys).await {
+            if let Err(e) = updater.reboot().await {
                 let m = format!("cannot reboot into the other slot: {e}");
                 say(&m);
                 updater.report(m);
@@ -104,19 +106,6 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "{TAG}: {line}");
     let _ = out.flush();
-}
-
-/// Reboots through logind (the image's polkit rule lets group huis-admin do so).
-async fn reboot(sys: &zbus::Connection) -> zbus::Result<()> {
-    sys.call_method(
-        Some("org.freedesktop.login1"),
-        "/org/freedesktop/login1",
-        Some("org.freedesktop.login1.Manager"),
-        "Reboot",
-        &(false,),
-    )
-    .await
-    .map(drop)
 }
 
 /// Every condition in turn; Ok says what was seen, Err the first that failed.

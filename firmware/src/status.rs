@@ -126,6 +126,9 @@ pub struct UpdateStatus {
     pub boot_slot: String,
     pub compatible: String,
     pub slots: Vec<Slot>,
+    /// The boot health check's verdict on the booted slot: "" (not run here: no RAUC, or not
+    /// done yet), `passed`, or `failed: why`.
+    pub health: String,
 }
 
 impl Default for UpdateStatus {
@@ -137,6 +140,7 @@ impl Default for UpdateStatus {
             boot_slot: String::new(),
             compatible: String::new(),
             slots: Vec::new(),
+            health: String::new(),
         }
     }
 }

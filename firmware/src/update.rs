@@ -409,6 +409,26 @@ impl Updater {
     pub fn report(&self, message: String) {
         self.set(None, None, Some(message));
     }
+
+    /// The boot health check's verdict (`passed` or `failed: why`), for the fleet agent.
+    pub fn set_health(&self, verdict: String) {
+        self.feed.update(|u| set(&mut u.health, verdict));
+    }
+
+    /// Reboots the machine through logind (the image's polkit rule lets huisd's group do so).
+    pub async fn reboot(&self) -> Result<(), String> {
+        let sys = self.system_bus().await?;
+        sys.call_method(
+            Some("org.freedesktop.login1"),
+            "/org/freedesktop/login1",
+            Some("org.freedesktop.login1.Manager"),
+            "Reboot",
+            &(false,),
+        )
+        .await
+        .map(drop)
+        .map_err(|e| format!("logind refused the reboot: {e}"))
+    }
 }
 
 /// The exit code of the image's RAUC pre-install check

@@ -150,6 +150,11 @@ impl Campaign {
         self.rooms.get(room).map(|(_, s)| s)
     }
 
+    /// Every room of the campaign and where it is.
+    pub fn rooms(&self) -> impl Iterator<Item = (&RoomId, &RoomState)> {
+        self.rooms.iter().map(|(id, (_, s))| (id, s))
+    }
+
     pub fn progress(&self) -> Vec<GroupProgress> {
         self.counts.clone()
     }

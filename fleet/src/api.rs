@@ -27,6 +27,8 @@ use crate::{hash, now_ms, random_token};
 pub struct Peer(pub Option<String>);
 
 pub struct App {
+    pub http: reqwest::Client,
+    pub alert_webhook: String,
     pub db: Db,
     pub broker: Broker,
     pub ca: Ca,
@@ -105,6 +107,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/rooms/{id}/desired", put(desired))
         .route("/api/v1/rooms/{id}/uploads/{name}", put(upload).get(download))
         .route("/api/v1/commands/{id}", get(command_state))
+        .route("/api/v1/campaigns", post(new_campaign).get(campaigns))
+        .route("/api/v1/campaigns/{id}", get(campaign))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/openapi.json", get(openapi))
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
@@ -272,8 +276,14 @@ async fn desired(
 ) -> Result<(StatusCode, Json<msg::Desired>), ApiError> {
     let user = caller(&app, &headers, Role::Admin).await?;
     let room = RoomId::new(&id).map_err(|e| bad(e.to_string()))?;
+    let mut d = d;
+    // A bundle a campaign set stays unless this names another.
+    if d.bundle.is_none() {
+        d.bundle = app.db.desired(room.as_str()).await?.and_then(|old| old.bundle);
+    }
     let bytes = msg::encode(&d);
     msg::decode::<msg::Desired>(&bytes).map_err(|e| bad(e.to_string()))?;
+    app.db.set_desired(room.as_str(), &String::from_utf8_lossy(&bytes)).await?;
     audit(&app, &user, "desired", room.as_str(), &format!("config version {}", d.config_version)).await?;
     app.broker
         .desired(&Topic::new(room, Kind::Desired), bytes)
@@ -353,4 +363,31 @@ async fn audit_log(
 
 async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], include_str!("openapi.json"))
+}
+
+async fn new_campaign(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(r): Json<crate::campaigns::CampaignRequest>,
+) -> Result<(StatusCode, Json<crate::campaigns::CampaignView>), ApiError> {
+    let user = caller(&app, &headers, Role::Operator).await?;
+    match crate::campaigns::start(app.clone(), r, &user).await {
+        Ok(v) => Ok((StatusCode::CREATED, Json(v))),
+        Err(crate::campaigns::CampaignStartError::Invalid(m)) => Err(bad(m)),
+        Err(crate::campaigns::CampaignStartError::Db(e)) => Err(e.into()),
+    }
+}
+
+async fn campaigns(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(&app, &headers, Role::ReadOnly).await?;
+    Ok(Json(serde_json::to_value(app.db.campaigns().await?).expect("serialises")))
+}
+
+async fn campaign(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<crate::campaigns::CampaignView>, ApiError> {
+    caller(&app, &headers, Role::ReadOnly).await?;
+    app.db.campaign(&id).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such campaign".into()))
 }

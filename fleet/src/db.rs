@@ -28,6 +28,7 @@ const SCHEMA: &[&str] = &[
         reported TEXT NOT NULL DEFAULT '',
         reported_seq BIGINT NOT NULL DEFAULT 0,
         telemetry TEXT NOT NULL DEFAULT '',
+        desired TEXT NOT NULL DEFAULT '',
         enrolled_at BIGINT NOT NULL DEFAULT 0
     )",
     "CREATE TABLE IF NOT EXISTS claims (
@@ -54,6 +55,13 @@ const SCHEMA: &[&str] = &[
         created_by TEXT NOT NULL,
         state TEXT NOT NULL,
         detail TEXT NOT NULL DEFAULT '',
+        updated_at BIGINT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS campaigns (
+        id TEXT PRIMARY KEY,
+        phase TEXT NOT NULL,
+        view TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
     "CREATE TABLE IF NOT EXISTS tokens (
@@ -198,6 +206,56 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// The desired state last sent to a room (configuration and bundle).
+    pub async fn desired(&self, id: &str) -> Result<Option<huis_fleet_proto::msg::Desired>, DbError> {
+        let row = sqlx::query("SELECT desired FROM rooms WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+    }
+
+    pub async fn set_desired(&self, id: &str, json: &str) -> Result<(), DbError> {
+        self.ensure_room(id).await?;
+        sqlx::query("UPDATE rooms SET desired = $1 WHERE id = $2").bind(json).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Every room's latest update report (from its reported state).
+    pub async fn update_reports(&self) -> Result<Vec<(String, huis_fleet_proto::msg::UpdateReport)>, DbError> {
+        let rows = sqlx::query("SELECT id, reported FROM rooms WHERE reported <> ''").fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let v: serde_json::Value = serde_json::from_str(&r.get::<String, _>(1)).ok()?;
+                Some((r.get(0), crate::campaigns::report_of(&v)?))
+            })
+            .collect())
+    }
+
+    pub async fn save_campaign(&self, v: &crate::campaigns::CampaignView) -> Result<(), DbError> {
+        let json = serde_json::to_string(v).expect("serialises");
+        sqlx::query(
+            "INSERT INTO campaigns (id, phase, view, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (id) DO UPDATE SET phase = $2, view = $3, updated_at = $5",
+        )
+        .bind(&v.id)
+        .bind(&v.phase)
+        .bind(json)
+        .bind(v.created_at)
+        .bind(v.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn campaign(&self, id: &str) -> Result<Option<crate::campaigns::CampaignView>, DbError> {
+        let row = sqlx::query("SELECT view FROM campaigns WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
+    }
+
+    pub async fn campaigns(&self) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
+        let rows = sqlx::query("SELECT view FROM campaigns ORDER BY created_at DESC").fetch_all(&self.pool).await?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).collect())
     }
 
     /// Keeps an event once, however often it is delivered; says whether it was new.

@@ -1,7 +1,9 @@
 //! `huis-fleet`: the fleet service (`serve`), its first set-up (`init`), and a command-line
 //! client of its REST API for scripts (`rooms`, `claim`, `command`, …).
 
+mod alerts;
 mod api;
+mod campaigns;
 mod config;
 mod db;
 mod mqtt;
@@ -81,6 +83,30 @@ enum Cmd {
     Command { room_id: String, name: String, args: Vec<String> },
     /// Sets a room's desired configuration: `desired room-a 3 audio.output_volume=60`.
     Desired { room_id: String, version: u64, settings: Vec<String> },
+    /// Starts an update campaign over ROOMS, in this order, group by group.
+    Campaign {
+        #[arg(long)]
+        version: String,
+        /// The bundle's https:// address.
+        #[arg(long)]
+        bundle_url: String,
+        #[arg(long, default_value_t = 10)]
+        first_group: usize,
+        #[arg(long, default_value_t = 4)]
+        growth: usize,
+        #[arg(long, default_value_t = 0.95)]
+        success_share: f64,
+        #[arg(long, default_value_t = 0.05)]
+        failure_threshold: f64,
+        #[arg(long, default_value_t = 3600)]
+        room_timeout_s: u64,
+        #[arg(long, default_value = "")]
+        id: String,
+        #[arg(required = true)]
+        rooms: Vec<String>,
+    },
+    /// Shows a campaign's progress.
+    CampaignStatus { id: String },
 }
 
 pub fn now_ms() -> i64 {
@@ -220,6 +246,8 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     let uploads = cfg.data_dir.join("uploads");
     std::fs::create_dir_all(&uploads)?;
     let app = Arc::new(api::App {
+        http: reqwest::Client::builder().use_rustls_tls().timeout(std::time::Duration::from_secs(10)).build()?,
+        alert_webhook: cfg.alert_webhook.clone(),
         db,
         broker,
         ca,
@@ -290,6 +318,25 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
             format!("/api/v1/rooms/{room_id}/desired"),
             Some(serde_json::json!({ "config_version": version, "config": pairs(&settings)? })),
         ),
+        Cmd::Campaign {
+            version,
+            bundle_url,
+            first_group,
+            growth,
+            success_share,
+            failure_threshold,
+            room_timeout_s,
+            id,
+            rooms,
+        } => (
+            reqwest::Method::POST,
+            "/api/v1/campaigns".into(),
+            Some(serde_json::json!({
+                "id": id, "version": version, "url": bundle_url, "rooms": rooms, "first_group": first_group, "growth": growth,
+                "success_share": success_share, "failure_threshold": failure_threshold, "room_timeout_s": room_timeout_s,
+            })),
+        ),
+        Cmd::CampaignStatus { id } => (reqwest::Method::GET, format!("/api/v1/campaigns/{id}"), None),
         Cmd::Init { .. } | Cmd::Serve { .. } | Cmd::Token { .. } => unreachable!("handled before"),
     };
     let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token.trim());

@@ -96,13 +96,13 @@ fn scenario(ns: &NetNs, f: &FleetService) {
 
     let (bus_a, bus_b) = (Bus::start(), Bus::start());
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let a: Huisd = rt.block_on(huisd::start_in(&ns, &bus_a, Some(&room_config("room-a", &f, &code_a))));
-    let b: Huisd = rt.block_on(huisd::start_in(&ns, &bus_b, Some(&room_config("room-b", &f, &code_b))));
+    let a: Huisd = rt.block_on(huisd::start_in(&ns, &bus_a, Some(&room_config("room-a", f, &code_a))));
+    let b: Huisd = rt.block_on(huisd::start_in(&ns, &bus_b, Some(&room_config("room-b", f, &code_b))));
     let logs = || format!("room A's log:\n{}\nroom B's log:\n{}", a.log_text(), b.log_text());
 
     // Both enrol, connect with their new certificates and report.
     let rooms = wait(
-        &f,
+        f,
         "both rooms online and reporting",
         40,
         || f.json(&["rooms"]),
@@ -135,31 +135,31 @@ fn scenario(ns: &NetNs, f: &FleetService) {
 
     // Commands from the service: dial room B, mute, a screenshot uploaded to the service.
     let b_uri = huisctl_json(&bus_b, &["status"])["sip_uri"].as_str().unwrap().to_owned();
-    let c = command(&f, "room-a", &["dial", &format!("uri={b_uri}")]);
+    let c = command(f, "room-a", &["dial", &format!("uri={b_uri}")]);
     assert_eq!(c["state"], "done", "{c}\n{}", logs());
     wait(
-        &f,
+        f,
         "room B in a call",
         20,
         || f.json(&["room", "room-b"])["room"].clone(),
         |r| r["reported"]["in_call"] == true,
     );
-    let c = command(&f, "room-a", &["mute", "on=true"]);
+    let c = command(f, "room-a", &["mute", "on=true"]);
     assert_eq!(c["state"], "done", "{c}");
     assert_eq!(huisctl_json(&bus_a, &["status"])["muted"], true);
-    let c = command(&f, "room-a", &["screenshot"]);
+    let c = command(f, "room-a", &["screenshot"]);
     assert_eq!(c["state"], "done", "{c}\n{}", logs());
     let name = c["args"]["upload_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
     let shot = f.dir.path().join("uploads/room-a").join(&name);
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}\n{}", shot.display(), f.log_text()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
-    let c = command(&f, "room-a", &["hangup"]);
+    let c = command(f, "room-a", &["hangup"]);
     assert_eq!(c["state"], "done", "{c}");
 
     // A desired configuration, through the client.
     f.json(&["desired", "room-b", "2", "audio.output_volume=35"]);
     wait(
-        &f,
+        f,
         "room B applied configuration 2",
         20,
         || f.json(&["room", "room-b"])["room"].clone(),

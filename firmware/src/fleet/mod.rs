@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use huis_fleet_proto::msg::{
-    self, Ack, AckState, CallQuality, Desired, Event as FleetEvent, Reported, Status, Telemetry, UpdatePhase,
-    UpdateReport,
+    self, Ack, AckState, BundleTarget, CallQuality, Desired, Event as FleetEvent, Reported, Status, Telemetry,
+    UpdatePhase, UpdateReport,
 };
 use huis_fleet_proto::topic::{Kind, RoomId, Topic};
 use rumqttc::v5::mqttbytes::QoS;
@@ -36,7 +36,7 @@ use crate::status::{RoomState, StatusEvent, Subscriber};
 use crate::text::excerpt;
 use crate::update::Updater;
 use identity::Identity;
-use saved::{Saved, Sequence, Store};
+use saved::{PendingUpdate, Saved, Sequence, Store};
 
 /// Outgoing QoS 1 publishes in flight at once.
 const INFLIGHT: u16 = 16;
@@ -210,6 +210,7 @@ async fn run(s: Setup) -> Result<(), FleetError> {
         .build()
         .map_err(|e| FleetError::Config(e.to_string()))?;
 
+    let (upd_tx, mut upd_rx) = mpsc::channel::<Result<(), String>>(4);
     let store = Store::new(&s.state_dir);
     let (saved, problem) = store.load();
     if let Some(p) = problem {
@@ -235,8 +236,13 @@ async fn run(s: Setup) -> Result<(), FleetError> {
         cpu: CpuMeter::new(),
         known_calls: HashSet::new(),
         last_error: String::new(),
+        window: config::parse_window(&s.cfg.maintenance_window).ok().flatten(),
+        installing: false,
+        update_done: upd_tx,
     };
     let mut feed = s.feed;
+    let running = feed.room.borrow().version.clone();
+    agent.after_restart(&running);
     let (done_tx, mut done_rx) = mpsc::channel::<Finished>(32);
     let mut report_tick = tokio::time::interval(REPORT_EVERY);
     report_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -285,10 +291,12 @@ async fn run(s: Setup) -> Result<(), FleetError> {
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
             },
             _ = report_tick.tick() => {
+                agent.drive_update(&feed).await;
                 if agent.report_due && agent.connected {
                     agent.publish_reported(&feed);
                 }
             }
+            Some(r) = upd_rx.recv() => agent.install_finished(r).await,
             _ = telemetry.tick() => if agent.connected { agent.publish_telemetry(&feed) },
             Some(f) = done_rx.recv() => agent.finish(f),
         }
@@ -319,6 +327,11 @@ struct Agent {
     cpu: CpuMeter,
     known_calls: HashSet<String>,
     last_error: String,
+    /// The daily maintenance window, minutes of the local day.
+    window: Option<(u16, u16)>,
+    /// An install of the fleet's bundle running off the loop.
+    installing: bool,
+    update_done: mpsc::Sender<Result<(), String>>,
 }
 
 impl Agent {
@@ -403,11 +416,19 @@ impl Agent {
             board: room.board,
             in_call: room.state != RoomState::Idle,
             config_version: self.saved.config_version,
-            update: UpdateReport {
-                phase,
-                campaign: None,
-                target_version: String::new(),
-                detail: excerpt_field(&update.last_error),
+            update: match &self.saved.update {
+                Some(u) => UpdateReport {
+                    phase: u.phase,
+                    campaign: Some(u.campaign.clone()),
+                    target_version: u.version.clone(),
+                    detail: excerpt_field(&u.detail),
+                },
+                None => UpdateReport {
+                    phase,
+                    campaign: None,
+                    target_version: String::new(),
+                    detail: excerpt_field(&update.last_error),
+                },
             },
             peripherals,
             config_sources,
@@ -521,6 +542,9 @@ impl Agent {
 
     /// Applies a newer desired configuration, key by key, with the precedence setting.
     async fn apply_desired(&mut self, d: Desired) {
+        if let Some(b) = &d.bundle {
+            self.on_bundle(b.clone());
+        }
         if d.config_version <= self.saved.config_version {
             return;
         }
@@ -562,6 +586,126 @@ impl Agent {
                 ("failed", failed.join("; ")),
             ],
         );
+    }
+
+    /// The fleet's update moves on: said in the reported state and as an event, and saved
+    /// first, so a restart (or the reboot into the new slot) goes on from here.
+    fn set_update(&mut self, phase: UpdatePhase, detail: String) {
+        let Some(u) = self.saved.update.as_mut() else { return };
+        if u.phase == phase && u.detail == detail {
+            return;
+        }
+        u.phase = phase;
+        u.detail = detail.clone();
+        let (campaign, version) = (u.campaign.clone(), u.version.clone());
+        self.save();
+        self.report_due = true;
+        let name = serde_json::to_value(phase).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        tracing::info!(campaign = %campaign, version = %version, phase = %name, detail = %detail, "fleet update");
+        self.event("update", [("campaign", campaign), ("version", version), ("phase", name), ("detail", detail)]);
+    }
+
+    /// A campaign's bundle in the desired state: taken once per campaign.
+    fn on_bundle(&mut self, b: BundleTarget) {
+        if self.saved.update.as_ref().is_some_and(|u| u.campaign == b.campaign) {
+            return;
+        }
+        self.saved.update = Some(PendingUpdate {
+            campaign: b.campaign,
+            version: b.version.clone(),
+            url: b.url,
+            phase: UpdatePhase::Idle,
+            detail: String::new(),
+            boot_id: String::new(),
+        });
+        self.set_update(UpdatePhase::Deferred, "received".into());
+    }
+
+    /// At start: where an update left off before huisd (or the machine) restarted.
+    fn after_restart(&mut self, running: &str) {
+        let Some(u) = self.saved.update.clone() else { return };
+        match u.phase {
+            UpdatePhase::Rebooting | UpdatePhase::Installed if !u.boot_id.is_empty() && u.boot_id != boot_id() => {
+                if running == u.version {
+                    self.set_update(UpdatePhase::HealthCheck, format!("booted version {running}"));
+                } else {
+                    self.set_update(
+                        UpdatePhase::RolledBack,
+                        format!(
+                            "booted version {running}, not {}: the bootloader went back to the previous slot",
+                            u.version
+                        ),
+                    );
+                }
+            }
+            // Cut off while downloading or writing: RAUC's state says what is left; the
+            // install is tried again (RAUC refuses to run two at once).
+            UpdatePhase::Downloading | UpdatePhase::Installing => {
+                self.set_update(UpdatePhase::Deferred, "interrupted by a restart; trying again".into())
+            }
+            _ => {}
+        }
+    }
+
+    fn in_window(&self) -> bool {
+        let Some((start, end)) = self.window else { return true };
+        let now = local_minute();
+        if start < end { (start..end).contains(&now) } else { now >= start || now < end }
+    }
+
+    /// Moves the fleet's update along; called every second.
+    async fn drive_update(&mut self, feed: &Subscriber) {
+        let Some(u) = self.saved.update.clone() else { return };
+        let room = feed.room.borrow().clone();
+        match u.phase {
+            UpdatePhase::Deferred if !self.installing => {
+                if room.version == u.version {
+                    self.set_update(UpdatePhase::Succeeded, format!("already runs version {}", u.version));
+                } else if room.state != RoomState::Idle {
+                    self.set_update(UpdatePhase::Deferred, "waiting for the call to end".into());
+                } else if !self.in_window() {
+                    self.set_update(UpdatePhase::Deferred, "waiting for the maintenance window".into());
+                } else {
+                    self.installing = true;
+                    self.set_update(UpdatePhase::Downloading, String::new());
+                    let (updater, url, done) = (self.updater.clone(), u.url.clone(), self.update_done.clone());
+                    tokio::spawn(async move {
+                        let _ = done.send(install(updater, url).await).await;
+                    });
+                }
+            }
+            UpdatePhase::Downloading if feed.update.borrow().operation == "installing" => {
+                self.set_update(UpdatePhase::Installing, String::new());
+            }
+            UpdatePhase::HealthCheck => {
+                let health = feed.update.borrow().health.clone();
+                if health == "passed" {
+                    self.set_update(UpdatePhase::Succeeded, "the new slot passed huisd's health check".into());
+                } else if let Some(why) = health.strip_prefix("failed: ") {
+                    self.set_update(UpdatePhase::Failed, format!("health check failed: {why}"));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn install_finished(&mut self, r: Result<(), String>) {
+        self.installing = false;
+        match r {
+            Err(e) => self.set_update(UpdatePhase::Failed, e),
+            Ok(()) if !self.may_reboot => {
+                self.set_update(UpdatePhase::Installed, "written to the other slot; reboot to start it".into());
+            }
+            Ok(()) => {
+                if let Some(u) = self.saved.update.as_mut() {
+                    u.boot_id = boot_id();
+                }
+                self.set_update(UpdatePhase::Rebooting, "written to the other slot; rebooting into it".into());
+                if let Err(e) = self.updater.reboot().await {
+                    self.set_update(UpdatePhase::Failed, e);
+                }
+            }
+        }
     }
 
     fn ack(&mut self, id: &str, state: AckState, detail: String) {
@@ -728,33 +872,22 @@ impl CommandCtx {
                 }
                 let updater = self.updater.clone();
                 Box::pin(async move {
-                    let mut status = updater.subscribe();
-                    updater.install(url).await.map_err(|e| e.to_string())?;
-                    // Done when the updater is idle again; RAUC's own end is its answer.
-                    loop {
-                        if status.changed().await.is_err() {
-                            return Err("huisd is shutting down".into());
-                        }
-                        let u = status.borrow_and_update().clone();
-                        if u.operation == "idle" {
-                            return if u.last_error.is_empty() {
-                                Ok("installed; the room boots into it at its next restart".into())
-                            } else {
-                                Err(u.last_error)
-                            };
-                        }
-                    }
+                    install(updater, url).await?;
+                    Ok("installed; the room boots into it at its next restart".into())
                 })
             }
             "reboot" => {
                 if !self.may_reboot {
                     return Err("this huisd does not reboot its machine (it runs on the session bus)".into());
                 }
+                let updater = self.updater.clone();
                 Box::pin(async move {
                     // Answered before the machine goes down.
-                    tokio::spawn(async {
+                    tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_secs(2)).await;
-                        let _ = tokio::process::Command::new("systemctl").arg("reboot").status().await;
+                        if let Err(e) = updater.reboot().await {
+                            tracing::warn!("fleet reboot: {e}");
+                        }
                     });
                     Ok("rebooting".into())
                 })
@@ -835,4 +968,34 @@ impl CpuMeter {
         self.last = Some((t, now));
         p as f32
     }
+}
+
+/// Installs `url` through Update1's engine and waits for RAUC's end.
+async fn install(updater: Arc<Updater>, url: String) -> Result<(), String> {
+    let mut status = updater.subscribe();
+    updater.install(url).await.map_err(|e| e.to_string())?;
+    loop {
+        if status.changed().await.is_err() {
+            return Err("huisd is shutting down".into());
+        }
+        let u = status.borrow_and_update().clone();
+        if u.operation == "idle" {
+            return if u.last_error.is_empty() { Ok(()) } else { Err(u.last_error) };
+        }
+    }
+}
+
+/// This boot of the machine.
+fn boot_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_owned()).unwrap_or_default()
+}
+
+/// Minutes since local midnight.
+fn local_minute() -> u16 {
+    let t = unsafe { libc::time(std::ptr::null_mut()) };
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return 0;
+    }
+    (tm.tm_hour * 60 + tm.tm_min) as u16
 }

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use huis_fleet_proto::msg::UpdatePhase;
 use serde::{Deserialize, Serialize};
 
 /// Sequence numbers are reserved this many at a time, so a report does not cost a write.
@@ -21,6 +22,23 @@ pub struct Saved {
     pub fleet_keys: BTreeMap<String, String>,
     /// Keys changed in the room after the fleet set them (kept under `local` precedence).
     pub local_keys: BTreeSet<String>,
+    /// The fleet's last update, from its arrival to its end, across the reboot into it.
+    pub update: Option<PendingUpdate>,
+}
+
+/// An update the fleet asked for (a campaign's bundle in the desired state).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingUpdate {
+    pub campaign: String,
+    pub version: String,
+    pub url: String,
+    pub phase: UpdatePhase,
+    #[serde(default)]
+    pub detail: String,
+    /// The kernel's boot id when the room rebooted into the new slot: a huisd restarted in the
+    /// same boot is not yet the new slot.
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 #[derive(Debug, thiserror::Error)]
