@@ -64,6 +64,13 @@ const SCHEMA: &[&str] = &[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS sessions (
+        hash TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        user_name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS tokens (
         hash TEXT PRIMARY KEY,
         user_name TEXT NOT NULL,
@@ -426,6 +433,49 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A console session or one-time sign-in code (`kind`), until `expires_at`.
+    pub async fn add_session(
+        &self,
+        hash: &str,
+        kind: &str,
+        user: &str,
+        role: &str,
+        expires_at: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO sessions (hash, kind, user_name, role, expires_at) VALUES ($1, $2, $3, $4, $5)")
+            .bind(hash)
+            .bind(kind)
+            .bind(user)
+            .bind(role)
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The user and role of a live session.
+    pub async fn session(&self, hash: &str, kind: &str, now: i64) -> Result<Option<(String, String)>, DbError> {
+        let row = sqlx::query("SELECT user_name, role FROM sessions WHERE hash = $1 AND kind = $2 AND expires_at > $3")
+            .bind(hash)
+            .bind(kind)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Like [`Db::session`], and used up: a one-time code works once.
+    pub async fn take_session(&self, hash: &str, kind: &str, now: i64) -> Result<Option<(String, String)>, DbError> {
+        let found = self.session(hash, kind, now).await?;
+        if found.is_some() {
+            let r = sqlx::query("DELETE FROM sessions WHERE hash = $1").bind(hash).execute(&self.pool).await?;
+            if r.rows_affected() != 1 {
+                return Ok(None);
+            }
+        }
+        Ok(found)
     }
 
     /// The user and role of an API token's hash.

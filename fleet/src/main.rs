@@ -5,6 +5,7 @@ mod alerts;
 mod api;
 mod campaigns;
 mod config;
+mod console;
 mod db;
 mod mqtt;
 mod pki;
@@ -107,6 +108,12 @@ enum Cmd {
     },
     /// Shows a campaign's progress.
     CampaignStatus { id: String },
+    /// Prints a one-time link that signs you in to the web console (good for a minute).
+    LoginLink {
+        /// The console page to open, e.g. /console/rooms/room-1.
+        #[arg(long, default_value = "/console/rooms")]
+        next: String,
+    },
 }
 
 pub fn now_ms() -> i64 {
@@ -257,7 +264,7 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     });
     let tls = server::tls_config(&cert, &key, &ca_pem)?;
     tracing::info!(database = %db::redact(&cfg.database), broker = %cfg.broker, worker = %worker, "huis-fleet starting");
-    server::serve(&cfg.listen, tls, api::router(app)).await?;
+    server::serve(&cfg.listen, tls, api::router(app.clone()).merge(console::router(app))).await?;
     Ok(())
 }
 
@@ -337,6 +344,9 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
             })),
         ),
         Cmd::CampaignStatus { id } => (reqwest::Method::GET, format!("/api/v1/campaigns/{id}"), None),
+        Cmd::LoginLink { next } => {
+            (reqwest::Method::POST, "/api/v1/login-links".into(), Some(serde_json::json!({ "next": next })))
+        }
         Cmd::Init { .. } | Cmd::Serve { .. } | Cmd::Token { .. } => unreachable!("handled before"),
     };
     let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token.trim());

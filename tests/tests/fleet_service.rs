@@ -8,6 +8,7 @@
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::fleet::FleetService;
+use huis_tests::peers::picture::Picture;
 use huis_tests::peers::postgres::Postgres;
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl_json, stdout};
@@ -67,7 +68,21 @@ fn command(f: &FleetService, room: &str, args: &[&str]) -> Value {
 fn on_sqlite_rooms_enrol_by_claim_code_and_are_commanded_from_the_service() {
     let _w = watchdog("fleet_service", 180);
     let ns = NetNs::new();
-    scenario(&ns, &FleetService::start(&ns).unwrap());
+    let f = FleetService::start(&ns).unwrap();
+    scenario(&ns, &f);
+    // The console, as a person signed in sees it: the inventory and a room's page.
+    let dir = tempfile::tempdir().unwrap();
+    for (page, must) in [("/console/rooms", "inventory"), ("/console/rooms/room-a", "room")] {
+        let png = dir.path().join(format!("{must}.png"));
+        f.screenshot(page, &png).unwrap_or_else(|e| panic!("{page}: {e}\n{}", f.log_text()));
+        let pic = Picture::load_png(&png).unwrap_or_else(|e| panic!("{}: {e}", png.display()));
+        // Signed in: the console's dark header, and a table (its grey heading rows), which the
+        // sign-in form has not. Kept for people in target/debug/fleet-console-*.png.
+        assert_eq!(pic.pixel(5, 5), [0x1d, 0x23, 0x30], "{page}: no console header");
+        let table = pic.fraction_near(0, 0, pic.width, pic.height, [0xee, 0xf0, 0xf3], 3);
+        assert!(table > 0.01, "{page}: no table ({:.4} of the page), so not signed in?\n{}", table, f.log_text());
+        let _ = std::fs::copy(&png, huis_tests::bin_dir().join(format!("fleet-console-{must}.png")));
+    }
 }
 
 #[test]

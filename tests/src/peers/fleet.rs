@@ -112,6 +112,57 @@ impl FleetService {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("huis-fleet {args:?}: not JSON ({e})"))
     }
 
+    /// A screenshot (PNG) of console page `next`, as headless Chromium shows it to a person
+    /// signed in with a one-time link. Chromium trusts exactly the service's key (its SPKI
+    /// hash), not every certificate.
+    pub fn screenshot(&self, next: &str, out: &std::path::Path) -> Result<()> {
+        let link = self.json(&["login-link", "--next", next]);
+        let url = link["url"].as_str().context("no url")?.to_owned();
+        let spki = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("openssl x509 -pubkey -noout -in \"$1\" | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64")
+            .arg("sh")
+            .arg(self.dir.path().join("pki/service.crt"))
+            .output()?;
+        let spki = String::from_utf8(spki.stdout)?.trim().to_owned();
+        let profile = self.dir.path().join(format!("chromium-{}", std::process::id()));
+        let out_arg = format!("--screenshot={}", out.display());
+        let log = self.dir.path().join("chromium.log");
+        let mut cmd = self.ns.cmd("chromium");
+        let st = cmd
+            .args(["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"])
+            .args(["--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            .args([
+                "--disable-extensions",
+                "--hide-scrollbars",
+                "--window-size=1280,800",
+                "--enable-logging=stderr",
+                "--v=0",
+            ])
+            .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+            // The namespace hands out ports from 5060 up, which Chromium refuses as SIP's
+            // (ERR_UNSAFE_PORT) unless allowed.
+            .arg(format!("--explicitly-allowed-ports={}", self.port))
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(out_arg)
+            .arg(url)
+            .env("HOME", &profile)
+            .env("XDG_CONFIG_HOME", profile.join("config"))
+            .env("XDG_CACHE_HOME", profile.join("cache"))
+            .stdout(std::fs::File::create(self.dir.path().join("chromium.out"))?)
+            .stderr(std::fs::File::create(&log)?)
+            .status()
+            .context("run chromium")?;
+        if !st.success() || !out.exists() {
+            bail!(
+                "chromium made no screenshot ({st}):\n{}{}",
+                std::fs::read_to_string(self.dir.path().join("chromium.out")).unwrap_or_default(),
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("huis-fleet.log")).unwrap_or_default()
     }
