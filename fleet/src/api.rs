@@ -107,6 +107,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/rooms/{id}/desired", put(desired))
         .route("/api/v1/rooms/{id}/uploads/{name}", put(upload).get(download))
         .route("/api/v1/commands/{id}", get(command_state))
+        .route("/api/v1/templates/org", put(template_org))
+        .route("/api/v1/templates/sites/{site}", put(template_site))
+        .route("/api/v1/templates/rooms/{id}", put(template_room))
+        .route("/api/v1/rooms/{id}/site", put(room_site))
+        .route("/api/v1/rooms/{id}/config", get(room_config))
         .route("/api/v1/campaigns", post(new_campaign).get(campaigns))
         .route("/api/v1/campaigns/{id}", get(campaign))
         .route("/api/v1/audit", get(audit_log))
@@ -390,4 +395,102 @@ async fn campaign(
 ) -> Result<Json<crate::campaigns::CampaignView>, ApiError> {
     caller(&app, &headers, Role::ReadOnly).await?;
     app.db.campaign(&id).await?.map(Json).ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such campaign".into()))
+}
+
+#[derive(Deserialize)]
+struct TemplateRequest {
+    config: BTreeMap<String, String>,
+}
+
+/// Replaces a template and sends the rooms it reaches their new effective configuration.
+async fn set_template(app: &Arc<App>, headers: &HeaderMap, scope: String, config: BTreeMap<String, String>) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = caller(app, headers, Role::Admin).await?;
+    crate::templates::check(&config).map_err(bad)?;
+    app.db.set_template(&scope, &config, now_ms()).await?;
+    audit(app, &user, "template", &scope, &format!("{} keys", config.len())).await?;
+    let rooms = app.db.rooms_of(&scope).await?;
+    let changed = crate::templates::push(app, &rooms).await?;
+    Ok(Json(serde_json::json!({ "scope": scope, "rooms": rooms.len(), "rooms_changed": changed })))
+}
+
+async fn template_org(State(app): State<Arc<App>>, headers: HeaderMap, Json(t): Json<TemplateRequest>) -> Result<Json<serde_json::Value>, ApiError> {
+    set_template(&app, &headers, "org".into(), t.config).await
+}
+
+fn check_name(s: &str) -> Result<(), ApiError> {
+    RoomId::new(s).map(|_| ()).map_err(|_| bad(format!("'{}' must be 1 to 64 of a-z, 0-9 and -", crate::excerpt(s))))
+}
+
+async fn template_site(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(site): Path<String>,
+    Json(t): Json<TemplateRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_name(&site)?;
+    set_template(&app, &headers, crate::templates::scope_name("site", &site), t.config).await
+}
+
+async fn template_room(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(t): Json<TemplateRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_name(&id)?;
+    set_template(&app, &headers, crate::templates::scope_name("room", &id), t.config).await
+}
+
+#[derive(Deserialize)]
+struct SiteRequest {
+    site: String,
+}
+
+async fn room_site(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(s): Json<SiteRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let user = caller(&app, &headers, Role::Admin).await?;
+    check_name(&id)?;
+    if !s.site.is_empty() {
+        check_name(&s.site)?;
+    }
+    if app.db.room(&id).await?.is_none() {
+        return Err(ApiError(StatusCode::NOT_FOUND, format!("no room {id}")));
+    }
+    app.db.set_site(&id, &s.site).await?;
+    audit(&app, &user, "site", &id, &s.site).await?;
+    let changed = crate::templates::push(&app, std::slice::from_ref(&id)).await?;
+    Ok(Json(serde_json::json!({ "room_id": id, "site": s.site, "rooms_changed": changed })))
+}
+
+/// A room's effective configuration, each key with the layer it came from.
+async fn room_config(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+    caller(&app, &headers, Role::ReadOnly).await?;
+    let eff = crate::templates::room_effective(&app, &id).await?;
+    Ok(Json(serde_json::to_value(eff).expect("serialises")))
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every route of the API is in `openapi.json`, so the description never falls behind.
+    #[test]
+    fn the_openapi_description_names_every_route() {
+        let doc: serde_json::Value = serde_json::from_str(include_str!("openapi.json")).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let sources = [include_str!("api.rs"), include_str!("console.rs")];
+        let routes: Vec<&str> = sources
+            .iter()
+            .flat_map(|s| s.lines())
+            .filter_map(|l| l.trim().strip_prefix(".route(\"/api/"))
+            .map(|r| r.split('"').next().unwrap())
+            .collect();
+        assert!(routes.len() > 10, "{routes:?}");
+        for r in routes {
+            let p = format!("/api/{r}");
+            assert!(paths.contains_key(&p), "{p} is not described in openapi.json");
+        }
+    }
 }

@@ -64,6 +64,11 @@ const SCHEMA: &[&str] = &[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS templates (
+        scope TEXT PRIMARY KEY,
+        config TEXT NOT NULL,
+        updated_at BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS sessions (
         hash TEXT PRIMARY KEY,
         kind TEXT NOT NULL,
@@ -213,6 +218,44 @@ impl Db {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A configuration template (`org`, `site:<name>`, `room:<id>`); empty when there is none.
+    pub async fn template(&self, scope: &str) -> Result<BTreeMap<String, String>, DbError> {
+        let row = sqlx::query("SELECT config FROM templates WHERE scope = $1").bind(scope).fetch_optional(&self.pool).await?;
+        Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).unwrap_or_default())
+    }
+
+    pub async fn set_template(&self, scope: &str, config: &BTreeMap<String, String>, now: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO templates (scope, config, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (scope) DO UPDATE SET config = $2, updated_at = $3",
+        )
+        .bind(scope)
+        .bind(serde_json::to_string(config).expect("serialises"))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn set_site(&self, id: &str, site: &str) -> Result<(), DbError> {
+        self.ensure_room(id).await?;
+        sqlx::query("UPDATE rooms SET site = $1 WHERE id = $2").bind(site).bind(id).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The ids of the rooms a template's change reaches.
+    pub async fn rooms_of(&self, scope: &str) -> Result<Vec<String>, DbError> {
+        let rows = if scope == "org" {
+            sqlx::query("SELECT id FROM rooms ORDER BY id").fetch_all(&self.pool).await?
+        } else if let Some(site) = scope.strip_prefix("site:") {
+            sqlx::query("SELECT id FROM rooms WHERE site = $1 ORDER BY id").bind(site).fetch_all(&self.pool).await?
+        } else {
+            let id = scope.strip_prefix("room:").unwrap_or(scope);
+            sqlx::query("SELECT id FROM rooms WHERE id = $1").bind(id).fetch_all(&self.pool).await?
+        };
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// The desired state last sent to a room (configuration and bundle).

@@ -10,6 +10,7 @@ mod db;
 mod mqtt;
 mod pki;
 mod server;
+mod templates;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,6 +109,16 @@ enum Cmd {
     },
     /// Shows a campaign's progress.
     CampaignStatus { id: String },
+    /// Replaces the organisation's configuration template: `template-org audio.output_volume=60`.
+    TemplateOrg { settings: Vec<String> },
+    /// Replaces a site's configuration template.
+    TemplateSite { site: String, settings: Vec<String> },
+    /// Replaces a room's own configuration template.
+    TemplateRoom { room_id: String, settings: Vec<String> },
+    /// Puts a room in a site ("" for none).
+    Site { room_id: String, site: String },
+    /// A room's effective configuration, each key with the layer it came from.
+    Config { room_id: String },
     /// Prints a one-time link that signs you in to the web console (good for a minute).
     LoginLink {
         /// The console page to open, e.g. /console/rooms/room-1.
@@ -344,6 +355,23 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
             })),
         ),
         Cmd::CampaignStatus { id } => (reqwest::Method::GET, format!("/api/v1/campaigns/{id}"), None),
+        Cmd::TemplateOrg { settings } => {
+            (reqwest::Method::PUT, "/api/v1/templates/org".into(), Some(serde_json::json!({ "config": pairs(&settings)? })))
+        }
+        Cmd::TemplateSite { site, settings } => (
+            reqwest::Method::PUT,
+            format!("/api/v1/templates/sites/{site}"),
+            Some(serde_json::json!({ "config": pairs(&settings)? })),
+        ),
+        Cmd::TemplateRoom { room_id, settings } => (
+            reqwest::Method::PUT,
+            format!("/api/v1/templates/rooms/{room_id}"),
+            Some(serde_json::json!({ "config": pairs(&settings)? })),
+        ),
+        Cmd::Site { room_id, site } => {
+            (reqwest::Method::PUT, format!("/api/v1/rooms/{room_id}/site"), Some(serde_json::json!({ "site": site })))
+        }
+        Cmd::Config { room_id } => (reqwest::Method::GET, format!("/api/v1/rooms/{room_id}/config"), None),
         Cmd::LoginLink { next } => {
             (reqwest::Method::POST, "/api/v1/login-links".into(), Some(serde_json::json!({ "next": next })))
         }

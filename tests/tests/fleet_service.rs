@@ -181,6 +181,21 @@ fn scenario(ns: &NetNs, f: &FleetService) {
         |r| r["reported"]["config_version"] == 2 && r["reported"]["config_sources"]["audio.output_volume"] == "fleet",
     );
 
+    // Configuration in layers: the organisation, room B's site, and what each room sets.
+    f.json(&["site", "room-b", "paris"]);
+    f.json(&["template-org", "audio.output_volume=45", "call.auto_answer=true"]);
+    f.json(&["template-site", "paris", "audio.output_volume=30"]);
+    let eff = f.json(&["config", "room-b"]);
+    assert_eq!(eff["audio.output_volume"], serde_json::json!({ "value": "30", "source": "site:paris" }), "{eff}");
+    assert_eq!(eff["call.auto_answer"]["source"], "org", "{eff}");
+    assert_eq!(f.json(&["config", "room-a"])["audio.output_volume"]["source"], "org");
+    wait(f, "room B took the layered configuration", 20, || huisctl_json(&bus_b, &["config", "get", "audio.output_volume"]), |v| {
+        v.to_string().contains("30")
+    });
+    wait(f, "room A took the organisation's", 20, || huisctl_json(&bus_a, &["config", "get", "audio.output_volume"]), |v| {
+        v.to_string().contains("45")
+    });
+
     // A read-only token reads but cannot command.
     let token = ns
         .cmd(huis_tests::bin_dir().join("huis-fleet"))
