@@ -403,7 +403,12 @@ struct TemplateRequest {
 }
 
 /// Replaces a template and sends the rooms it reaches their new effective configuration.
-async fn set_template(app: &Arc<App>, headers: &HeaderMap, scope: String, config: BTreeMap<String, String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn set_template(
+    app: &Arc<App>,
+    headers: &HeaderMap,
+    scope: String,
+    config: BTreeMap<String, String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let user = caller(app, headers, Role::Admin).await?;
     crate::templates::check(&config).map_err(bad)?;
     app.db.set_template(&scope, &config, now_ms()).await?;
@@ -413,7 +418,11 @@ async fn set_template(app: &Arc<App>, headers: &HeaderMap, scope: String, config
     Ok(Json(serde_json::json!({ "scope": scope, "rooms": rooms.len(), "rooms_changed": changed })))
 }
 
-async fn template_org(State(app): State<Arc<App>>, headers: HeaderMap, Json(t): Json<TemplateRequest>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn template_org(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(t): Json<TemplateRequest>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     set_template(&app, &headers, "org".into(), t.config).await
 }
 
@@ -467,7 +476,11 @@ async fn room_site(
 }
 
 /// A room's effective configuration, each key with the layer it came from.
-async fn room_config(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn room_config(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller(&app, &headers, Role::ReadOnly).await?;
     let eff = crate::templates::room_effective(&app, &id).await?;
     Ok(Json(serde_json::to_value(eff).expect("serialises")))

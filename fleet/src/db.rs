@@ -222,7 +222,8 @@ impl Db {
 
     /// A configuration template (`org`, `site:<name>`, `room:<id>`); empty when there is none.
     pub async fn template(&self, scope: &str) -> Result<BTreeMap<String, String>, DbError> {
-        let row = sqlx::query("SELECT config FROM templates WHERE scope = $1").bind(scope).fetch_optional(&self.pool).await?;
+        let row =
+            sqlx::query("SELECT config FROM templates WHERE scope = $1").bind(scope).fetch_optional(&self.pool).await?;
         Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).unwrap_or_default())
     }
 

@@ -355,9 +355,11 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
             })),
         ),
         Cmd::CampaignStatus { id } => (reqwest::Method::GET, format!("/api/v1/campaigns/{id}"), None),
-        Cmd::TemplateOrg { settings } => {
-            (reqwest::Method::PUT, "/api/v1/templates/org".into(), Some(serde_json::json!({ "config": pairs(&settings)? })))
-        }
+        Cmd::TemplateOrg { settings } => (
+            reqwest::Method::PUT,
+            "/api/v1/templates/org".into(),
+            Some(serde_json::json!({ "config": pairs(&settings)? })),
+        ),
         Cmd::TemplateSite { site, settings } => (
             reqwest::Method::PUT,
             format!("/api/v1/templates/sites/{site}"),

@@ -52,7 +52,8 @@ pub fn check(config: &BTreeMap<String, String>) -> Result<(), String> {
         return Err(format!("at most {} keys", msg::MAX_ENTRIES));
     }
     for (k, v) in config {
-        let ok = k.split('.').count() == 2 && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
+        let ok = k.split('.').count() == 2
+            && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._".contains(&b));
         if !ok {
             return Err(format!("'{}' is not a section.key of huis.toml", crate::excerpt(k)));
         }
@@ -81,7 +82,8 @@ pub async fn push(app: &Arc<App>, rooms: &[String]) -> Result<usize, DbError> {
     let mut changed = 0;
     for room in rooms {
         let Ok(id) = RoomId::new(room) else { continue };
-        let eff: BTreeMap<String, String> = room_effective(app, room).await?.into_iter().map(|(k, e)| (k, e.value)).collect();
+        let eff: BTreeMap<String, String> =
+            room_effective(app, room).await?.into_iter().map(|(k, e)| (k, e.value)).collect();
         let old = app.db.desired(room).await?;
         if old.as_ref().is_some_and(|d| d.config == eff) {
             continue;

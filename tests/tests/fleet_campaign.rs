@@ -271,3 +271,163 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
     drop(sims);
     drop(real);
 }
+
+/// A simulated room that, like huisd's agent, comes back after a lost connection and sends its
+/// state again; its agent may die for good after reporting `stop_after`.
+async fn sim_room_reconnecting(
+    port: u16,
+    ca: std::path::PathBuf,
+    id: String,
+    cert: Issued,
+    stop_after: Option<UpdatePhase>,
+) {
+    let room = RoomId::new(&id).unwrap();
+    // (seq, phase, campaign) as last reported.
+    let state = Arc::new(Mutex::new((1u64, UpdatePhase::Idle, None::<String>)));
+    let current = |s: &(u64, UpdatePhase, Option<String>)| reported(s.0, s.1, s.2.as_deref(), "");
+    // The connection of the moment: the update's steps go out on whichever is up.
+    let conn: Arc<Mutex<Option<rumqttc::v5::AsyncClient>>> = Arc::new(Mutex::new(None));
+    loop {
+        let mut c = Client::connect(port, &id, tls(&ca, Some(&cert)));
+        *conn.lock().unwrap() = Some(c.mqtt.clone());
+        let topic = |k: Kind| Topic::new(room.clone(), k).to_string();
+        let _ = c.mqtt.subscribe(topic(Kind::Desired), QoS::AtLeastOnce).await;
+        let _ = c.mqtt.publish(topic(Kind::Status), QoS::AtLeastOnce, true, br#"{"online":true}"#.to_vec()).await;
+        let now = current(&state.lock().unwrap());
+        let _ = c.mqtt.publish(topic(Kind::Reported), QoS::AtLeastOnce, true, now).await;
+        loop {
+            match c.seen.recv().await {
+                Some(Seen::Publish(_, payload)) => {
+                    let Ok(d) = msg::decode::<Desired>(&payload) else { continue };
+                    let Some(b) = d.bundle else { continue };
+                    if state.lock().unwrap().2.is_some() {
+                        continue;
+                    }
+                    state.lock().unwrap().2 = Some(b.campaign.clone());
+                    // The update goes on whatever the connection does; each step is sent when
+                    // it can be, and the latest again after every reconnect.
+                    let (st, conn, t) = (state.clone(), conn.clone(), topic(Kind::Reported));
+                    tokio::spawn(async move {
+                        for p in [
+                            UpdatePhase::Downloading,
+                            UpdatePhase::Installing,
+                            UpdatePhase::Installed,
+                            UpdatePhase::Rebooting,
+                            UpdatePhase::HealthCheck,
+                            UpdatePhase::Succeeded,
+                        ] {
+                            tokio::time::sleep(Duration::from_millis(250)).await;
+                            let payload = {
+                                let mut s = st.lock().unwrap();
+                                s.0 += 1;
+                                s.1 = p;
+                                current(&s)
+                            };
+                            let mqtt = conn.lock().unwrap().clone();
+                            if let Some(m) = mqtt {
+                                let _ = m.publish(t.clone(), QoS::AtLeastOnce, true, payload).await;
+                            }
+                            if Some(p) == stop_after {
+                                // The agent dies here and never comes back.
+                                st.lock().unwrap().0 = u64::MAX;
+                                return;
+                            }
+                        }
+                    });
+                }
+                Some(Seen::Error(_)) | None => break,
+                Some(_) => {}
+            }
+            if state.lock().unwrap().0 == u64::MAX {
+                return;
+            }
+        }
+        if state.lock().unwrap().0 == u64::MAX {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[test]
+fn agents_and_the_broker_killed_mid_update_leave_no_room_unknown() {
+    let _w = watchdog("fleet_campaign_kill", 180);
+    let ns = NetNs::new();
+    let mut f = FleetService::start(&ns).unwrap();
+    let stops = [
+        Some(UpdatePhase::Downloading),
+        Some(UpdatePhase::Installing),
+        Some(UpdatePhase::Installed),
+        Some(UpdatePhase::Rebooting),
+        Some(UpdatePhase::HealthCheck),
+    ];
+    let ids: Vec<String> = (0..12).map(|i| format!("kill-{i:02}")).collect();
+    let certs: Vec<Issued> = ids.iter().map(|id| enrol(&ns, &f, id)).collect();
+    let (port, ca) = (f.broker_port, f.ca());
+    let sims = {
+        let ids = ids.clone();
+        ns.enter(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            for (i, (id, cert)) in ids.into_iter().zip(certs).enumerate() {
+                rt.spawn(sim_room_reconnecting(port, ca.clone(), id, cert, stops.get(i).copied().flatten()));
+            }
+            rt
+        })
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.json(&["rooms"]).as_array().unwrap().iter().filter(|r| !r["reported"].is_null()).count() < ids.len() {
+        assert!(Instant::now() < deadline, "the simulated rooms did not all report\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut args = vec![
+        "campaign",
+        "--id",
+        "c-kill",
+        "--version",
+        "1.1.0",
+        "--bundle-url",
+        "https://updates.example.org/1.1.0.raucb",
+    ];
+    args.extend([
+        "--first-group",
+        "12",
+        "--failure-threshold",
+        "1",
+        "--success-share",
+        "0.5",
+        "--room-timeout-s",
+        "10",
+    ]);
+    args.extend(ids.iter().map(String::as_str));
+    f.json(&args);
+    // The broker dies in the middle of the rooms' updates (SIGKILL) and comes back.
+    std::thread::sleep(Duration::from_millis(700));
+    f.broker.kill_and_restart(&ns).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let c = loop {
+        let c = campaign(&f, "c-kill");
+        let open: Vec<&str> = c["rooms"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(_, s)| s.as_str().is_some_and(|s| s == "waiting" || s.starts_with("updating")))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        if open.is_empty() {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "rooms still without an end: {open:?}\n{c}\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for (i, id) in ids.iter().enumerate() {
+        let s = c["rooms"][id].as_str().unwrap();
+        if i < stops.len() {
+            assert_eq!(s, "timed_out", "{id}'s agent died after {:?}: {c}", stops[i]);
+        } else {
+            assert_eq!(s, "succeeded", "{id} lived through the broker's restart: {c}");
+        }
+    }
+    drop(sims);
+}

@@ -189,12 +189,20 @@ fn scenario(ns: &NetNs, f: &FleetService) {
     assert_eq!(eff["audio.output_volume"], serde_json::json!({ "value": "30", "source": "site:paris" }), "{eff}");
     assert_eq!(eff["call.auto_answer"]["source"], "org", "{eff}");
     assert_eq!(f.json(&["config", "room-a"])["audio.output_volume"]["source"], "org");
-    wait(f, "room B took the layered configuration", 20, || huisctl_json(&bus_b, &["config", "get", "audio.output_volume"]), |v| {
-        v.to_string().contains("30")
-    });
-    wait(f, "room A took the organisation's", 20, || huisctl_json(&bus_a, &["config", "get", "audio.output_volume"]), |v| {
-        v.to_string().contains("45")
-    });
+    wait(
+        f,
+        "room B took the layered configuration",
+        20,
+        || huisctl_json(&bus_b, &["config", "get", "audio.output_volume"]),
+        |v| v.to_string().contains("30"),
+    );
+    wait(
+        f,
+        "room A took the organisation's",
+        20,
+        || huisctl_json(&bus_a, &["config", "get", "audio.output_volume"]),
+        |v| v.to_string().contains("45"),
+    );
 
     // A read-only token reads but cannot command.
     let token = ns

@@ -51,8 +51,22 @@ impl Mosquitto {
         Self::run(ns, dir, &conf_file, port)
     }
 
+    /// Kills the broker at once (SIGKILL: no goodbye to its clients, as a crash or a power cut)
+    /// and starts it again on the same port, configuration and persistence.
+    pub fn kill_and_restart(&mut self, ns: &NetNs) -> Result<()> {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir()?);
+        let conf = dir.path().join("mosquitto.conf");
+        let m = Self::run(ns, dir, &conf, self.port)?;
+        *self = m;
+        Ok(())
+    }
+
     fn run(ns: &NetNs, dir: tempfile::TempDir, conf_file: &Path, port: u16) -> Result<Mosquitto> {
-        let log = std::fs::File::create(dir.path().join("mosquitto.log"))?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.path().join("mosquitto.log"))?;
         let child = ns
             .cmd("mosquitto")
             .arg("-c")
