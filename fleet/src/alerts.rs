@@ -1,17 +1,71 @@
-//! Alerts to a webhook (`alert_webhook`): a JSON POST per alert (a room went offline, a
-//! campaign halted, a room's update failed), best effort and never in the way of the work that
-//! raised it.
+//! Alerts to a webhook (`alert_webhook` in huis-fleet.toml): one JSON POST per alert, best
+//! effort, never in the way of the work that raised it.
+//!
+//! - `room_offline`: the broker published a room's Last Will (its connection was gone for longer
+//!   than the room's will delay);
+//! - `update_failed`: a room reported `failed` or `rolled_back` for an update;
+//! - `call_quality`: a room's call is worse than the thresholds below (at most once per room per
+//!   10 minutes);
+//! - `campaign_halted`: a campaign stopped at its failure threshold.
 
-use crate::api::App;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-pub async fn send(app: &App, kind: &str, target: &str, detail: &str) {
-    if app.alert_webhook.is_empty() {
-        return;
+use huis_fleet_proto::msg::CallQuality;
+
+/// A call is poor beyond any of these.
+pub const MAX_LOSS_PERCENT: f32 = 5.0;
+pub const MAX_JITTER_MS: f32 = 60.0;
+pub const MAX_RTT_MS: f32 = 400.0;
+const QUALITY_EVERY: Duration = Duration::from_secs(600);
+
+pub struct Alerts {
+    http: reqwest::Client,
+    webhook: String,
+    last_quality: Mutex<HashMap<String, Instant>>,
+}
+
+impl Alerts {
+    pub fn new(http: reqwest::Client, webhook: String) -> Alerts {
+        Alerts { http, webhook, last_quality: Mutex::new(HashMap::new()) }
     }
-    let body = serde_json::json!({ "kind": kind, "target": target, "detail": detail, "at_ms": crate::now_ms() });
-    match app.http.post(&app.alert_webhook).json(&body).send().await {
-        Ok(r) if r.status().is_success() => {}
-        Ok(r) => tracing::warn!(kind, target, "alert webhook answered {}", r.status()),
-        Err(e) => tracing::warn!(kind, target, "alert webhook: {e}"),
+
+    pub async fn send(&self, kind: &str, target: &str, detail: &str) {
+        tracing::info!(kind, target, detail, "alert");
+        if self.webhook.is_empty() {
+            return;
+        }
+        let body = serde_json::json!({ "kind": kind, "target": target, "detail": detail, "at_ms": crate::now_ms() });
+        match self.http.post(&self.webhook).json(&body).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => tracing::warn!(kind, target, "alert webhook answered {}", r.status()),
+            Err(e) => tracing::warn!(kind, target, "alert webhook: {e}"),
+        }
+    }
+
+    /// Alerts on a poor call, at most once per room per 10 minutes.
+    pub async fn call_quality(&self, room: &str, q: &CallQuality) {
+        let mut bad = Vec::new();
+        if q.loss_percent > MAX_LOSS_PERCENT {
+            bad.push(format!("loss {:.1} %", q.loss_percent));
+        }
+        if q.jitter_ms > MAX_JITTER_MS {
+            bad.push(format!("jitter {:.0} ms", q.jitter_ms));
+        }
+        if q.rtt_ms > MAX_RTT_MS {
+            bad.push(format!("round trip {:.0} ms", q.rtt_ms));
+        }
+        if bad.is_empty() {
+            return;
+        }
+        {
+            let mut last = self.last_quality.lock().unwrap_or_else(|e| e.into_inner());
+            if last.get(room).is_some_and(|t| t.elapsed() < QUALITY_EVERY) {
+                return;
+            }
+            last.insert(room.to_owned(), Instant::now());
+        }
+        self.send("call_quality", room, &bad.join(", ")).await;
     }
 }

@@ -27,8 +27,7 @@ use crate::{hash, now_ms, random_token};
 pub struct Peer(pub Option<String>);
 
 pub struct App {
-    pub http: reqwest::Client,
-    pub alert_webhook: String,
+    pub alerts: Arc<crate::alerts::Alerts>,
     pub db: Db,
     pub broker: Broker,
     pub ca: Ca,

@@ -249,7 +249,7 @@ async fn apply(app: &App, target: &BundleTarget, view: &mut CampaignView, action
             Action::Halted(why) => {
                 tracing::warn!(campaign = %view.id, "campaign halted: {why}");
                 view.detail = why.clone();
-                crate::alerts::send(app, "campaign_halted", &view.id, &why).await;
+                app.alerts.send("campaign_halted", &view.id, &why).await;
             }
             Action::Completed => tracing::info!(campaign = %view.id, "campaign completed"),
         }

@@ -260,12 +260,13 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     let db = db::Db::open(&cfg.database).await?;
     let client_tls = client_tls(&cert, &key, &ca_pem)?;
     let worker = format!("huis-fleet-{}", random_token(4));
-    let broker = mqtt::Broker::start(&cfg.broker, &worker, &cfg.group, client_tls, db.clone())?;
+    let http = reqwest::Client::builder().use_rustls_tls().timeout(std::time::Duration::from_secs(10)).build()?;
+    let alerts = Arc::new(alerts::Alerts::new(http, cfg.alert_webhook.clone()));
+    let broker = mqtt::Broker::start(&cfg.broker, &worker, &cfg.group, client_tls, db.clone(), alerts.clone())?;
     let uploads = cfg.data_dir.join("uploads");
     std::fs::create_dir_all(&uploads)?;
     let app = Arc::new(api::App {
-        http: reqwest::Client::builder().use_rustls_tls().timeout(std::time::Duration::from_secs(10)).build()?,
-        alert_webhook: cfg.alert_webhook.clone(),
+        alerts: alerts.clone(),
         db,
         broker,
         ca,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use huis_fleet_proto::msg::{self, Ack, Event, Reported, Status, Telemetry};
+use huis_fleet_proto::msg::{self, Ack, Event, Reported, Status, Telemetry, UpdatePhase};
 use huis_fleet_proto::topic::{Kind, Topic};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -36,6 +36,7 @@ impl Broker {
         group: &str,
         tls: Arc<rustls::ClientConfig>,
         db: Db,
+        alerts: Arc<crate::alerts::Alerts>,
     ) -> Result<Broker, MqttError> {
         let (host, port) = crate::config::Config::host_port(url).ok_or_else(|| MqttError::Address(url.to_owned()))?;
         let mut o = MqttOptions::new(client_id, host, port);
@@ -65,7 +66,7 @@ impl Broker {
                     }
                     Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                         let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        if let Err(e) = handle(&db, &topic, &p.payload).await {
+                        if let Err(e) = handle(&db, &alerts, &topic, &p.payload).await {
                             tracing::warn!(topic = %topic, "message not kept: {e}");
                         }
                     }
@@ -111,18 +112,28 @@ pub enum HandleError {
 }
 
 /// Writes one message from a room to the database.
-pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> Result<(), HandleError> {
+pub async fn handle(db: &Db, alerts: &crate::alerts::Alerts, topic: &str, payload: &[u8]) -> Result<(), HandleError> {
     let t = Topic::parse(topic)?;
     let room = t.room.as_str();
     let now = now_ms();
     match &t.kind {
         Kind::Status => {
             let s: Status = msg::decode(payload)?;
+            let was_online = db.room(room).await?.is_some_and(|r| r.online);
             db.set_status(room, s.online, s.at_ms as i64, now).await?;
+            if was_online && !s.online {
+                alerts.send("room_offline", room, "the room's connection to the broker is lost").await;
+            }
         }
         Kind::Reported => {
             let r: Reported = msg::decode(payload)?;
-            db.set_reported(room, r.seq as i64, &String::from_utf8_lossy(payload), now).await?;
+            let before = db.room(room).await?.and_then(|r| r.reported).and_then(|v| crate::campaigns::report_of(&v));
+            let newer = db.set_reported(room, r.seq as i64, &String::from_utf8_lossy(payload), now).await?;
+            let failed = matches!(r.update.phase, UpdatePhase::Failed | UpdatePhase::RolledBack);
+            if newer && failed && before.is_none_or(|b| b.phase != r.update.phase || b.campaign != r.update.campaign) {
+                let what = format!("{:?} {}: {}", r.update.phase, r.update.target_version, r.update.detail);
+                alerts.send("update_failed", room, &what).await;
+            }
         }
         Kind::Event(kind) => {
             let e: Event = msg::decode(payload)?;
@@ -138,6 +149,9 @@ pub async fn handle(db: &Db, topic: &str, payload: &[u8]) -> Result<(), HandleEr
         Kind::Telemetry => {
             let t: Telemetry = msg::decode(payload)?;
             db.set_telemetry(room, &serde_json::to_string(&t).expect("serialises"), now).await?;
+            if let Some(q) = &t.call {
+                alerts.call_quality(room, q).await;
+            }
         }
         // Written by the service, read back only through a shared subscription's overlap.
         Kind::Desired | Kind::Command(_) => {}

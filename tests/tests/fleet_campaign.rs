@@ -19,6 +19,7 @@ use huis_fleet_proto::topic::{Kind, RoomId, Topic};
 use huis_tests::peers::certs::Issued;
 use huis_tests::peers::fleet::FleetService;
 use huis_tests::peers::mqtt::{Client, Seen, tls};
+use huis_tests::peers::webhook::Webhook;
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, stdout};
 use rumqttc::v5::mqttbytes::QoS;
@@ -134,7 +135,8 @@ fn campaign(f: &FleetService, id: &str) -> Value {
 fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_group() {
     let _w = watchdog("fleet_campaign", 240);
     let ns = NetNs::new();
-    let f = FleetService::start(&ns).unwrap();
+    let hook = Webhook::start(&ns).unwrap();
+    let f = FleetService::start_with(&ns, None, Some(&hook.url())).unwrap();
 
     // Two real rooms, enrolled by claim code.
     let (bus_a, bus_b) = (Bus::start(), Bus::start());
@@ -144,7 +146,7 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
         let code = f.json(&["claim", id])["claim_code"].as_str().unwrap().to_owned();
         let cfg = format!(
             "[room]\nname = \"{id}\"\n[fleet]\nbroker = \"mqtts://127.0.0.1:{}\"\nroom_id = \"{id}\"\n\
-             enrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\n",
+             enrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\nwill_delay_s = 1\n",
             f.broker_port,
             f.url(),
             f.ca().display()
@@ -268,6 +270,24 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
         events.as_array().unwrap().iter().any(|e| e["kind"] == "update" && e["fields"]["phase"] == "downloading"),
         "room A never started the install: {events}"
     );
+    // Alerts reached the webhook: the halt, each failed update, and a room gone offline.
+    let mut real = real;
+    let _ = real[0].child.kill();
+    let _ = real[0].child.wait();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let alerts = hook.alerts();
+        let has = |kind: &str, target: &str| alerts.iter().any(|a| a["kind"] == kind && a["target"] == target);
+        if has("campaign_halted", "c-halt")
+            && has("update_failed", "sim-003")
+            && has("update_failed", "room-b")
+            && has("room_offline", "room-a")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "alerts missing; received: {alerts:?}\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(sims);
     drop(real);
 }

@@ -30,6 +30,11 @@ impl FleetService {
 
     /// On `database` (a `postgres://` URL), or SQLite with `None`.
     pub fn start_on(ns: &NetNs, database: Option<&str>) -> Result<FleetService> {
+        Self::start_with(ns, database, None)
+    }
+
+    /// As [`FleetService::start_on`], with alerts POSTed to `webhook`.
+    pub fn start_with(ns: &NetNs, database: Option<&str>, webhook: Option<&str>) -> Result<FleetService> {
         let dir = tempfile::Builder::new().prefix("huis-fleet-").tempdir()?;
         let (port, broker_port) = (ns.port(), ns.port());
         let exe = bin_dir().join("huis-fleet");
@@ -43,6 +48,12 @@ impl FleetService {
             .context("run huis-fleet init")?;
         if !out.status.success() {
             bail!("huis-fleet init failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        if let Some(w) = webhook {
+            let cfg = dir.path().join("huis-fleet.toml");
+            let text =
+                std::fs::read_to_string(&cfg)?.replace("alert_webhook = \"\"", &format!("alert_webhook = \"{w}\""));
+            std::fs::write(&cfg, text)?;
         }
         let broker = Mosquitto::start_conf(ns, &dir.path().join("mosquitto/mosquitto.conf"), broker_port)?;
         let log = std::fs::File::create(dir.path().join("huis-fleet.log"))?;

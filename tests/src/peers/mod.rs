@@ -27,6 +27,7 @@ pub mod sipp;
 pub mod tone;
 pub mod turn;
 pub mod upload;
+pub mod webhook;
 pub mod whip;
 
 pub use baresip::{AnswerMode, AudioSource, Baresip, BaresipOpts, MediaEnc, VideoDebug};
