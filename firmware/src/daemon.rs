@@ -51,12 +51,13 @@ fn init_logging(level: &str) {
     // logging natively keeps levels and fields as journal metadata.
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         if let Ok(j) = tracing_journald::layer() {
-            tracing_subscriber::registry().with(filter).with(j).init();
+            tracing_subscriber::registry().with(filter).with(crate::logring::LogRing).with(j).init();
             return;
         }
     }
     tracing_subscriber::registry()
         .with(filter)
+        .with(crate::logring::LogRing)
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)

@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod fuzzing;
 pub mod hardware;
 pub mod health;
+pub mod logring;
 pub mod media;
 pub mod proto;
 pub mod room;

@@ -111,7 +111,8 @@ fn the_dependency_rules_hold() {
         ("proto", &["audio", "call", "config", "media", "text"][..]),
         ("update", &["status", "text"][..]),
         ("dbus", &["call", "config", "room", "status", "update", "text"][..]),
-        ("fleet", &["call", "config", "room", "status", "update", "text"][..]),
+        ("fleet", &["call", "config", "logring", "room", "status", "update", "text"][..]),
+        ("logring", &[][..]),
         ("health", &["audio", "dbus", "update"][..]),
     ]
     .into_iter()

@@ -168,6 +168,15 @@ fn scenario(ns: &NetNs, f: &FleetService) {
     let shot = f.dir.path().join("uploads/room-a").join(&name);
     let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("{}: {e}\n{}", shot.display(), f.log_text()));
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // The room's recent log, uploaded the same way.
+    let c = command(f, "room-a", &["logs"]);
+    assert_eq!(c["state"], "done", "{c}");
+    let name = c["args"]["upload_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+    let log = std::fs::read_to_string(f.dir.path().join("uploads/room-a").join(&name)).unwrap();
+    assert!(
+        log.contains("fleet command") && log.contains("dialing"),
+        "the uploaded log lacks the room's own lines:\n{log}"
+    );
     let c = command(f, "room-a", &["hangup"]);
     assert_eq!(c["state"], "done", "{c}");
 

@@ -846,6 +846,14 @@ impl CommandCtx {
                     upload(&http, &url, png, "image/png").await
                 })
             }
+            "logs" => {
+                let url = https_url(args)?;
+                let http = self.http.clone();
+                Box::pin(async move {
+                    let text = crate::logring::snapshot().into_bytes();
+                    upload(&http, &url, text, "text/plain; charset=utf-8").await
+                })
+            }
             "apply_config" => {
                 if args.is_empty() {
                     return Err("needs at least one key = value".into());
