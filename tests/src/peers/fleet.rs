@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
@@ -69,20 +68,11 @@ impl FleetService {
             .spawn()
             .context("start huis-fleet serve")?;
         let mut f = FleetService { child, ns: ns.clone(), dir, port, broker, broker_port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        loop {
-            if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())? {
-                return Ok(f);
-            }
-            if let Ok(Some(st)) = f.child.try_wait() {
-                bail!("huis-fleet exited with {st}:\n{}", f.log_text());
-            }
-            if Instant::now() > deadline {
-                bail!("huis-fleet not listening within 20 s:\n{}", f.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log = f.dir.path().join("huis-fleet.log");
+        super::wait_listening(ns, port, &mut f.child, "huis-fleet", 20, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })?;
+        Ok(f)
     }
 
     pub fn ca(&self) -> PathBuf {

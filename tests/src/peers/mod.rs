@@ -61,3 +61,49 @@ pub fn watchdog(name: &'static str, secs: u64) -> std::sync::mpsc::Sender<()> {
     });
     tx
 }
+
+/// Waits until something listens on 127.0.0.1:`port` inside `ns`, for at most `secs`; fails
+/// with `log()` (the daemon's own words) if `child` exits or time runs out first.
+pub fn wait_listening(
+    ns: &NetNs,
+    port: u16,
+    child: &mut std::process::Child,
+    what: &str,
+    secs: u64,
+    log: impl Fn() -> String,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    loop {
+        let timeout = std::time::Duration::from_millis(200);
+        if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, timeout).is_ok())? {
+            return Ok(());
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            anyhow::bail!("{what} exited with {st}:\n{}", log());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{what} not listening on port {port} within {secs} s:\n{}", log());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Starts `cmd` (a helper that prints `ready` on its first line once it serves) and waits for
+/// that line.
+pub fn spawn_ready(mut cmd: std::process::Command, what: &str) -> anyhow::Result<std::process::Child> {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("start {what}: {e}"))?;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        anyhow::bail!("{what} did not start: {line:?}");
+    }
+    Ok(child)
+}

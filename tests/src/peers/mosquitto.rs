@@ -4,9 +4,8 @@
 
 use std::path::Path;
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 use super::certs::{Ca, Issued};
 use super::netns::NetNs;
@@ -77,21 +76,11 @@ impl Mosquitto {
             .spawn()
             .context("start mosquitto (Debian package mosquitto)")?;
         let mut m = Mosquitto { child: Some(child), dir, port };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            // mosquitto's stdout is block-buffered into the log: ask its port instead.
-            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())? {
-                return Ok(m);
-            }
-            if let Some(Ok(Some(st))) = m.child.as_mut().map(|c| c.try_wait()) {
-                bail!("mosquitto exited with {st}:\n{}", m.log_text());
-            }
-            if Instant::now() > deadline {
-                bail!("mosquitto not listening within 5 s:\n{}", m.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let log = m.dir.path().join("mosquitto.log");
+        let child = m.child.as_mut().expect("just started");
+        // mosquitto's stdout is block-buffered into the log: its port says when it is up.
+        super::wait_listening(ns, port, child, "mosquitto", 5, || std::fs::read_to_string(&log).unwrap_or_default())?;
+        Ok(m)
     }
 
     pub fn log_text(&self) -> String {

@@ -63,20 +63,11 @@ impl Postgres {
             .spawn()
             .context("start postgres")?;
         let mut pg = Postgres { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-        loop {
-            if ns.enter(move || std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok())? {
-                return Ok(pg);
-            }
-            if let Ok(Some(st)) = pg.child.try_wait() {
-                bail!("postgres exited with {st}:\n{}", pg.log_text());
-            }
-            if Instant::now() > deadline {
-                bail!("postgres not listening within 20 s:\n{}", pg.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let log = pg.dir.path().join("postgres.log");
+        super::wait_listening(ns, port, &mut pg.child, "postgres", 20, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })?;
+        Ok(pg)
     }
 
     /// The URL the fleet service connects with.

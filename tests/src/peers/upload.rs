@@ -2,11 +2,10 @@
 //! in a test's namespace: screenshots and logs a room PUTs, kept by the name on the room's
 //! certificate, which the server requires.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::certs::{Ca, Issued};
 use super::netns::NetNs;
@@ -22,23 +21,10 @@ impl UploadServer {
         let port = ns.port();
         let dir = tempfile::Builder::new().prefix("uploads-").tempdir()?;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/peers/upload_server.py");
-        let mut child = ns
-            .cmd("python3")
-            .arg(script)
-            .arg(port.to_string())
-            .args([&ca.cert, &server.cert, &server.key])
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("start python3")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            bail!("the upload server did not start: {line:?}");
-        }
+        let mut cmd = ns.cmd("python3");
+        cmd.arg(script).arg(port.to_string()).args([&ca.cert, &server.cert, &server.key]).arg(dir.path());
+        cmd.stderr(Stdio::inherit());
+        let child = super::spawn_ready(cmd, "the upload server")?;
         Ok(UploadServer { child, dir, port })
     }
 

@@ -1,10 +1,9 @@
 //! A webhook receiver for the fleet's alerts: Python's http.server in a test's namespace that
 //! keeps every POSTed JSON body, one per line.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Child;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use super::netns::NetNs;
 
@@ -35,20 +34,9 @@ impl Webhook {
     pub fn start(ns: &NetNs) -> Result<Webhook> {
         let port = ns.port();
         let dir = tempfile::Builder::new().prefix("webhook-").tempdir()?;
-        let mut child = ns
-            .cmd("python3")
-            .args(["-c", SERVER, &port.to_string()])
-            .arg(dir.path().join("alerts.jsonl"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("start python3")?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line)?;
-        if line.trim() != "ready" {
-            let _ = child.kill();
-            bail!("the webhook receiver did not start: {line:?}");
-        }
+        let mut cmd = ns.cmd("python3");
+        cmd.args(["-c", SERVER, &port.to_string()]).arg(dir.path().join("alerts.jsonl"));
+        let child = super::spawn_ready(cmd, "the webhook receiver")?;
         Ok(Webhook { child, dir, port })
     }
 
