@@ -75,15 +75,21 @@ impl Role {
 }
 
 /// The caller of a request, from its API token, if it has at least `need`.
-async fn caller(app: &App, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+/// The user and role of the request's API token.
+pub(crate) async fn token_owner(app: &App, headers: &HeaderMap) -> Result<(String, String), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "an API token is needed (Authorization: Bearer …)".into()))?;
-    let Some((user, role)) = app.db.token(&hash(token.trim())).await? else {
-        return Err(ApiError(StatusCode::UNAUTHORIZED, "unknown API token".into()));
-    };
+    app.db
+        .token(&hash(token.trim()))
+        .await?
+        .ok_or_else(|| ApiError(StatusCode::UNAUTHORIZED, "unknown API token".into()))
+}
+
+async fn caller(app: &App, headers: &HeaderMap, need: Role) -> Result<String, ApiError> {
+    let (user, role) = token_owner(app, headers).await?;
     let have = Role::parse(&role).unwrap_or(Role::ReadOnly);
     if have < need {
         return Err(ApiError(StatusCode::FORBIDDEN, format!("{user} is {role}; this needs {need:?}").to_lowercase()));

@@ -156,14 +156,9 @@ struct LinkRequest {
 
 /// A one-time sign-in link for the caller (their own user and role), good for a minute.
 async fn login_link(State(app): State<Arc<App>>, headers: HeaderMap, Json(r): Json<LinkRequest>) -> Response {
-    let token =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    let Some(Ok(Some((user, role)))) = (match token {
-        Some(t) => Some(app.db.token(&hash(t.trim())).await),
-        None => None,
-    }) else {
-        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "an API token is needed"})))
-            .into_response();
+    let (user, role) = match crate::api::token_owner(&app, &headers).await {
+        Ok(owner) => owner,
+        Err(e) => return e.into_response(),
     };
     let code = random_token(16);
     if app.db.add_session(&hash(&code), "once", &user, &role, now_ms() + ONCE_MS).await.is_err() {

@@ -159,8 +159,9 @@ pub async fn enrol(cfg: &config::Fleet, state_dir: &Path) -> Result<Identity, Id
     write_private(&d.join("room.key"), key_pem.as_bytes())?;
     write_atomic(&d.join("ca.crt"), answer.ca_pem.as_bytes())?;
     write_atomic(&d.join("room.crt"), answer.certificate_pem.as_bytes())?;
-    let own = config::Fleet { cert_file: String::new(), ..cfg.clone() };
-    load(&own, state_dir)?.ok_or_else(|| IdentityError::Missing("the enrolment's files vanished".into()))
+    // Enrolment is configured only without cert_file (the settings' check), so `load` now finds
+    // the files just written.
+    load(cfg, state_dir)?.ok_or_else(|| IdentityError::Missing("the enrolment's files vanished".into()))
 }
 
 /// The reasons of an error and its sources, joined: reqwest's own says only "error sending
