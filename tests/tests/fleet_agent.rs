@@ -26,7 +26,7 @@ fn topic(room: &str, kind: Kind) -> String {
 fn room_config(id: &str, port: u16, ca: &Ca, own: &Issued) -> String {
     format!(
         "[room]\nname = \"Room {id}\"\n[call]\nauto_answer = true\n[fleet]\nbroker = \"mqtts://127.0.0.1:{port}\"\n\
-         room_id = \"{id}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nwill_delay_s = 2\n\
+         room_id = \"{id}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nca_file = \"{}\"\nwill_delay_s = 2\nconnect_spread_s = 0\n\
          telemetry_interval_s = 5\n",
         own.cert.display(),
         own.key.display(),

@@ -146,7 +146,7 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
         let code = f.json(&["claim", id])["claim_code"].as_str().unwrap().to_owned();
         let cfg = format!(
             "[room]\nname = \"{id}\"\n[fleet]\nbroker = \"mqtts://127.0.0.1:{}\"\nroom_id = \"{id}\"\n\
-             enrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\nwill_delay_s = 1\n",
+             enrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\nwill_delay_s = 1\nconnect_spread_s = 0\n",
             f.broker_port,
             f.url(),
             f.ca().display()

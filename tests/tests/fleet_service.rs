@@ -18,7 +18,7 @@ fn room_config(id: &str, f: &FleetService, code: &str) -> String {
     format!(
         "[room]\nname = \"Room {id}\"\n[call]\nauto_answer = true\n[fleet]\nbroker = \"mqtts://127.0.0.1:{}\"\n\
          room_id = \"{id}\"\nenrol_url = \"{}/api/v1/enrol\"\nclaim_code = \"{code}\"\nca_file = \"{}\"\n\
-         telemetry_interval_s = 5\n",
+         telemetry_interval_s = 5\nconnect_spread_s = 0\n",
         f.broker_port,
         f.url(),
         f.ca().display()

@@ -66,6 +66,10 @@ pub struct Fleet {
     pub telemetry_interval_s: u32,
     /// Seconds a lost connection may last before the broker says the room is offline.
     pub will_delay_s: u32,
+    /// The agent's first connection, and its first attempt after losing the broker, wait a
+    /// random time up to this many seconds, so a fleet that lost its broker together (or booted
+    /// together) comes back spread out instead of all at once. Keep it under `will_delay_s`.
+    pub connect_spread_s: u32,
 }
 
 /// Visio (La Suite Meet) meetings through their SIP video gateway: `visio:<PIN>` dials
@@ -329,6 +333,9 @@ impl Fleet {
         if self.will_delay_s > 3600 {
             return Err(("will_delay_s", format!("{} is out of range (0 to 3600 seconds)", self.will_delay_s)));
         }
+        if self.connect_spread_s > 600 {
+            return Err(("connect_spread_s", format!("{} is out of range (0 to 600 seconds)", self.connect_spread_s)));
+        }
         if self.broker.is_empty() {
             return Ok(());
         }
@@ -404,6 +411,7 @@ impl Default for Fleet {
             maintenance_window: String::new(),
             telemetry_interval_s: 60,
             will_delay_s: 30,
+            connect_spread_s: 30,
         }
     }
 }
@@ -1078,6 +1086,7 @@ mod tests {
             ("maintenance_window = \"2-5\"", "fleet.maintenance_window", "HH:MM-HH:MM"),
             ("maintenance_window = \"24:00-05:00\"", "fleet.maintenance_window", "HH:MM-HH:MM"),
             ("telemetry_interval_s = 1", "fleet.telemetry_interval_s", "5 to 3600"),
+            ("connect_spread_s = 601", "fleet.connect_spread_s", "0 to 600"),
         ] {
             let e = p(text).unwrap_err();
             assert_eq!(e.key.as_deref(), Some(key), "{text}: {e}");

@@ -91,12 +91,21 @@ pub fn load(cfg: &config::Fleet, state_dir: &Path) -> Result<Option<Identity>, I
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| file_err(&key, "holds no PEM private key"))?;
     let ca_pem = read(&ca)?;
     let mut roots = rustls::RootCertStore::empty();
+    let mut anchors = Vec::new();
     for c in CertificateDer::pem_slice_iter(&ca_pem) {
         let c = c.map_err(|e| file_err(&ca, format!("not a PEM certificate: {e}")))?;
+        anchors.push(c.clone());
         roots.add(c).map_err(|e| file_err(&ca, format!("not a usable CA certificate: {e}")))?;
     }
     if roots.is_empty() {
         return Err(file_err(&ca, "holds no CA certificate"));
+    }
+    // The broker has the CA already (RFC 8446, 4.4.2: the trust anchor may be left out): the
+    // room sends its own certificate and any intermediates only, which the broker then neither
+    // parses nor keeps for the connection's life, 10,000 times over.
+    let mut chain = chain;
+    if chain.len() > 1 {
+        chain.retain(|c| !anchors.contains(c));
     }
     let mut pem = cert_pem;
     pem.push(b'\n');

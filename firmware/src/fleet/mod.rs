@@ -86,13 +86,20 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
-/// 1 s, 2 s, 4 s … up to `max`, each with up to a quarter more at random, so a fleet that lost
-/// its broker does not come back all at once.
-fn backoff(attempt: u32, max: Duration) -> Duration {
-    let base = Duration::from_secs(1u64 << attempt.min(16)).min(max);
+/// A random time in `0..=window`, from the OS's random source.
+fn jitter(window: Duration) -> Duration {
     let mut b = [0u8; 2];
     let _ = getrandom::getrandom(&mut b);
-    base + base.mul_f64(u16::from_le_bytes(b) as f64 / u16::MAX as f64 / 4.0)
+    window.mul_f64(u16::from_le_bytes(b) as f64 / u16::MAX as f64)
+}
+
+/// How long to wait before attempt `attempt + 1`: a random time up to `floor`, 2 s, 4 s …
+/// `max` ("full jitter"). Rooms that lost their broker together spread their attempts over
+/// the whole window instead of coming back in waves, which a broker taking TLS handshakes one
+/// at a time answers far sooner (BENCHMARKS.md, "Fleet at scale").
+fn backoff(attempt: u32, floor: Duration, max: Duration) -> Duration {
+    let cap = Duration::from_secs(1u64 << attempt.min(16)).max(floor).min(max);
+    Duration::from_millis(100) + jitter(cap)
 }
 
 async fn identity(s: &Setup) -> Result<Identity, FleetError> {
@@ -107,7 +114,7 @@ async fn identity(s: &Setup) -> Result<Identity, FleetError> {
                 return Ok(id);
             }
             Err(e) => {
-                let wait = backoff(attempt, Duration::from_secs(600));
+                let wait = backoff(attempt, Duration::ZERO, Duration::from_secs(600));
                 tracing::warn!("{e}; trying again in {} s", wait.as_secs());
                 attempt += 1;
                 tokio::time::sleep(wait).await;
@@ -145,6 +152,10 @@ async fn run(s: Setup) -> Result<(), FleetError> {
     o.set_outgoing_inflight_upper_limit(INFLIGHT);
     o.set_max_packet_size(Some((huis_fleet_proto::MAX_PAYLOAD + 1024) as u32));
     o.set_transport(Transport::Tls(TlsConfiguration::Rustls(tls)));
+    // From TCP connect to CONNACK (rumqttc's default is 5 s). A broker taking a whole fleet back
+    // handshakes one connection after another; a connection given up on halfway is work thrown
+    // away on both sides and one more attempt later (BENCHMARKS.md, "Fleet at scale").
+    o.set_connection_timeout(60);
     let will = msg::encode(&Status { online: false, at_ms: 0 });
     o.set_last_will(LastWill {
         topic: topic(Kind::Status).into(),
@@ -169,7 +180,9 @@ async fn run(s: Setup) -> Result<(), FleetError> {
 
     let (in_tx, mut incoming) = mpsc::channel::<Incoming>(64);
     let broker = format!("{host}:{port}");
+    let spread = Duration::from_secs(s.cfg.connect_spread_s.into());
     tokio::spawn(async move {
+        tokio::time::sleep(jitter(spread)).await;
         let mut attempt = 0;
         loop {
             let m = match eventloop.poll().await {
@@ -182,7 +195,7 @@ async fn run(s: Setup) -> Result<(), FleetError> {
                 }
                 Ok(_) => continue,
                 Err(e) => {
-                    let wait = backoff(attempt, Duration::from_secs(60));
+                    let wait = backoff(attempt, spread, Duration::from_secs(60));
                     attempt += 1;
                     tracing::warn!(broker = %broker, "fleet broker: {}; again in {} ms", identity::error_chain(&e), wait.as_millis());
                     if in_tx.send(Incoming::Lost).await.is_err() {
@@ -198,8 +211,11 @@ async fn run(s: Setup) -> Result<(), FleetError> {
         }
     });
 
+    // Uploads go to the fleet service only: its CA is the one trusted, not the system's roots
+    // (which would also be parsed again for every client).
     let http = reqwest::Client::builder()
         .use_rustls_tls()
+        .tls_built_in_root_certs(false)
         .https_only(true)
         .timeout(Duration::from_secs(60))
         .identity(reqwest::Identity::from_pem(&id.pem).map_err(|e| FleetError::Config(format!("identity: {e}")))?);
@@ -373,10 +389,12 @@ impl Agent {
         self.connected = true;
         tracing::info!(room_id = %self.room_id, "connected to the fleet broker");
         self.publish(Kind::Status, msg::encode(&Status { online: true, at_ms: now_ms() }));
-        for f in huis_fleet_proto::topic::room_subscriptions(&self.room_id) {
-            if let Err(e) = self.client.try_subscribe(f, QoS::AtLeastOnce) {
-                tracing::warn!("fleet: cannot subscribe: {e}");
-            }
+        // One SUBSCRIBE for both: a packet and a round trip less per room for the broker.
+        let filters = huis_fleet_proto::topic::room_subscriptions(&self.room_id)
+            .into_iter()
+            .map(|f| rumqttc::v5::mqttbytes::v5::Filter::new(f, QoS::AtLeastOnce));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::warn!("fleet: cannot subscribe: {e}");
         }
         self.last_report = None;
         self.publish_reported(feed);
