@@ -103,6 +103,8 @@ pub enum CampaignError {
     Duplicate(String),
     #[error("{0} must be between 0 and 1")]
     Share(&'static str),
+    #[error("the campaign has no group {0}")]
+    Group(usize),
 }
 
 impl Campaign {
@@ -127,6 +129,38 @@ impl Campaign {
         let counts =
             groups.iter().map(|g| GroupProgress { size: g.len(), waiting: g.len(), ..Default::default() }).collect();
         Ok(Campaign { id: id.to_owned(), policy, groups, rooms, counts, phase: Phase::NotStarted })
+    }
+
+    /// Takes a campaign up where a saved copy of it left off (the service restarted, or another
+    /// worker took it over): its phase and each room's state. A room missing from `states` is
+    /// waiting; a room still updating is timed from `since` in its state (the caller's clock).
+    pub fn resume(
+        id: &str,
+        groups: Vec<Vec<RoomId>>,
+        policy: Policy,
+        phase: Phase,
+        states: &BTreeMap<RoomId, RoomState>,
+    ) -> Result<Campaign, CampaignError> {
+        let mut c = Campaign::new(id, groups, policy)?;
+        for (room, (g, state)) in c.rooms.iter_mut() {
+            let Some(s) = states.get(room) else { continue };
+            let counts = &mut c.counts[*g];
+            counts.waiting -= 1;
+            match s {
+                RoomState::Waiting => counts.waiting += 1,
+                RoomState::Updating { .. } => counts.updating += 1,
+                RoomState::Succeeded => counts.succeeded += 1,
+                _ => counts.failed += 1,
+            }
+            *state = s.clone();
+        }
+        if let Phase::Running(g) = phase
+            && g >= c.groups.len()
+        {
+            return Err(CampaignError::Group(g));
+        }
+        c.phase = phase;
+        Ok(c)
     }
 
     /// Splits `rooms` into groups: the first of `first` rooms, then groups growing by `factor`.
@@ -313,6 +347,33 @@ mod tests {
 
     fn installs(a: &[Action]) -> Vec<RoomId> {
         a.iter().filter_map(|a| if let Action::Install(r) = a { Some(r.clone()) } else { None }).collect()
+    }
+
+    #[test]
+    fn a_resumed_campaign_goes_on_as_if_it_had_never_stopped() {
+        let all = rooms(30);
+        let groups = Campaign::split(all.clone(), 10, 2);
+        let mut a = Campaign::new("c1", groups.clone(), policy()).unwrap();
+        let t0 = Instant::now();
+        let first = installs(&a.start(t0));
+        for r in &first[..9] {
+            a.on_report(r, &report(UpdatePhase::Succeeded, "c1"), t0);
+        }
+        a.on_report(&first[9], &report(UpdatePhase::Installing, "c1"), t0);
+        // What the service saved, read back by another worker.
+        let states: BTreeMap<RoomId, RoomState> = a.rooms().map(|(r, s)| (r.clone(), s.clone())).collect();
+        let mut b = Campaign::resume("c1", groups.clone(), policy(), a.phase(), &states).unwrap();
+        assert_counts(&b);
+        assert_eq!(b.progress(), a.progress());
+        assert_eq!(b.phase(), Phase::Running(0));
+        // The last room of the first group ends: the second group starts, in both alike.
+        let next_a = installs(&a.on_report(&first[9], &report(UpdatePhase::Succeeded, "c1"), t0));
+        let next_b = installs(&b.on_report(&first[9], &report(UpdatePhase::Succeeded, "c1"), t0));
+        assert_eq!(next_b, all[10..30]);
+        assert_eq!(next_a, next_b);
+        assert_counts(&b);
+        let e = Campaign::resume("c1", groups, policy(), Phase::Running(5), &states).unwrap_err();
+        assert_eq!(e, CampaignError::Group(5));
     }
 
     #[test]

@@ -34,6 +34,10 @@ pub struct App {
     pub public_url: String,
     pub uploads: PathBuf,
     pub room_broker: String,
+    /// This worker's name: its MQTT client id, and the holder of the campaigns it runs.
+    pub worker: String,
+    /// The campaigns this worker runs now.
+    pub running: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 #[derive(Debug)]

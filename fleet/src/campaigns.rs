@@ -19,6 +19,11 @@ use crate::now_ms;
 
 /// How often a running campaign reads the rooms' reports.
 const POLL: Duration = Duration::from_millis(250);
+/// How long a worker's right to run a campaign lasts without being renewed: another worker
+/// takes the campaign up this long after its runner stopped.
+const LEASE: Duration = Duration::from_secs(10);
+/// How often each worker looks for campaigns that nobody runs.
+const KEEP: Duration = Duration::from_secs(2);
 
 /// What an operator asks for.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -77,6 +82,18 @@ pub struct CampaignView {
     pub created_by: String,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The groups and the policy, from which any worker takes the campaign up.
+    #[serde(default)]
+    pub plan: Plan,
+}
+
+/// What a campaign was asked to do, kept with it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Plan {
+    pub groups: Vec<Vec<String>>,
+    pub success_share: f64,
+    pub failure_threshold: f64,
+    pub room_timeout_s: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -86,6 +103,20 @@ pub struct GroupView {
     pub updating: usize,
     pub succeeded: usize,
     pub failed: usize,
+}
+
+/// A room's state back from its name (`state_name`); a room still updating is timed from `now`.
+fn parse_state(s: &str, now: Instant) -> Option<RoomState> {
+    let (head, detail) = s.split_once(": ").unwrap_or((s, ""));
+    Some(match head {
+        "waiting" => RoomState::Waiting,
+        "updating" => RoomState::Updating { since: now, phase: serde_json::from_value(detail.into()).ok()? },
+        "succeeded" => RoomState::Succeeded,
+        "rolled_back" => RoomState::RolledBack(detail.to_owned()),
+        "failed" => RoomState::Failed(detail.to_owned()),
+        "timed_out" => RoomState::TimedOut,
+        _ => return None,
+    })
 }
 
 fn state_name(s: &RoomState) -> String {
@@ -132,12 +163,13 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
     let rooms: Vec<RoomId> =
         r.rooms.iter().map(|id| RoomId::new(id).map_err(|e| invalid(e.to_string()))).collect::<Result<_, _>>()?;
     let groups = Campaign::split(rooms, r.first_group, r.growth);
-    let policy = Policy {
+    let plan = Plan {
+        groups: groups.iter().map(|g| g.iter().map(|r| r.to_string()).collect()).collect(),
         success_share: r.success_share,
         failure_threshold: r.failure_threshold,
-        room_timeout: Duration::from_secs(r.room_timeout_s.clamp(10, 7 * 86_400)),
+        room_timeout_s: r.room_timeout_s.clamp(10, 7 * 86_400),
     };
-    let campaign = Campaign::new(&r.id, groups, policy).map_err(|e| invalid(e.to_string()))?;
+    let campaign = Campaign::new(&r.id, groups, policy(&plan)).map_err(|e| invalid(e.to_string()))?;
     if app.db.campaign(&r.id).await?.is_some() {
         return Err(invalid(format!("campaign {} exists already", r.id)));
     }
@@ -154,6 +186,7 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
         created_by: by.to_owned(),
         created_at: now,
         updated_at: now,
+        plan,
     };
     fill(&mut view, &campaign);
     app.db.save_campaign(&view).await?;
@@ -167,8 +200,89 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
             &format!("{} to {} rooms", r.version, r.rooms.len()),
         )
         .await?;
-    tokio::spawn(run(app, campaign, view.clone()));
+    // Written before anyone runs it: a worker that dies from here on leaves it to another.
+    if app.db.lease_campaign(&r.id, &app.worker, now as i64, now as i64 + LEASE.as_millis() as i64).await? {
+        app.running.lock().expect("not poisoned").insert(r.id.clone());
+        tokio::spawn(run(app, campaign, view.clone()));
+    }
     Ok(view)
+}
+
+fn policy(p: &Plan) -> Policy {
+    Policy {
+        success_share: p.success_share,
+        failure_threshold: p.failure_threshold,
+        room_timeout: Duration::from_secs(p.room_timeout_s),
+    }
+}
+
+/// The engine again from a saved campaign; rooms still updating get their whole timeout anew.
+fn resume(view: &CampaignView, now: Instant) -> Result<Campaign, String> {
+    let ids = |v: &[String]| v.iter().map(|r| RoomId::new(r).map_err(|e| e.to_string())).collect::<Result<Vec<_>, _>>();
+    let groups = view.plan.groups.iter().map(|g| ids(g)).collect::<Result<Vec<_>, _>>()?;
+    if groups.is_empty() {
+        return Err("it was saved without its plan (by an older huis-fleet)".into());
+    }
+    let mut states = BTreeMap::new();
+    for (room, s) in &view.rooms {
+        let id = RoomId::new(room).map_err(|e| e.to_string())?;
+        states.insert(id, parse_state(s, now).ok_or_else(|| format!("room {room}: unknown state '{s}'"))?);
+    }
+    let started = states.values().any(|s| *s != RoomState::Waiting);
+    let phase = match view.phase.as_str() {
+        "running" if !started => Phase::NotStarted,
+        "running" => Phase::Running(view.group),
+        "halted" => Phase::Halted,
+        "completed" => Phase::Completed,
+        other => return Err(format!("unknown phase '{other}'")),
+    };
+    Campaign::resume(&view.id, groups, policy(&view.plan), phase, &states).map_err(|e| e.to_string())
+}
+
+/// Each worker, all along: takes up the campaigns nobody runs (their runner stopped or died,
+/// and its lease ran out), from where the database says they are.
+pub async fn keeper(app: Arc<App>) {
+    // Campaigns that cannot be taken up, said once.
+    let mut unresumable = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(KEEP).await;
+        let views = match app.db.campaigns().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!("cannot read the campaigns: {e}");
+                continue;
+            }
+        };
+        for view in views {
+            let open = view.rooms.values().any(|s| s.starts_with("updating"));
+            if !(view.phase == "running" || open)
+                || unresumable.contains(&view.id)
+                || app.running.lock().expect("not poisoned").contains(&view.id)
+            {
+                continue;
+            }
+            let now = now_ms() as i64;
+            match app.db.lease_campaign(&view.id, &app.worker, now, now + LEASE.as_millis() as i64).await {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::warn!(campaign = %view.id, "cannot take the campaign up: {e}");
+                    continue;
+                }
+            }
+            match resume(&view, Instant::now()) {
+                Ok(c) => {
+                    tracing::info!(campaign = %view.id, phase = %view.phase, group = view.group, "campaign taken up");
+                    app.running.lock().expect("not poisoned").insert(view.id.clone());
+                    tokio::spawn(run(app.clone(), c, view));
+                }
+                Err(e) => {
+                    tracing::error!(campaign = %view.id, "cannot take the campaign up: {e}");
+                    unresumable.insert(view.id);
+                }
+            }
+        }
+    }
 }
 
 fn fill(view: &mut CampaignView, c: &Campaign) {
@@ -195,12 +309,31 @@ fn fill(view: &mut CampaignView, c: &Campaign) {
     view.updated_at = now_ms();
 }
 
-async fn run(app: Arc<App>, mut c: Campaign, mut view: CampaignView) {
+async fn run(app: Arc<App>, c: Campaign, view: CampaignView) {
+    let id = view.id.clone();
+    drive(&app, c, view).await;
+    app.running.lock().expect("not poisoned").remove(&id);
+}
+
+async fn drive(app: &App, mut c: Campaign, mut view: CampaignView) {
     let target = BundleTarget { campaign: view.id.clone(), version: view.version.clone(), url: view.url.clone() };
     let actions = c.start(Instant::now());
-    apply(&app, &target, &mut view, actions).await;
+    apply(app, &target, &mut view, actions).await;
     loop {
         tokio::time::sleep(POLL).await;
+        // Renewed at every step; lost (this worker was too slow, another took over), it stops.
+        let ms = now_ms() as i64;
+        match app.db.lease_campaign(&view.id, &app.worker, ms, ms + LEASE.as_millis() as i64).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(campaign = %view.id, "another worker runs the campaign now");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(campaign = %view.id, "cannot renew the campaign's lease: {e}");
+                continue;
+            }
+        }
         let now = Instant::now();
         let mut actions = Vec::new();
         match app.db.update_reports().await {
@@ -214,7 +347,7 @@ async fn run(app: Arc<App>, mut c: Campaign, mut view: CampaignView) {
             Err(e) => tracing::warn!(campaign = %view.id, "cannot read the rooms' reports: {e}"),
         }
         actions.extend(c.on_tick(now));
-        apply(&app, &target, &mut view, actions).await;
+        apply(app, &target, &mut view, actions).await;
         fill(&mut view, &c);
         if let Err(e) = app.db.save_campaign(&view).await {
             tracing::warn!(campaign = %view.id, "cannot save the campaign: {e}");

@@ -64,6 +64,11 @@ const SCHEMA: &[&str] = &[
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS campaign_leases (
+        id TEXT PRIMARY KEY,
+        worker TEXT NOT NULL,
+        until_ms BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS templates (
         scope TEXT PRIMARY KEY,
         config TEXT NOT NULL,
@@ -297,6 +302,23 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Takes or renews the right to run campaign `id` until `until`: granted when nobody holds
+    /// it, `worker` holds it already, or the holder's lease ran out (it stopped or died).
+    pub async fn lease_campaign(&self, id: &str, worker: &str, now: i64, until: i64) -> Result<bool, DbError> {
+        let r = sqlx::query(
+            "INSERT INTO campaign_leases (id, worker, until_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET worker = $2, until_ms = $3
+             WHERE campaign_leases.worker = $2 OR campaign_leases.until_ms < $4",
+        )
+        .bind(id)
+        .bind(worker)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn campaign(&self, id: &str) -> Result<Option<crate::campaigns::CampaignView>, DbError> {

@@ -273,7 +273,10 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
         public_url: cfg.public_url.clone(),
         uploads,
         room_broker: cfg.room_broker.clone(),
+        worker: worker.clone(),
+        running: Default::default(),
     });
+    tokio::spawn(campaigns::keeper(app.clone()));
     let tls = server::tls_config(&cert, &key, &ca_pem)?;
     tracing::info!(database = %db::redact(&cfg.database), broker = %cfg.broker, worker = %worker, "huis-fleet starting");
     server::serve(&cfg.listen, tls, api::router(app.clone()).merge(console::router(app))).await?;

@@ -451,3 +451,54 @@ fn agents_and_the_broker_killed_mid_update_leave_no_room_unknown() {
     }
     drop(sims);
 }
+
+#[test]
+fn a_campaign_goes_on_after_the_service_running_it_is_killed() {
+    let _w = watchdog("fleet_campaign_resume", 180);
+    let ns = NetNs::new();
+    let mut f = FleetService::start(&ns).unwrap();
+    let ids: Vec<String> = (0..20).map(|i| format!("res-{i:02}")).collect();
+    let certs: Vec<Issued> = ids.iter().map(|id| enrol(&ns, &f, id)).collect();
+    let (port, ca) = (f.broker_port, f.ca());
+    let sims = {
+        let ids = ids.clone();
+        ns.enter(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            for (id, cert) in ids.into_iter().zip(certs) {
+                rt.spawn(sim_room_reconnecting(port, ca.clone(), id, cert, None));
+            }
+            rt
+        })
+        .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while f.json(&["rooms"]).as_array().unwrap().iter().filter(|r| !r["reported"].is_null()).count() < ids.len() {
+        assert!(Instant::now() < deadline, "the simulated rooms did not all report\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut args = vec!["campaign", "--id", "c-resume", "--version", "1.1.0"];
+    args.extend(["--bundle-url", "https://updates.example.org/1.1.0.raucb", "--first-group", "4", "--growth", "4"]);
+    args.extend(ids.iter().map(String::as_str));
+    f.json(&args);
+    // The service dies while the first group (4 rooms, 1.5 s each) is updating, perhaps before
+    // it saved that the group started (all 20 waiting then; sending the bundle again is harmless).
+    f.kill_and_restart().unwrap();
+    let view = campaign(&f, "c-resume");
+    let waiting = view["rooms"].as_object().unwrap().values().filter(|s| *s == "waiting").count();
+    assert!(waiting >= 16, "the second group started before the service was killed: {view}");
+    // A new worker takes the campaign up once the dead one's lease has run out, and finishes it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let view = loop {
+        let view = campaign(&f, "c-resume");
+        if view["phase"] == "completed" {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "the campaign did not go on after the restart: {view}\n{}", f.log_text());
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let rooms = view["rooms"].as_object().unwrap();
+    assert!(rooms.values().all(|s| s == "succeeded"), "{view}");
+    assert_eq!(rooms.len(), 20);
+    assert!(f.log_text().contains("campaign taken up"), "{}", f.log_text());
+    drop(sims);
+}

@@ -55,24 +55,41 @@ impl FleetService {
             std::fs::write(&cfg, text)?;
         }
         let broker = Mosquitto::start_conf(ns, &dir.path().join("mosquitto/mosquitto.conf"), broker_port)?;
-        let log = std::fs::File::create(dir.path().join("huis-fleet.log"))?;
-        let child = ns
-            .cmd(&exe)
+        let child = Self::serve(ns, dir.path())?;
+        let mut f = FleetService { child, ns: ns.clone(), dir, port, broker, broker_port };
+        f.wait_serving()?;
+        Ok(f)
+    }
+
+    /// `huis-fleet serve` on the configuration in `dir`, its output appended to the log.
+    fn serve(ns: &NetNs, dir: &std::path::Path) -> Result<Child> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("huis-fleet.log"))?;
+        ns.cmd(bin_dir().join("huis-fleet"))
             .arg("serve")
             .arg("--config")
-            .arg(dir.path().join("huis-fleet.toml"))
+            .arg(dir.join("huis-fleet.toml"))
             .env("RUST_LOG", "info,huis_fleet=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start huis-fleet serve")?;
-        let mut f = FleetService { child, ns: ns.clone(), dir, port, broker, broker_port };
-        let log = f.dir.path().join("huis-fleet.log");
-        super::wait_listening(ns, port, &mut f.child, "huis-fleet", 20, || {
+            .context("start huis-fleet serve")
+    }
+
+    fn wait_serving(&mut self) -> Result<()> {
+        let log = self.dir.path().join("huis-fleet.log");
+        super::wait_listening(&self.ns, self.port, &mut self.child, "huis-fleet", 20, || {
             std::fs::read_to_string(&log).unwrap_or_default()
-        })?;
-        Ok(f)
+        })
+    }
+
+    /// Kills the service (SIGKILL: a crash, nothing saved on the way out) and starts it again
+    /// on the same configuration, database and broker.
+    pub fn kill_and_restart(&mut self) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::serve(&self.ns, self.dir.path())?;
+        self.wait_serving()
     }
 
     pub fn ca(&self) -> PathBuf {
