@@ -19,6 +19,7 @@ use huis_fleet_proto::topic::{Kind, RoomId, Topic};
 use huis_tests::peers::certs::Issued;
 use huis_tests::peers::fleet::FleetService;
 use huis_tests::peers::mqtt::{Client, Seen, tls};
+use huis_tests::peers::postgres::Postgres;
 use huis_tests::peers::webhook::Webhook;
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, stdout};
@@ -456,9 +457,26 @@ fn agents_and_the_broker_killed_mid_update_leave_no_room_unknown() {
 fn a_campaign_goes_on_after_the_service_running_it_is_killed() {
     let _w = watchdog("fleet_campaign_resume", 180);
     let ns = NetNs::new();
-    let mut f = FleetService::start(&ns).unwrap();
+    let f = FleetService::start(&ns).unwrap();
+    campaign_outlives_its_worker(&ns, f, None);
+}
+
+#[test]
+fn on_postgresql_a_second_worker_takes_a_campaign_over_from_one_that_died() {
+    let _w = watchdog("fleet_campaign_workers", 180);
+    let ns = NetNs::new();
+    let pg = Postgres::start(&ns).unwrap();
+    let mut f = FleetService::start_on(&ns, Some(&pg.url())).unwrap();
+    let second = f.start_worker().unwrap();
+    campaign_outlives_its_worker(&ns, f, Some(second));
+}
+
+/// 20 simulated rooms and a campaign of two groups (4, then 16); the worker running it is killed
+/// while the first group updates. With `second`, that worker is gone for good and the other one
+/// (already running beside it) must take the campaign over; without, the same service restarts.
+fn campaign_outlives_its_worker(ns: &NetNs, mut f: FleetService, second: Option<u16>) {
     let ids: Vec<String> = (0..20).map(|i| format!("res-{i:02}")).collect();
-    let certs: Vec<Issued> = ids.iter().map(|id| enrol(&ns, &f, id)).collect();
+    let certs: Vec<Issued> = ids.iter().map(|id| enrol(ns, &f, id)).collect();
     let (port, ca) = (f.broker_port, f.ca());
     let sims = {
         let ids = ids.clone();
@@ -482,7 +500,10 @@ fn a_campaign_goes_on_after_the_service_running_it_is_killed() {
     f.json(&args);
     // The service dies while the first group (4 rooms, 1.5 s each) is updating, perhaps before
     // it saved that the group started (all 20 waiting then; sending the bundle again is harmless).
-    f.kill_and_restart().unwrap();
+    match second {
+        Some(port) => f.kill_and_use(port).unwrap(),
+        None => f.kill_and_restart().unwrap(),
+    }
     let view = campaign(&f, "c-resume");
     let waiting = view["rooms"].as_object().unwrap().values().filter(|s| *s == "waiting").count();
     assert!(waiting >= 16, "the second group started before the service was killed: {view}");

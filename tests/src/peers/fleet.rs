@@ -13,6 +13,8 @@ use crate::bin_dir;
 
 pub struct FleetService {
     child: Child,
+    /// More workers on the same database and broker ([`FleetService::start_worker`]).
+    workers: Vec<(u16, Child)>,
     ns: NetNs,
     pub dir: tempfile::TempDir,
     /// HTTPS of the API.
@@ -56,18 +58,22 @@ impl FleetService {
         }
         let broker = Mosquitto::start_conf(ns, &dir.path().join("mosquitto/mosquitto.conf"), broker_port)?;
         let child = Self::serve(ns, dir.path())?;
-        let mut f = FleetService { child, ns: ns.clone(), dir, port, broker, broker_port };
+        let mut f = FleetService { child, workers: Vec::new(), ns: ns.clone(), dir, port, broker, broker_port };
         f.wait_serving()?;
         Ok(f)
     }
 
     /// `huis-fleet serve` on the configuration in `dir`, its output appended to the log.
     fn serve(ns: &NetNs, dir: &std::path::Path) -> Result<Child> {
+        Self::serve_on(ns, dir, &dir.join("huis-fleet.toml"))
+    }
+
+    fn serve_on(ns: &NetNs, dir: &std::path::Path, config: &std::path::Path) -> Result<Child> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("huis-fleet.log"))?;
         ns.cmd(bin_dir().join("huis-fleet"))
             .arg("serve")
             .arg("--config")
-            .arg(dir.join("huis-fleet.toml"))
+            .arg(config)
             .env("RUST_LOG", "info,huis_fleet=debug")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -81,6 +87,34 @@ impl FleetService {
         super::wait_listening(&self.ns, self.port, &mut self.child, "huis-fleet", 20, || {
             std::fs::read_to_string(&log).unwrap_or_default()
         })
+    }
+
+    /// Another worker on the same configuration, database and broker, its API on a port of its
+    /// own (returned); its output goes to the same log.
+    pub fn start_worker(&mut self) -> Result<u16> {
+        let port = self.ns.port();
+        let cfg = self.dir.path().join(format!("huis-fleet-{port}.toml"));
+        let text = std::fs::read_to_string(self.dir.path().join("huis-fleet.toml"))?
+            .replace(&format!("127.0.0.1:{}", self.port), &format!("127.0.0.1:{port}"));
+        std::fs::write(&cfg, text)?;
+        let mut child = Self::serve_on(&self.ns, self.dir.path(), &cfg)?;
+        let log = self.dir.path().join("huis-fleet.log");
+        super::wait_listening(&self.ns, port, &mut child, "huis-fleet worker", 20, || {
+            std::fs::read_to_string(&log).unwrap_or_default()
+        })?;
+        self.workers.push((port, child));
+        Ok(port)
+    }
+
+    /// Kills the first worker for good (SIGKILL) and talks to the worker on `port` from now on.
+    pub fn kill_and_use(&mut self, port: u16) -> Result<()> {
+        let i = self.workers.iter().position(|(p, _)| *p == port).context("no worker on that port")?;
+        let (_, child) = self.workers.remove(i);
+        let mut old = std::mem::replace(&mut self.child, child);
+        let _ = old.kill();
+        let _ = old.wait();
+        self.port = port;
+        Ok(())
     }
 
     /// Kills the service (SIGKILL: a crash, nothing saved on the way out) and starts it again
@@ -188,6 +222,10 @@ impl FleetService {
 
 impl Drop for FleetService {
     fn drop(&mut self) {
+        for (_, c) in &mut self.workers {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
