@@ -201,7 +201,7 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
         )
         .await?;
     // Written before anyone runs it: a worker that dies from here on leaves it to another.
-    if app.db.lease_campaign(&r.id, &app.worker, now as i64, now as i64 + LEASE.as_millis() as i64).await? {
+    if app.db.lease_campaign(&r.id, &app.worker, now, now + LEASE.as_millis() as i64).await? {
         app.running.lock().expect("not poisoned").insert(r.id.clone());
         tokio::spawn(run(app, campaign, view.clone()));
     }
@@ -261,7 +261,7 @@ pub async fn keeper(app: Arc<App>) {
             {
                 continue;
             }
-            let now = now_ms() as i64;
+            let now = now_ms();
             match app.db.lease_campaign(&view.id, &app.worker, now, now + LEASE.as_millis() as i64).await {
                 Ok(true) => {}
                 Ok(false) => continue,
@@ -322,7 +322,7 @@ async fn drive(app: &App, mut c: Campaign, mut view: CampaignView) {
     loop {
         tokio::time::sleep(POLL).await;
         // Renewed at every step; lost (this worker was too slow, another took over), it stops.
-        let ms = now_ms() as i64;
+        let ms = now_ms();
         match app.db.lease_campaign(&view.id, &app.worker, ms, ms + LEASE.as_millis() as i64).await {
             Ok(true) => {}
             Ok(false) => {
