@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use huis_fleet_proto::msg::{self, Desired, Reported, UpdatePhase, UpdateReport};
+use huis_fleet_proto::msg::{self, CallQuality, Desired, Reported, Telemetry, UpdatePhase, UpdateReport};
 use huis_fleet_proto::topic::{Kind, RoomId, Topic};
 use huis_tests::peers::certs::Issued;
 use huis_tests::peers::fleet::FleetService;
@@ -88,9 +88,17 @@ fn reported(seq: u64, phase: UpdatePhase, campaign: Option<&str>, detail: &str) 
     })
 }
 
-/// A RAUC-less room: online, reports, and on a bundle plays the update's phases, ending
-/// succeeded, or failed at its health check when `fails`.
-async fn sim_room(port: u16, ca: std::path::PathBuf, id: String, cert: Issued, fails: bool, log: Arc<SimLog>) {
+/// A RAUC-less room: online, reports (with telemetry of a call of quality `call`, if given),
+/// and on a bundle plays the update's phases, ending succeeded, or failed at its health check
+/// when `fails`.
+async fn sim_room(
+    port: u16,
+    ca: std::path::PathBuf,
+    id: String,
+    cert: Issued,
+    (fails, call): (bool, Option<CallQuality>),
+    log: Arc<SimLog>,
+) {
     let room = RoomId::new(&id).unwrap();
     let t = |k: Kind| Topic::new(room.clone(), k).to_string();
     let mut c = Client::connect(port, &id, tls(&ca, Some(&cert)));
@@ -102,6 +110,18 @@ async fn sim_room(port: u16, ca: std::path::PathBuf, id: String, cert: Issued, f
     };
     pub_retained(&c, Kind::Status, br#"{"online":true}"#.to_vec()).await;
     pub_retained(&c, Kind::Reported, reported(1, UpdatePhase::Idle, None, "")).await;
+    if let Some(call) = call {
+        let t = Telemetry {
+            at_ms: 0,
+            cpu_percent: 20.0,
+            temperature_c: None,
+            input_level_dbfs: -30.0,
+            output_level_dbfs: -25.0,
+            call: Some(call),
+        };
+        let topic = Topic::new(room.clone(), Kind::Telemetry).to_string();
+        c.mqtt.publish(topic, QoS::AtMostOnce, false, msg::encode(&t)).await.unwrap();
+    }
     let mut seq = 1;
     loop {
         let Some(seen) = c.seen.recv().await else { return };
@@ -167,7 +187,14 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             for (i, ((id, cert), log)) in ids.into_iter().zip(certs).zip(logs).enumerate() {
                 let fails = i < 50 && i % 10 == 3;
-                rt.spawn(sim_room(port, ca.clone(), id, cert, fails, log));
+                // Two rooms in a call: sim-055's is poor (12 % loss), sim-056's is fine.
+                let call = |loss_percent| CallQuality { loss_percent, jitter_ms: 18.0, rtt_ms: 60.0, kbps: 1800.0 };
+                let call = match i {
+                    55 => Some(call(12.0)),
+                    56 => Some(call(0.4)),
+                    _ => None,
+                };
+                rt.spawn(sim_room(port, ca.clone(), id, cert, (fails, call), log));
             }
             rt
         })
@@ -283,7 +310,11 @@ fn a_campaign_halts_at_its_failure_threshold_and_touches_no_room_beyond_the_grou
             && has("update_failed", "sim-003")
             && has("update_failed", "room-b")
             && has("room_offline", "room-a")
+            && has("call_quality", "sim-055")
         {
+            assert!(!has("call_quality", "sim-056"), "a good call raised an alert: {alerts:?}");
+            let poor = alerts.iter().find(|a| a["kind"] == "call_quality").unwrap();
+            assert!(poor["detail"].as_str().unwrap().contains("loss 12.0 %"), "{poor}");
             break;
         }
         assert!(Instant::now() < deadline, "alerts missing; received: {alerts:?}\n{}", f.log_text());
