@@ -187,9 +187,14 @@ async fn claim(
     Ok(Json(serde_json::json!({ "room_id": id.as_str(), "claim_code": shown, "expires_at_ms": expires })))
 }
 
-async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Result<Json<serde_json::Value>, ApiError> {
+async fn rooms(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(f): Query<crate::db::RoomFilter>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     caller(&app, &headers, Role::ReadOnly).await?;
-    Ok(Json(serde_json::to_value(app.db.rooms().await?).expect("serialises")))
+    let rooms: Vec<_> = app.db.rooms().await?.into_iter().filter(|r| f.matches(r)).collect();
+    Ok(Json(serde_json::to_value(rooms).expect("serialises")))
 }
 
 async fn room(

@@ -193,15 +193,39 @@ fn text(v: &serde_json::Value, path: &[&str]) -> String {
     }
 }
 
-async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+/// Most rooms one inventory page lists; a filter narrows a larger fleet down.
+const MAX_ROWS: usize = 500;
+
+async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap, Query(f): Query<crate::db::RoomFilter>) -> Response {
     let (user, _) = match session(&app, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Ok(rooms) = app.db.rooms().await else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let online = rooms.iter().filter(|r| r.online).count();
+    let Ok(all) = app.db.rooms().await else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let online = all.iter().filter(|r| r.online).count();
+    let total = all.len();
+    let rooms: Vec<_> = all.into_iter().filter(|r| f.matches(r)).collect();
+    let opt = |v: &str, label: &str| {
+        format!("<option value=\"{v}\"{}>{label}</option>", if f.status == v { " selected" } else { "" })
+    };
+    let form = format!(
+        "<form method=get action=/console/rooms>Show <select name=status>{}{}{}</select> \
+         site <input name=site size=12 value=\"{}\"> containing <input name=q size=16 value=\"{}\"> \
+         <button>Filter</button></form>",
+        opt("", "all rooms"),
+        opt("offline", "offline rooms"),
+        opt("online", "online rooms"),
+        esc(&f.site),
+        esc(&f.q),
+    );
+    let shown = rooms.len().min(MAX_ROWS);
+    let more = if rooms.len() > shown {
+        format!("<p>{} more rooms match; narrow the filter to see them.</p>", rooms.len() - shown)
+    } else {
+        String::new()
+    };
     let mut rows = String::new();
-    for r in &rooms {
+    for r in rooms.iter().take(shown) {
         let rep = r.reported.clone().unwrap_or_default();
         rows.push_str(&format!(
             "<tr><td><a href=\"/console/rooms/{id}\">{id}</a></td><td class={c}>{on}</td><td>{name}</td><td>{ver}</td><td>{slot}</td><td>{board}</td><td>{call}</td><td>{cfg}</td><td>{upd}</td><td class=muted>{seen}</td></tr>",
@@ -219,7 +243,7 @@ async fn rooms(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         ));
     }
     let body = format!(
-        "<p>{online} of {} rooms online.</p><table><tr><th>Room</th><th>Status</th><th>Name</th><th>Version</th><th>Slot</th><th>Board</th><th>Call</th><th>Config</th><th>Update</th><th>Last seen</th></tr>{rows}</table>",
+        "<p>{online} of {total} rooms online; {} match.</p>{form}<table><tr><th>Room</th><th>Status</th><th>Name</th><th>Version</th><th>Slot</th><th>Board</th><th>Call</th><th>Config</th><th>Update</th><th>Last seen</th></tr>{rows}</table>{more}",
         rooms.len()
     );
     page("Rooms", &user, &body, false).into_response()

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::any::AnyPoolOptions;
 use sqlx::{AnyPool, Row};
 
@@ -113,6 +113,42 @@ pub struct RoomRow {
     pub reported: Option<serde_json::Value>,
     pub telemetry: Option<serde_json::Value>,
     pub enrolled_at: i64,
+}
+
+/// Which rooms an inventory shows: `status` (`online`, `offline` or all), `site`, and `q`
+/// found in the room's id, name or version (ignoring case). Empty fields do not filter.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RoomFilter {
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub site: String,
+    #[serde(default)]
+    pub q: String,
+}
+
+impl RoomFilter {
+    pub fn matches(&self, r: &RoomRow) -> bool {
+        let status = match self.status.as_str() {
+            "online" => r.online,
+            "offline" => !r.online,
+            _ => true,
+        };
+        let site = self.site.is_empty() || r.site == self.site;
+        let q = self.q.trim().to_lowercase();
+        let text = |path: &[&str]| {
+            let mut v = r.reported.as_ref();
+            for k in path {
+                v = v.and_then(|v| v.get(*k));
+            }
+            v.and_then(|v| v.as_str()).unwrap_or_default().to_lowercase()
+        };
+        let found = q.is_empty()
+            || r.id.contains(&q)
+            || text(&["peripherals", "room_name"]).contains(&q)
+            || text(&["version"]).contains(&q);
+        status && site && found
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
