@@ -1,16 +1,8 @@
 //! `huis-fleet`: the fleet service (`serve`), its first set-up (`init`), and a command-line
 //! client of its REST API for scripts (`rooms`, `claim`, `command`, …).
 
-mod alerts;
-mod api;
-mod campaigns;
-mod config;
-mod console;
-mod db;
-mod mqtt;
-mod pki;
-mod server;
-mod templates;
+use huis_fleet::{alerts, api, campaigns, config, console, db, mqtt, pki, server};
+use huis_fleet::{hash, now_ms, random_token};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,8 +63,17 @@ enum Cmd {
         #[arg(long)]
         role: String,
     },
-    /// Lists the rooms.
-    Rooms,
+    /// Lists the rooms, or those matching the filters.
+    Rooms {
+        /// online or offline
+        #[arg(long, default_value = "")]
+        status: String,
+        #[arg(long, default_value = "")]
+        site: String,
+        /// Found in the room's id, name or version.
+        #[arg(long, default_value = "")]
+        q: String,
+    },
     /// Shows one room: its state, latest events and commands.
     Room { id: String },
     /// Makes a one-time claim code for a room to enrol with.
@@ -125,41 +126,6 @@ enum Cmd {
         #[arg(long, default_value = "/console/rooms")]
         next: String,
     },
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// SHA-256, hex: how claim codes and API tokens are kept (never the codes themselves).
-pub fn hash(s: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn random_bytes(n: usize) -> Vec<u8> {
-    let mut b = vec![0u8; n];
-    getrandom::getrandom(&mut b).expect("the OS random source");
-    b
-}
-
-/// `n` random bytes, hex.
-pub fn random_token(n: usize) -> String {
-    random_bytes(n).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `n` characters from 32 that people do not confuse (no I, L, O, U).
-pub fn random_code(n: usize) -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-    random_bytes(n).iter().map(|b| ALPHABET[(*b & 31) as usize] as char).collect()
-}
-
-/// Outside text quoted in messages: at most 80 characters, control characters escaped.
-pub fn excerpt(s: &str) -> String {
-    let mut out: String = s.chars().take(80).flat_map(char::escape_debug).collect();
-    if s.chars().count() > 80 {
-        out.push('…');
-    }
-    out
 }
 
 fn main() {
@@ -323,7 +289,16 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
     let http = http.build()?;
     let base = url.trim_end_matches('/');
     let (method, path, body) = match cmd {
-        Cmd::Rooms => (reqwest::Method::GET, "/api/v1/rooms".to_owned(), None),
+        Cmd::Rooms { status, site, q } => {
+            let mut u = reqwest::Url::parse("http://x/api/v1/rooms").expect("a valid URL");
+            for (k, v) in [("status", status), ("site", site), ("q", q)] {
+                if !v.is_empty() {
+                    u.query_pairs_mut().append_pair(k, &v);
+                }
+            }
+            let query = u.query().map(|q| format!("?{q}")).unwrap_or_default();
+            (reqwest::Method::GET, format!("/api/v1/rooms{query}"), None)
+        }
         Cmd::Room { id } => (reqwest::Method::GET, format!("/api/v1/rooms/{id}"), None),
         Cmd::Claim { room_id, valid_hours } => (
             reqwest::Method::POST,

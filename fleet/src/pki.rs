@@ -54,6 +54,22 @@ impl Ca {
         if key_path.exists() {
             return Err(file_err(&key_path, "exists already; a fleet's CA is made once"));
         }
+        let (cert_pem, key) = Self::make(name)?;
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
+        write_file(&cert_path, cert_pem.as_bytes(), 0o644)?;
+        Ca::load(dir)
+    }
+
+    /// A CA that lives in memory only (for the fuzz targets).
+    pub fn in_memory(name: &str) -> Result<Ca, PkiError> {
+        let (cert_pem, key) = Self::make(name)?;
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)?;
+        Ok(Ca { cert_pem, issuer })
+    }
+
+    /// A new CA key and its self-signed certificate (PEM).
+    fn make(name: &str) -> Result<(String, KeyPair), PkiError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
         let mut p = CertificateParams::new(Vec::<String>::new())?;
         p.distinguished_name = DistinguishedName::new();
@@ -62,10 +78,7 @@ impl Ca {
         p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         validity(&mut p, 3650);
         let cert = p.self_signed(&key)?;
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
-        write_file(&key_path, key.serialize_pem().as_bytes(), 0o600)?;
-        write_file(&cert_path, cert.pem().as_bytes(), 0o644)?;
-        Ca::load(dir)
+        Ok((cert.pem(), key))
     }
 
     pub fn load(dir: &Path) -> Result<Ca, PkiError> {

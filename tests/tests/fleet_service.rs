@@ -131,6 +131,14 @@ fn scenario(ns: &NetNs, f: &FleetService) {
     );
     assert_eq!(rooms[0]["id"], "room-a", "{rooms}");
     assert_eq!(rooms[1]["reported"]["peripherals"]["room_name"], "Room room-b", "{rooms}");
+    // The inventory's filters: by status, and by text in the id or the room's name.
+    let ids = |args: &[&str]| -> Vec<String> {
+        let v = f.json(args);
+        v.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(&["rooms", "--status", "offline"]), Vec::<String>::new());
+    assert_eq!(ids(&["rooms", "--status", "online", "--q", "ROOM ROOM-B"]), ["room-b"]);
+    assert_eq!(ids(&["rooms", "--q", "a"]), ["room-a"], "'a' is in room-a's id only");
     // The room's key was made on the room and stays there, readable by huisd alone.
     let key = a.state_dir.join("fleet/room.key");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&key).unwrap().permissions());

@@ -23,6 +23,7 @@ const TARGETS: &[(&str, Entry, &[&str])] = &[
     ("webrtc_signalling", huis_firmware::fuzzing::webrtc_signalling, &[]),
     ("bfcp", huis_bfcp::fuzzing::fuzz_bfcp, &[]),
     ("fleet", huis_fleet_proto::fuzz, &[]),
+    ("fleet_enrol", huis_fleet::fuzz_enrol, &[]),
 ];
 
 fn root() -> PathBuf {
