@@ -4,8 +4,8 @@
 //! - `room_offline`: the broker published a room's Last Will (its connection was gone for longer
 //!   than the room's will delay);
 //! - `update_failed`: a room reported `failed` or `rolled_back` for an update;
-//! - `call_quality`: a room's call is worse than the thresholds below (at most once per room per
-//!   10 minutes);
+//! - `call_quality`: a room's call is worse than `[call_quality]` in huis-fleet.toml allows
+//!   (at most once per room per 10 minutes);
 //! - `campaign_halted`: a campaign stopped at its failure threshold.
 
 use std::collections::HashMap;
@@ -14,21 +14,35 @@ use std::time::{Duration, Instant};
 
 use huis_fleet_proto::msg::CallQuality;
 
-/// A call is poor beyond any of these.
-pub const MAX_LOSS_PERCENT: f32 = 5.0;
-pub const MAX_JITTER_MS: f32 = 60.0;
-pub const MAX_RTT_MS: f32 = 400.0;
+use crate::config::CallThresholds;
+
 const QUALITY_EVERY: Duration = Duration::from_secs(600);
 
 pub struct Alerts {
     http: reqwest::Client,
     webhook: String,
+    limits: CallThresholds,
     last_quality: Mutex<HashMap<String, Instant>>,
 }
 
+/// What is poor about a call, by `limits`; empty when nothing is.
+pub fn poor(q: &CallQuality, limits: &CallThresholds) -> Vec<String> {
+    let mut bad = Vec::new();
+    if q.loss_percent > limits.max_loss_percent {
+        bad.push(format!("loss {:.1} %", q.loss_percent));
+    }
+    if q.jitter_ms > limits.max_jitter_ms {
+        bad.push(format!("jitter {:.0} ms", q.jitter_ms));
+    }
+    if q.rtt_ms > limits.max_rtt_ms {
+        bad.push(format!("round trip {:.0} ms", q.rtt_ms));
+    }
+    bad
+}
+
 impl Alerts {
-    pub fn new(http: reqwest::Client, webhook: String) -> Alerts {
-        Alerts { http, webhook, last_quality: Mutex::new(HashMap::new()) }
+    pub fn new(http: reqwest::Client, webhook: String, limits: CallThresholds) -> Alerts {
+        Alerts { http, webhook, limits, last_quality: Mutex::new(HashMap::new()) }
     }
 
     pub async fn send(&self, kind: &str, target: &str, detail: &str) {
@@ -46,16 +60,7 @@ impl Alerts {
 
     /// Alerts on a poor call, at most once per room per 10 minutes.
     pub async fn call_quality(&self, room: &str, q: &CallQuality) {
-        let mut bad = Vec::new();
-        if q.loss_percent > MAX_LOSS_PERCENT {
-            bad.push(format!("loss {:.1} %", q.loss_percent));
-        }
-        if q.jitter_ms > MAX_JITTER_MS {
-            bad.push(format!("jitter {:.0} ms", q.jitter_ms));
-        }
-        if q.rtt_ms > MAX_RTT_MS {
-            bad.push(format!("round trip {:.0} ms", q.rtt_ms));
-        }
+        let bad = poor(q, &self.limits);
         if bad.is_empty() {
             return;
         }
@@ -67,5 +72,18 @@ impl Alerts {
             last.insert(room.to_owned(), Instant::now());
         }
         self.send("call_quality", room, &bad.join(", ")).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_is_poor_beyond_the_configured_limits_only() {
+        let q = CallQuality { loss_percent: 3.0, jitter_ms: 30.0, rtt_ms: 250.0, kbps: 1500.0 };
+        assert!(poor(&q, &CallThresholds::default()).is_empty());
+        let strict = CallThresholds { max_loss_percent: 2.0, max_jitter_ms: 60.0, max_rtt_ms: 200.0 };
+        assert_eq!(poor(&q, &strict), ["loss 3.0 %", "round trip 250 ms"]);
     }
 }

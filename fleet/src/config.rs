@@ -27,6 +27,24 @@ pub struct Config {
     /// Alerts (a room offline, a failed update, a poor call) are POSTed here as JSON; "" none.
     #[serde(default)]
     pub alert_webhook: String,
+    /// A call is poor, and alerted, beyond any of these.
+    #[serde(default)]
+    pub call_quality: CallThresholds,
+}
+
+/// `[call_quality]`: the limits of a good call.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallThresholds {
+    pub max_loss_percent: f32,
+    pub max_jitter_ms: f32,
+    pub max_rtt_ms: f32,
+}
+
+impl Default for CallThresholds {
+    fn default() -> Self {
+        Self { max_loss_percent: 5.0, max_jitter_ms: 60.0, max_rtt_ms: 400.0 }
+    }
 }
 
 fn default_group() -> String {
@@ -60,6 +78,14 @@ impl Config {
         c.listen
             .parse::<std::net::SocketAddr>()
             .map_err(|_| err(format!("listen '{}' is not address:port", c.listen)))?;
+        let q = &c.call_quality;
+        for (k, v) in
+            [("max_loss_percent", q.max_loss_percent), ("max_jitter_ms", q.max_jitter_ms), ("max_rtt_ms", q.max_rtt_ms)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(err(format!("call_quality.{k} must be a number of 0 or more, not {v}")));
+            }
+        }
         huis_fleet_proto::topic::RoomId::new(&c.group.replace('_', "-"))
             .map_err(|_| err(format!("group '{}' must be a-z, 0-9, - and _", c.group)))?;
         Ok(c)

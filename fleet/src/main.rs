@@ -195,6 +195,7 @@ async fn init(
         room_broker: format!("mqtts://{host}:{broker_port}"),
         group: "huis-fleet".into(),
         alert_webhook: String::new(),
+        call_quality: Default::default(),
     };
     let cfg_path = dir.join("huis-fleet.toml");
     pki::write_file(&cfg_path, toml::to_string(&cfg)?.as_bytes(), 0o644)?;
@@ -227,7 +228,7 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     let client_tls = client_tls(&cert, &key, &ca_pem)?;
     let worker = format!("huis-fleet-{}", random_token(4));
     let http = reqwest::Client::builder().use_rustls_tls().timeout(std::time::Duration::from_secs(10)).build()?;
-    let alerts = Arc::new(alerts::Alerts::new(http, cfg.alert_webhook.clone()));
+    let alerts = Arc::new(alerts::Alerts::new(http, cfg.alert_webhook.clone(), cfg.call_quality.clone()));
     let broker = mqtt::Broker::start(&cfg.broker, &worker, &cfg.group, client_tls, db.clone(), alerts.clone())?;
     let uploads = cfg.data_dir.join("uploads");
     std::fs::create_dir_all(&uploads)?;
