@@ -246,7 +246,7 @@ pub async fn keeper(app: Arc<App>) {
     let mut unresumable = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(KEEP).await;
-        let views = match app.db.campaigns().await {
+        let views = match app.db.open_campaigns().await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("cannot read the campaigns: {e}");

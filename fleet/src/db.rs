@@ -362,6 +362,12 @@ impl Db {
         Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
     }
 
+    /// The campaigns that may still need a runner: all but the completed ones.
+    pub async fn open_campaigns(&self) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
+        let rows = sqlx::query("SELECT view FROM campaigns WHERE phase <> 'completed'").fetch_all(&self.pool).await?;
+        Ok(rows.iter().filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).collect())
+    }
+
     pub async fn campaigns(&self) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
         let rows = sqlx::query("SELECT view FROM campaigns ORDER BY created_at DESC").fetch_all(&self.pool).await?;
         Ok(rows.iter().filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).collect())
