@@ -201,11 +201,17 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
         )
         .await?;
     // Written before anyone runs it: a worker that dies from here on leaves it to another.
-    if app.db.lease_campaign(&r.id, &app.worker, now, now + LEASE.as_millis() as i64).await? {
+    if lease(&app, &r.id).await? {
         app.running.lock().expect("not poisoned").insert(r.id.clone());
         tokio::spawn(run(app, campaign, view.clone()));
     }
     Ok(view)
+}
+
+/// Takes or renews this worker's right to run campaign `id` for the next [`LEASE`].
+async fn lease(app: &App, id: &str) -> Result<bool, crate::db::DbError> {
+    let now = now_ms();
+    app.db.lease_campaign(id, &app.worker, now, now + LEASE.as_millis() as i64).await
 }
 
 fn policy(p: &Plan) -> Policy {
@@ -261,8 +267,7 @@ pub async fn keeper(app: Arc<App>) {
             {
                 continue;
             }
-            let now = now_ms();
-            match app.db.lease_campaign(&view.id, &app.worker, now, now + LEASE.as_millis() as i64).await {
+            match lease(&app, &view.id).await {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
@@ -322,8 +327,7 @@ async fn drive(app: &App, mut c: Campaign, mut view: CampaignView) {
     loop {
         tokio::time::sleep(POLL).await;
         // Renewed at every step; lost (this worker was too slow, another took over), it stops.
-        let ms = now_ms();
-        match app.db.lease_campaign(&view.id, &app.worker, ms, ms + LEASE.as_millis() as i64).await {
+        match lease(app, &view.id).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(campaign = %view.id, "another worker runs the campaign now");
