@@ -8,7 +8,7 @@
 #   bench/soak.sh [CALLS] [HOLD_SECONDS]        defaults: 1000 calls, then one call of 8 h
 #
 # More knobs (environment): HUIS_SOAK_WARMUP (calls before the reference figures, default
-# CALLS/10 up to 50), HUIS_SOAK_EVERY (figures every N calls, default CALLS/20),
+# CALLS/10 up to 50), HUIS_SOAK_EVERY (figures every N calls, default CALLS/100),
 # HUIS_SOAK_SAMPLE_SECS (figures every N s of the long call, default 60), HUIS_SOAK_ELEMENTS=0
 # (no leaks tracer). The table and the summary go to stderr and to
 # target/bench-soak/soak-<date>.log. Exits non-zero when a limit is broken: VmRSS growing by

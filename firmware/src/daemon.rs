@@ -69,7 +69,8 @@ fn init_logging(level: &str) {
 
 /// Runs huisd to completion; returns the process exit status.
 pub fn main() -> i32 {
-    crate::media::limit_malloc_arenas();
+    crate::media::glib_slices_from_malloc();
+    crate::media::tune_malloc();
     let args = Args::parse();
     if let Some(dir) = &args.render_sim_recording {
         let board = match huis_board::resolve(args.board.as_deref(), None, std::path::Path::new("/")) {

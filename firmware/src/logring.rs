@@ -62,6 +62,8 @@ fn push(mut line: String) {
         }
         line.truncate(end);
     }
+    // Kept for long: hold its length, not the capacity the formatting grew (up to twice as much).
+    line.shrink_to_fit();
     let mut r = RING.lock().unwrap_or_else(|e| e.into_inner());
     r.bytes += line.len() + 1;
     r.lines.push_back(line);

@@ -7,7 +7,8 @@
 //! - `HUIS_SOAK_HOLD_SECS` how long the last call is held (default 28800, 8 h; 0 skips it);
 //! - `HUIS_SOAK_WARMUP` calls before the reference figures are taken (default calls / 10,
 //!   at most 50, at least 1);
-//! - `HUIS_SOAK_EVERY` figures every N calls (default calls / 20, at least 1);
+//! - `HUIS_SOAK_EVERY` figures every N calls (default calls / 100, at least 1: idle samples scatter
+//!   by ±1.5 MiB, and a slope of 1 MiB per 1000 calls needs about a hundred of them);
 //! - `HUIS_SOAK_SAMPLE_SECS` figures every N seconds of the long call (default 60);
 //! - `HUIS_SOAK_ELEMENTS=0` runs huisd without GStreamer's leaks tracer (elements not counted);
 //! - `HUIS_SOAK_GST_FILTERS` the types the leaks tracer follows (default `GstElement`; e.g.
@@ -21,6 +22,10 @@
 //!   less than 1 MiB per 1000 calls;
 //! - idle between calls (and after the long call), a room's fds, threads and live
 //!   GStreamer elements come back to their level after warm-up.
+//!
+//! Beside VmRSS, the table shows what glibc's malloc held after the last call's trim, from
+//! huisd's log line "after the call: heap in use …, free in arenas …": live objects climbing is
+//! a leak, free memory climbing is what the allocator keeps; the summary fits both.
 //!
 //! Live elements are counted by GStreamer's own leaks tracer, loaded into huisd with
 //! `GST_TRACERS=leaks(filters="GstElement")` and `GST_LEAKS_TRACER_SIG`: on SIGUSR1 it logs one
@@ -68,6 +73,9 @@ struct Room {
     gst_log: Option<PathBuf>,
     /// How far the tracer's file has been read.
     gst_log_read: u64,
+    /// How far huisd's log has been read for its heap figures, and the last ones found.
+    log_read: u64,
+    heap_kib: Option<(u64, u64)>,
 }
 
 /// One room's figures at one moment.
@@ -79,6 +87,10 @@ struct Figures {
     threads: u64,
     /// Live GStreamer elements, when the leaks tracer is loaded.
     elements: Option<u64>,
+    /// What malloc held after the last call's trim, by huisd's log ("after the call: heap in
+    /// use N KiB, free in arenas M KiB"): (in use, free) in KiB. In use climbing is a leak; free
+    /// climbing is memory the arenas keep.
+    heap_kib: Option<(u64, u64)>,
 }
 
 impl Room {
@@ -107,7 +119,7 @@ impl Room {
         let d = Huisd::spawn_cmd(cmd, &bus, Some(config), &[]);
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a tokio runtime");
         let huisd = rt.block_on(Huisd::wait_ready(d, &bus));
-        Room { name, bus, huisd, gst_log, gst_log_read: 0 }
+        Room { name, bus, huisd, gst_log, gst_log_read: 0, log_read: 0, heap_kib: None }
     }
 
     fn pid(&self) -> u32 {
@@ -134,7 +146,31 @@ impl Room {
             fds,
             threads: field("Threads:"),
             elements: self.elements(),
+            heap_kib: self.heap_kib(),
         }
+    }
+
+    /// The last heap figures huisd logged after a call's trim, reading only what the log gained
+    /// since the last look (up to its last whole line).
+    fn heap_kib(&mut self) -> Option<(u64, u64)> {
+        let mut text = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.huisd.log)
+            && f.seek(SeekFrom::Start(self.log_read)).is_ok()
+        {
+            let _ = f.read_to_end(&mut text);
+        }
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        self.log_read += whole as u64;
+        let text = String::from_utf8_lossy(&text[..whole]);
+        let parse = |rest: &str| {
+            let mut numbers =
+                rest.split(|c: char| !c.is_ascii_digit()).filter(|w| !w.is_empty()).map(|w| w.parse().ok());
+            Some((numbers.next()??, numbers.next()??))
+        };
+        if let Some(h) = text.lines().rev().find_map(|l| l.split_once("after the call: heap in use ").map(|(_, r)| r)) {
+            self.heap_kib = parse(h);
+        }
+        self.heap_kib
     }
 
     /// Asks the leaks tracer for the elements alive (SIGUSR1) and counts its `object-alive`
@@ -231,20 +267,11 @@ impl Soak {
     }
 
     fn row(&mut self, point: &str, fa: &Figures, fb: &Figures) {
-        let el = |f: &Figures| f.elements.map_or("-".to_string(), |e| e.to_string());
         let line = format!(
-            "{:>8.0} s  {point:<24} | A {:>8} {:>8} {:>5} {:>5} {:>6} | B {:>8} {:>8} {:>5} {:>5} {:>6}",
+            "{:>8.0} s  {point:<24} | A {} | B {}",
             self.started.elapsed().as_secs_f64(),
-            fa.rss_kib,
-            fa.rss_anon_kib,
-            fa.fds,
-            fa.threads,
-            el(fa),
-            fb.rss_kib,
-            fb.rss_anon_kib,
-            fb.fds,
-            fb.threads,
-            el(fb),
+            room_columns(&fa.cells()),
+            room_columns(&fb.cells())
         );
         eprintln!("{line}");
         self.rows.push(line);
@@ -275,6 +302,27 @@ impl Soak {
     }
 }
 
+impl Figures {
+    /// The table's cells for this room: VmRSS, RssAnon, heap in use, free, fds, threads, elements.
+    fn cells(&self) -> [String; 7] {
+        let or_dash = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        [
+            self.rss_kib.to_string(),
+            self.rss_anon_kib.to_string(),
+            or_dash(self.heap_kib.map(|h| h.0)),
+            or_dash(self.heap_kib.map(|h| h.1)),
+            self.fds.to_string(),
+            self.threads.to_string(),
+            or_dash(self.elements),
+        ]
+    }
+}
+
+/// One room's columns of the table, aligned under its header.
+fn room_columns(c: &[String; 7]) -> String {
+    format!("{:>8} {:>8} {:>7} {:>7} {:>5} {:>5} {:>6}", c[0], c[1], c[2], c[3], c[4], c[5], c[6])
+}
+
 /// Least-squares slope of `y` over `x`.
 fn slope(points: &[(f64, f64)]) -> Option<f64> {
     if points.len() < 2 {
@@ -294,7 +342,7 @@ fn soak_calls_back_to_back_then_one_long_call() {
     let calls = env_u64("HUIS_SOAK_CALLS", 1000).max(2);
     let hold = env_u64("HUIS_SOAK_HOLD_SECS", 28_800);
     let warmup = env_u64("HUIS_SOAK_WARMUP", (calls / 10).clamp(1, 50)).clamp(1, calls - 1);
-    let every = env_u64("HUIS_SOAK_EVERY", (calls / 20).max(1)).max(1);
+    let every = env_u64("HUIS_SOAK_EVERY", (calls / 100).max(1)).max(1);
     let sample_secs = env_u64("HUIS_SOAK_SAMPLE_SECS", 60).max(1);
     let elements = env_u64("HUIS_SOAK_ELEMENTS", 1) != 0;
     // A call that hangs must not hold the machine for ever: a minute a call is far beyond any.
@@ -313,10 +361,9 @@ fn soak_calls_back_to_back_then_one_long_call() {
         s.b.pid(),
         if elements { "counted by the leaks tracer" } else { "not counted" }
     );
-    let header = format!(
-        "{:>10}  {:<24} | A {:>8} {:>8} {:>5} {:>5} {:>6} | B {:>8} {:>8} {:>5} {:>5} {:>6}",
-        "elapsed", "point", "RSS KiB", "anon KiB", "fds", "thr", "elems", "RSS KiB", "anon KiB", "fds", "thr", "elems"
-    );
+    let names = ["RSS KiB", "anon KiB", "heap", "free", "fds", "thr", "elems"].map(String::from);
+    let header =
+        format!("{:>10}  {:<24} | A {} | B {}", "elapsed", "point", room_columns(&names), room_columns(&names));
     eprintln!("{header}");
     let (fa, fb) = s.idle_figures(None);
     s.row("start (idle)", &fa, &fb);
@@ -324,6 +371,8 @@ fn soak_calls_back_to_back_then_one_long_call() {
     // Calls back to back.
     let mut reference: Option<(Figures, Figures)> = None;
     let mut rss_points: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    // (call, heap in use KiB, free in the arenas KiB), from huisd's log after each trim.
+    let mut heap_points: [Vec<(f64, f64, f64)>; 2] = [Vec::new(), Vec::new()];
     let mut failures = Vec::new();
     let mut call_secs = Vec::new();
     let mut warm_types = [String::new(), String::new()];
@@ -339,6 +388,11 @@ fn soak_calls_back_to_back_then_one_long_call() {
             s.row(&point, &fa, &fb);
             rss_points[0].push((n as f64, fa.rss_kib as f64));
             rss_points[1].push((n as f64, fb.rss_kib as f64));
+            for (i, f) in [&fa, &fb].into_iter().enumerate() {
+                if let Some((used, free)) = f.heap_kib {
+                    heap_points[i].push((n as f64, used as f64, free as f64));
+                }
+            }
             match reference {
                 None => {
                     reference = Some((fa, fb));
@@ -381,6 +435,16 @@ fn soak_calls_back_to_back_then_one_long_call() {
             r.rss_kib,
             end - r.rss_kib as f64,
             fitted.map_or("-".into(), |k| format!("{k:+.0}"))
+        ));
+        // Where a growth is: in live objects (a leak) or in what the arenas keep.
+        let fit = |pick: fn(&(f64, f64, f64)) -> f64| {
+            let pts: Vec<_> = heap_points[i].iter().map(|p| (p.0, pick(p))).collect();
+            slope(&pts).map_or("-".into(), |k| format!("{:+.0}", k * 1000.0))
+        };
+        summary.push(format!(
+            "room {room}: malloc after each call's trim, KiB per 1000 calls fitted: in use {}, free in the arenas {}",
+            fit(|p| p.1),
+            fit(|p| p.2)
         ));
         if let Some(k) = fitted
             && k > MAX_GROWTH_KIB_PER_1000

@@ -93,7 +93,8 @@ pub mod webrtc;
 #[cfg(test)]
 mod tests;
 
-/// Hands the memory the C allocator keeps after a call back to the system.
+/// Hands the memory the C allocator keeps after a call back to the system, and logs what it
+/// holds then.
 ///
 /// A call's GStreamer threads each allocate from one of glibc's malloc arenas (up to eight per
 /// core); what a call frees stays in those arenas, in pieces the allocator only returns when
@@ -104,29 +105,111 @@ mod tests;
 /// call's media has stopped.
 pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists, under its own locks.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        // SAFETY: malloc_trim and mallinfo2 only walk the allocator's own lists, under its locks.
+        let m = unsafe {
+            libc::malloc_trim(0);
+            libc::mallinfo2()
+        };
+        let heap = HeapFigures { in_use: m.uordblks + m.hblkhd, free: m.fordblks, arena: m.arena + m.hblkhd };
+        // Tasks still alive: one a call more each time would be a task that never ends.
+        let tasks = tokio::runtime::Handle::try_current().map(|h| h.metrics().num_alive_tasks()).ok();
+        // The soak (tests/tests/soak.rs) reads this line.
+        tracing::info!(tasks, "after the call: {heap}");
+    }
+}
+
+/// What the C allocator holds (glibc's `mallinfo2`), in bytes. Telling the two apart is what
+/// tells a leak (`in_use` climbing) from memory kept in the arenas (`free` climbing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapFigures {
+    /// Allocated and not freed: live objects, mmapped blocks included.
+    pub in_use: usize,
+    /// Freed but kept in the arenas (pieces between live ones, which no trim can give back).
+    pub free: usize,
+    /// Everything the allocator has from the system.
+    pub arena: usize,
+}
+
+impl std::fmt::Display for HeapFigures {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kib = |b: usize| b / 1024;
+        write!(
+            f,
+            "heap in use {} KiB, free in arenas {} KiB, from the system {} KiB",
+            kib(self.in_use),
+            kib(self.free),
+            kib(self.arena)
+        )
     }
 }
 
 /// How many malloc arenas huisd's threads share (glibc's default is 8 per core).
 pub const MALLOC_ARENAS: i32 = 2;
 
-/// Caps glibc's malloc arenas at [`MALLOC_ARENAS`], unless `MALLOC_ARENA_MAX` is set in the
-/// environment (then glibc follows that). Every GStreamer streaming thread a call starts
-/// allocates its frames and packets from an arena of its own, and a freed arena page stays with
-/// its arena: with the default, an idle room after hundreds of calls kept tens of MiB that
-/// neither `malloc_trim` nor anything else gave back. With two arenas the soak's idle memory is
-/// flat, a video call holds 8 MiB less, and the call costs less CPU, not more (BENCHMARKS.md,
-/// "Memory by component"). Call before any thread is started.
-pub fn limit_malloc_arenas() {
+/// From what size glibc serves an allocation by `mmap` of its own (glibc's starting value,
+/// which it otherwise raises by itself).
+pub const MALLOC_MMAP_THRESHOLD: i32 = 128 * 1024;
+
+/// Sets glibc's allocator up for a process whose calls start and end hundreds of streaming
+/// threads, unless the environment already says otherwise (`MALLOC_ARENA_MAX`,
+/// `MALLOC_MMAP_THRESHOLD_` or `GLIBC_TUNABLES`, which glibc then follows). Call before any
+/// thread is started.
+///
+/// - **Two arenas** ([`MALLOC_ARENAS`]). Every GStreamer streaming thread a call starts
+///   allocates its frames and packets from an arena of its own, and a freed arena page stays with
+///   its arena: with the default, an idle room after hundreds of calls kept tens of MiB that
+///   neither `malloc_trim` nor anything else gave back. With two arenas the soak's idle memory is
+///   far flatter, a video call holds 8 MiB less, and the call costs less CPU, not more
+///   (BENCHMARKS.md, "Memory by component").
+/// - **A fixed mmap threshold** ([`MALLOC_MMAP_THRESHOLD`]). glibc raises its threshold to the
+///   size of every large block freed, up to 32 MiB, so after the first call a video frame (a
+///   640×360 frame is 338 KiB, a 720p one 1.3 MiB) is cut from an arena instead of mapped, and
+///   what it leaves between live objects is kept. Fixed, frames are mapped and unmapped whole:
+///   the memory the arenas keep after a call fell from 28–35 MiB to 9–12 MiB in the soak
+///   (BENCHMARKS.md, "Soak").
+pub fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    {
+        let set = |var: &str| std::env::var_os(var).is_some();
+        let tunable = |name: &str| std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains(name));
         // SAFETY: mallopt sets one allocator parameter; called before other threads exist.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+            if !set("MALLOC_ARENA_MAX") && !tunable("arena_max") {
+                libc::mallopt(libc::M_ARENA_MAX, MALLOC_ARENAS);
+            }
+            if !set("MALLOC_MMAP_THRESHOLD_") && !tunable("mmap_threshold") {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD);
+            }
         }
+    }
+}
+
+/// GLib before 2.76 (Debian 12 has 2.74) keeps the memory of freed GSlice chunks — every
+/// GstBuffer, GstEvent and list node GStreamer makes — in per-thread magazines and a shared
+/// depot that malloc never sees again, so `malloc_trim` cannot hand it back. In the 1000-call
+/// soak, a room with `G_SLICE=always-malloc` held 3.5 MiB less heap in use than one without, in
+/// the same run (BENCHMARKS.md, "Soak"). GLib reads the variable once, in a library constructor
+/// that runs before `main`, so when it is not set huisd sets it and executes itself again (same
+/// pid, same arguments). Call first thing in `main`, before any thread is started. GLib 2.76
+/// and later always use malloc and ignore it.
+pub fn glib_slices_from_malloc() {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        if std::env::var_os("G_SLICE").is_some() {
+            return;
+        }
+        // SAFETY: no other thread exists yet (first thing in main; GLib's constructors start none).
+        unsafe { std::env::set_var("G_SLICE", "always-malloc") };
+        let mut args = std::env::args_os();
+        let mut cmd = std::process::Command::new("/proc/self/exe");
+        if let Some(arg0) = args.next() {
+            cmd.arg0(arg0);
+        }
+        let err = cmd.args(args).exec();
+        // Still here: the restart failed; GLib keeps its magazines, nothing else changes.
+        eprintln!("huisd: could not restart itself with G_SLICE=always-malloc ({err}); going on without it");
     }
 }
 

@@ -120,7 +120,8 @@ pub(super) struct RtxCounts {
     pub received: u64,
 }
 
-/// What arrived and left on the wire, updated by probes on the UDP elements.
+/// What arrived and left on the wire, updated by probes on the UDP elements and rtpbin's send
+/// pads.
 pub(super) struct Activity {
     epoch: Instant,
     /// ms since `epoch` + 1 of the last RTP / RTCP packet received, 0 = never.
@@ -128,7 +129,8 @@ pub(super) struct Activity {
     last_rtcp_ms: AtomicU64,
     /// RTCP packets received (compound packets, as they arrive on the socket).
     rtcp_received: AtomicU64,
-    /// Set when the send path's EOS reached the RTP udpsink, and when our BYE left.
+    /// Set when the send path's EOS left rtpbin, and when our BYE did (then on its way to the
+    /// socket, through DTLS-SRTP when that protects the call).
     send_eos: AtomicBool,
     bye_sent: AtomicBool,
 }
@@ -272,9 +274,13 @@ impl RtpTransport {
             link_pads(&rtp_out, &static_pad(&rtp_sink, "sink")?)?;
             link_pads(&rtcp_out, &static_pad(&rtcp_sink, "sink")?)?;
         }
+        // On rtpbin's own send pads, not the sockets': with DTLS-SRTP, dtlssrtpenc's funnel holds
+        // the EOS back (its DTLS input never ends), and the BYE leaves encrypted, on the RTP
+        // socket with rtcp-mux. Nothing queues between these pads and the sockets, so a packet
+        // seen here is being sent, and stopping the pipeline waits for that push to finish.
         {
             let act = activity.clone();
-            static_pad(&rtp_sink, "sink")?.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
+            rtp_out.add_probe(gst::PadProbeType::EVENT_DOWNSTREAM, move |_, info| {
                 if let Some(gst::PadProbeData::Event(ev)) = &info.data
                     && ev.type_() == gst::EventType::Eos
                 {
@@ -283,7 +289,7 @@ impl RtpTransport {
                 gst::PadProbeReturn::Ok
             });
             let act = activity.clone();
-            static_pad(&rtcp_sink, "sink")?.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
+            rtcp_out.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if let Some(buf) = info.buffer()
                     && let Ok(map) = buf.map_readable()
                     && rtcp_has_bye(&map)

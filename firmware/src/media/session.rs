@@ -35,6 +35,8 @@ pub enum MediaEvent {
     Error(MediaError),
 }
 
+/// How long [`AudioSession::stop`] waits for the last packets and the RTCP BYE to leave.
+const STOP_BUDGET: Duration = Duration::from_millis(1000);
 /// How long a DTMF tone is held before its stop is requested: rtpdtmfsrc makes every tone at
 /// least 250 ms long anyway (and rounds up to its packet time), then adds a 100 ms gap itself.
 const DTMF_TONE: Duration = Duration::from_millis(250);
@@ -202,9 +204,14 @@ impl AudioSession {
         if let Some(d) = &self.dtmf_src {
             d.send_event(gst::event::Eos::new());
         }
-        self.transport.wait_for_send_eos(Duration::from_millis(500));
-        if self.direction().sends() {
-            self.transport.wait_for_bye(Duration::from_millis(300));
+        // One budget for both: on a loaded box the EOS may take most of it, and the BYE then
+        // leaves at once (RFC 3550 6.3.7: no delay below 50 members).
+        let until = Instant::now() + STOP_BUDGET;
+        let left = || until.saturating_duration_since(Instant::now());
+        if !self.transport.wait_for_send_eos(left()) {
+            tracing::info!("the send path did not drain within {STOP_BUDGET:?}; the last packets may be lost");
+        } else if self.direction().sends() && !self.transport.wait_for_bye(left()) {
+            tracing::info!("no RTCP BYE left within {STOP_BUDGET:?}; the far end will time the stream out");
         }
         if let Err(e) = self.pipeline.set_state(gst::State::Null) {
             tracing::warn!("media pipeline did not stop cleanly: {e}");
@@ -214,6 +221,12 @@ impl AudioSession {
         for t in threads {
             let _ = t.join();
         }
+    }
+
+    /// Whether our RTCP BYE has left (for tests that find none arrived).
+    #[cfg(test)]
+    pub(super) fn bye_left(&self) -> bool {
+        self.transport.wait_for_bye(Duration::ZERO)
     }
 
     /// Whether [`AudioSession::stop`] has run.

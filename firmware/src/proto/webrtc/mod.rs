@@ -372,7 +372,11 @@ impl Conference {
         let _ = tokio::time::timeout(Duration::from_secs(3), sig.close()).await;
         self.audio.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(m) = media.take() {
-            let _ = tokio::task::spawn_blocking(move || m.stop()).await;
+            let _ = tokio::task::spawn_blocking(move || {
+                m.stop();
+                crate::media::release_freed_memory();
+            })
+            .await;
         }
     }
 
