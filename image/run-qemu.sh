@@ -13,6 +13,10 @@
 #                      without a large msize 9p reads at ~4 MB/s under TCG)
 #   --fwd HOST:GUEST   forward 127.0.0.1:HOST to the guest's TCP port GUEST
 #                      (default 10022:22; loopback only)
+#   --to-host GUEST_PORT:HOST_PORT
+#                      let the guest open TCP connections to 10.0.2.100:GUEST_PORT,
+#                      each relayed (socat) to the host's 127.0.0.1:HOST_PORT (repeat;
+#                      the image tests' fleet service and broker)
 #   --mem MB           guest memory (default 1024)
 #   --kvm              use KVM if /dev/kvm works (default: TCG, as in CI)
 #   --pidfile FILE     write QEMU's pid (tests use it to stop the guest)
@@ -20,11 +24,12 @@
 #                      tests then power the guest on again: a cold boot)
 #
 # Networking is QEMU user mode with restrict=on: the guest reaches nothing
-# outside, the host reaches the guest only through the forwarded port.
+# outside but the --to-host ports, the host reaches the guest only through the
+# forwarded port.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 
-target="" disk="" vars="" serial="mon:stdio" share="" fwd="10022:22" mem=1024 accel=tcg pidfile="" no_reboot=no
+target="" disk="" vars="" serial="mon:stdio" share="" fwd="10022:22" mem=1024 accel=tcg pidfile="" no_reboot=no to_host=""
 while [ $# -gt 0 ]; do
     case $1 in
         --disk) disk=$2; shift ;;
@@ -32,6 +37,10 @@ while [ $# -gt 0 ]; do
         --serial) serial=$2; shift ;;
         --share) share=$2; shift ;;
         --fwd) fwd=$2; shift ;;
+        --to-host)
+            [[ $2 =~ ^[0-9]+:[0-9]+$ ]] || die "--to-host $2: want GUEST_PORT:HOST_PORT"
+            command -v socat >/dev/null || die "--to-host needs socat"
+            to_host+=",guestfwd=tcp:10.0.2.100:${2%%:*}-cmd:socat STDIO TCP:127.0.0.1:${2##*:}"; shift ;;
         --mem) mem=$2; shift ;;
         --kvm) accel=kvm ;;
         --pidfile) pidfile=$2; shift ;;
@@ -94,7 +103,7 @@ args=(
     -drive "if=pflash,format=raw,unit=0,readonly=on,file=$code"
     -drive "if=pflash,format=raw,unit=1,file=$vars"
     -drive "if=virtio,format=$fmt,file=$disk,discard=unmap"
-    -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$host_port-:$guest_port"
+    -nic "user,model=virtio-net-pci,restrict=on,hostfwd=tcp:127.0.0.1:$host_port-:$guest_port$to_host"
     -device virtio-rng-pci
     -display none -vga none -serial "$serial" -monitor none
 )

@@ -58,6 +58,16 @@ pub async fn run(own: zbus::Connection, updater: Arc<Updater>, inputs: Inputs) {
         Ok(r) => r,
         Err(_) => Err(format!("not healthy within {} s", DEADLINE.as_secs())),
     };
+    // huisd restarted while RAUC writes the other slot (a fleet update): RAUC marks nothing
+    // until that ends, so the verdict waits rather than report a failure that is not one.
+    let mut waited = 0;
+    while rauc.operation().await.is_ok_and(|op| op != "idle") && waited < 3600 {
+        if waited == 0 {
+            tracing::info!("boot health check: RAUC is installing; the verdict is marked when it ends");
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        waited += 2;
+    }
     match verdict {
         Ok(what) => match rauc.mark("good", "booted").await {
             Ok((slot, msg)) => {

@@ -129,6 +129,10 @@ pub struct UpdateStatus {
     /// The boot health check's verdict on the booted slot: "" (not run here: no RAUC, or not
     /// done yet), `passed`, or `failed: why`.
     pub health: String,
+    /// Installs ended (`Completed`) since huisd started, counted with `last_error` set: whoever
+    /// waits for an install it started waits for this to move, not for `operation` to read
+    /// `idle` (which it also does before RAUC has taken the bundle).
+    pub completed: u64,
 }
 
 impl Default for UpdateStatus {
@@ -141,6 +145,7 @@ impl Default for UpdateStatus {
             compatible: String::new(),
             slots: Vec::new(),
             health: String::new(),
+            completed: 0,
         }
     }
 }

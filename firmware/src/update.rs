@@ -201,6 +201,29 @@ impl Updater {
         Ok(p)
     }
 
+    /// RAUC's operation now (`idle`, `installing`), asked of RAUC itself.
+    pub async fn rauc_operation(self: &Arc<Self>) -> Result<String, String> {
+        let p = self.rauc().await?;
+        p.operation().await.map_err(not_available)
+    }
+
+    /// After an install huisd did not see to its end (huisd restarted meanwhile): whether the
+    /// other slot now holds `version`, from RAUC's slots read again.
+    pub async fn installed(self: &Arc<Self>, version: &str) -> Result<(), String> {
+        let p = self.rauc().await?;
+        self.refresh(&p).await;
+        let slots = self.feed.update_now().slots;
+        if slots.iter().any(|s| s.state != "booted" && s.version == version && s.boot_status == "good") {
+            return Ok(());
+        }
+        let e = p.last_error().await.unwrap_or_default();
+        Err(if e.trim().is_empty() {
+            format!("RAUC's install ended without version {version} in the other slot")
+        } else {
+            format!("RAUC's install failed: {}", crate::text::excerpt_long(e.trim()))
+        })
+    }
+
     /// Reads RAUC's slots and state into the properties (start-up and after installs).
     pub async fn refresh(&self, p: &InstallerProxy<'_>) {
         let compatible = p.compatible().await.unwrap_or_default();
@@ -295,8 +318,19 @@ impl Updater {
             failure_message(&e, &before, &self.feed.update_now().slots)
         };
         tracing::info!(result, %message, ours = was_ours, "update completed");
-        let last = if result == 0 { String::new() } else { message.clone() };
-        self.feed.update(|u| set(&mut u.last_error, last) | set(&mut u.operation, "idle".into()));
+        self.ended(result, message);
+    }
+
+    /// An install ended, well (`result` 0) or not: counted, with its error, and the operation
+    /// back to idle, in one change (see `UpdateStatus::completed`); then announced.
+    fn ended(&self, result: i32, message: String) {
+        let last_error = if result == 0 { String::new() } else { message.clone() };
+        self.feed.update(|u| {
+            u.completed += 1;
+            u.last_error = last_error;
+            u.operation = "idle".into();
+            true
+        });
         self.feed.event(StatusEvent::UpdateCompleted { result, message });
     }
 
@@ -382,8 +416,7 @@ impl Updater {
                     if let Err(m) = r {
                         *me.busy.lock().unwrap_or_else(|e| e.into_inner()) = false;
                         let _ = std::fs::remove_file(&file);
-                        me.set(Some("idle"), None, Some(m.clone()));
-                        me.feed.event(StatusEvent::UpdateCompleted { result: 1, message: m });
+                        me.ended(1, m);
                     }
                 });
                 Ok(())

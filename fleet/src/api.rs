@@ -33,6 +33,8 @@ pub struct App {
     pub ca: Ca,
     pub public_url: String,
     pub uploads: PathBuf,
+    /// Update bundles the service hands out (`/bundles/NAME`), put there by an admin.
+    pub bundles: PathBuf,
     pub room_broker: String,
     /// This worker's name: its MQTT client id, and the holder of the campaigns it runs.
     pub worker: String,
@@ -125,6 +127,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/campaigns/{id}", get(campaign))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/bundles/{name}", get(bundle))
         .layer(DefaultBodyLimit::max(16 * 1024 * 1024))
         .with_state(app)
 }
@@ -313,11 +316,7 @@ async fn desired(
 
 fn upload_path(app: &App, room: &str, name: &str) -> Result<PathBuf, ApiError> {
     RoomId::new(room).map_err(|e| bad(e.to_string()))?;
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-    if !ok {
+    if !file_name_ok(name, 64) || name.contains('+') {
         return Err(bad("an upload's name is 1 to 64 of A-Z, a-z, 0-9, '-', '_' and '.'"));
     }
     Ok(app.uploads.join(room).join(name))
@@ -359,6 +358,54 @@ async fn download(
     let data = tokio::fs::read(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, "no such upload".into()))?;
     let kind = if name.ends_with(".png") { "image/png" } else { "text/plain; charset=utf-8" };
     Ok(([(header::CONTENT_TYPE, kind)], data).into_response())
+}
+
+/// A name of a file in one of the service's folders: no path, no hidden file.
+fn file_name_ok(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b))
+}
+
+/// Where the bundle `name` is kept; the error says what a good name is.
+pub fn bundle_path(app: &App, name: &str) -> Result<PathBuf, String> {
+    if !file_name_ok(name, 128) {
+        return Err(format!(
+            "bundle name '{}': 1 to 128 of A-Z, a-z, 0-9, '-', '_', '+' and '.', not starting with '.'",
+            crate::excerpt(name)
+        ));
+    }
+    Ok(app.bundles.join(name))
+}
+
+/// An update bundle, streamed: to an enrolled room (its certificate) or to a token holder.
+/// Bundles are signed, so this is about who may cost the service the bandwidth, and about
+/// keeping an organisation's own builds to itself.
+async fn bundle(
+    State(app): State<Arc<App>>,
+    Extension(peer): Extension<Peer>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let room = match peer.0.as_deref().map(RoomId::new) {
+        Some(Ok(id)) => app.db.room(id.as_str()).await?.map(|_| id.to_string()),
+        _ => None,
+    };
+    if room.is_none() {
+        caller(&app, &headers, Role::ReadOnly).await?;
+    }
+    let path = bundle_path(&app, &name).map_err(bad)?;
+    let file =
+        tokio::fs::File::open(&path).await.map_err(|_| ApiError(StatusCode::NOT_FOUND, format!("no bundle {name}")))?;
+    let len = file.metadata().await.map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.len();
+    tracing::info!(bundle = %name, bytes = len, room = room.as_deref().unwrap_or("-"), "bundle sent");
+    let body = axum::body::Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024));
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_owned()), (header::CONTENT_LENGTH, len.to_string())],
+        body,
+    )
+        .into_response())
 }
 
 #[derive(Deserialize)]

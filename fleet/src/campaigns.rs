@@ -143,25 +143,28 @@ pub enum CampaignStartError {
     Db(#[from] crate::db::DbError),
 }
 
-/// Checks a request, writes the campaign and starts running it.
-pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<CampaignView, CampaignStartError> {
-    let invalid = |m: String| CampaignStartError::Invalid(m);
+/// Checks a request as it came (no I/O): its id (made when empty), and the engine and plan it
+/// asks for. What passes here reaches every room in its desired state, so it must pass the
+/// rooms' own check of that message too (the fuzz target `fleet_requests` holds it to that).
+pub fn check(r: &mut CampaignRequest) -> Result<(Campaign, Plan), String> {
     if r.id.is_empty() {
         r.id = format!("c-{}", crate::random_token(6));
     }
-    RoomId::new(&r.id)
-        .map_err(|_| invalid(format!("campaign id '{}' must be a-z, 0-9 and -", crate::excerpt(&r.id))))?;
+    RoomId::new(&r.id).map_err(|_| format!("campaign id '{}' must be a-z, 0-9 and -", crate::excerpt(&r.id)))?;
     if !r.url.starts_with("https://") {
-        return Err(invalid("url must be https://".into()));
+        return Err("url must be https://".into());
+    }
+    if r.url.len() > msg::MAX_STRING || r.url.chars().any(char::is_control) {
+        return Err(format!("url must be at most {} bytes, without control characters", msg::MAX_STRING));
     }
     if r.version.is_empty() || r.version.len() > 64 {
-        return Err(invalid("version must be 1 to 64 characters".into()));
+        return Err("version must be 1 to 64 characters".into());
     }
     if r.rooms.len() > 100_000 {
-        return Err(invalid("at most 100,000 rooms per campaign".into()));
+        return Err("at most 100,000 rooms per campaign".into());
     }
     let rooms: Vec<RoomId> =
-        r.rooms.iter().map(|id| RoomId::new(id).map_err(|e| invalid(e.to_string()))).collect::<Result<_, _>>()?;
+        r.rooms.iter().map(|id| RoomId::new(id).map_err(|e| e.to_string())).collect::<Result<_, _>>()?;
     let groups = Campaign::split(rooms, r.first_group, r.growth);
     let plan = Plan {
         groups: groups.iter().map(|g| g.iter().map(|r| r.to_string()).collect()).collect(),
@@ -169,7 +172,25 @@ pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<Ca
         failure_threshold: r.failure_threshold,
         room_timeout_s: r.room_timeout_s.clamp(10, 7 * 86_400),
     };
-    let campaign = Campaign::new(&r.id, groups, policy(&plan)).map_err(|e| invalid(e.to_string()))?;
+    let campaign = Campaign::new(&r.id, groups, policy(&plan)).map_err(|e| e.to_string())?;
+    Ok((campaign, plan))
+}
+
+/// Checks a request, writes the campaign and starts running it.
+pub async fn start(app: Arc<App>, mut r: CampaignRequest, by: &str) -> Result<CampaignView, CampaignStartError> {
+    let invalid = |m: String| CampaignStartError::Invalid(m);
+    let (campaign, plan) = check(&mut r).map_err(invalid)?;
+    // A bundle this service hands out must be there before any room is sent for it.
+    if let Some(name) = r.url.strip_prefix(&format!("{}/bundles/", app.public_url.trim_end_matches('/'))) {
+        let path = crate::api::bundle_path(&app, name).map_err(invalid)?;
+        if !path.is_file() {
+            return Err(invalid(format!(
+                "{} is not in the service's bundles folder ({}): copy it there first",
+                crate::excerpt(name),
+                app.bundles.display()
+            )));
+        }
+    }
     if app.db.campaign(&r.id).await?.is_some() {
         return Err(invalid(format!("campaign {} exists already", r.id)));
     }
@@ -252,7 +273,7 @@ pub async fn keeper(app: Arc<App>) {
     let mut unresumable = std::collections::HashSet::new();
     loop {
         tokio::time::sleep(KEEP).await;
-        let views = match app.db.open_campaigns().await {
+        let views = match app.db.open_campaigns(now_ms()).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::warn!("cannot read the campaigns: {e}");
@@ -359,6 +380,9 @@ async fn drive(app: &App, mut c: Campaign, mut view: CampaignView) {
         let open = c.rooms().any(|(_, s)| matches!(s, RoomState::Updating { .. }));
         if matches!(c.phase(), Phase::Halted | Phase::Completed) && !open {
             tracing::info!(campaign = %view.id, phase = %view.phase, "campaign over");
+            if let Err(e) = app.db.retire_campaign(&view.id).await {
+                tracing::warn!(campaign = %view.id, "cannot retire the campaign: {e}");
+            }
             return;
         }
     }

@@ -13,7 +13,7 @@ pub struct Config {
     pub listen: String,
     /// The address rooms and people reach the service at (upload addresses are built from it).
     pub public_url: String,
-    /// The data directory: the CA and certificates (`pki/`), uploads, the SQLite database.
+    /// The data directory: the CA and certificates (`pki/`), uploads, the update bundles it hands out (`bundles/`), the SQLite database.
     pub data_dir: PathBuf,
     /// `sqlite://PATH` (the default, one worker) or `postgres://user:password@host/db`.
     pub database: String,

@@ -1,7 +1,8 @@
 //! The web console: server-rendered pages (no script) of the inventory, a room and a campaign's
-//! progress (which reloads itself while the campaign runs). People sign in with an API token on
-//! `/console/login`, or with a one-time link (`huis-fleet login-link`, good for a minute), and
-//! get a session cookie (HttpOnly, Secure, SameSite=Strict) for 12 hours.
+//! progress (which reloads itself while the campaign runs). People sign in on `/console/login`
+//! with a name and password (`huis-fleet user`; see `users`) or an API token, or with a one-time
+//! link (`huis-fleet login-link`, good for a minute), and get a session cookie (HttpOnly,
+//! Secure, SameSite=Strict) for 12 hours.
 
 use std::sync::Arc;
 
@@ -100,31 +101,73 @@ async fn new_session(app: &App, user: &str, role: &str, next: &str) -> Response 
 }
 
 async fn login_page() -> Html<String> {
+    login_form("")
+}
+
+fn login_form(problem: &str) -> Html<String> {
+    let problem = if problem.is_empty() { String::new() } else { format!("<p class=off>{}</p>", esc(problem)) };
     page(
         "Sign in",
         "",
-        r#"<form method="post" action="/console/login"><p><label>API token <input name="token" type="password" size="50" autofocus></label></p>
-<p><button>Sign in</button></p></form><p class="muted">Or open a one-time link from <code>huis-fleet login-link</code>.</p>"#,
+        &format!(
+            r#"{problem}<form method="post" action="/console/login"><p><label>Name <input name="user" autocomplete="username" size="30" autofocus></label></p>
+<p><label>Password <input name="password" type="password" autocomplete="current-password" size="30"></label></p>
+<p><button>Sign in</button></p></form>
+<form method="post" action="/console/login"><p class="muted"><label>Or an API token <input name="token" type="password" size="40"></label> <button>Sign in</button></p></form>
+<p class="muted">Or open a one-time link from <code>huis-fleet login-link</code>.</p>"#
+        ),
         false,
     )
 }
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
+    user: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
     token: String,
 }
 
 async fn login(State(app): State<Arc<App>>, Form(f): Form<LoginForm>) -> Response {
-    match app.db.token(&hash(f.token.trim())).await {
-        Ok(Some((user, role))) => new_session(&app, &user, &role, "/console/rooms").await,
-        Ok(None) => {
-            (StatusCode::UNAUTHORIZED, page("Sign in", "", "<p class=off>Unknown token.</p>", false)).into_response()
+    let refused = |status, why: &str| (status, login_form(why)).into_response();
+    if !f.token.trim().is_empty() {
+        return match app.db.token(&hash(f.token.trim())).await {
+            Ok(Some((user, role))) => new_session(&app, &user, &role, "/console/rooms").await,
+            Ok(None) => refused(StatusCode::UNAUTHORIZED, "Unknown token."),
+            Err(e) => {
+                tracing::error!("{e}");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        };
+    }
+    let user = f.user.trim();
+    match crate::users::sign_in(&app.db, user, &f.password, now_ms()).await {
+        Ok(role) => {
+            if let Err(e) = app.db.audit(&random_token(8), now_ms(), user, "login", user, "password").await {
+                tracing::error!("{e}");
+            }
+            new_session(&app, user, &role, "/console/rooms").await
         }
-        Err(e) => {
+        Err(e @ crate::users::SignInError::Wrong) => {
+            tracing::warn!(user = %crate::excerpt(user), "console sign-in refused: {e}");
+            refused(StatusCode::UNAUTHORIZED, "Wrong name or password.")
+        }
+        Err(e @ crate::users::SignInError::Locked(_)) => {
+            tracing::warn!(user = %crate::excerpt(user), "console sign-in refused: {e}");
+            refused(StatusCode::TOO_MANY_REQUESTS, &format!("{}.", capitalised(&e.to_string())))
+        }
+        Err(crate::users::SignInError::Db(e)) => {
             tracing::error!("{e}");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+fn capitalised(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
 }
 
 #[derive(Deserialize)]

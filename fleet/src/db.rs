@@ -87,6 +87,14 @@ const SCHEMA: &[&str] = &[
         role TEXT NOT NULL,
         created_at BIGINT NOT NULL
     )",
+    "CREATE TABLE IF NOT EXISTS users (
+        name TEXT PRIMARY KEY,
+        role TEXT NOT NULL,
+        password TEXT NOT NULL,
+        failures BIGINT NOT NULL,
+        locked_until BIGINT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS audit (
         id TEXT PRIMARY KEY,
         at_ms BIGINT NOT NULL,
@@ -96,6 +104,15 @@ const SCHEMA: &[&str] = &[
         detail TEXT NOT NULL
     )",
 ];
+
+/// A person who signs in to the console with a password.
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub role: String,
+    pub password: String,
+    pub failures: i64,
+    pub locked_until: i64,
+}
 
 #[derive(Clone)]
 pub struct Db {
@@ -362,10 +379,32 @@ impl Db {
         Ok(row.and_then(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()))
     }
 
-    /// The campaigns that may still need a runner: all but the completed ones.
-    pub async fn open_campaigns(&self) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
-        let rows = sqlx::query("SELECT view FROM campaigns WHERE phase <> 'completed'").fetch_all(&self.pool).await?;
+    /// The campaigns that may need a runner: not completed, and nobody's lease on them is
+    /// current. Campaigns with nothing left to do hold a lease that never ends ([`Db::retire_campaign`])
+    /// and are not read again, however many pile up over the years.
+    pub async fn open_campaigns(&self, now: i64) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
+        let rows = sqlx::query(
+            "SELECT c.view FROM campaigns c LEFT JOIN campaign_leases l ON l.id = c.id
+             WHERE c.phase <> 'completed' AND (l.until_ms IS NULL OR l.until_ms < $1)",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().filter_map(|r| serde_json::from_str(&r.get::<String, _>(0)).ok()).collect())
+    }
+
+    /// A campaign with nothing left to do (completed, or halted with no room still updating):
+    /// its lease goes to nobody, for ever, so no worker takes it up or reads it again.
+    pub async fn retire_campaign(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO campaign_leases (id, worker, until_ms) VALUES ($1, '', $2)
+             ON CONFLICT (id) DO UPDATE SET worker = '', until_ms = $2",
+        )
+        .bind(id)
+        .bind(i64::MAX)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     pub async fn campaigns(&self) -> Result<Vec<crate::campaigns::CampaignView>, DbError> {
@@ -584,6 +623,41 @@ impl Db {
             }
         }
         Ok(found)
+    }
+
+    /// Adds a person who signs in to the console, or sets a new role and password (and unlocks).
+    pub async fn set_user(&self, name: &str, role: &str, password_phc: &str, now: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO users (name, role, password, failures, locked_until, created_at) VALUES ($1, $2, $3, 0, 0, $4)
+             ON CONFLICT (name) DO UPDATE SET role = $2, password = $3, failures = 0, locked_until = 0",
+        )
+        .bind(name)
+        .bind(role)
+        .bind(password_phc)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A person's role, password hash (PHC string), failures in a row and lock end.
+    pub async fn user(&self, name: &str) -> Result<Option<UserRow>, DbError> {
+        let row = sqlx::query("SELECT role, password, failures, locked_until FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| UserRow { role: r.get(0), password: r.get(1), failures: r.get(2), locked_until: r.get(3) }))
+    }
+
+    /// After a sign-in: failures in a row (0 on success) and until when the account is locked.
+    pub async fn user_attempt(&self, name: &str, failures: i64, locked_until: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE users SET failures = $2, locked_until = $3 WHERE name = $1")
+            .bind(name)
+            .bind(failures)
+            .bind(locked_until)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The user and role of an API token's hash.

@@ -1,7 +1,7 @@
 //! `huis-fleet`: the fleet service (`serve`), its first set-up (`init`), and a command-line
 //! client of its REST API for scripts (`rooms`, `claim`, `command`, …).
 
-use huis_fleet::{alerts, api, campaigns, config, console, db, mqtt, pki, server};
+use huis_fleet::{alerts, api, campaigns, config, console, db, mqtt, pki, server, users};
 use huis_fleet::{hash, now_ms, random_token};
 
 use std::path::{Path, PathBuf};
@@ -25,6 +25,29 @@ struct Cli {
     /// The fleet's CA (PEM), trusted for the service's address.
     #[arg(long, global = true, default_value = "/var/lib/huis-fleet/pki/ca.crt")]
     ca: PathBuf,
+}
+
+/// Someone given access, written to the database directly (no service needed).
+#[derive(clap::Args)]
+struct Person {
+    #[arg(long, default_value = "/var/lib/huis-fleet/huis-fleet.toml")]
+    config: PathBuf,
+    #[arg(long)]
+    user: String,
+    /// admin, operator or readonly.
+    #[arg(long)]
+    role: String,
+}
+
+impl Person {
+    /// The database of the configuration, once the role is known to be one.
+    async fn db(&self) -> anyhow::Result<db::Db> {
+        let cfg = config::Config::load(&self.config)?;
+        if api::Role::parse(&self.role).is_none() {
+            bail!("role '{}' is not admin, operator or readonly", self.role);
+        }
+        Ok(db::Db::open(&cfg.database).await?)
+    }
 }
 
 #[derive(Subcommand)]
@@ -54,15 +77,10 @@ enum Cmd {
         config: PathBuf,
     },
     /// Makes an API token for a person or script (written to the database directly).
-    Token {
-        #[arg(long, default_value = "/var/lib/huis-fleet/huis-fleet.toml")]
-        config: PathBuf,
-        #[arg(long)]
-        user: String,
-        /// admin, operator or readonly.
-        #[arg(long)]
-        role: String,
-    },
+    Token(Person),
+    /// Adds a person who signs in to the console with a name and password, or gives them a new
+    /// role and password (which also unlocks the account). The password is read from stdin.
+    User(Person),
     /// Lists the rooms, or those matching the filters.
     Rooms {
         /// online or offline
@@ -90,7 +108,8 @@ enum Cmd {
     Campaign {
         #[arg(long)]
         version: String,
-        /// The bundle's https:// address.
+        /// The bundle's https:// address. A bundle copied into DATA_DIR/bundles/ is handed out
+        /// by the service itself, to enrolled rooms only, at PUBLIC_URL/bundles/NAME.
         #[arg(long)]
         bundle_url: String,
         #[arg(long, default_value_t = 10)]
@@ -151,16 +170,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             init(&data_dir, &name, &hosts, &listen, broker_port, database).await
         }
         Cmd::Serve { config } => serve(&config).await,
-        Cmd::Token { config, user, role } => {
-            let cfg = config::Config::load(&config)?;
-            if api::Role::parse(&role).is_none() {
-                bail!("role '{role}' is not admin, operator or readonly");
-            }
-            let db = db::Db::open(&cfg.database).await?;
+        Cmd::Token(p) => {
+            let db = p.db().await?;
             let token = random_token(24);
-            db.add_token(&hash(&token), &user, &role, now_ms()).await?;
-            db.audit(&random_token(8), now_ms(), "huis-fleet token", "token", &user, &role).await?;
+            db.add_token(&hash(&token), &p.user, &p.role, now_ms()).await?;
+            db.audit(&random_token(8), now_ms(), "huis-fleet token", "token", &p.user, &p.role).await?;
             println!("{token}");
+            Ok(())
+        }
+        Cmd::User(p) => {
+            users::check_name(&p.user)?;
+            let db = p.db().await?;
+            let mut password = String::new();
+            std::io::stdin().read_line(&mut password).context("reading the password from stdin")?;
+            let phc = users::hash_password(password.trim_end_matches(['\r', '\n']))?;
+            db.set_user(&p.user, &p.role, &phc, now_ms()).await?;
+            db.audit(&random_token(8), now_ms(), "huis-fleet user", "user", &p.user, &p.role).await?;
+            println!("{} signs in to the console as {}", p.user, p.role);
             Ok(())
         }
         client => client_command(&cli.url, &cli.token_file, &cli.ca, client).await,
@@ -232,6 +258,8 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
     let broker = mqtt::Broker::start(&cfg.broker, &worker, &cfg.group, client_tls, db.clone(), alerts.clone())?;
     let uploads = cfg.data_dir.join("uploads");
     std::fs::create_dir_all(&uploads)?;
+    let bundles = cfg.data_dir.join("bundles");
+    std::fs::create_dir_all(&bundles)?;
     let app = Arc::new(api::App {
         alerts: alerts.clone(),
         db,
@@ -239,6 +267,7 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
         ca,
         public_url: cfg.public_url.clone(),
         uploads,
+        bundles,
         room_broker: cfg.room_broker.clone(),
         worker: worker.clone(),
         running: Default::default(),
@@ -357,7 +386,7 @@ async fn client_command(url: &str, token_file: &Path, ca: &Path, cmd: Cmd) -> an
         Cmd::LoginLink { next } => {
             (reqwest::Method::POST, "/api/v1/login-links".into(), Some(serde_json::json!({ "next": next })))
         }
-        Cmd::Init { .. } | Cmd::Serve { .. } | Cmd::Token { .. } => unreachable!("handled before"),
+        Cmd::Init { .. } | Cmd::Serve { .. } | Cmd::Token(_) | Cmd::User(_) => unreachable!("handled before"),
     };
     let mut req = http.request(method, format!("{base}{path}")).bearer_auth(token.trim());
     if let Some(b) = body {

@@ -46,10 +46,21 @@ pub fn effective(
     out
 }
 
-/// Checks a template's keys: `section.key`, not the room's own fleet settings, bounded.
+/// Keys in one template: three layers together stay within what a room takes in one desired state.
+pub const MAX_KEYS: usize = msg::MAX_ENTRIES / 3;
+/// One template's size as JSON: three layers and a campaign's bundle stay within a room's limit
+/// for a desired state ([`huis_fleet_proto::MAX_PAYLOAD`]), with 1 KiB for the rest.
+pub const MAX_BYTES: usize = (huis_fleet_proto::MAX_PAYLOAD - 3 * msg::MAX_STRING - 1024) / 3;
+
+/// Checks a template's keys: `section.key`, not the room's own fleet settings, bounded so that
+/// whatever the layers, the room accepts the effective configuration the service sends it.
 pub fn check(config: &BTreeMap<String, String>) -> Result<(), String> {
-    if config.len() > msg::MAX_ENTRIES {
-        return Err(format!("at most {} keys", msg::MAX_ENTRIES));
+    if config.len() > MAX_KEYS {
+        return Err(format!("at most {MAX_KEYS} keys in a template"));
+    }
+    let size = serde_json::to_vec(config).map(|v| v.len()).unwrap_or(usize::MAX);
+    if size > MAX_BYTES {
+        return Err(format!("the template is {size} bytes as JSON; at most {MAX_BYTES}"));
     }
     for (k, v) in config {
         let ok = k.split('.').count() == 2

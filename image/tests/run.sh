@@ -34,10 +34,14 @@ bench=$out/bench.txt
 passed=0 failed=0
 qemu_pid=""
 
+# The fleet on the host that the room reaches (image/tests/fleet.sh).
+. "$here/fleet.sh"
+
 ok()   { passed=$((passed + 1)); echo "ok   - $*"; }
 bad()  { failed=$((failed + 1)); echo "FAIL - $*"; }
 finish() {
     stop_guest
+    declare -F fleet_down >/dev/null && fleet_down
     echo "$passed passed, $failed failed"
     [ "$failed" -eq 0 ]
     exit $?
@@ -58,7 +62,7 @@ start_guest() {
         while [ ! -e "$work/stop" ]; do
             t0=$(date +%s) rc=0
             timeout 3600 "$IMAGE_DIR/run-qemu.sh" amd64 "${kvm[@]}" --disk "$work/disk.qcow2" --vars "$work/vars.fd" \
-                --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 \
+                --serial "unix:$sock,server=on,wait=off" --share "$work/share" --fwd 10022:22 "${fleet_qemu_args[@]}" \
                 --pidfile "$work/qemu.pid" --no-reboot >> "$work/qemu.log" 2>&1 || rc=$?
             [ -e "$work/stop" ] && break
             # -no-reboot: a guest reset ends QEMU with status 0. Anything else this
@@ -118,7 +122,7 @@ grubenv() { g 30 "grub-editenv /boot/efi/EFI/BOOT/grubenv list | sort | tr '\n' 
 # Checked by package and by command: installing qemu-system-x86 can remove a newer
 # qemu-utils from backports, so the check runs again after each install.
 missing_tools() {
-    for p in qemu-system-x86 qemu-utils ovmf python3; do
+    for p in qemu-system-x86 qemu-utils ovmf python3 mosquitto socat; do
         dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed' || echo "$p"
     done
     command -v qemu-img >/dev/null || echo qemu-utils
@@ -258,24 +262,55 @@ else
 fi
 [ -n "$before" ] && [ "$before" = "$after" ] && ok "slot state unchanged after the refused bundle ($after)" || bad "grubenv changed: '$before' -> '$after'"
 
-# --- 5. install a newer bundle, reboot into it ---------------------------------
-t0=$(date +%s)
-msg=$(g 1500 "huisctl update /mnt/share/v2.raucb 2>&1 | tail -4; echo rc=\${PIPESTATUS[0]}")
-t=$(( $(date +%s) - t0 ))
-if printf '%s' "$msg" | grep -q 'rc=0' && printf '%s' "$msg" | grep -q "version $v2 installed in slot B"; then
-    ok "huisctl update $v2 (${t}s): $(printf '%s' "$msg" | grep 'installed in slot')"; bench "install_seconds=$t"
+# --- 5. an update from the fleet, through kills of the room's agent and the broker ---
+# A real fleet on the host (image/tests/fleet.sh); the room enrols by claim code and a
+# campaign brings it $v2. huisd (the room's fleet agent) is SIGKILLed while it downloads and
+# while RAUC writes the slot; the broker is SIGKILLed while RAUC writes and again from the
+# reboot until the new slot has passed its health check. The room must still end succeeded.
+if fleet_up; then ok "fleet service and broker on the host (huis-fleet $(basename "$(dirname "$HF")"), mosquitto)"
+else bad "fleet service: $(tail -5 "$fleet.init.log" "$fleet/service.log" 2>/dev/null)"; finish; fi
+ln -f "$work/share/v2.raucb" "$fleet/bundles/v2.raucb"; ln -f "$work/share/v3-fail.raucb" "$fleet/bundles/v3-fail.raucb"
+if fleet_enrol_room && fleet_wait 240 "the room online with version $v1" \
+    "j['room']['online'] and (j['room'].get('reported') or {}).get('version') == '$v1'" room "$fleet_room"; then
+    ok "the QEMU room enrolled by claim code and reports version $v1 to the fleet"
 else
-    bad "huisctl update $v2: $msg"; finish
+    bad "the QEMU room did not enrol"; fleet_report; finish
 fi
-g 30 "systemctl reboot" >/dev/null 2>&1
+t0=$(date +%s)
+if ! hf campaign --id c-v2 --version "$v2" --bundle-url "$fleet_guest_url/bundles/v2.raucb" \
+    --first-group 1 --room-timeout-s 3000 "$fleet_room" > /dev/null; then
+    bad "campaign c-v2 refused"; fleet_report; finish
+fi
+if p=$(wait_phase 300 downloading) && kill_huisd; then ok "huisd SIGKILLed while the room downloaded the bundle"
+else bad "huisd not killed while downloading (phase: $p)"; fi
+if p=$(wait_phase 900 installing); then
+    broker_kill; sleep 20
+    broker_start && ok "broker SIGKILLed for 20 s while RAUC wrote the slot" || bad "broker did not start again"
+    sleep 20
+    if [ "$(room_phase)" = installing ] && kill_huisd; then ok "huisd SIGKILLed while RAUC wrote the slot"
+    else bad "huisd not killed while installing (phase: $(room_phase))"; fi
+else
+    bad "the room never reported installing (phase: $p)"; fleet_report
+fi
+if w=$(wait_reboot 1500); then
+    broker_kill; ok "broker SIGKILLed as the room rebooted into the new slot ($w)"
+else
+    bad "the room did not reboot into the new slot: $w"; fleet_report; finish
+fi
 if r=$(wait_ready 900); then
-    bench "reboot_to_ready_seconds=${r%% *}  # from the reboot command: shutdown + firmware + boot + check"
     case $r in
         *"slot B marked good (version $v2)"*) ok "after the update: slot B runs $v2 and is marked good (${r%% *}s)" ;;
         *) bad "after the update: $r" ;;
     esac
 else
     bad "no boot after the update"; tail -40 "$log"; finish
+fi
+sleep 10; broker_start || bad "broker did not start again"
+if fleet_wait 300 "campaign c-v2 completed, the room succeeded" "j['phase'] == 'completed' and j['rooms']['$fleet_room'] == 'succeeded'" campaign-status c-v2; then
+    t=$(( $(date +%s) - t0 ))
+    ok "campaign c-v2 completed: the room succeeded after its health check (${t}s)"; bench "fleet_campaign_seconds=$t"
+else
+    bad "campaign c-v2: $(hf campaign-status c-v2 2>&1 | head -c 800)"; fleet_report
 fi
 st=$(slot_state B)
 [ "$st" = good ] && ok "rauc: slot B boot status good" || bad "rauc: slot B boot status '$st'"
@@ -306,11 +341,15 @@ fi
 st=$(slot_state A)
 [ "$st" = good ] && ok "rauc: slot A still good, the room keeps its fallback" || bad "rauc: slot A boot status '$st' after the damaged bundle"
 
-# --- 6. a slot that fails its health check rolls back --------------------------
-g 30 "mkdir -p /mnt/share && mount -t 9p -o trans=virtio,ro,version=9p2000.L,msize=1048576,cache=loose huis-share /mnt/share; echo kept > /var/lib/huis/marker" >/dev/null
-msg=$(g 1500 "huisctl update /mnt/share/v3-fail.raucb 2>&1 | tail -3; echo rc=\${PIPESTATUS[0]}")
-if printf '%s' "$msg" | grep -q 'rc=0'; then ok "huisctl update $v3 (fails its health check)"; else bad "huisctl update $v3: $msg"; finish; fi
-g 30 "systemctl reboot" >/dev/null 2>&1
+# --- 6. a campaign whose slot fails its health check: counted failed, rolled back ----
+# The broker is down from the reboot into the bad slot until the room is back on the old one.
+g 30 "echo kept > /var/lib/huis/marker" >/dev/null
+if ! hf campaign --id c-v3 --version "$v3" --bundle-url "$fleet_guest_url/bundles/v3-fail.raucb" \
+    --first-group 1 --room-timeout-s 3000 "$fleet_room" > /dev/null; then
+    bad "campaign c-v3 refused"; fleet_report; finish
+fi
+if w=$(wait_reboot 1500); then broker_kill; ok "campaign c-v3 installed $v3 (fails its health check); broker SIGKILLed at the reboot ($w)"
+else bad "campaign c-v3: the room did not reboot: $w"; fleet_report; finish; fi
 if r=$(timeout 960 python3 "$here/guest.py" "$sock" wait-for 900 "$log" "huis health check: slot A .*failed its health check"); then
     ok "slot A with $v3 failed its health check and was marked bad"
 else
@@ -324,6 +363,15 @@ if r=$(wait_ready 900); then
 else
     bad "no boot after the failed slot"; tail -40 "$log"; finish
 fi
+sleep 10; broker_start || bad "broker did not start again"
+if fleet_wait 300 "campaign c-v3 halted, the room counted failed" \
+    "j['phase'] == 'halted' and j['rooms']['$fleet_room'].split(':')[0] in ('rolled_back', 'failed')" campaign-status c-v3; then
+    ok "campaign c-v3 halted; the room is counted $(campaign_room c-v3 | cut -c1-160), not updated"
+else
+    bad "campaign c-v3: $(hf campaign-status c-v3 2>&1 | head -c 800)"; fleet_report
+fi
+v=$(fleet_json "(j['room'].get('reported') or {}).get('version')" room "$fleet_room")
+[ "$v" = "$v2" ] && ok "the fleet sees the room on $v2 again" || bad "the fleet sees version '$v', want $v2"
 st=$(slot_state A)
 [ "$st" = bad ] && ok "rauc: slot A boot status bad" || bad "rauc: slot A boot status '$st'"
 m=$(g 30 "cat /var/lib/huis/marker" | tr -d '\r\n')

@@ -156,6 +156,45 @@ fn scenario(ns: &NetNs, f: &FleetService) {
         .unwrap();
     assert_eq!(stdout(&out), "403", "a used claim code must be refused");
 
+    // Update bundles the service hands out: to an enrolled room, by its certificate, and to a
+    // token holder; not to anyone else. A campaign for a bundle that is not there is refused.
+    let bundle: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(f.dir.path().join("bundles/room-1.2+test.raucb"), &bundle).unwrap();
+    let fetch = |extra: &[&str], name: &str| {
+        let out = ns
+            .cmd("curl")
+            .args(["-s", "-o", "-", "-w", "\n%{http_code}", "--cacert"])
+            .arg(f.ca())
+            .args(extra)
+            .arg(format!("{}/bundles/{name}", f.url()))
+            .output()
+            .unwrap();
+        let code = String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(3)..]).into_owned();
+        (code, out.stdout[..out.stdout.len().saturating_sub(4)].to_vec())
+    };
+    let (cert, key) = (a.state_dir.join("fleet/room.crt"), a.state_dir.join("fleet/room.key"));
+    let as_room = ["--cert", cert.to_str().unwrap(), "--key", key.to_str().unwrap()];
+    let (code, body) = fetch(&as_room, "room-1.2+test.raucb");
+    assert_eq!(code, "200", "room A's certificate must fetch the bundle: {}", String::from_utf8_lossy(&body));
+    assert!(body == bundle, "room A got {} bytes, not the {} of the bundle", body.len(), bundle.len());
+    assert_eq!(fetch(&[], "room-1.2+test.raucb").0, "401", "a bundle went to a stranger");
+    assert_eq!(fetch(&as_room, "nothing.raucb").0, "404");
+    assert_eq!(fetch(&as_room, ".hidden").0, "400");
+    let out = f.cli(&[
+        "campaign",
+        "--version",
+        "1.3",
+        "--bundle-url",
+        &format!("{}/bundles/room-1.3.raucb", f.url()),
+        "room-a",
+    ]);
+    assert!(!out.status.success(), "a campaign for a missing bundle was started");
+    assert!(
+        huis_tests::stderr(&out).contains("room-1.3.raucb is not in the service's bundles folder"),
+        "{}",
+        huis_tests::stderr(&out)
+    );
+
     // Commands from the service: dial room B, mute, a screenshot uploaded to the service.
     let b_uri = huisctl_json(&bus_b, &["status"])["sip_uri"].as_str().unwrap().to_owned();
     let c = command(f, "room-a", &["dial", &format!("uri={b_uri}")]);
@@ -237,6 +276,56 @@ fn scenario(ns: &NetNs, f: &FleetService) {
     assert!(!out.status.success(), "a read-only token commanded a room");
     assert!(huis_tests::stderr(&out).contains("403"), "{}", huis_tests::stderr(&out));
 
+    // People sign in to the console with a name and password; five wrong ones lock the account.
+    let mut add = ns
+        .cmd(huis_tests::bin_dir().join("huis-fleet"))
+        .args(["user", "--config"])
+        .arg(f.dir.path().join("huis-fleet.toml"))
+        .args(["--user", "alice@example.org", "--role", "operator"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"a long passphrase, 2026\n").unwrap();
+    let added = add.wait_with_output().unwrap();
+    assert!(added.status.success(), "{}", huis_tests::stderr(&added));
+    let sign_in = |password: &str| -> (String, String) {
+        let out = ns
+            .cmd("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert"])
+            .arg(f.ca())
+            .args(["--data-urlencode", "user=alice@example.org", "--data-urlencode", &format!("password={password}")])
+            .arg(format!("{}/console/login", f.url()))
+            .output()
+            .unwrap();
+        let head = stdout(&out);
+        let status = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+        let cookie = head
+            .lines()
+            .find_map(|l| l.strip_prefix("set-cookie: ").or_else(|| l.strip_prefix("Set-Cookie: ")))
+            .and_then(|c| c.split(';').next())
+            .unwrap_or("")
+            .to_owned();
+        (status, cookie)
+    };
+    let (status, cookie) = sign_in("a long passphrase, 2026");
+    assert_eq!(status, "303", "the right password must sign in\n{}", f.log_text());
+    let page = ns
+        .cmd("curl")
+        .args(["-s", "--cacert"])
+        .arg(f.ca())
+        .args(["-H", &format!("cookie: {cookie}")])
+        .arg(format!("{}/console/rooms", f.url()))
+        .output()
+        .unwrap();
+    assert!(stdout(&page).contains("room-b"), "the session shows no inventory: {}", stdout(&page));
+    for _ in 0..5 {
+        assert_eq!(sign_in("a long passphrase, 2025").0, "401");
+    }
+    let (status, cookie) = sign_in("a long passphrase, 2026");
+    assert_eq!((status.as_str(), cookie.as_str()), ("429", ""), "five wrong passwords must lock the account");
+
     // Every change is in the audit log, by whom.
     let out = ns
         .cmd("curl")
@@ -253,7 +342,14 @@ fn scenario(ns: &NetNs, f: &FleetService) {
         .iter()
         .map(|e| (e["actor"].as_str().unwrap().to_owned(), e["action"].as_str().unwrap().to_owned()))
         .collect();
-    for want in [("admin", "claim"), ("room-a", "enrol"), ("admin", "command"), ("admin", "desired")] {
+    for want in [
+        ("admin", "claim"),
+        ("room-a", "enrol"),
+        ("admin", "command"),
+        ("admin", "desired"),
+        ("huis-fleet user", "user"),
+        ("alice@example.org", "login"),
+    ] {
         assert!(actions.iter().any(|(a, b)| a == want.0 && b == want.1), "{want:?} not in the audit log: {actions:?}");
     }
     drop((a, b));

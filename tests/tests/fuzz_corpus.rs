@@ -24,6 +24,7 @@ const TARGETS: &[(&str, Entry, &[&str])] = &[
     ("bfcp", huis_bfcp::fuzzing::fuzz_bfcp, &[]),
     ("fleet", huis_fleet_proto::fuzz, &[]),
     ("fleet_enrol", huis_fleet::fuzz_enrol, &[]),
+    ("fleet_requests", huis_fleet::fuzz_requests, &[]),
 ];
 
 fn root() -> PathBuf {

@@ -174,16 +174,19 @@ pub async fn enrol(cfg: &config::Fleet, state_dir: &Path) -> Result<Identity, Id
 }
 
 /// The reasons of an error and its sources, joined: reqwest's own says only "error sending
-/// request".
+/// request for url (…)", which repeats the address the caller names anyway, so with sources
+/// it is left out and the causes (refused, timed out, certificate) are what is read.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
+    let mut parts = Vec::new();
+    if e.source().is_none() || !e.to_string().starts_with("error sending request") {
+        parts.push(e.to_string());
+    }
     let mut src = e.source();
     while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
+        parts.push(c.to_string());
         src = c.source();
     }
-    excerpt(&s)
+    crate::text::excerpt_long(&parts.join(": "))
 }
 
 /// A response's body, refused beyond `limit` bytes.

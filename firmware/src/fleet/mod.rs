@@ -211,20 +211,11 @@ async fn run(s: Setup) -> Result<(), FleetError> {
         }
     });
 
-    // Uploads go to the fleet service only: its CA is the one trusted, not the system's roots
-    // (which would also be parsed again for every client).
-    let http = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .https_only(true)
-        .timeout(Duration::from_secs(60))
-        .identity(reqwest::Identity::from_pem(&id.pem).map_err(|e| FleetError::Config(format!("identity: {e}")))?);
-    let http = reqwest::Certificate::from_pem_bundle(&id.ca_pem)
-        .unwrap_or_default()
-        .into_iter()
-        .fold(http, |b, c| b.add_root_certificate(c))
-        .build()
-        .map_err(|e| FleetError::Config(e.to_string()))?;
+    // Uploads and the fleet's bundles go to the fleet service only: its CA is the one trusted,
+    // not the system's roots (which would also be parsed again for every client).
+    let http = fleet_client(&id, Some(Duration::from_secs(60)))?;
+    // A bundle takes minutes: no overall limit, but a stalled transfer ends.
+    let bundles = Bundles { client: fleet_client(&id, None)?, origin: origin(&s.cfg.enrol_url) };
 
     let (upd_tx, mut upd_rx) = mpsc::channel::<Result<(), String>>(4);
     let store = Store::new(&s.state_dir);
@@ -238,6 +229,7 @@ async fn run(s: Setup) -> Result<(), FleetError> {
         room: s.room.clone(),
         updater: s.updater.clone(),
         http,
+        bundles,
         seq: Sequence::resume(&saved),
         saved,
         store,
@@ -325,6 +317,7 @@ struct Agent {
     room: mpsc::Sender<RoomCommand>,
     updater: Arc<Updater>,
     http: reqwest::Client,
+    bundles: Bundles,
     saved: Saved,
     store: Store,
     seq: Sequence,
@@ -645,6 +638,7 @@ impl Agent {
         match u.phase {
             UpdatePhase::Rebooting | UpdatePhase::Installed if !u.boot_id.is_empty() && u.boot_id != boot_id() => {
                 if running == u.version {
+                    self.check_in_this_boot();
                     self.set_update(UpdatePhase::HealthCheck, format!("booted version {running}"));
                 } else {
                     self.set_update(
@@ -656,12 +650,39 @@ impl Agent {
                     );
                 }
             }
+            // The machine restarted before the health check's verdict was reported: a failed
+            // check that rebooted into the old slot at once, a watchdog, a power cut.
+            UpdatePhase::HealthCheck if u.boot_id != boot_id() => {
+                if running == u.version {
+                    self.check_in_this_boot();
+                    self.set_update(
+                        UpdatePhase::HealthCheck,
+                        format!("booted version {running} again; its health check runs again"),
+                    );
+                } else {
+                    self.set_update(
+                        UpdatePhase::RolledBack,
+                        format!(
+                            "version {} did not pass its health check before the machine restarted; \
+                             the bootloader went back to version {running}",
+                            u.version
+                        ),
+                    );
+                }
+            }
             // Cut off while downloading or writing: RAUC's state says what is left; the
             // install is tried again (RAUC refuses to run two at once).
             UpdatePhase::Downloading | UpdatePhase::Installing => {
                 self.set_update(UpdatePhase::Deferred, "interrupted by a restart; trying again".into())
             }
             _ => {}
+        }
+    }
+
+    /// The health check of the new slot runs in this boot (kept, so a restart tells a new boot).
+    fn check_in_this_boot(&mut self) {
+        if let Some(u) = self.saved.update.as_mut() {
+            u.boot_id = boot_id();
         }
     }
 
@@ -685,10 +706,17 @@ impl Agent {
                     self.set_update(UpdatePhase::Deferred, "waiting for the maintenance window".into());
                 } else {
                     self.installing = true;
-                    self.set_update(UpdatePhase::Downloading, String::new());
-                    let (updater, url, done) = (self.updater.clone(), u.url.clone(), self.update_done.clone());
+                    // Restarted while RAUC writes: that install is waited for, nothing downloaded.
+                    let phase = if feed.update.borrow().operation == "installing" {
+                        UpdatePhase::Installing
+                    } else {
+                        UpdatePhase::Downloading
+                    };
+                    self.set_update(phase, String::new());
+                    let (updater, done) = (self.updater.clone(), self.update_done.clone());
+                    let fetch = self.bundles.for_url(&u.url);
                     tokio::spawn(async move {
-                        let _ = done.send(install(updater, url).await).await;
+                        let _ = done.send(install(updater, u.url, fetch, Some(u.version)).await).await;
                     });
                 }
             }
@@ -755,6 +783,7 @@ impl Agent {
             room: self.room.clone(),
             updater: self.updater.clone(),
             http: self.http.clone(),
+            bundles: self.bundles.clone(),
             own_changes: self.own_changes.clone(),
             may_reboot: self.may_reboot,
         };
@@ -790,8 +819,27 @@ struct CommandCtx {
     room: mpsc::Sender<RoomCommand>,
     updater: Arc<Updater>,
     http: reqwest::Client,
+    bundles: Bundles,
     own_changes: Arc<Mutex<HashSet<String>>>,
     may_reboot: bool,
+}
+
+/// Where bundles come from: the fleet service's are fetched with the room's certificate and
+/// the fleet's CA; others by Update1 (curl, the system's roots).
+#[derive(Clone)]
+struct Bundles {
+    /// No overall time limit: a bundle takes minutes.
+    client: reqwest::Client,
+    /// `https://host:port` of the fleet service, from `enrol_url`.
+    origin: Option<String>,
+}
+
+impl Bundles {
+    /// The client to fetch `url` with, when it is on the fleet service.
+    fn for_url(&self, url: &str) -> Option<reqwest::Client> {
+        let o = self.origin.as_deref()?;
+        url.strip_prefix(o).is_some_and(|rest| rest.starts_with('/')).then(|| self.client.clone())
+    }
 }
 
 /// Sends the room a command and waits for its answer.
@@ -896,9 +944,9 @@ impl CommandCtx {
                 if !url.starts_with("https://") {
                     return Err(format!("url '{}' is not https://", excerpt(&url)));
                 }
-                let updater = self.updater.clone();
+                let (updater, fetch) = (self.updater.clone(), self.bundles.for_url(&url));
                 Box::pin(async move {
-                    install(updater, url).await?;
+                    install(updater, url, fetch, None).await?;
                     Ok("installed; the room boots into it at its next restart".into())
                 })
             }
@@ -996,19 +1044,180 @@ impl CpuMeter {
     }
 }
 
-/// Installs `url` through Update1's engine and waits for RAUC's end.
-async fn install(updater: Arc<Updater>, url: String) -> Result<(), String> {
+/// Installs `url` through Update1's engine and waits for RAUC's end. When huisd restarted
+/// while RAUC was writing this bundle, that install is waited for, not started again (RAUC
+/// runs one at a time, and the room would be counted failed for an install that succeeds).
+/// `adopt` is the campaign's version, for which an install already running is taken as its own.
+async fn install(
+    updater: Arc<Updater>,
+    url: String,
+    fetch: Option<reqwest::Client>,
+    adopt: Option<String>,
+) -> Result<(), String> {
     let mut status = updater.subscribe();
-    updater.install(url).await.map_err(|e| e.to_string())?;
-    loop {
-        if status.changed().await.is_err() {
-            return Err("huisd is shutting down".into());
+    let waiting = match adopt {
+        Some(v) if updater.rauc_operation().await? == "installing" => {
+            tracing::info!(
+                "fleet update: RAUC is already installing (huisd restarted during the install); waiting for it"
+            );
+            Waiting::Adopted(v)
         }
-        let u = status.borrow_and_update().clone();
-        if u.operation == "idle" {
-            return if u.last_error.is_empty() { Ok(()) } else { Err(u.last_error) };
+        _ => {
+            // What a huisd killed mid-download or mid-install left behind: a bundle fills a
+            // data partition quickly.
+            remove_fetched();
+            let source = match fetch {
+                Some(client) => fetch_bundle(&client, &url).await?.to_string_lossy().into_owned(),
+                None => url,
+            };
+            let before = status.borrow_and_update().completed;
+            if let Err(e) = updater.install(source).await {
+                remove_fetched();
+                return Err(e.to_string());
+            }
+            Waiting::Own { completed_before: before }
+        }
+    };
+    let r = loop {
+        match tokio::time::timeout(Duration::from_secs(10), status.changed()).await {
+            Ok(Err(_)) => break Err("huisd is shutting down".to_owned()),
+            Ok(Ok(())) => {
+                let u = status.borrow_and_update().clone();
+                if let Waiting::Own { completed_before } = waiting
+                    && u.completed > completed_before
+                {
+                    break if u.last_error.is_empty() { Ok(()) } else { Err(u.last_error) };
+                }
+            }
+            Err(_) => {}
+        }
+        // An install huisd did not start may end before huisd follows RAUC's signals: asked.
+        if let Waiting::Adopted(v) = &waiting
+            && updater.rauc_operation().await? == "idle"
+        {
+            break updater.installed(v).await;
+        }
+    };
+    // Also when the install was another huisd's: its download is this one's to remove.
+    remove_fetched();
+    r
+}
+
+/// The install [`install`] waits for.
+enum Waiting {
+    /// Started by this call: it ended when Update1 counts more completed installs than before.
+    Own { completed_before: u64 },
+    /// RAUC's, running when huisd (re)started: judged by whether the other slot holds this version.
+    Adopted(String),
+}
+
+/// Where bundles from the fleet service are downloaded to, and their partial download.
+fn fetched_files() -> [PathBuf; 2] {
+    let f = std::path::Path::new(crate::update::DOWNLOAD_DIR).join("fleet-bundle.raucb");
+    [f.with_extension("part"), f]
+}
+
+fn remove_fetched() {
+    for f in fetched_files() {
+        match std::fs::remove_file(&f) {
+            Ok(()) => tracing::info!(file = %f.display(), "fleet update: downloaded bundle removed"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!(file = %f.display(), "fleet update: cannot remove: {e}"),
         }
     }
+}
+
+/// The largest bundle taken from the fleet service.
+const MAX_BUNDLE: u64 = 8 << 30;
+
+/// Downloads a bundle from the fleet service (the room's certificate, the fleet's CA) into
+/// the data partition, where no update writes.
+async fn fetch_bundle(client: &reqwest::Client, url: &str) -> Result<PathBuf, String> {
+    use tokio::io::AsyncWriteExt;
+    let fail = |why: String| format!("cannot download {}: {why}", excerpt(url));
+    let dir = std::path::Path::new(crate::update::DOWNLOAD_DIR);
+    tokio::fs::create_dir_all(dir).await.map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let [tmp, file] = fetched_files();
+    let mut resp = client.get(url).send().await.map_err(|e| fail(identity::error_chain(&e)))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("the fleet service answered {}", resp.status())));
+    }
+    if let Some(n) = resp.content_length() {
+        if n > MAX_BUNDLE {
+            return Err(fail(format!("{n} bytes is over the {MAX_BUNDLE}-byte limit")));
+        }
+        // Said before a byte is written, not as "no space left" half-way.
+        if let Some(free) = free_bytes(dir)
+            && n > free
+        {
+            return Err(fail(format!(
+                "the bundle is {} MiB and {} has {} MiB free",
+                n >> 20,
+                dir.display(),
+                free >> 20
+            )));
+        }
+    }
+    let mut out = tokio::fs::File::create(&tmp).await.map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+    let mut n = 0u64;
+    let r: Result<(), String> = async {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fail(identity::error_chain(&e)))? {
+            n += chunk.len() as u64;
+            if n > MAX_BUNDLE {
+                return Err(fail(format!("over the {MAX_BUNDLE}-byte limit")));
+            }
+            out.write_all(&chunk).await.map_err(|e| fail(format!("{}: {e}", tmp.display())))?;
+        }
+        out.sync_all().await.map_err(|e| fail(format!("{}: {e}", tmp.display())))
+    }
+    .await;
+    if let Err(e) = r {
+        let _ = tokio::fs::remove_file(&tmp).await;
+        return Err(e);
+    }
+    tokio::fs::rename(&tmp, &file).await.map_err(|e| fail(format!("{}: {e}", file.display())))?;
+    tracing::info!(url = %excerpt(url), bytes = n, "fleet update: bundle downloaded");
+    Ok(file)
+}
+
+/// Bytes free for an unprivileged writer in the file system holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// An HTTPS client towards the fleet service: the room's certificate, the fleet's CA only.
+fn fleet_client(id: &Identity, total: Option<Duration>) -> Result<reqwest::Client, FleetError> {
+    let b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .https_only(true)
+        .connect_timeout(Duration::from_secs(30))
+        .read_timeout(Duration::from_secs(60))
+        .identity(reqwest::Identity::from_pem(&id.pem).map_err(|e| FleetError::Config(format!("identity: {e}")))?);
+    let b = match total {
+        Some(t) => b.timeout(t),
+        None => b,
+    };
+    reqwest::Certificate::from_pem_bundle(&id.ca_pem)
+        .unwrap_or_default()
+        .into_iter()
+        .fold(b, |b, c| b.add_root_certificate(c))
+        .build()
+        .map_err(|e| FleetError::Config(e.to_string()))
+}
+
+/// `scheme://host[:port]` of an address, None for "".
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next().filter(|h| !h.is_empty())?;
+    Some(format!("{scheme}://{host}"))
 }
 
 /// This boot of the machine.
@@ -1024,4 +1233,18 @@ fn local_minute() -> u16 {
         return 0;
     }
     (tm.tm_hour * 60 + tm.tm_min) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::origin;
+
+    #[test]
+    fn a_bundle_is_the_fleet_services_when_it_has_the_enrolment_address_origin() {
+        assert_eq!(origin("https://fleet.example:8443/api/v1/enrol").as_deref(), Some("https://fleet.example:8443"));
+        assert_eq!(origin("https://10.0.2.2:8443").as_deref(), Some("https://10.0.2.2:8443"));
+        assert_eq!(origin("https://h?x=1").as_deref(), Some("https://h"));
+        assert_eq!(origin(""), None);
+        assert_eq!(origin("https:///path"), None);
+    }
 }

@@ -35,8 +35,9 @@ pub struct PendingUpdate {
     pub phase: UpdatePhase,
     #[serde(default)]
     pub detail: String,
-    /// The kernel's boot id when the room rebooted into the new slot: a huisd restarted in the
-    /// same boot is not yet the new slot.
+    /// The kernel's boot id when the room rebooted into the new slot (a huisd restarted in the
+    /// same boot is not yet the new slot), then the boot the new slot's health check runs in
+    /// (a restart before its verdict is told from a huisd restart).
     #[serde(default)]
     pub boot_id: String,
 }
