@@ -245,9 +245,10 @@ chown "$huis_uid:$huis_gid" "$data/var-lib-huis"
 # huisd would spend minutes on it at first start, longer than systemd waits.
 # The qemu-x86_64 and qemu-arm64 boards have the sim board's geometry, so one file serves all.
 # For another architecture the tree's huisd runs through qemu-user (binfmt_misc,
-# checked in step 1), slower but once per build.
+# checked in step 1), slower but once per build. G_SLICE is set as huisd.service sets it:
+# without it huisd executes itself again through /proc, which a bare chroot lacks.
 if [ "$with_huisd" = yes ]; then
-    rec=$(chroot "$tree" /usr/bin/huisd --render-sim-recording /tmp/sim-recording --board sim) \
+    rec=$(G_SLICE=always-malloc chroot "$tree" /usr/bin/huisd --render-sim-recording /tmp/sim-recording --board sim) \
         || die "huisd --render-sim-recording failed in the tree"
     mv "$tree$rec" "$data/var-lib-huis/"
     rm -rf "$tree/tmp/sim-recording"; touch -d "@$SOURCE_DATE_EPOCH" "$tree/tmp"
