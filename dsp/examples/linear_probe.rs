@@ -9,6 +9,10 @@ fn track(g: &Geometry, chans: &[Vec<f32>], el: f64) -> (Option<f32>, Vec<f32>) {
     cfg.noise_suppression = false;
     cfg.echo_cancellation = false;
     cfg.linear_talker_elevation_deg = el;
+    cfg.linear_room = match std::env::var("MODEL").as_deref() {
+        Ok("off") => None,
+        _ => Some(huis_dsp::doa::LinearRoom { mount_height_m: 0.75, ceiling_height_m: 2.8, ..Default::default() }),
+    };
     let mut p = Processor::new(&cfg).unwrap();
     let m = g.n_mics();
     let x = roomsim::interleave(chans);

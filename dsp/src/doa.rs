@@ -57,6 +57,171 @@ pub struct Doa {
     dw: f64,
     delays: Vec<f64>,
     elevation_deg: f64,
+    /// linear arrays with a room model: the steered response on a 1° grid of cone angles and
+    /// the candidate talker positions scored on it (see [`LinearRoom`])
+    cones: Option<ConeModel>,
+}
+
+/// What a room box knows of where its bar sits, for the DOA of a linear array.
+///
+/// A bar measures only the cone angle to its axis. In a room, the floor and ceiling
+/// reflections of a talker arrive inside the same frame from steep elevations, that is on cones
+/// nearer broadside, and the measured cone is a power-weighted blend of the three: estimates
+/// are pulled towards broadside, by 5–12° in the rooms measured (BENCHMARKS.md). Knowing the
+/// bar's height above the floor, the ceiling height and a seated talker's mouth height, each
+/// candidate (azimuth, distance) predicts the three cones and their weights (image sources:
+/// spherical spreading × a reflection factor), and the candidate whose predicted blend matches
+/// the measured response best wins. The values are configuration, not fitted to any scene.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinearRoom {
+    /// the bar's height above the floor (m)
+    pub mount_height_m: f64,
+    /// typical mouth height of the talkers (m; seated adults ~1.2); the model also tries
+    /// 10 cm below and 15 cm above
+    pub talker_height_m: f64,
+    /// the ceiling's height above the floor (m); 0 = not modelled
+    pub ceiling_height_m: f64,
+    /// amplitude reflection factor of the floor and of the ceiling, 0..1
+    pub floor_reflection: f64,
+    pub ceiling_reflection: f64,
+}
+
+impl Default for LinearRoom {
+    /// A bar under a screen on a credenza, seated talkers, a 2.7 m ceiling; reflection factors of
+    /// a hard floor under a table (0.8) and an office ceiling (0.7).
+    fn default() -> Self {
+        Self {
+            mount_height_m: 0.9,
+            talker_height_m: 1.2,
+            ceiling_height_m: 2.7,
+            floor_reflection: 0.8,
+            ceiling_reflection: 0.7,
+        }
+    }
+}
+
+/// Mouth heights a bar's room model tries around `LinearRoom::talker_height_m` (m): seated
+/// adults differ by about this much, and near end-fire a few centimetres of height move the
+/// cone by degrees.
+const SEATED_SPREAD_M: [f64; 3] = [-0.10, 0.0, 0.15];
+/// Horizontal talker distances a bar's room model tries (m).
+const MODEL_DISTANCES: [f64; 10] = [0.6, 0.8, 1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0];
+
+struct ConeModel {
+    /// steered response at elevation 0 over the search range, 1° apart
+    rot: Rotators,
+    map: Vec<f32>,
+    /// per (azimuth, distance) candidate, the steered response its three arrivals would give,
+    /// zero-mean and of unit norm over the grid
+    templates: Vec<f32>,
+    n_az: usize,
+    /// candidates per azimuth
+    nd: usize,
+    score: Vec<f32>,
+}
+
+impl ConeModel {
+    /// `pair_delays[θ]` holds each pair's delay difference for the elevation-0 direction θ°
+    /// from the start of the search range; `band` the DOA's bins (first, last) and bin spacing.
+    fn new(room: &LinearRoom, np: usize, pair_delays: &[Vec<f64>], band: (usize, usize, f64)) -> Self {
+        let n_az = 181;
+        let cands: Vec<(f64, f64)> = MODEL_DISTANCES
+            .iter()
+            .flat_map(|&d| SEATED_SPREAD_M.iter().map(move |&dh| (d, room.talker_height_m + dh)))
+            .collect();
+        let nd = cands.len();
+        // point spread: the response at grid angle `row` to one plane wave from grid angle `c`,
+        // every bin weighted alike: Σ_pair Σ_bin cos(ω_bin (Δτ(row) − Δτ(c))), the bin sum in
+        // closed form (a Dirichlet kernel over the band's bins)
+        let (k_lo, k_hi, dw) = band;
+        let dirichlet = |a: f64| -> f64 {
+            let s = (0.5 * a).sin();
+            if s.abs() < 1e-9 {
+                (k_hi - k_lo + 1) as f64
+            } else {
+                (((k_hi as f64 + 0.5) * a).sin() - ((k_lo as f64 - 0.5) * a).sin()) / (2.0 * s)
+            }
+        };
+        let table: Vec<f64> = (0..n_az * n_az)
+            .map(|o| {
+                let (row, c) = (o / n_az, o % n_az);
+                (0..np).map(|p| dirichlet(dw * (pair_delays[row][p] - pair_delays[c][p]))).sum()
+            })
+            .collect();
+        let psf = |row: usize, cone: f64| -> f64 {
+            let i = (cone.floor() as usize).min(n_az - 2);
+            let f = cone - i as f64;
+            table[row * n_az + i] * (1.0 - f) + table[row * n_az + i + 1] * f
+        };
+        let mut templates = vec![0.0f32; n_az * nd * n_az];
+        let mut t = vec![0.0f64; n_az];
+        for a in 0..n_az {
+            let az = (a as f64).to_radians();
+            for (di, &(d, talker_h)) in cands.iter().enumerate() {
+                let dz_direct = talker_h - room.mount_height_m;
+                let dz_floor = -(talker_h + room.mount_height_m);
+                let dz_ceil = 2.0 * room.ceiling_height_m - talker_h - room.mount_height_m;
+                let r0 = (d * d + dz_direct * dz_direct).sqrt();
+                let arrivals = [
+                    (dz_direct, 1.0),
+                    (dz_floor, room.floor_reflection),
+                    (dz_ceil, if room.ceiling_height_m > 0.0 { room.ceiling_reflection } else { 0.0 }),
+                ];
+                t.iter_mut().for_each(|v| *v = 0.0);
+                for (dz, refl) in arrivals {
+                    let w = (refl * r0 / (d * d + dz * dz).sqrt()).powi(2);
+                    if w < 1e-4 {
+                        continue;
+                    }
+                    let el = dz.atan2(d);
+                    // the cone angle to the axis (the search range starts on it)
+                    let cone = (az.cos() * el.cos()).clamp(-1.0, 1.0).acos().to_degrees();
+                    for (row, v) in t.iter_mut().enumerate() {
+                        *v += w * psf(row, cone);
+                    }
+                }
+                let mean = t.iter().sum::<f64>() / n_az as f64;
+                let norm = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>().sqrt().max(1e-12);
+                let o = (a * nd + di) * n_az;
+                for (row, v) in t.iter().enumerate() {
+                    templates[o + row] = ((v - mean) / norm) as f32;
+                }
+            }
+        }
+        Self { rot: Rotators::new(n_az, np, 1), map: vec![0.0; n_az], templates, n_az, nd, score: vec![0.0; n_az] }
+    }
+
+    /// Scores every candidate against the cone map; returns the best azimuth as an offset from
+    /// the range's start in degrees, refined parabolically, and the map's value there.
+    fn best(&mut self) -> (f64, f32) {
+        let nd = self.nd;
+        let n = self.n_az;
+        let mean = self.map.iter().sum::<f32>() / n as f32;
+        let (mut best, mut best_a, mut best_d) = (f32::MIN, 0, 0);
+        for a in 0..n {
+            for di in 0..nd {
+                let t = &self.templates[(a * nd + di) * n..(a * nd + di + 1) * n];
+                let s: f32 = t.iter().zip(&self.map).map(|(t, m)| t * (m - mean)).sum();
+                if s > best {
+                    (best, best_a, best_d) = (s, a, di);
+                }
+            }
+        }
+        for a in 0..n {
+            let t = &self.templates[(a * nd + best_d) * n..(a * nd + best_d + 1) * n];
+            self.score[a] = t.iter().zip(&self.map).map(|(t, m)| t * (m - mean)).sum();
+        }
+        let mut az = best_a as f64;
+        if best_a > 0 && best_a + 1 < n {
+            let (l, c, r) = (self.score[best_a - 1], self.score[best_a], self.score[best_a + 1]);
+            let den = l - 2.0 * c + r;
+            if den < 0.0 {
+                az += (0.5 * (l - r) / den).clamp(-0.5, 0.5) as f64;
+            }
+        }
+        let peak = self.map.iter().copied().fold(f32::MIN, f32::max);
+        (az, peak)
+    }
 }
 
 /// Step of the fine scan around the best coarse direction (degrees).
@@ -170,6 +335,7 @@ impl Doa {
         f_hi: f64,
         coarse_step: f64,
         elevation_deg: f64,
+        linear_room: Option<&LinearRoom>,
     ) -> Self {
         let m = geom.n_mics();
         let mut pairs = Vec::new();
@@ -229,7 +395,21 @@ impl Doa {
             dw,
             delays: vec![0.0; m],
             elevation_deg,
+            cones: None,
         };
+        if let Some(room) = linear_room.filter(|_| geom.is_linear() && !full_circle) {
+            let pair_delays: Vec<Vec<f64>> = (0..181)
+                .map(|a| {
+                    geom.delays(start_deg + a as f64, 0.0, &mut s.delays);
+                    s.pairs.iter().map(|&(i, j)| s.delays[i] - s.delays[j]).collect()
+                })
+                .collect();
+            let mut c = ConeModel::new(room, np, &pair_delays, (k_lo, k_hi, dw));
+            for a in 0..c.n_az {
+                c.rot.set(a, start_deg + a as f64, 0.0, &s.geom, &s.pairs, dw, k_lo, &mut s.delays);
+            }
+            s.cones = Some(c);
+        }
         for g in 0..n_coarse {
             let az = s.coarse_az[g];
             s.coarse.set(g, az, elevation_deg, &s.geom, &s.pairs, dw, k_lo, &mut s.delays);
@@ -319,6 +499,13 @@ impl Doa {
         let activity = wsum / nbu as f32;
         if wsum < 1e-3 {
             return None;
+        }
+        if let Some(c) = self.cones.as_mut() {
+            c.rot.scan(&self.c_re, &self.c_im, nbu, np, &mut c.map);
+            let (off, best) = c.best();
+            let az = self.start_deg + off;
+            let coherence = best / (wsum * np as f32);
+            return Some(DoaEstimate { azimuth_deg: az.rem_euclid(360.0) as f32, coherence, activity });
         }
         // coarse scan
         self.coarse.scan(&self.c_re, &self.c_im, nbu, np, &mut self.map);

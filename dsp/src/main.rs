@@ -44,6 +44,10 @@ struct RunArgs {
     /// reverberation time assumed by the late-reverberation suppressor (s, 0 = off)
     #[arg(long)]
     rt60: Option<f32>,
+    /// linear arrays: steer the DOA for an assumed talker elevation only, without the room
+    /// model (bar and ceiling heights, floor and ceiling reflections)
+    #[arg(long)]
+    no_room_model: bool,
 }
 
 #[derive(Subcommand)]
@@ -130,6 +134,20 @@ fn load_geometry(spec: &str) -> Result<Geometry, DspError> {
     )))
 }
 
+/// What the installer of a bar enters: its height above the floor and the ceiling's, read from
+/// a scene manifest (`array.centre_in_room_m`, `room.dims_m`) when it has them; the talkers'
+/// positions are never read.
+fn install_heights(geom_spec: &str, room: &mut huis_dsp::doa::LinearRoom) {
+    let Ok(text) = std::fs::read_to_string(geom_spec) else { return };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
+    if let Some(h) = v.pointer("/array/centre_in_room_m/2").and_then(|h| h.as_f64()) {
+        room.mount_height_m = h;
+    }
+    if let Some(h) = v.pointer("/room/dims_m/2").and_then(|h| h.as_f64()) {
+        room.ceiling_height_m = h;
+    }
+}
+
 fn run(a: &RunArgs) -> Result<(), DspError> {
     let input = a.input.as_ref().ok_or_else(|| DspError::Config("--in is required (or a subcommand)".into()))?;
     let geom_spec = a.geometry.as_ref().ok_or_else(|| DspError::Config("--geometry is required".into()))?;
@@ -155,6 +173,12 @@ fn run(a: &RunArgs) -> Result<(), DspError> {
     }
     if let Some(r) = a.rt60 {
         cfg.assumed_rt60_s = r;
+    }
+    if let Some(room) = cfg.linear_room.as_mut() {
+        install_heights(geom_spec, room);
+    }
+    if a.no_room_model {
+        cfg.linear_room = None;
     }
     let mix = read_wav(input)?;
     let m = cfg.geometry.n_mics();

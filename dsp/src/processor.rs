@@ -47,6 +47,10 @@ pub struct Config {
     /// their front half-plane for this elevation (15°: seated talkers 1–3 m from a table or
     /// screen-mounted bar). Planar arrays measure azimuth directly and ignore it.
     pub linear_talker_elevation_deg: f64,
+    /// linear arrays: where the bar sits in the room, for a DOA that accounts for the floor and
+    /// ceiling reflections ([`crate::doa::LinearRoom`]); `None` steers for
+    /// `linear_talker_elevation_deg` alone. Planar arrays ignore it.
+    pub linear_room: Option<crate::doa::LinearRoom>,
 }
 
 impl Config {
@@ -63,6 +67,7 @@ impl Config {
             gain_control: false,
             noise_floor_db: -15.0,
             linear_talker_elevation_deg: 15.0,
+            linear_room: Some(crate::doa::LinearRoom::default()),
         }
     }
 }
@@ -212,6 +217,18 @@ impl Processor {
         if !(10..=2000).contains(&cfg.echo_tail_ms) {
             return Err(DspError::Config("echo_tail_ms must be 10..=2000".into()));
         }
+        if let Some(r) = &cfg.linear_room {
+            let heights = [r.mount_height_m, r.talker_height_m, r.ceiling_height_m];
+            if heights.iter().any(|h| !(0.0..=20.0).contains(h)) {
+                return Err(DspError::Config(format!(
+                    "linear_room: heights must be 0 to 20 m (bar {} m, talker {} m, ceiling {} m)",
+                    r.mount_height_m, r.talker_height_m, r.ceiling_height_m
+                )));
+            }
+            if ![r.floor_reflection, r.ceiling_reflection].iter().all(|v| (0.0..=1.0).contains(v)) {
+                return Err(DspError::Config("linear_room: reflection factors must be 0 to 1".into()));
+            }
+        }
         let fs = cfg.sample_rate as f64;
         let hop = (cfg.sample_rate / 100) as usize;
         let n = 2 * hop;
@@ -255,7 +272,7 @@ impl Processor {
             phi_a: vec![0.0; nb],
             phi_w: vec![0.0; nb],
             phi_dirty: false,
-            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0, talker_el),
+            doa: Doa::new(&cfg.geometry, fs, n, 200.0, 5000.0, 5.0, talker_el, cfg.linear_room.as_ref()),
             doa_frames: cfg.doa_block_frames,
             doa_block: cfg.doa_block_frames,
             tracker: Tracker::new(TrackerParams::default()),
