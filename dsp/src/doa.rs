@@ -327,6 +327,7 @@ impl Doa {
     /// `elevation_deg` is the talker elevation assumed when steering: it matters only for
     /// linear arrays, which measure the cone angle to their axis (cos cone = cos az · cos el), so
     /// an azimuth is found only up to an assumed elevation.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         geom: &Geometry,
         fs: f64,
