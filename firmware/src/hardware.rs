@@ -59,8 +59,11 @@ pub fn open(board: &Board, cfg: &Config, state_dir: &Path) -> Hardware {
             } else {
                 PathBuf::from(&cfg.audio.sim_recording)
             };
+            // A mono recording (a test tone, a voice) is one talker in front of the array.
+            let mics: Vec<(u16, [f64; 3])> = ma.channels.iter().copied().zip(ma.positions.iter().copied()).collect();
+            let front = ma.front_azimuth_deg.unwrap_or(0.0);
             match SimMicArray::open(&path, ma.capture_channels, ma.sample_rate) {
-                Ok(m) => Some(Box::new(m)),
+                Ok(m) => Some(Box::new(m.mono_as_talker(&mics, front))),
                 Err(e) => {
                     problems.push(format!("simulated mic array: {e}"));
                     None

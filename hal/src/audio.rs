@@ -38,9 +38,11 @@ pub trait AudioOutput: Send {
 /// A mic array that plays a room recording, looping, at real-time pace.
 ///
 /// The recording carries the true inter-mic delays and reflections of a room.
-/// A mono file is accepted and spread to every channel (useful for tone tests,
-/// useless for direction finding); any other channel count must match the
-/// array.
+/// A mono file is accepted too. By itself it is spread to every channel
+/// unchanged, which is a source straight above the array; given the array's
+/// geometry ([`SimMicArray::mono_as_talker`]) it reaches each mic with the
+/// delay a talker in front of the array would give it, as a room would. Any
+/// other channel count must match the array.
 ///
 /// A file is streamed, not loaded: like a real capture device the simulated
 /// one holds only a read buffer, so huisd's memory on the sim board is what
@@ -53,6 +55,71 @@ pub struct SimMicArray {
     started: Option<Instant>,
     delivered_frames: u64,
     paced: bool,
+    talker: Option<Talker>,
+}
+
+/// Half the length of the windowed sinc that delays a mono recording by a fraction of a sample.
+const TALKER_HALF_TAPS: usize = 16;
+/// Speed of sound for the simulated talker's delays, m/s.
+const SPEED_OF_SOUND: f64 = 343.0;
+
+/// A mono recording played as a far-field talker: one fractional-delay filter (a Hann-windowed
+/// sinc centred on that mic's delay) per mic channel, over the last samples.
+struct Talker {
+    /// `(capture channel, taps)`; tap `k` weighs the sample `k` samples old.
+    filters: Vec<(usize, Vec<f32>)>,
+    /// The last samples, in a ring as long as the filters; `head` is where the newest went.
+    history: Vec<f32>,
+    head: usize,
+}
+
+impl Talker {
+    /// Delays for a plane wave from `azimuth_deg` in the array's horizontal plane, relative to
+    /// the mic it reaches first, plus half a filter so that every filter is causal.
+    fn new(mics: &[(u16, [f64; 3])], azimuth_deg: f64, rate: u32) -> Self {
+        use std::f64::consts::PI;
+        let (s, c) = azimuth_deg.to_radians().sin_cos();
+        // How far each mic sits towards the talker: it hears the wave that much earlier.
+        let ahead: Vec<f64> = mics.iter().map(|(_, p)| p[0] * c + p[1] * s).collect();
+        let most = ahead.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let delays: Vec<f64> =
+            ahead.iter().map(|a| TALKER_HALF_TAPS as f64 + (most - a) / SPEED_OF_SOUND * rate as f64).collect();
+        let len = delays.iter().cloned().fold(0.0, f64::max).ceil() as usize + TALKER_HALF_TAPS + 1;
+        let filters = mics
+            .iter()
+            .zip(&delays)
+            .map(|((ch, _), &delay)| {
+                let taps = (0..len)
+                    .map(|k| {
+                        let x = k as f64 - delay;
+                        if x.abs() >= TALKER_HALF_TAPS as f64 {
+                            return 0.0;
+                        }
+                        let sinc = if x.abs() < 1e-9 { 1.0 } else { (PI * x).sin() / (PI * x) };
+                        (sinc * (0.5 + 0.5 * (PI * x / TALKER_HALF_TAPS as f64).cos())) as f32
+                    })
+                    .collect();
+                (*ch as usize, taps)
+            })
+            .collect();
+        Self { filters, history: vec![0.0; len], head: 0 }
+    }
+
+    /// Takes the next mono sample and writes every mic channel of `frame`.
+    fn spread(&mut self, x: f32, frame: &mut [f32]) {
+        let n = self.history.len();
+        self.head = (self.head + 1) % n;
+        self.history[self.head] = x;
+        for (ch, taps) in &self.filters {
+            let mut acc = 0.0f32;
+            for (k, t) in taps.iter().enumerate() {
+                acc += t * self.history[(self.head + n - k) % n];
+            }
+            if let Some(v) = frame.get_mut(*ch) {
+                *v = acc;
+            }
+        }
+    }
 }
 
 enum Source {
@@ -135,7 +202,19 @@ impl SimMicArray {
     }
 
     fn with_source(source: Source, file_channels: u16, format: StreamFormat) -> Self {
-        Self { source, file_channels, format, started: None, delivered_frames: 0, paced: true }
+        Self { source, file_channels, format, started: None, delivered_frames: 0, paced: true, talker: None }
+    }
+
+    /// Plays a mono recording as a talker at `azimuth_deg` (counter-clockwise from the array's
+    /// x axis, in its plane, far away): each mic of `mics` (capture channel, position in metres)
+    /// hears it with its own delay, through a fractional-delay filter; other channels (loopback)
+    /// get it unchanged. A recording with a channel per mic already carries its room and is
+    /// left as it is.
+    pub fn mono_as_talker(mut self, mics: &[(u16, [f64; 3])], azimuth_deg: f64) -> Self {
+        if self.file_channels == 1 && !mics.is_empty() {
+            self.talker = Some(Talker::new(mics, azimuth_deg, self.format.sample_rate));
+        }
+        self
     }
 
     /// Turns real-time pacing off (offline processing, tests).
@@ -159,6 +238,9 @@ impl MicArray for SimMicArray {
                 self.source.next_frame(&mut dst[..1])?;
                 let v = dst[0];
                 dst.fill(v);
+                if let Some(t) = self.talker.as_mut() {
+                    t.spread(v, dst);
+                }
             } else {
                 self.source.next_frame(dst)?;
             }
@@ -420,6 +502,41 @@ mod tests {
             assert!(frame.iter().all(|&s| s == frame[0]));
         }
         assert!(buf.iter().any(|&s| s != 0.0));
+    }
+
+    #[test]
+    fn sim_mic_places_a_mono_talker_with_each_mics_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tone.wav");
+        let (rate, hz) = (16000u32, 1000.0f64);
+        let w = 2.0 * std::f64::consts::PI * hz / rate as f64;
+        write_wav(&p, 1, rate, 1600, |i, _| (w * i as f64).sin() as f32 * 0.5);
+        // Two mics 9.26 cm apart on the x axis, a loopback channel between them, the talker on +x.
+        let mics = [(0u16, [-0.0463, 0.0, 0.0]), (2u16, [0.0463, 0.0, 0.0])];
+        let mut mic = SimMicArray::open(&p, 3, rate).unwrap().unpaced().mono_as_talker(&mics, 0.0);
+        let mut buf = vec![0.0; 3 * 1600];
+        mic.read(&mut buf).unwrap();
+        // Phase and amplitude of the tone on each channel, past the filters' start.
+        let phasor = |ch: usize| {
+            let (mut re, mut im) = (0.0f64, 0.0f64);
+            for i in 400..1600 {
+                let v = buf[i * 3 + ch] as f64;
+                re += v * (w * i as f64).cos();
+                im += v * (w * i as f64).sin();
+            }
+            let n = 1200.0 / 2.0;
+            ((re / n).hypot(im / n), re.atan2(im))
+        };
+        let (a0, p0) = phasor(0);
+        let (a1, _) = phasor(1);
+        let (a2, p2) = phasor(2);
+        for a in [a0, a1, a2] {
+            assert!((a - 0.5).abs() < 0.01, "the tone keeps its level on every channel: {a0} {a1} {a2}");
+        }
+        // The mic nearer the talker hears it 0.0926 m / 343 m/s earlier: 1.696 rad at 1 kHz.
+        let lead = (p2 - p0).rem_euclid(2.0 * std::f64::consts::PI);
+        let want = w * 0.0926 / 343.0 * rate as f64;
+        assert!((lead - want).abs() < 0.02, "mic 2 leads by {lead:.3} rad, want {want:.3}");
     }
 
     #[test]
