@@ -163,6 +163,8 @@ pub struct Processor {
     /// noise reference of the post-filter's floor (see `process`)
     noise_floor_ref: Vec<f32>,
     agc_gain: f32,
+    /// Output power of the speech frames before the gain, smoothed over about half a second.
+    agc_speech_pow: f32,
     stages: [bool; 4],
     cfg_floor: f32,
     frame_out: Vec<f32>,
@@ -177,6 +179,17 @@ pub struct Processor {
     /// frames since the canceller last saw the far end active
     farend_quiet_frames: u32,
 }
+
+/// The level gain control steers speech frames to, dBFS.
+const AGC_TARGET_DBFS: f32 = -26.0;
+/// Smoothing of the speech level that decides a fast step (per speech frame: ~0.5 s).
+const AGC_SMOOTH: f32 = 0.98;
+/// While smoothed speech is this far above the target, the gain comes down fast: a room far
+/// louder than expected (a near talker, a loud array) is level within a second or two, not
+/// over the first 15 s of a call. Single loud frames never trigger it, the smoothed level does.
+const AGC_FAST_ABOVE_DB: f32 = 3.0;
+/// The fast step, dB per speech frame (10 dB/s); the slow ones are −0.02 and +0.01.
+const AGC_FAST_DOWN_DB: f32 = -0.1;
 
 /// After a detected echo-path change, for this many frames (2 s: the linear filters need about
 /// as long to re-converge on speech)...
@@ -309,6 +322,7 @@ impl Processor {
             path_change_hold: 0,
             noise_floor_ref: vec![0.0; nb],
             agc_gain: 1.0,
+            agc_speech_pow: 0.0,
             stages: [cfg.echo_cancellation, cfg.beamforming, cfg.noise_suppression, cfg.gain_control],
             cfg_floor: 10f32.powf(cfg.noise_floor_db / 20.0),
             frame_out: vec![0.0; hop],
@@ -612,12 +626,21 @@ impl Processor {
         self.rev_ring[self.rev_pos * nb..(self.rev_pos + 1) * nb].copy_from_slice(&self.ysm);
         self.rev_pos = (self.rev_pos + 1) % self.rev_frames;
         self.out_wola.synthesize(&mut self.fft, &mut self.y, out);
-        // gain control: slow level tracking towards -26 dBFS during speech, soft limit
+        // gain control: slow level tracking towards -26 dBFS during speech (fast down while the
+        // speech is far too loud), soft limit
         let out_pow = out.iter().map(|v| v * v).sum::<f32>() / hop as f32;
         if self.stages[3] {
             if rep.speech {
-                let lvl = db(2.0 * out_pow * self.agc_gain * self.agc_gain);
-                let step = if lvl > -26.0 { -0.02 } else { 0.01 };
+                let g2 = self.agc_gain * self.agc_gain;
+                let lvl = db(2.0 * out_pow * g2);
+                self.agc_speech_pow = AGC_SMOOTH * self.agc_speech_pow + (1.0 - AGC_SMOOTH) * out_pow;
+                let step = if db(2.0 * self.agc_speech_pow * g2) > AGC_TARGET_DBFS + AGC_FAST_ABOVE_DB {
+                    AGC_FAST_DOWN_DB
+                } else if lvl > AGC_TARGET_DBFS {
+                    -0.02
+                } else {
+                    0.01
+                };
                 let gdb = (db(self.agc_gain * self.agc_gain) + step).clamp(-12.0, 24.0);
                 self.agc_gain = 10f32.powf(gdb / 20.0);
             }
