@@ -18,7 +18,10 @@ fn a_call_placed_right_after_start_up_is_level_from_its_first_second() {
     let bus = Bus::start();
     let dir = tempfile::tempdir().unwrap();
     let near = dir.path().join("bursts.wav");
-    write_tone_bursts_wav(&near, 1700.0, 500, 500, 30.0, 16000, 0.3).unwrap();
+    // At a level the room's chain hands on at about the gain control's target, so that what is
+    // measured is the suppressor's start, not the gain control taking a loud room down (that is
+    // dsp/tests/gain_control.rs).
+    write_tone_bursts_wav(&near, 1700.0, 500, 500, 30.0, 16000, 0.15).unwrap();
     // A silent far end, so that nothing but the near end's own sound moves the suppressor.
     let far = dir.path().join("silence.wav");
     write_sine_wav(&far, 1000.0, 60.0, 48000, 2, 0.0).unwrap();
@@ -52,9 +55,8 @@ fn a_call_placed_right_after_start_up_is_level_from_its_first_second() {
     let rate = wav.rate as usize;
     let per_second: Vec<f64> = mono.chunks_exact(rate).map(rms_dbfs).collect();
     let level = |r: std::ops::Range<usize>| rms_dbfs(&mono[r.start * rate..r.end * rate]);
-    // The sim board spreads the mono recording to every mic: a source straight above the array,
-    // with no azimuth, so the beam wanders and the level moves by ±3 dB from second to second.
-    // The defect was 18 dB.
+    // The sim board plays the mono recording as a talker in front of the array; bursts of a
+    // tone still move the level by a few dB from second to second. The defect was 18 dB.
     let (first, settled) = (level(0..3), level(SETTLED));
     eprintln!("far end hears, per second (dBFS): {per_second:.1?}");
     assert!(settled > -60.0, "the far end hears almost nothing of the room ({settled:.1} dBFS): {per_second:.1?}");

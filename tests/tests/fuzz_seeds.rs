@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use huis_tests::peers::sipp::{Scenario, reinvite_media_scenario};
-use huis_tests::peers::tone::write_sine_wav;
+use huis_tests::peers::tone::write_room_tone_wav;
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl, keep_seed, stderr};
 use serde_json::Value;
@@ -79,7 +79,7 @@ fn seeds_from_baresip_kamailio_and_sipp() {
     .unwrap();
     let (port, uas_port, uac_port) = (ns.port(), ns.port(), ns.port());
     let tone = dir.path().join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&tone).unwrap();
     let config = format!(
         "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n[call]\nauto_answer = true\n\
          media_encryption = \"best-effort\"\n[video]\nwidth = 640\nheight = 360\nframerate = 30\n\

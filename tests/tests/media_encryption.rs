@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::picture::Picture;
-use huis_tests::peers::tone::{tone_fraction, tone_fraction_of, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction, tone_fraction_of, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl, stderr};
 use serde_json::Value;
@@ -48,7 +48,7 @@ fn config(dir: &Path, port: u16, policy: &str, video: bool) -> String {
 /// [`config`], with more `[sip]` lines (TLS settings).
 fn config_with_sip(dir: &Path, port: u16, policy: &str, video: bool, sip_extra: &str) -> String {
     let tone = dir.join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&tone).unwrap();
     let video =
         if video { "[video]\nwidth = 640\nheight = 360\nframerate = 30\n" } else { "[video]\nenable = false\n" };
     format!(
@@ -130,7 +130,7 @@ fn assert_no_tone_on_wire(packets: &Udp, why: impl Fn() -> String) {
         .filter(|p| p.2.len() > 12 + 10 && p.2[0] >> 6 == 2 && p.2[1] & 0x7f == 0)
         .collect();
     assert!(rtp.len() > 50, "only {} PCMU (S)RTP packets captured of {}\n{}", rtp.len(), packets.len(), why());
-    for (from_room, hz) in [(true, 1000.0), (false, 440.0)] {
+    for (from_room, hz) in [(true, ROOM_TONE_HZ), (false, 440.0)] {
         let samples: Vec<f32> = rtp
             .iter()
             .filter(|p| (p.0 == RTP_MIN) == from_room)
@@ -178,7 +178,7 @@ fn dtls_srtp_with_baresip_both_ways_audio_and_video_and_nothing_in_clear() {
     let call = wait_media_encryption(&bus, "DTLS-SRTP AES_CM_128_HMAC_SHA1_", why);
     eprintln!("outgoing call: {call}; DTLS up {:?} after the dial", dialled.elapsed());
     assert_eq!(call["encrypted"], false, "SIP over UDP: the call is not encrypted end to end\n{}", why());
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_room_hears(&d, 440.0, before + 500, why);
     assert_video_both_ways(&bus, &b, why);
     let packets = cap.join().unwrap();
@@ -206,7 +206,7 @@ fn dtls_srtp_with_baresip_both_ways_audio_and_video_and_nothing_in_clear() {
     eprintln!("incoming call: {call}");
     assert_eq!(call["encrypted"], false);
     assert_room_hears(&d, 440.0, before + 500, why);
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_video_both_ways(&bus, &b, why);
     assert!(
         b.log_text().contains("verified") || b.log_text().contains("fingerprint"),
@@ -265,7 +265,7 @@ fn required_refuses_a_plain_peer_and_best_effort_calls_it_without_the_lock() {
     let calls = wait_json(&bus, &["calls"], "the call", 5 * SEC, |c| c[0]["state"] == "active");
     assert_eq!(calls[0]["media_encryption"], "none", "{calls}\n{}", why(&d));
     assert_eq!(calls[0]["encrypted"], false);
-    assert_baresip_hears(&b, 1000.0, || why(&d));
+    assert_baresip_hears(&b, ROOM_TONE_HZ, || why(&d));
     // The screen: "Not encrypted", and no lock (the lock is drawn in its green).
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("media-encryption-best-effort-screen.png");
     let out = huisctl(&bus, &["screenshot", &shot.display().to_string()]);
@@ -307,7 +307,7 @@ fn dtls_srtp_without_rtcp_mux_and_across_hold() {
     let call = wait_media_encryption(&bus, "DTLS-SRTP AES_CM_128_HMAC_SHA1_", why);
     assert_eq!(call["encrypted"], false);
     assert!(d.log_text().contains("rtcp_mux=false"), "the call runs without rtcp-mux\n{}", why());
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_room_hears(&d, 440.0, before + 500, why);
     let rtcp = |c: &Value| c["stats"]["rtcp_received"].as_f64().unwrap_or(0.0);
     wait_json(&bus, &["calls"], "SRTCP from baresip on the RTCP port", 15 * SEC, |c| rtcp(&c[0]) >= 1.0);
@@ -416,7 +416,7 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     let call = wait_media_encryption(&bus, "SDES AES_CM_128_HMAC_SHA1_", why);
     eprintln!("outgoing call: {call}");
     assert_eq!(call["encrypted"], true, "TLS signalling and SRTP audio and video\n{}", why());
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_room_hears(&d, 440.0, before + 500, why);
     assert_video_both_ways(&bus, &b, why);
     let packets = cap.join().unwrap();
@@ -437,7 +437,7 @@ fn sdes_srtp_over_tls_with_baresip_both_ways_encrypted_and_nothing_in_clear() {
     assert_eq!(call["encrypted"], true, "{}", why());
     assert_room_hears(&d, 440.0, before + 500, why);
     // The room's second call, after its echo canceller heard the first: baresip hears the room.
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_video_both_ways(&bus, &b, why);
     b.hangup().unwrap();
     let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");
@@ -464,7 +464,7 @@ fn dtls_srtp_over_tls_with_baresip_both_ways_encrypted() {
     eprintln!("outgoing call: {call}");
     assert_eq!(call["encrypted"], true, "TLS signalling and DTLS-SRTP audio and video\n{}", why());
     assert!(d.log_text().contains("calling again with DTLS-SRTP"), "the SDES offer was refused first\n{}", why());
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_room_hears(&d, 440.0, before + 500, why);
     assert_video_both_ways(&bus, &b, why);
     json(&bus, &["hangup"]);
@@ -479,7 +479,7 @@ fn dtls_srtp_over_tls_with_baresip_both_ways_encrypted() {
     eprintln!("incoming call: {call}");
     assert_eq!(call["encrypted"], true, "{}", why());
     assert_room_hears(&d, 440.0, before + 500, why);
-    assert_baresip_hears(&b, 1000.0, why);
+    assert_baresip_hears(&b, ROOM_TONE_HZ, why);
     assert_video_both_ways(&bus, &b, why);
     b.hangup().unwrap();
     let s = wait_json(&bus, &["status"], "idle", 5 * SEC, |s| s["state"] == "idle");

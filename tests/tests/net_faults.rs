@@ -29,7 +29,7 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 /// with a steady tone in both rooms, each room's echo control takes the far end's tone for
 /// echo to protect against and holds its own microphones down (a room hears the other only
 /// while it does not play something itself), so one talker at a time, as in a meeting.
-const TONE_A: f32 = 1000.0;
+const TONE_A: f32 = tone::ROOM_TONE_HZ;
 const SIP_PORT: u16 = 5060;
 
 fn status(bus: &Bus) -> Value {

@@ -195,7 +195,7 @@ fn a_restarted_registrar_is_met_with_backoff_and_jitter_not_a_storm() {
 /// A room recording that carries a 1 kHz tone, so the far end can tell it.
 fn tone_recording(dir: &std::path::Path) -> String {
     let p = dir.join("room-tone.wav");
-    tone::write_sine_wav(&p, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    tone::write_room_tone_wav(&p).unwrap();
     p.display().to_string()
 }
 

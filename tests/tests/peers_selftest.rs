@@ -409,7 +409,7 @@ fn bench_srtp_cpu() {
         Baresip::start(&ns, o).unwrap()
     };
     let tone = dir.path().join("room-tone.wav");
-    tone::write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    tone::write_room_tone_wav(&tone).unwrap();
     let sip_port = ns.port();
     let tls_port = ns.port();
     let room = |policy: &str, tls: bool| {

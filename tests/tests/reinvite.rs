@@ -6,7 +6,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::sipp::{Scenario, Sipp, SippOpts, reinvite_media_scenario};
-use huis_tests::peers::tone::{tone_fraction_of, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction_of, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::{Bus, huisctl, stderr};
 use serde_json::Value;
@@ -20,7 +20,7 @@ fn json(bus: &Bus, args: &[&str]) -> Value {
 /// The room: a 1 kHz tone in its mics, PCMU, 640×360 video, SIP on `port`.
 fn room_config(dir: &std::path::Path, port: u16, auto_answer: bool) -> String {
     let tone = dir.join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&tone).unwrap();
     format!(
         "[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
          [call]\nauto_answer = {auto_answer}\naudio_codecs = [\"pcmu\"]\n\
@@ -114,7 +114,7 @@ fn the_room_follows_moved_media_and_video_added_and_dropped_by_the_peer() {
         .filter(|p| p.1 == 0)
         .flat_map(|p| p.2.iter().map(|&b| huis_tests::peers::tone::ulaw_sample(b)))
         .collect();
-    let t = tone_fraction_of(&samples, 8000, 1000.0, 25.0, 100, 300);
+    let t = tone_fraction_of(&samples, 8000, ROOM_TONE_HZ, 25.0, 100, 300);
     assert!(
         t.voiced >= 20 && t.fraction >= 0.8,
         "the moved audio does not carry the room's 1 kHz: {t:?}\nhuisd:\n{log}"
@@ -192,7 +192,7 @@ fn the_room_stops_and_restarts_video_in_a_call() {
         "Call1.VideoCodec after video on: {codec}\n{}",
         why()
     );
-    let r = b.wait_received_tone(1000.0, 15, 5 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));
+    let r = b.wait_received_tone(ROOM_TONE_HZ, 15, 5 * SEC).unwrap_or_else(|e| panic!("{e}\n{}", why()));
     assert!(r.fraction >= 0.8, "baresip hears the room in only {:.0}% ({r:?})\n{}", r.fraction * 100.0, why());
     json(&bus, &["hangup"]);
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();

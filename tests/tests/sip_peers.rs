@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use huis_tests::peers::malformed::{self, Transport};
 use huis_tests::peers::sipp::{self, Scenario};
-use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl, stderr};
 use serde_json::Value;
@@ -43,7 +43,7 @@ fn ok(bus: &Bus, args: &[&str]) {
 /// A room recording that carries a 1 kHz tone, so the far end can tell it.
 fn tone_recording(dir: &Path) -> String {
     let p = dir.join("room-tone.wav");
-    write_sine_wav(&p, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&p).unwrap();
     p.display().to_string()
 }
 
@@ -98,7 +98,7 @@ fn huisd_and_baresip_call_each_other_with_tones_dtmf_hold_and_hangup() {
     b.wait_event("CALL_ESTABLISHED", 10 * SEC).unwrap();
     let s = wait_status(&bus, "in call", 10 * SEC, |s| s["state"] == "in-call");
     assert_eq!(s["leds"], "in-call");
-    assert_baresip_hears(&b, 1000.0);
+    assert_baresip_hears(&b, ROOM_TONE_HZ);
     assert_room_hears(&d, 440.0, before + 500);
 
     // DTMF from the room arrives at the peer (RFC 4733 with Opus).
@@ -156,7 +156,7 @@ fn huisd_and_baresip_call_each_other_with_tones_dtmf_hold_and_hangup() {
     b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED" && e.direction == "outgoing", 10 * SEC).unwrap();
     wait_status(&bus, "in call (incoming)", 10 * SEC, |s| s["state"] == "in-call");
     assert_room_hears(&d, 440.0, before + 500);
-    assert_baresip_hears(&b, 1000.0);
+    assert_baresip_hears(&b, ROOM_TONE_HZ);
     b.hangup().unwrap();
     let s = wait_status(&bus, "idle after the peer hung up", 5 * SEC, |s| s["state"] == "idle");
     assert_eq!(s["last_error"], "", "a normal hang-up is not an error");

@@ -9,7 +9,7 @@ use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::{Bus, Huisd, huisctl, stderr, wait_status};
 use serde_json::Value;
@@ -29,7 +29,7 @@ fn ok(bus: &Bus, args: &[&str]) {
 
 fn tone_recording(dir: &Path) -> String {
     let p = dir.join("room-tone.wav");
-    write_sine_wav(&p, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&p).unwrap();
     p.display().to_string()
 }
 
@@ -146,7 +146,7 @@ fn huisd_registers_over_tls_and_calls_through_kamailio_both_ways_with_tones() {
     b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED", 10 * SEC)
         .unwrap_or_else(|e| panic!("{e}\nhuisd:\n{}\nkamailio:\n{}", d.log_text(), k.log_text()));
     wait_status(&bus, &d, "in call from bob", 10 * SEC, |s| s["state"] == "in-call");
-    assert_baresip_hears(&b, 1000.0);
+    assert_baresip_hears(&b, ROOM_TONE_HZ);
     assert_room_hears(&d, 440.0, before + 500);
     let invites: Vec<_> = k.requests().into_iter().filter(|r| r.method == "INVITE").collect();
     assert!(invites.iter().all(|r| r.proto == "tls"), "every INVITE leg is TLS: {invites:?}");
@@ -159,7 +159,7 @@ fn huisd_registers_over_tls_and_calls_through_kamailio_both_ways_with_tones() {
     b.wait_event_where(|e| e.kind == "CALL_ESTABLISHED" && e.direction == "incoming", 10 * SEC)
         .unwrap_or_else(|e| panic!("{e}\nhuisd:\n{}\nkamailio:\n{}", d.log_text(), k.log_text()));
     wait_status(&bus, &d, "in call to bob", 10 * SEC, |s| s["state"] == "in-call");
-    assert_baresip_hears(&b, 1000.0);
+    assert_baresip_hears(&b, ROOM_TONE_HZ);
     assert_room_hears(&d, 440.0, before + 500);
     let from_room: Vec<_> = k.requests().into_iter().filter(|r| r.user == "room").collect();
     assert!(from_room.iter().all(|r| r.proto == "tls"), "all the room's requests came over TLS: {from_room:?}");
@@ -429,7 +429,7 @@ fn a_dialled_domain_fails_over_to_the_next_srv_target() {
     let s = wait_status(&bus, &d, "in call", 10 * SEC, |s| s["state"] == "in-call");
     eprintln!("LastError: {}", s["last_error"]);
     assert!(d.log_text().contains("trying the next one"), "{}", d.log_text());
-    assert_baresip_hears(&b, 1000.0);
+    assert_baresip_hears(&b, ROOM_TONE_HZ);
     assert_room_hears(&d, 440.0, before + 500);
     ok(&bus, &["hangup"]);
     b.wait_event("CALL_CLOSED", 5 * SEC).unwrap();

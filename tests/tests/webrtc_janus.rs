@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use huis_tests::peers::bench;
 use huis_tests::peers::netns::is_root;
 use huis_tests::peers::picture::Picture;
-use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::*;
 use serde_json::Value;
@@ -31,7 +31,7 @@ fn config(dir: &Path, port: u16) -> String {
 /// [`config`] with more sections (`[webrtc]`).
 fn config_with(dir: &Path, port: u16, extra: &str) -> String {
     let tone = dir.join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&tone).unwrap();
     format!(
         "[room]\nname = \"{ROOM_NAME}\"\n[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
          [video]\nwidth = 640\nheight = 360\nframerate = 30\n{extra}",
@@ -142,7 +142,9 @@ fn huis_joins_a_janus_room_sees_and_hears_chromium_and_leaves_cleanly() {
         .wait_until(
             |s| {
                 s.feed(ROOM_NAME).is_some_and(|f| {
-                    f.frames_decoded > 30 && f.audio_packets_received > 50 && (f.audio_peak_hz - 1000.0).abs() < 30.0
+                    f.frames_decoded > 30
+                        && f.audio_packets_received > 50
+                        && (f.audio_peak_hz - f64::from(ROOM_TONE_HZ)).abs() < 30.0
                 })
             },
             20 * SEC,

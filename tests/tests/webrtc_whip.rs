@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use huis_tests::peers::netns::is_root;
-use huis_tests::peers::tone::{tone_fraction, write_sine_wav};
+use huis_tests::peers::tone::{ROOM_TONE_HZ, tone_fraction, write_room_tone_wav};
 use huis_tests::peers::*;
 use huis_tests::*;
 use serde_json::Value;
@@ -30,7 +30,7 @@ fn encode(url: &str) -> String {
 /// The room's configuration: a 1 kHz microphone, and named destinations on `server`.
 fn config(dir: &Path, port: u16, server: &WhipServer) -> String {
     let tone = dir.join("room-tone.wav");
-    write_sine_wav(&tone, 1000.0, 5.0, 16000, 1, 0.4).unwrap();
+    write_room_tone_wav(&tone).unwrap();
     let both = format!("whip+{}#whep={}", server.whip_url("room"), encode(&server.whep_url("room")));
     format!(
         "[room]\nname = \"{ROOM_NAME}\"\n[audio]\nsim_recording = \"{}\"\n[sip]\nlisten = \"127.0.0.1:{port}\"\n\
@@ -118,7 +118,9 @@ fn huis_publishes_over_whip_receives_over_whep_and_deletes_both() {
         .wait_until(
             |s| {
                 s.last("whip").is_some_and(|w| {
-                    w.state == "connected" && w.frames_decoded >= 30 && (w.audio_peak_hz - 1000.0).abs() < 30.0
+                    w.state == "connected"
+                        && w.frames_decoded >= 30
+                        && (w.audio_peak_hz - f64::from(ROOM_TONE_HZ)).abs() < 30.0
                 })
             },
             20 * SEC,

@@ -29,6 +29,21 @@ impl Wav {
     }
 }
 
+/// The room's test tone: the mono recording the sim board plays as its talker in the call
+/// tests, in Hz. Not 1000 Hz: a 440 Hz tone coded at 8 or 48 kHz has its quantisation products
+/// on a 40 Hz grid, and a room tone exactly on that grid is phase-locked to a line of the far
+/// end, which no real room and far end are (they run on different clocks). An adaptive echo
+/// canceller learns such a locked tone as echo, within its gain bound, and the beam then takes
+/// it for residual echo; 1010 Hz is 10 Hz off every line and still a whole number of cycles in
+/// a 5 s loop.
+pub const ROOM_TONE_HZ: f32 = 1010.0;
+
+/// Writes the room's test tone ([`ROOM_TONE_HZ`], 5 s, mono, 16 kHz, amplitude 0.4): the
+/// `audio.sim_recording` of the call tests.
+pub fn write_room_tone_wav(path: &Path) -> Result<()> {
+    write_sine_wav(path, ROOM_TONE_HZ, 5.0, 16000, 1, 0.4)
+}
+
 /// Writes a 16-bit PCM WAV holding a sine of `hz` for `seconds`, the same
 /// signal in every channel; `amplitude` is linear, 0..1 of full scale.
 pub fn write_sine_wav(path: &Path, hz: f32, seconds: f32, rate: u32, channels: u16, amplitude: f32) -> Result<()> {
