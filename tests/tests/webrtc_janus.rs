@@ -261,10 +261,13 @@ fn three_parties_share_the_screen_and_one_leaving_relays_it() {
     let explain = || why(&bus, &d, &janus, &[&a, &b]);
     wait_far_ends(&bus, 2.0, explain);
     // Two far ends side by side, letterboxed: both halves show a picture, the band above
-    // them is the black layout.
-    let deadline = Instant::now() + 10 * SEC;
+    // them is the black layout. The screenshots stay in target/tmp for a person to look at.
+    // The layout changes with B's first decoded picture, which a loaded machine may take
+    // seconds to bring.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let deadline = Instant::now() + 20 * SEC;
     loop {
-        let p = screenshot(&bus, dir.path(), "two-far-ends.png");
+        let p = screenshot(&bus, shots, "janus-two-far-ends.png");
         let (left, right, above) =
             (shows(&p, 0.2, 0.45, 0.1, 0.1), shows(&p, 0.7, 0.45, 0.1, 0.1), shows(&p, 0.4, 0.13, 0.2, 0.06));
         if left && right && !above {
@@ -273,8 +276,9 @@ fn three_parties_share_the_screen_and_one_leaving_relays_it() {
         assert!(
             Instant::now() < deadline,
             "the screen does not show two far ends side by side (left {left}, right {right}, band above {above}); \
-             see {}\n{}",
-            dir.path().join("two-far-ends.png").display(),
+             see {}\nhuisctl video: {}\n{}",
+            shots.join("janus-two-far-ends.png").display(),
+            huisctl_json(&bus, &["video"]),
             explain()
         );
         std::thread::sleep(Duration::from_millis(500));
@@ -285,11 +289,17 @@ fn three_parties_share_the_screen_and_one_leaving_relays_it() {
     wait_far_ends(&bus, 1.0, explain);
     let deadline = Instant::now() + 10 * SEC;
     loop {
-        let p = screenshot(&bus, dir.path(), "one-far-end.png");
+        let p = screenshot(&bus, shots, "janus-one-far-end.png");
         if shows(&p, 0.4, 0.13, 0.2, 0.06) && shows(&p, 0.45, 0.45, 0.1, 0.1) {
             break;
         }
-        assert!(Instant::now() < deadline, "A does not fill the screen after B left\n{}", explain());
+        assert!(
+            Instant::now() < deadline,
+            "A does not fill the screen after B left; see {}\nhuisctl video: {}\n{}",
+            shots.join("janus-one-far-end.png").display(),
+            huisctl_json(&bus, &["video"]),
+            explain()
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
     let out = huisctl(&bus, &["hangup"]);
