@@ -185,8 +185,9 @@ pub struct Room {
 #[serde(deny_unknown_fields, default)]
 pub struct Audio {
     /// Sim board: the room recording the simulated mic array plays (a
-    /// multichannel WAV matching the board's array, or mono). Empty: a room
-    /// scene generated at first start into the state directory.
+    /// multichannel WAV matching the board's array, or mono: then one talker
+    /// in front of the array, each mic hearing it with its own delay). Empty:
+    /// a room scene generated at first start into the state directory.
     pub sim_recording: String,
     /// Sim board: where the simulated loudspeaker writes what it plays.
     /// Empty: `speaker.wav` in the state directory.
