@@ -110,11 +110,19 @@ rauc_field() { # rauc_field NAME: from `rauc status --output-format=shell`
     printf '%s\n' "$v"
 }
 slot_state() { # boot status of the slot with bootname $1
-    g 60 "rauc status --detailed --output-format=shell" | awk -F= -v want="$1" '
-        { gsub(/['\''"]/, "", $2) }
-        $1 ~ /^RAUC_SLOT_BOOTNAME_/ { n = substr($1, 19); bn[n] = $2 }
-        $1 ~ /^RAUC_SLOT_BOOT_STATUS_/ { n = substr($1, 22); bs[n] = $2 }
-        END { for (i in bn) if (bn[i] == want) print bs[i] }'
+    # Asked again when empty, as rauc_field is: right after RAUC refused the damaged bundle,
+    # `rauc status` once timed out on RAUC's D-Bus (GetSlotStatus) and printed nothing
+    # (2026-12-08), though RAUC had just listed both slots.
+    local v="" i
+    for i in 1 2 3; do
+        v=$(g 60 "rauc status --detailed --output-format=shell" | tr -d '\r' | awk -F= -v want="$1" '
+            { gsub(/['\''"]/, "", $2) }
+            $1 ~ /^RAUC_SLOT_BOOTNAME_/ { n = substr($1, 19); bn[n] = $2 }
+            $1 ~ /^RAUC_SLOT_BOOT_STATUS_/ { n = substr($1, 22); bs[n] = $2 }
+            END { for (i in bn) if (bn[i] == want) print bs[i] }')
+        [ -n "$v" ] && break
+    done
+    printf '%s\n' "$v"
 }
 grubenv() { g 30 "grub-editenv /boot/efi/EFI/BOOT/grubenv list | sort | tr '\n' ' '"; }
 
