@@ -641,7 +641,7 @@ impl Processor {
                 } else {
                     0.01
                 };
-                let gdb = (db(self.agc_gain * self.agc_gain) + step).clamp(-12.0, 24.0);
+                let gdb = (db(g2) + step).clamp(-12.0, 24.0);
                 self.agc_gain = 10f32.powf(gdb / 20.0);
             }
             for v in out.iter_mut() {
